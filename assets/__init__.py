@@ -1,0 +1,1 @@
+"""Dagster assets over the archive: batch profiles, reconciliation, models."""

@@ -1,0 +1,1 @@
+"""Pure enrichers and the reference data (product catalog) they read."""

@@ -1,0 +1,1 @@
+"""Settings, local services, topics, the `pulse` CLI and the Dagster Definitions."""

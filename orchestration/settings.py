@@ -1,0 +1,103 @@
+"""Every Pulse setting, read from ``PULSE_*`` environment variables (docs/configuration.md).
+
+This is the one place a setting is defined; ``pulse settings`` prints the effective values.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEV_WRITE_KEY = "dev-write-key"
+DEV_READ_KEY = "dev-read-key"
+
+#: librdkafka settings that make a local (Tansu) broker fast; production can override them.
+LOCAL_CONSUMER_DEFAULTS: dict[str, Any] = {
+    "session.timeout.ms": 6000,
+    "heartbeat.interval.ms": 1000,
+    "fetch.wait.max.ms": 5,
+}
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class PulseSettings(BaseSettings):
+    """Settings shared by every Pulse process."""
+
+    model_config = SettingsConfigDict(env_prefix="PULSE_", extra="ignore")
+
+    data_dir: Path = Field(Path(".pulse"), description="All local state: services, archive, DuckDB, DAGSTER_HOME.")
+    kafka_brokers: str | None = Field(None, description="Kafka bootstrap servers; unset = embedded broker of `pulse up`.")
+    kafka_config: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Extra librdkafka settings as JSON, e.g. {"security.protocol": "SASL_SSL"}.',
+    )
+    redis_url: str | None = Field(None, description="Redis URL; unset = embedded server of `pulse up`.")
+
+    api_host: str = Field("127.0.0.1", description="Address the collector/API listens on.")
+    api_port: int = Field(8080, description="Port the collector/API listens on.")
+    write_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Comma-separated keys allowed to send events.")
+    read_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Comma-separated keys allowed to read and forget profiles.")
+    dev_mode: bool = Field(False, description="Local dev: missing keys fall back to dev-write-key/dev-read-key.")
+    rate_limit_events_per_second: float = Field(50_000, description="Per write key, sustained events/s.")
+    rate_limit_burst: float = Field(100_000, description="Per write key, events allowed in a burst.")
+    delivery_timeout_ms: int = Field(10_000, description="How long the collector waits for the broker before answering 503.")
+
+    dagster_port: int = Field(3000, description="Port of `dagster dev` started by `pulse up`.")
+
+    topic_events: str = Field("pulse.events", description="Events topic.")
+    topic_dlq: str = Field("pulse.events.dlq", description="Dead-letter topic for invalid events.")
+    topic_triggers: str = Field("pulse.triggers", description="Fired decisions.")
+    topic_profile_changes: str = Field("pulse.profiles.changes", description="Profile change events (optional).")
+    topic_partitions: int = Field(6, description="Partitions of pulse.events when Pulse creates it.")
+    topic_replication_factor: int = Field(1, description="Replication factor of topics Pulse creates.")
+    topic_retention_ms: int = Field(7 * 24 * 3600 * 1000, description="retention.ms of topics Pulse creates.")
+    topic_retention_bytes: int = Field(-1, description="retention.bytes of topics Pulse creates (-1 = unlimited).")
+
+    consumer_group: str = Field("pulse-profile-app", description="Consumer group of the profile app.")
+    commit_interval_seconds: float = Field(0.02, description="Profile app checkpoint interval: Redis writes and offset commits.")
+    commit_every: int = Field(5000, description="Profile app checkpoints after this many events at the latest.")
+    dedupe_window_seconds: int = Field(7 * 24 * 3600, description="How long an event_id is remembered.")
+    session_timeout_seconds: int = Field(1800, description="Inactivity (event time) that ends a session.")
+    catalog_refresh_seconds: float = Field(5.0, description="How often the profile app checks for a new catalog version.")
+
+    _split_keys = field_validator("write_keys", "read_keys", mode="before")(_split_csv)
+
+    @field_validator("kafka_config", mode="before")
+    @classmethod
+    def _parse_kafka_config(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @cached_property
+    def data_path(self) -> Path:
+        """Absolute data directory."""
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def services_file(self) -> Path:
+        """Where `pulse up` records the addresses of the services it started."""
+        return self.data_path / "services.json"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.data_path / "dagster"
+
+
+def settings_reference() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every setting, for docs and `pulse settings`."""
+    rows = []
+    for name, info in PulseSettings.model_fields.items():
+        default = info.default_factory() if info.default_factory else info.default  # type: ignore[call-arg]
+        rows.append((f"PULSE_{name.upper()}", "" if default is None else str(default), info.description or ""))
+    return rows

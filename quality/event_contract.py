@@ -1,0 +1,234 @@
+"""The Pulse event contract, written once.
+
+The collector, the profile app and the batch (Pandera) checks all validate through this
+module; ``quality.json_schema`` exports the same rules as JSON Schema.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+SCHEMA_VERSION = "1"
+MAX_EVENT_BYTES = 32 * 1024
+
+STANDARD_EVENT_TYPES: tuple[str, ...] = (
+    "page_view",
+    "click",
+    "add_to_cart",
+    "remove_from_cart",
+    "purchase",
+    "search",
+    "identify",
+)
+CUSTOM_EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+_CUSTOM_EVENT_TYPE = re.compile(CUSTOM_EVENT_TYPE_PATTERN)
+MAX_ID_LENGTH = 256
+
+#: Top-level fields an event may carry; anything else is rejected so typos surface early.
+KNOWN_FIELDS = frozenset(
+    {"event_id", "event_type", "user_id", "anonymous_id", "timestamp", "metadata", "received_at"}
+)
+
+
+@dataclass(frozen=True)
+class MetadataRule:
+    """A constraint on one metadata field of one event type."""
+
+    field: str
+    kind: str  # "string" | "number" | "integer"
+    required: bool = False
+    minimum: float | None = None
+
+
+#: Per-type metadata rules (versioned with SCHEMA_VERSION). Types not listed have none.
+METADATA_RULES: dict[str, tuple[MetadataRule, ...]] = {
+    "purchase": (
+        MetadataRule("order_id", "string", required=True),
+        MetadataRule("price", "number", required=True, minimum=0),
+        MetadataRule("quantity", "integer", minimum=1),
+    ),
+    "add_to_cart": (
+        MetadataRule("product_id", "string", required=True),
+        MetadataRule("quantity", "integer", minimum=1),
+        MetadataRule("price", "number", minimum=0),
+    ),
+    "remove_from_cart": (
+        MetadataRule("product_id", "string", required=True),
+        MetadataRule("quantity", "integer", minimum=1),
+    ),
+    "search": (MetadataRule("query", "string", required=True),),
+}
+
+#: Rules that apply to every event type when the field is present.
+COMMON_METADATA_RULES: tuple[MetadataRule, ...] = (
+    MetadataRule("product_id", "string"),
+    MetadataRule("category", "string"),
+    MetadataRule("quantity", "integer", minimum=1),
+    MetadataRule("price", "number", minimum=0),
+    MetadataRule("currency", "string"),
+)
+
+
+class EventContractError(ValueError):
+    """An event does not satisfy the event contract; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A validated event. ``timestamp_ms`` is event time in epoch milliseconds (UTC)."""
+
+    event_id: str
+    event_type: str
+    user_id: str | None
+    anonymous_id: str | None
+    timestamp: str
+    timestamp_ms: int
+    metadata: Mapping[str, Any]
+
+    @property
+    def profile_id(self) -> str:
+        """The id the event is keyed and profiled by: user_id, else anonymous_id."""
+        return self.user_id or self.anonymous_id  # type: ignore[return-value]
+
+
+_decoder = msgspec.json.Decoder()
+
+
+def decode_json(raw: bytes | str) -> Any:
+    """Parse JSON bytes; raise EventContractError with a readable reason on failure."""
+    try:
+        return _decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise EventContractError(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise EventContractError("invalid JSON: nested too deeply") from None
+    except UnicodeDecodeError:
+        raise EventContractError("invalid JSON: body is not UTF-8") from None
+
+
+def parse_event(raw: bytes) -> Event:
+    """Decode and validate one event from its JSON bytes (as read from the topic)."""
+    if len(raw) > MAX_EVENT_BYTES:
+        raise EventContractError(f"event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}")
+    return validate_event(decode_json(raw))
+
+
+def validate_event(obj: Any) -> Event:
+    """Validate a decoded JSON value against the contract and return the typed event."""
+    if not isinstance(obj, dict):
+        raise EventContractError(f"event must be a JSON object, got {_json_type(obj)}")
+    unknown = obj.keys() - KNOWN_FIELDS
+    if unknown:
+        raise EventContractError(f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
+
+    event_id = _require_string(obj, "event_id")
+    try:
+        uuid.UUID(event_id)
+    except ValueError:
+        raise EventContractError(f"event_id must be a UUID, got {event_id!r}") from None
+
+    event_type = _require_string(obj, "event_type")
+    if event_type not in STANDARD_EVENT_TYPES and not _CUSTOM_EVENT_TYPE.match(event_type):
+        raise EventContractError(
+            f"event_type {event_type!r} is not a standard type and does not match "
+            f"{CUSTOM_EVENT_TYPE_PATTERN}"
+        )
+
+    user_id = _optional_id(obj, "user_id")
+    anonymous_id = _optional_id(obj, "anonymous_id")
+    if event_type == "identify":
+        if not (user_id and anonymous_id):
+            raise EventContractError("identify needs both user_id and anonymous_id")
+    elif not (user_id or anonymous_id):
+        raise EventContractError("user_id or anonymous_id is required")
+
+    timestamp = _require_string(obj, "timestamp")
+    timestamp_ms = parse_timestamp_ms(timestamp)
+
+    metadata = obj.get("metadata")
+    if metadata is None:
+        metadata = {}
+    elif not isinstance(metadata, dict):
+        raise EventContractError(f"metadata must be an object, got {_json_type(metadata)}")
+    _check_metadata(event_type, metadata)
+
+    return Event(event_id, event_type, user_id, anonymous_id, timestamp, timestamp_ms, metadata)
+
+
+def parse_timestamp_ms(value: str) -> int:
+    """Parse an RFC 3339 timestamp that carries a timezone into epoch milliseconds."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise EventContractError(f"timestamp {value!r} is not RFC 3339 / ISO 8601") from None
+    if parsed.tzinfo is None:
+        raise EventContractError(f"timestamp {value!r} has no timezone (add Z or +00:00)")
+    return int(parsed.timestamp() * 1000)
+
+
+def _check_metadata(event_type: str, metadata: Mapping[str, Any]) -> None:
+    for rule in (*COMMON_METADATA_RULES, *METADATA_RULES.get(event_type, ())):
+        value = metadata.get(rule.field)
+        if value is None:
+            if rule.required:
+                raise EventContractError(f"{event_type} needs metadata.{rule.field}")
+            continue
+        if not _matches_kind(value, rule.kind):
+            raise EventContractError(
+                f"metadata.{rule.field} must be a {rule.kind}, got {_json_type(value)}"
+            )
+        if rule.minimum is not None and value < rule.minimum:
+            raise EventContractError(f"metadata.{rule.field} must be >= {rule.minimum}, got {value}")
+
+
+def _matches_kind(value: Any, kind: str) -> bool:
+    if isinstance(value, bool):
+        return False
+    if kind == "string":
+        return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH
+    if kind == "integer":
+        return isinstance(value, int) and -(2**53) < value < 2**53
+    return isinstance(value, (int, float)) and value == value and abs(value) < 1e15
+
+
+def _require_string(obj: Mapping[str, Any], field: str) -> str:
+    value = obj.get(field)
+    if value is None:
+        raise EventContractError(f"{field} is required")
+    if not isinstance(value, str) or not value:
+        raise EventContractError(f"{field} must be a non-empty string, got {_json_type(value)}")
+    return value
+
+
+def _optional_id(obj: Mapping[str, Any], field: str) -> str | None:
+    value = obj.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise EventContractError(f"{field} must be a non-empty string, got {_json_type(value)}")
+    if len(value) > MAX_ID_LENGTH:
+        raise EventContractError(f"{field} is longer than {MAX_ID_LENGTH} characters")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__

@@ -1,0 +1,82 @@
+"""Turn a validated, enriched event into the profile change it causes (pure).
+
+Every change is commutative (counters, min/max, set union, top-N by event time, session
+interval merging), so a profile is the same whatever order its events arrive in; the
+``event_id`` marker makes each change apply once. ``streaming/profiles/update.lua``
+applies these deltas in Redis and ``streaming.profiles.reference`` in plain Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from quality.event_contract import Event
+
+MICROS = 1_000_000
+
+#: Points each event type adds to ``engagement_score``; custom types count as 1.
+ENGAGEMENT_POINTS: dict[str, int] = {
+    "page_view": 1,
+    "click": 2,
+    "search": 1,
+    "add_to_cart": 4,
+    "remove_from_cart": 0,
+    "purchase": 10,
+    "identify": 0,
+}
+DEFAULT_ENGAGEMENT_POINTS = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileDelta:
+    """What one event changes on its profile."""
+
+    profile_id: str
+    event_id: str
+    event_type: str
+    timestamp_ms: int
+    user_id: str  # "" for an anonymous-only event
+    anonymous_id: str  # "" when the event has none
+    category: str  # counted in category_views (page_view only), else ""
+    product_id: str  # pushed on last_products, else ""
+    cart_change: int  # +quantity add_to_cart, -quantity remove_from_cart / purchase
+    purchase_micros: int  # price * quantity in millionths, purchases only
+    engagement: int
+
+
+def event_category(event: Event, catalog_category: str | None) -> str:
+    """Category of an event: metadata.category, else the catalog's for metadata.product_id."""
+    category = event.metadata.get("category")
+    if isinstance(category, str) and category:
+        return category
+    return catalog_category or ""
+
+
+def profile_delta(event: Event, category: str) -> ProfileDelta:
+    """Compute the delta of a validated event; ``category`` comes from ``event_category``."""
+    meta = event.metadata
+    event_type = event.event_type
+    product_id = meta.get("product_id") or ""
+    quantity = meta.get("quantity") or 1
+    cart_change = 0
+    purchase_micros = 0
+    if product_id:
+        if event_type == "add_to_cart":
+            cart_change = quantity
+        elif event_type in ("remove_from_cart", "purchase"):
+            cart_change = -quantity
+    if event_type == "purchase":
+        purchase_micros = round(meta["price"] * quantity * MICROS)
+    return ProfileDelta(
+        profile_id=event.profile_id,
+        event_id=event.event_id,
+        event_type=event_type,
+        timestamp_ms=event.timestamp_ms,
+        user_id=event.user_id or "",
+        anonymous_id=event.anonymous_id or "",
+        category=category if event_type == "page_view" else "",
+        product_id=product_id,
+        cart_change=cart_change,
+        purchase_micros=purchase_micros,
+        engagement=ENGAGEMENT_POINTS.get(event_type, DEFAULT_ENGAGEMENT_POINTS),
+    )

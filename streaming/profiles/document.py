@@ -1,0 +1,74 @@
+"""Build the profile JSON of the contract from its stored parts (pure).
+
+Stored parts, as kept in Redis (see ``streaming/profiles/update.lua``):
+- ``fields``: flat hash. ``user_id``, ``event_count``, ``first_seen``/``last_seen``/``updated_at``
+  (epoch ms), ``purchase_micros``, ``engagement``, ``t:<type>`` counts, ``v:<category>`` views,
+  ``c:<product_id>`` cart quantity (adds minus removals and purchases; shown when > 0).
+- ``anonymous_ids``: set; ``last_products``: most recent first; ``session_count``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from streaming.profiles.delta import MICROS
+
+LAST_PRODUCTS_LIMIT = 10
+
+
+def iso_from_ms(ms: int | None) -> str | None:
+    """Epoch milliseconds to ISO 8601 UTC with millisecond precision and a Z suffix."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
+
+
+def build_profile(
+    profile_id: str,
+    fields: Mapping[str, str],
+    anonymous_ids: Iterable[str],
+    last_products: Iterable[str],
+    session_count: int,
+) -> dict[str, Any]:
+    """Assemble the contract's profile document from stored parts."""
+    counts_by_type: dict[str, int] = {}
+    category_views: dict[str, int] = {}
+    cart: dict[str, int] = {}
+    for name, raw in fields.items():
+        prefix, _, rest = name.partition(":")
+        if not rest:
+            continue
+        if prefix == "t":
+            counts_by_type[rest] = int(raw)
+        elif prefix == "v":
+            category_views[rest] = int(raw)
+        elif prefix == "c" and int(raw) > 0:
+            cart[rest] = int(raw)
+    user_id = fields.get("user_id") or None
+    return {
+        "profile_id": profile_id,
+        "user_id": user_id,
+        "anonymous_ids": sorted(anonymous_ids),
+        "first_seen": iso_from_ms(_int_or_none(fields.get("first_seen"))),
+        "last_seen": iso_from_ms(_int_or_none(fields.get("last_seen"))),
+        "event_count": int(fields.get("event_count", 0)),
+        "counts_by_type": dict(sorted(counts_by_type.items())),
+        "category_views": dict(sorted(category_views.items())),
+        "last_products": list(last_products)[:LAST_PRODUCTS_LIMIT],
+        "cart": dict(sorted(cart.items())),
+        "purchase_total": round(int(fields.get("purchase_micros", 0)) / MICROS, 6),
+        "session_count": session_count,
+        "engagement_score": int(fields.get("engagement", 0)),
+        # intent_score and segments are set by the intent model and rules (issue 4).
+        "intent_score": float(fields.get("intent_score", 0.0)),
+        "segments": sorted(s for s in fields.get("segments", "").split(",") if s),
+        "updated_at": iso_from_ms(_int_or_none(fields.get("updated_at"))),
+    }
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return None if value is None else int(value)

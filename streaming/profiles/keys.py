@@ -1,0 +1,48 @@
+"""Redis key layout of one profile (pure).
+
+Every key of one profile shares the hash tag ``{<id>}`` so a per-profile update touches a
+single Redis Cluster slot. Braces and ``%`` in ids are percent-encoded, so no id can
+change another id's hash tag or collide with another id's keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KEY_PREFIX = "pulse"
+FORGET_STREAM = f"{KEY_PREFIX}:forget"
+
+
+def encode_id(profile_id: str) -> str:
+    """Escape the characters that would break the hash tag or make keys ambiguous."""
+    return profile_id.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileKeys:
+    """All Redis keys of one profile."""
+
+    fields: str
+    anonymous_ids: str
+    products: str
+    sessions: str
+    decisions: str
+    seen_prefix: str
+
+    @property
+    def state_keys(self) -> tuple[str, str, str, str]:
+        """Keys ``update.lua`` receives as KEYS, in its order."""
+        return (self.fields, self.anonymous_ids, self.products, self.sessions)
+
+
+def profile_keys(profile_id: str) -> ProfileKeys:
+    """Keys of the profile with the given user_id or anonymous_id."""
+    base = f"{KEY_PREFIX}:{{{encode_id(profile_id)}}}"
+    return ProfileKeys(
+        fields=f"{base}:p",
+        anonymous_ids=f"{base}:anon",
+        products=f"{base}:products",
+        sessions=f"{base}:sessions",
+        decisions=f"{base}:decisions",
+        seen_prefix=f"{base}:seen:",
+    )

@@ -1,0 +1,98 @@
+"""Plain-Python profile arithmetic: the ground truth the Redis script must agree with.
+
+Used by tests (stream result == this, for any order and any duplicates) and as the
+executable specification of ``update.lua``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from streaming.profiles.delta import ProfileDelta
+from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile
+
+DEFAULT_SESSION_GAP_MS = 30 * 60 * 1000
+
+
+@dataclass
+class ReferenceProfile:
+    """One profile's stored parts, kept the way ``update.lua`` keeps them in Redis."""
+
+    profile_id: str
+    seen: set[str] = field(default_factory=set)
+    fields: dict[str, int | str] = field(default_factory=dict)
+    anonymous_ids: set[str] = field(default_factory=set)
+    products: dict[str, int] = field(default_factory=dict)  # product_id -> latest event ms
+    sessions: list[tuple[int, int]] = field(default_factory=list)  # disjoint (start, end)
+
+    def apply(self, delta: ProfileDelta, session_gap_ms: int = DEFAULT_SESSION_GAP_MS) -> bool:
+        """Apply a delta once; return False when its event_id was already applied."""
+        if delta.event_id in self.seen:
+            return False
+        self.seen.add(delta.event_id)
+        f = self.fields
+        ts = delta.timestamp_ms
+        f["event_count"] = int(f.get("event_count", 0)) + 1
+        f["first_seen"] = min(int(f.get("first_seen", ts)), ts)
+        f["last_seen"] = max(int(f.get("last_seen", ts)), ts)
+        if delta.user_id:
+            f["user_id"] = delta.user_id
+        _incr(f, f"t:{delta.event_type}", 1)
+        _incr(f, "engagement", delta.engagement)
+        if delta.category:
+            _incr(f, f"v:{delta.category}", 1)
+        if delta.cart_change:
+            _incr(f, f"c:{delta.product_id}", delta.cart_change)
+        if delta.purchase_micros:
+            _incr(f, "purchase_micros", delta.purchase_micros)
+        if delta.anonymous_id:
+            self.anonymous_ids.add(delta.anonymous_id)
+        if delta.product_id:
+            self.products[delta.product_id] = max(self.products.get(delta.product_id, ts), ts)
+            if len(self.products) > LAST_PRODUCTS_LIMIT:
+                oldest = min(self.products.items(), key=lambda item: (item[1], item[0]))[0]
+                del self.products[oldest]
+        self._add_to_sessions(ts, session_gap_ms)
+        return True
+
+    def _add_to_sessions(self, ts: int, gap_ms: int) -> None:
+        start, end = ts, ts
+        kept = []
+        for s, e in self.sessions:
+            if s - gap_ms <= ts <= e + gap_ms:
+                start, end = min(start, s), max(end, e)
+            else:
+                kept.append((s, e))
+        kept.append((start, end))
+        self.sessions = sorted(kept)
+
+    def document(self) -> dict[str, Any]:
+        """The profile as the API returns it (``updated_at`` is None here)."""
+        # Same order as ZREVRANGE: newest first, ties by product id descending.
+        recent = sorted(self.products.items(), key=lambda item: (item[1], item[0]), reverse=True)
+        return build_profile(
+            self.profile_id,
+            {k: str(v) for k, v in self.fields.items()},
+            self.anonymous_ids,
+            [product for product, _ in recent],
+            len(self.sessions),
+        )
+
+
+def reference_profiles(
+    deltas: Iterable[ProfileDelta], session_gap_ms: int = DEFAULT_SESSION_GAP_MS
+) -> dict[str, ReferenceProfile]:
+    """Fold deltas (any order, duplicates allowed) into profiles keyed by profile id."""
+    profiles: dict[str, ReferenceProfile] = {}
+    for delta in deltas:
+        profile = profiles.get(delta.profile_id)
+        if profile is None:
+            profile = profiles[delta.profile_id] = ReferenceProfile(delta.profile_id)
+        profile.apply(delta, session_gap_ms)
+    return profiles
+
+
+def _incr(fields: dict[str, int | str], name: str, amount: int) -> None:
+    fields[name] = int(fields.get(name, 0)) + amount

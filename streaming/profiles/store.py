@@ -1,0 +1,124 @@
+"""Profile store in Redis (I/O): apply deltas idempotently, read and forget profiles."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from importlib import resources
+from typing import Any
+
+import redis
+
+from streaming.profiles.delta import ProfileDelta
+from streaming.profiles.document import build_profile
+from streaming.profiles.keys import FORGET_STREAM, profile_keys
+
+logger = logging.getLogger(__name__)
+
+_UPDATE_SCRIPT = resources.files("streaming.profiles").joinpath("update.lua").read_text()
+
+
+def delta_args(delta: ProfileDelta) -> tuple[str | int, ...]:
+    """The 10 script arguments of one delta, in ``update.lua``'s order."""
+    return (
+        delta.event_id,
+        delta.event_type,
+        delta.timestamp_ms,
+        delta.user_id,
+        delta.anonymous_id,
+        delta.category,
+        delta.product_id,
+        delta.cart_change,
+        delta.purchase_micros,
+        delta.engagement,
+    )
+
+
+class RedisProfileStore:
+    """Profiles in Redis; every write is one atomic script call per profile."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        dedupe_window_seconds: int,
+        session_gap_ms: int,
+    ) -> None:
+        self._client = client
+        self._dedupe_window_seconds = dedupe_window_seconds
+        self._session_gap_ms = session_gap_ms
+        self._update = client.register_script(_UPDATE_SCRIPT)
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._client
+
+    def apply_deltas(self, deltas: Iterable[ProfileDelta]) -> int:
+        """Apply deltas (grouped per profile, pipelined); return how many were new."""
+        by_profile: dict[str, list[ProfileDelta]] = defaultdict(list)
+        for delta in deltas:
+            by_profile[delta.profile_id].append(delta)
+        if not by_profile:
+            return 0
+        now_ms = int(time.time() * 1000)
+        pipe = self._client.pipeline(transaction=False)
+        for profile_id, group in by_profile.items():
+            keys = profile_keys(profile_id)
+            args: list[Any] = [
+                keys.seen_prefix,
+                self._dedupe_window_seconds,
+                now_ms,
+                self._session_gap_ms,
+            ]
+            for delta in group:
+                args.extend(delta_args(delta))
+            self._update(keys=keys.state_keys, args=args, client=pipe)
+        return sum(pipe.execute())
+
+    def get_profile(self, profile_id: str) -> dict[str, Any] | None:
+        """The profile document, or None when the id has no profile."""
+        keys = profile_keys(profile_id)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hgetall(keys.fields)
+        pipe.smembers(keys.anonymous_ids)
+        pipe.zrevrange(keys.products, 0, -1)
+        pipe.zcard(keys.sessions)
+        fields, anonymous_ids, products, session_count = pipe.execute()
+        if not fields:
+            return None
+        return build_profile(
+            profile_id,
+            _decode_map(fields),
+            [_decode(a) for a in anonymous_ids],
+            [_decode(p) for p in products],
+            int(session_count),
+        )
+
+    def get_decisions(self, profile_id: str) -> list[dict[str, Any]]:
+        """Decisions recorded for the profile (written by the rules engine), newest first."""
+        raw = self._client.lrange(profile_keys(profile_id).decisions, 0, -1)
+        return [json.loads(item) for item in raw]
+
+    def forget(self, profile_id: str) -> bool:
+        """Delete the profile and its decisions; queue the id for the batch purge.
+
+        ``event_id`` markers stay until they expire, so a replay cannot resurrect the user.
+        """
+        keys = profile_keys(profile_id)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.delete(*keys.state_keys, keys.decisions)
+        pipe.xadd(FORGET_STREAM, {"profile_id": profile_id, "requested_at": int(time.time())})
+        deleted, _ = pipe.execute()
+        logger.info("forgot profile (%d keys deleted)", deleted)
+        return bool(deleted)
+
+
+def _decode(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _decode_map(mapping: dict[Any, Any]) -> dict[str, str]:
+    return {_decode(k): _decode(v) for k, v in mapping.items()}
