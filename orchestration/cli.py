@@ -1,0 +1,148 @@
+"""The `pulse` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+import warnings
+
+import click
+
+from orchestration.settings import PulseSettings, settings_reference
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # A transitive import (authlib via quixstreams) warns about httpx on every start.
+    warnings.filterwarnings("ignore", module="authlib")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def cli(verbose: bool) -> None:
+    """Pulse: real-time customer profiles from events.
+
+    Settings come from PULSE_* environment variables (`pulse settings` lists them).
+    """
+    _configure_logging(verbose)
+
+
+@cli.command()
+@click.option("--no-dagster", is_flag=True, help="Do not start `dagster dev`.")
+def up(no_dagster: bool) -> None:
+    """Run the whole local platform in the foreground; Ctrl-C stops everything.
+
+    Starts an embedded Kafka-protocol broker and Redis unless PULSE_KAFKA_BROKERS /
+    PULSE_REDIS_URL are set, creates the topics, then runs the collector/API, the profile
+    app and `dagster dev` (on PULSE_DAGSTER_PORT).
+    """
+    from orchestration.platform import LocalPlatform, PlatformError
+
+    settings = PulseSettings()
+    platform = LocalPlatform(settings, with_dagster=not no_dagster, say=click.echo)
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        urls = platform.start()
+        click.echo("")
+        click.secho("Pulse is up.", fg="green", bold=True)
+        for name, value in urls.items():
+            click.echo(f"  {name:<14} {value}")
+        click.echo(f"  {'data_dir':<14} {settings.data_path}  (logs in {settings.data_path / 'logs'})")
+        click.echo("\nTry: pulse demo      Stop: Ctrl-C")
+        while not stopping:
+            platform.supervise_once()
+            time.sleep(0.5)
+    except PlatformError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        click.echo("stopping Pulse ...")
+        platform.stop()
+        click.echo("stopped.")
+
+
+@cli.command(name="run")
+@click.argument("app", type=click.Choice(["api", "profile-app"]))
+def run_app(app: str) -> None:
+    """Run one Pulse app in the foreground (what containers and `pulse up` run)."""
+    settings = PulseSettings()
+    if app == "api":
+        from streaming.api.main import main
+    else:
+        from streaming.profile_app.main import main
+    main(settings)
+
+
+@cli.command()
+@click.option("--events", "total", default=5000, show_default=True, help="Events to generate.")
+@click.option("--users", default=200, show_default=True, help="Distinct visitors.")
+@click.option("--batch-size", default=100, show_default=True, help="Events per request.")
+@click.option("--seed", default=None, type=int, help="Random seed for repeatable traffic.")
+@click.option("--url", default=None, help="Collector base URL (default: the running `pulse up`).")
+@click.option("--key", default=None, help="Write key (default: first of PULSE_WRITE_KEYS, else dev-write-key).")
+def demo(total: int, users: int, batch_size: int, seed: int | None, url: str | None, key: str | None) -> None:
+    """Send realistic shop traffic to the collector, with a progress bar and a summary."""
+    from orchestration.demo import run_demo
+
+    settings = PulseSettings()
+    summary = run_demo(settings, total=total, users=users, batch_size=batch_size, seed=seed, url=url, key=key)
+    if summary.failed_requests:
+        sys.exit(1)
+
+
+@cli.command()
+def doctor() -> None:
+    """Check broker, Redis, topics, API and Dagster; say what is wrong and how to fix it."""
+    from orchestration.doctor import run_checks
+
+    settings = PulseSettings()
+    ok = True
+    for check in run_checks(settings):
+        mark = click.style("ok  ", fg="green") if check.ok else click.style("FAIL", fg="red")
+        click.echo(f"{mark} {check.name}: {check.detail}")
+        if not check.ok:
+            ok = False
+            if check.fix:
+                click.echo(f"     fix: {check.fix}")
+    sys.exit(0 if ok else 1)
+
+
+@cli.command(name="settings")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def show_settings(as_json: bool) -> None:
+    """List every PULSE_* setting with its default and meaning."""
+    rows = settings_reference()
+    if as_json:
+        click.echo(json.dumps([dict(zip(("variable", "default", "description"), r)) for r in rows], indent=2))
+        return
+    for variable, default, description in rows:
+        click.echo(f"{variable:<38} {default!s:<22} {description}")
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of the event contract."""
+    from quality.json_schema import event_json_schema
+
+    click.echo(json.dumps(event_json_schema(), indent=2))
+
+
+def main() -> None:
+    cli(prog_name="pulse")
+
+
+if __name__ == "__main__":
+    main()

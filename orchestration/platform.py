@@ -1,0 +1,164 @@
+"""`pulse up`: run the whole local platform in the foreground and stop it cleanly.
+
+Embedded broker and Redis (unless addresses are configured) -> topics -> sample catalog ->
+collector/API, profile app, `dagster dev` as child processes, restarted if they crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+from confluent_kafka.admin import AdminClient
+
+from enrichment.catalog import SAMPLE_CATALOG, read_catalog_csv
+from enrichment.reference_store import CATALOG, current_version, publish_reference
+from orchestration import service_registry
+from orchestration.kafka_config import client_config
+from orchestration.local_services import ManagedProcess, port_accepts, start_broker, start_redis
+from orchestration.settings import DEV_READ_KEY, DEV_WRITE_KEY, PulseSettings
+from orchestration.topics import ensure_topics, topic_specs
+
+logger = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class PlatformError(RuntimeError):
+    """`pulse up` cannot start; the message says why and what to do."""
+
+
+@dataclass
+class App:
+    """A supervised child process and how to (re)create it."""
+
+    name: str
+    make: Callable[[], ManagedProcess]
+    process: ManagedProcess | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+
+
+@dataclass
+class LocalPlatform:
+    settings: PulseSettings
+    with_dagster: bool = True
+    say: Callable[[str], None] = print
+    infra: list[ManagedProcess] = field(default_factory=list)
+    apps: list[App] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> dict[str, str]:
+        """Start everything; return the URLs to show."""
+        s = self.settings
+        data = s.data_path
+        data.mkdir(parents=True, exist_ok=True)
+        if service_registry.read_services(s.services_file):
+            raise PlatformError(f"`pulse up` is already running with PULSE_DATA_DIR={data}")
+        if port_accepts(s.api_host, s.api_port):
+            raise PlatformError(f"port {s.api_port} is in use: stop what uses it or set PULSE_API_PORT")
+
+        brokers = s.kafka_brokers
+        if not brokers:
+            self.say("starting embedded Kafka-protocol broker (Tansu, memory storage) ...")
+            proc, brokers = start_broker(data)
+            self.infra.append(proc)
+        redis_url = s.redis_url
+        if not redis_url:
+            self.say("starting embedded Redis (Valkey) ...")
+            proc, redis_url = start_redis(data)
+            self.infra.append(proc)
+
+        admin = AdminClient(client_config(s, brokers))
+        created = ensure_topics(admin, topic_specs(s), s.topic_replication_factor)
+        if created:
+            self.say(f"created topics: {', '.join(created)}")
+        client = redis.Redis.from_url(redis_url)
+        if current_version(client, CATALOG) is None:
+            version = publish_reference(client, CATALOG, read_catalog_csv(SAMPLE_CATALOG), "product_id")
+            self.say(f"published the sample product catalog ({version})")
+        client.close()
+
+        urls = {
+            "kafka_brokers": brokers,
+            "redis_url": redis_url,
+            "api_url": f"http://{s.api_host}:{s.api_port}",
+            "api_docs": f"http://{s.api_host}:{s.api_port}/docs",
+        }
+        self.env = {
+            **os.environ,
+            "PULSE_DATA_DIR": str(data),
+            "PULSE_KAFKA_BROKERS": brokers,
+            "PULSE_REDIS_URL": redis_url,
+            "DAGSTER_HOME": str(s.dagster_home),
+        }
+        if not s.write_keys and not s.read_keys:
+            self.env["PULSE_DEV_MODE"] = "true"
+            urls["write_key"], urls["read_key"] = DEV_WRITE_KEY, DEV_READ_KEY
+
+        self.apps = [App("api", lambda: self._pulse_app("api")), App("profile-app", lambda: self._pulse_app("profile-app"))]
+        if self.with_dagster:
+            s.dagster_home.mkdir(parents=True, exist_ok=True)
+            urls["dagster_url"] = f"http://127.0.0.1:{s.dagster_port}"
+            self.apps.append(App("dagster", self._dagster))
+        for app in self.apps:
+            self._start_app(app)
+        self.apps[0].process.wait_for_port(s.api_host, s.api_port, timeout=60)  # type: ignore[union-attr]
+        service_registry.write_services(s.services_file, urls)
+        return urls
+
+    def _pulse_app(self, name: str) -> ManagedProcess:
+        return ManagedProcess(
+            name,
+            [sys.executable, "-m", "orchestration.cli", "run", name],
+            self.settings.data_path / "logs" / f"{name}.log",
+            env=self.env,
+            cwd=PROJECT_ROOT,
+        )
+
+    def _dagster(self) -> ManagedProcess:
+        dagster = Path(sys.executable).with_name("dagster")
+        return ManagedProcess(
+            "dagster",
+            [str(dagster), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(self.settings.dagster_port)],
+            self.settings.data_path / "logs" / "dagster.log",
+            env=self.env,
+            cwd=PROJECT_ROOT,
+        )
+
+    def _start_app(self, app: App) -> None:
+        app.process = app.make()
+        app.process.start()
+
+    def supervise_once(self) -> None:
+        """Restart crashed apps with a growing delay; fail if embedded infra died."""
+        for proc in self.infra:
+            if not proc.alive():
+                raise PlatformError(f"{proc.name} stopped unexpectedly; see {proc.log_path}")
+        now = time.monotonic()
+        for app in self.apps:
+            if app.process is not None and not app.process.alive():
+                delay = min(30.0, 2.0 ** app.restarts)
+                self.say(f"{app.name} exited (code {app.process.process.returncode}); restarting in {delay:.0f}s — log: {app.process.log_path}")  # type: ignore[union-attr]
+                app.process, app.next_start = None, now + delay
+                app.restarts += 1
+            elif app.process is None and now >= app.next_start:
+                self._start_app(app)
+
+    def stop(self) -> None:
+        """Stop apps first (so they commit), then Redis and the broker."""
+        for app in reversed(self.apps):
+            if app.process is not None:
+                app.process.stop()
+        for proc in reversed(self.infra):
+            proc.stop()
+        try:
+            self.settings.services_file.unlink()
+        except FileNotFoundError:
+            pass

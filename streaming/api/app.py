@@ -1,0 +1,244 @@
+"""The collector and serving API (FastAPI): events in, profiles and decisions out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import redis
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from orchestration import service_registry
+from orchestration.kafka_config import durable_producer_config
+from orchestration.settings import PulseSettings
+from quality.event_contract import EventContractError, decode_json
+from quality.json_schema import event_json_schema
+from streaming.api import metrics
+from streaming.api.auth import KeyRing, Scope, key_from_headers
+from streaming.api.delivery import AcknowledgedProducer, DeliveryFailed
+from streaming.api.ingest import (
+    MAX_BATCH_EVENTS,
+    MAX_BODY_BYTES,
+    BadRequestBody,
+    BatchTooLarge,
+    events_of_body,
+    plan_ingest,
+)
+from streaming.api.rate_limit import RateLimiter
+from streaming.profiles.store import RedisProfileStore
+
+logger = logging.getLogger(__name__)
+
+EVENTS_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": f"One event, or {{\"events\": [...]}} with at most {MAX_BATCH_EVENTS} events "
+        f"and {MAX_BODY_BYTES // 1024} KB.",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/Event"},
+                        {
+                            "type": "object",
+                            "required": ["events"],
+                            "properties": {
+                                "events": {
+                                    "type": "array",
+                                    "maxItems": MAX_BATCH_EVENTS,
+                                    "items": {"$ref": "#/components/schemas/Event"},
+                                }
+                            },
+                        },
+                    ]
+                }
+            }
+        },
+    }
+}
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def create_app(
+    settings: PulseSettings,
+    *,
+    producer: AcknowledgedProducer | None = None,
+    store: RedisProfileStore | None = None,
+) -> FastAPI:
+    """Build the API. Without ``producer``/``store`` they are created from settings at start-up."""
+    keys = KeyRing.from_settings(settings)
+    limiter = RateLimiter(settings.rate_limit_events_per_second, settings.rate_limit_burst)
+    services: dict[str, Any] = {"producer": producer, "store": store}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        owned = []
+        if services["producer"] is None:
+            brokers = service_registry.kafka_brokers(settings)
+            services["producer"] = AcknowledgedProducer(durable_producer_config(settings, brokers))
+            owned.append(services["producer"])
+        if services["store"] is None:
+            client = redis.Redis.from_url(service_registry.redis_url(settings), socket_timeout=5)
+            services["store"] = RedisProfileStore(
+                client,
+                dedupe_window_seconds=settings.dedupe_window_seconds,
+                session_gap_ms=settings.session_timeout_seconds * 1000,
+            )
+        logger.info("API ready on %s:%s", settings.api_host, settings.api_port)
+        yield
+        for item in owned:
+            await run_in_threadpool(item.close)
+
+    app = FastAPI(
+        title="Pulse API",
+        version="1",
+        description="Collector (events in) and serving API (profiles and decisions out).",
+        lifespan=lifespan,
+    )
+
+    def require(scope: Scope):
+        def check(
+            x_pulse_key: Annotated[str | None, Header()] = None,
+            authorization: Annotated[str | None, Header()] = None,
+        ) -> str:
+            key = key_from_headers(x_pulse_key, authorization)
+            if key is None:
+                raise HTTPException(401, "missing API key: send it in X-Pulse-Key or Authorization: Bearer")
+            scopes = keys.scopes_of(key)
+            if not scopes:
+                raise HTTPException(401, "unknown API key")
+            if scope not in scopes:
+                raise HTTPException(403, f"this key may not {scope.value}: use a {scope.value} key")
+            return key
+
+        return Depends(check)
+
+    def store_() -> RedisProfileStore:
+        return services["store"]
+
+    @app.post("/v1/events", status_code=202, openapi_extra=EVENTS_BODY_DOC, tags=["collector"])
+    async def post_events(request: Request, key: str = require(Scope.WRITE)) -> JSONResponse:
+        """Accept one event or a batch; valid events are durably in Kafka before the 202."""
+        body = await _read_capped_body(request, MAX_BODY_BYTES)
+        try:
+            events = events_of_body(decode_json(body))
+        except (EventContractError, BadRequestBody) as exc:
+            metrics.REQUESTS.labels("400").inc()
+            raise HTTPException(400, str(exc)) from None
+        except BatchTooLarge as exc:
+            metrics.REQUESTS.labels("413").inc()
+            raise HTTPException(413, str(exc)) from None
+        if not limiter.allow(key, len(events)):
+            metrics.REQUESTS.labels("429").inc()
+            raise HTTPException(429, "rate limit exceeded for this key", headers={"Retry-After": "1"})
+        plan = plan_ingest(
+            events,
+            received_at=now_iso(),
+            events_topic=settings.topic_events,
+            dlq_topic=settings.topic_dlq,
+        )
+        try:
+            await services["producer"].send(plan.records)
+        except DeliveryFailed as exc:
+            logger.warning("503: %s", exc)
+            metrics.REQUESTS.labels("503").inc()
+            raise HTTPException(503, f"events could not be stored, retry: {exc}", headers={"Retry-After": "1"}) from None
+        metrics.EVENTS_ACCEPTED.inc(plan.accepted)
+        metrics.EVENTS_REJECTED.inc(len(plan.rejected))
+        metrics.REQUESTS.labels("202").inc()
+        return JSONResponse(
+            {"accepted": plan.accepted, "rejected": [asdict(r) for r in plan.rejected]}, status_code=202
+        )
+
+    @app.get("/v1/profiles/{profile_id}", tags=["profiles"], dependencies=[require(Scope.READ)])
+    def get_profile(profile_id: str, store: RedisProfileStore = Depends(store_)) -> dict[str, Any]:
+        """The profile of a user_id or anonymous_id."""
+        profile = store.get_profile(profile_id)
+        if profile is None:
+            raise HTTPException(404, f"no profile for {profile_id!r}")
+        return profile
+
+    @app.get("/v1/decisions/{profile_id}", tags=["profiles"], dependencies=[require(Scope.READ)])
+    def get_decisions(profile_id: str, store: RedisProfileStore = Depends(store_)) -> dict[str, Any]:
+        """Current personalization decisions of a user: fired rules, offers, intent score."""
+        profile = store.get_profile(profile_id)
+        if profile is None:
+            raise HTTPException(404, f"no profile for {profile_id!r}")
+        return {
+            "profile_id": profile_id,
+            "user_id": profile["user_id"],
+            "decisions": store.get_decisions(profile_id),
+            "intent_score": profile["intent_score"],
+            "segments": profile["segments"],
+        }
+
+    @app.delete("/v1/profiles/{profile_id}", status_code=202, tags=["profiles"], dependencies=[require(Scope.READ)])
+    def forget_profile(profile_id: str, store: RedisProfileStore = Depends(store_)) -> dict[str, Any]:
+        """Forget a user: profile, decisions and identity links now; archive rows in the next batch run."""
+        existed = store.forget(profile_id)
+        return {"profile_id": profile_id, "forgotten": existed}
+
+    @app.get("/v1/schema/event", tags=["collector"])
+    def event_schema() -> dict[str, Any]:
+        """JSON Schema of one event (the event contract)."""
+        return event_json_schema()
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> JSONResponse:
+        """Liveness and dependencies: 200 when Redis and the broker answer, else 503."""
+        checks = {
+            "redis": await run_in_threadpool(_redis_ok, services["store"]),
+            "broker": await run_in_threadpool(services["producer"].broker_reachable, 2.0),
+        }
+        healthy = all(checks.values())
+        return JSONResponse({"status": "ok" if healthy else "degraded", **checks}, status_code=200 if healthy else 503)
+
+    @app.get("/metrics", tags=["operations"])
+    def prometheus_metrics() -> Response:
+        """Prometheus metrics."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    original_openapi = app.openapi
+
+    def openapi_with_event_schema() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original_openapi()  # FastAPI caches it in app.openapi_schema
+            event = {k: v for k, v in event_json_schema().items() if k not in ("$schema", "$id")}
+            schema.setdefault("components", {}).setdefault("schemas", {})["Event"] = event
+        return app.openapi_schema
+
+    app.openapi = openapi_with_event_schema  # type: ignore[method-assign]
+    return app
+
+
+def _redis_ok(store: RedisProfileStore) -> bool:
+    try:
+        return bool(store.client.ping())
+    except redis.RedisError:
+        return False
+
+
+async def _read_capped_body(request: Request, limit: int) -> bytes:
+    """Read the body, answering 413 as soon as it exceeds ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        metrics.REQUESTS.labels("413").inc()
+        raise HTTPException(413, f"body larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            metrics.REQUESTS.labels("413").inc()
+            raise HTTPException(413, f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,81 @@
+"""Turn a POST /v1/events body into records to produce and per-index rejections (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from quality.event_contract import MAX_EVENT_BYTES, EventContractError, validate_event
+from streaming.api.delivery import OutgoingRecord
+from streaming.dlq import dlq_headers
+
+MAX_BATCH_EVENTS = 500
+MAX_BODY_BYTES = 512 * 1024
+
+_encoder = msgspec.json.Encoder()
+
+
+class BadRequestBody(ValueError):
+    """The body is not an event or a batch of events (HTTP 400)."""
+
+
+class BatchTooLarge(ValueError):
+    """The batch has more events than allowed (HTTP 413)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    index: int
+    event_id: Any
+    error: str
+
+
+@dataclass
+class IngestPlan:
+    """What to produce for one request, and what to tell the client."""
+
+    records: list[OutgoingRecord] = field(default_factory=list)
+    accepted: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+def events_of_body(body: Any) -> list[Any]:
+    """The events of a body: one event object, or ``{"events": [...]}``."""
+    if not isinstance(body, dict):
+        raise BadRequestBody("body must be a JSON object: one event or {\"events\": [...]}")
+    if "events" not in body:
+        return [body]
+    events = body["events"]
+    if not isinstance(events, list):
+        raise BadRequestBody("\"events\" must be an array")
+    if len(body) > 1:
+        raise BadRequestBody("a batch body has only the \"events\" field")
+    if len(events) > MAX_BATCH_EVENTS:
+        raise BatchTooLarge(f"a batch holds at most {MAX_BATCH_EVENTS} events, got {len(events)}")
+    return events
+
+
+def plan_ingest(
+    events: list[Any], *, received_at: str, events_topic: str, dlq_topic: str, source: str = "collector"
+) -> IngestPlan:
+    """Validate each event: valid ones go to the events topic, invalid ones to the DLQ."""
+    plan = IngestPlan()
+    for index, obj in enumerate(events):
+        event_id = obj.get("event_id") if isinstance(obj, dict) else None
+        try:
+            event = validate_event(obj)
+            value = _encoder.encode({**obj, "received_at": received_at})
+            if len(value) > MAX_EVENT_BYTES:
+                raise EventContractError(f"event is {len(value)} bytes; the limit is {MAX_EVENT_BYTES}")
+        except EventContractError as exc:
+            reason = str(exc)
+            plan.rejected.append(Rejection(index, event_id if isinstance(event_id, str) else None, reason))
+            plan.records.append(
+                OutgoingRecord(dlq_topic, _encoder.encode(obj), None, dlq_headers(reason, source, received_at))
+            )
+            continue
+        plan.accepted += 1
+        plan.records.append(OutgoingRecord(events_topic, value, event.profile_id.encode()))
+    return plan

@@ -1,0 +1,7 @@
+"""Prometheus metrics of the collector/API."""
+
+from prometheus_client import Counter
+
+REQUESTS = Counter("pulse_collector_requests_total", "POST /v1/events requests by status", ["status"])
+EVENTS_ACCEPTED = Counter("pulse_collector_events_accepted_total", "Events durably handed to Kafka")
+EVENTS_REJECTED = Counter("pulse_collector_events_rejected_total", "Events rejected and sent to the DLQ")

@@ -1,0 +1,35 @@
+"""Per-key token buckets counting events (in process; one bucket per API worker)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    """Allow ``rate`` events/s per key on average, with bursts up to ``burst`` events."""
+
+    def __init__(self, rate: float, burst: float, clock=time.monotonic) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+
+    def allow(self, key: str, cost: float = 1.0) -> bool:
+        """Take ``cost`` tokens from the key's bucket; False (and take nothing) when short."""
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(self._burst, now)
+        bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.updated) * self._rate)
+        bucket.updated = now
+        if bucket.tokens < cost:
+            return False
+        bucket.tokens -= cost
+        return True
