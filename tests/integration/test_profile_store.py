@@ -1,0 +1,92 @@
+"""update.lua on a real Redis agrees with the plain-Python reference, for any order and duplicates."""
+
+import random
+
+import pytest
+
+from streaming.profiles.keys import profile_keys
+from streaming.profiles.reference import reference_profiles
+from streaming.profiles.store import RedisProfileStore
+from tests.unit.test_profile_reference import MINUTE, delta_of, make_event
+
+pytestmark = pytest.mark.integration
+
+
+def store_for(client):
+    return RedisProfileStore(client, dedupe_window_seconds=3600, session_gap_ms=30 * MINUTE)
+
+
+def random_deltas(rng, n, users=6):
+    deltas = []
+    for i in range(n):
+        kind = rng.choice(["page_view", "page_view", "click", "add_to_cart", "remove_from_cart", "purchase", "search", "identify"])
+        meta = {"product_id": f"p{rng.randrange(14)}"}
+        user, anon = f"u{rng.randrange(users)}", None
+        if kind == "purchase":
+            meta.update(order_id=f"o{i}", price=rng.randrange(0, 100_000) / 100, quantity=rng.randrange(1, 4))
+        elif kind == "search":
+            meta = {"query": "q"}
+        elif kind == "identify":
+            meta, anon = {}, f"a{rng.randrange(20)}"
+        elif kind == "page_view" and rng.random() < 0.5:
+            meta["category"] = rng.choice(["shoes", "books", "home"])
+        if kind != "identify" and rng.random() < 0.2:
+            user, anon = None, f"a{rng.randrange(20)}"
+        event = make_event(kind, ts_ms=rng.randrange(0, 900 * MINUTE), user_id=user, anonymous_id=anon, **meta)
+        deltas.append(delta_of(event, rng.choice([None, "catalog-cat"])))
+    return deltas
+
+
+def redis_documents(store, profile_ids):
+    docs = {}
+    for pid in profile_ids:
+        doc = store.get_profile(pid)
+        assert doc is not None, pid
+        assert doc.pop("updated_at") is not None
+        docs[pid] = doc
+    return docs
+
+
+def expected_documents(deltas):
+    docs = {}
+    for pid, profile in reference_profiles(deltas, 30 * MINUTE).items():
+        doc = profile.document()
+        doc.pop("updated_at")
+        docs[pid] = doc
+    return docs
+
+
+def test_redis_script_matches_reference_in_any_order_with_duplicates(redis_client):
+    rng = random.Random(11)
+    deltas = random_deltas(rng, 1500)
+    expected = expected_documents(deltas)
+    store = store_for(redis_client)
+    stream = deltas + rng.sample(deltas, 300)
+    rng.shuffle(stream)
+    applied = 0
+    for start in range(0, len(stream), 97):  # uneven batches, duplicates across and within them
+        applied += store.apply_deltas(stream[start : start + 97])
+    assert applied == len(deltas)
+    assert redis_documents(store, expected) == expected
+    # Replaying everything again changes nothing.
+    assert store.apply_deltas(stream) == 0
+    assert redis_documents(store, expected) == expected
+
+
+def test_unknown_profile_is_none_and_forget_removes_it(redis_client):
+    store = store_for(redis_client)
+    assert store.get_profile("nobody") is None
+    delta = delta_of(make_event(product_id="p1", user_id="u{x}:*"))
+    assert store.apply_deltas([delta]) == 1
+    assert store.get_profile("u{x}:*")["event_count"] == 1
+    assert store.forget("u{x}:*") is True
+    assert store.get_profile("u{x}:*") is None
+    # The event_id marker survives, so a replay cannot resurrect a forgotten user.
+    assert store.apply_deltas([delta]) == 0
+    assert redis_client.xlen("pulse:forget") == 1
+
+
+def test_keys_of_one_profile_share_a_hash_tag():
+    keys = profile_keys("a}b{c")
+    tags = {k[k.index("{") + 1 : k.index("}")] for k in (*keys.state_keys, keys.decisions, keys.seen_prefix)}
+    assert tags == {"a%7Db%7Bc"}
