@@ -18,8 +18,10 @@ DEV_READ_KEY = "dev-read-key"
 
 #: librdkafka settings that make a local (Tansu) broker fast; production can override them.
 LOCAL_CONSUMER_DEFAULTS: dict[str, Any] = {
-    "session.timeout.ms": 6000,
-    "heartbeat.interval.ms": 1000,
+    # Tansu holds a group join for about half the session timeout, and a SIGKILLed
+    # member's partitions move only after its session expires: keep both short.
+    "session.timeout.ms": 3000,
+    "heartbeat.interval.ms": 500,
     "fetch.wait.max.ms": 5,
 }
 

@@ -98,6 +98,7 @@ def create_app(
         yield
         for item in owned:
             await run_in_threadpool(item.close)
+        services["producer"] = producer  # drop the owned producer so its threads end
 
     app = FastAPI(
         title="Pulse API",

@@ -1,0 +1,75 @@
+"""Helpers for end-to-end tests: ground truth from acknowledged events, waiting for convergence."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import httpx
+import redis
+
+from enrichment.catalog import Catalog
+from quality.event_contract import EventContractError, validate_event
+from streaming.profiles.delta import event_category, profile_delta
+from streaming.profiles.reference import reference_profiles
+from streaming.profiles.store import RedisProfileStore
+
+
+def ground_truth(acknowledged: Iterable[Mapping[str, Any]], catalog: Catalog, session_gap_ms: int) -> dict[str, dict]:
+    """Profiles (without updated_at) that the acknowledged valid events must produce."""
+    deltas = []
+    for obj in acknowledged:
+        try:
+            event = validate_event(dict(obj))
+        except EventContractError:
+            continue
+        deltas.append(profile_delta(event, event_category(event, catalog.category_of(event.metadata.get("product_id")))))
+    docs = {}
+    for pid, profile in reference_profiles(deltas, session_gap_ms).items():
+        doc = profile.document()
+        doc.pop("updated_at")
+        docs[pid] = doc
+    return docs
+
+
+def live_profiles(store: RedisProfileStore, ids: Iterable[str]) -> dict[str, dict | None]:
+    docs = {}
+    for pid in ids:
+        doc = store.get_profile(pid)
+        if doc is not None:
+            doc.pop("updated_at")
+        docs[pid] = doc
+    return docs
+
+
+def wait_for_profiles(store: RedisProfileStore, expected: dict[str, dict], timeout: float) -> dict[str, dict | None]:
+    """Poll Redis until the live profiles equal ``expected`` or the timeout passes; return the last read."""
+    deadline = time.monotonic() + timeout
+    while True:
+        live = live_profiles(store, expected)
+        if live == expected or time.monotonic() > deadline:
+            return live
+        time.sleep(0.25)
+
+
+def post_batches(base_url: str, key: str, events: list[dict], batch_size: int = 200) -> list[dict]:
+    """POST events in batches (retrying 429/503 like a client SDK); return the acknowledged ones."""
+    acknowledged: list[dict] = []
+    with httpx.Client(base_url=base_url, headers={"X-Pulse-Key": key}, timeout=30) as client:
+        for start in range(0, len(events), batch_size):
+            batch = events[start : start + batch_size]
+            for attempt in range(20):
+                response = client.post("/v1/events", json={"events": batch})
+                if response.status_code == 202:
+                    acknowledged.extend(batch)
+                    break
+                assert response.status_code in (429, 503), response.text
+                time.sleep(0.1 * (attempt + 1))
+            else:
+                raise AssertionError("collector kept refusing a batch")
+    return acknowledged
+
+
+def store_for(url: str, session_gap_ms: int) -> RedisProfileStore:
+    return RedisProfileStore(redis.Redis.from_url(url), dedupe_window_seconds=3600, session_gap_ms=session_gap_ms)
