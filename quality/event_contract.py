@@ -7,11 +7,10 @@ module; ``quality.json_schema`` exports the same rules as JSON Schema.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -29,6 +28,9 @@ STANDARD_EVENT_TYPES: tuple[str, ...] = (
 )
 CUSTOM_EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 _CUSTOM_EVENT_TYPE = re.compile(CUSTOM_EVENT_TYPE_PATTERN)
+_STANDARD_EVENT_TYPES = frozenset(STANDARD_EVENT_TYPES)
+# Any RFC 4122 textual form accepted by uuid.UUID is not needed: the canonical 8-4-4-4-12 form is.
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 MAX_ID_LENGTH = 256
 
 #: Top-level fields an event may carry; anything else is rejected so typos surface early.
@@ -80,8 +82,7 @@ class EventContractError(ValueError):
     """An event does not satisfy the event contract; the message says why."""
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """A validated event. ``timestamp_ms`` is event time in epoch milliseconds (UTC)."""
 
     event_id: str
@@ -129,13 +130,11 @@ def validate_event(obj: Any) -> Event:
         raise EventContractError(f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
 
     event_id = _require_string(obj, "event_id")
-    try:
-        uuid.UUID(event_id)
-    except ValueError:
-        raise EventContractError(f"event_id must be a UUID, got {event_id!r}") from None
+    if not _UUID.fullmatch(event_id):
+        raise EventContractError(f"event_id must be a UUID, got {event_id!r}")
 
     event_type = _require_string(obj, "event_type")
-    if event_type not in STANDARD_EVENT_TYPES and not _CUSTOM_EVENT_TYPE.match(event_type):
+    if event_type not in _STANDARD_EVENT_TYPES and not _CUSTOM_EVENT_TYPE.match(event_type):
         raise EventContractError(
             f"event_type {event_type!r} is not a standard type and does not match "
             f"{CUSTOM_EVENT_TYPE_PATTERN}"
@@ -173,8 +172,12 @@ def parse_timestamp_ms(value: str) -> int:
     return int(parsed.timestamp() * 1000)
 
 
+#: Rules checked per event type, common ones first (custom types get the common ones).
+_RULES_BY_TYPE = {t: (*COMMON_METADATA_RULES, *rules) for t, rules in METADATA_RULES.items()}
+
+
 def _check_metadata(event_type: str, metadata: Mapping[str, Any]) -> None:
-    for rule in (*COMMON_METADATA_RULES, *METADATA_RULES.get(event_type, ())):
+    for rule in _RULES_BY_TYPE.get(event_type, COMMON_METADATA_RULES):
         value = metadata.get(rule.field)
         if value is None:
             if rule.required:

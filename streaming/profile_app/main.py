@@ -5,23 +5,27 @@ from __future__ import annotations
 import logging
 
 import redis
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 from quixstreams import Application
 from quixstreams.models import TopicConfig
 
 from enrichment.reference_store import CatalogFollower
 from orchestration import service_registry
-from orchestration.kafka_config import consumer_tuning
+from orchestration.kafka_config import client_config, consumer_tuning, durable_producer_config
+from orchestration.topics import ensure_topics, topic_specs
 from orchestration.settings import PulseSettings
 from streaming.profile_app.pipeline import build_pipeline
-from streaming.profile_app.sink import RedisProfileSink
+from streaming.profile_app.sink import ProfileSink
 from streaming.profiles.store import RedisProfileStore
 
 logger = logging.getLogger(__name__)
 
 
-def build_application(settings: PulseSettings) -> tuple[Application, RedisProfileSink]:
+def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink]:
     """The Quix application with the profile dataflow attached."""
     brokers = service_registry.kafka_brokers(settings)
+    ensure_topics(AdminClient(client_config(settings, brokers)), topic_specs(settings), settings.topic_replication_factor)
     client = redis.Redis.from_url(service_registry.redis_url(settings), socket_timeout=10)
     store = RedisProfileStore(
         client,
@@ -51,10 +55,10 @@ def build_application(settings: PulseSettings) -> tuple[Application, RedisProfil
         },
     )
     events = app.topic(settings.topic_events, value_deserializer="bytes", key_deserializer="bytes", config=topic_config)
-    dlq = app.topic(settings.topic_dlq, value_serializer="bytes", key_serializer="bytes", config=topic_config)
-    sink = RedisProfileSink(store)
+    dlq_producer = Producer(durable_producer_config(settings, brokers))
+    sink = ProfileSink(store, dlq_producer, settings.topic_dlq)
     catalog = CatalogFollower(client, settings.catalog_refresh_seconds)
-    build_pipeline(app.dataframe(events), catalog=catalog.current, dlq_topic=dlq, profile_sink=sink)
+    build_pipeline(app.dataframe(events), catalog=catalog.current, sink=sink)
     return app, sink
 
 

@@ -8,7 +8,7 @@ applies these deltas in Redis and ``streaming.profiles.reference`` in plain Pyth
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from quality.event_contract import Event
 
@@ -27,16 +27,15 @@ ENGAGEMENT_POINTS: dict[str, int] = {
 DEFAULT_ENGAGEMENT_POINTS = 1
 
 
-@dataclass(frozen=True, slots=True)
-class ProfileDelta:
-    """What one event changes on its profile."""
+class ProfileDelta(NamedTuple):
+    """What one event changes on its profile (a tuple: cheap to copy between stream branches)."""
 
     profile_id: str
     event_id: str
     event_type: str
     timestamp_ms: int
     user_id: str  # "" for an anonymous-only event
-    anonymous_id: str  # "" when the event has none
+    anonymous_id: str  # linked to a user profile; "" when the event has no user_id or no anonymous_id
     category: str  # counted in category_views (page_view only), else ""
     product_id: str  # pushed on last_products, else ""
     cart_change: int  # +quantity add_to_cart, -quantity remove_from_cart / purchase
@@ -73,7 +72,7 @@ def profile_delta(event: Event, category: str) -> ProfileDelta:
         event_type=event_type,
         timestamp_ms=event.timestamp_ms,
         user_id=event.user_id or "",
-        anonymous_id=event.anonymous_id or "",
+        anonymous_id=(event.anonymous_id or "") if event.user_id else "",
         category=category if event_type == "page_view" else "",
         product_id=product_id,
         cart_change=cart_change,

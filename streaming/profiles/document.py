@@ -4,7 +4,8 @@ Stored parts, as kept in Redis (see ``streaming/profiles/update.lua``):
 - ``fields``: flat hash. ``user_id``, ``event_count``, ``first_seen``/``last_seen``/``updated_at``
   (epoch ms), ``purchase_micros``, ``engagement``, ``t:<type>`` counts, ``v:<category>`` views,
   ``c:<product_id>`` cart quantity (adds minus removals and purchases; shown when > 0).
-- ``anonymous_ids``: set; ``last_products``: most recent first; ``session_count``.
+- ``anonymous_ids``: anonymous ids linked to a user; ``last_products``: most recent first;
+  ``session_count``.
 """
 
 from __future__ import annotations
@@ -49,10 +50,12 @@ def build_profile(
         elif prefix == "c" and int(raw) > 0:
             cart[rest] = int(raw)
     user_id = fields.get("user_id") or None
+    # An anonymous profile is keyed by its anonymous_id, which is not stored again.
+    anonymous = set(anonymous_ids) if user_id else {*anonymous_ids, profile_id}
     return {
         "profile_id": profile_id,
         "user_id": user_id,
-        "anonymous_ids": sorted(anonymous_ids),
+        "anonymous_ids": sorted(anonymous),
         "first_seen": iso_from_ms(_int_or_none(fields.get("first_seen"))),
         "last_seen": iso_from_ms(_int_or_none(fields.get("last_seen"))),
         "event_count": int(fields.get("event_count", 0)),

@@ -31,7 +31,7 @@ class ProfileKeys:
 
     @property
     def state_keys(self) -> tuple[str, str, str, str]:
-        """Keys ``update.lua`` receives as KEYS, in its order."""
+        """Keys holding the profile itself (``update.lua`` derives them from ``fields``)."""
         return (self.fields, self.anonymous_ids, self.products, self.sessions)
 
 

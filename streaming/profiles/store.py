@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
+import msgspec
 import redis
 
 from streaming.profiles.delta import ProfileDelta
-from streaming.profiles.document import build_profile
+from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile
 from streaming.profiles.keys import FORGET_STREAM, profile_keys
 
 logger = logging.getLogger(__name__)
@@ -21,9 +21,14 @@ logger = logging.getLogger(__name__)
 _UPDATE_SCRIPT = resources.files("streaming.profiles").joinpath("update.lua").read_text()
 
 
-def delta_args(delta: ProfileDelta) -> tuple[str | int, ...]:
-    """The 10 script arguments of one delta, in ``update.lua``'s order."""
+#: Deltas per script call: bounds how long one call blocks Redis (about 10 µs per delta).
+SCRIPT_CHUNK = 500
+
+
+def delta_row(key_index: int, delta: ProfileDelta) -> tuple[str | int, ...]:
+    """One delta as ``update.lua`` reads it (``key_index`` is 1-based into KEYS)."""
     return (
+        key_index,
         delta.event_id,
         delta.event_type,
         delta.timestamp_ms,
@@ -56,26 +61,24 @@ class RedisProfileStore:
     def client(self) -> redis.Redis:
         return self._client
 
-    def apply_deltas(self, deltas: Iterable[ProfileDelta]) -> int:
-        """Apply deltas (grouped per profile, pipelined); return how many were new."""
-        by_profile: dict[str, list[ProfileDelta]] = defaultdict(list)
-        for delta in deltas:
-            by_profile[delta.profile_id].append(delta)
-        if not by_profile:
+    def apply_deltas(self, deltas: Sequence[ProfileDelta]) -> int:
+        """Apply deltas in pipelined script calls of SCRIPT_CHUNK; return how many were new."""
+        if not deltas:
             return 0
         now_ms = int(time.time() * 1000)
         pipe = self._client.pipeline(transaction=False)
-        for profile_id, group in by_profile.items():
-            keys = profile_keys(profile_id)
-            args: list[Any] = [
-                keys.seen_prefix,
-                self._dedupe_window_seconds,
-                now_ms,
-                self._session_gap_ms,
-            ]
-            for delta in group:
-                args.extend(delta_args(delta))
-            self._update(keys=keys.state_keys, args=args, client=pipe)
+        for start in range(0, len(deltas), SCRIPT_CHUNK):
+            keys: list[str] = []
+            index: dict[str, int] = {}
+            rows = []
+            for delta in deltas[start : start + SCRIPT_CHUNK]:
+                key_index = index.get(delta.profile_id)
+                if key_index is None:
+                    keys.append(profile_keys(delta.profile_id).fields)
+                    key_index = index[delta.profile_id] = len(keys)
+                rows.append(delta_row(key_index, delta))
+            args = (self._dedupe_window_seconds, now_ms, self._session_gap_ms, _pack(rows))
+            self._update(keys=keys, args=args, client=pipe)
         return sum(pipe.execute())
 
     def get_profile(self, profile_id: str) -> dict[str, Any] | None:
@@ -84,17 +87,18 @@ class RedisProfileStore:
         pipe = self._client.pipeline(transaction=False)
         pipe.hgetall(keys.fields)
         pipe.smembers(keys.anonymous_ids)
-        pipe.zrevrange(keys.products, 0, -1)
+        pipe.zrevrange(keys.products, 0, LAST_PRODUCTS_LIMIT - 1)
         pipe.zcard(keys.sessions)
-        fields, anonymous_ids, products, session_count = pipe.execute()
+        fields, anonymous_ids, products, closed_sessions = pipe.execute()
         if not fields:
             return None
+        decoded = _decode_map(fields)
         return build_profile(
             profile_id,
-            _decode_map(fields),
+            decoded,
             [_decode(a) for a in anonymous_ids],
             [_decode(p) for p in products],
-            int(session_count),
+            int(closed_sessions) + (1 if "ss" in decoded else 0),
         )
 
     def get_decisions(self, profile_id: str) -> list[dict[str, Any]]:
@@ -114,6 +118,9 @@ class RedisProfileStore:
         deleted, _ = pipe.execute()
         logger.info("forgot profile (%d keys deleted)", deleted)
         return bool(deleted)
+
+
+_pack = msgspec.msgpack.Encoder().encode
 
 
 def _decode(value: bytes | str) -> str:

@@ -1,15 +1,22 @@
--- Apply a batch of profile deltas of ONE profile atomically, each at most once.
--- KEYS: 1 fields hash, 2 anonymous_ids set, 3 products zset, 4 sessions zset
--- ARGV: 1 seen-key prefix, 2 dedupe TTL seconds, 3 now ms, 4 session gap ms,
---       then 10 values per delta: event_id, event_type, ts_ms, user_id, anonymous_id,
---       category, product_id, cart_change, purchase_micros, engagement
--- Returns the number of deltas applied (duplicates are skipped).
--- Semantics mirror streaming/profiles/reference.py; every change commutes.
-local fields, anon, products, sessions = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local seen_prefix, ttl, now, gap = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+-- Apply a batch of profile deltas atomically, each event at most once.
+-- KEYS:  the fields-hash key ("<base>:p") of each profile the batch touches; every other key
+--        of a profile is "<base>:<suffix>" with the same hash tag, so it lives in the same slot.
+-- ARGV:  1 dedupe TTL seconds, 2 now ms, 3 session gap ms,
+--        4 msgpack array of deltas: {key_index, event_id, event_type, ts_ms, user_id,
+--          anonymous_id, category, product_id, cart_change, purchase_micros, engagement}
+-- Returns the number of deltas applied (the rest were duplicates).
+-- Semantics are those of streaming/profiles/reference.py; every change commutes.
+-- Fields: event_count, first_seen, last_seen, user_id, updated_at, engagement, purchase_micros,
+-- t:<type>, v:<category>, c:<product>, and ss/se = the latest session's bounds; earlier
+-- sessions are "<start>:<end>" members of the <base>:sessions zset (score = start).
+local ttl, now, gap = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local deltas = cmsgpack.unpack(ARGV[4])
 local applied = 0
 
-local function add_session(t)
+local function int(x) return string.format('%d', x) end
+
+-- Merge t into the sessions zset (general, order-independent case).
+local function merge_into(sessions, t)
   local s, e = t, t
   local candidates = redis.call('ZREVRANGEBYSCORE', sessions, t + gap, '-inf', 'LIMIT', 0, 2)
   for _, member in ipairs(candidates) do
@@ -21,33 +28,62 @@ local function add_session(t)
       if ce > e then e = ce end
     end
   end
-  redis.call('ZADD', sessions, s, string.format('%d:%d', s, e))
+  redis.call('ZADD', sessions, s, int(s) .. ':' .. int(e))
 end
 
-for i = 5, #ARGV, 10 do
-  local event_id = ARGV[i]
-  if redis.call('SET', seen_prefix .. event_id, '1', 'NX', 'EX', ttl) then
+for _, d in ipairs(deltas) do
+  local fields = KEYS[d[1]]
+  local base = string.sub(fields, 1, -3)
+  if redis.call('SET', base .. ':seen:' .. d[2], '1', 'NX', 'EX', ttl) then
     applied = applied + 1
-    local ts = tonumber(ARGV[i + 2])
-    redis.call('HINCRBY', fields, 'event_count', 1)
-    local first = tonumber(redis.call('HGET', fields, 'first_seen'))
-    if not first or ts < first then redis.call('HSET', fields, 'first_seen', ARGV[i + 2]) end
-    local last = tonumber(redis.call('HGET', fields, 'last_seen'))
-    if not last or ts > last then redis.call('HSET', fields, 'last_seen', ARGV[i + 2]) end
-    if ARGV[i + 3] ~= '' then redis.call('HSET', fields, 'user_id', ARGV[i + 3]) end
-    if ARGV[i + 4] ~= '' then redis.call('SADD', anon, ARGV[i + 4]) end
-    redis.call('HINCRBY', fields, 't:' .. ARGV[i + 1], 1)
-    if ARGV[i + 9] ~= '0' then redis.call('HINCRBY', fields, 'engagement', ARGV[i + 9]) end
-    if ARGV[i + 5] ~= '' then redis.call('HINCRBY', fields, 'v:' .. ARGV[i + 5], 1) end
-    local product = ARGV[i + 6]
-    if product ~= '' then
-      if ARGV[i + 7] ~= '0' then redis.call('HINCRBY', fields, 'c:' .. product, ARGV[i + 7]) end
-      redis.call('ZADD', products, 'GT', ts, product)
-      redis.call('ZREMRANGEBYRANK', products, 0, -11)
+    local event_type, ts, user_id, anon = d[3], d[4], d[5], d[6]
+    local category, product, cart, micros, points = d[7], d[8], d[9], d[10], d[11]
+    local names = {'event_count', 'first_seen', 'last_seen', 'ss', 'se', 'engagement', 't:' .. event_type}
+    if category ~= '' then names[#names + 1] = 'v:' .. category end
+    if product ~= '' and cart ~= 0 then names[#names + 1] = 'c:' .. product end
+    if micros ~= 0 then names[#names + 1] = 'purchase_micros' end
+    local cur = redis.call('HMGET', fields, unpack(names))
+    -- Integers below 2^53 go to Redis as plain digits, so no string.format is needed here.
+    local out = {'event_count', (tonumber(cur[1]) or 0) + 1, 'updated_at', now,
+                 't:' .. event_type, (tonumber(cur[7]) or 0) + 1}
+    local first, last = tonumber(cur[2]), tonumber(cur[3])
+    if not first or ts < first then out[#out + 1] = 'first_seen'; out[#out + 1] = ts end
+    if not last or ts > last then out[#out + 1] = 'last_seen'; out[#out + 1] = ts end
+    if points ~= 0 then out[#out + 1] = 'engagement'; out[#out + 1] = (tonumber(cur[6]) or 0) + points end
+    local i = 8
+    if category ~= '' then out[#out + 1] = names[i]; out[#out + 1] = (tonumber(cur[i]) or 0) + 1; i = i + 1 end
+    if product ~= '' and cart ~= 0 then out[#out + 1] = names[i]; out[#out + 1] = (tonumber(cur[i]) or 0) + cart; i = i + 1 end
+    if micros ~= 0 then out[#out + 1] = names[i]; out[#out + 1] = (tonumber(cur[i]) or 0) + micros end
+    if user_id ~= '' then out[#out + 1] = 'user_id'; out[#out + 1] = user_id end
+
+    -- Sessions: in-order events only touch ss/se; an event before the latest session's
+    -- start takes the general path through the zset.
+    local ss, se = tonumber(cur[4]), tonumber(cur[5])
+    if not ss then
+      ss, se = ts, ts
+    elseif ts >= ss and ts <= se + gap then
+      if ts > se then se = ts end
+    elseif ts > se + gap then
+      redis.call('ZADD', base .. ':sessions', ss, int(ss) .. ':' .. int(se))
+      ss, se = ts, ts
+    else
+      local sessions = base .. ':sessions'
+      redis.call('ZADD', sessions, ss, int(ss) .. ':' .. int(se))
+      merge_into(sessions, ts)
+      local latest = redis.call('ZREVRANGE', sessions, 0, 0)[1]
+      redis.call('ZREM', sessions, latest)
+      local sep = string.find(latest, ':', 1, true)
+      ss, se = tonumber(string.sub(latest, 1, sep - 1)), tonumber(string.sub(latest, sep + 1))
     end
-    if ARGV[i + 8] ~= '0' then redis.call('HINCRBY', fields, 'purchase_micros', ARGV[i + 8]) end
-    add_session(ts)
+    out[#out + 1] = 'ss'; out[#out + 1] = ss
+    out[#out + 1] = 'se'; out[#out + 1] = se
+    redis.call('HSET', fields, unpack(out))
+
+    if anon ~= '' then redis.call('SADD', base .. ':anon', anon) end
+    local products = base .. ':products'
+    if product ~= '' then redis.call('ZADD', products, 'GT', ts, product) end
+    -- Keep the 10 newest products; trimming every 10th event bounds the zset at 20.
+    if (tonumber(cur[1]) or 0) % 10 == 9 then redis.call('ZREMRANGEBYRANK', products, 0, -11) end
   end
 end
-if applied > 0 then redis.call('HSET', fields, 'updated_at', now) end
 return applied

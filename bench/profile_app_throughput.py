@@ -1,0 +1,150 @@
+"""Profile app throughput on one process, beside two baselines on the same topic, same run.
+
+- ceiling: a raw confluent-kafka consume + JSON parse loop;
+- naive: a Quix app that makes one Redis call per profile operation;
+- pulse: the real profile app (validate, enrich, idempotent pipelined Lua sink).
+
+Usage: .venv/bin/python -m bench.profile_app_throughput [--events 200000] [--naive-events 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import uuid
+
+import redis
+from confluent_kafka import Consumer
+from quixstreams import Application
+from quixstreams.models import TopicConfig
+
+from bench.stack import demo_events, fill_topic, local_stack
+from enrichment.catalog import SAMPLE_CATALOG, read_catalog_csv
+from enrichment.reference_store import CATALOG, publish_reference
+from orchestration.kafka_config import consumer_tuning
+from orchestration.settings import PulseSettings
+from streaming.profile_app.main import build_application
+
+
+def ceiling(settings: PulseSettings, total: int) -> float:
+    """Events/s of a bare consume + json.loads loop (first message to last)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_brokers,
+            "group.id": f"ceiling-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            **consumer_tuning(settings),
+        }
+    )
+    consumer.subscribe([settings.topic_events])
+    seen, start = 0, None
+    while seen < total:
+        for msg in consumer.consume(1000, 1.0):
+            if msg.error():
+                continue
+            if start is None:
+                start = time.perf_counter()
+            json.loads(msg.value())
+            seen += 1
+    elapsed = time.perf_counter() - start
+    consumer.close()
+    return total / elapsed
+
+
+def naive(settings: PulseSettings, total: int) -> float:
+    """Events/s of a Quix app doing one unpipelined Redis call per operation."""
+    client = redis.Redis.from_url(settings.redis_url)
+    app = Application(
+        broker_address=settings.kafka_brokers,
+        consumer_group=f"naive-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        consumer_extra_config=consumer_tuning(settings),
+        consumer_poll_timeout=0.01,
+        use_changelog_topics=False,
+        state_dir=settings.data_path / "naive-state",
+        loglevel="WARNING",
+    )
+    topic = app.topic(settings.topic_events, value_deserializer="json", config=TopicConfig(settings.topic_partitions, 1))
+    state = {"n": 0, "start": None}
+
+    def update(event: dict) -> None:
+        if state["start"] is None:
+            state["start"] = time.perf_counter()
+        uid = event.get("user_id") or event.get("anonymous_id") or "?"
+        if event.get("event_id") and client.set(f"naive:{uid}:seen:{event['event_id']}", 1, nx=True, ex=3600):
+            client.hincrby(f"naive:{uid}", "event_count", 1)
+            client.hincrby(f"naive:{uid}", f"t:{event.get('event_type')}", 1)
+            client.hset(f"naive:{uid}", "last_seen", str(event.get("timestamp")))
+            category = (event.get("metadata") or {}).get("category")
+            if category:
+                client.hincrby(f"naive:{uid}", f"v:{category}", 1)
+        state["n"] += 1
+        if state["n"] >= total:
+            state["elapsed"] = time.perf_counter() - state["start"]
+            app.stop()
+
+    app.dataframe(topic).update(update)
+    app.run()
+    return total / state["elapsed"]
+
+
+def pulse(settings: PulseSettings, total: int, distinct_valid: int) -> float:
+    """Events/s of the real profile app, from its first Redis write to the last event applied."""
+    app, sink = build_application(settings)
+    marks: dict[str, float] = {}
+    flush = sink.flush
+
+    def timed_flush() -> None:
+        if "first" not in marks:
+            marks["first"] = time.perf_counter()
+            marks["first_batch"] = sum(batch.size for batch in sink._batches.values())
+        flush()
+        if sink.applied >= distinct_valid and "done" not in marks:
+            marks["done"] = time.perf_counter()
+            app.stop()
+
+    sink.flush = timed_flush  # type: ignore[method-assign]
+    app.run()
+    # The first batch was consumed before the clock started; count only what followed it.
+    return (total - marks["first_batch"]) / (marks["done"] - marks["first"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--naive-events", type=int, default=20_000)
+    parser.add_argument("--users", type=int, default=20_000)
+    args = parser.parse_args()
+
+    from quality.event_contract import EventContractError, validate_event
+
+    events = demo_events(args.events, args.users)
+    distinct = set()
+    for e in events:
+        try:
+            ev = validate_event(e)
+        except EventContractError:
+            continue
+        distinct.add((ev.profile_id, ev.event_id))
+
+    with local_stack() as settings:
+        publish_reference(redis.Redis.from_url(settings.redis_url), CATALOG, read_catalog_csv(SAMPLE_CATALOG), "product_id")
+        fill_topic(settings, events)
+        print(f"topic filled with {len(events)} events ({len(distinct)} distinct valid), {args.users} users")
+        results = {
+            "ceiling (raw consume+parse)": ceiling(settings, args.events),
+            "naive Quix + 1 Redis call/op": naive(settings, args.naive_events),
+            "pulse profile app": pulse(settings, args.events, len(distinct)),
+        }
+    pulse_rate = results["pulse profile app"]
+    print(f"\n{'run':<32}{'events/s':>12}")
+    for name, rate in results.items():
+        print(f"{name:<32}{rate:>12,.0f}")
+    print(f"\npulse / naive   = {pulse_rate / results['naive Quix + 1 Redis call/op']:.1f}x  (target >= 10x)")
+    print(f"pulse / ceiling = {pulse_rate / results['ceiling (raw consume+parse)']:.2f}   (target >= 0.2)")
+    print(f"pulse           = {pulse_rate:,.0f} events/s (target >= 30,000)")
+
+
+if __name__ == "__main__":
+    main()
