@@ -79,20 +79,20 @@ def test_sigkill_at_several_points_loses_nothing_and_counts_nothing_twice(settin
     expected = ground_truth(acknowledged, catalog, settings.session_timeout_seconds * 1000)
     store = store_for(settings.redis_url, settings.session_timeout_seconds * 1000)
 
+    total = sum(doc["event_count"] for doc in expected.values())
     rng = random.Random(1)
     kills = 0
-    for _ in range(4):
+    for fraction in (0.1, 0.3, 0.55, 0.8):
         app = pulse_apps("profile-app")
-        # Let it make some progress, then kill it at a random moment.
-        before = _total_events(store, expected)
+        # Every applied event adds a key: kill the app once about `fraction` of them is in.
+        target = int(total * fraction)
         deadline = time.monotonic() + 60
-        while _total_events(store, expected) == before and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 0.15))
+        while store.client.dbsize() < target and time.monotonic() < deadline:
+            time.sleep(0.001)
+        time.sleep(rng.uniform(0.0, 0.02))
         app.kill()
         kills += 1
     progress = _total_events(store, expected)
-    total = sum(doc["event_count"] for doc in expected.values())
     assert 0 < progress < total, f"kills were not mid-stream: {progress} of {total} applied"
 
     pulse_apps("profile-app")
