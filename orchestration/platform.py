@@ -22,12 +22,28 @@ from enrichment.reference_store import CATALOG, current_version, publish_referen
 from orchestration import service_registry
 from orchestration.kafka_config import client_config
 from orchestration.local_services import ManagedProcess, port_accepts, start_broker, start_redis
-from orchestration.settings import DEV_READ_KEY, DEV_WRITE_KEY, PulseSettings
+from orchestration.settings import DEV_READ_KEY, DEV_WRITE_KEY, PulseSettings, settings_to_env
 from orchestration.topics import ensure_topics, topic_specs
 
 logger = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pulse_app_process(name: str, env: dict[str, str], log_dir: Path) -> ManagedProcess:
+    """A not-yet-started `pulse run <name>` child process logging to ``log_dir/<name>.log``."""
+    return ManagedProcess(
+        name,
+        [sys.executable, "-m", "orchestration.cli", "run", name],
+        log_dir / f"{name}.log",
+        env=env,
+        cwd=PROJECT_ROOT,
+    )
+
+
+def settings_process_env(settings: PulseSettings) -> dict[str, str]:
+    """This process's environment with its PULSE_* variables replaced by ``settings``."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}, **settings_to_env(settings)}
 
 
 class PlatformError(RuntimeError):
@@ -114,13 +130,7 @@ class LocalPlatform:
         return urls
 
     def _pulse_app(self, name: str) -> ManagedProcess:
-        return ManagedProcess(
-            name,
-            [sys.executable, "-m", "orchestration.cli", "run", name],
-            self.settings.data_path / "logs" / f"{name}.log",
-            env=self.env,
-            cwd=PROJECT_ROOT,
-        )
+        return pulse_app_process(name, self.env, self.settings.data_path / "logs")
 
     def _dagster(self) -> ManagedProcess:
         dagster = Path(sys.executable).with_name("dagster")

@@ -96,6 +96,20 @@ class PulseSettings(BaseSettings):
         return self.data_path / "dagster"
 
 
+def settings_to_env(settings: PulseSettings) -> dict[str, str]:
+    """PULSE_* variables that give a child process exactly these settings."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, list):
+            value = ",".join(value)
+        elif isinstance(value, dict):
+            value = json.dumps(value)
+        env[f"PULSE_{name.upper()}"] = str(value)
+    return env
+
+
 def settings_reference() -> list[tuple[str, str, str]]:
     """(variable, default, description) for every setting, for docs and `pulse settings`."""
     rows = []

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,10 +11,9 @@ import redis
 from confluent_kafka.admin import AdminClient
 
 from orchestration.local_services import ManagedProcess, free_port, start_broker, start_redis
+from orchestration.platform import pulse_app_process, settings_process_env
 from orchestration.settings import PulseSettings
 from orchestration.topics import ensure_topics, topic_specs
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -66,40 +62,13 @@ def settings(broker: str, redis_url: str, tmp_path: Path) -> PulseSettings:
     return s
 
 
-def settings_env(settings: PulseSettings) -> dict[str, str]:
-    """The environment that gives a child process exactly these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if isinstance(value, list):
-            value = ",".join(value)
-        elif isinstance(value, dict):
-            value = json.dumps(value)
-        env[f"PULSE_{name.upper()}"] = str(value)
-    return env
-
-
-def start_pulse_app(settings: PulseSettings, app: str, log_dir: Path) -> ManagedProcess:
-    """Start `pulse run <app>` as a real child process."""
-    proc = ManagedProcess(
-        app,
-        [sys.executable, "-m", "orchestration.cli", "run", app],
-        log_dir / f"{app}-{uuid.uuid4().hex[:6]}.log",
-        env=settings_env(settings),
-        cwd=PROJECT_ROOT,
-    )
-    proc.start()
-    return proc
-
-
 @pytest.fixture
 def pulse_apps(settings: PulseSettings, tmp_path: Path) -> Iterator[Callable[[str], ManagedProcess]]:
     """Factory starting `pulse run <app>` processes; all are stopped after the test."""
     started: list[ManagedProcess] = []
 
     def start(app: str) -> ManagedProcess:
-        proc = start_pulse_app(settings, app, tmp_path / "logs")
+        proc = pulse_app_process(app, settings_process_env(settings), tmp_path / f"logs-{len(started)}")
         started.append(proc)
         if app == "api":
             proc.wait_for_port(settings.api_host, settings.api_port, timeout=60)

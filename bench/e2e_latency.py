@@ -1,0 +1,194 @@
+"""End-to-end latency: collector 202 -> profile visible in Redis, at a steady event rate.
+
+Real processes: embedded broker and Redis, `pulse run api`, `pulse run profile-app`. Redis
+keyspace notifications tell the moment each event's ``event_id`` marker is written, which
+happens in the same atomic script call as the profile update. Printed beside a baseline
+measured in the same run: bare Kafka produce -> consume latency (no HTTP, no processing).
+
+Usage: .venv/bin/python -m bench.e2e_latency [--rate 2000] [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import threading
+import time
+import uuid
+
+import httpx
+import msgspec
+import redis
+from confluent_kafka import Consumer, Producer
+
+from bench.apps import start_app
+from bench.stack import demo_events, local_stack
+from enrichment.catalog import SAMPLE_CATALOG, read_catalog_csv
+from enrichment.reference_store import CATALOG, publish_reference
+from orchestration.kafka_config import consumer_tuning
+from orchestration.settings import PulseSettings
+
+BATCH_EVERY_S = 0.01
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99), "max": ordered[-1], "mean": statistics.fmean(ordered)}
+
+
+class VisibilityWatcher(threading.Thread):
+    """Records when each event_id marker appears in Redis (keyspace notifications)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.client = redis.Redis.from_url(url)
+        self.client.config_set("notify-keyspace-events", "K$")
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.psubscribe("__keyspace@0__:pulse:*:seen:*")
+        self.seen_at: dict[str, float] = {}
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            message = self.pubsub.get_message(timeout=0.05)
+            if message is not None:
+                channel = message["channel"].decode()
+                self.seen_at.setdefault(channel.rsplit(":seen:", 1)[1], time.monotonic())
+
+
+async def send_steady(base: str, key: str, events: list[dict], rate: int, seconds: float) -> dict[str, tuple[float, float]]:
+    """Send `rate` events/s in batches every 10 ms; return event_id -> (sent, acknowledged)."""
+    per_batch = max(1, int(rate * BATCH_EVERY_S))
+    times: dict[str, tuple[float, float]] = {}
+    async with httpx.AsyncClient(base_url=base, headers={"X-Pulse-Key": key}, timeout=30) as client:
+        start = time.monotonic()
+        tick = 0
+        pending: set[asyncio.Task] = set()
+        index = 0
+
+        async def post(batch: list[dict]) -> None:
+            sent = time.monotonic()
+            response = await client.post("/v1/events", content=msgspec.json.encode({"events": batch}), headers={"Content-Type": "application/json"})
+            acked = time.monotonic()
+            if response.status_code == 202:
+                for event in batch:
+                    times[event["event_id"]] = (sent, acked)
+
+        while time.monotonic() - start < seconds and index < len(events):
+            batch = events[index : index + per_batch]
+            index += per_batch
+            task = asyncio.create_task(post(batch))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            tick += 1
+            await asyncio.sleep(max(0.0, start + tick * BATCH_EVERY_S - time.monotonic()))
+        await asyncio.gather(*pending)
+    return times
+
+
+def kafka_baseline(settings: PulseSettings, rate: int, seconds: float) -> list[float]:
+    """Produce -> consume latency of bare Kafka at the same rate (ms)."""
+    topic = settings.topic_profile_changes  # an idle topic of the same stack
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka_brokers, "group.id": f"lat-{uuid.uuid4().hex[:6]}", "auto.offset.reset": "latest", **consumer_tuning(settings)}
+    )
+    consumer.subscribe([topic])
+    while not consumer.assignment():
+        consumer.poll(0.1)
+    producer = Producer({"bootstrap.servers": settings.kafka_brokers, "linger.ms": 2, "acks": "all"})
+    latencies: list[float] = []
+    stop = time.monotonic() + seconds
+    per_batch = max(1, int(rate * BATCH_EVERY_S))
+
+    def consume() -> None:
+        while time.monotonic() < stop + 2:
+            msg = consumer.poll(0.05)
+            if msg is not None and msg.error() is None:
+                latencies.append((time.monotonic() - float(msg.value())) * 1000)
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    tick, start = 0, time.monotonic()
+    while time.monotonic() < stop:
+        for _ in range(per_batch):
+            producer.produce(topic, value=repr(time.monotonic()).encode())
+        producer.poll(0)
+        tick += 1
+        time.sleep(max(0.0, start + tick * BATCH_EVERY_S - time.monotonic()))
+    producer.flush(10)
+    reader.join()
+    consumer.close()
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=int, default=2000, help="events per second")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--users", type=int, default=5000)
+    args = parser.parse_args()
+
+    events = [e for e in demo_events(int(args.rate * args.seconds) + 1000, args.users, seed=3)]
+    # Only distinct, valid events become visible; duplicates and invalid ones are not timed.
+    from quality.event_contract import EventContractError, validate_event
+
+    unique: dict[str, dict] = {}
+    for event in events:
+        try:
+            validate_event(event)
+        except EventContractError:
+            continue
+        unique.setdefault(event["event_id"], event)
+    events = list(unique.values())
+
+    with local_stack() as settings:
+        publish_reference(redis.Redis.from_url(settings.redis_url), CATALOG, read_catalog_csv(SAMPLE_CATALOG), "product_id")
+        watcher = VisibilityWatcher(settings.redis_url)
+        watcher.start()
+        api = start_app(settings, "api")
+        app = start_app(settings, "profile-app")
+        try:
+            base = f"http://{settings.api_host}:{settings.api_port}"
+            # Warm up: the group join and first idempotent produce are not part of steady state.
+            asyncio.run(send_steady(base, "bench-write", events[:200], 200, 1.0))
+            deadline = time.monotonic() + 60
+            while len(watcher.seen_at) < 200 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            times = asyncio.run(send_steady(base, "bench-write", events[200:], args.rate, args.seconds))
+            time.sleep(3)
+            baseline = kafka_baseline(settings, args.rate, min(args.seconds, 20))
+        finally:
+            watcher.running = False
+            app.stop()
+            api.stop()
+
+    from_ack, from_send, missing, early = [], [], 0, 0
+    for event_id, (sent, acked) in times.items():
+        seen = watcher.seen_at.get(event_id)
+        if seen is None:
+            missing += 1
+            continue
+        early += seen < acked
+        from_ack.append(max(0.0, seen - acked) * 1000)
+        from_send.append((seen - sent) * 1000)
+    acked_rate = len(times) / args.seconds
+    print(f"events acknowledged: {len(times)} (~{acked_rate:,.0f}/s); not visible: {missing}; visible before their 202 arrived: {early}")
+    rows = {
+        "202 -> visible in Redis": percentiles(from_ack),
+        "request sent -> visible": percentiles(from_send),
+        "baseline: bare Kafka produce->consume": percentiles(baseline),
+    }
+    print(f"\n{'latency (ms)':<40}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>9}")
+    for name, p in rows.items():
+        print(f"{name:<40}{p['p50']:>8.1f}{p['p95']:>8.1f}{p['p99']:>8.1f}{p['max']:>9.1f}")
+    ratio = rows["202 -> visible in Redis"]["p99"] / max(rows["baseline: bare Kafka produce->consume"]["p99"], 0.001)
+    print(f"\np99 202->visible = {rows['202 -> visible in Redis']['p99']:.1f} ms (target <= 50 ms); {ratio:.1f}x the bare-Kafka p99")
+
+
+if __name__ == "__main__":
+    main()
