@@ -66,7 +66,7 @@ class PulseSettings(BaseSettings):
     topic_retention_bytes: int = Field(-1, description="retention.bytes of topics Pulse creates (-1 = unlimited).")
 
     consumer_group: str = Field("pulse-profile-app", description="Consumer group of the profile app.")
-    commit_interval_seconds: float = Field(0.02, description="Profile app checkpoint interval: Redis writes and offset commits.")
+    commit_interval_seconds: float = Field(0.01, description="Profile app checkpoint interval: Redis writes and offset commits.")
     commit_every: int = Field(5000, description="Profile app checkpoints after this many events at the latest.")
     dedupe_window_seconds: int = Field(7 * 24 * 3600, description="How long an event_id is remembered.")
     session_timeout_seconds: int = Field(1800, description="Inactivity (event time) that ends a session.")

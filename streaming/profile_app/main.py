@@ -38,7 +38,7 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
         auto_offset_reset="earliest",
         commit_interval=settings.commit_interval_seconds,
         commit_every=settings.commit_every,
-        consumer_poll_timeout=0.01,
+        consumer_poll_timeout=0.005,
         consumer_extra_config=consumer_tuning(settings),
         producer_extra_config=dict(settings.kafka_config),
         state_dir=settings.data_path / "state" / "profile-app",
