@@ -98,7 +98,7 @@ def pulse(settings: PulseSettings, total: int, distinct_valid: int) -> float:
     def timed_flush() -> None:
         if "first" not in marks:
             marks["first"] = time.perf_counter()
-            marks["first_batch"] = sum(batch.size for batch in sink._batches.values())
+            marks["first_batch"] = sink.received
         flush()
         if sink.applied >= distinct_valid and "done" not in marks:
             marks["done"] = time.perf_counter()

@@ -69,6 +69,7 @@ def pulse_apps(settings: PulseSettings, tmp_path: Path) -> Iterator[Callable[[st
 
     def start(app: str) -> ManagedProcess:
         proc = pulse_app_process(app, settings_process_env(settings), tmp_path / f"logs-{len(started)}")
+        proc.start()
         started.append(proc)
         if app == "api":
             proc.wait_for_port(settings.api_host, settings.api_port, timeout=60)

@@ -1,4 +1,4 @@
-"""Quix sink of the profile app: deltas to Redis, rejects to the DLQ, before offsets commit."""
+"""Quix sink of the profile app: deltas to Redis, rejects to the DLQ, confirmed before offsets commit."""
 
 from __future__ import annotations
 
@@ -9,28 +9,33 @@ from typing import Any
 
 import redis
 from confluent_kafka import Producer
-from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
+from quixstreams.sinks import BaseSink, SinkBackpressureError
 
 from streaming.dlq import dlq_headers
 from streaming.profile_app.pipeline import CheckedRecord
+from streaming.profiles.delta import ProfileDelta
 from streaming.profiles.store import RedisProfileStore
 
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_KEY = "pulse:heartbeat:profile-app"
 DLQ_SOURCE = "profile-app"
+#: Deltas buffered before they are sent to Redis ahead of the checkpoint.
+SEND_EVERY = 250
 
 
 class DeadLetterError(RuntimeError):
     """The broker did not acknowledge dead-letter records; the batch is retried."""
 
 
-class ProfileSink(BatchingSink):
-    """Applies each partition's deltas with pipelined, idempotent script calls; rejects go to the DLQ.
+class ProfileSink(BaseSink):
+    """Sends deltas to Redis as they accumulate and confirms them all at the checkpoint.
 
-    Quix commits offsets only after ``write`` returns, every delta carries its ``event_id``
-    marker and dead-letter records are acknowledged by the broker first, so a crash at any
-    moment leads to a harmless redelivery: nothing is lost or counted twice.
+    Quix commits offsets only after ``flush`` returns; ``flush`` returns only after Redis
+    has replied to every script call and the broker has acknowledged every dead-letter
+    record. Every delta carries its ``event_id`` marker, so a crash at any moment leads to
+    a harmless redelivery: nothing is lost or counted twice. Sending before the checkpoint
+    lets Redis apply one batch while the app validates the next.
     """
 
     def __init__(
@@ -44,44 +49,58 @@ class ProfileSink(BatchingSink):
     ) -> None:
         super().__init__()
         self._store = store
+        self._writer = store.writer()
         self._dlq = dlq_producer
         self._dlq_topic = dlq_topic
         self._retry_after = retry_after_seconds
         self._heartbeat_seconds = heartbeat_seconds
         self._last_heartbeat = 0.0
+        self._pending: list[ProfileDelta] = []
+        self._rejects: list[tuple[CheckedRecord, Any]] = []
+        self._failure: Exception | None = None
+        self.received = 0
         self.applied = 0
         self.dead_lettered = 0
 
+    def add(self, value: CheckedRecord, key: Any, timestamp: int, headers: Any, topic: str, partition: int, offset: int) -> None:
+        self.received += 1
+        if value.delta is None:
+            self._rejects.append((value, key))
+            return
+        self._pending.append(value.delta)
+        if len(self._pending) >= SEND_EVERY:
+            self._send_pending()
+
     def flush(self) -> None:
-        """Write the batches of all partitions together: one Redis round trip per checkpoint."""
         try:
-            if self._batches:
-                self._write_items([item for batch in self._batches.values() for item in batch])
-        finally:
-            self._batches.clear()
-
-    def write(self, batch: SinkBatch) -> None:
-        self._write_items(list(batch))
-
-    def _write_items(self, items: list[Any]) -> None:
-        deltas = []
-        rejects: list[tuple[CheckedRecord, Any]] = []
-        for item in items:
-            record: CheckedRecord = item.value
-            if record.delta is not None:
-                deltas.append(record.delta)
-            else:
-                rejects.append((record, item.key))
-        if rejects:
-            self._dead_letter(rejects)
-        try:
-            applied = self._store.apply_deltas(deltas)
+            if self._rejects:
+                self._dead_letter(self._rejects)
+            self._send_pending()
+            if self._failure is not None:
+                raise self._failure
+            applied = self._writer.confirm()
             self._beat()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._writer.abort()
             logger.warning("Redis unavailable (%s); pausing %ss and retrying the batch", exc, self._retry_after)
             raise SinkBackpressureError(retry_after=self._retry_after) from exc
+        finally:
+            self._pending, self._rejects, self._failure = [], [], None
         self.applied += applied
-        logger.debug("%d deltas (%d new), %d rejects", len(deltas), applied, len(rejects))
+
+    def on_paused(self) -> None:
+        """Quix paused the partitions and will redeliver: drop what was not confirmed."""
+        self._writer.abort()
+        self._pending, self._rejects, self._failure = [], [], None
+
+    def _send_pending(self) -> None:
+        if not self._pending or self._failure is not None:
+            return
+        try:
+            self._writer.send(self._pending)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._failure = exc  # reported at the checkpoint, which then retries
+        self._pending = []
 
     def _dead_letter(self, rejects: list[tuple[CheckedRecord, Any]]) -> None:
         received_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -61,12 +61,9 @@ class RedisProfileStore:
     def client(self) -> redis.Redis:
         return self._client
 
-    def apply_deltas(self, deltas: Sequence[ProfileDelta]) -> int:
-        """Apply deltas in pipelined script calls of SCRIPT_CHUNK; return how many were new."""
-        if not deltas:
-            return 0
-        now_ms = int(time.time() * 1000)
-        pipe = self._client.pipeline(transaction=False)
+    def _script_calls(self, deltas: Sequence[ProfileDelta], now_ms: int) -> list[tuple[list[str], tuple[Any, ...]]]:
+        """(KEYS, ARGV) of the script calls applying ``deltas``, SCRIPT_CHUNK deltas each."""
+        calls = []
         for start in range(0, len(deltas), SCRIPT_CHUNK):
             keys: list[str] = []
             index: dict[str, int] = {}
@@ -77,9 +74,22 @@ class RedisProfileStore:
                     keys.append(profile_keys(delta.profile_id).fields)
                     key_index = index[delta.profile_id] = len(keys)
                 rows.append(delta_row(key_index, delta))
-            args = (self._dedupe_window_seconds, now_ms, self._session_gap_ms, _pack(rows))
+            calls.append((keys, (self._dedupe_window_seconds, now_ms, self._session_gap_ms, _pack(rows))))
+        return calls
+
+    def apply_deltas(self, deltas: Sequence[ProfileDelta]) -> int:
+        """Apply deltas in pipelined script calls and wait; return how many were new."""
+        if not deltas:
+            return 0
+        pipe = self._client.pipeline(transaction=False)
+        for keys, args in self._script_calls(deltas, int(time.time() * 1000)):
             self._update(keys=keys, args=args, client=pipe)
         return sum(pipe.execute())
+
+    def writer(self) -> StreamingWriter:
+        """A writer that sends script calls at once and confirms them later (see StreamingWriter)."""
+        self._client.script_load(_UPDATE_SCRIPT)
+        return StreamingWriter(self)
 
     def get_profile(self, profile_id: str) -> dict[str, Any] | None:
         """The profile document, or None when the id has no profile."""
@@ -129,3 +139,58 @@ def _decode(value: bytes | str) -> str:
 
 def _decode_map(mapping: dict[Any, Any]) -> dict[str, str]:
     return {_decode(k): _decode(v) for k, v in mapping.items()}
+
+
+class StreamingWriter:
+    """Sends script calls without waiting for replies; ``confirm()`` reads them all.
+
+    Redis applies a batch while the caller prepares the next one, instead of the two taking
+    turns. Nothing counts as written before ``confirm()`` returns, and every call is
+    idempotent, so a crash in between only means the same deltas are sent again.
+    """
+
+    def __init__(self, store: RedisProfileStore) -> None:
+        self._store = store
+        self._connection: Any = None
+        self._sent: list[tuple[list[str], tuple[Any, ...]]] = []
+
+    def send(self, deltas: Sequence[ProfileDelta]) -> None:
+        """Queue the script calls for ``deltas`` on the connection (no reply awaited)."""
+        if not deltas:
+            return
+        store = self._store
+        if self._connection is None:
+            self._connection = store.client.connection_pool.get_connection()
+        for keys, args in store._script_calls(deltas, int(time.time() * 1000)):
+            self._connection.send_command("EVALSHA", store._update.sha, len(keys), *keys, *args)
+            self._sent.append((keys, args))
+
+    def confirm(self) -> int:
+        """Read every reply; return how many deltas were new. Raises on any Redis error."""
+        if self._connection is None:
+            return 0
+        applied = 0
+        try:
+            for keys, args in self._sent:
+                try:
+                    applied += self._connection.read_response()
+                except redis.exceptions.NoScriptError:
+                    # Redis lost its script cache (restart): load it and apply synchronously.
+                    applied += self._store._update(keys=keys, args=args)
+        except BaseException:
+            self._connection.disconnect()
+            raise
+        finally:
+            self._release()
+        return applied
+
+    def abort(self) -> None:
+        """Forget unconfirmed calls (their deltas will be redelivered)."""
+        if self._connection is not None:
+            self._connection.disconnect()
+            self._release()
+
+    def _release(self) -> None:
+        self._store.client.connection_pool.release(self._connection)
+        self._connection = None
+        self._sent = []
