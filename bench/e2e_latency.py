@@ -187,6 +187,11 @@ def main() -> None:
         finally:
             app.stop()
             api.stop()
+            for proc in (app, api):
+                notable = [line for line in proc.log_path.read_text().splitlines() if any(w in line.lower() for w in ("revok", "assign", "rebalanc", "error", "warn"))]
+                if notable:
+                    print(f"--- {proc.name}: {len(notable)} notable log lines, last ones:")
+                    print("\n".join(notable[-8:]))
 
     from_ack, from_send, missing, early = [], [], 0, 0
     for event_id, (sent, acked) in times.items():
@@ -197,6 +202,13 @@ def main() -> None:
         early += seen < acked
         from_ack.append(max(0.0, seen - acked) * 1000)
         from_send.append((seen - sent) * 1000)
+    by_second: dict[int, list[float]] = {}
+    first_sent = min(sent for sent, _ in times.values())
+    for event_id, (sent, acked) in times.items():
+        if event_id in seen_at:
+            by_second.setdefault(int(sent - first_sent), []).append((seen_at[event_id] - acked) * 1000)
+    worst = sorted(((max(v), s) for s, v in by_second.items()), reverse=True)[:5]
+    print("slowest seconds (max ms, second):", [(round(m), s) for m, s in worst])
     acked_rate = len(times) / args.seconds
     print(f"events acknowledged: {len(times)} (~{acked_rate:,.0f}/s); not visible: {missing}; visible before their 202 arrived: {early}")
     rows = {

@@ -11,7 +11,7 @@ import warnings
 
 import click
 
-from orchestration.settings import PulseSettings, settings_reference
+from orchestration.settings import PulseSettings, settings_markdown, settings_reference
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -122,8 +122,12 @@ def doctor() -> None:
 
 @cli.command(name="settings")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def show_settings(as_json: bool) -> None:
+@click.option("--markdown", is_flag=True, help="The table of docs/configuration.md.")
+def show_settings(as_json: bool, markdown: bool) -> None:
     """List every PULSE_* setting with its default and meaning."""
+    if markdown:
+        click.echo(settings_markdown(), nl=False)
+        return
     rows = settings_reference()
     if as_json:
         click.echo(json.dumps([dict(zip(("variable", "default", "description"), r)) for r in rows], indent=2))

@@ -115,5 +115,14 @@ def settings_reference() -> list[tuple[str, str, str]]:
     rows = []
     for name, info in PulseSettings.model_fields.items():
         default = info.default_factory() if info.default_factory else info.default  # type: ignore[call-arg]
-        rows.append((f"PULSE_{name.upper()}", "" if default is None else str(default), info.description or ""))
+        shown = "" if default in (None, [], {}) else str(default)
+        rows.append((f"PULSE_{name.upper()}", shown, info.description or ""))
     return rows
+
+
+def settings_markdown() -> str:
+    """The settings table of docs/configuration.md."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for variable, default, description in settings_reference():
+        lines.append(f"| `{variable}` | {f'`{default}`' if default else '(unset)'} | {description.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
