@@ -66,11 +66,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--partitions", type=int, default=1, help="partitions of the events topic (the embedded default is 1)")
     args = parser.parse_args()
 
     events = demo_events(args.events, users=5000, seed=8)
     bodies = [msgspec.json.encode({"events": events[i : i + args.batch]}) for i in range(0, len(events), args.batch)]
-    with local_stack() as settings:
+    with local_stack(args.partitions) as settings:
         api = start_app(settings, "api")
         try:
             base = f"http://{settings.api_host}:{settings.api_port}"

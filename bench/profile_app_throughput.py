@@ -115,6 +115,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--naive-events", type=int, default=20_000)
     parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--partitions", type=int, default=1, help="partitions of the events topic (the embedded default is 1)")
     args = parser.parse_args()
 
     from quality.event_contract import EventContractError, validate_event
@@ -128,7 +129,7 @@ def main() -> None:
             continue
         distinct.add((ev.profile_id, ev.event_id))
 
-    with local_stack() as settings:
+    with local_stack(args.partitions) as settings:
         publish_reference(redis.Redis.from_url(settings.redis_url), CATALOG, read_catalog_csv(SAMPLE_CATALOG), "product_id")
         fill_topic(settings, events)
         print(f"topic filled with {len(events)} events ({len(distinct)} distinct valid), {args.users} users")

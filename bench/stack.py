@@ -20,8 +20,11 @@ from orchestration.topics import ensure_topics, topic_specs
 
 
 @contextlib.contextmanager
-def local_stack(partitions: int = 6) -> Iterator[PulseSettings]:
-    """Start a broker and Redis; yield settings pointing at them with fresh topic names."""
+def local_stack(partitions: int = 1) -> Iterator[PulseSettings]:
+    """Start a broker and Redis; yield settings pointing at them with fresh topic names.
+
+    ``partitions`` defaults to 1, what `pulse up` uses on the embedded broker.
+    """
     with tempfile.TemporaryDirectory(prefix="pulse-bench-") as tmp:
         data = Path(tmp)
         broker, brokers = start_broker(data)

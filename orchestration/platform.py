@@ -28,6 +28,8 @@ from orchestration.topics import ensure_topics, topic_specs
 logger = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: Partitions per topic on the embedded broker unless PULSE_TOPIC_PARTITIONS is set.
+EMBEDDED_BROKER_PARTITIONS = 1
 
 
 def pulse_app_process(name: str, env: dict[str, str], log_dir: Path) -> ManagedProcess:
@@ -85,6 +87,9 @@ class LocalPlatform:
             self.say("starting embedded Kafka-protocol broker (Tansu, memory storage) ...")
             proc, brokers = start_broker(data)
             self.infra.append(proc)
+            if "topic_partitions" not in s.model_fields_set:
+                # Tansu's latency grows with partitions x data held (docs/architecture.md).
+                s = self.settings = s.model_copy(update={"topic_partitions": EMBEDDED_BROKER_PARTITIONS})
         redis_url = s.redis_url
         if not redis_url:
             self.say("starting embedded Redis (Valkey) ...")
@@ -110,6 +115,7 @@ class LocalPlatform:
         self.env = {
             **os.environ,
             "PULSE_DATA_DIR": str(data),
+            "PULSE_TOPIC_PARTITIONS": str(s.topic_partitions),
             "PULSE_KAFKA_BROKERS": brokers,
             "PULSE_REDIS_URL": redis_url,
             "DAGSTER_HOME": str(s.dagster_home),

@@ -60,7 +60,7 @@ class PulseSettings(BaseSettings):
     topic_dlq: str = Field("pulse.events.dlq", description="Dead-letter topic for invalid events.")
     topic_triggers: str = Field("pulse.triggers", description="Fired decisions.")
     topic_profile_changes: str = Field("pulse.profiles.changes", description="Profile change events (optional).")
-    topic_partitions: int = Field(6, description="Partitions of pulse.events when Pulse creates it.")
+    topic_partitions: int = Field(6, description="Partitions of the topics Pulse creates (embedded broker: 1 unless set).")
     topic_replication_factor: int = Field(1, description="Replication factor of topics Pulse creates.")
     topic_retention_ms: int = Field(7 * 24 * 3600 * 1000, description="retention.ms of topics Pulse creates.")
     topic_retention_bytes: int = Field(-1, description="retention.bytes of topics Pulse creates (-1 = unlimited).")

@@ -44,7 +44,7 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
         state_dir=settings.data_path / "state" / "profile-app",
         use_changelog_topics=False,
         processing_guarantee="at-least-once",
-        loglevel="INFO",
+        loglevel="WARNING",
     )
     topic_config = TopicConfig(
         num_partitions=settings.topic_partitions,
