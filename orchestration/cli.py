@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 import warnings
+from datetime import UTC, datetime
 
 import click
 
@@ -75,12 +76,14 @@ def up(no_dagster: bool) -> None:
 
 
 @cli.command(name="run")
-@click.argument("app", type=click.Choice(["api", "profile-app"]))
+@click.argument("app", type=click.Choice(["api", "profile-app", "archiver"]))
 def run_app(app: str) -> None:
     """Run one Pulse app in the foreground (what containers and `pulse up` run)."""
     settings = PulseSettings()
     if app == "api":
         from streaming.api.main import main
+    elif app == "archiver":
+        from streaming.archiver.main import main
     else:
         from streaming.profile_app.main import main
     main(settings)
@@ -101,6 +104,48 @@ def demo(total: int, users: int, batch_size: int, seed: int | None, url: str | N
     summary = run_demo(settings, total=total, users=users, batch_size=batch_size, seed=seed, url=url, key=key)
     if summary.failed_requests:
         sys.exit(1)
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@cli.command()
+@click.option("--start", default=None, help="Event time to start at, ISO 8601 (default: the beginning). UTC unless a zone is given.")
+@click.option("--end", default=None, help="Event time to stop before, ISO 8601 (default: the end).")
+def replay(start: str | None, end: str | None) -> None:
+    """Replay archived events into the events topic (idempotent: nothing counts twice)."""
+    from rich.progress import Progress
+
+    from orchestration.batch import replay as run_replay
+
+    settings = PulseSettings()
+    with Progress() as bar:
+        task = bar.add_task("replaying", total=None)
+        summary = run_replay(settings, _parse_time(start), _parse_time(end), lambda done, total: bar.update(task, completed=done, total=total))
+    click.echo(f"replayed {summary.replayed} events to {settings.topic_events}; skipped {summary.skipped_forgotten} of forgotten users")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def reconcile(as_json: bool) -> None:
+    """Compare live profiles with a batch recompute from the archive; exit 1 on any drift."""
+    from orchestration.batch import reconcile as run_reconcile
+
+    report = run_reconcile(PulseSettings())
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2, default=str))
+    else:
+        click.echo(
+            f"checked {report.profiles_checked} profiles: {report.matched} match, {report.mismatched} mismatched, "
+            f"{report.missing_in_redis} missing in Redis, {report.extra_in_redis} extra in Redis"
+        )
+        for field_name, count in report.mismatched_fields.items():
+            click.echo(f"  {field_name}: {count}")
+    sys.exit(1 if report.drifted else 0)
 
 
 @cli.command()

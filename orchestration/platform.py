@@ -124,7 +124,8 @@ class LocalPlatform:
             self.env["PULSE_DEV_MODE"] = "true"
             urls["write_key"], urls["read_key"] = DEV_WRITE_KEY, DEV_READ_KEY
 
-        self.apps = [App("api", lambda: self._pulse_app("api")), App("profile-app", lambda: self._pulse_app("profile-app"))]
+        self.apps = [App(name, lambda name=name: self._pulse_app(name)) for name in ("api", "profile-app", "archiver")]
+        urls["archive"] = str(s.archive_path)
         if self.with_dagster:
             s.dagster_home.mkdir(parents=True, exist_ok=True)
             urls["dagster_url"] = f"http://127.0.0.1:{s.dagster_port}"

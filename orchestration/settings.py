@@ -70,6 +70,9 @@ class PulseSettings(BaseSettings):
     commit_every: int = Field(5000, description="Profile app checkpoints after this many events at the latest.")
     dedupe_window_seconds: int = Field(7 * 24 * 3600, description="How long an event_id is remembered.")
     session_timeout_seconds: int = Field(1800, description="Inactivity (event time) that ends a session.")
+    archive_dir: Path | None = Field(None, description="Event archive (Parquet, dt=/hour=); default $PULSE_DATA_DIR/archive.")
+    archiver_consumer_group: str = Field("pulse-archiver", description="Consumer group of the archiver.")
+    archive_commit_interval_seconds: float = Field(5.0, description="Archiver checkpoint interval: one Parquet file per partition and hour each time.")
     catalog_refresh_seconds: float = Field(5.0, description="How often the profile app checks for a new catalog version.")
 
     _split_keys = field_validator("write_keys", "read_keys", mode="before")(_split_csv)
@@ -85,6 +88,11 @@ class PulseSettings(BaseSettings):
     def data_path(self) -> Path:
         """Absolute data directory."""
         return self.data_dir.expanduser().resolve()
+
+    @property
+    def archive_path(self) -> Path:
+        """Absolute archive folder."""
+        return (self.archive_dir or self.data_path / "archive").expanduser().resolve()
 
     @property
     def services_file(self) -> Path:

@@ -57,6 +57,8 @@ def settings(broker: str, redis_url: str, tmp_path: Path) -> PulseSettings:
         topic_profile_changes=f"changes-{suffix}",
         topic_partitions=3,
         consumer_group=f"profile-app-{suffix}",
+        archiver_consumer_group=f"archiver-{suffix}",
+        archive_commit_interval_seconds=0.5,
     )
     ensure_topics(AdminClient({"bootstrap.servers": broker}), topic_specs(s))
     return s

@@ -1,0 +1,51 @@
+"""Read the event archive with DuckDB (Parquet read in place, deduplicated by Kafka coordinates)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ArchivedEvent:
+    raw: bytes
+    key: str
+    event_time_ms: int
+
+
+def archive_glob(root: Path) -> str:
+    return str(root / "events" / "dt=*" / "hour=*" / "*.parquet")
+
+
+def has_archive(root: Path) -> bool:
+    return any((root / "events").glob("dt=*/hour=*/*.parquet"))
+
+
+def read_valid_events(root: Path, start: datetime | None = None, end: datetime | None = None) -> list[ArchivedEvent]:
+    """Valid archived events with event time in [start, end), each Kafka record once, in event-time order."""
+    if not has_archive(root):
+        return []
+    conditions = ["valid"]
+    params: list[object] = []
+    if start is not None:
+        conditions.append("event_time >= ?")
+        params.append(start)
+    if end is not None:
+        conditions.append("event_time < ?")
+        params.append(end)
+    query = f"""
+        SELECT raw, coalesce(user_id, anonymous_id) AS key, epoch_ms(event_time) AS ms
+        FROM read_parquet(?, hive_partitioning = true, union_by_name = true)
+        WHERE {' AND '.join(conditions)}
+        QUALIFY row_number() OVER (PARTITION BY kafka_topic, kafka_partition, kafka_offset) = 1
+        ORDER BY event_time, kafka_partition, kafka_offset
+    """
+    with duckdb.connect() as con:
+        rows = con.execute(query, [archive_glob(root), *params]).fetchall()
+    return [ArchivedEvent(bytes(raw), key, int(ms)) for raw, key, ms in rows]

@@ -1,0 +1,30 @@
+"""Recompute profiles from archived events with exactly the stream's semantics (pure).
+
+It runs the profile app's own ``check_record`` (the same validation, enrichment and delta)
+and the reference arithmetic that ``update.lua`` is tested against, so a live profile that
+differs from its recompute is drift, never a difference of definitions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from enrichment.catalog import Catalog
+from streaming.profile_app.pipeline import check_record
+from streaming.profiles.reference import reference_profiles
+
+
+def recompute_profiles(raw_events: Iterable[bytes], catalog: Catalog, session_gap_ms: int, exclude: set[str] = frozenset()) -> dict[str, dict[str, Any]]:
+    """Profile documents (without ``updated_at``) keyed by profile id."""
+    deltas = []
+    for raw in raw_events:
+        checked = check_record(raw, catalog)
+        if checked.delta is not None and checked.delta.profile_id not in exclude:
+            deltas.append(checked.delta)
+    documents = {}
+    for profile_id, profile in reference_profiles(deltas, session_gap_ms).items():
+        document = profile.document()
+        document.pop("updated_at")
+        documents[profile_id] = document
+    return documents

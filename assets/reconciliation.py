@@ -1,0 +1,90 @@
+"""Reconcile live profiles in Redis against a batch recompute from the archive."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+
+from streaming.profiles.keys import FORGET_STREAM, KEY_PREFIX
+from streaming.profiles.store import RedisProfileStore
+
+MAX_EXAMPLES = 10
+IGNORED_FIELDS = ("updated_at",)
+
+
+@dataclass
+class ReconcileReport:
+    profiles_checked: int = 0
+    mismatched: int = 0
+    missing_in_redis: int = 0
+    extra_in_redis: int = 0
+    matched: int = 0
+    mismatched_fields: dict[str, int] = field(default_factory=dict)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.mismatched or self.missing_in_redis or self.extra_in_redis)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "drift": self.drifted}
+
+
+def diff_profiles(batch: Mapping[str, Mapping[str, Any]], live: Mapping[str, Mapping[str, Any] | None]) -> ReconcileReport:
+    """Compare per profile and field; ``live`` maps every id seen on either side (None = absent)."""
+    report = ReconcileReport()
+    fields: Counter[str] = Counter()
+    for profile_id in sorted(set(batch) | set(live)):
+        expected, actual = batch.get(profile_id), live.get(profile_id)
+        report.profiles_checked += 1
+        if expected is None:
+            report.extra_in_redis += 1
+            _example(report, profile_id, "extra_in_redis")
+        elif actual is None:
+            report.missing_in_redis += 1
+            _example(report, profile_id, "missing_in_redis")
+        else:
+            differing = sorted(k for k in expected.keys() | actual.keys() if k not in IGNORED_FIELDS and expected.get(k) != actual.get(k))
+            if differing:
+                report.mismatched += 1
+                fields.update(differing)
+                _example(report, profile_id, "mismatched", {k: {"batch": expected.get(k), "redis": actual.get(k)} for k in differing})
+            else:
+                report.matched += 1
+    report.mismatched_fields = dict(fields.most_common())
+    return report
+
+
+def _example(report: ReconcileReport, profile_id: str, kind: str, fields: dict | None = None) -> None:
+    if len(report.examples) < MAX_EXAMPLES:
+        report.examples.append({"profile_id": profile_id, "kind": kind, **({"fields": fields} if fields else {})})
+
+
+def decode_profile_id(encoded: str) -> str:
+    return encoded.replace("%7D", "}").replace("%7B", "{").replace("%25", "%")
+
+
+def live_profile_ids(client: redis.Redis) -> Iterator[str]:
+    """Ids of every profile in Redis (SCAN, so it never blocks the server)."""
+    for key in client.scan_iter(match=f"{KEY_PREFIX}:{{*}}:p", count=1000):
+        text = key.decode() if isinstance(key, bytes) else key
+        yield decode_profile_id(text[len(KEY_PREFIX) + 2 : -3])
+
+
+def forgotten_ids(client: redis.Redis) -> set[str]:
+    """Ids forgotten through the API; their archived events are excluded until purged."""
+    return {fields[b"profile_id"].decode() for _, fields in client.xrange(FORGET_STREAM)}
+
+
+def live_documents(store: RedisProfileStore, ids: set[str]) -> dict[str, dict[str, Any] | None]:
+    documents = {}
+    for profile_id in ids:
+        document = store.get_profile(profile_id)
+        if document is not None:
+            document.pop("updated_at", None)
+        documents[profile_id] = document
+    return documents

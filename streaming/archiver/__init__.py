@@ -1,0 +1,1 @@
+"""The archiver app: every raw event, valid or not, to hive-partitioned Parquet."""

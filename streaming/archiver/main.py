@@ -1,0 +1,44 @@
+"""Run the archiver (`pulse run archiver`): wiring only."""
+
+from __future__ import annotations
+
+import logging
+
+from confluent_kafka.admin import AdminClient
+from quixstreams import Application
+
+from orchestration import service_registry
+from orchestration.kafka_config import client_config, consumer_tuning
+from orchestration.settings import PulseSettings
+from orchestration.topics import ensure_topics, topic_specs
+from streaming.archiver.pipeline import build_pipeline
+from streaming.archiver.sink import ParquetArchiveSink
+
+logger = logging.getLogger(__name__)
+
+
+def build_application(settings: PulseSettings) -> tuple[Application, ParquetArchiveSink]:
+    brokers = service_registry.kafka_brokers(settings)
+    ensure_topics(AdminClient(client_config(settings, brokers)), topic_specs(settings), settings.topic_replication_factor)
+    app = Application(
+        broker_address=brokers,
+        consumer_group=settings.archiver_consumer_group,
+        auto_offset_reset="earliest",
+        commit_interval=settings.archive_commit_interval_seconds,
+        consumer_extra_config=consumer_tuning(settings),
+        producer_extra_config=dict(settings.kafka_config),
+        state_dir=settings.data_path / "state" / "archiver",
+        use_changelog_topics=False,
+        loglevel="WARNING",
+    )
+    events = app.topic(settings.topic_events, value_deserializer="bytes", key_deserializer="bytes")
+    sink = ParquetArchiveSink(settings.archive_path)
+    build_pipeline(app.dataframe(events), sink=sink)
+    return app, sink
+
+
+def main(settings: PulseSettings | None = None) -> None:
+    settings = settings or PulseSettings()
+    app, _ = build_application(settings)
+    logger.info("archiver writing %s to %s", settings.topic_events, settings.archive_path)
+    app.run()

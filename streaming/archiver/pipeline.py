@@ -1,0 +1,21 @@
+"""The archiver's dataflow: raw record -> archive row with its Kafka coordinates -> Parquet sink."""
+
+from __future__ import annotations
+
+from quixstreams import message_context
+from quixstreams.dataframe import StreamingDataFrame
+from quixstreams.sinks import BaseSink
+
+from streaming.archiver.rows import archive_row
+
+
+def build_pipeline(sdf: StreamingDataFrame, *, sink: BaseSink) -> StreamingDataFrame:
+    """Archive every record, valid or not."""
+
+    def to_row(raw: bytes | None, _key: object, timestamp: int, _headers: object) -> dict:
+        ctx = message_context()
+        return archive_row(raw, ctx.topic, ctx.partition, ctx.offset, timestamp)
+
+    rows = sdf.apply(to_row, metadata=True)
+    rows.sink(sink)
+    return rows
