@@ -1,0 +1,72 @@
+"""The Dagster code location: loads, and its assets run against real Redis, Parquet and DuckDB."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import duckdb
+import pytest
+from quixstreams.sinks import SinkBatch
+
+from assets import analyst_views, reconciliation_assets
+from enrichment import assets as enrichment_assets
+from enrichment.reference_store import current_version, load_catalog
+from orchestration.definitions import defs
+from orchestration.demo_traffic import TrafficGenerator
+from orchestration.resources import PulseResource, RedisResource
+from streaming.archiver.rows import archive_row
+from streaming.archiver.sink import ParquetArchiveSink
+from streaming.profile_app.pipeline import check_record
+from streaming.profiles.store import RedisProfileStore
+
+pytestmark = pytest.mark.integration
+
+
+def test_definitions_load():
+    dg.Definitions.validate_loadable(defs)
+    repo = defs.get_repository_def()
+    assert {"product_catalog", "analyst_views", "profile_drift_report"} <= {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
+    assert repo.get_job("replay_job")
+
+
+def write_archive(settings, raws: list[bytes]) -> None:
+    sink = ParquetArchiveSink(settings.archive_path)
+    batch = SinkBatch(topic=settings.topic_events, partition=0)
+    for offset, raw in enumerate(raws):
+        batch.append(value=archive_row(raw, settings.topic_events, 0, offset, 1_700_000_000_000), key=None, timestamp=0, headers=[], offset=offset)
+    sink.write(batch)
+
+
+def test_assets_materialize_and_drift_check_fails_on_drift(settings, redis_client):
+    resources = {
+        "redis": RedisResource(url=settings.redis_url),
+        "pulse": PulseResource(data_dir=str(settings.data_path), redis_url=settings.redis_url, kafka_brokers=settings.kafka_brokers),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(dg.load_assets_from_modules([enrichment_assets]), resources=resources, instance=instance)
+    assert result.success and current_version(redis_client, "catalog")
+    catalog = load_catalog(redis_client)
+
+    events = list(TrafficGenerator(catalog.categories, users=15, seed=2).events(400))
+    raws = [json.dumps(e).encode() for e in events] + [b"not json"]
+    write_archive(settings, raws)
+    store = RedisProfileStore(redis_client, dedupe_window_seconds=3600, session_gap_ms=settings.session_timeout_seconds * 1000)
+    store.apply_deltas([c.delta for c in (check_record(r, catalog) for r in raws) if c.delta])
+
+    assets = [analyst_views.analyst_views, reconciliation_assets.profile_drift_report, reconciliation_assets.no_profile_drift]
+    result = dg.materialize(assets, resources=resources, instance=instance)
+    assert result.success
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["no_profile_drift"].passed
+    with duckdb.connect(str(settings.data_path / "pulse.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM events_invalid").fetchone()[0] >= 1
+        distinct = len({(e.get("user_id") or e.get("anonymous_id"), e.get("event_id")) for e in events if check_record(json.dumps(e).encode(), catalog).delta})
+        assert con.execute("SELECT count(*) FROM events").fetchone()[0] == distinct
+
+    some = sorted(p for p in redis_client.scan_iter(match="pulse:{*}:p"))[0]
+    redis_client.hincrby(some, "t:page_view", 3)
+    result = dg.materialize(assets[1:], resources=resources, instance=instance, raise_on_error=False)
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert not checks["no_profile_drift"].passed
+    assert checks["no_profile_drift"].metadata["mismatched"].value == 1
