@@ -104,7 +104,7 @@ def test_single_event_body(client):
         (b'"just a string"', WRITE, 400),
         (b'{"events": {"a": 1}}', WRITE, 400),
         (json.dumps({"events": [good_event() for _ in range(501)]}).encode(), WRITE, 413),
-        (b'{"events": []}' + b" " * (600 * 1024), WRITE, 413),
+        (b"{\"events\": []}" + b" " * (1024 * 1024), WRITE, 413),
         (json.dumps(good_event()).encode(), {}, 401),
         (json.dumps(good_event()).encode(), {"X-Pulse-Key": "wrong"}, 401),
         (json.dumps(good_event()).encode(), {"X-Pulse-Key": "test-read"}, 403),
