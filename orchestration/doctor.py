@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import httpx
@@ -77,9 +78,10 @@ def _check_redis(url: str) -> list[Check]:
         return [Check("redis", False, f"{url} does not answer: {exc}", "is Redis running? check PULSE_REDIS_URL")]
     checks = [Check("redis", True, f"{url} answers")]
     if heartbeat is None:
-        checks.append(Check("profile app", False, "no heartbeat in Redis yet", "start `pulse up` or `pulse run profile-app`, then send events"))
+        checks.append(Check("profile app", False, "has never started against this Redis", "start `pulse up` or `pulse run profile-app`; see its log"))
     else:
-        checks.append(Check("profile app", True, f"last batch written at epoch ms {int(heartbeat)}"))
+        age = time.time() - int(heartbeat) / 1000
+        checks.append(Check("profile app", True, f"last heartbeat {age:.0f}s ago (written at start-up and with each batch)"))
     return checks
 
 

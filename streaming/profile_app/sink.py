@@ -62,6 +62,10 @@ class ProfileSink(BaseSink):
         self.applied = 0
         self.dead_lettered = 0
 
+    def setup(self) -> None:
+        """Called by Quix at start-up: check Redis answers and announce the app is alive."""
+        self._beat()
+
     def add(self, value: CheckedRecord, key: Any, timestamp: int, headers: Any, topic: str, partition: int, offset: int) -> None:
         self.received += 1
         if value.delta is None:

@@ -7,30 +7,17 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import httpx
+import msgspec
 import redis
 
 from enrichment.catalog import Catalog
-from quality.event_contract import EventContractError, validate_event
-from streaming.profiles.delta import event_category, profile_delta
-from streaming.profiles.reference import reference_profiles
+from assets.batch_profiles import recompute_profiles
 from streaming.profiles.store import RedisProfileStore
 
 
 def ground_truth(acknowledged: Iterable[Mapping[str, Any]], catalog: Catalog, session_gap_ms: int) -> dict[str, dict]:
     """Profiles (without updated_at) that the acknowledged valid events must produce."""
-    deltas = []
-    for obj in acknowledged:
-        try:
-            event = validate_event(dict(obj))
-        except EventContractError:
-            continue
-        deltas.append(profile_delta(event, event_category(event, catalog.category_of(event.metadata.get("product_id")))))
-    docs = {}
-    for pid, profile in reference_profiles(deltas, session_gap_ms).items():
-        doc = profile.document()
-        doc.pop("updated_at")
-        docs[pid] = doc
-    return docs
+    return recompute_profiles((msgspec.json.encode(obj) for obj in acknowledged), catalog, session_gap_ms)
 
 
 def live_profiles(store: RedisProfileStore, ids: Iterable[str]) -> dict[str, dict | None]:
