@@ -23,7 +23,8 @@ def create_views(database: Path, archive: Path) -> dict[str, int]:
     database.parent.mkdir(parents=True, exist_ok=True)
     with duckdb.connect(str(database)) as con:
         for name, body in VIEWS.items():
-            con.execute(f"CREATE OR REPLACE VIEW {name} AS {body.format(glob=archive_glob(archive))}")
+            glob = archive_glob(archive).replace("'", "''")
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS {body.format(glob=glob)}")
         return {name: con.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in VIEWS}
 
 

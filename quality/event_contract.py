@@ -30,7 +30,8 @@ CUSTOM_EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 _CUSTOM_EVENT_TYPE = re.compile(CUSTOM_EVENT_TYPE_PATTERN)
 _STANDARD_EVENT_TYPES = frozenset(STANDARD_EVENT_TYPES)
 # Any RFC 4122 textual form accepted by uuid.UUID is not needed: the canonical 8-4-4-4-12 form is.
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+UUID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_UUID = re.compile(UUID_PATTERN)
 MAX_ID_LENGTH = 256
 
 #: Top-level fields an event may carry; anything else is rejected so typos surface early.

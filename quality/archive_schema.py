@@ -1,0 +1,45 @@
+"""Pandera schema of valid archive rows, derived from the event contract (not a second copy).
+
+The event types, the custom-type pattern, the UUID form and the id length limit all come
+from ``quality.event_contract``; the batch checks therefore accept exactly what the stream
+accepts.
+"""
+
+from __future__ import annotations
+
+import pandera.pandas as pa
+
+from quality.event_contract import CUSTOM_EVENT_TYPE_PATTERN, MAX_ID_LENGTH, STANDARD_EVENT_TYPES, UUID_PATTERN
+
+
+def _event_type_ok(series):
+    return series.isin(STANDARD_EVENT_TYPES) | series.str.fullmatch(CUSTOM_EVENT_TYPE_PATTERN.strip("^$"))
+
+
+def _id_column() -> pa.Column:
+    return pa.Column(str, nullable=True, checks=pa.Check.str_length(1, MAX_ID_LENGTH))
+
+
+def valid_events_schema() -> pa.DataFrameSchema:
+    """Columns of the archive's valid rows, as DuckDB hands them to pandas."""
+    return pa.DataFrameSchema(
+        {
+            "event_id": pa.Column(str, checks=pa.Check.str_matches(f"^{UUID_PATTERN}$")),
+            "event_type": pa.Column(str, checks=pa.Check(_event_type_ok, error="standard type or custom pattern")),
+            "user_id": _id_column(),
+            "anonymous_id": _id_column(),
+            "event_time": pa.Column("datetime64[ns, UTC]", coerce=True),
+            "kafka_partition": pa.Column(int, checks=pa.Check.ge(0), coerce=True),
+            "kafka_offset": pa.Column(int, checks=pa.Check.ge(0), coerce=True),
+        },
+        checks=[
+            pa.Check(lambda df: df["user_id"].notna() | df["anonymous_id"].notna(), error="user_id or anonymous_id is required"),
+            pa.Check(
+                lambda df: (df["event_type"] != "identify") | (df["user_id"].notna() & df["anonymous_id"].notna()),
+                error="identify needs both user_id and anonymous_id",
+            ),
+        ],
+        unique=["kafka_partition", "kafka_offset"],
+        strict=False,
+        name="archive_valid_events",
+    )
