@@ -73,6 +73,7 @@ class PulseSettings(BaseSettings):
     archive_dir: Path | None = Field(None, description="Event archive (Parquet, dt=/hour=); default $PULSE_DATA_DIR/archive.")
     archiver_consumer_group: str = Field("pulse-archiver", description="Consumer group of the archiver.")
     archive_commit_interval_seconds: float = Field(5.0, description="Archiver checkpoint interval: one Parquet file per partition and hour each time.")
+    alert_webhook_url: str | None = Field(None, description="Dagster run failures are posted here (Slack-compatible JSON) when set.")
     catalog_refresh_seconds: float = Field(5.0, description="How often the profile app checks for a new catalog version.")
 
     _split_keys = field_validator("write_keys", "read_keys", mode="before")(_split_csv)

@@ -99,3 +99,66 @@ def test_archive_day_quality_checks(settings):
     sink.write(batch)
     quality = measure_archive(settings.archive_path, where="dt = '2026-03-01'")
     assert quality.schema_failures >= 2
+
+
+def test_pipeline_health_checks(settings, redis_client):
+    import time
+
+    from assets import pipeline_health
+    from streaming.profile_app.sink import HEARTBEAT_KEY
+
+    resources = {"pulse": PulseResource(data_dir=str(settings.data_path), redis_url=settings.redis_url, kafka_brokers=settings.kafka_brokers)}
+    result = dg.materialize([pipeline_health.pipeline_health], resources=resources, instance=dg.DagsterInstance.ephemeral())
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks == {"profile_app_alive": False, "archive_fresh": False}
+
+    redis_client.set(HEARTBEAT_KEY, int(time.time() * 1000))
+    write_archive(settings, [b"{}"])
+    result = dg.materialize([pipeline_health.pipeline_health], resources=resources, instance=dg.DagsterInstance.ephemeral())
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks == {"profile_app_alive": True, "archive_fresh": True}
+
+
+def test_run_failure_sensor_posts_to_the_webhook(monkeypatch):
+    import http.server
+    import threading
+
+    from orchestration.local_services import free_port
+    from orchestration.sensors import post_run_failures
+
+    received: list[dict] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    port = free_port()
+    server = http.server.HTTPServer(("127.0.0.1", port), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    @dg.op
+    def broken():
+        raise RuntimeError("boom")
+
+    @dg.job
+    def failing_job():
+        broken()
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = failing_job.execute_in_process(instance=instance, raise_on_error=False)
+    failure = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
+    context = dg.build_run_status_sensor_context(
+        sensor_name="post_run_failures", dagster_instance=instance, dagster_run=result.dagster_run, dagster_event=failure
+    ).for_run_failure()
+
+    monkeypatch.delenv("PULSE_ALERT_WEBHOOK_URL", raising=False)
+    assert isinstance(post_run_failures(context), dg.SkipReason)
+    monkeypatch.setenv("PULSE_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{port}/hook")
+    post_run_failures(context)
+    server.shutdown()
+    assert len(received) == 1 and "failing_job" in received[0]["text"]
