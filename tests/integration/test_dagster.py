@@ -162,3 +162,23 @@ def test_run_failure_sensor_posts_to_the_webhook(monkeypatch):
     post_run_failures(context)
     server.shutdown()
     assert len(received) == 1 and "failing_job" in received[0]["text"]
+
+
+def test_malformed_catalog_fails_and_keeps_the_published_version(settings, redis_client, tmp_path):
+    resources = {"redis": RedisResource(url=settings.redis_url)}
+    instance = dg.DagsterInstance.ephemeral()
+    assert dg.materialize(dg.load_assets_from_modules([enrichment_assets]), resources=resources, instance=instance).success
+    published = current_version(redis_client, "catalog")
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("product_id,category,price\np1,shoes,10\np1,books,-3\np2,,4\n")
+    result = dg.materialize(
+        dg.load_assets_from_modules([enrichment_assets]),
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {"product_catalog": {"config": {"path": str(bad)}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert current_version(redis_client, "catalog") == published
+    assert len(load_catalog(redis_client).categories) == 2000
