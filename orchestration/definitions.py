@@ -4,7 +4,7 @@ import dagster as dg
 
 from assets import analyst_views, pipeline_health, reconciliation_assets
 from enrichment import assets as enrichment_assets
-from orchestration.jobs import replay_job
+from orchestration.jobs import forget_job, forget_schedule, replay_job
 from orchestration.resources import default_resources
 from orchestration.sensors import health_job, health_schedule, post_run_failures
 from quality import archive_assets
@@ -12,8 +12,8 @@ from quality import archive_assets
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([enrichment_assets, analyst_views, reconciliation_assets, archive_assets, pipeline_health]),
     asset_checks=dg.load_asset_checks_from_modules([reconciliation_assets]),
-    jobs=[replay_job, health_job],
-    schedules=[health_schedule],
+    jobs=[replay_job, health_job, forget_job],
+    schedules=[health_schedule, forget_schedule],
     sensors=[post_run_failures],
     resources=default_resources(),
 )

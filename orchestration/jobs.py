@@ -1,10 +1,13 @@
-"""Dagster jobs: replay archived events into Kafka."""
+"""Dagster jobs: replay archived events into Kafka, purge forgotten users from the archive."""
 
 
 from datetime import datetime
 
 import dagster as dg
+import redis
 
+from assets.forget import purge_archive
+from assets.reconciliation import forgotten_ids
 from orchestration.batch import replay
 from orchestration.resources import PulseResource
 
@@ -21,6 +24,23 @@ def replay_archive(context: dg.OpExecutionContext, config: ReplayConfig, pulse: 
     end = datetime.fromisoformat(config.end) if config.end else None
     summary = replay(pulse.settings(), start, end, lambda done, total: context.log.info(f"replayed {done}/{total}"))
     return dg.Output(summary.replayed, metadata={"replayed": summary.replayed, "skipped_forgotten": summary.skipped_forgotten})
+
+
+@dg.op
+def purge_forgotten_users(pulse: PulseResource) -> dg.Output[int]:
+    """Remove archived rows of every id forgotten through DELETE /v1/profiles (the pulse:forget stream)."""
+    settings = pulse.settings()
+    forgotten = forgotten_ids(redis.Redis.from_url(settings.redis_url))
+    result = purge_archive(settings.archive_path, forgotten)
+    return dg.Output(result["rows_removed"], metadata={**result, "forgotten_ids": len(forgotten)})
+
+
+@dg.job(description="Purge archived rows of forgotten users; the forget stream stays as replay's suppression list.")
+def forget_job() -> None:
+    purge_forgotten_users()
+
+
+forget_schedule = dg.ScheduleDefinition(job=forget_job, cron_schedule="0 * * * *", default_status=dg.DefaultScheduleStatus.RUNNING)
 
 
 @dg.job(description="Replay archived events into the events topic (`pulse replay`).")

@@ -182,3 +182,23 @@ def test_malformed_catalog_fails_and_keeps_the_published_version(settings, redis
     assert not result.success
     assert current_version(redis_client, "catalog") == published
     assert len(load_catalog(redis_client).categories) == 2000
+
+
+def test_forget_job_purges_archive_rows_and_replay_suppresses(settings, redis_client):
+    from assets.archive import read_valid_events
+    from orchestration.jobs import forget_job
+
+    events = list(TrafficGenerator({"p1": "shoes"}, users=6, seed=5).events(200))
+    write_archive(settings, [json.dumps(e).encode() for e in events])
+    victim = next(e.get("user_id") or e["anonymous_id"] for e in events if "event_id" in e and (e.get("user_id") or e.get("anonymous_id")))
+    store = RedisProfileStore(redis_client, dedupe_window_seconds=3600, session_gap_ms=1_800_000)
+    store.forget(victim)
+    before = read_valid_events(settings.archive_path)
+    assert any(e.key == victim for e in before)
+
+    resources = {"pulse": PulseResource(data_dir=str(settings.data_path), redis_url=settings.redis_url, kafka_brokers=settings.kafka_brokers)}
+    result = forget_job.execute_in_process(resources=resources, instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    after = read_valid_events(settings.archive_path)
+    assert not any(e.key == victim for e in after)
+    assert len(after) == len(before) - sum(1 for e in before if e.key == victim)
