@@ -67,7 +67,7 @@ class App:
 class LocalPlatform:
     settings: PulseSettings
     with_dagster: bool = True
-    say: Callable[[str], None] = print
+    say: Callable[[str], None] = logger.info
     infra: list[ManagedProcess] = field(default_factory=list)
     apps: list[App] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
