@@ -56,7 +56,8 @@ class ProfileSink(BaseSink):
         self._heartbeat_seconds = heartbeat_seconds
         self._last_heartbeat = 0.0
         self._pending: list[ProfileDelta] = []
-        self._rejects: list[tuple[CheckedRecord, Any]] = []
+        self._dead_letters_in_flight = 0
+        self._dead_letter_errors: list[str] = []
         self._failure: Exception | None = None
         self.received = 0
         self.applied = 0
@@ -69,7 +70,7 @@ class ProfileSink(BaseSink):
     def add(self, value: CheckedRecord, key: Any, timestamp: int, headers: Any, topic: str, partition: int, offset: int) -> None:
         self.received += 1
         if value.delta is None:
-            self._rejects.append((value, key))
+            self._send_dead_letter(value, key)
             return
         self._pending.append(value.delta)
         if len(self._pending) >= SEND_EVERY:
@@ -77,8 +78,7 @@ class ProfileSink(BaseSink):
 
     def flush(self) -> None:
         try:
-            if self._rejects:
-                self._dead_letter(self._rejects)
+            self._confirm_dead_letters()
             self._send_pending()
             if self._failure is not None:
                 raise self._failure
@@ -89,13 +89,13 @@ class ProfileSink(BaseSink):
             logger.warning("Redis unavailable (%s); pausing %ss and retrying the batch", exc, self._retry_after)
             raise SinkBackpressureError(retry_after=self._retry_after) from exc
         finally:
-            self._pending, self._rejects, self._failure = [], [], None
+            self._pending, self._failure = [], None
         self.applied += applied
 
     def on_paused(self) -> None:
         """Quix paused the partitions and will redeliver: drop what was not confirmed."""
         self._writer.abort()
-        self._pending, self._rejects, self._failure = [], [], None
+        self._pending, self._failure = [], None
 
     def _send_pending(self) -> None:
         if not self._pending or self._failure is not None:
@@ -106,26 +106,33 @@ class ProfileSink(BaseSink):
             self._failure = exc  # reported at the checkpoint, which then retries
         self._pending = []
 
-    def _dead_letter(self, rejects: list[tuple[CheckedRecord, Any]]) -> None:
+    def _send_dead_letter(self, record: CheckedRecord, key: Any) -> None:
+        """Produce a reject now; ``_confirm_dead_letters`` waits for the broker at the checkpoint."""
         received_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        failures: list[str] = []
+        self._dlq.produce(
+            self._dlq_topic,
+            value=record.raw,
+            key=key,
+            headers=dlq_headers(record.error or "invalid", DLQ_SOURCE, received_at),
+            on_delivery=self._on_dead_letter_delivery,
+        )
+        self._dlq.poll(0)
+        self._dead_letters_in_flight += 1
 
-        def on_delivery(err: Any, _msg: Any) -> None:
-            if err is not None:
-                failures.append(str(err))
+    def _on_dead_letter_delivery(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self._dead_letter_errors.append(str(err))
 
-        for record, key in rejects:
-            self._dlq.produce(
-                self._dlq_topic,
-                value=record.raw,
-                key=key,
-                headers=dlq_headers(record.error or "invalid", DLQ_SOURCE, received_at),
-                on_delivery=on_delivery,
-            )
+    def _confirm_dead_letters(self) -> None:
+        """Wait until the broker acknowledged every reject of this checkpoint (at-least-once)."""
+        if not self._dead_letters_in_flight:
+            return
         remaining = self._dlq.flush(30)
-        if remaining or failures:
-            raise DeadLetterError(f"dead-letter topic did not acknowledge {remaining or len(failures)} record(s): {failures[:1]}")
-        self.dead_lettered += len(rejects)
+        errors, self._dead_letter_errors = self._dead_letter_errors, []
+        count, self._dead_letters_in_flight = self._dead_letters_in_flight, 0
+        if remaining or errors:
+            raise DeadLetterError(f"dead-letter topic did not acknowledge {remaining or len(errors)} record(s): {errors[:1]}")
+        self.dead_lettered += count
 
     def _beat(self) -> None:
         now = time.time()

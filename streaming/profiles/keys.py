@@ -15,6 +15,8 @@ FORGET_STREAM = f"{KEY_PREFIX}:forget"
 
 def encode_id(profile_id: str) -> str:
     """Escape the characters that would break the hash tag or make keys ambiguous."""
+    if "%" not in profile_id and "{" not in profile_id and "}" not in profile_id:
+        return profile_id
     return profile_id.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
 
 
@@ -33,6 +35,11 @@ class ProfileKeys:
     def state_keys(self) -> tuple[str, str, str, str]:
         """Keys holding the profile itself (``update.lua`` derives them from ``fields``)."""
         return (self.fields, self.anonymous_ids, self.products, self.sessions)
+
+
+def fields_key(profile_id: str) -> str:
+    """The profile's fields hash (what ``update.lua`` receives as KEYS); cheaper than profile_keys."""
+    return f"{KEY_PREFIX}:{{{encode_id(profile_id)}}}:p"
 
 
 def profile_keys(profile_id: str) -> ProfileKeys:

@@ -14,7 +14,7 @@ import redis
 
 from streaming.profiles.delta import ProfileDelta
 from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile
-from streaming.profiles.keys import FORGET_STREAM, profile_keys
+from streaming.profiles.keys import FORGET_STREAM, fields_key, profile_keys
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class RedisProfileStore:
             for delta in deltas[start : start + SCRIPT_CHUNK]:
                 key_index = index.get(delta.profile_id)
                 if key_index is None:
-                    keys.append(profile_keys(delta.profile_id).fields)
+                    keys.append(fields_key(delta.profile_id))
                     key_index = index[delta.profile_id] = len(keys)
                 rows.append(delta_row(key_index, delta))
             calls.append((keys, (self._dedupe_window_seconds, now_ms, self._session_gap_ms, _pack(rows))))
