@@ -9,7 +9,7 @@ import duckdb
 import pytest
 from quixstreams.sinks import SinkBatch
 
-from assets import analyst_views, reconciliation_assets
+from assets import analyst_views, batch_tables, reconciliation_assets
 from enrichment import assets as enrichment_assets
 from enrichment.reference_store import current_version, load_catalog
 from orchestration.definitions import defs
@@ -55,8 +55,17 @@ def test_assets_materialize_and_drift_check_fails_on_drift(settings, redis_clien
     store.apply_deltas([c.delta for c in (check_record(r, catalog) for r in raws) if c.delta])
 
     assets = [analyst_views.analyst_views, reconciliation_assets.profile_drift_report, reconciliation_assets.no_profile_drift]
-    result = dg.materialize(assets, resources=resources, instance=instance)
+    result = dg.materialize([*assets, batch_tables.profiles_batch, batch_tables.sessions], resources=resources, instance=instance)
     assert result.success
+    with duckdb.connect(str(settings.data_path / "pulse.duckdb"), read_only=True) as con:
+        live_ids = {p.decode()[len("pulse:{") : -len("}:p")] for p in redis_client.scan_iter(match="pulse:{*}:p")}
+        assert {r[0] for r in con.execute("SELECT profile_id FROM profiles_batch").fetchall()} == live_ids
+        # The SQL sessionization agrees with the stream's interval merging, profile by profile.
+        disagreements = con.execute(
+            "SELECT count(*) FROM profiles_batch p LEFT JOIN (SELECT profile_id, count(*) AS n FROM sessions GROUP BY 1) s USING (profile_id) "
+            "WHERE p.session_count IS DISTINCT FROM s.n"
+        ).fetchone()[0]
+        assert disagreements == 0
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert checks["no_profile_drift"].passed
     with duckdb.connect(str(settings.data_path / "pulse.duckdb"), read_only=True) as con:
