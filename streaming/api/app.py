@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import logging
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import msgspec
 import redis
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -18,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from orchestration import service_registry
 from orchestration.kafka_config import durable_producer_config
 from orchestration.settings import PulseSettings
-from quality.event_contract import EventContractError, decode_json
+from quality.event_contract import MAX_EVENT_BYTES, EventContractError, decode_json
 from quality.json_schema import event_json_schema
 from streaming.api import metrics
 from streaming.api.auth import KeyRing, Scope, key_from_headers
@@ -28,13 +31,19 @@ from streaming.api.ingest import (
     MAX_BODY_BYTES,
     BadRequestBody,
     BatchTooLarge,
+    IngestPlan,
+    Unmappable,
     events_of_body,
     plan_ingest,
 )
 from streaming.api.rate_limit import RateLimiter
+from streaming.api.segment import SegmentMappingError, segment_to_event
 from streaming.profiles.store import RedisProfileStore
 
 logger = logging.getLogger(__name__)
+
+SEGMENT_MAX_BODY_BYTES = 500 * 1024  # Segment's own batch limit
+_encoder = msgspec.json.Encoder()
 
 EVENTS_BODY_DOC: dict[str, Any] = {
     "requestBody": {
@@ -139,6 +148,11 @@ def create_app(
         except BatchTooLarge as exc:
             metrics.REQUESTS.labels("413").inc()
             raise HTTPException(413, str(exc)) from None
+        plan = await ingest(key, events, "collector")
+        return JSONResponse({"accepted": plan.accepted, "rejected": [asdict(r) for r in plan.rejected]}, status_code=202)
+
+    async def ingest(key: str, events: list[Any], source: str) -> IngestPlan:
+        """Rate-limit, validate, and hand events to the broker; raise the HTTP error on failure."""
         if not limiter.allow(key, len(events)):
             metrics.REQUESTS.labels("429").inc()
             raise HTTPException(429, "rate limit exceeded for this key", headers={"Retry-After": "1"})
@@ -147,6 +161,7 @@ def create_app(
             received_at=now_iso(),
             events_topic=settings.topic_events,
             dlq_topic=settings.topic_dlq,
+            source=source,
         )
         try:
             await services["producer"].send(plan.records)
@@ -157,9 +172,54 @@ def create_app(
         metrics.EVENTS_ACCEPTED.inc(plan.accepted)
         metrics.EVENTS_REJECTED.inc(len(plan.rejected))
         metrics.REQUESTS.labels("202").inc()
-        return JSONResponse(
-            {"accepted": plan.accepted, "rejected": [asdict(r) for r in plan.rejected]}, status_code=202
-        )
+        return plan
+
+    async def segment_call(request: Request, call: str | None) -> JSONResponse:
+        body = await _read_capped_body(request, SEGMENT_MAX_BODY_BYTES * 4)
+        if request.headers.get("content-encoding", "").lower() == "gzip":
+            body = _gunzip_capped(body, SEGMENT_MAX_BODY_BYTES)
+        if len(body) > SEGMENT_MAX_BODY_BYTES:
+            raise HTTPException(413, f"body larger than {SEGMENT_MAX_BODY_BYTES} bytes")
+        try:
+            payload = decode_json(body)
+        except EventContractError as exc:
+            raise HTTPException(400, str(exc)) from None
+        if not isinstance(payload, dict):
+            raise HTTPException(400, "body must be a JSON object")
+        key = _segment_key(request, payload)
+        if key is None:
+            raise HTTPException(401, "missing write key: send it as the Basic-auth user name or as writeKey")
+        if Scope.WRITE not in keys.scopes_of(key):
+            raise HTTPException(401, "unknown write key")
+        if call is None:
+            messages = payload.get("batch")
+            if not isinstance(messages, list):
+                raise HTTPException(400, '"batch" must be an array of messages')
+        else:
+            messages = [payload]
+        received = datetime.now(UTC)
+        events: list[Any] = []
+        for message in messages:
+            try:
+                if len(_encoder.encode(message)) > MAX_EVENT_BYTES:
+                    raise SegmentMappingError(f"message larger than {MAX_EVENT_BYTES} bytes")
+                events.append(segment_to_event(message, call=call, sent_at=payload.get("sentAt"), received_at=received))
+            except SegmentMappingError as exc:
+                events.append(Unmappable(message, str(exc)))
+        plan = await ingest(key, events, "segment")
+        return JSONResponse({"success": True, "accepted": plan.accepted, "rejected": [asdict(r) for r in plan.rejected]})
+
+    @app.post("/v1/batch", tags=["segment"])
+    async def segment_batch(request: Request) -> JSONResponse:
+        """Segment HTTP API batch: {"batch": [messages], "sentAt": ...}; Basic auth with the write key as user."""
+        return await segment_call(request, None)
+
+    for call in ("track", "page", "screen", "identify", "alias"):
+
+        async def single(request: Request, call: str = call) -> JSONResponse:
+            return await segment_call(request, call)
+
+        app.add_api_route(f"/v1/{call}", single, methods=["POST"], tags=["segment"], summary=f"Segment {call} call")
 
     @app.get("/v1/profiles/{profile_id}", tags=["profiles"], dependencies=[require(Scope.READ)])
     def get_profile(profile_id: str, store: RedisProfileStore = Depends(store_)) -> dict[str, Any]:
@@ -227,6 +287,34 @@ def _redis_ok(store: RedisProfileStore) -> bool:
         return bool(store.client.ping())
     except redis.RedisError:
         return False
+
+
+def _segment_key(request: Request, payload: dict[str, Any]) -> str | None:
+    """Write key of a Segment call: Basic-auth user name, else writeKey in the body, else Pulse's headers."""
+    authorization = request.headers.get("authorization", "")
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "basic" and value:
+        try:
+            user = base64.b64decode(value.strip()).decode().split(":", 1)[0]
+        except (ValueError, UnicodeDecodeError):
+            raise HTTPException(401, "malformed Basic authorization") from None
+        if user:
+            return user
+    if isinstance(payload.get("writeKey"), str) and payload["writeKey"]:
+        return payload["writeKey"]
+    return key_from_headers(request.headers.get("x-pulse-key"), authorization)
+
+
+def _gunzip_capped(body: bytes, limit: int) -> bytes:
+    """Decompress a gzip body, answering 413 past ``limit`` bytes (so a gzip bomb costs nothing)."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise HTTPException(400, f"invalid gzip body: {exc}") from None
+    if len(data) > limit:
+        raise HTTPException(413, f"decompressed body larger than {limit} bytes")
+    return data
 
 
 async def _read_capped_body(request: Request, limit: int) -> bytes:

@@ -26,6 +26,14 @@ class BatchTooLarge(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Unmappable:
+    """An incoming message that could not become an event (e.g. a Segment call); kept for the DLQ."""
+
+    original: Any
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Rejection:
     index: int
     event_id: Any
@@ -63,6 +71,10 @@ def plan_ingest(
     """Validate each event: valid ones go to the events topic, invalid ones to the DLQ."""
     plan = IngestPlan()
     for index, obj in enumerate(events):
+        if isinstance(obj, Unmappable):
+            plan.rejected.append(Rejection(index, None, obj.reason))
+            plan.records.append(OutgoingRecord(dlq_topic, _encoder.encode(obj.original), None, dlq_headers(obj.reason, source, received_at)))
+            continue
         event_id = obj.get("event_id") if isinstance(obj, dict) else None
         try:
             event = validate_event(obj)
