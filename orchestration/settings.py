@@ -54,6 +54,7 @@ class PulseSettings(BaseSettings):
     rate_limit_burst: float = Field(100_000, description="Per write key, events allowed in a burst.")
     delivery_timeout_ms: int = Field(10_000, description="How long the collector waits for the broker before answering 503.")
 
+    segment_mapping_file: Path | None = Field(None, description="Segment track-name mapping (JSON); default data/segment/mapping.json.")
     dagster_port: int = Field(3000, description="Port of `dagster dev` started by `pulse up`.")
 
     topic_events: str = Field("pulse.events", description="Events topic.")

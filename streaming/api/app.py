@@ -37,7 +37,7 @@ from streaming.api.ingest import (
     plan_ingest,
 )
 from streaming.api.rate_limit import RateLimiter
-from streaming.api.segment import SegmentMappingError, segment_to_event
+from streaming.api.segment import DEFAULT_TRACK_MAPPING, SegmentMappingError, load_track_mapping, segment_to_event
 from streaming.profiles.store import RedisProfileStore
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ def create_app(
 ) -> FastAPI:
     """Build the API. Without ``producer``/``store`` they are created from settings at start-up."""
     keys = KeyRing.from_settings(settings)
+    track_mapping = load_track_mapping(settings.segment_mapping_file) if settings.segment_mapping_file else DEFAULT_TRACK_MAPPING
     limiter = RateLimiter(settings.rate_limit_events_per_second, settings.rate_limit_burst)
     services: dict[str, Any] = {"producer": producer, "store": store}
 
@@ -203,7 +204,9 @@ def create_app(
             try:
                 if len(_encoder.encode(message)) > MAX_EVENT_BYTES:
                     raise SegmentMappingError(f"message larger than {MAX_EVENT_BYTES} bytes")
-                events.append(segment_to_event(message, call=call, sent_at=payload.get("sentAt"), received_at=received))
+                events.append(
+                    segment_to_event(message, call=call, sent_at=payload.get("sentAt"), received_at=received, track_mapping=track_mapping)
+                )
             except SegmentMappingError as exc:
                 events.append(Unmappable(message, str(exc)))
         plan = await ingest(key, events, "segment")

@@ -2,31 +2,42 @@
 
 Segment's and RudderStack's SDKs send to Pulse when only their host is changed. Each message
 becomes one event of the contract; a message that cannot be mapped is rejected with a reason.
-The default mapping is DEFAULT_TRACK_MAPPING plus the rules in ``segment_to_event`` (see
-docs/segment.md).
+Track names map through data/segment/mapping.json (or PULSE_SEGMENT_MAPPING_FILE); the other
+rules are in ``segment_to_event`` (see docs/segment.md).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from quality.event_contract import EventContractError
+from quality.event_contract import CUSTOM_EVENT_TYPE_PATTERN, STANDARD_EVENT_TYPES, EventContractError
 
 #: Namespace of the UUIDv5 that a non-UUID messageId is mapped to (stable across runs).
 MESSAGE_ID_NAMESPACE = uuid.UUID("6f1c8d2e-5b7a-4c3e-9d41-2a8b7e0f3c55")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
+DEFAULT_MAPPING_FILE = Path(__file__).resolve().parents[2] / "data" / "segment" / "mapping.json"
+
+
+def load_track_mapping(path: Path = DEFAULT_MAPPING_FILE) -> dict[str, str]:
+    """Track event name -> Pulse event type, from the mapping file (checked against the contract)."""
+    try:
+        mapping = json.loads(path.read_text())["track"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a Segment mapping file ({exc})") from None
+    for name, event_type in mapping.items():
+        if not isinstance(event_type, str) or not (event_type in STANDARD_EVENT_TYPES or re.match(CUSTOM_EVENT_TYPE_PATTERN, event_type)):
+            raise ValueError(f"{path}: {name!r} maps to {event_type!r}, which is not an event type of the contract")
+    return dict(mapping)
+
+
 #: Track event names with a standard Pulse type; any other name becomes its snake_case.
-DEFAULT_TRACK_MAPPING: dict[str, str] = {
-    "Product Clicked": "click",
-    "Product Added": "add_to_cart",
-    "Product Removed": "remove_from_cart",
-    "Order Completed": "purchase",
-    "Products Searched": "search",
-}
+DEFAULT_TRACK_MAPPING: dict[str, str] = load_track_mapping()
 CAMPAIGN_FIELDS = ("name", "source", "medium", "term", "content")
 
 

@@ -85,3 +85,4 @@ def test_segment_endpoints_reject_per_message_and_check_keys(settings, pulse_app
     assert response.status_code == 413
     single = httpx.post(f"{base}/v1/track", json={"event": "Signed Up", "messageId": "m3", "userId": "u", "timestamp": "2024-04-25T11:00:00Z"}, auth=("test-write", ""))
     assert single.status_code == 200 and single.json()["accepted"] == 1
+

@@ -72,3 +72,17 @@ def test_unmappable_messages_say_why():
 def test_snake_case():
     assert snake_case("Product Viewed") == "product_viewed"
     assert snake_case("checkoutStarted") == "checkout_started"
+
+
+def test_mapping_file_is_loaded_and_checked(tmp_path):
+    import json as _json
+
+    from streaming.api.segment import DEFAULT_TRACK_MAPPING, load_track_mapping
+
+    assert DEFAULT_TRACK_MAPPING["Order Completed"] == "purchase"
+    custom = tmp_path / "m.json"
+    custom.write_text(_json.dumps({"track": {"Checkout Started": "checkout"}}))
+    assert load_track_mapping(custom) == {"Checkout Started": "checkout"}
+    custom.write_text(_json.dumps({"track": {"X": "Not A Type"}}))
+    with pytest.raises(ValueError, match="not an event type"):
+        load_track_mapping(custom)
