@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 
-from streaming.profiles.keys import FORGET_STREAM, KEY_PREFIX
+from streaming.profiles.keys import FORGET_STREAM, KEY_PREFIX, decode_id
 from streaming.profiles.store import RedisProfileStore
 
 MAX_EXAMPLES = 10
@@ -64,15 +64,11 @@ def _example(report: ReconcileReport, profile_id: str, kind: str, fields: dict |
         report.examples.append({"profile_id": profile_id, "kind": kind, **({"fields": fields} if fields else {})})
 
 
-def decode_profile_id(encoded: str) -> str:
-    return encoded.replace("%7D", "}").replace("%7B", "{").replace("%25", "%")
-
-
 def live_profile_ids(client: redis.Redis) -> Iterator[str]:
     """Ids of every profile in Redis (SCAN, so it never blocks the server)."""
     for key in client.scan_iter(match=f"{KEY_PREFIX}:{{*}}:p", count=1000):
         text = key.decode() if isinstance(key, bytes) else key
-        yield decode_profile_id(text[len(KEY_PREFIX) + 2 : -3])
+        yield decode_id(text[len(KEY_PREFIX) + 2 : -3])
 
 
 def forgotten_ids(client: redis.Redis) -> set[str]:

@@ -37,14 +37,23 @@ class ProfileKeys:
         return (self.fields, self.anonymous_ids, self.products, self.sessions)
 
 
+def decode_id(encoded: str) -> str:
+    """Inverse of ``encode_id``."""
+    return encoded.replace("%7D", "}").replace("%7B", "{").replace("%25", "%")
+
+
+def _base(profile_id: str) -> str:
+    return f"{KEY_PREFIX}:{{{encode_id(profile_id)}}}"
+
+
 def fields_key(profile_id: str) -> str:
     """The profile's fields hash (what ``update.lua`` receives as KEYS); cheaper than profile_keys."""
-    return f"{KEY_PREFIX}:{{{encode_id(profile_id)}}}:p"
+    return f"{_base(profile_id)}:p"
 
 
 def profile_keys(profile_id: str) -> ProfileKeys:
     """Keys of the profile with the given user_id or anonymous_id."""
-    base = f"{KEY_PREFIX}:{{{encode_id(profile_id)}}}"
+    base = _base(profile_id)
     return ProfileKeys(
         fields=f"{base}:p",
         anonymous_ids=f"{base}:anon",

@@ -9,7 +9,7 @@ import duckdb
 import pytest
 from quixstreams.sinks import SinkBatch
 
-from assets import analyst_views, batch_tables, reconciliation_assets
+from assets import analyst_views, batch_tables, reconciliation, reconciliation_assets
 from enrichment import assets as enrichment_assets
 from enrichment.reference_store import current_version, load_catalog
 from orchestration.definitions import defs
@@ -58,7 +58,7 @@ def test_assets_materialize_and_drift_check_fails_on_drift(settings, redis_clien
     result = dg.materialize([*assets, batch_tables.profiles_batch, batch_tables.sessions], resources=resources, instance=instance)
     assert result.success
     with duckdb.connect(str(settings.data_path / "pulse.duckdb"), read_only=True) as con:
-        live_ids = {p.decode()[len("pulse:{") : -len("}:p")] for p in redis_client.scan_iter(match="pulse:{*}:p")}
+        live_ids = set(reconciliation.live_profile_ids(redis_client))
         assert {r[0] for r in con.execute("SELECT profile_id FROM profiles_batch").fetchall()} == live_ids
         # The SQL sessionization agrees with the stream's interval merging, profile by profile.
         disagreements = con.execute(

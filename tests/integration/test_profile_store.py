@@ -87,6 +87,10 @@ def test_unknown_profile_is_none_and_forget_removes_it(redis_client):
 
 
 def test_keys_of_one_profile_share_a_hash_tag():
+    from streaming.profiles.keys import decode_id, encode_id, fields_key
+
+    assert decode_id(encode_id("a}b{c%7B")) == "a}b{c%7B"
+    assert fields_key("a}b{c") == profile_keys("a}b{c").fields
     keys = profile_keys("a}b{c")
     tags = {k[k.index("{") + 1 : k.index("}")] for k in (*keys.state_keys, keys.decisions, keys.seen_prefix)}
     assert tags == {"a%7Db%7Bc"}
