@@ -17,8 +17,9 @@ from pathlib import Path
 import redis
 from confluent_kafka.admin import AdminClient
 
-from enrichment.catalog import SAMPLE_CATALOG, read_catalog_csv
-from enrichment.reference_store import CATALOG, current_version, publish_reference
+from enrichment.catalog import SAMPLE_CATALOG
+from enrichment.catalog_publish import validate_and_publish_catalog
+from enrichment.reference_store import CATALOG, current_version
 from orchestration import service_registry
 from orchestration.kafka_config import client_config
 from orchestration.local_services import ManagedProcess, port_accepts, start_broker, start_redis
@@ -102,7 +103,7 @@ class LocalPlatform:
             self.say(f"created topics: {', '.join(created)}")
         client = redis.Redis.from_url(redis_url)
         if current_version(client, CATALOG) is None:
-            version = publish_reference(client, CATALOG, read_catalog_csv(SAMPLE_CATALOG), "product_id")
+            version, _ = validate_and_publish_catalog(client, SAMPLE_CATALOG)
             self.say(f"published the sample product catalog ({version})")
         client.close()
 
