@@ -226,8 +226,8 @@ def create_app(
 
     @app.get("/v1/profiles/{profile_id}", tags=["profiles"], dependencies=[require(Scope.READ)])
     def get_profile(profile_id: str, store: RedisProfileStore = Depends(store_)) -> dict[str, Any]:
-        """The profile of a user_id or anonymous_id."""
-        profile = store.get_profile(profile_id)
+        """The profile of a user_id, or the merged profile of the user an anonymous_id is stitched to."""
+        profile = store.get_person(profile_id)
         if profile is None:
             raise HTTPException(404, f"no profile for {profile_id!r}")
         return profile
@@ -235,7 +235,7 @@ def create_app(
     @app.get("/v1/decisions/{profile_id}", tags=["profiles"], dependencies=[require(Scope.READ)])
     def get_decisions(profile_id: str, store: RedisProfileStore = Depends(store_)) -> dict[str, Any]:
         """Current personalization decisions of a user: fired rules, offers, intent score."""
-        profile = store.get_profile(profile_id)
+        profile = store.get_person(profile_id)
         if profile is None:
             raise HTTPException(404, f"no profile for {profile_id!r}")
         return {

@@ -29,6 +29,7 @@ class ProfileKeys:
     products: str
     sessions: str
     decisions: str
+    owner: str
     seen_prefix: str
 
     @property
@@ -51,6 +52,11 @@ def fields_key(profile_id: str) -> str:
     return f"{_base(profile_id)}:p"
 
 
+def owner_key(anonymous_id: str) -> str:
+    """Users an anonymous id was seen with (zset, score = earliest event time); the lowest owns it."""
+    return f"{_base(anonymous_id)}:owner"
+
+
 def profile_keys(profile_id: str) -> ProfileKeys:
     """Keys of the profile with the given user_id or anonymous_id."""
     base = _base(profile_id)
@@ -60,5 +66,6 @@ def profile_keys(profile_id: str) -> ProfileKeys:
         products=f"{base}:products",
         sessions=f"{base}:sessions",
         decisions=f"{base}:decisions",
+        owner=f"{base}:owner",
         seen_prefix=f"{base}:seen:",
     )

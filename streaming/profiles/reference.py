@@ -12,6 +12,7 @@ from typing import Any
 
 from streaming.profiles.delta import ProfileDelta
 from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile
+from streaming.profiles.identity import ProfilePart, merge_parts
 
 DEFAULT_SESSION_GAP_MS = 30 * 60 * 1000
 
@@ -68,6 +69,16 @@ class ReferenceProfile:
         kept.append((start, end))
         self.sessions = sorted(kept)
 
+    def part(self) -> ProfilePart:
+        """The stored parts as the identity merge reads them."""
+        return ProfilePart(
+            self.profile_id,
+            {k: str(v) for k, v in self.fields.items()},
+            frozenset(self.anonymous_ids),
+            dict(self.products),
+            list(self.sessions),
+        )
+
     def document(self) -> dict[str, Any]:
         """The profile as the API returns it (``updated_at`` is None here)."""
         # Same order as ZREVRANGE: newest first, ties by product id descending.
@@ -96,3 +107,29 @@ def reference_profiles(
 
 def _incr(fields: dict[str, int | str], name: str, amount: int) -> None:
     fields[name] = int(fields.get(name, 0)) + amount
+
+
+def reference_owners(deltas: Iterable[ProfileDelta]) -> dict[str, str]:
+    """anonymous_id -> owning user_id: the user of the earliest linking event (ties by user id)."""
+    links: dict[str, tuple[int, str]] = {}
+    for delta in deltas:
+        if delta.user_id and delta.anonymous_id:
+            link = (delta.timestamp_ms, delta.user_id)
+            if delta.anonymous_id not in links or link < links[delta.anonymous_id]:
+                links[delta.anonymous_id] = link
+    return {anon: user for anon, (_, user) in links.items()}
+
+
+def reference_person(
+    profile_id: str,
+    profiles: dict[str, ReferenceProfile],
+    owners: dict[str, str],
+    session_gap_ms: int = DEFAULT_SESSION_GAP_MS,
+) -> dict[str, Any] | None:
+    """The merged profile GET /v1/profiles/{profile_id} must return (None = 404)."""
+    person = owners.get(profile_id, profile_id)
+    owned = sorted(anon for anon, user in owners.items() if user == person and anon != person)
+    parts = [profiles[pid].part() for pid in [person, *owned] if pid in profiles]
+    own = profiles.get(person)
+    user_id = (own and own.fields.get("user_id")) or (person if owned or person != profile_id else None)
+    return merge_parts(person, str(user_id) if user_id else None, parts, session_gap_ms)

@@ -14,7 +14,8 @@ import redis
 
 from streaming.profiles.delta import ProfileDelta
 from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile
-from streaming.profiles.keys import FORGET_STREAM, fields_key, profile_keys
+from streaming.profiles.identity import ProfilePart, merge_parts
+from streaming.profiles.keys import FORGET_STREAM, fields_key, owner_key, profile_keys
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,23 @@ def delta_row(key_index: int, delta: ProfileDelta) -> tuple[str | int, ...]:
         delta.purchase_micros,
         delta.engagement,
     )
+
+
+def identity_links(deltas: Sequence[ProfileDelta]) -> dict[str, tuple[int, str]]:
+    """anonymous_id -> earliest (event time ms, user_id) link among ``deltas``."""
+    links: dict[str, tuple[int, str]] = {}
+    for delta in deltas:
+        if delta.anonymous_id:
+            link = (delta.timestamp_ms, delta.user_id)
+            current = links.get(delta.anonymous_id)
+            if current is None or link < current:
+                links[delta.anonymous_id] = link
+    return links
+
+
+def link_command(anonymous_id: str, link: tuple[int, str]) -> tuple[str | int, ...]:
+    """Record a link; ``LT`` keeps each user's earliest time, so the write is idempotent."""
+    return ("ZADD", owner_key(anonymous_id), "LT", link[0], link[1])
 
 
 class RedisProfileStore:
@@ -82,9 +100,12 @@ class RedisProfileStore:
         if not deltas:
             return 0
         pipe = self._client.pipeline(transaction=False)
-        for keys, args in self._script_calls(deltas, int(time.time() * 1000)):
+        calls = self._script_calls(deltas, int(time.time() * 1000))
+        for keys, args in calls:
             self._update(keys=keys, args=args, client=pipe)
-        return sum(pipe.execute())
+        for anonymous_id, link in identity_links(deltas).items():
+            pipe.execute_command(*link_command(anonymous_id, link))
+        return sum(pipe.execute()[: len(calls)])
 
     def writer(self) -> StreamingWriter:
         """A writer that sends script calls at once and confirms them later (see StreamingWriter)."""
@@ -92,42 +113,107 @@ class RedisProfileStore:
         return StreamingWriter(self)
 
     def get_profile(self, profile_id: str) -> dict[str, Any] | None:
-        """The profile document, or None when the id has no profile."""
-        keys = profile_keys(profile_id)
-        pipe = self._client.pipeline(transaction=False)
-        pipe.hgetall(keys.fields)
-        pipe.smembers(keys.anonymous_ids)
-        pipe.zrevrange(keys.products, 0, LAST_PRODUCTS_LIMIT - 1)
-        pipe.zcard(keys.sessions)
-        fields, anonymous_ids, products, closed_sessions = pipe.execute()
-        if not fields:
+        """The profile stored under this id alone (no identity merge), or None.
+
+        Reconciliation compares these parts; the API serves ``get_person``.
+        """
+        part = self._read_parts([profile_id])[profile_id]
+        if not part.fields:
             return None
-        decoded = _decode_map(fields)
         return build_profile(
             profile_id,
-            decoded,
-            [_decode(a) for a in anonymous_ids],
-            [_decode(p) for p in products],
-            int(closed_sessions) + (1 if "ss" in decoded else 0),
+            part.fields,
+            part.anonymous_ids,
+            [p for p, _ in sorted(part.products.items(), key=lambda i: (i[1], i[0]), reverse=True)],
+            len(part.sessions),
         )
 
+    def resolve_people(self, ids: Sequence[str]) -> dict[str, str]:
+        """id -> the id of the person it belongs to (its owning user, else itself)."""
+        pipe = self._client.pipeline(transaction=False)
+        for profile_id in ids:
+            pipe.zrange(owner_key(profile_id), 0, 0)
+        return {pid: _decode(owner[0]) if owner else pid for pid, owner in zip(ids, pipe.execute(), strict=True)}
+
+    def get_people(self, ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        """Merged profiles for user or anonymous ids (see streaming/profiles/identity.py)."""
+        person_of = self.resolve_people(ids)
+        people = list(dict.fromkeys(person_of.values()))
+        own = self._read_parts(people)
+        anon_ids = list(dict.fromkeys(a for p in people for a in own[p].anonymous_ids if a != p))
+        anon_parts = self._read_parts(anon_ids) if anon_ids else {}
+        owners = self.resolve_people(anon_ids) if anon_ids else {}
+        documents: dict[str, dict[str, Any] | None] = {}
+        for person in people:
+            owned = [anon_parts[a] for a in sorted(own[person].anonymous_ids) if owners.get(a) == person]
+            stitched = any(person_of[pid] == person != pid for pid in ids)
+            user_id = own[person].fields.get("user_id") or (person if owned or stitched else None)
+            documents[person] = merge_parts(person, user_id, [own[person], *owned], self._session_gap_ms)
+        return {pid: None if (doc := documents[person_of[pid]]) is None else dict(doc) for pid in ids}
+
+    def get_person(self, profile_id: str) -> dict[str, Any] | None:
+        """The merged profile of a user_id, or of the user an anonymous_id is stitched to."""
+        return self.get_people([profile_id])[profile_id]
+
+    def _read_parts(self, ids: Sequence[str]) -> dict[str, ProfilePart]:
+        pipe = self._client.pipeline(transaction=False)
+        for profile_id in ids:
+            keys = profile_keys(profile_id)
+            pipe.hgetall(keys.fields)
+            pipe.smembers(keys.anonymous_ids)
+            pipe.zrevrange(keys.products, 0, LAST_PRODUCTS_LIMIT - 1, withscores=True)
+            pipe.zrange(keys.sessions, 0, -1)
+        replies = pipe.execute()
+        parts = {}
+        for i, profile_id in enumerate(ids):
+            fields, anonymous_ids, products, sessions = replies[4 * i : 4 * i + 4]
+            decoded = _decode_map(fields)
+            intervals = [_interval(_decode(member)) for member in sessions]
+            if "ss" in decoded:
+                intervals.append((int(decoded["ss"]), int(decoded["se"])))
+            parts[profile_id] = ProfilePart(
+                profile_id,
+                decoded,
+                frozenset(_decode(a) for a in anonymous_ids),
+                {_decode(p): int(score) for p, score in products},
+                sorted(intervals),
+            )
+        return parts
+
     def get_decisions(self, profile_id: str) -> list[dict[str, Any]]:
-        """Decisions recorded for the profile (written by the rules engine), newest first."""
-        raw = self._client.lrange(profile_keys(profile_id).decisions, 0, -1)
+        """Decisions recorded for the person (written by the rules engine), newest first."""
+        person = self.resolve_people([profile_id])[profile_id]
+        raw = self._client.lrange(profile_keys(person).decisions, 0, -1)
         return [json.loads(item) for item in raw]
 
     def forget(self, profile_id: str) -> bool:
-        """Delete the profile and its decisions; queue the id for the batch purge.
+        """Forget the person: every part, its decisions and identity links; queue ids for the batch purge.
 
         ``event_id`` markers stay until they expire, so a replay cannot resurrect the user.
         """
-        keys = profile_keys(profile_id)
+        person = self.resolve_people([profile_id])[profile_id]
+        anonymous_ids = [_decode(a) for a in self._client.smembers(profile_keys(person).anonymous_ids)]
+        owners = self.resolve_people(anonymous_ids) if anonymous_ids else {}
+        ids = [person, *(a for a in anonymous_ids if owners.get(a) == person)]
+        if profile_id not in ids:
+            ids.append(profile_id)
         pipe = self._client.pipeline(transaction=False)
-        pipe.delete(*keys.state_keys, keys.decisions)
-        pipe.xadd(FORGET_STREAM, {"profile_id": profile_id, "requested_at": int(time.time())})
-        deleted, _ = pipe.execute()
-        logger.info("forgot profile (%d keys deleted)", deleted)
+        for pid in ids:
+            keys = profile_keys(pid)
+            pipe.delete(*keys.state_keys, keys.decisions, keys.owner)
+        for anonymous_id in anonymous_ids:
+            pipe.zrem(owner_key(anonymous_id), person)
+        now = int(time.time())
+        for pid in ids:
+            pipe.xadd(FORGET_STREAM, {"profile_id": pid, "requested_at": now})
+        deleted = sum(pipe.execute()[: len(ids)])
+        logger.info("forgot a person: %d ids, %d keys deleted", len(ids), deleted)
         return bool(deleted)
+
+
+def _interval(member: str) -> tuple[int, int]:
+    start, _, end = member.partition(":")
+    return int(start), int(end)
 
 
 _pack = msgspec.msgpack.Encoder().encode
@@ -152,7 +238,8 @@ class StreamingWriter:
     def __init__(self, store: RedisProfileStore) -> None:
         self._store = store
         self._connection: Any = None
-        self._sent: list[tuple[list[str], tuple[Any, ...]]] = []
+        # Script calls (KEYS, ARGV) and identity-link writes (None), in the order sent.
+        self._sent: list[tuple[list[str], tuple[Any, ...]] | None] = []
 
     def send(self, deltas: Sequence[ProfileDelta]) -> None:
         """Queue the script calls for ``deltas`` on the connection (no reply awaited)."""
@@ -164,6 +251,9 @@ class StreamingWriter:
         for keys, args in store._script_calls(deltas, int(time.time() * 1000)):
             self._connection.send_command("EVALSHA", store._update.sha, len(keys), *keys, *args)
             self._sent.append((keys, args))
+        for anonymous_id, link in identity_links(deltas).items():
+            self._connection.send_command(*link_command(anonymous_id, link))
+            self._sent.append(None)
 
     def confirm(self) -> int:
         """Read every reply; return how many deltas were new. Raises on any Redis error."""
@@ -171,7 +261,11 @@ class StreamingWriter:
             return 0
         applied = 0
         try:
-            for keys, args in self._sent:
+            for call in self._sent:
+                if call is None:  # an identity link
+                    self._connection.read_response()
+                    continue
+                keys, args = call
                 try:
                     applied += self._connection.read_response()
                 except redis.exceptions.NoScriptError:

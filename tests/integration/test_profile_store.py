@@ -5,7 +5,7 @@ import random
 import pytest
 
 from streaming.profiles.keys import profile_keys
-from streaming.profiles.reference import reference_profiles
+from streaming.profiles.reference import reference_owners, reference_person, reference_profiles
 from streaming.profiles.store import RedisProfileStore
 from tests.unit.test_profile_reference import MINUTE, delta_of, make_event
 
@@ -73,6 +73,47 @@ def test_redis_script_matches_reference_in_any_order_with_duplicates(redis_clien
     assert redis_documents(store, expected) == expected
 
 
+def test_stitched_people_match_the_reference_through_the_streaming_writer(redis_client):
+    rng = random.Random(5)
+    deltas = random_deltas(rng, 1200, users=5)
+    profiles, owners = reference_profiles(deltas, 30 * MINUTE), reference_owners(deltas)
+    ids = sorted({*profiles, *owners, "nobody"})
+    expected = {pid: reference_person(pid, profiles, owners, 30 * MINUTE) for pid in ids}
+    assert any(owners.get(pid) for pid in ids)  # some anonymous ids are stitched
+    store = store_for(redis_client)
+    stream = deltas + rng.sample(deltas, 200)
+    rng.shuffle(stream)
+    writer = store.writer()
+    for start in range(0, len(stream), 133):
+        writer.send(stream[start : start + 133])
+        if start % 3 == 0:
+            writer.confirm()
+    writer.confirm()
+    live = store.get_people(ids)
+    for doc in live.values():
+        if doc is not None:
+            assert doc.pop("updated_at") is not None
+    for doc in expected.values():
+        if doc is not None:
+            doc.pop("updated_at")
+    assert live == expected
+    assert store.get_person("nobody") is None
+
+
+def test_forgetting_a_stitched_anonymous_id_forgets_the_person(redis_client):
+    store = store_for(redis_client)
+    anon = delta_of(make_event(user_id=None, anonymous_id="a-f", category="shoes"))
+    identify = delta_of(make_event("identify", user_id="u-f", anonymous_id="a-f"))
+    other = delta_of(make_event(user_id="u-other"))
+    assert store.apply_deltas([anon, identify, other]) == 3
+    assert store.get_person("a-f")["event_count"] == 2
+    assert store.forget("a-f") is True
+    assert store.get_person("a-f") is None and store.get_person("u-f") is None
+    assert store.get_person("u-other")["event_count"] == 1
+    forgotten = {entry[1][b"profile_id"].decode() for entry in redis_client.xrange("pulse:forget")}
+    assert forgotten == {"a-f", "u-f"}
+
+
 def test_unknown_profile_is_none_and_forget_removes_it(redis_client):
     store = store_for(redis_client)
     assert store.get_profile("nobody") is None
@@ -92,5 +133,5 @@ def test_keys_of_one_profile_share_a_hash_tag():
     assert decode_id(encode_id("a}b{c%7B")) == "a}b{c%7B"
     assert fields_key("a}b{c") == profile_keys("a}b{c").fields
     keys = profile_keys("a}b{c")
-    tags = {k[k.index("{") + 1 : k.index("}")] for k in (*keys.state_keys, keys.decisions, keys.seen_prefix)}
+    tags = {k[k.index("{") + 1 : k.index("}")] for k in (*keys.state_keys, keys.decisions, keys.owner, keys.seen_prefix)}
     assert tags == {"a%7Db%7Bc"}

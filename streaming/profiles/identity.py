@@ -1,0 +1,100 @@
+"""Identity stitching (pure): which user owns an anonymous id, and the merged profile of a person.
+
+Events are stored on the profile of their key (user_id, else anonymous_id), never moved. An
+event carrying both ids links the anonymous id to the user; the anonymous id's *owner* is the
+user of its earliest link (event time, ties by user id), so ownership does not depend on the
+order events arrive in. A person's profile is the merge of the user's own part and the parts
+of every anonymous id it owns. Each event lives in exactly one part, so merging counters by
+addition counts every event exactly once, before or after the identify, in any order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile
+
+#: Fields added up when parts merge (besides the t:/v:/c: families).
+SUMMED_FIELDS = frozenset({"event_count", "engagement", "purchase_micros"})
+SUMMED_PREFIXES = ("t:", "v:", "c:")
+
+
+class ProfilePart(NamedTuple):
+    """What is stored under one profile id."""
+
+    profile_id: str
+    fields: Mapping[str, str]
+    anonymous_ids: frozenset[str]
+    products: Mapping[str, int]  # product_id -> latest event time (ms)
+    sessions: list[tuple[int, int]]  # (start, end) ms of every session, the latest included
+
+
+def owner_of(links: Iterable[tuple[int, str]]) -> str | None:
+    """The owning user among (event time ms, user_id) links: the earliest, ties by user id."""
+    return min(links, default=(0, None))[1]
+
+
+def merge_sessions(intervals: Iterable[tuple[int, int]], gap_ms: int) -> list[tuple[int, int]]:
+    """Union of session intervals; two sessions at most ``gap_ms`` apart become one."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1] + gap_ms:
+            if end > merged[-1][1]:
+                merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def merge_fields(person_fields: Mapping[str, str], others: Iterable[Mapping[str, str]]) -> dict[str, str]:
+    """Merge field hashes: counters add up, first_seen is the min, last_seen/updated_at the max.
+
+    Anything else (user_id, intent_score, segments, rule state) is the person's own.
+    """
+    merged = dict(person_fields)
+    for fields in others:
+        for name, value in fields.items():
+            current = merged.get(name)
+            if name in SUMMED_FIELDS or name.startswith(SUMMED_PREFIXES):
+                merged[name] = str(int(current or 0) + int(value))
+            elif name == "first_seen":
+                merged[name] = value if current is None or int(value) < int(current) else current
+            elif name in ("last_seen", "updated_at"):
+                merged[name] = value if current is None or int(value) > int(current) else current
+            elif current is None and name not in ("ss", "se"):
+                merged[name] = value
+    return merged
+
+
+def merge_parts(person_id: str, user_id: str | None, parts: list[ProfilePart], session_gap_ms: int) -> dict[str, Any] | None:
+    """The profile document of a person from its parts (the person's own part first, if any).
+
+    ``user_id`` is the person's user id (None for an anonymous visitor nobody owns).
+    """
+    parts = [part for part in parts if part.fields]
+    if not parts:
+        return None
+    own = parts[0] if parts[0].profile_id == person_id else ProfilePart(person_id, {}, frozenset(), {}, [])
+    others = [part for part in parts if part is not own]
+    fields = merge_fields(own.fields, (part.fields for part in others))
+    if user_id:
+        fields["user_id"] = user_id
+    anonymous_ids = set(own.anonymous_ids)
+    products: dict[str, int] = dict(own.products)
+    intervals = list(own.sessions)
+    for part in others:
+        anonymous_ids |= part.anonymous_ids
+        anonymous_ids.add(part.profile_id)
+        for product, ts in part.products.items():
+            if ts > products.get(product, -1):
+                products[product] = ts
+        intervals.extend(part.sessions)
+    recent = sorted(products.items(), key=lambda item: (item[1], item[0]), reverse=True)[:LAST_PRODUCTS_LIMIT]
+    return build_profile(
+        person_id,
+        fields,
+        anonymous_ids,
+        [product for product, _ in recent],
+        len(merge_sessions(intervals, session_gap_ms)),
+    )

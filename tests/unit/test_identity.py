@@ -1,0 +1,70 @@
+"""Identity stitching: anonymous activity counts on the user exactly once, in any arrival order."""
+
+import random
+
+from streaming.profiles.identity import merge_sessions, owner_of
+from streaming.profiles.reference import reference_owners, reference_person, reference_profiles
+from tests.unit.test_profile_reference import MINUTE, delta_of, make_event
+
+GAP = 30 * MINUTE
+
+
+def person(deltas, profile_id):
+    return reference_person(profile_id, reference_profiles(deltas, GAP), reference_owners(deltas), GAP)
+
+
+def browse_then_identify():
+    before = [delta_of(make_event("page_view", ts_ms=i * MINUTE, user_id=None, anonymous_id="a1", category="shoes")) for i in range(3)]
+    identify = delta_of(make_event("identify", ts_ms=5 * MINUTE, user_id="u1", anonymous_id="a1"))
+    after = [
+        delta_of(make_event("add_to_cart", ts_ms=6 * MINUTE, user_id="u1", anonymous_id="a1", product_id="p9")),
+        delta_of(make_event("page_view", ts_ms=7 * MINUTE, user_id=None, anonymous_id="a1", category="shoes")),
+    ]
+    return before + [identify] + after
+
+
+def test_anonymous_events_before_and_after_identify_count_on_the_user_once():
+    deltas = browse_then_identify()
+    doc = person(deltas, "u1")
+    assert doc["user_id"] == "u1"
+    assert doc["event_count"] == 6
+    assert doc["category_views"] == {"shoes": 4}
+    assert doc["cart"] == {"p9": 1}
+    assert doc["anonymous_ids"] == ["a1"]
+    assert doc["session_count"] == 1
+    assert doc["first_seen"] == doc["first_seen"] and doc["counts_by_type"]["identify"] == 1
+    # The anonymous id returns the same merged profile.
+    assert person(deltas, "a1") == doc
+
+
+def test_merge_is_independent_of_arrival_order_and_duplicates():
+    deltas = browse_then_identify()
+    expected = person(deltas, "a1")
+    rng = random.Random(3)
+    for _ in range(20):
+        stream = deltas + rng.sample(deltas, 3)
+        rng.shuffle(stream)
+        assert person(stream, "a1") == expected
+
+
+def test_an_unlinked_anonymous_visitor_has_its_own_profile():
+    deltas = [delta_of(make_event("page_view", user_id=None, anonymous_id="a7", category="books"))]
+    doc = person(deltas, "a7")
+    assert doc["user_id"] is None and doc["anonymous_ids"] == ["a7"] and doc["event_count"] == 1
+    assert person(deltas, "nobody") is None
+
+
+def test_a_shared_device_belongs_to_the_earliest_linked_user_whatever_the_order():
+    anon_view = delta_of(make_event("page_view", ts_ms=MINUTE, user_id=None, anonymous_id="a1", category="home"))
+    late = delta_of(make_event("identify", ts_ms=9 * MINUTE, user_id="u-late", anonymous_id="a1"))
+    early = delta_of(make_event("identify", ts_ms=2 * MINUTE, user_id="u-early", anonymous_id="a1"))
+    for stream in ([anon_view, late, early], [early, anon_view, late], [late, early, anon_view]):
+        assert person(stream, "a1")["user_id"] == "u-early"
+        assert person(stream, "u-early")["event_count"] == 2  # its identify + the anonymous view
+        assert person(stream, "u-late")["event_count"] == 1  # only its own identify
+    assert owner_of([(5, "b"), (5, "a"), (7, "0")]) == "a"
+
+
+def test_sessions_of_parts_merge_across_the_gap():
+    assert merge_sessions([(0, 10), (100, 120), (15, 30)], gap_ms=5) == [(0, 30), (100, 120)]
+    assert merge_sessions([(0, 10), (16, 20)], gap_ms=5) == [(0, 10), (16, 20)]
