@@ -50,6 +50,11 @@ class PulseSettings(BaseSettings):
     write_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Comma-separated keys allowed to send events.")
     read_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Comma-separated keys allowed to read and forget profiles.")
     dev_mode: bool = Field(False, description="Local dev: missing keys fall back to dev-write-key/dev-read-key.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated origins whose pages may send events (CORS on the collector only); unset = none, in dev mode the API's own origin.",
+    )
+    demo_shop: bool = Field(False, description="Serve the demo shop at /demo (always on in dev mode); it embeds a write key: local use only.")
     rate_limit_events_per_second: float = Field(50_000, description="Per write key, sustained events/s.")
     rate_limit_burst: float = Field(100_000, description="Per write key, events allowed in a burst.")
     delivery_timeout_ms: int = Field(10_000, description="How long the collector waits for the broker before answering 503.")
@@ -76,8 +81,10 @@ class PulseSettings(BaseSettings):
     archive_commit_interval_seconds: float = Field(5.0, description="Archiver checkpoint interval: one Parquet file per partition and hour each time.")
     alert_webhook_url: str | None = Field(None, description="Dagster run failures are posted here (Slack-compatible JSON) when set.")
     catalog_refresh_seconds: float = Field(5.0, description="How often the profile app checks for a new catalog version.")
+    rules_file: Path | None = Field(None, description="Personalization rules (YAML, docs/rules.md); default data/rules/rules.yaml. Reloaded when it changes.")
+    rules_refresh_seconds: float = Field(2.0, description="How often the profile app checks the rules file for changes.")
 
-    _split_keys = field_validator("write_keys", "read_keys", mode="before")(_split_csv)
+    _split_keys = field_validator("write_keys", "read_keys", "cors_origins", mode="before")(_split_csv)
 
     @field_validator("kafka_config", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from orchestration.settings import PulseSettings
 from streaming.profile_app.pipeline import build_pipeline
 from streaming.profile_app.sink import ProfileSink
 from streaming.profiles.store import RedisProfileStore
+from streaming.rules.follower import RulesFollower
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
     )
     events = app.topic(settings.topic_events, value_deserializer="bytes", key_deserializer="bytes", config=topic_config)
     dlq_producer = Producer(durable_producer_config(settings, brokers))
-    sink = ProfileSink(store, dlq_producer, settings.topic_dlq)
+    rules = RulesFollower(settings.rules_file, settings.rules_refresh_seconds)
+    sink = ProfileSink(store, dlq_producer, settings.topic_dlq, rules=rules.current, triggers_topic=settings.topic_triggers)
     catalog = CatalogFollower(client, settings.catalog_refresh_seconds)
     build_pipeline(app.dataframe(events), catalog=catalog.current, sink=sink)
     return app, sink

@@ -16,7 +16,7 @@ from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.sinks import BaseSink
 
 from enrichment.catalog import Catalog
-from quality.event_contract import EventContractError, parse_event
+from quality.event_contract import Event, EventContractError, parse_event
 from streaming.profiles.delta import ProfileDelta, event_category, profile_delta
 
 
@@ -26,6 +26,7 @@ class CheckedRecord(NamedTuple):
     raw: bytes
     delta: ProfileDelta | None = None
     error: str | None = None
+    event: Event | None = None  # the rules engine reads it
 
 
 def check_record(raw: bytes | None, catalog: Catalog) -> CheckedRecord:
@@ -37,7 +38,7 @@ def check_record(raw: bytes | None, catalog: Catalog) -> CheckedRecord:
     except EventContractError as exc:
         return CheckedRecord(raw, error=str(exc))
     category = event_category(event, catalog.category_of(event.metadata.get("product_id")))
-    return CheckedRecord(raw, delta=profile_delta(event, category))
+    return CheckedRecord(raw, delta=profile_delta(event, category), event=event)
 
 
 def build_pipeline(sdf: StreamingDataFrame, *, catalog: Callable[[], Catalog], sink: BaseSink) -> StreamingDataFrame:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +17,10 @@ from streaming.dlq import dlq_headers
 from streaming.profile_app.pipeline import CheckedRecord
 from streaming.profiles.delta import ProfileDelta
 from streaming.profiles.store import RedisProfileStore
+from streaming.rules.checkpoint import decide_checkpoint
+from streaming.rules.engine import RuleEngine
+from streaming.rules.model import EMPTY_RULESET
+from streaming.rules.webhooks import WebhookDispatcher
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +31,10 @@ SEND_EVERY = 250
 
 
 class DeadLetterError(RuntimeError):
-    """The broker did not acknowledge dead-letter records; the batch is retried."""
+    """The broker did not acknowledge dead-letter (or trigger) records; the batch is retried."""
+
+
+_NO_RULES = RuleEngine(EMPTY_RULESET)
 
 
 class ProfileSink(BaseSink):
@@ -36,6 +45,10 @@ class ProfileSink(BaseSink):
     record. Every delta carries its ``event_id`` marker, so a crash at any moment leads to
     a harmless redelivery: nothing is lost or counted twice. Sending before the checkpoint
     lets Redis apply one batch while the app validates the next.
+
+    After the profiles are updated, the rules engine evaluates the checkpoint's triggering
+    events on the people's merged profiles; fired decisions are stored in Redis and produced
+    to the triggers topic (acknowledged) before the checkpoint completes.
     """
 
     def __init__(
@@ -46,6 +59,9 @@ class ProfileSink(BaseSink):
         *,
         retry_after_seconds: float = 1.0,
         heartbeat_seconds: float = 1.0,
+        rules: Callable[[], RuleEngine] = lambda: _NO_RULES,
+        triggers_topic: str | None = None,
+        webhooks: WebhookDispatcher | None = None,
     ) -> None:
         super().__init__()
         self._store = store
@@ -56,12 +72,19 @@ class ProfileSink(BaseSink):
         self._heartbeat_seconds = heartbeat_seconds
         self._last_heartbeat = 0.0
         self._pending: list[ProfileDelta] = []
+        self._rules = rules
+        self._engine = rules()
+        self._triggers_topic = triggers_topic
+        self._webhooks = webhooks or WebhookDispatcher()
+        self._triggering: list[tuple[Any, ProfileDelta]] = []
         self._dead_letters_in_flight = 0
-        self._dead_letter_errors: list[str] = []
+        self._triggers_in_flight = 0
+        self._delivery_errors: list[str] = []
         self._failure: Exception | None = None
         self.received = 0
         self.applied = 0
         self.dead_lettered = 0
+        self.decisions_fired = 0
 
     def setup(self) -> None:
         """Called by Quix at start-up: check Redis answers and announce the app is alive."""
@@ -73,29 +96,59 @@ class ProfileSink(BaseSink):
             self._send_dead_letter(value, key)
             return
         self._pending.append(value.delta)
+        if value.event is not None and self._engine.triggers(value.delta.event_type):
+            self._triggering.append((value.event, value.delta))
         if len(self._pending) >= SEND_EVERY:
             self._send_pending()
 
     def flush(self) -> None:
         try:
-            self._confirm_dead_letters()
+            self._confirm_deliveries()
             self._send_pending()
             if self._failure is not None:
                 raise self._failure
             applied = self._writer.confirm()
+            if self._triggering:
+                self._decide(self._triggering)
             self._beat()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._writer.abort()
             logger.warning("Redis unavailable (%s); pausing %ss and retrying the batch", exc, self._retry_after)
             raise SinkBackpressureError(retry_after=self._retry_after) from exc
         finally:
-            self._pending, self._failure = [], None
+            self._pending, self._failure, self._triggering = [], None, []
+            self._engine = self._rules()
         self.applied += applied
+
+    def _decide(self, triggering: list[tuple[Any, ProfileDelta]]) -> None:
+        """Evaluate rules on the updated people; store and publish what fired (acknowledged)."""
+        ids = list(dict.fromkeys(delta.profile_id for _, delta in triggering))
+        person_of, documents = self._store.read_people(ids)
+        states = self._store.decision_states([p for p, doc in documents.items() if doc is not None])
+        now_ms = int(time.time() * 1000)
+        fired, segments = decide_checkpoint(self._engine, triggering, person_of, documents, states, now_ms)
+        if not fired:
+            return
+        self._store.record_decisions(fired, segments)
+        if self._triggers_topic:
+            for decision in fired:
+                self._dlq.produce(
+                    self._triggers_topic,
+                    value=json.dumps(decision).encode(),
+                    key=decision["profile_id"],
+                    on_delivery=self._on_delivery,
+                )
+            self._triggers_in_flight += len(fired)
+            self._confirm_deliveries()
+        for decision in fired:
+            if decision["action"] == "webhook":
+                self._webhooks.submit(decision)
+        self.decisions_fired += len(fired)
 
     def on_paused(self) -> None:
         """Quix paused the partitions and will redeliver: drop what was not confirmed."""
         self._writer.abort()
-        self._pending, self._failure = [], None
+        self._pending, self._failure, self._triggering = [], None, []
 
     def _send_pending(self) -> None:
         if not self._pending or self._failure is not None:
@@ -107,32 +160,33 @@ class ProfileSink(BaseSink):
         self._pending = []
 
     def _send_dead_letter(self, record: CheckedRecord, key: Any) -> None:
-        """Produce a reject now; ``_confirm_dead_letters`` waits for the broker at the checkpoint."""
+        """Produce a reject now; ``_confirm_deliveries`` waits for the broker at the checkpoint."""
         received_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         self._dlq.produce(
             self._dlq_topic,
             value=record.raw,
             key=key,
             headers=dlq_headers(record.error or "invalid", DLQ_SOURCE, received_at),
-            on_delivery=self._on_dead_letter_delivery,
+            on_delivery=self._on_delivery,
         )
         self._dlq.poll(0)
         self._dead_letters_in_flight += 1
 
-    def _on_dead_letter_delivery(self, err: Any, _msg: Any) -> None:
+    def _on_delivery(self, err: Any, _msg: Any) -> None:
         if err is not None:
-            self._dead_letter_errors.append(str(err))
+            self._delivery_errors.append(str(err))
 
-    def _confirm_dead_letters(self) -> None:
-        """Wait until the broker acknowledged every reject of this checkpoint (at-least-once)."""
-        if not self._dead_letters_in_flight:
+    def _confirm_deliveries(self) -> None:
+        """Wait until the broker acknowledged every reject and trigger produced so far (at-least-once)."""
+        if not self._dead_letters_in_flight and not self._triggers_in_flight:
             return
         remaining = self._dlq.flush(30)
-        errors, self._dead_letter_errors = self._dead_letter_errors, []
-        count, self._dead_letters_in_flight = self._dead_letters_in_flight, 0
+        errors, self._delivery_errors = self._delivery_errors, []
+        dead, self._dead_letters_in_flight = self._dead_letters_in_flight, 0
+        self._triggers_in_flight = 0
         if remaining or errors:
-            raise DeadLetterError(f"dead-letter topic did not acknowledge {remaining or len(errors)} record(s): {errors[:1]}")
-        self.dead_lettered += count
+            raise DeadLetterError(f"the broker did not acknowledge {remaining or len(errors)} record(s): {errors[:1]}")
+        self.dead_lettered += dead
 
     def _beat(self) -> None:
         now = time.time()

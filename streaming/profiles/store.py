@@ -137,6 +137,11 @@ class RedisProfileStore:
 
     def get_people(self, ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
         """Merged profiles for user or anonymous ids (see streaming/profiles/identity.py)."""
+        person_of, documents = self.read_people(ids)
+        return {pid: None if (doc := documents[person_of[pid]]) is None else dict(doc) for pid in ids}
+
+    def read_people(self, ids: Sequence[str]) -> tuple[dict[str, str], dict[str, dict[str, Any] | None]]:
+        """(id -> person id, person id -> merged profile or None), in three pipelined round trips."""
         person_of = self.resolve_people(ids)
         people = list(dict.fromkeys(person_of.values()))
         own = self._read_parts(people)
@@ -149,7 +154,7 @@ class RedisProfileStore:
             stitched = any(person_of[pid] == person != pid for pid in ids)
             user_id = own[person].fields.get("user_id") or (person if owned or stitched else None)
             documents[person] = merge_parts(person, user_id, [own[person], *owned], self._session_gap_ms)
-        return {pid: None if (doc := documents[person_of[pid]]) is None else dict(doc) for pid in ids}
+        return person_of, documents
 
     def get_person(self, profile_id: str) -> dict[str, Any] | None:
         """The merged profile of a user_id, or of the user an anonymous_id is stitched to."""
@@ -180,11 +185,31 @@ class RedisProfileStore:
             )
         return parts
 
-    def get_decisions(self, profile_id: str) -> list[dict[str, Any]]:
-        """Decisions recorded for the person (written by the rules engine), newest first."""
+    def get_decisions(self, profile_id: str, now_ms: int | None = None) -> list[dict[str, Any]]:
+        """The person's current (unexpired) decisions, newest first."""
         person = self.resolve_people([profile_id])[profile_id]
-        raw = self._client.lrange(profile_keys(person).decisions, 0, -1)
-        return [json.loads(item) for item in raw]
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        current = [d for d in self.decision_states([person])[person].values() if d.get("expires_at_ms", 0) > now_ms]
+        return sorted(current, key=lambda d: d.get("fired_at_ms", 0), reverse=True)
+
+    def decision_states(self, people: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        """person -> {rule key -> latest decision}: what the rules engine needs for cooldowns and caps."""
+        pipe = self._client.pipeline(transaction=False)
+        for person in people:
+            pipe.hgetall(profile_keys(person).decisions)
+        return {
+            person: {_decode(k): json.loads(v) for k, v in raw.items()}
+            for person, raw in zip(people, pipe.execute(), strict=True)
+        }
+
+    def record_decisions(self, decisions: Sequence[dict[str, Any]], segments: dict[str, list[str]]) -> None:
+        """Store fired decisions as each person's latest per rule key, and updated segment lists."""
+        pipe = self._client.pipeline(transaction=False)
+        for decision in decisions:
+            pipe.hset(profile_keys(decision["profile_id"]).decisions, decision["key"], json.dumps(decision))
+        for person, names in segments.items():
+            pipe.hset(profile_keys(person).fields, "segments", ",".join(sorted(names)))
+        pipe.execute()
 
     def forget(self, profile_id: str) -> bool:
         """Forget the person: every part, its decisions and identity links; queue ids for the batch purge.

@@ -1,0 +1,177 @@
+"""Evaluate rules against a profile and its triggering event (pure; no I/O).
+
+Shared by the profile app (processing time, after each checkpoint's profile update) and by
+``pulse rules test`` (event time, after each archived event). A rule fires when its event
+type matches, its CEL condition is true, and its cooldown and cap allow it; at most once per
+rule (and ``per`` key) for a given event, so redelivered events never fire twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from quality.event_contract import Event
+from streaming.profiles.document import iso_from_ms
+from streaming.rules.cel import compile_expression, context
+from streaming.rules.model import EVENT_FIELDS, Rule, RuleSet, referenced_fields
+
+logger = logging.getLogger(__name__)
+
+DECISION_NAMESPACE = uuid.UUID("6f1c1e0e-5d0b-4b8e-9a53-2f7c3d0a9e41")
+_WARN_EVERY_SECONDS = 60.0
+
+
+def event_view(event: Event, category: str) -> dict[str, Any]:
+    """The ``event`` variable of a condition."""
+    metadata = event.metadata
+    return {
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "timestamp": event.timestamp,
+        "user_id": event.user_id or "",
+        "anonymous_id": event.anonymous_id or "",
+        "category": category,
+        "product_id": str(metadata.get("product_id") or ""),
+        "metadata": dict(metadata),
+    }
+
+
+def state_key(rule: Rule, per_value: Any) -> str:
+    """Field under which a rule's current decision (and fire state) is kept for a person."""
+    return rule.id if per_value in (None, "") else f"{rule.id}:{per_value}"
+
+
+class _CompiledRule:
+    __slots__ = ("rule", "when", "per", "params")
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.when = compile_expression(rule.when)
+        self.per = compile_expression(rule.per) if rule.per else None
+        self.params = {name: compile_expression(expr) for name, expr in rule.action.params.items()}
+
+
+class RuleEngine:
+    """Compiled rules, indexed by triggering event type; counts runtime errors per rule."""
+
+    def __init__(self, ruleset: RuleSet) -> None:
+        self.ruleset = ruleset
+        self._compiled = [_CompiledRule(rule) for rule in ruleset.rules]
+        self._by_type: dict[str, tuple[list[_CompiledRule], set[str] | None, set[str] | None]] = {}
+        self.errors: Counter[str] = Counter()
+        self.fired: Counter[str] = Counter()
+        self._last_warning: dict[str, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._compiled)
+
+    def triggers(self, event_type: str) -> bool:
+        return bool(self._plan(event_type)[0])
+
+    def _plan(self, event_type: str) -> tuple[list[_CompiledRule], set[str] | None, set[str] | None]:
+        plan = self._by_type.get(event_type)
+        if plan is None:
+            rules = [c for c in self._compiled if c.rule.triggered_by(event_type)]
+            used = referenced_fields([e for c in rules for e in c.rule.expressions() if e])
+            plan = self._by_type[event_type] = (rules, used["profile"], used["event"])
+        return plan
+
+    def evaluate(
+        self,
+        profile: Mapping[str, Any],
+        event: Mapping[str, Any],
+        states: Mapping[str, Mapping[str, Any]],
+        now_ms: int,
+    ) -> list[dict[str, Any]]:
+        """Decisions fired by ``event`` on ``profile`` given the person's current ``states``."""
+        rules, profile_fields, event_fields = self._plan(event["event_type"])
+        if not rules:
+            return []
+        ctx = context(_subset(profile, profile_fields), _subset(event, event_fields, EVENT_FIELDS))
+        decisions = []
+        for compiled in rules:
+            rule = compiled.rule
+            try:
+                if compiled.when.execute(ctx) is not True:
+                    continue
+                per_value = compiled.per.execute(ctx) if compiled.per else None
+                key = state_key(rule, per_value)
+                if not _allowed(rule, states.get(key), event["event_id"], now_ms):
+                    continue
+                params = {name: program.execute(ctx) for name, program in compiled.params.items()}
+            except Exception as exc:  # noqa: BLE001 - a rule's runtime error must never stop the stream
+                self._runtime_error(rule, exc)
+                continue
+            decisions.append(_decision(rule, key, params, profile, event, states.get(key), now_ms))
+            self.fired[rule.id] += 1
+        return decisions
+
+    def _runtime_error(self, rule: Rule, exc: Exception) -> None:
+        self.errors[rule.id] += 1
+        now = time.monotonic()
+        if now - self._last_warning.get(rule.id, -_WARN_EVERY_SECONDS) >= _WARN_EVERY_SECONDS:
+            self._last_warning[rule.id] = now
+            logger.warning(
+                "rule %r failed at run time (%s: %s); it is skipped for this event (%d errors so far)",
+                rule.id, type(exc).__name__, exc, self.errors[rule.id],
+            )
+
+
+def _subset(values: Mapping[str, Any], names: set[str] | None, allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
+    if names is None:
+        return dict(values)
+    return {name: values[name] for name in names if name in values and (allowed is None or name in allowed)}
+
+
+def _allowed(rule: Rule, state: Mapping[str, Any] | None, event_id: str, now_ms: int) -> bool:
+    if state is None:
+        return True
+    if state.get("event_id") == event_id:
+        return False  # already fired for this very event (a redelivery)
+    if rule.max_fires and int(state.get("fire_count", 0)) >= rule.max_fires:
+        return False
+    return now_ms - int(state.get("fired_at_ms", 0)) >= rule.cooldown_ms
+
+
+def _decision(
+    rule: Rule,
+    key: str,
+    params: dict[str, Any],
+    profile: Mapping[str, Any],
+    event: Mapping[str, Any],
+    previous: Mapping[str, Any] | None,
+    now_ms: int,
+) -> dict[str, Any]:
+    action = rule.action
+    decision: dict[str, Any] = {
+        "decision_id": str(uuid.uuid5(DECISION_NAMESPACE, f"{key}/{event['event_id']}")),
+        "rule": rule.id,
+        "key": key,
+        "action": action.type,
+        "message": action.message.format(**{k: _text(v) for k, v in params.items()}) if action.message else "",
+        "params": params,
+        "profile_id": profile.get("profile_id"),
+        "user_id": profile.get("user_id"),
+        "event_id": event["event_id"],
+        "fired_at": iso_from_ms(now_ms),
+        "fired_at_ms": now_ms,
+        "expires_at": iso_from_ms(now_ms + rule.ttl_ms),
+        "expires_at_ms": now_ms + rule.ttl_ms,
+        "fire_count": int(previous.get("fire_count", 0)) + 1 if previous else 1,
+    }
+    if action.type == "offer":
+        decision["offer"] = action.offer
+    elif action.type == "webhook":
+        decision["url"] = action.url
+    elif action.type == "segment":
+        decision["segment"] = action.segment
+    return decision
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
