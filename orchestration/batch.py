@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import redis
 from confluent_kafka import Producer
@@ -13,11 +14,15 @@ from confluent_kafka import Producer
 from assets.archive import read_valid_events
 from assets.batch_profiles import recompute_profiles
 from assets.reconciliation import ReconcileReport, diff_profiles, forgotten_ids, live_documents, live_profile_ids
+from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, read_catalog_csv
 from enrichment.reference_store import load_catalog
 from orchestration import service_registry
 from orchestration.kafka_config import durable_producer_config
 from orchestration.settings import PulseSettings
 from streaming.profiles.store import RedisProfileStore
+from streaming.rules.backtest import BacktestReport, backtest
+from streaming.rules.engine import RuleEngine
+from streaming.rules.loader import load_rules
 
 logger = logging.getLogger(__name__)
 
@@ -76,3 +81,23 @@ def replay(settings: PulseSettings, start: datetime | None, end: datetime | None
     if remaining or failures:
         raise RuntimeError(f"replay incomplete: {remaining} undelivered, {len(failures)} failed ({failures[:1]}); run it again (it is idempotent)")
     return summary
+
+
+def backtest_rules(settings: PulseSettings, rules_file: Path, start: datetime | None, end: datetime | None) -> BacktestReport:
+    """Run a rule file over the archive (``RuleFileError`` when the file is invalid)."""
+    engine = RuleEngine(load_rules(rules_file))
+    events = read_valid_events(settings.archive_path, start, end)
+    return backtest(engine, (e.raw for e in events), _catalog_for_batch(settings), settings.session_timeout_seconds * 1000)
+
+
+def _catalog_for_batch(settings: PulseSettings) -> Catalog:
+    """The live catalog when Redis is reachable, else the sample file (what `pulse up` publishes)."""
+    try:
+        client = redis.Redis.from_url(service_registry.redis_url(settings), socket_connect_timeout=2)
+        catalog = load_catalog(client)
+        if catalog.version:
+            return catalog
+    except (redis.RedisError, service_registry.ServiceNotConfigured) as exc:
+        logger.info("no live catalog (%s); using the sample catalog file", exc)
+    rows = read_catalog_csv(SAMPLE_CATALOG)
+    return Catalog("sample", categories_from_rows(rows))

@@ -9,6 +9,7 @@ import sys
 import time
 import warnings
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 
@@ -179,6 +180,57 @@ def show_settings(as_json: bool, markdown: bool) -> None:
         return
     for variable, default, description in rows:
         click.echo(f"{variable:<38} {default!s:<22} {description}")
+
+
+@cli.group()
+def rules() -> None:
+    """Check or back-test personalization rule files (docs/rules.md)."""
+
+
+@rules.command(name="check")
+@click.argument("rules_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def rules_check(rules_file: Path) -> None:
+    """Validate a rule file; list every problem (exit 2) or the rules it defines."""
+    from streaming.rules.loader import RuleFileError, load_rules
+
+    try:
+        ruleset = load_rules(rules_file)
+    except RuleFileError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    for rule in ruleset.rules:
+        on = ", ".join(sorted(rule.on)) or "any event"
+        click.echo(f"{rule.id:<28} on {on:<28} -> {rule.action.type}")
+    click.echo(f"{len(ruleset)} rules OK (version {ruleset.version})")
+
+
+@rules.command(name="test")
+@click.argument("rules_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--start", default=None, help="Event time to start at, ISO 8601 (default: the beginning of the archive).")
+@click.option("--end", default=None, help="Event time to stop before, ISO 8601 (default: the end).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def rules_test(rules_file: Path, start: str | None, end: str | None, as_json: bool) -> None:
+    """Back-test a rule file on the archive: how many people each rule would have fired for, when, on which events."""
+    from orchestration.batch import backtest_rules
+    from streaming.rules.loader import RuleFileError
+
+    settings = PulseSettings()
+    try:
+        report = backtest_rules(settings, rules_file, _parse_time(start), _parse_time(end))
+    except RuleFileError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    click.echo(f"{report.events} distinct events of {report.people} people in {settings.archive_path}")
+    for result in report.results.values():
+        span = f"first {result.first_fired_at}, last {result.last_fired_at}" if result.fired else "never fired"
+        click.echo(f"{result.rule:<28} fired {result.fired:>6} times for {len(result.people):>6} people  ({span})")
+        for example in result.examples:
+            click.echo(f"    {example['at']}  {example['person']}  event {example['event_id']}  {example['message']}")
+    for rule_id, count in report.runtime_errors.items():
+        click.echo(click.style(f"{rule_id}: {count} runtime errors (see the log)", fg="yellow"))
 
 
 @cli.command()

@@ -95,6 +95,8 @@ class ProfileSink(BaseSink):
         if value.delta is None:
             self._send_dead_letter(value, key)
             return
+        if not self._pending and not self._triggering:
+            self._engine = self._rules()  # a checkpoint's events all see the same rules
         self._pending.append(value.delta)
         if value.event is not None and self._engine.triggers(value.delta.event_type):
             self._triggering.append((value.event, value.delta))
@@ -117,16 +119,15 @@ class ProfileSink(BaseSink):
             raise SinkBackpressureError(retry_after=self._retry_after) from exc
         finally:
             self._pending, self._failure, self._triggering = [], None, []
-            self._engine = self._rules()
         self.applied += applied
 
     def _decide(self, triggering: list[tuple[Any, ProfileDelta]]) -> None:
         """Evaluate rules on the updated people; store and publish what fired (acknowledged)."""
         ids = list(dict.fromkeys(delta.profile_id for _, delta in triggering))
-        person_of, documents = self._store.read_people(ids)
-        states = self._store.decision_states([p for p, doc in documents.items() if doc is not None])
+        people = self._store.read_people(ids)
+        states = self._store.decision_states({p: ids for p, ids in people.members.items() if people.documents[p]})
         now_ms = int(time.time() * 1000)
-        fired, segments = decide_checkpoint(self._engine, triggering, person_of, documents, states, now_ms)
+        fired, segments = decide_checkpoint(self._engine, triggering, people.person_of, people.documents, states, now_ms)
         if not fired:
             return
         self._store.record_decisions(fired, segments)

@@ -62,6 +62,8 @@ def merge_fields(person_fields: Mapping[str, str], others: Iterable[Mapping[str,
                 merged[name] = value if current is None or int(value) < int(current) else current
             elif name in ("last_seen", "updated_at"):
                 merged[name] = value if current is None or int(value) > int(current) else current
+            elif name == "segments":
+                merged[name] = ",".join(sorted({*(current or "").split(","), *value.split(",")} - {""}))
             elif current is None and name not in ("ss", "se"):
                 merged[name] = value
     return merged
@@ -98,3 +100,18 @@ def merge_parts(person_id: str, user_id: str | None, parts: list[ProfilePart], s
         [product for product, _ in recent],
         len(merge_sessions(intervals, session_gap_ms)),
     )
+
+
+def merge_decision_states(states: Iterable[Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Decisions of a person's ids merged per rule key: the latest one, with the highest fire count."""
+    merged: dict[str, dict[str, Any]] = {}
+    for state in states:
+        for key, decision in state.items():
+            current = merged.get(key)
+            if current is None:
+                merged[key] = dict(decision)
+                continue
+            latest = dict(decision) if decision.get("fired_at_ms", 0) > current.get("fired_at_ms", 0) else current
+            latest["fire_count"] = max(int(current.get("fire_count", 1)), int(decision.get("fire_count", 1)))
+            merged[key] = latest
+    return merged

@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import redis
 
 from streaming.profiles.delta import ProfileDelta
 from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile
-from streaming.profiles.identity import ProfilePart, merge_parts
+from streaming.profiles.identity import ProfilePart, merge_decision_states, merge_parts
 from streaming.profiles.keys import FORGET_STREAM, fields_key, owner_key, profile_keys
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,14 @@ def delta_row(key_index: int, delta: ProfileDelta) -> tuple[str | int, ...]:
         delta.purchase_micros,
         delta.engagement,
     )
+
+
+class People(NamedTuple):
+    """Ids resolved to people: id -> person, person -> merged profile, person -> all its ids."""
+
+    person_of: dict[str, str]
+    documents: dict[str, dict[str, Any] | None]
+    members: dict[str, list[str]]
 
 
 def identity_links(deltas: Sequence[ProfileDelta]) -> dict[str, tuple[int, str]]:
@@ -137,11 +145,11 @@ class RedisProfileStore:
 
     def get_people(self, ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
         """Merged profiles for user or anonymous ids (see streaming/profiles/identity.py)."""
-        person_of, documents = self.read_people(ids)
-        return {pid: None if (doc := documents[person_of[pid]]) is None else dict(doc) for pid in ids}
+        people = self.read_people(ids)
+        return {pid: None if (doc := people.documents[people.person_of[pid]]) is None else dict(doc) for pid in ids}
 
-    def read_people(self, ids: Sequence[str]) -> tuple[dict[str, str], dict[str, dict[str, Any] | None]]:
-        """(id -> person id, person id -> merged profile or None), in three pipelined round trips."""
+    def read_people(self, ids: Sequence[str]) -> People:
+        """The people the ids belong to and their merged profiles, in three pipelined round trips."""
         person_of = self.resolve_people(ids)
         people = list(dict.fromkeys(person_of.values()))
         own = self._read_parts(people)
@@ -149,12 +157,15 @@ class RedisProfileStore:
         anon_parts = self._read_parts(anon_ids) if anon_ids else {}
         owners = self.resolve_people(anon_ids) if anon_ids else {}
         documents: dict[str, dict[str, Any] | None] = {}
+        members: dict[str, list[str]] = {}
         for person in people:
-            owned = [anon_parts[a] for a in sorted(own[person].anonymous_ids) if owners.get(a) == person]
+            owned = [a for a in sorted(own[person].anonymous_ids) if owners.get(a) == person]
+            members[person] = [person, *owned]
             stitched = any(person_of[pid] == person != pid for pid in ids)
             user_id = own[person].fields.get("user_id") or (person if owned or stitched else None)
-            documents[person] = merge_parts(person, user_id, [own[person], *owned], self._session_gap_ms)
-        return person_of, documents
+            parts = [own[person], *(anon_parts[a] for a in owned)]
+            documents[person] = merge_parts(person, user_id, parts, self._session_gap_ms)
+        return People(person_of, documents, members)
 
     def get_person(self, profile_id: str) -> dict[str, Any] | None:
         """The merged profile of a user_id, or of the user an anonymous_id is stitched to."""
@@ -186,21 +197,22 @@ class RedisProfileStore:
         return parts
 
     def get_decisions(self, profile_id: str, now_ms: int | None = None) -> list[dict[str, Any]]:
-        """The person's current (unexpired) decisions, newest first."""
-        person = self.resolve_people([profile_id])[profile_id]
+        """The person's current (unexpired) decisions, including those fired while anonymous, newest first."""
+        people = self.read_people([profile_id])
+        person = people.person_of[profile_id]
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        current = [d for d in self.decision_states([person])[person].values() if d.get("expires_at_ms", 0) > now_ms]
+        states = self.decision_states({person: people.members[person]})[person]
+        current = [d for d in states.values() if d.get("expires_at_ms", 0) > now_ms]
         return sorted(current, key=lambda d: d.get("fired_at_ms", 0), reverse=True)
 
-    def decision_states(self, people: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
-        """person -> {rule key -> latest decision}: what the rules engine needs for cooldowns and caps."""
+    def decision_states(self, members: Mapping[str, Sequence[str]]) -> dict[str, dict[str, dict[str, Any]]]:
+        """person -> {rule key -> latest decision} over the person's ids: cooldowns and caps follow a merge."""
+        ids = list(dict.fromkeys(pid for group in members.values() for pid in group))
         pipe = self._client.pipeline(transaction=False)
-        for person in people:
-            pipe.hgetall(profile_keys(person).decisions)
-        return {
-            person: {_decode(k): json.loads(v) for k, v in raw.items()}
-            for person, raw in zip(people, pipe.execute(), strict=True)
-        }
+        for pid in ids:
+            pipe.hgetall(profile_keys(pid).decisions)
+        by_id = {pid: {_decode(k): json.loads(v) for k, v in raw.items()} for pid, raw in zip(ids, pipe.execute(), strict=True)}
+        return {person: merge_decision_states(by_id[pid] for pid in group) for person, group in members.items()}
 
     def record_decisions(self, decisions: Sequence[dict[str, Any]], segments: dict[str, list[str]]) -> None:
         """Store fired decisions as each person's latest per rule key, and updated segment lists."""

@@ -132,3 +132,80 @@ def test_anonymous_browsing_then_identify_fires_a_banner_for_the_merged_person(s
     assert fired == ["category_affinity", "notify_crm", "searcher"]
     assert {m.key().decode() for m in triggers} == {user}
     hooks.shutdown()
+
+
+ONCE_RULES = """
+rules:
+  - id: category_affinity
+    on: [page_view]
+    when: 'event.category in profile.category_views && profile.category_views[event.category] >= 3'
+    per: event.category
+    action: {type: banner, message: "New in {category}", params: {category: event.category}}
+    max_fires: 1
+  - id: two_adds
+    on: [add_to_cart]
+    when: 'profile.counts_by_type["add_to_cart"] >= 2'
+    action: {type: offer, offer: {code: TWO}}
+    max_fires: 1
+  - id: spender
+    on: [purchase]
+    when: 'profile.purchase_total >= 200.0'
+    action: {type: segment, segment: vip}
+    max_fires: 1
+"""
+
+
+def test_stream_decisions_equal_the_backtest_of_the_same_events(settings, pulse_apps, redis_client, tmp_path):
+    """Monotonic rules that fire once per key: the stream and `pulse rules test` agree on who fired."""
+    import msgspec
+
+    from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, read_catalog_csv
+    from enrichment.reference_store import CATALOG, publish_reference
+    from orchestration.demo_traffic import TrafficGenerator
+    from streaming.profiles.keys import decode_id
+    from streaming.rules.backtest import backtest
+    from streaming.rules.engine import RuleEngine
+    from streaming.rules.loader import parse_rules
+    from tests.integration.helpers import post_batches, store_for
+
+    rows = read_catalog_csv(SAMPLE_CATALOG)
+    catalog = Catalog(publish_reference(redis_client, CATALOG, rows, "product_id"), categories_from_rows(rows))
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(ONCE_RULES)
+    settings.rules_file = rules_file
+    pulse_apps("profile-app")
+    pulse_apps("api")
+    events = list(TrafficGenerator(catalog.categories, users=40, seed=21).events(2500))
+    acknowledged = post_batches(f"http://{settings.api_host}:{settings.api_port}", "test-write", events, batch_size=100)
+
+    report = backtest(RuleEngine(parse_rules(ONCE_RULES)), (msgspec.json.encode(e) for e in acknowledged), catalog)
+    assert report.results["category_affinity"].fired > 10 and report.results["two_adds"].fired > 5
+    store = store_for(settings.redis_url, settings.session_timeout_seconds * 1000)
+
+    def people_fires(pairs):
+        pairs = list(pairs)
+        person_of = store.resolve_people([person for person, _ in pairs]) if pairs else {}
+        fires = [(person_of[person], key) for person, key in pairs]
+        assert len(fires) == len(set(fires)), "a once-per-key rule fired twice for one person"
+        return set(fires)
+
+    def live_fires():
+        pairs = []
+        for key in redis_client.scan_iter("pulse:{*}:decisions", count=1000):
+            owner = decode_id(key.decode()[len("pulse:{") : -len("}:decisions")])
+            pairs += [(owner, k.decode()) for k in redis_client.hkeys(key)]
+        return pairs
+
+    def settled():
+        return len(list(redis_client.scan_iter("pulse:{*}:seen:*", count=10_000))) >= report.events
+
+    wait_for(settled, bool, timeout=60)
+    expected = people_fires(pair for r in report.results.values() for pair in _all_fires(r))
+    assert wait_for(lambda: people_fires(live_fires()), lambda fires: fires == expected, timeout=30) == expected
+    vip = {person for person, key in expected if key == "spender"}
+    assert vip and all("vip" in store.get_person(person)["segments"] for person in vip)
+
+
+def _all_fires(result):
+    assert result.fired == len(result.keys), (result.fired, len(result.keys))
+    return sorted(result.keys)

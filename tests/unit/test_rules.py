@@ -139,3 +139,32 @@ def test_checkpoint_cooldown_holds_within_a_batch_and_segments_are_added():
     assert [d["rule"] for d in fired] == ["category_affinity", "vip"]
     assert fired[0]["event_id"] == views[0].event_id  # the earliest event in event time
     assert segments == {"u1": ["vip"]}
+
+
+def test_backtest_reports_who_fired_when_and_on_which_event_with_stitching():
+    import msgspec
+
+    from enrichment.catalog import Catalog
+    from streaming.rules.backtest import backtest
+
+    def raw(kind, minute, **fields):
+        body = {"event_id": f"00000000-0000-4000-8000-{minute:012d}", "event_type": kind,
+                "timestamp": f"2024-05-01T10:{minute:02d}:00Z", "metadata": fields.pop("metadata", {}), **fields}
+        return msgspec.json.encode(body)
+
+    events = [
+        raw("page_view", 1, anonymous_id="a1", metadata={"category": "shoes"}),
+        raw("page_view", 2, anonymous_id="a1", metadata={"category": "shoes"}),
+        raw("identify", 3, anonymous_id="a1", user_id="u1"),
+        raw("page_view", 4, user_id="u1", anonymous_id="a1", metadata={"category": "shoes"}),
+        raw("page_view", 4, user_id="u1", anonymous_id="a1", metadata={"category": "shoes"}),  # duplicate
+        raw("page_view", 5, anonymous_id="a2", metadata={"category": "shoes"}),
+        b"not json",
+    ]
+    report = backtest(RuleEngine(parse_rules(AFFINITY)), events, Catalog())
+    result = report.results["category_affinity"]
+    assert report.events == 5 and report.people == 2
+    assert result.fired == 1 and result.people == {"u1"}
+    assert result.first_fired_at == "2024-05-01T10:04:00.000Z"
+    assert result.examples[0]["event_id"].endswith("000000000004")
+    assert result.examples[0]["message"] == "More shoes"
