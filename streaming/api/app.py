@@ -25,6 +25,7 @@ from quality.event_contract import MAX_EVENT_BYTES, EventContractError, decode_j
 from quality.json_schema import event_json_schema
 from streaming.api import metrics
 from streaming.api.auth import KeyRing, Scope, key_from_headers
+from streaming.api.browser import add_cors, browser_router
 from streaming.api.delivery import AcknowledgedProducer, DeliveryFailed
 from streaming.api.ingest import (
     MAX_BATCH_EVENTS,
@@ -119,10 +120,13 @@ def create_app(
 
     def require(scope: Scope):
         def check(
+            request: Request,
             x_pulse_key: Annotated[str | None, Header()] = None,
             authorization: Annotated[str | None, Header()] = None,
         ) -> str:
             key = key_from_headers(x_pulse_key, authorization)
+            if key is None and scope is Scope.WRITE:
+                key = request.query_params.get("key") or None  # sendBeacon cannot set headers; never for reads
             if key is None:
                 raise HTTPException(401, "missing API key: send it in X-Pulse-Key or Authorization: Bearer")
             scopes = keys.scopes_of(key)
@@ -136,6 +140,9 @@ def create_app(
 
     def store_() -> RedisProfileStore:
         return services["store"]
+
+    app.include_router(browser_router(settings, store_))
+    add_cors(app, settings)
 
     @app.post("/v1/events", status_code=202, openapi_extra=EVENTS_BODY_DOC, tags=["collector"])
     async def post_events(request: Request, key: str = require(Scope.WRITE)) -> JSONResponse:
