@@ -24,7 +24,9 @@ WITH ordered AS (
 )
 SELECT profile_id, session_number + 1 AS session_number, min(event_time) AS started_at, max(event_time) AS ended_at,
        count(*) AS events, count(*) FILTER (event_type = 'page_view') AS page_views,
-       count(*) FILTER (event_type = 'purchase') AS purchases
+       count(*) FILTER (event_type = 'click') AS clicks, count(*) FILTER (event_type = 'add_to_cart') AS adds_to_cart,
+       count(*) FILTER (event_type = 'remove_from_cart') AS removes_from_cart,
+       count(*) FILTER (event_type = 'search') AS searches, count(*) FILTER (event_type = 'purchase') AS purchases
 FROM numbered GROUP BY ALL
 """
 

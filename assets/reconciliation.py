@@ -13,7 +13,8 @@ from streaming.profiles.keys import FORGET_STREAM, KEY_PREFIX, decode_id
 from streaming.profiles.store import RedisProfileStore
 
 MAX_EXAMPLES = 10
-IGNORED_FIELDS = ("updated_at",)
+#: Not derived from event counts: processing time, the intent model's score and rule-made segments.
+IGNORED_FIELDS = ("updated_at", "intent_score", "segments")
 
 
 @dataclass

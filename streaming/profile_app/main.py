@@ -17,6 +17,7 @@ from orchestration.topics import ensure_topics, topic_specs
 from orchestration.settings import PulseSettings
 from streaming.profile_app.pipeline import build_pipeline
 from streaming.profile_app.sink import ProfileSink
+from streaming.profiles.intent_store import IntentModelFollower
 from streaming.profiles.store import RedisProfileStore
 from streaming.rules.follower import RulesFollower
 
@@ -32,6 +33,7 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
         client,
         dedupe_window_seconds=settings.dedupe_window_seconds,
         session_gap_ms=settings.session_timeout_seconds * 1000,
+        intent_model=IntentModelFollower(client, settings.catalog_refresh_seconds).current,
     )
     app = Application(
         broker_address=brokers,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any, NamedTuple
 
@@ -14,6 +14,7 @@ import redis
 
 from streaming.profiles.delta import ProfileDelta
 from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile
+from streaming.profiles.intent import IntentModel
 from streaming.profiles.identity import ProfilePart, merge_decision_states, merge_parts
 from streaming.profiles.keys import FORGET_STREAM, fields_key, owner_key, profile_keys
 
@@ -77,8 +78,10 @@ class RedisProfileStore:
         *,
         dedupe_window_seconds: int,
         session_gap_ms: int,
+        intent_model: Callable[[], IntentModel | None] = lambda: None,
     ) -> None:
         self._client = client
+        self._intent_model = intent_model
         self._dedupe_window_seconds = dedupe_window_seconds
         self._session_gap_ms = session_gap_ms
         self._update = client.register_script(_UPDATE_SCRIPT)
@@ -90,6 +93,8 @@ class RedisProfileStore:
     def _script_calls(self, deltas: Sequence[ProfileDelta], now_ms: int) -> list[tuple[list[str], tuple[Any, ...]]]:
         """(KEYS, ARGV) of the script calls applying ``deltas``, SCRIPT_CHUNK deltas each."""
         calls = []
+        model = self._intent_model()
+        model_argument = model.script_argument() if model is not None else b""
         for start in range(0, len(deltas), SCRIPT_CHUNK):
             keys: list[str] = []
             index: dict[str, int] = {}
@@ -100,7 +105,7 @@ class RedisProfileStore:
                     keys.append(fields_key(delta.profile_id))
                     key_index = index[delta.profile_id] = len(keys)
                 rows.append(delta_row(key_index, delta))
-            calls.append((keys, (self._dedupe_window_seconds, now_ms, self._session_gap_ms, _pack(rows))))
+            calls.append((keys, (self._dedupe_window_seconds, now_ms, self._session_gap_ms, _pack(rows), model_argument)))
         return calls
 
     def apply_deltas(self, deltas: Sequence[ProfileDelta]) -> int:

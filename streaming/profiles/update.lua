@@ -4,6 +4,7 @@
 -- ARGV:  1 dedupe TTL seconds, 2 now ms, 3 session gap ms,
 --        4 msgpack array of deltas: {key_index, event_id, event_type, ts_ms, user_id,
 --          anonymous_id, category, product_id, cart_change, purchase_micros, engagement}
+--        5 intent model, msgpack {bias, feature types, weights} (streaming/profiles/intent.py), or 
 -- Returns the number of deltas applied (the rest were duplicates).
 -- Semantics are those of streaming/profiles/reference.py; every change commutes.
 -- Fields: event_count, first_seen, last_seen, user_id, updated_at, engagement, purchase_micros,
@@ -11,9 +12,34 @@
 -- sessions are "<start>:<end>" members of the <base>:sessions zset (score = start).
 local ttl, now, gap = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local deltas = cmsgpack.unpack(ARGV[4])
+local model = nil
+if ARGV[5] and ARGV[5] ~= '' then model = cmsgpack.unpack(ARGV[5]) end
 local applied = 0
 
 local function int(x) return string.format('%d', x) end
+
+-- Intent: the latest session's counts by type ('sq' = "type=n,type=n") scored by the logistic model.
+local function parse_counts(text)
+  local counts = {}
+  if text then for t, n in string.gmatch(text, '([%w_]+)=(%d+)') do counts[t] = tonumber(n) end end
+  return counts
+end
+
+local function format_counts(counts)
+  local parts = {}
+  for t, n in pairs(counts) do parts[#parts + 1] = t .. '=' .. int(n) end
+  return table.concat(parts, ',')
+end
+
+local function intent(counts, minutes)
+  local z, events = model[1], 0
+  local types, weights = model[2], model[3]
+  for t, n in pairs(counts) do if t ~= 'purchase' then events = events + n end end
+  for i, t in ipairs(types) do z = z + weights[i] * math.log(1 + (counts[t] or 0)) end
+  z = z + weights[#types + 1] * math.log(1 + events) + weights[#types + 2] * math.log(1 + math.max(minutes, 0))
+  return string.format('%.4f', 1 / (1 + math.exp(-z)))
+end
+
 
 -- Merge t into the sessions zset (general, order-independent case).
 local function merge_into(sessions, t)
@@ -42,6 +68,7 @@ for _, d in ipairs(deltas) do
     if category ~= '' then names[#names + 1] = 'v:' .. category end
     if product ~= '' and cart ~= 0 then names[#names + 1] = 'c:' .. product end
     if micros ~= 0 then names[#names + 1] = 'purchase_micros' end
+    if model then names[#names + 1] = 'sq' end
     local cur = redis.call('HMGET', fields, unpack(names))
     -- Integers below 2^53 go to Redis as plain digits, so no string.format is needed here.
     local out = {'event_count', (tonumber(cur[1]) or 0) + 1, 'updated_at', now,
@@ -59,24 +86,33 @@ for _, d in ipairs(deltas) do
     -- Sessions: in-order events only touch ss/se; an event before the latest session's
     -- start takes the general path through the zset.
     local ss, se = tonumber(cur[4]), tonumber(cur[5])
+    local latest = nil  -- the latest session's counts, when this event belongs to it
     if not ss then
       ss, se = ts, ts
+      latest = {}
     elseif ts >= ss and ts <= se + gap then
       if ts > se then se = ts end
+      if model then latest = parse_counts(cur[#names] or nil) end
     elseif ts > se + gap then
       redis.call('ZADD', base .. ':sessions', ss, int(ss) .. ':' .. int(se))
       ss, se = ts, ts
+      latest = {}
     else
       local sessions = base .. ':sessions'
       redis.call('ZADD', sessions, ss, int(ss) .. ':' .. int(se))
       merge_into(sessions, ts)
-      local latest = redis.call('ZREVRANGE', sessions, 0, 0)[1]
-      redis.call('ZREM', sessions, latest)
-      local sep = string.find(latest, ':', 1, true)
-      ss, se = tonumber(string.sub(latest, 1, sep - 1)), tonumber(string.sub(latest, sep + 1))
+      local newest = redis.call('ZREVRANGE', sessions, 0, 0)[1]
+      redis.call('ZREM', sessions, newest)
+      local sep = string.find(newest, ':', 1, true)
+      ss, se = tonumber(string.sub(newest, 1, sep - 1)), tonumber(string.sub(newest, sep + 1))
     end
     out[#out + 1] = 'ss'; out[#out + 1] = ss
     out[#out + 1] = 'se'; out[#out + 1] = se
+    if model and latest then
+      latest[event_type] = (latest[event_type] or 0) + 1
+      out[#out + 1] = 'sq'; out[#out + 1] = format_counts(latest)
+      out[#out + 1] = 'intent_score'; out[#out + 1] = intent(latest, (se - ss) / 60000)
+    end
     redis.call('HSET', fields, unpack(out))
 
     if anon ~= '' then redis.call('SADD', base .. ':anon', anon) end

@@ -135,3 +135,25 @@ def test_keys_of_one_profile_share_a_hash_tag():
     keys = profile_keys("a}b{c")
     tags = {k[k.index("{") + 1 : k.index("}")] for k in (*keys.state_keys, keys.decisions, keys.owner, keys.seen_prefix)}
     assert tags == {"a%7Db%7Bc"}
+
+
+def test_intent_score_in_the_script_equals_the_python_model_on_the_latest_session(redis_client):
+    from streaming.profiles.intent import IntentModel
+
+    model = IntentModel(-2.0, (0.3, 0.2, 0.9, -0.4, 0.1, 0.05, 0.2), {})
+    store = RedisProfileStore(redis_client, dedupe_window_seconds=3600, session_gap_ms=30 * MINUTE, intent_model=lambda: model)
+    kinds = ["page_view", "page_view", "click", "add_to_cart", "search", "remove_from_cart", "add_to_cart"]
+    ts = 0
+    counts: dict[str, int] = {}
+    start = 0
+    for i, kind in enumerate(kinds * 3):
+        gap = 45 * MINUTE if i == len(kinds) else 2 * MINUTE  # one new session part-way
+        ts += gap
+        if gap > 30 * MINUTE or i == 0:
+            counts, start = {}, ts
+        meta = {"product_id": "p1"} if kind != "search" else {"query": "q"}
+        store.apply_deltas([delta_of(make_event(kind, ts_ms=ts, user_id="u-intent", **meta))])
+        counts[kind] = counts.get(kind, 0) + 1
+        expected = round(model.score(counts, (ts - start) / 60_000), 4)
+        assert store.get_profile("u-intent")["intent_score"] == expected, (i, counts)
+    assert 0.0 < expected < 1.0
