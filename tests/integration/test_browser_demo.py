@@ -180,7 +180,6 @@ def test_demo_shop_sends_views_clicks_and_cart_into_the_profile(api, page, tmp_p
     screenshot(page, tmp_path, "demo-shop-after-three-shoes")
 
 
-@pytest.mark.xfail(reason="rules engine not merged yet", strict=False)
 def test_banner_appears_after_three_views_in_one_category(api, page, tmp_path):
     open_shop(page, api)
     assert page.is_hidden("#banner")
