@@ -12,12 +12,19 @@ import redis
 
 from enrichment.catalog import Catalog
 from assets.batch_profiles import recompute_profiles
+from assets.reconciliation import IGNORED_FIELDS
 from streaming.profiles.store import RedisProfileStore
 
 
+def comparable(document: dict[str, Any]) -> dict[str, Any]:
+    """A profile without the fields reconciliation ignores (processing time, model score, rule segments)."""
+    return {k: v for k, v in document.items() if k not in IGNORED_FIELDS}
+
+
 def ground_truth(acknowledged: Iterable[Mapping[str, Any]], catalog: Catalog, session_gap_ms: int) -> dict[str, dict]:
-    """Profiles (without updated_at) that the acknowledged valid events must produce."""
-    return recompute_profiles((msgspec.json.encode(obj) for obj in acknowledged), catalog, session_gap_ms)
+    """Profiles (without derived fields) that the acknowledged valid events must produce."""
+    documents = recompute_profiles((msgspec.json.encode(obj) for obj in acknowledged), catalog, session_gap_ms)
+    return {pid: comparable(doc) for pid, doc in documents.items()}
 
 
 def live_profiles(store: RedisProfileStore, ids: Iterable[str]) -> dict[str, dict | None]:
@@ -25,7 +32,8 @@ def live_profiles(store: RedisProfileStore, ids: Iterable[str]) -> dict[str, dic
     for pid in ids:
         doc = store.get_profile(pid)
         if doc is not None:
-            doc.pop("updated_at")
+            assert doc["updated_at"] is not None
+            doc = comparable(doc)
         docs[pid] = doc
     return docs
 

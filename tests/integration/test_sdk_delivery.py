@@ -61,14 +61,14 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 
 
 def assert_profiles_count_each_event_once(settings, catalog: Catalog, sent: list[dict[str, Any]]) -> None:
-    """Live profiles equal a batch recompute of the distinct events (segments aside: the rules engine sets them)."""
+    """Live profiles equal a batch recompute of the distinct events (derived fields aside, as in reconciliation)."""
     gap = settings.session_timeout_seconds * 1000
-    expected = {pid: _without_segments(doc) for pid, doc in ground_truth(sent, catalog, gap).items()}
+    expected = ground_truth(sent, catalog, gap)
     assert sum(doc["event_count"] for doc in expected.values()) == len({e["event_id"] for e in sent})
     store = store_for(settings.redis_url, gap)
     deadline = time.monotonic() + 90
     while True:
-        live = {pid: _without_segments(doc) for pid, doc in live_profiles(store, expected).items()}
+        live = live_profiles(store, expected)
         if live == expected or time.monotonic() > deadline:
             break
         time.sleep(0.25)
@@ -78,10 +78,6 @@ def assert_profiles_count_each_event_once(settings, catalog: Catalog, sent: list
         if live[pid] != expected[pid]
     }
     assert not diffs, f"{len(diffs)} profiles differ: {diffs}"
-
-
-def _without_segments(doc: dict[str, Any] | None) -> dict[str, Any] | None:
-    return None if doc is None else {k: v for k, v in doc.items() if k != "segments"}
 
 
 def test_collector_down_then_503_then_healthy_loses_and_duplicates_nothing(settings, pulse_apps, catalog, tmp_path):
