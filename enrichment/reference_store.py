@@ -10,15 +10,36 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Generic, Protocol, TypeVar
 
 import redis
 
+from enrichment.campaigns import CampaignIndex, campaign_key
 from enrichment.catalog import Catalog
+from enrichment.geo import GeoIndex
 
 logger = logging.getLogger(__name__)
 
 CATALOG = "catalog"
+GEO = "geo"
+CAMPAIGNS = "campaigns"
+#: How each dataset's rows are keyed in its version hash.
+ROW_IDS: dict[str, Callable[[Mapping[str, str]], str]] = {
+    CATALOG: lambda row: row["product_id"],
+    GEO: lambda row: row["start_ip"],
+    CAMPAIGNS: lambda row: campaign_key(row["utm_source"], row["utm_medium"], row["utm_campaign"]),
+}
+
+
+class Versioned(Protocol):
+    """A loaded dataset: immutable, named by the version it was read from."""
+
+    @property
+    def version(self) -> str: ...
+
+
+T = TypeVar("T", bound=Versioned)
 
 
 def _pointer(dataset: str) -> str:
@@ -29,11 +50,17 @@ def _version_key(dataset: str, version: str) -> str:
     return f"pulse:ref:{dataset}:{version}"
 
 
-def publish_reference(client: redis.Redis, dataset: str, rows: Iterable[Mapping[str, str]], id_field: str, keep: int = 2) -> str:
-    """Write a new version of a dataset, switch the pointer to it, drop versions beyond ``keep``."""
+def publish_reference(
+    client: redis.Redis, dataset: str, rows: Iterable[Mapping[str, str]], id_field: str | Callable[[Mapping[str, str]], str], keep: int = 2
+) -> str:
+    """Write a new version of a dataset, switch the pointer to it, drop versions beyond ``keep``.
+
+    ``id_field`` names the column that keys a row, or computes the key from the row.
+    """
     version = f"v{time.time_ns()}"
     key = _version_key(dataset, version)
-    mapping = {row[id_field]: json.dumps(dict(row)) for row in rows}
+    row_id = id_field if callable(id_field) else (lambda row: row[id_field])
+    mapping = {row_id(row): json.dumps(dict(row)) for row in rows}
     if not mapping:
         raise ValueError(f"refusing to publish an empty {dataset}")
     pipe = client.pipeline(transaction=False)
@@ -56,40 +83,99 @@ def current_version(client: redis.Redis, dataset: str) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def load_rows(client: redis.Redis, dataset: str, attempts: int = 3) -> tuple[str | None, list[dict[str, str]]]:
+    """(live version, its rows); (None, []) when nothing is published.
+
+    A version can be dropped between reading the pointer and reading the hash (two newer
+    publishes in between): then the pointer is read again, so a reader never takes an
+    empty hash for a dataset.
+    """
+    for _ in range(attempts):
+        version = current_version(client, dataset)
+        if version is None:
+            return None, []
+        raw = client.hgetall(_version_key(dataset, version))
+        if raw:
+            return version, [json.loads(row) for row in raw.values()]
+    raise redis.RedisError(f"{dataset} version {version} vanished while being read {attempts} times; retry later")
+
+
 def load_catalog(client: redis.Redis) -> Catalog:
     """The live catalog version (empty when none is published)."""
-    version = current_version(client, CATALOG)
+    version, rows = load_rows(client, CATALOG)
     if version is None:
         return Catalog()
-    raw = client.hgetall(_version_key(CATALOG, version))
-    categories = {}
-    for product_id, row in raw.items():
-        pid = product_id.decode() if isinstance(product_id, bytes) else product_id
-        category = json.loads(row).get("category")
-        if category:
-            categories[pid] = category
-    return Catalog(version, categories)
+    return Catalog(version, {row["product_id"]: row["category"] for row in rows if row.get("product_id") and row.get("category")})
 
 
-class CatalogFollower:
-    """Keeps the live catalog in memory, checking the pointer at most every ``refresh_seconds``."""
+def load_geo(client: redis.Redis) -> GeoIndex:
+    """The live geo ranges (empty when none are published)."""
+    version, rows = load_rows(client, GEO)
+    return GeoIndex() if version is None else GeoIndex.from_rows(rows, version)
 
-    def __init__(self, client: redis.Redis, refresh_seconds: float, clock=time.monotonic) -> None:
+
+def load_campaigns(client: redis.Redis) -> CampaignIndex:
+    """The live campaigns (empty when none are published)."""
+    version, rows = load_rows(client, CAMPAIGNS)
+    return CampaignIndex() if version is None else CampaignIndex.from_rows(rows, version)
+
+
+class ReferenceFollower(Generic[T]):
+    """Keeps the live version of a dataset in memory, checking the pointer at most every ``refresh_seconds``.
+
+    The swap is a single assignment of an immutable object, so a reader sees the old
+    version or the new one, never a mixture; a Redis error keeps the version it has.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        dataset: str,
+        load: Callable[[redis.Redis], T],
+        empty: T,
+        refresh_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        size: Callable[[T], int] = len,  # type: ignore[assignment]
+    ) -> None:
         self._client = client
+        self._dataset = dataset
+        self._load = load
+        self._size = size
+        self._value = empty
         self._refresh_seconds = refresh_seconds
         self._clock = clock
-        self._catalog = Catalog()
         self._checked_at = float("-inf")
 
-    def current(self) -> Catalog:
+    def current(self) -> T:
         now = self._clock()
         if now - self._checked_at >= self._refresh_seconds:
             self._checked_at = now
             try:
-                version = current_version(self._client, CATALOG)
-                if version != self._catalog.version and version is not None:
-                    self._catalog = load_catalog(self._client)
-                    logger.info("catalog %s loaded (%d products)", self._catalog.version, len(self._catalog.categories))
+                version = current_version(self._client, self._dataset)
+                if version != self._value.version and version is not None:
+                    self._value = self._load(self._client)
+                    logger.info("%s %s loaded (%d rows)", self._dataset, self._value.version, self._size(self._value))
             except redis.RedisError as exc:
-                logger.warning("catalog refresh failed, keeping %s: %s", self._catalog.version or "none", exc)
-        return self._catalog
+                logger.warning("%s refresh failed, keeping %s: %s", self._dataset, self._value.version or "none", exc)
+        return self._value
+
+
+class CatalogFollower(ReferenceFollower[Catalog]):
+    """Follows the live product catalog."""
+
+    def __init__(self, client: redis.Redis, refresh_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(client, CATALOG, load_catalog, Catalog(), refresh_seconds, clock, size=lambda catalog: len(catalog.categories))
+
+
+class GeoFollower(ReferenceFollower[GeoIndex]):
+    """Follows the live geo ranges."""
+
+    def __init__(self, client: redis.Redis, refresh_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(client, GEO, load_geo, GeoIndex(), refresh_seconds, clock)
+
+
+class CampaignFollower(ReferenceFollower[CampaignIndex]):
+    """Follows the live campaigns."""
+
+    def __init__(self, client: redis.Redis, refresh_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(client, CAMPAIGNS, load_campaigns, CampaignIndex(), refresh_seconds, clock)

@@ -6,7 +6,7 @@ from assets import analyst_views, batch_tables, intent_model, pipeline_health, r
 from enrichment import assets as enrichment_assets
 from orchestration.jobs import forget_job, forget_schedule, replay_job
 from orchestration.resources import default_resources
-from orchestration.sensors import health_job, health_schedule, post_run_failures
+from orchestration.sensors import health_job, health_schedule, post_run_failures, stream_health_sensor
 from quality import archive_assets
 
 defs = dg.Definitions(
@@ -14,6 +14,6 @@ defs = dg.Definitions(
     asset_checks=dg.load_asset_checks_from_modules([reconciliation_assets]),
     jobs=[replay_job, health_job, forget_job],
     schedules=[health_schedule, forget_schedule],
-    sensors=[post_run_failures],
+    sensors=[post_run_failures, stream_health_sensor],
     resources=default_resources(),
 )

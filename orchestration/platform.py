@@ -1,6 +1,6 @@
 """`pulse up`: run the whole local platform in the foreground and stop it cleanly.
 
-Embedded broker and Redis (unless addresses are configured) -> topics -> sample catalog ->
+Embedded broker and Redis (unless addresses are configured) -> topics -> sample reference data ->
 collector/API, profile app, `dagster dev` as child processes, restarted if they crash.
 """
 
@@ -17,9 +17,7 @@ from pathlib import Path
 import redis
 from confluent_kafka.admin import AdminClient
 
-from enrichment.catalog import SAMPLE_CATALOG
-from enrichment.catalog_publish import validate_and_publish_catalog
-from enrichment.reference_store import CATALOG, current_version
+from enrichment.reference_publish import publish_missing_samples
 from orchestration import service_registry
 from orchestration.kafka_config import client_config
 from orchestration.local_services import ManagedProcess, port_accepts, start_broker, start_redis
@@ -102,9 +100,8 @@ class LocalPlatform:
         if created:
             self.say(f"created topics: {', '.join(created)}")
         client = redis.Redis.from_url(redis_url)
-        if current_version(client, CATALOG) is None:
-            version, _ = validate_and_publish_catalog(client, SAMPLE_CATALOG)
-            self.say(f"published the sample product catalog ({version})")
+        for published in publish_missing_samples(client):  # catalog, geo ranges, campaigns
+            self.say(f"published the sample {published}")
         client.close()
 
         urls = {
