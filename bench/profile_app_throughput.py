@@ -90,7 +90,7 @@ def naive(settings: PulseSettings, total: int) -> float:
     return total / state["elapsed"]
 
 
-def pulse(settings: PulseSettings, total: int, distinct_valid: int) -> float:
+def pulse(settings: PulseSettings, total: int, distinct_valid: int, *, return_sink: bool = False):
     """Events/s of the real profile app, from its first Redis write to the last event applied."""
     app, sink = build_application(settings)
     marks: dict[str, float] = {}
@@ -108,7 +108,8 @@ def pulse(settings: PulseSettings, total: int, distinct_valid: int) -> float:
     sink.flush = timed_flush  # type: ignore[method-assign]
     app.run()
     # The first batch was consumed before the clock started; count only what followed it.
-    return (total - marks["first_batch"]) / (marks["done"] - marks["first"])
+    rate = (total - marks["first_batch"]) / (marks["done"] - marks["first"])
+    return (rate, sink) if return_sink else rate
 
 
 def main() -> None:

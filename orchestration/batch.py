@@ -15,7 +15,10 @@ from assets.archive import read_valid_events
 from assets.batch_profiles import recompute_profiles
 from assets.reconciliation import ReconcileReport, diff_profiles, forgotten_ids, live_documents, live_profile_ids
 from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, read_catalog_csv
-from enrichment.reference_store import load_catalog
+from enrichment.campaigns import CampaignIndex
+from enrichment.context import enrich_context
+from enrichment.geo import GeoIndex
+from enrichment.reference_store import load_campaigns, load_catalog, load_geo
 from orchestration import service_registry
 from orchestration.kafka_config import durable_producer_config
 from orchestration.settings import PulseSettings
@@ -87,7 +90,24 @@ def backtest_rules(settings: PulseSettings, rules_file: Path, start: datetime | 
     """Run a rule file over the archive (``RuleFileError`` when the file is invalid)."""
     engine = RuleEngine(load_rules(rules_file))
     events = read_valid_events(settings.archive_path, start, end)
-    return backtest(engine, (e.raw for e in events), _catalog_for_batch(settings), settings.session_timeout_seconds * 1000)
+    geo, campaigns = _geo_and_campaigns(settings)
+    return backtest(
+        engine,
+        (e.raw for e in events),
+        _catalog_for_batch(settings),
+        settings.session_timeout_seconds * 1000,
+        enrich=lambda metadata: enrich_context(metadata, geo=geo, campaigns=campaigns),
+    )
+
+
+def _geo_and_campaigns(settings: PulseSettings) -> tuple[GeoIndex, CampaignIndex]:
+    """The live geo ranges and campaigns, or empty ones when Redis is not reachable."""
+    try:
+        client = redis.Redis.from_url(service_registry.redis_url(settings), socket_connect_timeout=2)
+        return load_geo(client), load_campaigns(client)
+    except (redis.RedisError, service_registry.ServiceNotConfigured) as exc:
+        logger.info("no live geo/campaign data (%s); event.geo and event.campaign will be empty", exc)
+        return GeoIndex(), CampaignIndex()
 
 
 def _catalog_for_batch(settings: PulseSettings) -> Catalog:

@@ -10,7 +10,8 @@ from confluent_kafka.admin import AdminClient
 from quixstreams import Application
 from quixstreams.models import TopicConfig
 
-from enrichment.reference_store import CatalogFollower
+from enrichment.context import enrich_context
+from enrichment.reference_store import CampaignFollower, CatalogFollower, GeoFollower
 from orchestration import service_registry
 from orchestration.kafka_config import client_config, consumer_tuning, durable_producer_config
 from orchestration.topics import ensure_topics, topic_specs
@@ -60,7 +61,16 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
     events = app.topic(settings.topic_events, value_deserializer="bytes", key_deserializer="bytes", config=topic_config)
     dlq_producer = Producer(durable_producer_config(settings, brokers))
     rules = RulesFollower(settings.rules_file, settings.rules_refresh_seconds)
-    sink = ProfileSink(store, dlq_producer, settings.topic_dlq, rules=rules.current, triggers_topic=settings.topic_triggers)
+    geo = GeoFollower(client, settings.catalog_refresh_seconds)
+    campaigns = CampaignFollower(client, settings.catalog_refresh_seconds)
+    sink = ProfileSink(
+        store,
+        dlq_producer,
+        settings.topic_dlq,
+        rules=rules.current,
+        triggers_topic=settings.topic_triggers,
+        enrich=lambda metadata: enrich_context(metadata, geo=geo.current(), campaigns=campaigns.current()),
+    )
     catalog = CatalogFollower(client, settings.catalog_refresh_seconds)
     build_pipeline(app.dataframe(events), catalog=catalog.current, sink=sink)
     return app, sink

@@ -16,7 +16,8 @@ from quixstreams.sinks import BaseSink, SinkBackpressureError
 from streaming.dlq import dlq_headers
 from streaming.profile_app.pipeline import CheckedRecord
 from streaming.profiles.delta import ProfileDelta
-from streaming.profiles.store import RedisProfileStore
+from streaming.profiles.store import PartReport, RedisProfileStore
+from streaming.profile_app.rule_inputs import AnonymousPartCache, rule_inputs
 from streaming.rules.checkpoint import decide_checkpoint
 from streaming.rules.engine import RuleEngine
 from streaming.rules.model import EMPTY_RULESET
@@ -62,6 +63,7 @@ class ProfileSink(BaseSink):
         rules: Callable[[], RuleEngine] = lambda: _NO_RULES,
         triggers_topic: str | None = None,
         webhooks: WebhookDispatcher | None = None,
+        enrich: Callable[[Any], dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         self._store = store
@@ -76,7 +78,10 @@ class ProfileSink(BaseSink):
         self._engine = rules()
         self._triggers_topic = triggers_topic
         self._webhooks = webhooks or WebhookDispatcher()
+        self._enrich = enrich
         self._triggering: list[tuple[Any, ProfileDelta]] = []
+        self._watch: set[str] = set()  # profiles with triggering events in the deltas not yet sent
+        self._anonymous_parts = AnonymousPartCache()
         self._dead_letters_in_flight = 0
         self._triggers_in_flight = 0
         self._delivery_errors: list[str] = []
@@ -100,6 +105,7 @@ class ProfileSink(BaseSink):
         self._pending.append(value.delta)
         if value.event is not None and self._engine.triggers(value.delta.event_type):
             self._triggering.append((value.event, value.delta))
+            self._watch.add(value.delta.profile_id)
         if len(self._pending) >= SEND_EVERY:
             self._send_pending()
 
@@ -110,24 +116,33 @@ class ProfileSink(BaseSink):
             if self._failure is not None:
                 raise self._failure
             applied = self._writer.confirm()
+            reports = self._writer.take_reports()
             if self._triggering:
-                self._decide(self._triggering)
+                self._decide(self._triggering, reports)
             self._beat()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._writer.abort()
             logger.warning("Redis unavailable (%s); pausing %ss and retrying the batch", exc, self._retry_after)
             raise SinkBackpressureError(retry_after=self._retry_after) from exc
         finally:
-            self._pending, self._failure, self._triggering = [], None, []
+            self._pending, self._failure, self._triggering, self._watch = [], None, [], set()
         self.applied += applied
 
-    def _decide(self, triggering: list[tuple[Any, ProfileDelta]]) -> None:
+    def _wants_products(self) -> bool:
+        if not self._watch:
+            return False
+        names = self._engine.profile_fields({delta.event_type for _, delta in self._triggering})
+        return names is None or "last_products" in names
+
+    def _decide(self, triggering: list[tuple[Any, ProfileDelta]], reports: dict[str, PartReport]) -> None:
         """Evaluate rules on the updated people; store and publish what fired (acknowledged)."""
-        ids = list(dict.fromkeys(delta.profile_id for _, delta in triggering))
-        people = self._store.read_people(ids)
-        states = self._store.decision_states({p: ids for p, ids in people.members.items() if people.documents[p]})
+        names = self._engine.profile_fields({delta.event_type for _, delta in triggering})
+        missing = {delta.profile_id for _, delta in triggering} - reports.keys()
+        if missing:  # e.g. sent before a rule reload started watching them
+            reports.update(self._store.read_reports(sorted(missing)))
+        person_of, documents, states = rule_inputs(self._store, reports, self._anonymous_parts, names, self._store.session_gap_ms)
         now_ms = int(time.time() * 1000)
-        fired, segments = decide_checkpoint(self._engine, triggering, people.person_of, people.documents, states, now_ms)
+        fired, segments = decide_checkpoint(self._engine, triggering, person_of, documents, states, now_ms, self._enrich)
         if not fired:
             return
         self._store.record_decisions(fired, segments)
@@ -149,16 +164,16 @@ class ProfileSink(BaseSink):
     def on_paused(self) -> None:
         """Quix paused the partitions and will redeliver: drop what was not confirmed."""
         self._writer.abort()
-        self._pending, self._failure, self._triggering = [], None, []
+        self._pending, self._failure, self._triggering, self._watch = [], None, [], set()
 
     def _send_pending(self) -> None:
         if not self._pending or self._failure is not None:
             return
         try:
-            self._writer.send(self._pending)
+            self._writer.send(self._pending, self._watch, with_products=self._wants_products())
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._failure = exc  # reported at the checkpoint, which then retries
-        self._pending = []
+        self._pending, self._watch = [], set()
 
     def _send_dead_letter(self, record: CheckedRecord, key: Any) -> None:
         """Produce a reject now; ``_confirm_deliveries`` waits for the broker at the checkpoint."""

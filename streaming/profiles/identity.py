@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile
+from streaming.profiles.delta import MICROS
+from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile, iso_from_ms
 
 #: Fields added up when parts merge (besides the t:/v:/c: families).
 SUMMED_FIELDS = frozenset({"event_count", "engagement", "purchase_micros"})
@@ -115,3 +116,81 @@ def merge_decision_states(states: Iterable[Mapping[str, Mapping[str, Any]]]) -> 
             latest["fire_count"] = max(int(current.get("fire_count", 1)), int(decision.get("fire_count", 1)))
             merged[key] = latest
     return merged
+
+
+def merged_view(
+    person_id: str, user_id: str | None, parts: list[ProfilePart], session_gap_ms: int, names: set[str] | None
+) -> dict[str, Any] | None:
+    """Like ``merge_parts`` but only the profile fields in ``names`` (None = all), for the rules.
+
+    ``profile_id``, ``user_id`` and ``segments`` are always included.
+    """
+    if names is None:
+        return merge_parts(person_id, user_id, parts, session_gap_ms)
+    parts = [part for part in parts if part.fields]
+    if not parts:
+        return None
+    own = parts[0] if parts[0].profile_id == person_id else None
+    others = parts[1:] if own is not None else parts
+    fields = merge_fields(own.fields if own else {}, (part.fields for part in others)) if others else parts[0].fields
+    view: dict[str, Any] = {
+        "profile_id": person_id,
+        "user_id": user_id or fields.get("user_id") or None,
+        "segments": sorted(s for s in fields.get("segments", "").split(",") if s),
+    }
+    for name in names:
+        builder = _VIEW_BUILDERS.get(name)
+        if builder is not None:
+            view[name] = builder(fields, parts, session_gap_ms)
+    return view
+
+
+def _prefixed(prefix: str, positive_only: bool = False):
+    def build(fields: Mapping[str, str], _parts: list[ProfilePart], _gap: int) -> dict[str, int]:
+        found = {name[len(prefix) :]: int(value) for name, value in fields.items() if name.startswith(prefix)}
+        return {k: v for k, v in found.items() if v > 0} if positive_only else found
+
+    return build
+
+
+def _time(name: str):
+    def build(fields: Mapping[str, str], _parts: list[ProfilePart], _gap: int) -> str | None:
+        value = fields.get(name)
+        return None if value is None else iso_from_ms(int(value))
+
+    return build
+
+
+def _last_products(_fields: Mapping[str, str], parts: list[ProfilePart], _gap: int) -> list[str]:
+    products: dict[str, int] = {}
+    for part in parts:
+        for product, ts in part.products.items():
+            if ts > products.get(product, -1):
+                products[product] = ts
+    recent = sorted(products.items(), key=lambda item: (item[1], item[0]), reverse=True)[:LAST_PRODUCTS_LIMIT]
+    return [product for product, _ in recent]
+
+
+def _anonymous_ids(fields: Mapping[str, str], parts: list[ProfilePart], _gap: int) -> list[str]:
+    ids = set().union(*(part.anonymous_ids for part in parts))
+    ids |= {part.profile_id for part in parts[1:]}
+    if not fields.get("user_id"):
+        ids.add(parts[0].profile_id)
+    return sorted(ids)
+
+
+_VIEW_BUILDERS = {
+    "event_count": lambda f, _p, _g: int(f.get("event_count", 0)),
+    "counts_by_type": _prefixed("t:"),
+    "category_views": _prefixed("v:"),
+    "cart": _prefixed("c:", positive_only=True),
+    "purchase_total": lambda f, _p, _g: round(int(f.get("purchase_micros", 0)) / MICROS, 6),
+    "engagement_score": lambda f, _p, _g: int(f.get("engagement", 0)),
+    "intent_score": lambda f, _p, _g: float(f.get("intent_score", 0.0)),
+    "session_count": lambda _f, p, g: len(merge_sessions((i for part in p for i in part.sessions), g)),
+    "first_seen": _time("first_seen"),
+    "last_seen": _time("last_seen"),
+    "updated_at": _time("updated_at"),
+    "last_products": _last_products,
+    "anonymous_ids": _anonymous_ids,
+}

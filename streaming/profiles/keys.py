@@ -29,6 +29,7 @@ class ProfileKeys:
     products: str
     sessions: str
     decisions: str
+    fires: str
     owner: str
     seen_prefix: str
 
@@ -66,6 +67,7 @@ def profile_keys(profile_id: str) -> ProfileKeys:
         products=f"{base}:products",
         sessions=f"{base}:sessions",
         decisions=f"{base}:decisions",
+        fires=f"{base}:fires",
         owner=f"{base}:owner",
         seen_prefix=f"{base}:seen:",
     )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, NamedTuple
 
@@ -42,6 +43,46 @@ def delta_row(key_index: int, delta: ProfileDelta) -> tuple[str | int, ...]:
         delta.purchase_micros,
         delta.engagement,
     )
+
+
+@dataclass(slots=True)
+class ScriptCall:
+    """One update.lua call: its KEYS, ARGV and the profile id of each key."""
+
+    keys: list[str]
+    args: tuple[Any, ...]
+    ids: list[str]
+
+
+class PartReport(NamedTuple):
+    """A profile's state right after an update, as update.lua reports it for the rules."""
+
+    part: ProfilePart
+    owner: str | None
+    decisions: dict[str, dict[str, Any]]  # fire state per rule key: fired_at_ms, fire_count, event_id
+
+
+def fire_state(decision: Mapping[str, Any]) -> str:
+    """The compact fire state the rules engine needs (cooldown, cap, redelivery) of a decision."""
+    return f"{decision['fired_at_ms']}:{decision['fire_count']}:{decision['event_id']}"
+
+
+def parse_fire_state(text: str) -> dict[str, Any]:
+    fired_at_ms, fire_count, event_id = text.split(":", 2)
+    return {"fired_at_ms": int(fired_at_ms), "fire_count": int(fire_count), "event_id": event_id}
+
+
+def parse_report(profile_id: str, entry: list[Any]) -> PartReport:
+    """Decode one update.lua report entry (see the script's header)."""
+    _, flat_fields, anonymous_ids, sessions, owner, flat_fires, flat_products = entry
+    fields = {_decode(flat_fields[i]): _decode(flat_fields[i + 1]) for i in range(0, len(flat_fields), 2)}
+    intervals = [_interval(_decode(member)) for member in sessions]
+    if "ss" in fields:
+        intervals.append((int(fields["ss"]), int(fields["se"])))
+    products = {_decode(flat_products[i]): int(float(flat_products[i + 1])) for i in range(0, len(flat_products), 2)}
+    decisions = {_decode(flat_fires[i]): parse_fire_state(_decode(flat_fires[i + 1])) for i in range(0, len(flat_fires), 2)}
+    part = ProfilePart(profile_id, fields, frozenset(_decode(a) for a in anonymous_ids), products, sorted(intervals))
+    return PartReport(part, _decode(owner[0]) if owner else None, decisions)
 
 
 class People(NamedTuple):
@@ -90,22 +131,42 @@ class RedisProfileStore:
     def client(self) -> redis.Redis:
         return self._client
 
-    def _script_calls(self, deltas: Sequence[ProfileDelta], now_ms: int) -> list[tuple[list[str], tuple[Any, ...]]]:
-        """(KEYS, ARGV) of the script calls applying ``deltas``, SCRIPT_CHUNK deltas each."""
+    @property
+    def session_gap_ms(self) -> int:
+        return self._session_gap_ms
+
+    def _script_calls(
+        self,
+        deltas: Sequence[ProfileDelta],
+        now_ms: int,
+        watch: Collection[str] = (),
+        with_products: bool = False,
+    ) -> list[ScriptCall]:
+        """The script calls applying ``deltas``, SCRIPT_CHUNK deltas each.
+
+        Profiles in ``watch`` are reported on by the call that updates them last.
+        """
         calls = []
         model = self._intent_model()
         model_argument = model.script_argument() if model is not None else b""
         for start in range(0, len(deltas), SCRIPT_CHUNK):
-            keys: list[str] = []
+            ids: list[str] = []
             index: dict[str, int] = {}
             rows = []
             for delta in deltas[start : start + SCRIPT_CHUNK]:
                 key_index = index.get(delta.profile_id)
                 if key_index is None:
-                    keys.append(fields_key(delta.profile_id))
-                    key_index = index[delta.profile_id] = len(keys)
+                    ids.append(delta.profile_id)
+                    key_index = index[delta.profile_id] = len(ids)
                 rows.append(delta_row(key_index, delta))
-            calls.append((keys, (self._dedupe_window_seconds, now_ms, self._session_gap_ms, _pack(rows), model_argument)))
+            args: tuple[Any, ...] = (self._dedupe_window_seconds, now_ms, self._session_gap_ms, _pack(rows), model_argument)
+            calls.append(ScriptCall([fields_key(pid) for pid in ids], args, ids))
+        if watch:
+            last_call = {pid: call for call in calls for pid in call.ids if pid in watch}
+            for call in calls:
+                indices = [i for i, pid in enumerate(call.ids, 1) if last_call.get(pid) is call]
+                if indices:
+                    call.args = (*call.args, _pack(indices), "1" if with_products else "0")
         return calls
 
     def apply_deltas(self, deltas: Sequence[ProfileDelta]) -> int:
@@ -113,12 +174,12 @@ class RedisProfileStore:
         if not deltas:
             return 0
         pipe = self._client.pipeline(transaction=False)
-        calls = self._script_calls(deltas, int(time.time() * 1000))
-        for keys, args in calls:
-            self._update(keys=keys, args=args, client=pipe)
-        for anonymous_id, link in identity_links(deltas).items():
+        links = identity_links(deltas)
+        for anonymous_id, link in links.items():
             pipe.execute_command(*link_command(anonymous_id, link))
-        return sum(pipe.execute()[: len(calls)])
+        for call in self._script_calls(deltas, int(time.time() * 1000)):
+            self._update(keys=call.keys, args=call.args, client=pipe)
+        return sum(pipe.execute()[len(links) :])
 
     def writer(self) -> StreamingWriter:
         """A writer that sends script calls at once and confirms them later (see StreamingWriter)."""
@@ -201,6 +262,26 @@ class RedisProfileStore:
             )
         return parts
 
+    def read_reports(self, ids: Sequence[str]) -> dict[str, PartReport]:
+        """Part, owner and decisions of each id, as update.lua reports them (one round trip)."""
+        pipe = self._client.pipeline(transaction=False)
+        for profile_id in ids:
+            keys = profile_keys(profile_id)
+            pipe.hgetall(keys.fields)
+            pipe.smembers(keys.anonymous_ids)
+            pipe.zrange(keys.sessions, 0, -1)
+            pipe.zrange(keys.owner, 0, 0)
+            pipe.hgetall(keys.fires)
+            pipe.zrevrange(keys.products, 0, LAST_PRODUCTS_LIMIT - 1, withscores=True)
+        replies = pipe.execute()
+        reports = {}
+        for i, profile_id in enumerate(ids):
+            fields, anonymous_ids, sessions, owner, fires, products = replies[6 * i : 6 * i + 6]
+            flat = lambda mapping: [x for pair in mapping.items() for x in pair]  # noqa: E731
+            entry = [0, flat(fields), list(anonymous_ids), sessions, owner, flat(fires), [x for pair in products for x in pair]]
+            reports[profile_id] = parse_report(profile_id, entry)
+        return reports
+
     def get_decisions(self, profile_id: str, now_ms: int | None = None) -> list[dict[str, Any]]:
         """The person's current (unexpired) decisions, including those fired while anonymous, newest first."""
         people = self.read_people([profile_id])
@@ -223,7 +304,9 @@ class RedisProfileStore:
         """Store fired decisions as each person's latest per rule key, and updated segment lists."""
         pipe = self._client.pipeline(transaction=False)
         for decision in decisions:
-            pipe.hset(profile_keys(decision["profile_id"]).decisions, decision["key"], json.dumps(decision))
+            keys = profile_keys(decision["profile_id"])
+            pipe.hset(keys.decisions, decision["key"], json.dumps(decision))
+            pipe.hset(keys.fires, decision["key"], fire_state(decision))
         for person, names in segments.items():
             pipe.hset(profile_keys(person).fields, "segments", ",".join(sorted(names)))
         pipe.execute()
@@ -242,7 +325,7 @@ class RedisProfileStore:
         pipe = self._client.pipeline(transaction=False)
         for pid in ids:
             keys = profile_keys(pid)
-            pipe.delete(*keys.state_keys, keys.decisions, keys.owner)
+            pipe.delete(*keys.state_keys, keys.decisions, keys.fires, keys.owner)
         for anonymous_id in anonymous_ids:
             pipe.zrem(owner_key(anonymous_id), person)
         now = int(time.time())
@@ -280,22 +363,27 @@ class StreamingWriter:
     def __init__(self, store: RedisProfileStore) -> None:
         self._store = store
         self._connection: Any = None
-        # Script calls (KEYS, ARGV) and identity-link writes (None), in the order sent.
-        self._sent: list[tuple[list[str], tuple[Any, ...]] | None] = []
+        # Script calls and identity-link writes (None), in the order sent.
+        self._sent: list[ScriptCall | None] = []
+        self.reports: dict[str, PartReport] = {}
 
-    def send(self, deltas: Sequence[ProfileDelta]) -> None:
-        """Queue the script calls for ``deltas`` on the connection (no reply awaited)."""
+    def send(self, deltas: Sequence[ProfileDelta], watch: Collection[str] = (), with_products: bool = False) -> None:
+        """Queue the calls for ``deltas`` on the connection (no reply awaited).
+
+        Profiles in ``watch`` come back in ``reports`` after ``confirm()``.
+        """
         if not deltas:
             return
         store = self._store
         if self._connection is None:
             self._connection = store.client.connection_pool.get_connection()
-        for keys, args in store._script_calls(deltas, int(time.time() * 1000)):
-            self._connection.send_command("EVALSHA", store._update.sha, len(keys), *keys, *args)
-            self._sent.append((keys, args))
+        # Links first, so a report in this batch already sees them.
         for anonymous_id, link in identity_links(deltas).items():
             self._connection.send_command(*link_command(anonymous_id, link))
             self._sent.append(None)
+        for call in store._script_calls(deltas, int(time.time() * 1000), watch, with_products):
+            self._connection.send_command("EVALSHA", store._update.sha, len(call.keys), *call.keys, *call.args)
+            self._sent.append(call)
 
     def confirm(self) -> int:
         """Read every reply; return how many deltas were new. Raises on any Redis error."""
@@ -307,12 +395,18 @@ class StreamingWriter:
                 if call is None:  # an identity link
                     self._connection.read_response()
                     continue
-                keys, args = call
                 try:
-                    applied += self._connection.read_response()
+                    reply = self._connection.read_response()
                 except redis.exceptions.NoScriptError:
                     # Redis lost its script cache (restart): load it and apply synchronously.
-                    applied += self._store._update(keys=keys, args=args)
+                    reply = self._store._update(keys=call.keys, args=call.args)
+                if isinstance(reply, list):
+                    count, entries = reply
+                    for entry in entries:
+                        profile_id = call.ids[entry[0] - 1]
+                        self.reports[profile_id] = parse_report(profile_id, entry)
+                    reply = count
+                applied += reply
         except BaseException:
             self._connection.disconnect()
             raise
@@ -320,8 +414,14 @@ class StreamingWriter:
             self._release()
         return applied
 
+    def take_reports(self) -> dict[str, PartReport]:
+        """Reports collected by ``confirm()`` since the last call."""
+        reports, self.reports = self.reports, {}
+        return reports
+
     def abort(self) -> None:
         """Forget unconfirmed calls (their deltas will be redelivered)."""
+        self.reports = {}
         if self._connection is not None:
             self._connection.disconnect()
             self._release()

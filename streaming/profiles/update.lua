@@ -122,4 +122,19 @@ for _, d in ipairs(deltas) do
     if (tonumber(cur[1]) or 0) % 10 == 9 then redis.call('ZREMRANGEBYRANK', products, 0, -11) end
   end
 end
-return applied
+if not ARGV[6] or ARGV[6] == '' then return applied end
+
+-- The state the rules engine reads, in the same call: no extra round trip.
+local reports = {}
+for _, index in ipairs(cmsgpack.unpack(ARGV[6])) do
+  local fields = KEYS[index]
+  local base = string.sub(fields, 1, -3)
+  local sessions = redis.call('ZRANGE', base .. ':sessions', 0, -1)
+  local products = {}
+  if ARGV[7] == '1' then products = redis.call('ZREVRANGE', base .. ':products', 0, 9, 'WITHSCORES') end
+  reports[#reports + 1] = {
+    index, redis.call('HGETALL', fields), redis.call('SMEMBERS', base .. ':anon'), sessions,
+    redis.call('ZRANGE', base .. ':owner', 0, 0), redis.call('HGETALL', base .. ':fires'), products,
+  }
+end
+return {applied, reports}

@@ -11,7 +11,7 @@ them rather than the first.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +89,7 @@ def backtest(
     raw_events: Iterable[bytes],
     catalog: Catalog,
     session_gap_ms: int = DEFAULT_SESSION_GAP_MS,
+    enrich: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
 ) -> BacktestReport:
     """Replay events in event-time order through profiles and rules; nothing is written anywhere."""
     checked = []
@@ -116,7 +117,8 @@ def backtest(
             continue
         members = [person, *identities.owned.get(person, ())]
         person_states = merge_decision_states(states[pid] for pid in members if pid in states)
-        for decision in engine.evaluate(profile, event_view(event, delta.category), person_states, delta.timestamp_ms):
+        extra = enrich(event.metadata) if enrich is not None and engine.reads_enrichment(event.event_type) else None
+        for decision in engine.evaluate(profile, event_view(event, delta.category, extra), person_states, delta.timestamp_ms):
             person_states[decision["key"]] = decision
             states[person][decision["key"]] = decision
             _record(report.results[decision["rule"]], person, decision)

@@ -19,6 +19,8 @@ SAMPLE_CONTEXT: dict[str, Any] = {
         "event_id": "00000000-0000-4000-8000-000000000000", "event_type": "page_view",
         "timestamp": "2024-01-01T00:00:00.000Z", "user_id": "u1", "anonymous_id": "a1", "category": "shoes",
         "product_id": "p1", "metadata": {"category": "shoes", "product_id": "p1"},
+        "geo": {"country": "DE", "region": "Berlin", "city": "Berlin"},
+        "campaign": {"campaign_id": "c1", "name": "spring", "channel": "email", "match": "exact"},
     },
 }
 

@@ -26,10 +26,11 @@ DECISION_NAMESPACE = uuid.UUID("6f1c1e0e-5d0b-4b8e-9a53-2f7c3d0a9e41")
 _WARN_EVERY_SECONDS = 60.0
 
 
-def event_view(event: Event, category: str) -> dict[str, Any]:
-    """The ``event`` variable of a condition."""
+def event_view(event: Event, category: str, enrichment: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``event`` variable of a condition (``enrichment`` adds ``geo`` and ``campaign``)."""
     metadata = event.metadata
     return {
+        **(enrichment or {}),
         "event_id": event.event_id,
         "event_type": event.event_type,
         "timestamp": event.timestamp,
@@ -72,6 +73,24 @@ class RuleEngine:
 
     def triggers(self, event_type: str) -> bool:
         return bool(self._plan(event_type)[0])
+
+    def profile_fields(self, event_types: set[str]) -> set[str] | None:
+        """Profile fields the rules triggered by these event types read (None = all of them)."""
+        names: set[str] = set()
+        for event_type in event_types:
+            used = self._plan(event_type)[1]
+            if used is None:
+                return None
+            names |= used
+        return names
+
+    def event_fields(self, event_type: str) -> set[str] | None:
+        return self._plan(event_type)[2]
+
+    def reads_enrichment(self, event_type: str) -> bool:
+        """Whether the rules of this event type read ``event.geo`` or ``event.campaign``."""
+        rules, _, fields = self._plan(event_type)
+        return bool(rules) and (fields is None or "geo" in fields or "campaign" in fields)
 
     def _plan(self, event_type: str) -> tuple[list[_CompiledRule], set[str] | None, set[str] | None]:
         plan = self._by_type.get(event_type)

@@ -133,7 +133,7 @@ def test_keys_of_one_profile_share_a_hash_tag():
     assert decode_id(encode_id("a}b{c%7B")) == "a}b{c%7B"
     assert fields_key("a}b{c") == profile_keys("a}b{c").fields
     keys = profile_keys("a}b{c")
-    tags = {k[k.index("{") + 1 : k.index("}")] for k in (*keys.state_keys, keys.decisions, keys.owner, keys.seen_prefix)}
+    tags = {k[k.index("{") + 1 : k.index("}")] for k in (*keys.state_keys, keys.decisions, keys.fires, keys.owner, keys.seen_prefix)}
     assert tags == {"a%7Db%7Bc"}
 
 

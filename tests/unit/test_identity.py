@@ -68,3 +68,22 @@ def test_a_shared_device_belongs_to_the_earliest_linked_user_whatever_the_order(
 def test_sessions_of_parts_merge_across_the_gap():
     assert merge_sessions([(0, 10), (100, 120), (15, 30)], gap_ms=5) == [(0, 30), (100, 120)]
     assert merge_sessions([(0, 10), (16, 20)], gap_ms=5) == [(0, 10), (16, 20)]
+
+
+def test_the_rules_view_of_a_person_equals_the_full_document_field_by_field():
+    from streaming.profiles.identity import merge_parts, merged_view
+    from streaming.profiles.reference import reference_owners, reference_profiles
+    from tests.integration.test_profile_store import random_deltas
+
+    deltas = random_deltas(random.Random(8), 600, users=4)
+    profiles, owners = reference_profiles(deltas, GAP), reference_owners(deltas)
+    names = {"event_count", "counts_by_type", "category_views", "cart", "purchase_total", "engagement_score",
+             "intent_score", "session_count", "first_seen", "last_seen", "updated_at", "last_products", "anonymous_ids"}
+    for person in {owners.get(pid, pid) for pid in profiles}:
+        owned = sorted(a for a, u in owners.items() if u == person and a != person)
+        parts = [profiles[pid].part() for pid in [person, *owned] if pid in profiles]
+        user_id = person if (profiles.get(person) and profiles[person].fields.get("user_id")) or owned else None
+        full = merge_parts(person, user_id, parts, GAP)
+        view = merged_view(person, user_id, parts, GAP, names)
+        assert view == {k: full[k] for k in view}, person
+        assert set(view) == names | {"profile_id", "user_id", "segments"}

@@ -168,3 +168,29 @@ def test_backtest_reports_who_fired_when_and_on_which_event_with_stitching():
     assert result.first_fired_at == "2024-05-01T10:04:00.000Z"
     assert result.examples[0]["event_id"].endswith("000000000004")
     assert result.examples[0]["message"] == "More shoes"
+
+
+def test_rules_can_read_geo_and_campaign_and_enrichment_runs_only_when_read():
+    engine = RuleEngine(parse_rules("""
+rules:
+  - id: german_spring
+    on: [page_view]
+    when: 'event.geo.country == "DE" && event.campaign.channel == "email"'
+    action: {type: banner, message: "Hallo"}
+  - id: plain
+    on: [click]
+    when: 'true'
+    action: {type: banner, message: "hi"}
+"""))
+    calls = []
+
+    def enrich(metadata):
+        calls.append(metadata)
+        return {"geo": {"country": "DE"}, "campaign": {"channel": "email"}}
+
+    view_event = make_event("page_view", user_id="u1", ip="203.0.113.9")
+    click = make_event("click", user_id="u1")
+    triggering = [(view_event, delta_of(view_event)), (click, delta_of(click))]
+    fired, _ = decide_checkpoint(engine, triggering, {"u1": "u1"}, {"u1": profile()}, {}, 0, enrich)
+    assert [d["rule"] for d in fired] == ["german_spring", "plain"]
+    assert len(calls) == 1  # not for the click, whose rule does not read geo or campaign

@@ -1,0 +1,131 @@
+"""Profile-app throughput with 50 rules and intent scoring on, against the same app without them.
+
+Same topic, same process, runs interleaved (off, on, off, on, ...) so machine noise hits both.
+The rule set is the shipped sample plus generated rules over every event type (category
+affinities with different thresholds, cart, purchase, search and engagement rules), with
+cooldowns and caps as personalization rules have them; the intent model is a fixed logistic
+model published to Redis. Every event type triggers some rule, so every event is evaluated.
+
+Usage: .venv/bin/python -m bench.personalization_overhead [--events 100000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+import redis
+
+from bench.profile_app_throughput import pulse
+from bench.stack import demo_events, fill_topic, local_stack
+from enrichment.catalog import SAMPLE_CATALOG, categories_from_rows, read_catalog_csv
+from enrichment.reference_store import CATALOG, publish_reference
+from quality.event_contract import EventContractError, validate_event
+from streaming.profiles.intent import IntentModel
+from streaming.profiles.intent_store import MODEL_POINTER, publish_intent_model
+from streaming.rules.follower import DEFAULT_RULES_FILE
+from streaming.rules.loader import load_rules
+
+MODEL = IntentModel(-3.0, (0.2, 0.3, 1.1, -0.5, 0.1, 0.1, 0.2), {"note": 0.0})
+
+
+def fifty_rules(categories: list[str]) -> str:
+    """The sample rules plus generated ones: 50 in all, spread over event types."""
+    lines = [DEFAULT_RULES_FILE.read_text().rstrip(), ""]
+    n = 4
+    for i, category in enumerate(categories[:16]):
+        lines += [
+            f"  - id: likes_{i}",
+            "    on: [page_view]",
+            f"    when: 'event.category == \"{category}\" && profile.category_views[\"{category}\"] >= {3 + i % 4}'",
+            "    action: {type: banner, message: 'More " + category.replace("'", "") + "'}",
+            "    cooldown: 2h",
+            "    max_fires: 1",
+        ]
+        n += 1
+    templates = [
+        ("page_view", "profile.event_count >= {k} && profile.session_count >= 2", "offer"),
+        ("add_to_cart", "profile.cart.size() >= {k} && profile.purchase_total < 50.0", "offer"),
+        ("purchase", "profile.purchase_total >= {k}.0 * 40.0", "segment"),
+        ("search", "profile.counts_by_type[\"search\"] >= {k}", "banner"),
+        ("click", "profile.engagement_score >= {k} * 10 && profile.intent_score > 0.2", "banner"),
+        ("remove_from_cart", "profile.counts_by_type[\"remove_from_cart\"] >= {k}", "offer"),
+    ]
+    k = 1
+    while n < 50:
+        for event_type, condition, action in templates:
+            if n >= 50:
+                break
+            extra = f"segment: seg_{n}" if action == "segment" else "message: 'rule " + str(n) + "'"
+            lines += [
+                f"  - id: rule_{n}",
+                f"    on: [{event_type}]",
+                f"    when: '{condition.format(k=k)}'",
+                f"    action: {{type: {action}, {extra}}}",
+                "    cooldown: 6h",
+                "    max_fires: 2",
+            ]
+            n += 1
+        k += 1
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    events = demo_events(args.events, args.users)
+    distinct = set()
+    for e in events:
+        try:
+            ev = validate_event(e)
+        except EventContractError:
+            continue
+        distinct.add((ev.profile_id, ev.event_id))
+    rows = read_catalog_csv(SAMPLE_CATALOG)
+    rules_file = Path(tempfile.mkdtemp()) / "rules.yaml"
+    rules_file.write_text(fifty_rules(sorted({r["category"] for r in rows})))
+    ruleset = load_rules(rules_file)
+    assert len(ruleset) == 50, len(ruleset)
+    empty_rules = rules_file.with_name("empty.yaml")
+    empty_rules.write_text("rules: []\n")
+
+    with local_stack() as settings:
+        client = redis.Redis.from_url(settings.redis_url)
+        fill_topic(settings, events)
+        print(f"topic filled with {len(events)} events ({len(distinct)} distinct valid), {args.users} users; {len(ruleset)} rules")
+        rates: dict[str, list[float]] = {"off": [], "on": []}
+        fired: list[int] = []
+        for trial in range(args.repeat):
+            for mode in ("off", "on"):
+                client.flushdb()
+                publish_reference(client, CATALOG, rows, "product_id")
+                if mode == "on":
+                    publish_intent_model(client, MODEL)
+                else:
+                    client.delete(MODEL_POINTER)
+                trial_settings = settings.model_copy(
+                    update={
+                        "consumer_group": f"{settings.consumer_group}-{mode}-{trial}",
+                        "rules_file": rules_file if mode == "on" else empty_rules,
+                    }
+                )
+                rate, sink = pulse(trial_settings, args.events, len(distinct), return_sink=True)
+                rates[mode].append(rate)
+                if mode == "on":
+                    fired.append(sink.decisions_fired)
+                    scored = sum(1 for key in client.scan_iter("pulse:{*}:p", count=5000) if client.hexists(key, "intent_score"))
+                print(f"trial {trial} {mode:>3}: {rate:,.0f} events/s" + (f"  ({sink.decisions_fired} decisions, {scored} profiles scored)" if mode == "on" else ""))
+    off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
+    print(f"\nwithout rules/intent (median): {off:,.0f} events/s")
+    print(f"with 50 rules + intent (median): {on:,.0f} events/s  ({statistics.median(fired):,.0f} decisions per run)")
+    print(f"ratio on/off = {on / off:.2f}  (target >= 0.8)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""What the rules see after a checkpoint: each person's merged profile and decision state.
+
+Built from the states ``update.lua`` reports in its own reply, so the usual case costs no
+extra round trip. A user's anonymous parts (usually frozen after sign-in) come from a short
+TTL cache; an anonymous id owned by a user resolves through a full read of that person.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from streaming.profiles.identity import merge_decision_states, merged_view
+from streaming.profiles.store import PartReport, RedisProfileStore
+
+
+class AnonymousPartCache:
+    """Recently read anonymous parts (with their owner), kept ``ttl_seconds``."""
+
+    def __init__(self, ttl_seconds: float = 5.0, max_entries: int = 200_000) -> None:
+        self._ttl = ttl_seconds
+        self._max = max_entries
+        self._entries: dict[str, tuple[float, PartReport]] = {}
+
+    def get_many(self, store: RedisProfileStore, ids: set[str]) -> dict[str, PartReport]:
+        now = time.monotonic()
+        found, missing = {}, []
+        for anonymous_id in ids:
+            entry = self._entries.get(anonymous_id)
+            if entry is not None and entry[0] > now:
+                found[anonymous_id] = entry[1]
+            else:
+                missing.append(anonymous_id)
+        if missing:
+            if len(self._entries) + len(missing) > self._max:
+                self._entries.clear()
+            for anonymous_id, report in store.read_reports(missing).items():
+                self._entries[anonymous_id] = (now + self._ttl, report)
+                found[anonymous_id] = report
+        return found
+
+    def forget(self, ids: set[str]) -> None:
+        for anonymous_id in ids:
+            self._entries.pop(anonymous_id, None)
+
+
+def rule_inputs(
+    store: RedisProfileStore,
+    reports: Mapping[str, PartReport],
+    cache: AnonymousPartCache,
+    names: set[str] | None,
+    session_gap_ms: int,
+) -> tuple[dict[str, str], dict[str, dict[str, Any] | None], dict[str, dict[str, dict[str, Any]]]]:
+    """(id -> person, person -> merged profile view, person -> decision states) for reported ids."""
+    person_of: dict[str, str] = {}
+    documents: dict[str, dict[str, Any] | None] = {}
+    states: dict[str, dict[str, dict[str, Any]]] = {}
+    owned_elsewhere = [pid for pid, report in reports.items() if report.owner and report.owner != pid]
+    own = {pid: report for pid, report in reports.items() if not (report.owner and report.owner != pid)}
+    cache.forget(set(reports))  # these parts just changed
+    anonymous = cache.get_many(store, {a for r in own.values() for a in r.part.anonymous_ids if a != r.part.profile_id})
+    for pid, report in own.items():
+        owned = [anonymous[a] for a in sorted(report.part.anonymous_ids) if a in anonymous and anonymous[a].owner == pid]
+        user_id = report.part.fields.get("user_id") or (pid if owned else None)
+        person_of[pid] = pid
+        documents[pid] = merged_view(pid, user_id, [report.part, *(o.part for o in owned)], session_gap_ms, names)
+        states[pid] = merge_decision_states([report.decisions, *(o.decisions for o in owned)])
+    if owned_elsewhere:
+        people = store.read_people(owned_elsewhere)
+        live = {p: doc for p, doc in people.documents.items() if doc is not None}
+        person_states = store.decision_states({p: people.members[p] for p in live})
+        for pid in owned_elsewhere:
+            person = people.person_of[pid]
+            person_of[pid] = person
+            documents[person] = live.get(person)
+            states[person] = person_states.get(person, {})
+    return person_of, documents, states
