@@ -121,6 +121,8 @@ class LocalPlatform:
         if not s.write_keys and not s.read_keys:
             self.env["PULSE_DEV_MODE"] = "true"
             urls["write_key"], urls["read_key"] = DEV_WRITE_KEY, DEV_READ_KEY
+        if self.env.get("PULSE_DEV_MODE") == "true" or s.dev_mode or s.demo_shop:
+            urls["demo_shop"] = f"http://{s.api_host}:{s.api_port}/demo"
 
         self.apps = [App(name, lambda name=name: self._pulse_app(name)) for name in ("api", "profile-app", "archiver")]
         urls["archive"] = str(s.archive_path)

@@ -242,13 +242,15 @@ def create_app(
     @app.get("/v1/decisions/{profile_id}", tags=["profiles"], dependencies=[require(Scope.READ)])
     def get_decisions(profile_id: str, store: RedisProfileStore = Depends(store_)) -> dict[str, Any]:
         """Current personalization decisions of a user: fired rules, offers, intent score."""
-        profile = store.get_person(profile_id)
+        people = store.read_people([profile_id])
+        person = people.person_of[profile_id]
+        profile = people.documents[person]
         if profile is None:
             raise HTTPException(404, f"no profile for {profile_id!r}")
         return {
             "profile_id": profile_id,
             "user_id": profile["user_id"],
-            "decisions": store.get_decisions(profile_id),
+            "decisions": store.current_decisions(people.members[person]),
             "intent_score": profile["intent_score"],
             "segments": profile["segments"],
         }

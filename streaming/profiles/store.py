@@ -285,9 +285,12 @@ class RedisProfileStore:
     def get_decisions(self, profile_id: str, now_ms: int | None = None) -> list[dict[str, Any]]:
         """The person's current (unexpired) decisions, including those fired while anonymous, newest first."""
         people = self.read_people([profile_id])
-        person = people.person_of[profile_id]
+        return self.current_decisions(people.members[people.person_of[profile_id]], now_ms)
+
+    def current_decisions(self, member_ids: Sequence[str], now_ms: int | None = None) -> list[dict[str, Any]]:
+        """Unexpired decisions stored under any of a person's ids, newest first."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        states = self.decision_states({person: people.members[person]})[person]
+        states = self.decision_states({"person": member_ids})["person"]
         current = [d for d in states.values() if d.get("expires_at_ms", 0) > now_ms]
         return sorted(current, key=lambda d: d.get("fired_at_ms", 0), reverse=True)
 
