@@ -26,8 +26,8 @@ RUN uv pip install --python /app/.venv/bin/python \
 
 FROM python:3.11.7-slim-bookworm AS runtime
 # Mount points exist and belong to pulse, so new named volumes there are writable by it.
-RUN useradd --create-home --uid 10001 pulse && mkdir -p /data/archive /opt/dagster/home \
-    && chown -R pulse /data /opt/dagster/home
+RUN useradd --create-home --uid 10001 pulse && mkdir -p /data/archive /opt/dagster/dagster_home \
+    && chown -R pulse /data /opt/dagster/dagster_home
 WORKDIR /app
 ENV PATH=/app/.venv/bin:$PATH \
     PULSE_DATA_DIR=/data \
@@ -35,10 +35,10 @@ ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1
 
 # Dagster's Helm chart and run launchers pass whole commands ("dagster api grpc ..."), so no
-# entrypoint here. compose mounts deploy/dagster/dagster.yaml into DAGSTER_HOME.
+# entrypoint here. DAGSTER_HOME is the chart's default; compose mounts deploy/dagster/dagster.yaml there.
 FROM runtime AS dagster
 COPY --from=dagster-build --chown=pulse /app /app
-ENV DAGSTER_HOME=/opt/dagster/home
+ENV DAGSTER_HOME=/opt/dagster/dagster_home
 USER pulse
 EXPOSE 3000 3030
 CMD ["dagster-webserver", "-w", "/app/workspace.yaml", "-h", "0.0.0.0", "-p", "3000"]

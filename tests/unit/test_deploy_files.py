@@ -114,6 +114,14 @@ def test_dagster_services_use_the_workspace_and_postgres_storage():
     assert "postgres-data" in COMPOSE["volumes"]
 
 
+def test_dagster_home_is_the_same_in_the_image_compose_and_the_helm_chart():
+    image_home = re.search(r"DAGSTER_HOME=(\S+)", DOCKERFILE).group(1)
+    assert image_home == "/opt/dagster/dagster_home"  # the Dagster Helm chart's global.dagsterHome
+    for name in ("dagster-webserver", "dagster-daemon"):
+        assert COMPOSE["services"][name]["environment"]["DAGSTER_HOME"] == image_home
+    assert re.search(rf"mkdir -p .*{image_home}", DOCKERFILE) and re.search(rf"chown -R pulse .*{image_home}", DOCKERFILE)
+
+
 def test_dagster_yaml_is_a_valid_postgres_instance(tmp_path, monkeypatch):
     from dagster._core.instance.config import dagster_instance_config
 
