@@ -135,6 +135,12 @@ def test_dagster_yaml_is_a_valid_postgres_instance(tmp_path, monkeypatch):
         assert config[key]["config"]["base_dir"].startswith("/data/")  # on the shared volume
 
 
+def test_redis_never_evicts_and_keeps_an_append_only_file():
+    command = COMPOSE["services"]["redis"]["command"]
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    assert command[command.index("--appendonly") + 1] == "yes"
+
+
 def test_archive_volume_is_shared_by_the_archiver_and_dagster():
     archive = str(PulseSettings(data_dir=Path("/data")).archive_path)
     for name in ("archiver", "dagster-webserver", "dagster-daemon"):
