@@ -1,0 +1,250 @@
+"""Property tests of the profile arithmetic: any order, any duplicates, the same profiles.
+
+The plain-Python reference (streaming/profiles/reference.py) is the specification; the Redis
+script (update.lua through RedisProfileStore) and the batch recompute (assets/batch_profiles.py)
+must agree with it for every generated event sequence, with identity stitching included.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from assets.batch_profiles import recompute_profiles
+from enrichment.catalog import Catalog
+from quality.event_contract import validate_event
+from streaming.profile_app.pipeline import check_record
+from streaming.profiles.delta import ProfileDelta, event_category, profile_delta
+from streaming.profiles.reference import reference_owners, reference_person, reference_profiles
+from streaming.profiles.store import RedisProfileStore
+from tests.fuzz.strategies import DISJOINT_VISITORS, PEOPLE, SESSION_GAP_MS, VISITORS, event_streams, to_bytes
+
+CATALOG = Catalog("fuzz", {"p1": "shoes", "p2": "books", "p:1": "a:b", "{p}": "{cat}"})
+ALL_IDS = sorted({*PEOPLE, *VISITORS, "nobody"})
+ALL_DISJOINT_IDS = sorted({*PEOPLE, *DISJOINT_VISITORS, "nobody"})
+PURE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+WITH_REDIS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+def delta_of(body: dict[str, Any]) -> ProfileDelta:
+    event = validate_event(body)
+    return profile_delta(event, event_category(event, CATALOG.category_of(event.metadata.get("product_id"))))
+
+
+def documents(deltas: list[ProfileDelta]) -> dict[str, dict[str, Any]]:
+    return {pid: p.document() for pid, p in reference_profiles(deltas, SESSION_GAP_MS).items()}
+
+
+def people(deltas: list[ProfileDelta], ids: list[str] = ALL_IDS) -> dict[str, dict[str, Any] | None]:
+    profiles, owners = reference_profiles(deltas, SESSION_GAP_MS), reference_owners(deltas)
+    return {pid: reference_person(pid, profiles, owners, SESSION_GAP_MS) for pid in ids}
+
+
+def without_updated_at(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+    if doc is None:
+        return None
+    doc = dict(doc)
+    doc.pop("updated_at")
+    return doc
+
+
+# -- the reference alone ---------------------------------------------------------------------
+
+@PURE
+@given(event_streams())
+def test_reference_is_independent_of_order_and_duplicates(stream):
+    events, delivered = stream
+    once = [delta_of(e) for e in events]
+    again = [delta_of(e) for e in delivered]
+    assert documents(again) == documents(once)
+    assert reference_owners(again) == reference_owners(once)
+    assert people(again) == people(once)
+
+
+@PURE
+@given(event_streams(visitors=DISJOINT_VISITORS))
+def test_every_event_is_counted_exactly_once_per_part_and_per_person(stream):
+    events, delivered = stream
+    deltas = [delta_of(e) for e in delivered]
+    docs = documents(deltas)
+    per_profile = Counter(delta_of(e).profile_id for e in events)
+    assert {pid: d["event_count"] for pid, d in docs.items()} == dict(per_profile)
+    for doc in docs.values():
+        assert sum(doc["counts_by_type"].values()) == doc["event_count"]
+        assert doc["first_seen"] <= doc["last_seen"]
+        assert 1 <= doc["session_count"] <= doc["event_count"]
+        assert len(doc["last_products"]) == len(set(doc["last_products"])) <= 10
+    # Stitching moves no event: the people's counts add up to the events, each counted once.
+    owners = reference_owners(deltas)
+    persons = {owners.get(pid, pid) for pid in docs}
+    assert person_total(deltas, persons) == len(events)
+    for pid, doc in people(deltas, ALL_DISJOINT_IDS).items():
+        assert (doc is None) == (pid not in docs and pid not in owners)
+
+
+def person_total(deltas: list[ProfileDelta], persons: set[str]) -> int:
+    profiles, owners = reference_profiles(deltas, SESSION_GAP_MS), reference_owners(deltas)
+    return sum(reference_person(p, profiles, owners, SESSION_GAP_MS)["event_count"] for p in persons)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Identity stitching (streaming/profiles/identity.py, reference.py and RedisProfileStore.read_people "
+    "agree) does not handle an id used both as a user_id and as another user's anonymous_id: after "
+    "identify(user_id='A', anonymous_id='B') and events of user 'B' with anonymous_id 'x', GET /v1/profiles/B "
+    "returns A's merged profile (B's events included) while GET /v1/profiles/x returns a person 'B' holding the "
+    "same events again: B's events are counted in two people. Because the earliest link wins and the client "
+    "sets the timestamp, anyone with a write key can claim any known user_id or anonymous_id this way",
+)
+def test_an_id_used_as_user_and_as_anonymous_id_is_counted_in_one_person():
+    bodies = [
+        {"event_type": "click", "user_id": "B"},
+        {"event_type": "identify", "user_id": "A", "anonymous_id": "B"},
+        {"event_type": "page_view", "user_id": "B", "anonymous_id": "x"},
+        {"event_type": "page_view", "anonymous_id": "x"},
+    ]
+    deltas = [
+        delta_of({"event_id": f"00000000-0000-4000-8000-00000000000{i}", "timestamp": "2024-01-01T00:00:00Z", **b})
+        for i, b in enumerate(bodies)
+    ]
+    owners = reference_owners(deltas)
+    persons = {owners.get(pid, pid) for pid in reference_profiles(deltas)}
+    assert person_total(deltas, persons) == len(deltas)
+
+
+@st.composite
+def raw_records(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """(distinct valid events, the raw records a topic holds: duplicates, invalid ones, any order)."""
+    events, delivered = draw(event_streams())
+    raw = [to_bytes(e) for e in delivered]
+    junk = draw(
+        st.lists(
+            st.sampled_from([b"", b"{", b"null", b"[]", b'{"event_type": "page_view"}', b"\xff\xfe", b'{"event_id": "x", "event_type": "click", "user_id": "u1", "timestamp": "2024-01-01T00:00:00Z"}'])
+            | events_broken(events),
+            max_size=5,
+        )
+    )
+    return events, draw(st.permutations(raw + junk))
+
+
+def events_broken(events: list[dict[str, Any]]) -> st.SearchStrategy[bytes]:
+    """A valid event made invalid (it must count nowhere, not even its valid event_id's twin)."""
+    if not events:
+        return st.nothing()
+    return st.sampled_from(events).map(lambda e: to_bytes({**e, "timestamp": "not a time"}))
+
+
+@PURE
+@given(raw_records())
+def test_batch_recompute_equals_the_reference_of_the_valid_events(case):
+    events, raw = case
+    expected = {pid: without_updated_at(doc) for pid, doc in documents([delta_of(e) for e in events]).items()}
+    assert recompute_profiles(raw, CATALOG, SESSION_GAP_MS) == expected
+
+
+# -- the Redis script against the reference ---------------------------------------------------
+
+def _store(client) -> RedisProfileStore:
+    client.flushdb()
+    return RedisProfileStore(client, dedupe_window_seconds=3600, session_gap_ms=SESSION_GAP_MS)
+
+
+@pytest.mark.integration
+@WITH_REDIS
+@given(event_streams(max_size=60), st.integers(1, 25), st.randoms(use_true_random=False))
+def test_redis_script_equals_the_reference(redis_client, stream, chunk, rng: random.Random):
+    events, delivered = stream
+    store = _store(redis_client)
+    deltas = [delta_of(e) for e in delivered]
+    applied = 0
+    start = 0
+    while start < len(deltas):  # uneven batches: duplicates fall within and across script calls
+        size = rng.randint(1, chunk)
+        applied += store.apply_deltas(deltas[start : start + size])
+        start += size
+    assert applied == len(events)
+    expected = documents(deltas)
+    assert {pid: without_updated_at(store.get_profile(pid)) for pid in expected} == {pid: without_updated_at(d) for pid, d in expected.items()}
+    live = {pid: without_updated_at(doc) for pid, doc in store.get_people(ALL_IDS).items()}
+    assert live == {pid: without_updated_at(doc) for pid, doc in people(deltas).items()}
+    # A full replay changes nothing.
+    assert store.apply_deltas(deltas) == 0
+    assert {pid: without_updated_at(doc) for pid, doc in store.get_people(ALL_IDS).items()} == live
+
+
+@pytest.mark.integration
+@WITH_REDIS
+@given(raw_records(), st.integers(1, 30))
+def test_stream_through_the_sink_writer_equals_the_batch_recompute(redis_client, case, chunk):
+    """What the profile app writes (check_record -> StreamingWriter) equals recompute_profiles of the same records."""
+    _, raw = case
+    store = _store(redis_client)
+    writer = store.writer()
+    checked = [check_record(r, CATALOG) for r in raw]
+    assert all((c.delta is None) != (c.error is None) for c in checked)
+    deltas = [c.delta for c in checked if c.delta is not None]
+    for start in range(0, len(deltas), chunk):
+        writer.send(deltas[start : start + chunk])
+        if start // chunk % 2:
+            writer.confirm()
+    writer.confirm()
+    batch = recompute_profiles(raw, CATALOG, SESSION_GAP_MS)
+    assert {pid: without_updated_at(store.get_profile(pid)) for pid in batch} == batch
+    assert all(store.get_profile(pid) is None for pid in ALL_IDS if pid not in batch)
+
+
+# -- bugs found by fuzzing ---------------------------------------------------------------------
+
+def _purchase(price: float, quantity: int = 1) -> tuple[str, dict[str, Any]]:
+    return "purchase", {"order_id": "o1", "price": price, "quantity": quantity}
+
+
+def _add(quantity: int) -> tuple[str, dict[str, Any]]:
+    return "add_to_cart", {"product_id": "p1", "quantity": quantity}
+
+
+@pytest.mark.integration
+@pytest.mark.xfail(
+    strict=True,
+    reason="Amounts the contract allows (price < 1e15, integer quantity < 2**53) overflow the Redis path: "
+    "update.lua adds counters as Lua doubles and cmsgpack reads a uint64 as int64. One purchase at price "
+    "999999999999 reads back purchase_total 999999999999.0001 (micros past 2**53 lose precision); at 5e12 "
+    "purchase_micros is stored as '5e+18' and get_profile raises ValueError (GET /v1/profiles 500, reconcile "
+    "fails); at 1e13 it is stored negative (-8446744073709552000: uint64 wrapped); price 1e14 x quantity 1e6 "
+    "cannot be msgpack-encoded (OverflowError in apply_deltas: the profile app fails on the record); cart "
+    "quantities past 2**53 lose units",
+)
+@pytest.mark.parametrize(
+    "events",
+    [
+        [_purchase(999_999_999_999)],
+        [_purchase(5e12)],
+        [_purchase(1e13)],
+        [_purchase(1e14, 1_000_000)],
+        [_add(2**53 - 1), _add(2**53 - 1), _add(1)],
+    ],
+    ids=["precision-past-2**53", "exponent-form-5e18", "uint64-wraps-negative", "msgpack-overflow", "cart-past-2**53"],
+)
+def test_large_valid_amounts_keep_exact_totals(redis_client, events):
+    store = _store(redis_client)
+    bodies = [
+        {"event_id": f"123e4567-e89b-12d3-a456-42661417400{i}", "event_type": kind, "user_id": "big-spender", "timestamp": "2024-04-25T14:23:05Z", "metadata": meta}
+        for i, (kind, meta) in enumerate(events)
+    ]
+    deltas = [delta_of(b) for b in bodies]
+    assert store.apply_deltas(deltas) == len(deltas)
+    expected = without_updated_at(documents(deltas)["big-spender"])
+    assert without_updated_at(store.get_profile("big-spender")) == expected
+
+
+def test_large_amounts_control():
+    """Control for the xfail above: the reference itself handles these amounts exactly."""
+    deltas = [delta_of({"event_id": f"123e4567-e89b-12d3-a456-42661417400{i}", "event_type": "purchase", "user_id": "u", "timestamp": "2024-04-25T14:23:05Z", "metadata": {"order_id": "o", "price": 6e10}}) for i in range(2)]
+    assert documents(deltas)["u"]["purchase_total"] == 1.2e11
+    big = delta_of({"event_id": "123e4567-e89b-12d3-a456-426614174009", "event_type": "purchase", "user_id": "u", "timestamp": "2024-04-25T14:23:05Z", "metadata": {"order_id": "o", "price": 999_999_999_999}})
+    assert documents([big])["u"]["purchase_total"] == 999_999_999_999
