@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import redis
 
 from bench.stack import demo_events, local_stack
@@ -48,30 +47,57 @@ def seed_people(settings, users: int) -> list[str]:
     return ids
 
 
-async def load(base: str, paths: list[str], rate: float, seconds: float) -> list[float]:
-    """Latencies (ms, from the scheduled send time) of ``rate`` requests/s for ``seconds``."""
+async def _connection(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(host, port)
+
+
+async def _get(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], request: bytes) -> int:
+    """One keep-alive HTTP/1.1 GET on a raw connection; returns the status code."""
+    reader, writer = conn
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    await reader.readexactly(length)
+    return status
+
+
+async def load(host: str, port: int, paths: list[str], rate: float, seconds: float, connections: int = 64) -> list[float]:
+    """Latencies (ms, from the scheduled send time) of ``rate`` requests/s for ``seconds``.
+
+    A minimal raw-socket HTTP client, so the load generator costs far less than the server.
+    """
+    pool: asyncio.Queue = asyncio.Queue()
+    for _ in range(connections):
+        pool.put_nowait(await _connection(host, port))
     latencies: list[float] = []
     errors = 0
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=base, headers={"X-Pulse-Key": "bench-read"}, limits=limits, timeout=10) as client:
 
-        async def one(path: str, scheduled: float) -> None:
-            nonlocal errors
-            response = await client.get(path)
-            if response.status_code != 200:
+    async def one(path: str, scheduled: float) -> None:
+        nonlocal errors
+        conn = await pool.get()
+        request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nX-Pulse-Key: bench-read\r\n\r\n".encode()
+        try:
+            if await _get(conn, request) != 200:
                 errors += 1
-            latencies.append((time.perf_counter() - scheduled) * 1000)
+        finally:
+            pool.put_nowait(conn)
+        latencies.append((time.perf_counter() - scheduled) * 1000)
 
-        start = time.perf_counter()
-        tasks = []
-        total = int(rate * seconds)
-        for i in range(total):
-            scheduled = start + i / rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(random.choice(paths), scheduled)))
-        await asyncio.gather(*tasks)
+    start = time.perf_counter()
+    tasks = []
+    for i in range(int(rate * seconds)):
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(random.choice(paths), scheduled)))
+    await asyncio.gather(*tasks)
+    while not pool.empty():
+        pool.get_nowait()[1].close()
     if errors:
         raise RuntimeError(f"{errors} requests failed")
     return latencies
@@ -93,11 +119,11 @@ def main() -> None:
         api.start()
         try:
             api.wait_for_port(settings.api_host, settings.api_port, timeout=60)
-            base = f"http://{settings.api_host}:{settings.api_port}"
-            asyncio.run(load(base, [f"/v1/decisions/{pid}" for pid in ids[:200]], args.rate, 3))  # warm-up
+            host, port = settings.api_host, settings.api_port
+            asyncio.run(load(host, port, [f"/v1/decisions/{pid}" for pid in ids[:200]], args.rate, 3))  # warm-up
             results = {}
             for name, paths in (("baseline GET /v1/schema/event", ["/v1/schema/event"]), ("GET /v1/decisions/{id}", [f"/v1/decisions/{pid}" for pid in ids])):
-                results[name] = asyncio.run(load(base, paths, args.rate, args.seconds))
+                results[name] = asyncio.run(load(host, port, paths, args.rate, args.seconds))
         finally:
             api.stop()
     print(f"{len(ids)} ids ({args.users} people, some stitched), {args.rate:.0f} requests/s for {args.seconds:.0f} s each\n")

@@ -39,19 +39,19 @@ def fifty_rules(categories: list[str]) -> str:
         lines += [
             f"  - id: likes_{i}",
             "    on: [page_view]",
-            f"    when: 'event.category == \"{category}\" && profile.category_views[\"{category}\"] >= {3 + i % 4}'",
+            f"    when: 'event.category == \"{category}\" && profile.category_views[\"{category}\"] >= {4 + i % 4}'",
             "    action: {type: banner, message: 'More " + category.replace("'", "") + "'}",
             "    cooldown: 2h",
             "    max_fires: 1",
         ]
         n += 1
     templates = [
-        ("page_view", "profile.event_count >= {k} && profile.session_count >= 2", "offer"),
-        ("add_to_cart", "profile.cart.size() >= {k} && profile.purchase_total < 50.0", "offer"),
-        ("purchase", "profile.purchase_total >= {k}.0 * 40.0", "segment"),
-        ("search", "profile.counts_by_type[\"search\"] >= {k}", "banner"),
-        ("click", "profile.engagement_score >= {k} * 10 && profile.intent_score > 0.2", "banner"),
-        ("remove_from_cart", "profile.counts_by_type[\"remove_from_cart\"] >= {k}", "offer"),
+        ("page_view", "profile.event_count >= {k} * 25 && profile.session_count >= 2", "offer"),
+        ("add_to_cart", "profile.cart.size() >= {k} + 2 && profile.purchase_total < 50.0", "offer"),
+        ("purchase", "profile.purchase_total >= {k}.0 * 300.0", "segment"),
+        ("search", "\"search\" in profile.counts_by_type && profile.counts_by_type[\"search\"] >= {k} + 3", "banner"),
+        ("click", "profile.engagement_score >= {k} * 60 && profile.intent_score > 0.5", "banner"),
+        ("remove_from_cart", "\"remove_from_cart\" in profile.counts_by_type && profile.counts_by_type[\"remove_from_cart\"] >= {k} + 2", "offer"),
     ]
     k = 1
     while n < 50:

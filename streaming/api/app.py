@@ -119,7 +119,7 @@ def create_app(
     )
 
     def require(scope: Scope):
-        def check(
+        async def check(  # async: pure CPU, so FastAPI need not hop to its thread pool
             request: Request,
             x_pulse_key: Annotated[str | None, Header()] = None,
             authorization: Annotated[str | None, Header()] = None,
@@ -240,20 +240,13 @@ def create_app(
         return profile
 
     @app.get("/v1/decisions/{profile_id}", tags=["profiles"], dependencies=[require(Scope.READ)])
-    def get_decisions(profile_id: str, store: RedisProfileStore = Depends(store_)) -> dict[str, Any]:
+    async def get_decisions(profile_id: str, store: RedisProfileStore = Depends(store_)) -> Response:
         """Current personalization decisions of a user: fired rules, offers, intent score."""
-        people = store.read_people([profile_id])
-        person = people.person_of[profile_id]
-        profile = people.documents[person]
-        if profile is None:
+        # Two or three pipelined Redis round trips (~0.1 ms): cheaper inline than a thread-pool hop.
+        view = store.decisions_view(profile_id)
+        if view is None:
             raise HTTPException(404, f"no profile for {profile_id!r}")
-        return {
-            "profile_id": profile_id,
-            "user_id": profile["user_id"],
-            "decisions": store.current_decisions(people.members[person]),
-            "intent_score": profile["intent_score"],
-            "segments": profile["segments"],
-        }
+        return Response(msgspec.json.encode(view), media_type="application/json")  # hot path: skip re-validation
 
     @app.delete("/v1/profiles/{profile_id}", status_code=202, tags=["profiles"], dependencies=[require(Scope.READ)])
     def forget_profile(profile_id: str, store: RedisProfileStore = Depends(store_)) -> dict[str, Any]:

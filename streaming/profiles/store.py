@@ -287,6 +287,57 @@ class RedisProfileStore:
         people = self.read_people([profile_id])
         return self.current_decisions(people.members[people.person_of[profile_id]], now_ms)
 
+    def decisions_view(self, profile_id: str, now_ms: int | None = None) -> dict[str, Any] | None:
+        """What GET /v1/decisions serves, in two or three round trips (None = unknown id).
+
+        Reads only the person's own fields it needs, its anonymous ids' owners, and the
+        decisions and segments stored under each of the person's ids.
+        """
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        person, own = profile_id, self._decision_parts([profile_id])[profile_id]
+        if own["owner"] and own["owner"] != profile_id:
+            person = own["owner"]
+            own = self._decision_parts([person])[person]
+        anonymous = [a for a in own["anonymous_ids"] if a != person]
+        others = self._decision_parts(anonymous) if anonymous else {}
+        owned = [others[a] for a in sorted(anonymous) if others[a]["owner"] == person and others[a]["known"]]
+        if not own["known"] and not owned:
+            return None
+        states = merge_decision_states([own["decisions"], *(o["decisions"] for o in owned)])
+        segments = {s for part in (own, *owned) for s in part["segments"].split(",") if s}
+        current = [d for d in states.values() if d.get("expires_at_ms", 0) > now_ms]
+        stitched = person != profile_id or bool(owned)
+        return {
+            "profile_id": profile_id,
+            "user_id": own["user_id"] or (person if stitched else None),
+            "decisions": sorted(current, key=lambda d: d.get("fired_at_ms", 0), reverse=True),
+            "intent_score": float(own["intent_score"] or 0.0),
+            "segments": sorted(segments),
+        }
+
+    def _decision_parts(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        pipe = self._client.pipeline(transaction=False)
+        for pid in ids:
+            keys = profile_keys(pid)
+            pipe.zrange(keys.owner, 0, 0)
+            pipe.hmget(keys.fields, "event_count", "user_id", "intent_score", "segments")
+            pipe.smembers(keys.anonymous_ids)
+            pipe.hgetall(keys.decisions)
+        replies = pipe.execute()
+        parts = {}
+        for i, pid in enumerate(ids):
+            owner, (count, user_id, intent, segments), anonymous, decisions = replies[4 * i : 4 * i + 4]
+            parts[pid] = {
+                "owner": _decode(owner[0]) if owner else None,
+                "known": count is not None,
+                "user_id": _decode(user_id) if user_id else None,
+                "intent_score": _decode(intent) if intent else None,
+                "segments": _decode(segments) if segments else "",
+                "anonymous_ids": {_decode(a) for a in anonymous},
+                "decisions": {_decode(k): _json_decode(v) for k, v in decisions.items()},
+            }
+        return parts
+
     def current_decisions(self, member_ids: Sequence[str], now_ms: int | None = None) -> list[dict[str, Any]]:
         """Unexpired decisions stored under any of a person's ids, newest first."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -345,6 +396,7 @@ def _interval(member: str) -> tuple[int, int]:
 
 
 _pack = msgspec.msgpack.Encoder().encode
+_json_decode = msgspec.json.Decoder().decode
 
 
 def _decode(value: bytes | str) -> str:

@@ -49,6 +49,9 @@ class FakeStore:
     def get_person(self, profile_id: str) -> None:
         return None
 
+    def decisions_view(self, profile_id: str) -> None:
+        return None
+
     def get_decisions(self, profile_id: str) -> list[dict[str, Any]]:
         return [BANNER, {"rule": "cart_saver", "action": "offer", "message": "10% off", "offer": {"code": "SAVE10"}}]
 
