@@ -47,6 +47,7 @@ class PulseSettings(BaseSettings):
 
     api_host: str = Field("127.0.0.1", description="Address the collector/API listens on.")
     api_port: int = Field(8080, description="Port the collector/API listens on.")
+    api_workers: int = Field(1, ge=1, description="Collector/API worker processes (uvicorn); 2+ for more than ~500 reads/s per host.")
     write_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Comma-separated keys allowed to send events.")
     read_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Comma-separated keys allowed to read and forget profiles.")
     dev_mode: bool = Field(False, description="Local dev: missing keys fall back to dev-write-key/dev-read-key.")
