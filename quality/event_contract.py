@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import msgspec
@@ -48,23 +48,35 @@ class MetadataRule:
     kind: str  # "string" | "number" | "integer"
     required: bool = False
     minimum: float | None = None
+    maximum: float | None = None
+
+
+#: Bounds that keep every amount exact in Redis (Lua numbers are doubles, exact below 2**53):
+#: a purchase adds at most MAX_PRICE * MAX_QUANTITY * 1e6 micros = 1e15.
+MAX_PRICE = 1_000_000
+MAX_QUANTITY = 1_000
+#: Event time must fall in [1970-01-01, 9999-12-31] UTC (what Parquet partitions and ISO output can hold).
+MIN_TIMESTAMP_MS = 0
+MAX_TIMESTAMP_MS = 253_402_300_799_999
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 #: Per-type metadata rules (versioned with SCHEMA_VERSION). Types not listed have none.
 METADATA_RULES: dict[str, tuple[MetadataRule, ...]] = {
     "purchase": (
         MetadataRule("order_id", "string", required=True),
-        MetadataRule("price", "number", required=True, minimum=0),
-        MetadataRule("quantity", "integer", minimum=1),
+        MetadataRule("price", "number", required=True, minimum=0, maximum=MAX_PRICE),
+        MetadataRule("quantity", "integer", minimum=1, maximum=MAX_QUANTITY),
     ),
     "add_to_cart": (
         MetadataRule("product_id", "string", required=True),
-        MetadataRule("quantity", "integer", minimum=1),
-        MetadataRule("price", "number", minimum=0),
+        MetadataRule("quantity", "integer", minimum=1, maximum=MAX_QUANTITY),
+        MetadataRule("price", "number", minimum=0, maximum=MAX_PRICE),
     ),
     "remove_from_cart": (
         MetadataRule("product_id", "string", required=True),
-        MetadataRule("quantity", "integer", minimum=1),
+        MetadataRule("quantity", "integer", minimum=1, maximum=MAX_QUANTITY),
     ),
     "search": (MetadataRule("query", "string", required=True),),
 }
@@ -73,8 +85,8 @@ METADATA_RULES: dict[str, tuple[MetadataRule, ...]] = {
 COMMON_METADATA_RULES: tuple[MetadataRule, ...] = (
     MetadataRule("product_id", "string"),
     MetadataRule("category", "string"),
-    MetadataRule("quantity", "integer", minimum=1),
-    MetadataRule("price", "number", minimum=0),
+    MetadataRule("quantity", "integer", minimum=1, maximum=MAX_QUANTITY),
+    MetadataRule("price", "number", minimum=0, maximum=MAX_PRICE),
     MetadataRule("currency", "string"),
 )
 
@@ -135,7 +147,7 @@ def validate_event(obj: Any) -> Event:
         raise EventContractError(f"event_id must be a UUID, got {event_id!r}")
 
     event_type = _require_string(obj, "event_type")
-    if event_type not in _STANDARD_EVENT_TYPES and not _CUSTOM_EVENT_TYPE.match(event_type):
+    if event_type not in _STANDARD_EVENT_TYPES and not _CUSTOM_EVENT_TYPE.fullmatch(event_type):
         raise EventContractError(
             f"event_type {event_type!r} is not a standard type and does not match "
             f"{CUSTOM_EVENT_TYPE_PATTERN}"
@@ -170,7 +182,13 @@ def parse_timestamp_ms(value: str) -> int:
         raise EventContractError(f"timestamp {value!r} is not RFC 3339 / ISO 8601") from None
     if parsed.tzinfo is None:
         raise EventContractError(f"timestamp {value!r} has no timezone (add Z or +00:00)")
-    return int(parsed.timestamp() * 1000)
+    try:
+        ms = (parsed - _EPOCH) // _MILLISECOND  # integer arithmetic: exact for every year
+    except OverflowError:
+        ms = -1
+    if not MIN_TIMESTAMP_MS <= ms <= MAX_TIMESTAMP_MS:
+        raise EventContractError(f"timestamp {value!r} is outside 1970-01-01 .. 9999-12-31 UTC")
+    return ms
 
 
 #: Rules checked per event type, common ones first (custom types get the common ones).
@@ -190,6 +208,8 @@ def _check_metadata(event_type: str, metadata: Mapping[str, Any]) -> None:
             )
         if rule.minimum is not None and value < rule.minimum:
             raise EventContractError(f"metadata.{rule.field} must be >= {rule.minimum}, got {value}")
+        if rule.maximum is not None and value > rule.maximum:
+            raise EventContractError(f"metadata.{rule.field} must be <= {rule.maximum}, got {value}")
 
 
 def _matches_kind(value: Any, kind: str) -> bool:

@@ -21,6 +21,8 @@ def _rule_schema(rule: MetadataRule) -> dict[str, Any]:
         schema.update(minLength=1, maxLength=MAX_ID_LENGTH)
     if rule.minimum is not None:
         schema["minimum"] = rule.minimum
+    if rule.maximum is not None:
+        schema["maximum"] = rule.maximum
     return schema
 
 

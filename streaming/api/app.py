@@ -224,12 +224,14 @@ def create_app(
         """Segment HTTP API batch: {"batch": [messages], "sentAt": ...}; Basic auth with the write key as user."""
         return await segment_call(request, None)
 
-    for call in ("track", "page", "screen", "identify", "alias"):
-
-        async def single(request: Request, call: str = call) -> JSONResponse:
+    def single_call_endpoint(call: str):
+        async def single(request: Request) -> JSONResponse:
             return await segment_call(request, call)
 
-        app.add_api_route(f"/v1/{call}", single, methods=["POST"], tags=["segment"], summary=f"Segment {call} call")
+        return single
+
+    for call in ("track", "page", "screen", "identify", "alias"):
+        app.add_api_route(f"/v1/{call}", single_call_endpoint(call), methods=["POST"], tags=["segment"], summary=f"Segment {call} call")
 
     @app.get("/v1/profiles/{profile_id}", tags=["profiles"], dependencies=[require(Scope.READ)])
     def get_profile(profile_id: str, store: RedisProfileStore = Depends(store_)) -> dict[str, Any]:

@@ -40,9 +40,10 @@ class KeyRing:
     def scopes_of(self, key: str) -> set[Scope]:
         """The scopes a key grants (empty for an unknown key); constant-time per key."""
         scopes = set()
-        if any(hmac.compare_digest(key, k) for k in self.write):
+        given = key.encode("utf-8", "surrogatepass")  # compare bytes: compare_digest rejects non-ASCII str
+        if any(hmac.compare_digest(given, k.encode()) for k in self.write):
             scopes.add(Scope.WRITE)
-        if any(hmac.compare_digest(key, k) for k in self.read):
+        if any(hmac.compare_digest(given, k.encode()) for k in self.read):
             scopes.add(Scope.READ)
         return scopes
 

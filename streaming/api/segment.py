@@ -31,7 +31,7 @@ def load_track_mapping(path: Path = DEFAULT_MAPPING_FILE) -> dict[str, str]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not a Segment mapping file ({exc})") from None
     for name, event_type in mapping.items():
-        if not isinstance(event_type, str) or not (event_type in STANDARD_EVENT_TYPES or re.match(CUSTOM_EVENT_TYPE_PATTERN, event_type)):
+        if not isinstance(event_type, str) or not (event_type in STANDARD_EVENT_TYPES or re.fullmatch(CUSTOM_EVENT_TYPE_PATTERN, event_type)):
             raise ValueError(f"{path}: {name!r} maps to {event_type!r}, which is not an event type of the contract")
     return dict(mapping)
 

@@ -11,21 +11,21 @@ Stored parts, as kept in Redis (see ``streaming/profiles/update.lua``):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from streaming.profiles.delta import MICROS
 
 LAST_PRODUCTS_LIMIT = 10
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def iso_from_ms(ms: int | None) -> str | None:
     """Epoch milliseconds to ISO 8601 UTC with millisecond precision and a Z suffix."""
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
-    )
+    # Integer arithmetic: float seconds would round some far-future times down a millisecond.
+    return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def build_profile(

@@ -69,9 +69,10 @@ def rule_values(rule: MetadataRule) -> st.SearchStrategy[Any]:
     if rule.kind == "string":
         return st.text(min_size=1, max_size=MAX_ID_LENGTH)
     low = 0 if rule.minimum is None else rule.minimum
+    high = 10**15 - 1 if rule.maximum is None else rule.maximum
     if rule.kind == "integer":
-        return st.integers(int(low), 2**53 - 1)
-    return st.integers(int(low), 10**15 - 1) | st.floats(low, 1e15, exclude_max=True, allow_nan=False)
+        return st.integers(int(low), int(high))
+    return st.integers(int(low), int(high)) | st.floats(low, high, allow_nan=False)
 
 
 def iso(moment: datetime, tz: timezone) -> str:

@@ -385,13 +385,6 @@ def test_bad_credentials_are_401_with_a_reason(collector, path, headers, body):
     assert response.status_code == 401, response.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="streaming/api/auth.py KeyRing.scopes_of calls hmac.compare_digest(key, k) on str keys, which raises "
-    "TypeError for a non-ASCII key: an unauthenticated request with X-Pulse-Key: \\xe9 (latin-1 header), "
-    "?key=%C3%A9 on /v1/events, writeKey 'é' or a Basic user 'é' on /v1/batch answers 500 instead of 401",
-)
 @pytest.mark.parametrize(
     ("path", "headers", "body"),
     [
