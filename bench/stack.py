@@ -23,10 +23,13 @@ from orchestration.topics import ensure_topics, topic_specs
 def local_stack(partitions: int = 1) -> Iterator[PulseSettings]:
     """Start a broker and Redis; yield settings pointing at them with fresh topic names.
 
-    ``partitions`` defaults to 1, what `pulse up` uses on the embedded broker.
+    ``partitions`` defaults to 1, what `pulse up` uses on the embedded broker. The profile app
+    runs with an empty rule set: bench/personalization_overhead.py measures rules separately.
     """
     with tempfile.TemporaryDirectory(prefix="pulse-bench-") as tmp:
         data = Path(tmp)
+        no_rules = data / "no-rules.yaml"
+        no_rules.write_text("rules: []\n")
         broker, brokers = start_broker(data)
         redis_proc, redis_url = start_redis(data, persist=False)
         suffix = uuid.uuid4().hex[:6]
@@ -45,6 +48,7 @@ def local_stack(partitions: int = 1) -> Iterator[PulseSettings]:
             consumer_group=f"bench-{suffix}",
             rate_limit_events_per_second=10_000_000,
             rate_limit_burst=10_000_000,
+            rules_file=no_rules,
         )
         ensure_topics(AdminClient({"bootstrap.servers": brokers}), topic_specs(settings))
         try:
