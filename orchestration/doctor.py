@@ -44,6 +44,7 @@ def run_checks(settings: PulseSettings) -> list[Check]:
         url = None
     if url:
         checks.extend(_check_redis(url))
+    checks.append(_check_rules(settings))
     checks.append(_check_http("api", service_registry.api_url(settings) + "/healthz", "start `pulse up` or `pulse run api`; see logs in " + str(settings.data_path / "logs")))
     dagster = service_registry.read_services(settings.services_file).get("dagster_url")
     if dagster:
@@ -83,6 +84,19 @@ def _check_redis(url: str) -> list[Check]:
         age = time.time() - int(heartbeat) / 1000
         checks.append(Check("profile app", True, f"last heartbeat {age:.0f}s ago (written at start-up and with each batch)"))
     return checks
+
+
+def _check_rules(settings: PulseSettings) -> Check:
+    """The rule file the profile app loads (an invalid one is ignored there, keeping the old rules)."""
+    from streaming.rules.follower import DEFAULT_RULES_FILE
+    from streaming.rules.loader import RuleFileError, load_rules
+
+    path = settings.rules_file or DEFAULT_RULES_FILE
+    try:
+        ruleset = load_rules(path)
+    except RuleFileError as exc:
+        return Check("rules", False, f"{path}: {len(exc.problems)} problem(s): {exc.problems[0]}", f"run `pulse rules check {path}` and fix what it lists")
+    return Check("rules", True, f"{len(ruleset)} rules in {path}")
 
 
 def _check_http(name: str, url: str, fix: str) -> Check:
