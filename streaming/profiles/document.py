@@ -34,8 +34,14 @@ def build_profile(
     anonymous_ids: Iterable[str],
     last_products: Iterable[str],
     session_count: int,
+    last_session: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Assemble the contract's profile document from stored parts."""
+    """Assemble the contract's profile document from stored parts.
+
+    ``last_session`` is the latest session's (start, end) in ms; by default the stored ``ss``/``se``.
+    """
+    if last_session is None and "ss" in fields:
+        last_session = (int(fields["ss"]), int(fields["se"]))
     counts_by_type: dict[str, int] = {}
     category_views: dict[str, int] = {}
     cart: dict[str, int] = {}
@@ -65,12 +71,21 @@ def build_profile(
         "cart": dict(sorted(cart.items())),
         "purchase_total": round(int(fields.get("purchase_micros", 0)) / MICROS, 6),
         "session_count": session_count,
+        "last_session": session_facts(last_session),
         "engagement_score": int(fields.get("engagement", 0)),
         # intent_score and segments are set by the intent model and rules (issue 4).
         "intent_score": float(fields.get("intent_score", 0.0)),
         "segments": sorted(s for s in fields.get("segments", "").split(",") if s),
         "updated_at": iso_from_ms(_int_or_none(fields.get("updated_at"))),
     }
+
+
+def session_facts(session: tuple[int, int] | None) -> dict[str, Any] | None:
+    """The latest session as the profile shows it."""
+    if session is None:
+        return None
+    start, end = session
+    return {"started_at": iso_from_ms(start), "ended_at": iso_from_ms(end), "duration_seconds": (end - start) // 1000}
 
 
 def _int_or_none(value: str | None) -> int | None:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from streaming.profiles.delta import MICROS
-from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile, iso_from_ms
+from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile, iso_from_ms, session_facts
 
 #: Fields added up when parts merge (besides the t:/v:/c: families).
 SUMMED_FIELDS = frozenset({"event_count", "engagement", "purchase_micros"})
@@ -94,12 +94,14 @@ def merge_parts(person_id: str, user_id: str | None, parts: list[ProfilePart], s
                 products[product] = ts
         intervals.extend(part.sessions)
     recent = sorted(products.items(), key=lambda item: (item[1], item[0]), reverse=True)[:LAST_PRODUCTS_LIMIT]
+    sessions = merge_sessions(intervals, session_gap_ms)
     return build_profile(
         person_id,
         fields,
         anonymous_ids,
         [product for product, _ in recent],
-        len(merge_sessions(intervals, session_gap_ms)),
+        len(sessions),
+        sessions[-1] if sessions else None,
     )
 
 
@@ -188,6 +190,7 @@ _VIEW_BUILDERS = {
     "engagement_score": lambda f, _p, _g: int(f.get("engagement", 0)),
     "intent_score": lambda f, _p, _g: float(f.get("intent_score", 0.0)),
     "session_count": lambda _f, p, g: len(merge_sessions((i for part in p for i in part.sessions), g)),
+    "last_session": lambda _f, p, g: session_facts((merge_sessions((i for part in p for i in part.sessions), g) or [None])[-1]),
     "first_seen": _time("first_seen"),
     "last_seen": _time("last_seen"),
     "updated_at": _time("updated_at"),

@@ -89,6 +89,7 @@ class ReferenceProfile:
             self.anonymous_ids,
             [product for product, _ in recent],
             len(self.sessions),
+            self.sessions[-1] if self.sessions else None,
         )
 
 

@@ -12,7 +12,8 @@ SAMPLE_CONTEXT: dict[str, Any] = {
         "profile_id": "u1", "user_id": "u1", "anonymous_ids": ["a1"], "first_seen": "2024-01-01T00:00:00.000Z",
         "last_seen": "2024-01-01T00:00:00.000Z", "event_count": 1, "counts_by_type": {"page_view": 1},
         "category_views": {"shoes": 1}, "last_products": ["p1"], "cart": {"p1": 1}, "purchase_total": 0.0,
-        "session_count": 1, "engagement_score": 1, "intent_score": 0.0, "segments": [],
+        "session_count": 1, "last_session": {"started_at": "2024-01-01T00:00:00.000Z", "ended_at": "2024-01-01T00:00:00.000Z", "duration_seconds": 0},
+        "engagement_score": 1, "intent_score": 0.0, "segments": [],
         "updated_at": "2024-01-01T00:00:00.000Z",
     },
     "event": {

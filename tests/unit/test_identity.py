@@ -77,7 +77,7 @@ def test_the_rules_view_of_a_person_equals_the_full_document_field_by_field():
 
     deltas = random_deltas(random.Random(8), 600, users=4)
     profiles, owners = reference_profiles(deltas, GAP), reference_owners(deltas)
-    names = {"event_count", "counts_by_type", "category_views", "cart", "purchase_total", "engagement_score",
+    names = {"last_session", "event_count", "counts_by_type", "category_views", "cart", "purchase_total", "engagement_score",
              "intent_score", "session_count", "first_seen", "last_seen", "updated_at", "last_products", "anonymous_ids"}
     for person in {owners.get(pid, pid) for pid in profiles}:
         owned = sorted(a for a, u in owners.items() if u == person and a != person)
