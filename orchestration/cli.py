@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from orchestration.keys_cli import keys
 from orchestration.settings import PulseSettings, settings_markdown, settings_reference
 
 
@@ -239,6 +240,9 @@ def schema() -> None:
     from quality.json_schema import event_json_schema
 
     click.echo(json.dumps(event_json_schema(), indent=2))
+
+
+cli.add_command(keys)  # orchestration/keys_cli.py
 
 
 def main() -> None:

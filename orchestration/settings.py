@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_WRITE_KEY = "dev-write-key"
@@ -48,16 +48,35 @@ class PulseSettings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="Address the collector/API listens on.")
     api_port: int = Field(8080, description="Port the collector/API listens on.")
     api_workers: int = Field(1, ge=1, description="Collector/API worker processes (uvicorn); 2+ for more than ~500 reads/s per host.")
-    write_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Comma-separated keys allowed to send events.")
-    read_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Comma-separated keys allowed to read and forget profiles.")
+    write_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated keys allowed to send events; an entry sha256:<hex> is a key's hash (`pulse keys hash`).",
+    )
+    read_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated keys allowed to read and forget profiles; sha256:<hex> entries as above."
+    )
+    admin_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated keys that may do what read keys do (and forget users when PULSE_FORGET_REQUIRES_ADMIN is on); sha256:<hex> entries as above.",
+    )
+    keys_file: Path | None = Field(
+        None, description="JSON or YAML file of hashed keys with scopes (docs/security.md), added to the keys above; reloaded when it changes."
+    )
+    keys_refresh_seconds: float = Field(2.0, gt=0, description="How often the API checks the keys file for changes.")
+    forget_requires_admin: bool = Field(False, description="Only admin keys may forget users (DELETE /v1/profiles); off = read keys may too.")
     dev_mode: bool = Field(False, description="Local dev: missing keys fall back to dev-write-key/dev-read-key.")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated origins whose pages may send events (CORS on the collector only); unset = none, in dev mode the API's own origin.",
     )
     demo_shop: bool = Field(False, description="Serve the demo shop at /demo (always on in dev mode); it embeds a write key: local use only.")
-    rate_limit_events_per_second: float = Field(50_000, description="Per write key, sustained events/s.")
-    rate_limit_burst: float = Field(100_000, description="Per write key, events allowed in a burst.")
+    rate_limit_events_per_second: float = Field(50_000, description="Per write key and per API process (each worker and replica counts apart), sustained events/s.")
+    rate_limit_burst: float = Field(100_000, description="Per write key and per API process, events allowed in a burst.")
+    ip_anonymization: Literal["none", "truncate", "hash"] = Field(
+        "truncate",
+        description="What the collector does to metadata.ip before Kafka: truncate (IPv4 /24, IPv6 /48), hash (HMAC with PULSE_IP_HASH_KEY), none.",
+    )
+    ip_hash_key: SecretStr | None = Field(None, description="Secret of PULSE_IP_ANONYMIZATION=hash (required then); changing it changes every hash.")
     delivery_timeout_ms: int = Field(10_000, description="How long the collector waits for the broker before answering 503.")
 
     segment_mapping_file: Path | None = Field(None, description="Segment track-name mapping (JSON); default data/segment/mapping.json.")
@@ -85,7 +104,7 @@ class PulseSettings(BaseSettings):
     rules_file: Path | None = Field(None, description="Personalization rules (YAML, docs/rules.md); default data/rules/rules.yaml. Reloaded when it changes.")
     rules_refresh_seconds: float = Field(2.0, description="How often the profile app checks the rules file for changes.")
 
-    _split_keys = field_validator("write_keys", "read_keys", "cors_origins", mode="before")(_split_csv)
+    _split_keys = field_validator("write_keys", "read_keys", "admin_keys", "cors_origins", mode="before")(_split_csv)
 
     @field_validator("kafka_config", mode="before")
     @classmethod
@@ -120,7 +139,9 @@ def settings_to_env(settings: PulseSettings) -> dict[str, str]:
     for name, value in settings.model_dump().items():
         if value is None:
             continue
-        if isinstance(value, list):
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, list):
             value = ",".join(value)
         elif isinstance(value, dict):
             value = json.dumps(value)

@@ -24,7 +24,7 @@ from orchestration.settings import PulseSettings
 from quality.event_contract import MAX_EVENT_BYTES, EventContractError, decode_json
 from quality.json_schema import event_json_schema
 from streaming.api import metrics
-from streaming.api.auth import KeyRing, Scope, key_from_headers
+from streaming.api.auth import Scope, denial, grants, key_from_headers
 from streaming.api.browser import add_cors, browser_router
 from streaming.api.delivery import AcknowledgedProducer, DeliveryFailed
 from streaming.api.ingest import (
@@ -37,8 +37,11 @@ from streaming.api.ingest import (
     events_of_body,
     plan_ingest,
 )
+from streaming.api.ip_privacy import IPAnonymizer
+from streaming.api.keys_file import KeysFollower
 from streaming.api.rate_limit import RateLimiter
 from streaming.api.segment import DEFAULT_TRACK_MAPPING, SegmentMappingError, load_track_mapping, segment_to_event
+from streaming.profiles.redis_client import redis_from_url
 from streaming.profiles.store import RedisProfileStore
 
 logger = logging.getLogger(__name__)
@@ -86,7 +89,8 @@ def create_app(
     store: RedisProfileStore | None = None,
 ) -> FastAPI:
     """Build the API. Without ``producer``/``store`` they are created from settings at start-up."""
-    keys = KeyRing.from_settings(settings)
+    keys = KeysFollower.from_settings(settings)  # PULSE_*_KEYS plus PULSE_KEYS_FILE, reloaded when it changes
+    anonymizer = IPAnonymizer.from_settings(settings)
     track_mapping = load_track_mapping(settings.segment_mapping_file) if settings.segment_mapping_file else DEFAULT_TRACK_MAPPING
     limiter = RateLimiter(settings.rate_limit_events_per_second, settings.rate_limit_burst)
     services: dict[str, Any] = {"producer": producer, "store": store}
@@ -99,7 +103,7 @@ def create_app(
             services["producer"] = AcknowledgedProducer(durable_producer_config(settings, brokers))
             owned.append(services["producer"])
         if services["store"] is None:
-            client = redis.Redis.from_url(service_registry.redis_url(settings), socket_timeout=5)
+            client = redis_from_url(service_registry.redis_url(settings), socket_timeout=5)
             services["store"] = RedisProfileStore(
                 client,
                 dedupe_window_seconds=settings.dedupe_window_seconds,
@@ -132,8 +136,8 @@ def create_app(
             scopes = keys.scopes_of(key)
             if not scopes:
                 raise HTTPException(401, "unknown API key")
-            if scope not in scopes:
-                raise HTTPException(403, f"this key may not {scope.value}: use a {scope.value} key")
+            if not grants(scopes, scope):
+                raise HTTPException(403, denial(scope))
             return key
 
         return Depends(check)
@@ -170,6 +174,7 @@ def create_app(
             events_topic=settings.topic_events,
             dlq_topic=settings.topic_dlq,
             source=source,
+            anonymize=anonymizer.scrub,
         )
         try:
             await services["producer"].send(plan.records)
@@ -197,7 +202,7 @@ def create_app(
         key = _segment_key(request, payload)
         if key is None:
             raise HTTPException(401, "missing write key: send it as the Basic-auth user name or as writeKey")
-        if Scope.WRITE not in keys.scopes_of(key):
+        if not grants(keys.scopes_of(key), Scope.WRITE):
             raise HTTPException(401, "unknown write key")
         if call is None:
             messages = payload.get("batch")
@@ -250,7 +255,9 @@ def create_app(
             raise HTTPException(404, f"no profile for {profile_id!r}")
         return Response(msgspec.json.encode(view), media_type="application/json")  # hot path: skip re-validation
 
-    @app.delete("/v1/profiles/{profile_id}", status_code=202, tags=["profiles"], dependencies=[require(Scope.READ)])
+    forget_scope = Scope.ADMIN if settings.forget_requires_admin else Scope.READ  # admin keys may forget either way
+
+    @app.delete("/v1/profiles/{profile_id}", status_code=202, tags=["profiles"], dependencies=[require(forget_scope)])
     def forget_profile(profile_id: str, store: RedisProfileStore = Depends(store_)) -> dict[str, Any]:
         """Forget a user: profile, decisions and identity links now; archive rows in the next batch run."""
         existed = store.forget(profile_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,10 @@ MAX_BATCH_EVENTS = 500
 MAX_BODY_BYTES = 512 * 1024
 
 _encoder = msgspec.json.Encoder()
+
+
+def _as_is(obj: Any) -> Any:
+    return obj
 
 
 class BadRequestBody(ValueError):
@@ -66,15 +71,27 @@ def events_of_body(body: Any) -> list[Any]:
 
 
 def plan_ingest(
-    events: list[Any], *, received_at: str, events_topic: str, dlq_topic: str, source: str = "collector"
+    events: list[Any],
+    *,
+    received_at: str,
+    events_topic: str,
+    dlq_topic: str,
+    source: str = "collector",
+    anonymize: Callable[[Any], Any] = _as_is,
 ) -> IngestPlan:
-    """Validate each event: valid ones go to the events topic, invalid ones to the DLQ."""
+    """Validate each event: valid ones go to the events topic, invalid ones to the DLQ.
+
+    ``anonymize`` (PULSE_IP_ANONYMIZATION, streaming/api/ip_privacy.py) rewrites every object
+    before anything is encoded, so no record of either topic holds what it removed.
+    """
     plan = IngestPlan()
     for index, obj in enumerate(events):
         if isinstance(obj, Unmappable):
             plan.rejected.append(Rejection(index, None, obj.reason))
-            plan.records.append(OutgoingRecord(dlq_topic, _encoder.encode(obj.original), None, dlq_headers(obj.reason, source, received_at)))
+            original = anonymize(obj.original)
+            plan.records.append(OutgoingRecord(dlq_topic, _encoder.encode(original), None, dlq_headers(obj.reason, source, received_at)))
             continue
+        obj = anonymize(obj)
         event_id = obj.get("event_id") if isinstance(obj, dict) else None
         try:
             event = validate_event(obj)
