@@ -44,7 +44,8 @@ def run_demo(
     """Send ``total`` events in batches, with a progress bar; print and return a summary."""
     console = console or Console()
     base = (url or service_registry.api_url(settings)).rstrip("/")
-    write_key = key or (settings.write_keys[0] if settings.write_keys else DEV_WRITE_KEY)
+    plain_keys = [k for k in settings.write_keys if not k.startswith("sha256:")]  # a stored hash cannot be sent
+    write_key = key or (plain_keys[0] if plain_keys else DEV_WRITE_KEY)
     products = categories_from_rows(read_catalog_csv(SAMPLE_CATALOG))
     generator = TrafficGenerator(products, users=users, seed=seed)
     summary = DemoSummary()

@@ -31,7 +31,12 @@ def post_run_failures(context: dg.RunFailureSensorContext) -> dg.SkipReason | No
     if not url:
         return dg.SkipReason("PULSE_ALERT_WEBHOOK_URL is not set; failures are only shown in the UI")
     error = context.failure_event.message if context.failure_event else None
-    httpx.post(url, json=failure_message(context.dagster_run, error), timeout=10).raise_for_status()
+    try:
+        response = httpx.post(url, json=failure_message(context.dagster_run, error), timeout=10)
+    except httpx.HTTPError as exc:  # the URL is a secret (Slack): never let it reach the logs
+        raise RuntimeError(f"alert webhook unreachable ({type(exc).__name__})") from None
+    if response.is_error:
+        raise RuntimeError(f"alert webhook answered {response.status_code}")
     return None
 
 
