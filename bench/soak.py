@@ -1,0 +1,157 @@
+"""Soak: a steady event rate through the collector and profile app, watching for drift.
+
+Every ``--window`` seconds it records end-to-end latency (request sent -> visible in Redis, from
+keyspace notifications as in bench/e2e_latency.py; it includes the collector's 202), the resident memory of the API and the
+profile app, Redis memory, and the backlog (events acknowledged but not yet visible). A healthy
+run is flat: memory levels off, latency percentiles do not climb, the backlog stays bounded and
+drains when the load stops. The first window (start-up, group join) is the baseline the later
+ones are compared with.
+
+Usage: .venv/bin/python -m bench.soak [--rate 3000] [--seconds 1800] [--window 60]
+(tests/integration/test_soak.py runs a 2-minute version in CI.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import redis
+
+from bench.apps import start_app
+from bench.e2e_latency import VisibilityWatcher, percentiles, send_steady
+from bench.stack import demo_events, local_stack
+from enrichment.catalog import SAMPLE_CATALOG, read_catalog_csv
+from enrichment.reference_store import CATALOG, publish_reference
+from quality.event_contract import EventContractError, validate_event
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process (and its threads) in MiB, from /proc."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class Sample:
+    at: float
+    api_mib: float
+    app_mib: float
+    redis_mib: float
+
+
+@dataclass
+class SoakReport:
+    rate: int
+    seconds: float
+    window: float
+    acknowledged: int = 0
+    visible: int = 0
+    drained_after_s: float | None = None
+    windows: list[dict[str, float]] = field(default_factory=list)
+
+    def table(self) -> str:
+        lines = [f"{'window':>8}{'events':>9}{'p50 ms':>9}{'p99 ms':>9}{'api MiB':>9}{'app MiB':>9}{'redis MiB':>10}{'backlog':>9}"]
+        for w in self.windows:
+            lines.append(
+                f"{w['end']:>7.0f}s{w['events']:>9.0f}{w['p50']:>9.1f}{w['p99']:>9.1f}{w['api_mib']:>9.1f}"
+                f"{w['app_mib']:>9.1f}{w['redis_mib']:>10.1f}{w['backlog']:>9.0f}"
+            )
+        return "\n".join(lines)
+
+
+def valid_unique_events(total: int, users: int) -> list[dict]:
+    unique: dict[str, dict] = {}
+    for event in demo_events(total, users, seed=11):
+        try:
+            validate_event(event)
+        except EventContractError:
+            continue
+        unique.setdefault(event["event_id"], event)
+    return list(unique.values())
+
+
+def run_soak(rate: int, seconds: float, window: float, users: int = 20_000) -> SoakReport:
+    """Run the soak on a fresh embedded broker and Redis; return per-window figures."""
+    events = valid_unique_events(int(rate * seconds * 1.05) + 1500, users)
+    report = SoakReport(rate, seconds, window)
+    with local_stack() as settings:
+        client = redis.Redis.from_url(settings.redis_url)
+        publish_reference(client, CATALOG, read_catalog_csv(SAMPLE_CATALOG), "product_id")
+        watcher = VisibilityWatcher(settings.redis_url)
+        api = start_app(settings, "api")
+        app = start_app(settings, "profile-app")
+        samples: list[Sample] = []
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(1.0):
+                samples.append(Sample(time.monotonic(), rss_mib(api.process.pid), rss_mib(app.process.pid), client.info("memory")["used_memory"] / 2**20))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        try:
+            base = f"http://{settings.api_host}:{settings.api_port}"
+            os.nice(5)  # the load generator stands in for other machines: let Pulse have the cores
+            asyncio.run(send_steady(base, "bench-write", events[:1000], 500, 2.0))  # warm-up: group join
+            deadline = time.monotonic() + 60
+            while sum(1 for _ in client.scan_iter("pulse:{*}:seen:*", count=10_000)) < 1000 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            seen_count = lambda: sum(1 for _ in client.scan_iter("pulse:{*}:seen:*", count=10_000))  # noqa: E731
+            before = seen_count()
+            sampler.start()
+            times = asyncio.run(send_steady(base, "bench-write", events[1000:], rate, seconds))
+            load_ended = time.monotonic()
+            while seen_count() < before + len(times) and time.monotonic() - load_ended < 60:
+                time.sleep(0.5)
+            report.drained_after_s = time.monotonic() - load_ended if seen_count() >= before + len(times) else None
+            seen_at = watcher.finish()
+        finally:
+            stop.set()
+            app.stop()
+            api.stop()
+    report.acknowledged = len(times)
+    report.visible = sum(1 for event_id in times if event_id in seen_at)
+    start = min(sent for sent, _ in times.values())
+    by_window: dict[int, list[float]] = {}
+    for event_id, (sent, acked) in times.items():
+        if event_id in seen_at:
+            by_window.setdefault(int((sent - start) // window), []).append((seen_at[event_id] - sent) * 1000)
+    for index in sorted(by_window):
+        end = start + (index + 1) * window
+        in_window = [s for s in samples if s.at <= end] or samples[:1]
+        last = in_window[-1]
+        acked_by_end = sum(1 for _, acked in times.values() if acked <= end)
+        visible_by_end = sum(1 for event_id, (_, acked) in times.items() if acked <= end and seen_at.get(event_id, end + 1) <= end)
+        stats = percentiles(by_window[index])
+        report.windows.append(
+            {"end": (index + 1) * window, "events": len(by_window[index]), "p50": stats["p50"], "p99": stats["p99"],
+             "api_mib": last.api_mib, "app_mib": last.app_mib, "redis_mib": last.redis_mib,
+             "backlog": max(0, acked_by_end - visible_by_end)}
+        )
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=int, default=3000)
+    parser.add_argument("--seconds", type=float, default=1800)
+    parser.add_argument("--window", type=float, default=60)
+    args = parser.parse_args()
+    report = run_soak(args.rate, args.seconds, args.window)
+    print(f"{args.rate} events/s for {args.seconds:.0f} s: {report.acknowledged} acknowledged, {report.visible} visible; "
+          f"backlog drained {report.drained_after_s and f'{report.drained_after_s:.1f} s' or 'NOT'} after the load stopped\n")
+    print(report.table())
+    first, last = report.windows[1] if len(report.windows) > 2 else report.windows[0], report.windows[-1]
+    print(f"\nlast window vs the second: p99 {last['p99'] / max(first['p99'], 0.1):.2f}x, profile app memory "
+          f"{last['app_mib'] / first['app_mib']:.2f}x, API memory {last['api_mib'] / first['api_mib']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
