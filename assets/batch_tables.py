@@ -4,13 +4,13 @@ import json
 
 import dagster as dg
 import duckdb
-import redis
 
 from assets.archive import read_valid_events
 from assets.batch_profiles import recompute_profiles
 from assets.reconciliation import forgotten_ids
 from enrichment.reference_store import load_catalog
 from orchestration.resources import PulseResource
+from streaming.profiles.redis_client import redis_from_url
 
 SESSIONS_SQL = """
 CREATE OR REPLACE TABLE sessions AS
@@ -35,7 +35,7 @@ FROM numbered GROUP BY ALL
 def profiles_batch(pulse: PulseResource) -> dg.MaterializeResult:
     """Every profile recomputed from the archive with the stream's own code, as table `profiles_batch`."""
     settings = pulse.settings()
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_from_url(settings.redis_url)
     events = read_valid_events(settings.archive_path)
     documents = recompute_profiles((e.raw for e in events), load_catalog(client), settings.session_timeout_seconds * 1000, exclude=forgotten_ids(client))
     rows = [(pid, doc["user_id"], doc["event_count"], doc["session_count"], doc["purchase_total"], doc["engagement_score"], doc["first_seen"], doc["last_seen"], json.dumps(doc)) for pid, doc in documents.items()]

@@ -4,11 +4,11 @@ from datetime import UTC, datetime
 
 import dagster as dg
 import duckdb
-import redis
 
 from orchestration.resources import PulseResource
 from streaming.profiles.intent import FEATURES, NotEnoughData, train_intent_model
 from streaming.profiles.intent_store import publish_intent_model
+from streaming.profiles.redis_client import redis_from_url
 
 SESSION_ROWS_SQL = """
 SELECT page_views, clicks, adds_to_cart, removes_from_cart, searches, events - purchases AS events,
@@ -48,7 +48,7 @@ def intent_model(context: dg.AssetExecutionContext, pulse: PulseResource) -> dg.
     good = auc >= MIN_ROC_AUC
     version = None
     if good:
-        version = publish_intent_model(redis.Redis.from_url(settings.redis_url), model)
+        version = publish_intent_model(redis_from_url(settings.redis_url), model)
     else:
         context.log.warning("intent model not published: held-out ROC AUC %.3f < %.2f", auc, MIN_ROC_AUC)
     coefficients = {name: round(weight, 4) for name, weight in zip(FEATURES, model.weights, strict=True)}

@@ -4,18 +4,18 @@ import time
 from dataclasses import asdict
 
 import dagster as dg
-import redis
 
 from assets.kafka_health import Limits, OffsetSnapshot, StreamHealth, measure_stream_health
 from orchestration import service_registry
 from orchestration.resources import PulseResource
 from streaming.profile_app.sink import HEARTBEAT_KEY
+from streaming.profiles.redis_client import RedisClient, redis_from_url
 
 MAX_HEARTBEAT_AGE_S = 120
 MAX_ARCHIVE_AGE_S = 900
 
 
-def heartbeat_age_seconds(client: redis.Redis, now: float) -> float | None:
+def heartbeat_age_seconds(client: RedisClient, now: float) -> float | None:
     """Seconds since the profile app's last heartbeat, or None if it never wrote one."""
     value = client.get(HEARTBEAT_KEY)
     return None if value is None else now - int(value) / 1000
@@ -38,7 +38,7 @@ def pipeline_health(pulse: PulseResource):
     """Heartbeat of the profile app and age of the newest archive file (materialized every 5 minutes)."""
     settings = pulse.settings()
     now = time.time()
-    heartbeat = heartbeat_age_seconds(redis.Redis.from_url(settings.redis_url, socket_timeout=5), now)
+    heartbeat = heartbeat_age_seconds(redis_from_url(settings.redis_url, socket_timeout=5), now)
     archive = newest_archive_file_age_seconds(settings.archive_path, now)
     yield dg.MaterializeResult(metadata={"heartbeat_age_s": heartbeat if heartbeat is not None else -1, "archive_age_s": archive if archive is not None else -1})
     yield dg.AssetCheckResult(

@@ -7,9 +7,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import redis
-
 from streaming.profiles.keys import FORGET_STREAM, KEY_PREFIX, decode_id
+from streaming.profiles.redis_client import RedisClient, primaries
 from streaming.profiles.store import RedisProfileStore
 
 MAX_EXAMPLES = 10
@@ -65,14 +64,15 @@ def _example(report: ReconcileReport, profile_id: str, kind: str, fields: dict |
         report.examples.append({"profile_id": profile_id, "kind": kind, **({"fields": fields} if fields else {})})
 
 
-def live_profile_ids(client: redis.Redis) -> Iterator[str]:
-    """Ids of every profile in Redis (SCAN, so it never blocks the server)."""
-    for key in client.scan_iter(match=f"{KEY_PREFIX}:{{*}}:p", count=1000):
-        text = key.decode() if isinstance(key, bytes) else key
-        yield decode_id(text[len(KEY_PREFIX) + 2 : -3])
+def live_profile_ids(client: RedisClient) -> Iterator[str]:
+    """Ids of every profile in Redis: SCAN (which never blocks a server) on every master of a cluster."""
+    for node in primaries(client):
+        for key in node.scan_iter(match=f"{KEY_PREFIX}:{{*}}:p", count=1000):
+            text = key.decode() if isinstance(key, bytes) else key
+            yield decode_id(text[len(KEY_PREFIX) + 2 : -3])
 
 
-def forgotten_ids(client: redis.Redis) -> set[str]:
+def forgotten_ids(client: RedisClient) -> set[str]:
     """Ids forgotten through the API; their archived events are excluded until purged."""
     return {fields[b"profile_id"].decode() for _, fields in client.xrange(FORGET_STREAM)}
 

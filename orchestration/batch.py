@@ -22,6 +22,7 @@ from enrichment.reference_store import load_campaigns, load_catalog, load_geo
 from orchestration import service_registry
 from orchestration.kafka_config import durable_producer_config
 from orchestration.settings import PulseSettings
+from streaming.profiles.redis_client import redis_from_url
 from streaming.profiles.store import RedisProfileStore
 from streaming.rules.backtest import BacktestReport, backtest
 from streaming.rules.engine import RuleEngine
@@ -32,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 def reconcile(settings: PulseSettings) -> ReconcileReport:
     """Recompute every profile from the archive and diff it against Redis."""
-    client = redis.Redis.from_url(service_registry.redis_url(settings))
+    client = redis_from_url(service_registry.redis_url(settings))
     store = RedisProfileStore(client, dedupe_window_seconds=settings.dedupe_window_seconds, session_gap_ms=settings.session_timeout_seconds * 1000)
     forgotten = forgotten_ids(client)
     events = read_valid_events(settings.archive_path)
@@ -53,7 +54,7 @@ def replay(settings: PulseSettings, start: datetime | None, end: datetime | None
     Replaying over live profiles counts nothing twice: every event keeps its event_id.
     Events of forgotten users are skipped.
     """
-    client = redis.Redis.from_url(service_registry.redis_url(settings))
+    client = redis_from_url(service_registry.redis_url(settings))
     forgotten = forgotten_ids(client)
     events = read_valid_events(settings.archive_path, start, end)
     producer = Producer(durable_producer_config(settings, service_registry.kafka_brokers(settings)))
@@ -103,7 +104,7 @@ def backtest_rules(settings: PulseSettings, rules_file: Path, start: datetime | 
 def _geo_and_campaigns(settings: PulseSettings) -> tuple[GeoIndex, CampaignIndex]:
     """The live geo ranges and campaigns, or empty ones when Redis is not reachable."""
     try:
-        client = redis.Redis.from_url(service_registry.redis_url(settings), socket_connect_timeout=2)
+        client = redis_from_url(service_registry.redis_url(settings), socket_connect_timeout=2)
         return load_geo(client), load_campaigns(client)
     except (redis.RedisError, service_registry.ServiceNotConfigured) as exc:
         logger.info("no live geo/campaign data (%s); event.geo and event.campaign will be empty", exc)
@@ -113,7 +114,7 @@ def _geo_and_campaigns(settings: PulseSettings) -> tuple[GeoIndex, CampaignIndex
 def _catalog_for_batch(settings: PulseSettings) -> Catalog:
     """The live catalog when Redis is reachable, else the sample file (what `pulse up` publishes)."""
     try:
-        client = redis.Redis.from_url(service_registry.redis_url(settings), socket_connect_timeout=2)
+        client = redis_from_url(service_registry.redis_url(settings), socket_connect_timeout=2)
         catalog = load_catalog(client)
         if catalog.version:
             return catalog

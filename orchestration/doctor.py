@@ -15,6 +15,7 @@ from orchestration.kafka_config import client_config
 from orchestration.settings import PulseSettings
 from orchestration.topics import topic_specs
 from streaming.profile_app.sink import HEARTBEAT_KEY
+from streaming.profiles.redis_client import redis_from_url
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +72,8 @@ def _check_broker(settings: PulseSettings, brokers: str) -> list[Check]:
 
 
 def _check_redis(url: str) -> list[Check]:
-    client = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
     try:
+        client = redis_from_url(url, socket_timeout=3, socket_connect_timeout=3)  # a cluster client connects here
         client.ping()
         heartbeat = client.get(HEARTBEAT_KEY)
     except redis.RedisError as exc:

@@ -4,12 +4,12 @@
 from datetime import datetime
 
 import dagster as dg
-import redis
 
 from assets.forget import purge_archive
 from assets.reconciliation import forgotten_ids
 from orchestration.batch import replay
 from orchestration.resources import PulseResource
+from streaming.profiles.redis_client import redis_from_url
 
 
 class ReplayConfig(dg.Config):
@@ -30,7 +30,7 @@ def replay_archive(context: dg.OpExecutionContext, config: ReplayConfig, pulse: 
 def purge_forgotten_users(pulse: PulseResource) -> dg.Output[int]:
     """Remove archived rows of every id forgotten through DELETE /v1/profiles (the pulse:forget stream)."""
     settings = pulse.settings()
-    forgotten = forgotten_ids(redis.Redis.from_url(settings.redis_url))
+    forgotten = forgotten_ids(redis_from_url(settings.redis_url))
     result = purge_archive(settings.archive_path, forgotten)
     return dg.Output(result["rows_removed"], metadata={**result, "forgotten_ids": len(forgotten)})
 

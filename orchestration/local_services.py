@@ -181,3 +181,78 @@ def start_redis(data_dir: Path, port: int | None = None, timeout: float = 30.0, 
     proc.start()
     proc.wait_for_port("127.0.0.1", port, timeout)
     return proc, f"redis://127.0.0.1:{port}/0"
+
+
+#: Hash slots of Redis Cluster (fixed by the protocol).
+CLUSTER_SLOTS = 16384
+
+
+def start_redis_cluster(
+    data_dir: Path, masters: int = 3, timeout: float = 30.0, *, persist: bool = False
+) -> tuple[list[ManagedProcess], str]:
+    """Start a Redis Cluster of ``masters`` valkey-servers on loopback (no replicas).
+
+    Each server gets free client and cluster-bus ports, an equal share of the slots and the
+    others by CLUSTER MEET; this returns once every server reports ``cluster_state:ok`` and
+    knows every slot. The URL names every master (``redis+cluster://h:p,h:p,.../0``).
+    """
+    import redis
+
+    servers: list[tuple[ManagedProcess, int, int]] = []
+    try:
+        for i in range(masters):
+            port, bus_port = free_port(), free_port()
+            node_dir = data_dir / "redis-cluster" / f"node-{i}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            argv = [
+                valkey_binary(),
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--daemonize", "no",
+                "--dir", str(node_dir),
+                "--cluster-enabled", "yes",
+                "--cluster-port", str(bus_port),  # port + 10000 may be taken or beyond 65535
+                "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", "5000",
+                "--save", "",
+                "--appendonly", "yes" if persist else "no",
+                "--appendfsync", "everysec",
+            ]
+            proc = ManagedProcess(f"redis cluster node {i} (valkey)", argv, data_dir / "logs" / f"redis-cluster-{i}.log")
+            proc.start()
+            servers.append((proc, port, bus_port))
+        for proc, port, _ in servers:
+            proc.wait_for_port("127.0.0.1", port, timeout)
+        clients = [redis.Redis(host="127.0.0.1", port=port, socket_timeout=5) for _, port, _ in servers]
+        for i, client in enumerate(clients):
+            start, end = i * CLUSTER_SLOTS // masters, (i + 1) * CLUSTER_SLOTS // masters - 1
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", start, end)
+            client.execute_command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)  # distinct epochs: no collision round
+        for _, port, bus_port in servers[1:]:
+            clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", port, bus_port)
+        _wait_for_cluster(clients, masters, timeout, servers[0][0].log_path)
+        for client in clients:
+            client.close()
+    except BaseException:
+        for proc, _, _ in servers:
+            proc.stop()
+        raise
+    seeds = ",".join(f"127.0.0.1:{port}" for _, port, _ in servers)
+    return [proc for proc, _, _ in servers], f"redis+cluster://{seeds}/0"
+
+
+def _wait_for_cluster(clients: list, masters: int, timeout: float, log_path: Path) -> None:
+    """Until every server sees all ``masters`` nodes, all slots assigned and ``cluster_state:ok``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        infos = [client.cluster("info") for client in clients]
+        if all(
+            info.get("cluster_state") == "ok"
+            and int(info.get("cluster_known_nodes", 0)) == masters
+            and int(info.get("cluster_slots_assigned", 0)) == CLUSTER_SLOTS
+            for info in infos
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise ServiceStartError(f"Redis Cluster did not form in {timeout}s ({infos}); see {log_path}")
+        time.sleep(0.05)

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import redis
 from confluent_kafka.admin import AdminClient
 
 from enrichment.reference_publish import publish_missing_samples
@@ -23,6 +22,7 @@ from orchestration.kafka_config import client_config
 from orchestration.local_services import ManagedProcess, port_accepts, start_broker, start_redis
 from orchestration.settings import DEV_READ_KEY, DEV_WRITE_KEY, PulseSettings, settings_to_env
 from orchestration.topics import ensure_topics, topic_specs
+from streaming.profiles.redis_client import redis_from_url
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class LocalPlatform:
         created = ensure_topics(admin, topic_specs(s), s.topic_replication_factor)
         if created:
             self.say(f"created topics: {', '.join(created)}")
-        client = redis.Redis.from_url(redis_url)
+        client = redis_from_url(redis_url)
         for published in publish_missing_samples(client):  # catalog, geo ranges, campaigns
             self.say(f"published the sample {published}")
         client.close()

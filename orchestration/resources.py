@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dagster as dg
-import redis
 
 from orchestration.settings import PulseSettings
+from streaming.profiles.redis_client import RedisClient, redis_from_url
 
 
 class RedisResource(dg.ConfigurableResource):
@@ -13,8 +13,8 @@ class RedisResource(dg.ConfigurableResource):
 
     url: str
 
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, socket_timeout=10)
+    def client(self) -> RedisClient:
+        return redis_from_url(self.url, socket_timeout=10)
 
 
 class KafkaResource(dg.ConfigurableResource):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import redis
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from quixstreams import Application
@@ -19,6 +18,7 @@ from orchestration.settings import PulseSettings
 from streaming.profile_app.pipeline import build_pipeline
 from streaming.profile_app.sink import ProfileSink
 from streaming.profiles.intent_store import IntentModelFollower
+from streaming.profiles.redis_client import redis_from_url
 from streaming.profiles.store import RedisProfileStore
 from streaming.rules.follower import RulesFollower
 
@@ -29,7 +29,7 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
     """The Quix application with the profile dataflow attached."""
     brokers = service_registry.kafka_brokers(settings)
     ensure_topics(AdminClient(client_config(settings, brokers)), topic_specs(settings), settings.topic_replication_factor)
-    client = redis.Redis.from_url(service_registry.redis_url(settings), socket_timeout=10)
+    client = redis_from_url(service_registry.redis_url(settings), socket_timeout=10)
     store = RedisProfileStore(
         client,
         dedupe_window_seconds=settings.dedupe_window_seconds,

@@ -7,10 +7,13 @@ change another id's hash tag or collide with another id's keys.
 
 from __future__ import annotations
 
+from binascii import crc_hqx
 from dataclasses import dataclass
 
 KEY_PREFIX = "pulse"
 FORGET_STREAM = f"{KEY_PREFIX}:forget"
+#: Hash slots of a Redis Cluster.
+CLUSTER_SLOTS = 16384
 
 
 def encode_id(profile_id: str) -> str:
@@ -46,6 +49,11 @@ def decode_id(encoded: str) -> str:
 
 def _base(profile_id: str) -> str:
     return f"{KEY_PREFIX}:{{{encode_id(profile_id)}}}"
+
+
+def profile_slot(profile_id: str) -> int:
+    """The Redis Cluster slot of every key of the profile: CRC16 of its hash tag (ids are never empty)."""
+    return crc_hqx(encode_id(profile_id).encode(), 0) % CLUSTER_SLOTS
 
 
 def fields_key(profile_id: str) -> str:

@@ -8,20 +8,35 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 import redis
+from redis.cluster import ClusterNode
 
 from streaming.profiles.delta import ProfileDelta
 from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile
 from streaming.profiles.intent import IntentModel
 from streaming.profiles.identity import ProfilePart, merge_decision_states, merge_parts
-from streaming.profiles.keys import FORGET_STREAM, fields_key, owner_key, profile_keys
+from streaming.profiles.keys import FORGET_STREAM, fields_key, owner_key, profile_keys, profile_slot
+from streaming.profiles.redis_client import RedisClient
 
 logger = logging.getLogger(__name__)
 
 _UPDATE_SCRIPT = resources.files("streaming.profiles").joinpath("update.lua").read_text()
+#: The script as a Redis Cluster runs it: one call may carry profiles of several slots of one
+#: node (Redis/Valkey >= 7). The flag is only added for a cluster, so one server may be older.
+_CLUSTER_UPDATE_SCRIPT = "#!lua flags=allow-cross-slot-keys\n" + _UPDATE_SCRIPT
+
+T = TypeVar("T")
+
+
+class ClusterTopologyChanged(redis.exceptions.ConnectionError):
+    """A cluster node answered MOVED, ASK, TRYAGAIN or CLUSTERDOWN, or a slot had no node.
+
+    The slot map is re-read before the next write; the batch must be sent again (every delta
+    is idempotent). A ``ConnectionError``, so the profile app pauses and retries the checkpoint.
+    """
 
 
 #: Deltas per script call: bounds how long one call blocks Redis (about 10 µs per delta).
@@ -115,7 +130,7 @@ class RedisProfileStore:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         *,
         dedupe_window_seconds: int,
         session_gap_ms: int,
@@ -125,11 +140,17 @@ class RedisProfileStore:
         self._intent_model = intent_model
         self._dedupe_window_seconds = dedupe_window_seconds
         self._session_gap_ms = session_gap_ms
-        self._update = client.register_script(_UPDATE_SCRIPT)
+        self._cluster = isinstance(client, redis.RedisCluster)
+        self._slots_stale = False
+        self._update = client.register_script(_CLUSTER_UPDATE_SCRIPT if self._cluster else _UPDATE_SCRIPT)
 
     @property
-    def client(self) -> redis.Redis:
+    def client(self) -> RedisClient:
         return self._client
+
+    @property
+    def is_cluster(self) -> bool:
+        return self._cluster
 
     @property
     def session_gap_ms(self) -> int:
@@ -141,10 +162,13 @@ class RedisProfileStore:
         now_ms: int,
         watch: Collection[str] = (),
         with_products: bool = False,
+        *,
+        declare_keys: bool = True,
     ) -> list[ScriptCall]:
         """The script calls applying ``deltas``, SCRIPT_CHUNK deltas each.
 
-        Profiles in ``watch`` are reported on by the call that updates them last.
+        Profiles in ``watch`` are reported on by the call that updates them last. Without
+        ``declare_keys`` (a cluster call spanning slots) the keys travel in ARGV[8], not KEYS.
         """
         calls = []
         model = self._intent_model()
@@ -167,12 +191,21 @@ class RedisProfileStore:
                 indices = [i for i, pid in enumerate(call.ids, 1) if last_call.get(pid) is call]
                 if indices:
                     call.args = (*call.args, _pack(indices), "1" if with_products else "0")
+        if not declare_keys:
+            for call in calls:
+                reporting = call.args[5:] or ("", "0")
+                call.args = (*call.args[:5], *reporting, _pack(call.keys))
+                call.keys = []
         return calls
 
     def apply_deltas(self, deltas: Sequence[ProfileDelta]) -> int:
         """Apply deltas in pipelined script calls and wait; return how many were new."""
         if not deltas:
             return 0
+        if self._cluster:  # script calls go to the node of their profiles: the writer routes them
+            writer = StreamingWriter(self)
+            writer.send(deltas)
+            return writer.confirm()
         pipe = self._client.pipeline(transaction=False)
         links = identity_links(deltas)
         for anonymous_id, link in links.items():
@@ -183,8 +216,48 @@ class RedisProfileStore:
 
     def writer(self) -> StreamingWriter:
         """A writer that sends script calls at once and confirms them later (see StreamingWriter)."""
-        self._client.script_load(_UPDATE_SCRIPT)
+        self._client.script_load(self._update.script)  # on every master of a cluster
         return StreamingWriter(self)
+
+    def by_node(self, items: Sequence[T], profile_id: Callable[[T], str]) -> list[tuple[ClusterNode | None, Sequence[T]]]:
+        """``items`` grouped by the master holding their profile's slot; one group (None) on one server."""
+        if not self._cluster:
+            return [(None, items)]
+        nodes = self._client.nodes_manager
+        if self._slots_stale:
+            self._refresh_slots()
+        groups: dict[str, tuple[ClusterNode, list[T]]] = {}
+        node_of: dict[str, ClusterNode] = {}
+        try:
+            for item in items:
+                pid = profile_id(item)
+                node = node_of.get(pid)
+                if node is None:
+                    node = node_of[pid] = nodes.get_node_from_slot(profile_slot(pid))
+                group = groups.get(node.name)
+                if group is None:
+                    group = groups[node.name] = (node, [])
+                group[1].append(item)
+        except redis.exceptions.SlotNotCoveredError as exc:
+            self._slots_stale = True
+            raise ClusterTopologyChanged(f"a slot has no master: {exc}") from exc
+        return list(groups.values())
+
+    def slots_changed(self) -> None:
+        """Re-read the cluster's slot map before the next routed write."""
+        self._slots_stale = self._cluster
+
+    def _refresh_slots(self) -> None:
+        try:
+            self._client.nodes_manager.initialize()
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+            raise ClusterTopologyChanged(f"cannot read the cluster's slot map: {exc}") from exc
+        self._slots_stale = False
+
+    def run_call(self, call: ScriptCall, node: ClusterNode | None) -> Any:
+        """Run one script call synchronously (loading the script when the server lost it)."""
+        client = self._client if node is None else self._client.get_redis_connection(node)
+        return self._update(keys=call.keys, args=call.args, client=client)
 
     def get_profile(self, profile_id: str) -> dict[str, Any] | None:
         """The profile stored under this id alone (no identity merge), or None.
@@ -379,7 +452,8 @@ class RedisProfileStore:
         pipe = self._client.pipeline(transaction=False)
         for pid in ids:
             keys = profile_keys(pid)
-            pipe.delete(*keys.state_keys, keys.decisions, keys.fires, keys.owner)
+            # One DEL of one slot's keys (a cluster pipeline's delete() takes a single key).
+            pipe.execute_command("DEL", *keys.state_keys, keys.decisions, keys.fires, keys.owner)
         for anonymous_id in anonymous_ids:
             pipe.zrem(owner_key(anonymous_id), person)
         now = int(time.time())
@@ -388,6 +462,20 @@ class RedisProfileStore:
         deleted = sum(pipe.execute()[: len(ids)])
         logger.info("forgot a person: %d ids, %d keys deleted", len(ids), deleted)
         return bool(deleted)
+
+
+def topology_error(exc: BaseException) -> bool:
+    """A reply saying the slot map is out of date: MOVED, ASK, TRYAGAIN, CLUSTERDOWN.
+
+    A script call whose keys are not declared (a cluster call spanning slots) gets no MOVED
+    but an error from inside the script when it touches a slot its node no longer serves.
+    The script touches a delta's marker first, so the deltas before it were applied whole
+    and the rest not at all.
+    """
+    if isinstance(exc, (redis.exceptions.AskError, redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)):
+        return True  # MovedError is an AskError
+    text = str(exc) if isinstance(exc, redis.ResponseError) else ""
+    return "non local key" in text or "cluster is down" in text
 
 
 def _interval(member: str) -> tuple[int, int]:
@@ -413,48 +501,77 @@ class StreamingWriter:
     Redis applies a batch while the caller prepares the next one, instead of the two taking
     turns. Nothing counts as written before ``confirm()`` returns, and every call is
     idempotent, so a crash in between only means the same deltas are sent again.
+
+    On a Redis Cluster each master gets its own connection and only the calls for the
+    profiles (and identity links) in its slots. A redirection (MOVED, ASK...) is not
+    followed: ``confirm()`` raises ``ClusterTopologyChanged``, the slot map is re-read and
+    the caller sends the batch again.
     """
 
     def __init__(self, store: RedisProfileStore) -> None:
         self._store = store
-        self._connection: Any = None
-        # Script calls and identity-link writes (None), in the order sent.
-        self._sent: list[ScriptCall | None] = []
+        # node name (None on one server) -> (its connection pool, the connection taken from it)
+        self._connections: dict[str | None, tuple[Any, Any]] = {}
+        # (connection, script call or None for an identity link, node), in the order sent.
+        self._sent: list[tuple[Any, ScriptCall | None, ClusterNode | None]] = []
         self.reports: dict[str, PartReport] = {}
 
     def send(self, deltas: Sequence[ProfileDelta], watch: Collection[str] = (), with_products: bool = False) -> None:
-        """Queue the calls for ``deltas`` on the connection (no reply awaited).
+        """Queue the calls for ``deltas`` on the connection(s) (no reply awaited).
 
         Profiles in ``watch`` come back in ``reports`` after ``confirm()``.
         """
         if not deltas:
             return
+        try:
+            self._send(deltas, watch, with_products)
+        except redis.ConnectionError:
+            self._store.slots_changed()  # a master may have failed over
+            raise
+
+    def _send(self, deltas: Sequence[ProfileDelta], watch: Collection[str], with_products: bool) -> None:
         store = self._store
-        if self._connection is None:
-            self._connection = store.client.connection_pool.get_connection()
-        # Links first, so a report in this batch already sees them.
-        for anonymous_id, link in identity_links(deltas).items():
-            self._connection.send_command(*link_command(anonymous_id, link))
-            self._sent.append(None)
-        for call in store._script_calls(deltas, int(time.time() * 1000), watch, with_products):
-            self._connection.send_command("EVALSHA", store._update.sha, len(call.keys), *call.keys, *call.args)
-            self._sent.append(call)
+        sent = self._sent
+        # Links first, so a report in this batch already sees them (each goes to its own
+        # anonymous id's node, the node that reports on that id).
+        links = list(identity_links(deltas).items())
+        for node, group in store.by_node(links, lambda link: link[0]):
+            connection = self._connection(node)
+            for anonymous_id, link in group:
+                connection.send_command(*link_command(anonymous_id, link))
+                sent.append((connection, None, node))
+        now_ms = int(time.time() * 1000)
+        sha = store._update.sha
+        for node, group in store.by_node(deltas, lambda delta: delta.profile_id):
+            connection = self._connection(node)
+            for call in store._script_calls(group, now_ms, watch, with_products, declare_keys=node is None):
+                connection.send_command("EVALSHA", sha, len(call.keys), *call.keys, *call.args)
+                sent.append((connection, call, node))
+
+    def _connection(self, node: ClusterNode | None) -> Any:
+        key = None if node is None else node.name
+        entry = self._connections.get(key)
+        if entry is None:
+            client = self._store.client if node is None else self._store.client.get_redis_connection(node)
+            pool = client.connection_pool
+            entry = self._connections[key] = (pool, pool.get_connection())
+        return entry[1]
 
     def confirm(self) -> int:
         """Read every reply; return how many deltas were new. Raises on any Redis error."""
-        if self._connection is None:
+        if not self._connections:
             return 0
         applied = 0
         try:
-            for call in self._sent:
+            for connection, call, node in self._sent:
                 if call is None:  # an identity link
-                    self._connection.read_response()
+                    connection.read_response()
                     continue
                 try:
-                    reply = self._connection.read_response()
+                    reply = connection.read_response()
                 except redis.exceptions.NoScriptError:
                     # Redis lost its script cache (restart): load it and apply synchronously.
-                    reply = self._store._update(keys=call.keys, args=call.args)
+                    reply = self._store.run_call(call, node)
                 if isinstance(reply, list):
                     count, entries = reply
                     for entry in entries:
@@ -462,8 +579,13 @@ class StreamingWriter:
                         self.reports[profile_id] = parse_report(profile_id, entry)
                     reply = count
                 applied += reply
-        except BaseException:
-            self._connection.disconnect()
+        except BaseException as exc:
+            self._disconnect()
+            if isinstance(exc, redis.ConnectionError):
+                self._store.slots_changed()  # a master may have failed over
+            elif self._store.is_cluster and topology_error(exc):
+                self._store.slots_changed()
+                raise ClusterTopologyChanged(f"the cluster's slots moved under a batch; send it again: {exc}") from exc
             raise
         finally:
             self._release()
@@ -477,11 +599,16 @@ class StreamingWriter:
     def abort(self) -> None:
         """Forget unconfirmed calls (their deltas will be redelivered)."""
         self.reports = {}
-        if self._connection is not None:
-            self._connection.disconnect()
+        if self._connections:
+            self._disconnect()
             self._release()
 
+    def _disconnect(self) -> None:
+        for _, connection in self._connections.values():
+            connection.disconnect()
+
     def _release(self) -> None:
-        self._store.client.connection_pool.release(self._connection)
-        self._connection = None
+        for pool, connection in self._connections.values():
+            pool.release(connection)
+        self._connections = {}
         self._sent = []

@@ -1,15 +1,23 @@
 -- Apply a batch of profile deltas atomically, each event at most once.
 -- KEYS:  the fields-hash key ("<base>:p") of each profile the batch touches; every other key
 --        of a profile is "<base>:<suffix>" with the same hash tag, so it lives in the same slot.
+--        On a Redis Cluster, where declared keys must share one slot, KEYS is empty and ARGV[8]
+--        is a msgpack array of these keys instead: a call carries only profiles of one master
+--        and the store prepends "#!lua flags=allow-cross-slot-keys" (streaming/profiles/store.py),
+--        so one call may touch several slots of that master; each profile stays in its own slot.
 -- ARGV:  1 dedupe TTL seconds, 2 now ms, 3 session gap ms,
 --        4 msgpack array of deltas: {key_index, event_id, event_type, ts_ms, user_id,
 --          anonymous_id, category, product_id, cart_change, purchase_micros, engagement}
 --        5 intent model, msgpack {bias, feature types, weights} (streaming/profiles/intent.py), or 
+--        6 msgpack array of key indices to report on (or ''), 7 '1' to report last products
+--        8 (cluster only) the keys, see KEYS
 -- Returns the number of deltas applied (the rest were duplicates).
 -- Semantics are those of streaming/profiles/reference.py; every change commutes.
 -- Fields: event_count, first_seen, last_seen, user_id, updated_at, engagement, purchase_micros,
 -- t:<type>, v:<category>, c:<product>, and ss/se = the latest session's bounds; earlier
 -- sessions are "<start>:<end>" members of the <base>:sessions zset (score = start).
+local keys = KEYS
+if ARGV[8] then keys = cmsgpack.unpack(ARGV[8]) end
 local ttl, now, gap = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local deltas = cmsgpack.unpack(ARGV[4])
 local model = nil
@@ -58,7 +66,7 @@ local function merge_into(sessions, t)
 end
 
 for _, d in ipairs(deltas) do
-  local fields = KEYS[d[1]]
+  local fields = keys[d[1]]
   local base = string.sub(fields, 1, -3)
   if redis.call('SET', base .. ':seen:' .. d[2], '1', 'NX', 'EX', ttl) then
     applied = applied + 1
@@ -127,7 +135,7 @@ if not ARGV[6] or ARGV[6] == '' then return applied end
 -- The state the rules engine reads, in the same call: no extra round trip.
 local reports = {}
 for _, index in ipairs(cmsgpack.unpack(ARGV[6])) do
-  local fields = KEYS[index]
+  local fields = keys[index]
   local base = string.sub(fields, 1, -3)
   local sessions = redis.call('ZRANGE', base .. ':sessions', 0, -1)
   local products = {}
