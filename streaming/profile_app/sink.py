@@ -82,6 +82,7 @@ class ProfileSink(BaseSink):
         self._triggering: list[tuple[Any, ProfileDelta]] = []
         self._watch: set[str] = set()  # profiles with triggering events in the deltas not yet sent
         self._anonymous_parts = AnonymousPartCache()
+        self._linked: set[str] = set()  # anonymous ids linked to a user in this checkpoint
         self._dead_letters_in_flight = 0
         self._triggers_in_flight = 0
         self._delivery_errors: list[str] = []
@@ -103,6 +104,8 @@ class ProfileSink(BaseSink):
         if not self._pending and not self._triggering:
             self._engine = self._rules()  # a checkpoint's events all see the same rules
         self._pending.append(value.delta)
+        if value.delta.anonymous_id:
+            self._linked.add(value.delta.anonymous_id)
         if value.event is not None and self._engine.triggers(value.delta.event_type):
             self._triggering.append((value.event, value.delta))
             self._watch.add(value.delta.profile_id)
@@ -126,6 +129,7 @@ class ProfileSink(BaseSink):
             raise SinkBackpressureError(retry_after=self._retry_after) from exc
         finally:
             self._pending, self._failure, self._triggering, self._watch = [], None, [], set()
+            self._linked = set()
         self.applied += applied
 
     def _wants_products(self) -> bool:
@@ -137,6 +141,7 @@ class ProfileSink(BaseSink):
     def _decide(self, triggering: list[tuple[Any, ProfileDelta]], reports: dict[str, PartReport]) -> None:
         """Evaluate rules on the updated people; store and publish what fired (acknowledged)."""
         names = self._engine.profile_fields({delta.event_type for _, delta in triggering})
+        self._anonymous_parts.forget(self._linked)  # a new link may change who owns them
         missing = {delta.profile_id for _, delta in triggering} - reports.keys()
         if missing:  # e.g. sent before a rule reload started watching them
             reports.update(self._store.read_reports(sorted(missing)))
