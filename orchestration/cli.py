@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from orchestration import service_registry
 from orchestration.keys_cli import keys
 from orchestration.settings import PulseSettings, settings_markdown, settings_reference
 
@@ -63,7 +64,7 @@ def up(no_dagster: bool) -> None:
         click.echo("")
         click.secho("Pulse is up.", fg="green", bold=True)
         for name, value in urls.items():
-            click.echo(f"  {name:<14} {value}")
+            click.echo(f"  {name:<14} {service_registry.redact(value)}")
         click.echo(f"  {'data_dir':<14} {settings.data_path}  (logs in {settings.data_path / 'logs'})")
         click.echo("\nTry: pulse demo      Stop: Ctrl-C")
         while not stopping:

@@ -77,8 +77,8 @@ def _check_redis(url: str) -> list[Check]:
         client.ping()
         heartbeat = client.get(HEARTBEAT_KEY)
     except redis.RedisError as exc:
-        return [Check("redis", False, f"{url} does not answer: {exc}", "is Redis running? check PULSE_REDIS_URL")]
-    checks = [Check("redis", True, f"{url} answers")]
+        return [Check("redis", False, f"{service_registry.redact(url)} does not answer: {type(exc).__name__}", "is Redis running? check PULSE_REDIS_URL")]
+    checks = [Check("redis", True, f"{service_registry.redact(url)} answers")]
     if heartbeat is None:
         checks.append(Check("profile app", False, "has never started against this Redis", "start `pulse up` or `pulse run profile-app`; see its log"))
     else:

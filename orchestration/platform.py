@@ -118,7 +118,7 @@ class LocalPlatform:
             "PULSE_REDIS_URL": redis_url,
             "DAGSTER_HOME": str(s.dagster_home),
         }
-        if not s.write_keys and not s.read_keys:
+        if not s.write_keys and not s.read_keys and not s.admin_keys and not s.keys_file:
             self.env["PULSE_DEV_MODE"] = "true"
             urls["write_key"], urls["read_key"] = DEV_WRITE_KEY, DEV_READ_KEY
         if self.env.get("PULSE_DEV_MODE") == "true" or s.dev_mode or s.demo_shop:

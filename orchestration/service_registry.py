@@ -23,11 +23,23 @@ class ServiceNotConfigured(RuntimeError):
 
 
 def write_services(path: Path, services: dict[str, Any]) -> None:
-    """Atomically record service addresses (and the recording process id)."""
+    """Atomically record service addresses (and the recording process id), readable by the owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**services, "pid": os.getpid()}, indent=2))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # URLs may carry passwords
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps({**services, "pid": os.getpid()}, indent=2))
     tmp.replace(path)
+
+
+def redact(value: Any) -> Any:
+    """A URL with its password replaced by ***, for printing; anything else unchanged."""
+    if not isinstance(value, str) or "://" not in value or "@" not in value:
+        return value
+    scheme, rest = value.split("://", 1)
+    credentials, _, host = rest.rpartition("@")
+    user, has_password, _ = credentials.partition(":")
+    return f"{scheme}://{user}{':***' if has_password else ''}@{host}"
 
 
 def read_services(path: Path) -> dict[str, Any]:

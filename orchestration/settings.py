@@ -43,7 +43,7 @@ class PulseSettings(BaseSettings):
         default_factory=dict,
         description='Extra librdkafka settings as JSON, e.g. {"security.protocol": "SASL_SSL"}.',
     )
-    redis_url: str | None = Field(None, description="Redis URL; unset = embedded server of `pulse up`.")
+    redis_url: str | None = Field(None, description="Redis URL (redis://, rediss://; redis+cluster://h1:p1,h2:p2 for Redis Cluster); unset = embedded server of `pulse up`.")
 
     api_host: str = Field("127.0.0.1", description="Address the collector/API listens on.")
     api_port: int = Field(8080, description="Port the collector/API listens on.")
