@@ -122,6 +122,13 @@ def create_app(
         lifespan=lifespan,
     )
 
+    @app.exception_handler(redis.ConnectionError)
+    @app.exception_handler(redis.TimeoutError)
+    async def redis_unavailable(_request: Request, exc: redis.RedisError) -> JSONResponse:
+        """Profiles and decisions live in Redis: while it is down, ask the client to retry."""
+        logger.warning("Redis unavailable: %s", type(exc).__name__)
+        return JSONResponse({"detail": "the profile store (Redis) is unavailable; retry shortly"}, status_code=503, headers={"Retry-After": "1"})
+
     def require(scope: Scope):
         async def check(  # async: pure CPU, so FastAPI need not hop to its thread pool
             request: Request,

@@ -18,6 +18,12 @@ from confluent_kafka import KafkaError, Producer
 logger = logging.getLogger(__name__)
 
 
+#: Delivery errors after which the producer is replaced rather than reused.
+_REPLACE_ON = frozenset(
+    {KafkaError._FENCED, KafkaError.INVALID_PRODUCER_EPOCH, KafkaError.PRODUCER_FENCED, KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER}
+)
+
+
 class DeliveryFailed(RuntimeError):
     """The broker did not acknowledge a record; the client should retry."""
 
@@ -35,9 +41,10 @@ class OutgoingRecord:
 class _RequestDelivery:
     """Counts down the delivery reports of one request and resolves one future."""
 
-    __slots__ = ("loop", "future", "pending", "error")
+    __slots__ = ("loop", "future", "pending", "error", "on_error")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, pending: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, pending: int, on_error: Any = None) -> None:
+        self.on_error = on_error
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
         self.pending = pending
@@ -47,6 +54,8 @@ class _RequestDelivery:
         # Called on the poll thread.
         if err is not None and self.error is None:
             self.error = err
+        if err is not None and self.on_error is not None:
+            self.on_error(err)
         self.pending -= 1
         if self.pending == 0:
             self.loop.call_soon_threadsafe(self._resolve)
@@ -60,11 +69,19 @@ class _RequestDelivery:
             self.future.set_result(None)
 
 
+def _retire(producer: Producer) -> None:
+    """Fail what the old producer still holds, so every waiting request gets its 503 now."""
+    producer.purge(in_queue=True, in_flight=True)
+    producer.flush(5)  # serves the purged records' delivery reports (errors)
+
+
 class AcknowledgedProducer:
     """A Kafka producer with an awaitable ``send`` that resolves on broker acknowledgement."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        self._producer = Producer(config)
+        self._config = {**config, "error_cb": self._on_client_error}
+        self._producer = Producer(self._config)
+        self._replace = False  # set when the producer can no longer deliver (fenced, fatal)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll_loop, name="kafka-delivery", daemon=True)
         self._thread.start()
@@ -77,7 +94,9 @@ class AcknowledgedProducer:
         """Produce records and wait until the broker has acknowledged all of them."""
         if not records:
             return
-        delivery = _RequestDelivery(asyncio.get_running_loop(), len(records))
+        if self._replace:
+            self._new_producer()
+        delivery = _RequestDelivery(asyncio.get_running_loop(), len(records), self._on_delivery_error)
         try:
             for record in records:
                 self._producer.produce(
@@ -91,6 +110,23 @@ class AcknowledgedProducer:
             delivery.future.cancel()  # reports of the records already queued are ignored
             raise DeliveryFailed(f"producer queue is full: {exc}") from None
         await delivery.future
+
+    def _on_delivery_error(self, err: KafkaError) -> None:
+        # After a broker stall the idempotent producer can end up fenced for good (seen with
+        # Tansu 0.6.0): every later request would get 503. A new producer starts clean.
+        if err.fatal() or err.code() in _REPLACE_ON or "fenc" in err.str().lower():
+            self._replace = True
+
+    def _on_client_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            logger.error("Kafka producer failed for good (%s); a new one will be created", err.str())
+            self._replace = True
+
+    def _new_producer(self) -> None:
+        old, self._producer = self._producer, Producer(self._config)
+        self._replace = False
+        logger.warning("replaced the Kafka producer after a fatal or fencing error; unacknowledged requests got 503")
+        threading.Thread(target=_retire, args=(old,), name="kafka-old-producer", daemon=True).start()
 
     def broker_reachable(self, timeout: float = 2.0) -> bool:
         """True when the broker answers a metadata request."""

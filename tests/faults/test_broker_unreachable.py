@@ -194,13 +194,6 @@ def test_no_broker_collector_refuses_fast_sdk_delivers_once_it_starts(settings, 
 
 @pytest.mark.fault(f"broker SIGSTOPped {BROKER_PAUSE_SECONDS:.0f}s (connections open, no answers), then SIGCONT")
 @pytest.mark.usefixtures("redis_client")
-@pytest.mark.xfail(
-    reason="bug: after a broker stall that times out in-flight produce requests, every POST /v1/events answers 503 "
-    "'There is a newer producer with the same transactionalId which fences the current one' and never recovers "
-    "(observed for 120 s; a new API process, i.e. a new idempotent producer, accepts at once), while GET /healthz answers 200; "
-    "streaming/api/delivery.py keeps the one producer for the life of the process",
-    strict=True,
-)
 def test_broker_stopped_collector_refuses_then_recovers(settings, launch, supervise, own_broker, sdk_for, rng, fault_run, tmp_path: Path):
     port, brokers = own_broker
     catalog = publish_sample_catalog(settings.redis_url)

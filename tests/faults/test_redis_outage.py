@@ -140,11 +140,6 @@ def _status(base: str, call: str) -> int | str:
 
 
 @pytest.mark.fault("Redis stopped under the API alone: what reads answer")
-@pytest.mark.xfail(
-    reason="bug: GET /v1/profiles/{id}, GET /v1/decisions/{id} and DELETE /v1/profiles/{id} answer 500 (unhandled redis.ConnectionError) "
-    "instead of 503 while Redis is down; streaming/api/app.py has no handler for redis errors",
-    strict=True,
-)
 def test_api_reads_answer_503_while_redis_is_down(settings, own_redis, launch, fault_run):
     s = settings.model_copy(update={"redis_url": own_redis.url})
     launch("api", s)
