@@ -8,6 +8,14 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import Phase, settings as hypothesis_settings
+
+# Property tests: no wall-clock deadline on shared CI cores, and a failure prints the blob that
+# replays it (`@reproduce_failure`) without the slow "explain" phase.
+hypothesis_settings.register_profile(
+    "pulse", deadline=None, print_blob=True, phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]
+)
+hypothesis_settings.load_profile("pulse")
 from confluent_kafka.admin import AdminClient
 
 from orchestration.local_services import ManagedProcess, free_port, start_broker, start_redis
