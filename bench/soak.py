@@ -78,14 +78,19 @@ def valid_unique_events(total: int, users: int) -> list[dict]:
     return list(unique.values())
 
 
-def run_soak(rate: int, seconds: float, window: float, users: int = 20_000) -> SoakReport:
-    """Run the soak on a fresh embedded broker and Redis; return per-window figures."""
+def run_soak(rate: int, seconds: float, window: float, users: int = 20_000, latency: bool = True) -> SoakReport:
+    """Run the soak on a fresh embedded broker and Redis; return per-window figures.
+
+    ``latency=False`` skips the keyspace-notification watcher: on two shared cores at high
+    rates the watcher itself falls behind and Redis drops its subscription, so the CI variant
+    checks only what does not need it (everything applied, memory, drain time).
+    """
     events = valid_unique_events(int(rate * seconds * 1.05) + 1500, users)
     report = SoakReport(rate, seconds, window)
     with local_stack() as settings:
         client = redis.Redis.from_url(settings.redis_url)
         publish_reference(client, CATALOG, read_catalog_csv(SAMPLE_CATALOG), "product_id")
-        watcher = VisibilityWatcher(settings.redis_url)
+        watcher = VisibilityWatcher(settings.redis_url) if latency else None
         api = start_app(settings, "api")
         app = start_app(settings, "profile-app")
         samples: list[Sample] = []
@@ -110,14 +115,24 @@ def run_soak(rate: int, seconds: float, window: float, users: int = 20_000) -> S
             load_ended = time.monotonic()
             while seen_count() < before + len(times) and time.monotonic() - load_ended < 60:
                 time.sleep(0.5)
-            report.drained_after_s = time.monotonic() - load_ended if seen_count() >= before + len(times) else None
-            seen_at = watcher.finish()
+            applied = seen_count() - before
+            report.drained_after_s = time.monotonic() - load_ended if applied >= len(times) else None
+            seen_at = watcher.finish() if watcher is not None else {}
         finally:
             stop.set()
             app.stop()
             api.stop()
     report.acknowledged = len(times)
-    report.visible = sum(1 for event_id in times if event_id in seen_at)
+    report.visible = sum(1 for event_id in times if event_id in seen_at) if latency else applied
+    if not latency:  # memory per window only
+        start = min(sent for sent, _ in times.values())
+        for index in range(int(seconds // window)):
+            end = start + (index + 1) * window
+            last = ([s for s in samples if s.at <= end] or samples[:1])[-1]
+            events = sum(1 for sent, _ in times.values() if start + index * window <= sent < end)
+            report.windows.append({"end": (index + 1) * window, "events": events, "p50": 0.0, "p99": 0.0,
+                                   "api_mib": last.api_mib, "app_mib": last.app_mib, "redis_mib": last.redis_mib, "backlog": 0})
+        return report
     start = min(sent for sent, _ in times.values())
     by_window: dict[int, list[float]] = {}
     for event_id, (sent, acked) in times.items():
