@@ -19,10 +19,9 @@ from pathlib import Path
 import redis
 
 from bench.profile_app_throughput import pulse
-from bench.stack import demo_events, fill_topic, local_stack
+from bench.stack import demo_events, distinct_valid, fill_topic, local_stack
 from enrichment.catalog import SAMPLE_CATALOG, categories_from_rows, read_catalog_csv
 from enrichment.reference_store import CATALOG, publish_reference
-from quality.event_contract import EventContractError, validate_event
 from streaming.profiles.intent import IntentModel
 from streaming.profiles.intent_store import MODEL_POINTER, publish_intent_model
 from streaming.rules.follower import DEFAULT_RULES_FILE
@@ -80,13 +79,7 @@ def main() -> None:
     args = parser.parse_args()
 
     events = demo_events(args.events, args.users)
-    distinct = set()
-    for e in events:
-        try:
-            ev = validate_event(e)
-        except EventContractError:
-            continue
-        distinct.add((ev.profile_id, ev.event_id))
+    distinct = distinct_valid(events)
     rows = read_catalog_csv(SAMPLE_CATALOG)
     rules_file = Path(tempfile.mkdtemp()) / "rules.yaml"
     rules_file.write_text(fifty_rules(sorted({r["category"] for r in rows})))

@@ -20,7 +20,7 @@ from confluent_kafka import Consumer
 from quixstreams import Application
 from quixstreams.models import TopicConfig
 
-from bench.stack import demo_events, fill_topic, local_stack
+from bench.stack import demo_events, distinct_valid, fill_topic, local_stack
 from enrichment.catalog import SAMPLE_CATALOG, read_catalog_csv
 from enrichment.reference_store import CATALOG, publish_reference
 from orchestration.kafka_config import consumer_tuning
@@ -121,16 +121,8 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=1, help="partitions of the events topic (the embedded default is 1)")
     args = parser.parse_args()
 
-    from quality.event_contract import EventContractError, validate_event
-
     events = demo_events(args.events, args.users)
-    distinct = set()
-    for e in events:
-        try:
-            ev = validate_event(e)
-        except EventContractError:
-            continue
-        distinct.add((ev.profile_id, ev.event_id))
+    distinct = distinct_valid(events)
 
     with local_stack(args.partitions) as settings:
         publish_reference(redis.Redis.from_url(settings.redis_url), CATALOG, read_catalog_csv(SAMPLE_CATALOG), "product_id")

@@ -58,6 +58,20 @@ def local_stack(partitions: int = 1) -> Iterator[PulseSettings]:
             broker.stop()
 
 
+def distinct_valid(events: list[dict]) -> set[tuple[str, str]]:
+    """(profile id, event_id) of the valid events: what the profile app will apply once each."""
+    from quality.event_contract import EventContractError, validate_event
+
+    distinct = set()
+    for event in events:
+        try:
+            valid = validate_event(event)
+        except EventContractError:
+            continue
+        distinct.add((valid.profile_id, valid.event_id))
+    return distinct
+
+
 def demo_events(total: int, users: int, seed: int = 42) -> list[dict]:
     products = categories_from_rows(read_catalog_csv(SAMPLE_CATALOG))
     return list(TrafficGenerator(products, users=users, seed=seed).events(total))
