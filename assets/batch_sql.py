@@ -1,0 +1,170 @@
+"""Profile recompute as DuckDB SQL over the archive's Parquet, with the stream's semantics.
+
+What ``assets.batch_profiles`` computes event by event in Python, set-based: each archived
+record becomes its ``profile_delta`` columns (category from metadata, else the catalog; amounts
+in integer micros, rounded half to even like Python's ``round``), each (profile, event_id)
+then counts once, the first in Kafka order as the stream applies it, and the aggregates
+follow ``update.lua``: counters, min/max, top products by latest event time, sessions split
+by gaps over the session gap. The result is one row per profile plus (profile, kind, key,
+value) entries; ``documents`` assembles them with the stream's own ``build_profile``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import duckdb
+import pyarrow as pa
+
+from assets.archive import archive_glob
+from streaming.profiles.delta import DEFAULT_ENGAGEMENT_POINTS, ENGAGEMENT_POINTS, MICROS
+from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile
+
+_METADATA = (
+    '{"metadata": {"product_id": "VARCHAR", "category": "VARCHAR", "quantity": "BIGINT", "price": "DOUBLE"}}'
+)
+_ENGAGEMENT = " ".join(f"WHEN '{t}' THEN {points}" for t, points in ENGAGEMENT_POINTS.items())
+
+PROFILE_EVENTS_SQL = f"""
+CREATE OR REPLACE TEMP TABLE profile_events AS
+WITH records AS NOT MATERIALIZED (
+    -- Kafka order as one number: partition, then offset, then the file, which tells apart the
+    -- copies of a record archived twice. The archive holds the one events topic.
+    SELECT coalesce(user_id, anonymous_id) AS profile_id, event_id, event_type, epoch_ms(event_time) AS ts,
+           user_id, anonymous_id, raw,
+           (kafka_partition::UHUGEINT << 96) | (kafka_offset::UHUGEINT << 32) | file_index AS position
+    FROM read_parquet($glob, hive_partitioning = true, union_by_name = true)
+    WHERE valid AND coalesce(user_id, anonymous_id) NOT IN (SELECT profile_id FROM excluded)
+), firsts AS (
+    -- Each (profile, event_id) applies once, the first in Kafka order. Not materializing
+    -- `records` keeps the raw bytes out of this aggregate; only the survivors are parsed.
+    SELECT profile_id, event_id, min(position) AS position FROM records GROUP BY ALL
+), once AS (
+    SELECT * EXCLUDE (raw, position), json_transform(decode(raw), '{_METADATA}').metadata AS m
+    FROM records SEMI JOIN firsts USING (profile_id, event_id, position)
+)
+-- profile_delta, per event
+SELECT profile_id, event_id, event_type, ts, user_id, anonymous_id,
+       coalesce(m.product_id, '') AS product_id,
+       CASE WHEN event_type = 'page_view' THEN coalesce(nullif(m.category, ''), catalog.category, '')
+            ELSE '' END AS category,
+       CASE WHEN coalesce(m.product_id, '') = '' THEN 0
+            WHEN event_type = 'add_to_cart' THEN coalesce(m.quantity, 1)
+            WHEN event_type IN ('remove_from_cart', 'purchase') THEN -coalesce(m.quantity, 1)
+            ELSE 0 END AS cart_change,
+       CASE WHEN event_type = 'purchase'
+            THEN round_even(m.price * coalesce(m.quantity, 1) * {MICROS}, 0)::BIGINT
+            ELSE 0 END AS purchase_micros,
+       CASE event_type {_ENGAGEMENT} ELSE {DEFAULT_ENGAGEMENT_POINTS} END AS engagement
+FROM once LEFT JOIN catalog ON catalog.product_id = m.product_id
+"""
+
+PROFILES_SQL = """
+SELECT profile_id, max(user_id) AS user_id, count(*) AS event_count,
+       min(ts) AS first_seen, max(ts) AS last_seen,
+       sum(purchase_micros)::BIGINT AS purchase_micros, sum(engagement)::BIGINT AS engagement,
+       count(*) FILTER (starts_session)::BIGINT AS session_count,
+       max(ts) FILTER (starts_session) AS last_session_start
+FROM (
+    -- A gap over the session gap in event time starts a session: the stream's interval merging.
+    SELECT *, coalesce(ts - lag(ts) OVER (PARTITION BY profile_id ORDER BY ts) > $gap, true) AS starts_session
+    FROM profile_events
+)
+GROUP BY profile_id
+"""
+
+ENTRIES_SQL = f"""
+SELECT profile_id, 't' AS kind, event_type AS key, count(*) AS value FROM profile_events GROUP BY ALL
+UNION ALL
+SELECT profile_id, 'v', category, count(*) FROM profile_events WHERE category <> '' GROUP BY ALL
+UNION ALL
+SELECT profile_id, 'c', product_id, sum(cart_change)::BIGINT FROM profile_events WHERE cart_change <> 0
+GROUP BY ALL HAVING sum(cart_change) > 0
+UNION ALL
+SELECT DISTINCT profile_id, 'a', anonymous_id, 0 FROM profile_events
+WHERE user_id IS NOT NULL AND anonymous_id IS NOT NULL
+UNION ALL
+SELECT profile_id, 'p', p.product_id, p.ts FROM (
+    -- the newest products, ties by product id descending (update.lua's ZREVRANGE)
+    SELECT profile_id,
+           unnest(max_by({{'product_id': product_id, 'ts': ts}}, (ts, product_id), {LAST_PRODUCTS_LIMIT})) AS p
+    FROM (
+        SELECT profile_id, product_id, max(ts) AS ts FROM profile_events WHERE product_id <> '' GROUP BY ALL
+    )
+    GROUP BY profile_id
+)
+"""
+
+PROFILE_COLUMNS = (
+    "profile_id", "user_id", "event_count", "first_seen", "last_seen",
+    "purchase_micros", "engagement", "session_count", "last_session_start",
+)
+ENTRY_COLUMNS = ("profile_id", "kind", "key", "value")
+
+
+class ProfileTables(NamedTuple):
+    """``profiles``: PROFILE_COLUMNS, times in epoch ms (the last session ends at last_seen).
+
+    ``entries``: ENTRY_COLUMNS; kind "t" counts by event type, "v" category views, "c" cart
+    quantities (> 0 only), "a" linked anonymous ids (value 0), "p" last products (value = its
+    latest event ms).
+    """
+
+    profiles: pa.Table
+    entries: pa.Table
+
+
+def recompute_tables(
+    con: duckdb.DuckDBPyConnection,
+    archive_root: Path,
+    categories: Mapping[str, str],
+    session_gap_ms: int,
+    exclude: Collection[str] = (),
+) -> ProfileTables:
+    """Read the archive under ``archive_root`` and aggregate every profile but ``exclude``'s.
+
+    Uses a temp table and two registered views on ``con``, dropped before returning.
+    """
+    con.register("catalog", pa.table({"product_id": list(categories), "category": list(categories.values())}))
+    con.register("excluded", pa.table({"profile_id": pa.array(list(exclude), pa.string())}))
+    try:
+        con.execute(PROFILE_EVENTS_SQL, {"glob": archive_glob(archive_root)})
+        profiles = con.sql(PROFILES_SQL, params={"gap": session_gap_ms}).to_arrow_table()
+        entries = con.sql(ENTRIES_SQL).to_arrow_table()
+    finally:
+        con.execute("DROP TABLE IF EXISTS profile_events")
+        con.unregister("catalog")
+        con.unregister("excluded")
+    return ProfileTables(profiles, entries)
+
+
+def documents(tables: ProfileTables) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(profile_id, document without ``updated_at``) per profile, as ``recompute_profiles`` has them."""
+    keyed: dict[str, list[tuple[str, str, int]]] = {}
+    entries = tables.entries
+    for pid, kind, key, value in zip(*(entries.column(n).to_pylist() for n in ENTRY_COLUMNS), strict=True):
+        keyed.setdefault(pid, []).append((kind, key, value))
+    columns = [tables.profiles.column(n).to_pylist() for n in PROFILE_COLUMNS]
+    for pid, user_id, count, first_seen, last_seen, micros, engagement, sessions, session_start in zip(
+        *columns, strict=True
+    ):
+        fields = {
+            "event_count": str(count), "first_seen": str(first_seen), "last_seen": str(last_seen),
+            "purchase_micros": str(micros), "engagement": str(engagement),
+        }
+        if user_id:
+            fields["user_id"] = user_id
+        anonymous_ids, products = [], []
+        for kind, key, value in keyed.get(pid, ()):
+            if kind == "a":
+                anonymous_ids.append(key)
+            elif kind == "p":
+                products.append((value, key))
+            else:
+                fields[f"{kind}:{key}"] = str(value)
+        recent = [p for _, p in sorted(products, reverse=True)]
+        document = build_profile(pid, fields, anonymous_ids, recent, sessions, (session_start, last_seen))
+        document.pop("updated_at")
+        yield pid, document
