@@ -10,6 +10,7 @@ from quixstreams import Application
 from orchestration import service_registry
 from orchestration.kafka_config import client_config, consumer_tuning
 from orchestration.settings import PulseSettings
+from streaming.app_runner import run_rejoining
 from orchestration.topics import ensure_topics, topic_specs
 from streaming.archiver.pipeline import build_pipeline
 from streaming.archiver.sink import ParquetArchiveSink
@@ -39,6 +40,5 @@ def build_application(settings: PulseSettings) -> tuple[Application, ParquetArch
 
 def main(settings: PulseSettings | None = None) -> None:
     settings = settings or PulseSettings()
-    app, _ = build_application(settings)
     logger.info("archiver writing %s to %s", settings.topic_events, settings.archive_path)
-    app.run()
+    run_rejoining(lambda: build_application(settings)[0])

@@ -15,6 +15,7 @@ from orchestration import service_registry
 from orchestration.kafka_config import client_config, consumer_tuning, durable_producer_config
 from orchestration.topics import ensure_topics, topic_specs
 from orchestration.settings import PulseSettings
+from streaming.app_runner import run_rejoining
 from streaming.profile_app.pipeline import build_pipeline
 from streaming.profile_app.sink import ProfileSink
 from streaming.profiles.intent_store import IntentModelFollower
@@ -78,6 +79,5 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
 
 def main(settings: PulseSettings | None = None) -> None:
     settings = settings or PulseSettings()
-    app, _ = build_application(settings)
     logger.info("profile app consuming %s as group %s", settings.topic_events, settings.consumer_group)
-    app.run()
+    run_rejoining(lambda: build_application(settings)[0])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -86,21 +87,36 @@ def test_profile_apps_killed_and_stopped_at_random_points(settings, launch, supe
     observe_unplanned_exits(fault_run, apps)
 
 
+def _consuming_since(redis_client, archive_root: Path, since: float) -> bool:
+    """Both apps have made progress after ``since`` (epoch s): a profile-app heartbeat, an archive file."""
+    beat = redis_client.get("pulse:heartbeat:profile-app")
+    if beat is None or int(beat) / 1000 < since:
+        return False
+    return any(path.stat().st_mtime >= since for path in archive_root.rglob("*.parquet")) if archive_root.exists() else False
+
+
 @pytest.mark.fault("local state directory wiped between restarts (profile app + archiver)")
 def test_state_directory_wiped_between_restarts(settings, launch, supervise, rng, fault_run, redis_client):
+    # Each fault waits until both restarted apps consume again. Tansu 0.6 wedges a group for good
+    # when a member leaves or dies while its JoinGroup is still pending (docs/reliability.md,
+    # known limits); that is a broker bug this test is not about.
     catalog = publish_sample_catalog(settings.redis_url)
     state = settings.data_path / "state"
     launch("api", settings)
     apps = supervise(lambda name: launch(name, settings), ["profile-app", "archiver"])
     base = f"http://{settings.api_host}:{settings.api_port}"
     events = list(TrafficGenerator(catalog.categories, users=200, seed=rng.randrange(10**6)).events(EVENTS // 2))
-    poster = PacedPoster(base, "test-write", events, batch_size=100, seconds=TRAFFIC_SECONDS / 2)
+    poster = PacedPoster(base, "test-write", events, batch_size=100, seconds=TRAFFIC_SECONDS)
     wait_for(lambda: redis_client.exists("pulse:heartbeat:profile-app"), 60, "a profile app heartbeat")
     t0 = time.monotonic()
     poster.start()
+    restarted = time.time()
 
     for i, moment in enumerate(sorted(rng.uniform(1.0, TRAFFIC_SECONDS / 2) for _ in range(3))):
         sleep_until(t0 + moment)
+        began = time.monotonic()
+        wait_for(lambda: _consuming_since(redis_client, settings.archive_path, restarted), 60, "both apps consuming again")
+        waited = time.monotonic() - began
         graceful = i == 1  # a clean shutdown, then a lost disk: the state must not be trusted either way
         found: list[int] = []
 
@@ -110,7 +126,11 @@ def test_state_directory_wiped_between_restarts(settings, launch, supervise, rng
 
         at = f"{poster.progress:.0%} acknowledged"
         apps.kill("profile-app", "archiver", graceful=graceful, between=wipe)
-        fault_run.inject(f"{'SIGTERM' if graceful else 'SIGKILL'} both, `rm -r <data>/state` ({found[0]} files in it) at {at}; restarted")
+        restarted = time.time()
+        fault_run.inject(
+            f"{'SIGTERM' if graceful else 'SIGKILL'} both, `rm -r <data>/state` ({found[0]} files in it) at {at}"
+            f" (after waiting {waited:.1f}s for both to consume); restarted"
+        )
 
     acknowledged = poster.join_and_check(120)
     check_profiles(fault_run, settings, catalog, acknowledged)

@@ -1,0 +1,60 @@
+"""Keep a Quix Streams application running when its consumer loses its group membership.
+
+A consumer that misses its session or ``max.poll.interval.ms`` (a long GC pause, a stopped
+container, a starved CPU) is expelled from the group; its next offset commit fails with
+``Unknown member`` and Quix raises :class:`CheckpointConsumerCommitError` out of ``run()``.
+Nothing is lost: the uncommitted records are redelivered to whoever owns the partitions now, and
+every Pulse sink is idempotent. So instead of exiting (and waiting for a supervisor), the app
+builds a fresh Application, which joins the group as a new member and carries on from the last
+committed offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from quixstreams import Application
+from quixstreams.checkpointing.exceptions import CheckpointConsumerCommitError
+
+logger = logging.getLogger(__name__)
+
+#: Failures after which a new consumer can simply rejoin the group.
+REJOINABLE: tuple[type[BaseException], ...] = (CheckpointConsumerCommitError,)
+
+
+def run_rejoining(build: Callable[[], Application], *, max_rejoins: int = 100, pause_seconds: float = 1.0) -> int:
+    """Run ``build()``'s application until it stops; rebuild it after a lost group membership.
+
+    Returns how many times it rejoined. A SIGTERM/SIGINT between two runs ends the loop; after
+    ``max_rejoins`` rejoins the next failure is re-raised, for a supervisor to see.
+    """
+    stop_requested = False
+
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    rejoins = 0
+    while True:
+        app = build()
+        try:
+            app.run()
+            return rejoins
+        except REJOINABLE as exc:
+            # Quix's own handlers point at the app that just failed: catch a stop request meanwhile.
+            signal.signal(signal.SIGTERM, request_stop)
+            signal.signal(signal.SIGINT, request_stop)
+            rejoins += 1
+            if rejoins > max_rejoins:
+                raise
+            logger.warning("consumer lost its group membership (%s); rejoining as a new member (%d)", exc, rejoins)
+            deadline = time.monotonic() + pause_seconds
+            while not stop_requested and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if stop_requested:
+                logger.info("stop requested while rejoining; exiting")
+                return rejoins

@@ -1,0 +1,81 @@
+"""run_rejoining: a lost group membership builds a fresh application; other errors and stops pass through."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import pytest
+from confluent_kafka import KafkaError
+from quixstreams.checkpointing.exceptions import CheckpointConsumerCommitError
+
+from streaming.app_runner import run_rejoining
+
+
+class ScriptedApp:
+    """Stands in for a Quix Application whose run() follows a script of outcomes."""
+
+    def __init__(self, outcome: BaseException | None, runs: list[str]) -> None:
+        self._outcome = outcome
+        self._runs = runs
+
+    def run(self) -> None:
+        self._runs.append("run")
+        if self._outcome is not None:
+            raise self._outcome
+
+
+def scripted(outcomes: list[BaseException | None]):
+    runs: list[str] = []
+    queue = list(outcomes)
+    return (lambda: ScriptedApp(queue.pop(0), runs)), runs
+
+
+@pytest.fixture(autouse=True)
+def keep_signal_handlers():
+    saved = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGTERM, saved[0])
+    signal.signal(signal.SIGINT, saved[1])
+
+
+def commit_error() -> CheckpointConsumerCommitError:
+    return CheckpointConsumerCommitError(KafkaError(KafkaError.UNKNOWN_MEMBER_ID, "Commit failed: Broker: Unknown member"))
+
+
+def test_a_lost_membership_rebuilds_the_app_until_it_stops_cleanly():
+    build, runs = scripted([commit_error(), commit_error(), None])
+    assert run_rejoining(build, pause_seconds=0) == 2
+    assert runs == ["run", "run", "run"]
+
+
+def test_other_errors_are_not_swallowed():
+    build, runs = scripted([commit_error(), ValueError("a bug")])
+    with pytest.raises(ValueError, match="a bug"):
+        run_rejoining(build, pause_seconds=0)
+    assert len(runs) == 2
+
+
+def test_too_many_rejoins_reraise_for_a_supervisor():
+    build, runs = scripted([commit_error()] * 4)
+    with pytest.raises(CheckpointConsumerCommitError):
+        run_rejoining(build, max_rejoins=2, pause_seconds=0)
+    assert len(runs) == 3
+
+
+def test_a_stop_requested_while_rejoining_ends_the_loop():
+    runs: list[str] = []
+
+    class StoppedWhileFailing(ScriptedApp):
+        def run(self) -> None:
+            runs.append("run")
+            raise commit_error()
+
+    def build() -> ScriptedApp:
+        if runs:  # the second build would be a rejoin: it must not happen after SIGTERM
+            raise AssertionError("rebuilt after a stop request")
+        return StoppedWhileFailing(None, runs)
+
+    threading.Timer(0.1, lambda: signal.raise_signal(signal.SIGTERM)).start()
+    assert run_rejoining(build, pause_seconds=5) == 1
+    assert runs == ["run"]
