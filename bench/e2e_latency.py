@@ -79,9 +79,11 @@ class VisibilityWatcher:
         return seen_at
 
 
-async def send_steady(base: str, key: str, events: list[dict], rate: int, seconds: float) -> dict[str, tuple[float, float]]:
-    """Send `rate` events/s in batches every 10 ms; return event_id -> (sent, acknowledged)."""
-    per_batch = max(1, int(rate * BATCH_EVERY_S))
+async def send_steady(
+    base: str, key: str, events: list[dict], rate: int, seconds: float, batch_every: float = BATCH_EVERY_S
+) -> dict[str, tuple[float, float]]:
+    """Send `rate` events/s in one request every ``batch_every`` s; return event_id -> (sent, acknowledged)."""
+    per_batch = max(1, int(rate * batch_every))
     times: dict[str, tuple[float, float]] = {}
     async with httpx.AsyncClient(base_url=base, headers={"X-Pulse-Key": key}, timeout=30) as client:
         start = time.monotonic()
@@ -104,7 +106,7 @@ async def send_steady(base: str, key: str, events: list[dict], rate: int, second
             pending.add(task)
             task.add_done_callback(pending.discard)
             tick += 1
-            await asyncio.sleep(max(0.0, start + tick * BATCH_EVERY_S - time.monotonic()))
+            await asyncio.sleep(max(0.0, start + tick * batch_every - time.monotonic()))
         await asyncio.gather(*pending)
     return times
 

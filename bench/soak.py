@@ -30,6 +30,12 @@ from enrichment.reference_store import CATALOG, publish_reference
 from quality.event_contract import EventContractError, validate_event
 
 
+#: One collector request (= about one Kafka record batch) every 50 ms, as a batching tracker or
+#: SDK sends. The embedded broker (Tansu 0.6, memory storage) slows down sharply once a partition
+#: holds ~10k record batches (bench/RESULTS.md), which 10 ms requests reach within two minutes.
+REQUEST_EVERY_S = 0.05
+
+
 def rss_mib(pid: int) -> float:
     """Resident memory of a process (and its threads) in MiB, from /proc."""
     with open(f"/proc/{pid}/status") as status:
@@ -55,6 +61,9 @@ class SoakReport:
     acknowledged: int = 0
     visible: int = 0
     drained_after_s: float | None = None
+    #: the profile app's exit status when the load ended (None = still running) and its log's end
+    app_exit: int | None = None
+    app_log_tail: str = ""
     windows: list[dict[str, float]] = field(default_factory=list)
 
     def table(self) -> str:
@@ -65,6 +74,14 @@ class SoakReport:
                 f"{w['app_mib']:>9.1f}{w['redis_mib']:>10.1f}{w['backlog']:>9.0f}"
             )
         return "\n".join(lines)
+
+
+def log_tail(path, limit: int = 3000) -> str:
+    """The end of a process log, for a failure message."""
+    try:
+        return path.read_text(errors="replace")[-limit:]
+    except OSError as exc:
+        return f"(no log: {exc})"
 
 
 def valid_unique_events(total: int, users: int) -> list[dict]:
@@ -111,11 +128,13 @@ def run_soak(rate: int, seconds: float, window: float, users: int = 20_000, late
             seen_count = lambda: sum(1 for _ in client.scan_iter("pulse:{*}:seen:*", count=10_000))  # noqa: E731
             before = seen_count()
             sampler.start()
-            times = asyncio.run(send_steady(base, "bench-write", events[1000:], rate, seconds))
+            times = asyncio.run(send_steady(base, "bench-write", events[1000:], rate, seconds, batch_every=REQUEST_EVERY_S))
             load_ended = time.monotonic()
             while seen_count() < before + len(times) and time.monotonic() - load_ended < 60:
                 time.sleep(0.5)
             applied = seen_count() - before
+            report.app_exit = app.process.poll() if app.process is not None else None
+            report.app_log_tail = log_tail(app.log_path)
             report.drained_after_s = time.monotonic() - load_ended if applied >= len(times) else None
             seen_at = watcher.finish() if watcher is not None else {}
         finally:

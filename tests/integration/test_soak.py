@@ -21,7 +21,9 @@ def test_two_minutes_at_a_steady_rate_lose_nothing_and_stay_flat():
     report = run_soak(RATE, SECONDS, WINDOW, latency=False)
     print(report.table())
     assert report.acknowledged > RATE * SECONDS * 0.5, "the load generator could not keep half the rate"
-    assert report.visible == report.acknowledged, "acknowledged events were never applied"
+    assert report.visible == report.acknowledged, (
+        f"acknowledged events were never applied; profile app exit status {report.app_exit}, its log ends:\n{report.app_log_tail}"
+    )
     assert report.drained_after_s is not None and report.drained_after_s < 30
     steady = [w for w in report.windows if w["events"] > RATE * WINDOW * 0.25]
     second, last = steady[1], steady[-1]
