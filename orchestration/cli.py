@@ -93,6 +93,24 @@ def run_app(app: str) -> None:
 
 
 @cli.command()
+@click.argument("app", type=click.Choice(["profile-app", "archiver"]))
+@click.option("--max-age", default=60.0, show_default=True, help="Seconds since the app last polled Kafka before it counts as stuck.")
+@click.option("--ready", is_flag=True, help="Also require a settled consumer-group membership (readiness, not liveness).")
+def probe(app: str, max_age: float, ready: bool) -> None:
+    """Exit 0 if a consumer app on this machine polls Kafka (and with --ready, has joined its group).
+
+    For Kubernetes exec probes and Compose healthchecks: the app rewrites
+    <data_dir>/run/APP-HOST.status.json from librdkafka statistics every 5 s, from its processing loop.
+    """
+    from streaming.liveness import judge, read_status, status_path
+
+    healthy, why = judge(read_status(status_path(PulseSettings().data_path, app)), time.time(), max_age, ready)
+    click.echo(f"{app}: {'ok' if healthy else 'FAIL'}: {why}")
+    if not healthy:
+        sys.exit(1)
+
+
+@cli.command()
 @click.option("--events", "total", default=5000, show_default=True, help="Events to generate.")
 @click.option("--users", default=200, show_default=True, help="Distinct visitors.")
 @click.option("--batch-size", default=100, show_default=True, help="Events per request.")

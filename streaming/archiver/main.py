@@ -8,7 +8,7 @@ from confluent_kafka.admin import AdminClient
 from quixstreams import Application
 
 from orchestration import service_registry
-from orchestration.kafka_config import client_config, consumer_tuning
+from orchestration.kafka_config import app_consumer_config, client_config
 from orchestration.settings import PulseSettings
 from streaming.app_runner import run_rejoining
 from orchestration.topics import ensure_topics, topic_specs
@@ -26,7 +26,7 @@ def build_application(settings: PulseSettings) -> tuple[Application, ParquetArch
         consumer_group=settings.archiver_consumer_group,
         auto_offset_reset="earliest",
         commit_interval=settings.archive_commit_interval_seconds,
-        consumer_extra_config=consumer_tuning(settings),
+        consumer_extra_config=app_consumer_config(settings, "archiver"),
         producer_extra_config=dict(settings.kafka_config),
         state_dir=settings.data_path / "state" / "archiver",
         use_changelog_topics=False,

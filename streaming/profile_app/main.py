@@ -12,7 +12,7 @@ from quixstreams.models import TopicConfig
 from enrichment.context import enrich_context
 from enrichment.reference_store import CampaignFollower, CatalogFollower, GeoFollower
 from orchestration import service_registry
-from orchestration.kafka_config import client_config, consumer_tuning, durable_producer_config
+from orchestration.kafka_config import app_consumer_config, client_config, durable_producer_config
 from orchestration.topics import ensure_topics, topic_specs
 from orchestration.settings import PulseSettings
 from streaming.app_runner import run_rejoining
@@ -44,7 +44,7 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
         commit_interval=settings.commit_interval_seconds,
         commit_every=settings.commit_every,
         consumer_poll_timeout=0.005,
-        consumer_extra_config=consumer_tuning(settings),
+        consumer_extra_config=app_consumer_config(settings, "profile-app"),
         producer_extra_config=dict(settings.kafka_config),
         state_dir=settings.data_path / "state" / "profile-app",
         use_changelog_topics=False,

@@ -211,6 +211,29 @@ def test_api_probe_paths_exist_in_the_app():
         assert api[probe]["httpGet"]["path"] in paths, probe
 
 
+def _probe_app(command: list[str]) -> str:
+    """The app a `pulse probe APP ...` command checks, after checking its options exist."""
+    assert command[:2] == ["pulse", "probe"], command
+    probe = cli.commands["probe"]
+    assert command[2] in probe.params[0].type.choices
+    options = {opt for param in probe.params[1:] for opt in param.opts}
+    assert {arg for arg in command[3:] if arg.startswith("--")} <= options, command
+    return command[2]
+
+
+def test_consumer_apps_are_probed_with_pulse_probe_for_their_own_app():
+    for name, container in _containers():
+        app = container["args"][1]
+        if app not in ("profile-app", "archiver"):
+            continue
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert _probe_app(container[kind]["exec"]["command"]) == app, (name, kind)
+        assert "--ready" in container["readinessProbe"]["exec"]["command"]
+    for name in ("profile-app", "archiver"):
+        test = COMPOSE["services"][name]["healthcheck"]["test"]
+        assert test[0] == "CMD" and _probe_app(test[1:]) == name
+
+
 def test_profile_app_replicas_fit_the_partitions():
     partitions = int(next(iter(_named("ConfigMap").values()))["data"]["PULSE_TOPIC_PARTITIONS"])
     replicas = _named("Deployment")["pulse-profile-app"]["spec"]["replicas"]
