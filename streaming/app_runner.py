@@ -29,8 +29,9 @@ REJOINABLE: tuple[type[BaseException], ...] = (CheckpointConsumerCommitError,)
 def run_rejoining(build: Callable[[], Application], *, max_rejoins: int = 100, pause_seconds: float = 1.0) -> int:
     """Run ``build()``'s application until it stops; rebuild it after a lost group membership.
 
-    Returns how many times it rejoined. A SIGTERM/SIGINT between two runs ends the loop; after
-    ``max_rejoins`` rejoins the next failure is re-raised, for a supervisor to see.
+    Returns how many times it rejoined. A stop request (SIGTERM/SIGINT) ends the loop, also when
+    the failure came from the final commit of a stopping app; after ``max_rejoins`` rejoins the
+    next failure is re-raised, for a supervisor to see.
     """
     stop_requested = False
 
@@ -41,10 +42,14 @@ def run_rejoining(build: Callable[[], Application], *, max_rejoins: int = 100, p
     rejoins = 0
     while True:
         app = build()
+        _remember_graceful_stops(app, request_stop)
         try:
             app.run()
             return rejoins
         except REJOINABLE as exc:
+            if stop_requested:
+                logger.warning("the last commit failed while stopping (%s); its records will be redelivered", exc)
+                return rejoins
             # Quix's own handlers point at the app that just failed: catch a stop request meanwhile.
             signal.signal(signal.SIGTERM, request_stop)
             signal.signal(signal.SIGINT, request_stop)
@@ -58,3 +63,19 @@ def run_rejoining(build: Callable[[], Application], *, max_rejoins: int = 100, p
             if stop_requested:
                 logger.info("stop requested while rejoining; exiting")
                 return rejoins
+
+
+def _remember_graceful_stops(app: Application, on_stop: Callable[[int, FrameType | None], None]) -> None:
+    """Call ``on_stop`` whenever ``app.stop()`` is asked for a graceful stop (its signal handlers do).
+
+    Quix replaces the process's signal handlers in ``run()``; its handlers call ``stop()``, and its
+    exception handler calls ``stop(fail=True)``, which is not a stop request.
+    """
+    original = app.stop
+
+    def stop(fail: bool = False) -> None:
+        if not fail:
+            on_stop(signal.SIGTERM, None)
+        original(fail=fail)
+
+    app.stop = stop  # type: ignore[method-assign]

@@ -18,10 +18,15 @@ class ScriptedApp:
     def __init__(self, outcome: BaseException | None, runs: list[str]) -> None:
         self._outcome = outcome
         self._runs = runs
+        self.stopped: list[bool] = []
+
+    def stop(self, fail: bool = False) -> None:
+        self.stopped.append(fail)
 
     def run(self) -> None:
         self._runs.append("run")
         if self._outcome is not None:
+            self.stop(fail=True)  # what Quix's exception handler does
             raise self._outcome
 
 
@@ -79,3 +84,20 @@ def test_a_stop_requested_while_rejoining_ends_the_loop():
     threading.Timer(0.1, lambda: signal.raise_signal(signal.SIGTERM)).start()
     assert run_rejoining(build, pause_seconds=5) == 1
     assert runs == ["run"]
+
+
+def test_a_commit_failing_after_a_stop_request_ends_the_loop():
+    runs: list[str] = []
+
+    class FailsWhileStopping(ScriptedApp):
+        def run(self) -> None:
+            runs.append("run")
+            self.stop()  # SIGTERM: Quix's handler asks for a graceful stop ...
+            raise commit_error()  # ... and the final commit finds the member gone
+
+    def build() -> ScriptedApp:
+        if runs:
+            raise AssertionError("rebuilt after a stop request")
+        return FailsWhileStopping(None, runs)
+
+    assert run_rejoining(build, pause_seconds=5) == 0
