@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from assets.kafka_health import BrokerUnavailable, group_lag
 from bench.apps import start_app
 from bench.e2e_latency import VisibilityWatcher, percentiles, send_steady
 from bench.stack import demo_events, local_stack
@@ -52,6 +53,8 @@ class Sample:
     api_mib: float
     app_mib: float
     redis_mib: float
+    #: records in the events topic the profile app's group has not committed yet (-1: not measured)
+    lag: int = -1
 
 
 @dataclass
@@ -65,14 +68,19 @@ class SoakReport:
     #: the profile app's exit status when the load ended (None = still running) and its log's end
     app_exit: int | None = None
     app_log_tail: str = ""
-    windows: list[dict[str, float]] = field(default_factory=list)
+    windows: list[dict[str, float | None]] = field(default_factory=list)
 
     def table(self) -> str:
-        lines = [f"{'window':>8}{'events':>9}{'p50 ms':>9}{'p99 ms':>9}{'api MiB':>9}{'app MiB':>9}{'redis MiB':>10}{'backlog':>9}"]
+        """Per window; "-" where a figure was not measured (latency and backlog need the watcher)."""
+
+        def cell(value: float | None, width: int, digits: int) -> str:
+            return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
+
+        lines = [f"{'window':>8}{'events':>9}{'p50 ms':>9}{'p99 ms':>9}{'api MiB':>9}{'app MiB':>9}{'redis MiB':>10}{'backlog':>9}{'max lag':>9}"]
         for w in self.windows:
             lines.append(
-                f"{w['end']:>7.0f}s{w['events']:>9.0f}{w['p50']:>9.1f}{w['p99']:>9.1f}{w['api_mib']:>9.1f}"
-                f"{w['app_mib']:>9.1f}{w['redis_mib']:>10.1f}{w['backlog']:>9.0f}"
+                f"{w['end']:>7.0f}s{w['events']:>9.0f}{cell(w['p50'], 9, 1)}{cell(w['p99'], 9, 1)}{w['api_mib']:>9.1f}"
+                f"{w['app_mib']:>9.1f}{w['redis_mib']:>10.1f}{cell(w['backlog'], 9, 0)}{cell(w.get('max_lag'), 9, 0)}"
             )
         return "\n".join(lines)
 
@@ -117,8 +125,18 @@ def run_soak(
         stop = threading.Event()
 
         def sample() -> None:
+            # Lag as the stream_health asset measures it (a fetch's high watermark, right on Tansu
+            # too), every 5th second: each measurement opens its own admin client and probe consumer.
+            tick = 0
             while not stop.wait(1.0):
-                samples.append(Sample(time.monotonic(), rss_mib(api.process.pid), rss_mib(app.process.pid), client.info("memory")["used_memory"] / 2**20))
+                lag = -1
+                if tick % 5 == 0:
+                    try:
+                        lag = group_lag(settings, settings.kafka_brokers, settings.consumer_group, settings.topic_events, time.time()).messages
+                    except BrokerUnavailable:
+                        pass
+                tick += 1
+                samples.append(Sample(time.monotonic(), rss_mib(api.process.pid), rss_mib(app.process.pid), client.info("memory")["used_memory"] / 2**20, lag))
 
         sampler = threading.Thread(target=sample, daemon=True)
         try:
@@ -154,8 +172,10 @@ def run_soak(
             end = start + (index + 1) * window
             last = ([s for s in samples if s.at <= end] or samples[:1])[-1]
             events = sum(1 for sent, _ in times.values() if start + index * window <= sent < end)
-            report.windows.append({"end": (index + 1) * window, "events": events, "p50": 0.0, "p99": 0.0,
-                                   "api_mib": last.api_mib, "app_mib": last.app_mib, "redis_mib": last.redis_mib, "backlog": 0})
+            lags = [s.lag for s in samples if end - window < s.at <= end and s.lag >= 0]
+            report.windows.append({"end": (index + 1) * window, "events": events, "p50": None, "p99": None,
+                                   "api_mib": last.api_mib, "app_mib": last.app_mib, "redis_mib": last.redis_mib, "backlog": None,
+                                   "max_lag": max(lags) if lags else None})
         return report
     start = min(sent for sent, _ in times.values())
     by_window: dict[int, list[float]] = {}
@@ -172,7 +192,8 @@ def run_soak(
         report.windows.append(
             {"end": (index + 1) * window, "events": len(by_window[index]), "p50": stats["p50"], "p99": stats["p99"],
              "api_mib": last.api_mib, "app_mib": last.app_mib, "redis_mib": last.redis_mib,
-             "backlog": max(0, acked_by_end - visible_by_end)}
+             "backlog": max(0, acked_by_end - visible_by_end),
+             "max_lag": max((s.lag for s in samples if end - window < s.at <= end and s.lag >= 0), default=None)}
         )
     return report
 

@@ -1,4 +1,4 @@
-"""A CI-sized soak (2 minutes at a steady rate): nothing lost, memory flat, backlog drained.
+"""A CI-sized soak (2 minutes at a steady rate): nothing lost, memory flat, lag bounded, backlog drained.
 
 The 30-minute run at 3k events/s is `python -m bench.soak` (bench/RESULTS.md), which also
 records latency per window; this variant does not (see run_soak's ``latency`` flag): speed is
@@ -25,6 +25,9 @@ def test_two_minutes_at_a_steady_rate_lose_nothing_and_stay_flat():
         f"acknowledged events were never applied; profile app exit status {report.app_exit}, its log ends:\n{report.app_log_tail}"
     )
     assert report.drained_after_s is not None and report.drained_after_s < 30
+    lags = [w["max_lag"] for w in report.windows]
+    assert None not in lags, f"consumer lag was not measured in every window: {lags}"
+    assert max(lags) < RATE * 10, f"the profile app fell more than 10 s behind: max lag per window {lags}"
     steady = [w for w in report.windows if w["events"] > RATE * WINDOW * 0.25]
     second, last = steady[1], steady[-1]
     assert last["app_mib"] <= second["app_mib"] * 1.3 + 20, "profile app memory keeps growing"
