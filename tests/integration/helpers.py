@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import httpx
@@ -68,3 +68,13 @@ def post_batches(base_url: str, key: str, events: list[dict], batch_size: int = 
 
 def store_for(url: str, session_gap_ms: int) -> RedisProfileStore:
     return RedisProfileStore(redis.Redis.from_url(url), dedupe_window_seconds=3600, session_gap_ms=session_gap_ms)
+
+
+def eventually(check: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:
+    """Poll ``check`` until it holds (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return False
