@@ -60,6 +60,12 @@ def rule_inputs(
     own = {pid: report for pid, report in reports.items() if not (report.owner and report.owner != pid)}
     cache.forget(set(reports))  # these parts just changed
     anonymous = cache.get_many(store, {a for r in own.values() for a in r.part.anonymous_ids if a != r.part.profile_id})
+    # A part's report is taken when its own event is applied; a link applied later in the same
+    # batch (an identify) can have given it an owner since. The fresh read above knows: such a
+    # part belongs to its owner's person, or both "people" would fire the same rule.
+    for pid in [pid for pid in own if pid in anonymous and anonymous[pid].owner and anonymous[pid].owner != pid]:
+        del own[pid]
+        owned_elsewhere.append(pid)
     for pid, report in own.items():
         owned = [anonymous[a] for a in sorted(report.part.anonymous_ids) if a in anonymous and anonymous[a].owner == pid]
         user_id = report.part.fields.get("user_id") or (pid if owned else None)
