@@ -85,14 +85,6 @@ class SoakReport:
         return "\n".join(lines)
 
 
-def log_tail(path, limit: int = 3000) -> str:
-    """The end of a process log, for a failure message."""
-    try:
-        return path.read_text(errors="replace")[-limit:]
-    except OSError as exc:
-        return f"(no log: {exc})"
-
-
 def valid_unique_events(total: int, users: int) -> list[dict]:
     unique: dict[str, dict] = {}
     for event in demo_events(total, users, seed=11):
@@ -155,7 +147,7 @@ def run_soak(
                 time.sleep(0.5)
             applied = seen_count() - before
             report.app_exit = app.process.poll() if app.process is not None else None
-            report.app_log_tail = log_tail(app.log_path)
+            report.app_log_tail = app.log_tail()
             report.drained_after_s = time.monotonic() - load_ended if applied >= len(times) else None
             seen_at = watcher.finish() if watcher is not None else {}
         finally:

@@ -81,6 +81,13 @@ class ManagedProcess:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of the process's log ("" before it wrote one), for failure messages."""
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except FileNotFoundError:
+            return ""
+
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 

@@ -159,10 +159,7 @@ def committed_offsets(brokers: str, group: str, topic: str) -> dict[int, int]:
 
 
 def log_tail(proc: ManagedProcess, chars: int = 3000) -> str:
-    try:
-        return proc.log_path.read_text(errors="replace")[-chars:]
-    except FileNotFoundError:
-        return ""
+    return proc.log_tail(chars)
 
 
 def count_in_log(proc: ManagedProcess, needle: str) -> int:
