@@ -45,14 +45,18 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99), "max": ordered[-1], "mean": statistics.fmean(ordered)}
 
 
-def watch_visibility(url: str, ready: mp.Event, stop: mp.Event, results: mp.Queue) -> None:
+def watch_visibility(url: str, ready: mp.Event, stop: mp.Event, results: mp.Queue, id_prefix: str = "") -> None:
     """In its own process (so the load generator cannot delay it): record when each
     event_id marker appears in Redis, via keyspace notifications; CLOCK_MONOTONIC is
-    shared by all processes of the machine."""
+    shared by all processes of the machine.
+
+    With ``id_prefix`` only markers of event ids starting with it are reported: Redis matches
+    the pattern itself, so a sample of the events is timed at a rate the watcher keeps up with.
+    """
     client = redis.Redis.from_url(url)
     client.config_set("notify-keyspace-events", "K$")
     pubsub = client.pubsub(ignore_subscribe_messages=True)
-    pubsub.psubscribe("__keyspace@0__:pulse:*:seen:*")
+    pubsub.psubscribe(f"__keyspace@0__:pulse:*:seen:{id_prefix}*")
     seen_at: dict[str, float] = {}
     ready.set()
     while not stop.is_set():
@@ -65,10 +69,12 @@ def watch_visibility(url: str, ready: mp.Event, stop: mp.Event, results: mp.Queu
 class VisibilityWatcher:
     """Runs ``watch_visibility`` in a child process; ``finish()`` returns event_id -> time seen."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, id_prefix: str = "") -> None:
         ctx = mp.get_context("spawn")
         self._ready, self._stop, self._results = ctx.Event(), ctx.Event(), ctx.Queue()
-        self._process = ctx.Process(target=watch_visibility, args=(url, self._ready, self._stop, self._results), daemon=True)
+        self._process = ctx.Process(
+            target=watch_visibility, args=(url, self._ready, self._stop, self._results, id_prefix), daemon=True
+        )
         self._process.start()
         self._ready.wait(30)
 

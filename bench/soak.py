@@ -1,13 +1,14 @@
 """Soak: a steady event rate through the collector and profile app, watching for drift.
 
 Every ``--window`` seconds it records end-to-end latency (request sent -> visible in Redis, from
-keyspace notifications as in bench/e2e_latency.py; it includes the collector's 202), the resident memory of the API and the
-profile app, Redis memory, and the backlog (events acknowledged but not yet visible). A healthy
-run is flat: memory levels off, latency percentiles do not climb, the backlog stays bounded and
+keyspace notifications as in bench/e2e_latency.py, on one event in ``--time-every``; it includes
+the collector's 202), the resident memory of the API and the profile app, Redis memory, and the
+consumer lag (records the profile app has not committed, every 5 s). A healthy run is flat:
+memory levels off, latency percentiles do not climb, the lag stays bounded and the backlog
 drains when the load stops. The first window (start-up, group join) is the baseline the later
 ones are compared with.
 
-Usage: .venv/bin/python -m bench.soak [--rate 3000] [--seconds 1800] [--window 60] [--request-every 0.05] [--no-latency]
+Usage: .venv/bin/python -m bench.soak [--rate 3000] [--seconds 1800] [--window 60] [--request-every 0.05] [--time-every 30] [--no-latency]
 (tests/integration/test_soak.py runs a 2-minute version in CI.)
 """
 
@@ -37,6 +38,10 @@ from streaming.api.ingest import MAX_BATCH_EVENTS
 #: holds ~10k record batches (bench/RESULTS.md), which 10 ms requests reach within two minutes.
 REQUEST_EVERY_S = 0.05
 
+#: Latency is timed on one event in this many, those whose id starts with ``TIMED_PREFIX``.
+TIME_EVERY = 30
+TIMED_PREFIX = "00000"
+
 
 def rss_mib(pid: int) -> float:
     """Resident memory of a process (and its threads) in MiB, from /proc."""
@@ -63,7 +68,11 @@ class SoakReport:
     seconds: float
     window: float
     acknowledged: int = 0
+    #: events applied to profiles (their dedupe markers counted in Redis)
     visible: int = 0
+    #: the events timed for latency: acknowledged, and seen by the watcher
+    timed_acknowledged: int = 0
+    timed_seen: int = 0
     drained_after_s: float | None = None
     #: the profile app's exit status when the load ended (None = still running) and its log's end
     app_exit: int | None = None
@@ -71,16 +80,16 @@ class SoakReport:
     windows: list[dict[str, float | None]] = field(default_factory=list)
 
     def table(self) -> str:
-        """Per window; "-" where a figure was not measured (latency and backlog need the watcher)."""
+        """Per window; "-" where a figure was not measured."""
 
         def cell(value: float | None, width: int, digits: int) -> str:
             return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
 
-        lines = [f"{'window':>8}{'events':>9}{'p50 ms':>9}{'p99 ms':>9}{'api MiB':>9}{'app MiB':>9}{'redis MiB':>10}{'backlog':>9}{'max lag':>9}"]
+        lines = [f"{'window':>8}{'events':>9}{'timed':>7}{'p50 ms':>9}{'p99 ms':>9}{'api MiB':>9}{'app MiB':>9}{'redis MiB':>10}{'max lag':>9}"]
         for w in self.windows:
             lines.append(
-                f"{w['end']:>7.0f}s{w['events']:>9.0f}{cell(w['p50'], 9, 1)}{cell(w['p99'], 9, 1)}{w['api_mib']:>9.1f}"
-                f"{w['app_mib']:>9.1f}{w['redis_mib']:>10.1f}{cell(w['backlog'], 9, 0)}{cell(w.get('max_lag'), 9, 0)}"
+                f"{w['end']:>7.0f}s{w['events']:>9.0f}{w['timed']:>7.0f}{cell(w['p50'], 9, 1)}{cell(w['p99'], 9, 1)}{w['api_mib']:>9.1f}"
+                f"{w['app_mib']:>9.1f}{w['redis_mib']:>10.1f}{cell(w.get('max_lag'), 9, 0)}"
             )
         return "\n".join(lines)
 
@@ -96,21 +105,41 @@ def valid_unique_events(total: int, users: int) -> list[dict]:
     return list(unique.values())
 
 
+def mark_for_timing(events: list[dict], every: int) -> set[str]:
+    """Give every ``every``-th event an id starting with ``TIMED_PREFIX``; returns those ids.
+
+    The ids stay UUIDs (only leading hex digits change) and unique; a random UUID starts with
+    the prefix once in a million, and such an event is simply timed too.
+    """
+    timed = set()
+    for event in events[::every]:
+        event["event_id"] = TIMED_PREFIX + event["event_id"][len(TIMED_PREFIX) :]
+        timed.add(event["event_id"])
+    return timed
+
+
 def run_soak(
-    rate: int, seconds: float, window: float, users: int = 20_000, latency: bool = True, request_every: float = REQUEST_EVERY_S
+    rate: int,
+    seconds: float,
+    window: float,
+    users: int = 20_000,
+    latency: bool = True,
+    request_every: float = REQUEST_EVERY_S,
+    time_every: int = TIME_EVERY,
 ) -> SoakReport:
     """Run the soak on a fresh embedded broker and Redis; return per-window figures.
 
-    ``latency=False`` skips the keyspace-notification watcher: on two shared cores at high
-    rates the watcher itself falls behind and Redis drops its subscription, so the CI variant
-    checks only what does not need it (everything applied, memory, drain time).
+    Latency is measured on one event in ``time_every``: a keyspace watcher told of every event
+    falls behind at these rates on two shared cores and Redis drops its subscription.
+    ``latency=False`` skips the watcher altogether.
     """
     events = valid_unique_events(int(rate * seconds * 1.05) + 1500, users)
+    timed = mark_for_timing(events[1000:], time_every) if latency else set()
     report = SoakReport(rate, seconds, window)
     with local_stack() as settings:
         client = redis.Redis.from_url(settings.redis_url)
         publish_reference(client, CATALOG, read_catalog_csv(SAMPLE_CATALOG), "product_id")
-        watcher = VisibilityWatcher(settings.redis_url) if latency else None
+        watcher = VisibilityWatcher(settings.redis_url, id_prefix=TIMED_PREFIX) if latency else None
         api = start_app(settings, "api")
         app = start_app(settings, "profile-app")
         samples: list[Sample] = []
@@ -157,35 +186,23 @@ def run_soak(
     if not times:
         raise RuntimeError(f"the collector accepted no request (at most {MAX_BATCH_EVENTS} events each: lower --request-every)")
     report.acknowledged = len(times)
-    report.visible = sum(1 for event_id in times if event_id in seen_at) if latency else applied
-    if not latency:  # memory per window only
-        start = min(sent for sent, _ in times.values())
-        for index in range(int(seconds // window)):
-            end = start + (index + 1) * window
-            last = ([s for s in samples if s.at <= end] or samples[:1])[-1]
-            events = sum(1 for sent, _ in times.values() if start + index * window <= sent < end)
-            lags = [s.lag for s in samples if end - window < s.at <= end and s.lag >= 0]
-            report.windows.append({"end": (index + 1) * window, "events": events, "p50": None, "p99": None,
-                                   "api_mib": last.api_mib, "app_mib": last.app_mib, "redis_mib": last.redis_mib, "backlog": None,
-                                   "max_lag": max(lags) if lags else None})
-        return report
+    report.visible = applied
+    report.timed_acknowledged = sum(1 for event_id in times if event_id in timed)
+    report.timed_seen = sum(1 for event_id in times if event_id in timed and event_id in seen_at)
     start = min(sent for sent, _ in times.values())
-    by_window: dict[int, list[float]] = {}
-    for event_id, (sent, acked) in times.items():
-        if event_id in seen_at:
-            by_window.setdefault(int((sent - start) // window), []).append((seen_at[event_id] - sent) * 1000)
-    for index in sorted(by_window):
+    latencies: dict[int, list[float]] = {}
+    for event_id in timed & seen_at.keys() & times.keys():
+        sent = times[event_id][0]
+        latencies.setdefault(int((sent - start) // window), []).append((seen_at[event_id] - sent) * 1000)
+    for index in range(int(seconds // window)):
         end = start + (index + 1) * window
-        in_window = [s for s in samples if s.at <= end] or samples[:1]
-        last = in_window[-1]
-        acked_by_end = sum(1 for _, acked in times.values() if acked <= end)
-        visible_by_end = sum(1 for event_id, (_, acked) in times.items() if acked <= end and seen_at.get(event_id, end + 1) <= end)
-        stats = percentiles(by_window[index])
+        last = ([s for s in samples if s.at <= end] or samples[:1])[-1]
+        lags = [s.lag for s in samples if end - window < s.at <= end and s.lag >= 0]
+        stats = percentiles(latencies[index]) if latencies.get(index) else {}
         report.windows.append(
-            {"end": (index + 1) * window, "events": len(by_window[index]), "p50": stats["p50"], "p99": stats["p99"],
-             "api_mib": last.api_mib, "app_mib": last.app_mib, "redis_mib": last.redis_mib,
-             "backlog": max(0, acked_by_end - visible_by_end),
-             "max_lag": max((s.lag for s in samples if end - window < s.at <= end and s.lag >= 0), default=None)}
+            {"end": (index + 1) * window, "events": sum(1 for sent, _ in times.values() if start + index * window <= sent < end),
+             "timed": len(latencies.get(index, [])), "p50": stats.get("p50"), "p99": stats.get("p99"),
+             "api_mib": last.api_mib, "app_mib": last.app_mib, "redis_mib": last.redis_mib, "max_lag": max(lags) if lags else None}
         )
     return report
 
@@ -196,14 +213,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1800)
     parser.add_argument("--window", type=float, default=60)
     parser.add_argument("--request-every", type=float, default=REQUEST_EVERY_S, help="seconds between collector requests")
+    parser.add_argument("--time-every", type=int, default=TIME_EVERY, help="time the latency of one event in this many")
     parser.add_argument("--no-latency", action="store_true", help="skip the keyspace-notification latency watcher")
     args = parser.parse_args()
-    report = run_soak(args.rate, args.seconds, args.window, latency=not args.no_latency, request_every=args.request_every)
-    print(f"{args.rate} events/s for {args.seconds:.0f} s: {report.acknowledged} acknowledged, {report.visible} visible; "
-          f"backlog drained {report.drained_after_s and f'{report.drained_after_s:.1f} s' or 'NOT'} after the load stopped\n")
+    report = run_soak(
+        args.rate, args.seconds, args.window, latency=not args.no_latency, request_every=args.request_every, time_every=args.time_every
+    )
+    print(f"{args.rate} events/s for {args.seconds:.0f} s: {report.acknowledged} acknowledged, {report.visible} applied; "
+          f"backlog drained {report.drained_after_s and f'{report.drained_after_s:.1f} s' or 'NOT'} after the load stopped; "
+          f"{report.timed_seen} of {report.timed_acknowledged} timed events seen by the latency watcher\n")
     print(report.table())
     first, last = report.windows[1] if len(report.windows) > 2 else report.windows[0], report.windows[-1]
-    latency = "" if args.no_latency else f"p99 {last['p99'] / max(first['p99'], 0.1):.2f}x, "
+    latency = f"p99 {last['p99'] / max(first['p99'], 0.1):.2f}x, " if first["p99"] and last["p99"] else ""
     print(f"\nlast window vs the second: {latency}profile app memory "
           f"{last['app_mib'] / first['app_mib']:.2f}x, API memory {last['api_mib'] / first['api_mib']:.2f}x")
 
