@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import random
 import statistics
@@ -72,8 +73,23 @@ async def load(
 
     A minimal raw-socket HTTP client, so the load generator costs far less than the server.
     """
+    # The generator's own garbage collections would stall every response in flight (the
+    # process holds the whole stack's imports): collect now, not during the measurement.
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        return await _load(pool_size=connections, host=host, port=port, paths=paths, rate=rate, seconds=seconds)
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
+async def _load(
+    host: str, port: int, paths: list[str], rate: float, seconds: float, pool_size: int
+) -> tuple[list[float], list[float]]:
     pool: asyncio.Queue = asyncio.Queue()
-    for _ in range(connections):
+    for _ in range(pool_size):
         pool.put_nowait(await _connection(host, port))
     latencies: list[float] = []
     service: list[float] = []  # from the actual send: excludes the load generator's own lag

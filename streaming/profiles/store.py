@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, NamedTuple, TypeVar
@@ -27,6 +27,8 @@ _UPDATE_SCRIPT = resources.files("streaming.profiles").joinpath("update.lua").re
 #: The script as a Redis Cluster runs it: one call may carry profiles of several slots of one
 #: node (Redis/Valkey >= 7). The flag is only added for a cluster, so one server may be older.
 _CLUSTER_UPDATE_SCRIPT = "#!lua flags=allow-cross-slot-keys\n" + _UPDATE_SCRIPT
+#: GET /v1/decisions in one call on a standalone server (it reads keys of several ids).
+_DECISIONS_SCRIPT = resources.files("streaming.profiles").joinpath("decisions.lua").read_text()
 
 T = TypeVar("T")
 
@@ -143,6 +145,7 @@ class RedisProfileStore:
         self._cluster = isinstance(client, redis.RedisCluster)
         self._slots_stale = False
         self._update = client.register_script(_CLUSTER_UPDATE_SCRIPT if self._cluster else _UPDATE_SCRIPT)
+        self._read_decisions = None if self._cluster else client.register_script(_DECISIONS_SCRIPT)
 
     @property
     def client(self) -> RedisClient:
@@ -361,19 +364,19 @@ class RedisProfileStore:
         return self.current_decisions(people.members[people.person_of[profile_id]], now_ms)
 
     def decisions_view(self, profile_id: str, now_ms: int | None = None) -> dict[str, Any] | None:
-        """What GET /v1/decisions serves, in two or three round trips (None = unknown id).
+        """What GET /v1/decisions serves (None = unknown id): one script call, or pipelines on a cluster.
 
         Reads only the person's own fields it needs, its anonymous ids' owners, and the
         decisions and segments stored under each of the person's ids.
         """
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        person, own = profile_id, self._decision_parts([profile_id])[profile_id]
+        parts = self._person_decision_parts(profile_id)
+        person, own = profile_id, parts[profile_id]
         if own["owner"] and own["owner"] != profile_id:
             person = own["owner"]
-            own = self._decision_parts([person])[person]
+            own = parts[person]
         anonymous = [a for a in own["anonymous_ids"] if a != person]
-        others = self._decision_parts(anonymous) if anonymous else {}
-        owned = [others[a] for a in sorted(anonymous) if others[a]["owner"] == person and others[a]["known"]]
+        owned = [parts[a] for a in sorted(anonymous) if parts[a]["owner"] == person and parts[a]["known"]]
         if not own["known"] and not owned:
             return None
         states = merge_decision_states([own["decisions"], *(o["decisions"] for o in owned)])
@@ -388,6 +391,19 @@ class RedisProfileStore:
             "segments": sorted(segments),
         }
 
+    def _person_decision_parts(self, profile_id: str) -> dict[str, dict[str, Any]]:
+        """Decision parts of the id, of its owner (when another user owns it) and of that person's anonymous ids."""
+        if self._read_decisions is not None:
+            return {_decode(reply[0]): _decision_part(*reply[1:]) for reply in self._read_decisions(args=[profile_id])}
+        parts = self._decision_parts([profile_id])
+        person = parts[profile_id]["owner"] or profile_id
+        if person not in parts:
+            parts.update(self._decision_parts([person]))
+        anonymous = [a for a in parts[person]["anonymous_ids"] if a not in parts]
+        if anonymous:
+            parts.update(self._decision_parts(anonymous))
+        return parts
+
     def _decision_parts(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         pipe = self._client.pipeline(transaction=False)
         for pid in ids:
@@ -400,15 +416,7 @@ class RedisProfileStore:
         parts = {}
         for i, pid in enumerate(ids):
             owner, (count, user_id, intent, segments), anonymous, decisions = replies[4 * i : 4 * i + 4]
-            parts[pid] = {
-                "owner": _decode(owner[0]) if owner else None,
-                "known": count is not None,
-                "user_id": _decode(user_id) if user_id else None,
-                "intent_score": _decode(intent) if intent else None,
-                "segments": _decode(segments) if segments else "",
-                "anonymous_ids": {_decode(a) for a in anonymous},
-                "decisions": {_decode(k): _json_decode(v) for k, v in decisions.items()},
-            }
+            parts[pid] = _decision_part(owner[0] if owner else None, count, user_id, intent, segments, anonymous, decisions)
         return parts
 
     def current_decisions(self, member_ids: Sequence[str], now_ms: int | None = None) -> list[dict[str, Any]]:
@@ -489,6 +497,28 @@ _json_decode = msgspec.json.Decoder().decode
 
 def _decode(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _decision_part(
+    owner: bytes | None,
+    count: bytes | None,
+    user_id: bytes | None,
+    intent: bytes | None,
+    segments: bytes | None,
+    anonymous: Iterable[bytes],
+    decisions: dict[bytes, bytes] | list[bytes],
+) -> dict[str, Any]:
+    """One id's share of a person's decisions (``decisions`` as a map, or flat as a script returns it)."""
+    pairs = decisions.items() if isinstance(decisions, dict) else zip(decisions[::2], decisions[1::2], strict=True)
+    return {
+        "owner": _decode(owner) if owner else None,
+        "known": count is not None,
+        "user_id": _decode(user_id) if user_id else None,
+        "intent_score": _decode(intent) if intent else None,
+        "segments": _decode(segments) if segments else "",
+        "anonymous_ids": {_decode(a) for a in anonymous},
+        "decisions": {_decode(k): _json_decode(v) for k, v in pairs},
+    }
 
 
 def _decode_map(mapping: dict[Any, Any]) -> dict[str, str]:

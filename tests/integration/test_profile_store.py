@@ -159,21 +159,23 @@ def test_intent_score_in_the_script_equals_the_python_model_on_the_latest_sessio
     assert 0.0 < expected < 1.0
 
 
-def test_the_decisions_view_agrees_with_the_merged_profile_and_decision_states(redis_client):
+# Ids with the characters keys.py percent-encodes: decisions.lua must build the same keys.
+@pytest.mark.parametrize(("anonymous_id", "user_id"), [("a-d", "u-d"), ("a{d}%25:*", "u}d{%7B")])
+def test_the_decisions_view_agrees_with_the_merged_profile_and_decision_states(redis_client, anonymous_id, user_id):
     store = store_for(redis_client)
-    anon = delta_of(make_event(user_id=None, anonymous_id="a-d", category="shoes"))
-    identify = delta_of(make_event("identify", user_id="u-d", anonymous_id="a-d"))
+    anon = delta_of(make_event(user_id=None, anonymous_id=anonymous_id, category="shoes"))
+    identify = delta_of(make_event("identify", user_id=user_id, anonymous_id=anonymous_id))
     lone = delta_of(make_event(user_id=None, anonymous_id="a-lone"))
     store.apply_deltas([anon, identify, lone])
     now = 10_000
-    decision = {"decision_id": "d1", "key": "k1", "rule": "k1", "profile_id": "a-d", "event_id": "e1",
+    decision = {"decision_id": "d1", "key": "k1", "rule": "k1", "profile_id": anonymous_id, "event_id": "e1",
                 "fired_at_ms": now - 5, "fire_count": 1, "expires_at_ms": now + 100}
-    expired = {**decision, "decision_id": "d2", "key": "k2", "rule": "k2", "profile_id": "u-d", "expires_at_ms": now - 1}
-    store.record_decisions([decision, expired], {"u-d": ["vip"]})
-    for pid in ("a-d", "u-d"):
+    expired = {**decision, "decision_id": "d2", "key": "k2", "rule": "k2", "profile_id": user_id, "expires_at_ms": now - 1}
+    store.record_decisions([decision, expired], {user_id: ["vip"]})
+    for pid in (anonymous_id, user_id):
         view = store.decisions_view(pid, now_ms=now)
         person = store.get_person(pid)
-        assert view["user_id"] == person["user_id"] == "u-d"
+        assert view["user_id"] == person["user_id"] == user_id
         assert view["segments"] == person["segments"] == ["vip"]
         assert [d["decision_id"] for d in view["decisions"]] == ["d1"]
         assert view["decisions"] == store.get_decisions(pid, now_ms=now)
