@@ -70,8 +70,13 @@ class PulseSettings(BaseSettings):
         description="Comma-separated origins whose pages may send events (CORS on the collector only); unset = none, in dev mode the API's own origin.",
     )
     demo_shop: bool = Field(False, description="Serve the demo shop at /demo (always on in dev mode); it embeds a write key: local use only.")
-    rate_limit_events_per_second: float = Field(50_000, description="Per write key and per API process (each worker and replica counts apart), sustained events/s.")
-    rate_limit_burst: float = Field(100_000, description="Per write key and per API process, events allowed in a burst.")
+    rate_limit_events_per_second: float = Field(50_000, gt=0, description="Per write key, sustained events/s (across API processes, see PULSE_RATE_LIMIT_SHARED).")
+    rate_limit_burst: float = Field(100_000, gt=0, description="Per write key, events allowed in a burst.")
+    rate_limit_shared: bool = Field(
+        True,
+        description="Count rate limits in Redis, shared by every API worker and replica; false: each process counts apart. "
+        "While Redis does not answer, each process counts alone.",
+    )
     ip_anonymization: Literal["none", "truncate", "hash"] = Field(
         "truncate",
         description="What the collector does to metadata.ip before Kafka: truncate (IPv4 /24, IPv6 /48), hash (HMAC with PULSE_IP_HASH_KEY), none.",

@@ -40,7 +40,7 @@ from streaming.api.ingest import (
 )
 from streaming.api.ip_privacy import IPAnonymizer
 from streaming.api.keys_file import KeysFollower
-from streaming.api.rate_limit import RateLimiter
+from streaming.api.rate_limit import RateLimiter, SharedRateLimiter
 from streaming.api.segment import DEFAULT_TRACK_MAPPING, SegmentMappingError, load_track_mapping, segment_to_event
 from streaming.profiles.redis_client import redis_from_url
 from streaming.profiles.store import RedisProfileStore
@@ -93,8 +93,8 @@ def create_app(
     keys = KeysFollower.from_settings(settings)  # PULSE_*_KEYS plus PULSE_KEYS_FILE, reloaded when it changes
     anonymizer = IPAnonymizer.from_settings(settings)
     track_mapping = load_track_mapping(settings.segment_mapping_file) if settings.segment_mapping_file else DEFAULT_TRACK_MAPPING
-    limiter = RateLimiter(settings.rate_limit_events_per_second, settings.rate_limit_burst)
     services: dict[str, Any] = {"producer": producer, "store": store}
+    services["limiter"] = RateLimiter(settings.rate_limit_events_per_second, settings.rate_limit_burst)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -110,6 +110,9 @@ def create_app(
                 dedupe_window_seconds=settings.dedupe_window_seconds,
                 session_gap_ms=settings.session_timeout_seconds * 1000,
             )
+            if settings.rate_limit_shared:  # short timeouts: ingestion must not wait on Redis
+                limiter_client = redis_from_url(service_registry.redis_url(settings), socket_timeout=0.25, socket_connect_timeout=0.25)
+                services["limiter"] = SharedRateLimiter(limiter_client, settings.rate_limit_events_per_second, settings.rate_limit_burst)
         # Everything built so far lives as long as the process: move it out of the collector's
         # reach, or each full collection walks it (~50 ms here) while requests queue behind it.
         gc.collect()
@@ -180,7 +183,7 @@ def create_app(
 
     async def ingest(key: str, events: list[Any], source: str) -> IngestPlan:
         """Rate-limit, validate, and hand events to the broker; raise the HTTP error on failure."""
-        if not limiter.allow(key, len(events)):
+        if not services["limiter"].allow(key, len(events)):
             metrics.REQUESTS.labels("429").inc()
             raise HTTPException(429, "rate limit exceeded for this key", headers={"Retry-After": "1"})
         plan = plan_ingest(

@@ -130,13 +130,32 @@ def test_wrong_types_are_rejected_per_event_not_per_request(client):
     assert body["rejected"][2]["event_id"] is None
 
 
-def test_rate_limit_per_key(settings):
-    limited = settings.model_copy(update={"rate_limit_events_per_second": 0.001, "rate_limit_burst": 3})
-    with TestClient(create_app(limited)) as c:
-        assert c.post("/v1/events", json={"events": [good_event(), good_event()]}, headers=WRITE).status_code == 202
-        response = c.post("/v1/events", json={"events": [good_event(), good_event()]}, headers=WRITE)
+def test_rate_limit_per_key_is_shared_by_every_api_process(settings):
+    """Two API instances (as two workers or replicas) draw on one bucket per key, kept in Redis."""
+    key = {"X-Pulse-Key": f"limited-{uuid.uuid4().hex[:8]}"}  # a bucket of its own in the shared Redis
+    limited = settings.model_copy(
+        update={"write_keys": [*settings.write_keys, key["X-Pulse-Key"]], "rate_limit_events_per_second": 0.001, "rate_limit_burst": 3}
+    )
+    with TestClient(create_app(limited)) as first, TestClient(create_app(limited)) as second:
+        assert first.post("/v1/events", json={"events": [good_event(), good_event()]}, headers=key).status_code == 202
+        response = second.post("/v1/events", json={"events": [good_event(), good_event()]}, headers=key)
         assert response.status_code == 429
         assert response.headers["Retry-After"] == "1"
+        assert second.post("/v1/events", json=good_event(), headers=key).status_code == 202  # the third of the burst
+        assert first.post("/v1/events", json=good_event(), headers=key).status_code == 429
+        assert second.post("/v1/events", json=good_event(), headers=WRITE).status_code == 202  # other keys unaffected
+
+
+def test_rate_limit_per_process_when_not_shared(settings):
+    key = {"X-Pulse-Key": f"limited-{uuid.uuid4().hex[:8]}"}
+    limited = settings.model_copy(
+        update={"write_keys": [*settings.write_keys, key["X-Pulse-Key"]], "rate_limit_events_per_second": 0.001,
+                "rate_limit_burst": 3, "rate_limit_shared": False}
+    )
+    with TestClient(create_app(limited)) as first, TestClient(create_app(limited)) as second:
+        assert first.post("/v1/events", json={"events": [good_event(), good_event()]}, headers=key).status_code == 202
+        assert first.post("/v1/events", json={"events": [good_event(), good_event()]}, headers=key).status_code == 429
+        assert second.post("/v1/events", json={"events": [good_event(), good_event()]}, headers=key).status_code == 202
 
 
 def test_profiles_need_a_read_key_and_unknown_is_404(client):

@@ -69,3 +69,17 @@ def test_rate_limiter_refills_over_time():
     now[0] = 0.5
     assert limiter.allow("k", 5)
     assert not limiter.allow("k", 1)
+
+
+def test_shared_rate_limiter_counts_alone_while_redis_does_not_answer():
+    import redis
+
+    from streaming.api.rate_limit import SharedRateLimiter
+
+    now = [100.0]
+    closed = redis.Redis(host="127.0.0.1", port=1, socket_timeout=0.25, socket_connect_timeout=0.25)  # nothing listens on port 1
+    limiter = SharedRateLimiter(closed, rate=1, burst=2, retry_seconds=5, clock=lambda: now[0])
+    assert limiter.allow("k") and limiter.allow("k")
+    assert not limiter.allow("k")  # the process's own bucket, not an error
+    now[0] += 1
+    assert limiter.allow("k")
