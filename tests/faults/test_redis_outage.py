@@ -23,9 +23,9 @@ from tests.faults.invariants import check_dlq, check_profiles
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-#: How long Redis stays down. The issue asks for 30 s; CI uses 10 s, which already outlasts
-#: every timeout on the way (the sink's 1 s retry, the API's 5 s socket timeout).
-REDIS_OUTAGE_SECONDS = 10.0
+#: How long Redis stays down, as the issue asks: longer than every timeout on the way (the
+#: sink's 1 s retry, the API's 5 s socket timeout, the rate limiter's 5 s fallback).
+REDIS_OUTAGE_SECONDS = 30.0
 EVENTS = 6_000
 TRAFFIC_SECONDS = 10.0 + REDIS_OUTAGE_SECONDS
 
@@ -100,10 +100,10 @@ def test_redis_outage_the_app_waits_the_api_answers_503_nothing_is_lost(settings
         health and all(code == 503 and flag is False for code, flag in health),
         f"{len(health)} probes: {sorted(set(health))}",
     )
-    fault_run.observe(
+    fault_run.check(
         "GET /v1/profiles answers 503 while Redis is down",
         reads and all(code == 503 for code in reads),
-        f"{len(reads)} reads answered {sorted(set(reads))} (asserted, as a known bug, by test_api_reads_answer_503_while_redis_is_down)",
+        f"{len(reads)} reads answered {sorted(set(reads))}",
     )
     fault_run.check(
         "the collector keeps acknowledging events (they go to Kafka)",
