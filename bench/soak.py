@@ -2,8 +2,9 @@
 
 Every ``--window`` seconds it records end-to-end latency (request sent -> visible in Redis, from
 keyspace notifications as in bench/e2e_latency.py, on one event in ``--time-every``; it includes
-the collector's 202), the resident memory of the API and the profile app, Redis memory, and the
-consumer lag (records the profile app has not committed, every 5 s). A healthy run is flat:
+the collector's 202), the resident memory of the API and the profile app, Redis memory, the
+consumer lag (records the profile app has not committed, every 5 s) and the CPU share of the
+API, the profile app, the broker and Redis (100 = one core). A healthy run is flat:
 memory levels off, latency percentiles do not climb, the lag stays bounded and the backlog
 drains when the load stops. The first window (start-up, group join) is the baseline the later
 ones are compared with.
@@ -20,6 +21,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import redis
 
@@ -43,6 +45,25 @@ TIME_EVERY = 30
 TIMED_PREFIX = "00000"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (and its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def broker_pid(brokers: str) -> int:
+    """The embedded broker's process, found by the port it listens on."""
+    port = brokers.rsplit(":", 1)[1]
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue  # the process ended meanwhile
+        if args and args[0].endswith(b"tansu") and any(arg.endswith(f":{port}".encode()) for arg in args):
+            return int(cmdline.parent.name)
+    raise RuntimeError(f"no broker process listens on {brokers}")
+
+
 def rss_mib(pid: int) -> float:
     """Resident memory of a process (and its threads) in MiB, from /proc."""
     with open(f"/proc/{pid}/status") as status:
@@ -60,6 +81,8 @@ class Sample:
     redis_mib: float
     #: records in the events topic the profile app's group has not committed yet (-1: not measured)
     lag: int = -1
+    #: CPU seconds used so far by each process (api, app, broker, redis)
+    cpu: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -85,11 +108,14 @@ class SoakReport:
         def cell(value: float | None, width: int, digits: int) -> str:
             return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
 
-        lines = [f"{'window':>8}{'events':>9}{'timed':>7}{'p50 ms':>9}{'p99 ms':>9}{'api MiB':>9}{'app MiB':>9}{'redis MiB':>10}{'max lag':>9}"]
+        cpus = ("api", "app", "broker", "redis")
+        lines = [f"{'window':>8}{'events':>9}{'timed':>7}{'p50 ms':>9}{'p99 ms':>9}{'api MiB':>9}{'app MiB':>9}{'redis MiB':>10}{'max lag':>9}"
+                 + "".join(f"{name + ' cpu%':>12}" for name in cpus)]
         for w in self.windows:
             lines.append(
                 f"{w['end']:>7.0f}s{w['events']:>9.0f}{w['timed']:>7.0f}{cell(w['p50'], 9, 1)}{cell(w['p99'], 9, 1)}{w['api_mib']:>9.1f}"
                 f"{w['app_mib']:>9.1f}{w['redis_mib']:>10.1f}{cell(w.get('max_lag'), 9, 0)}"
+                + "".join(cell(w.get(f"{name}_cpu"), 12, 0) for name in cpus)
             )
         return "\n".join(lines)
 
@@ -145,6 +171,9 @@ def run_soak(
         samples: list[Sample] = []
         stop = threading.Event()
 
+        pids = {"api": api.process.pid, "app": app.process.pid, "broker": broker_pid(settings.kafka_brokers),
+                "redis": int(client.info("server")["process_id"])}
+
         def sample() -> None:
             # Lag as the stream_health asset measures it (a fetch's high watermark, right on Tansu
             # too), every 5th second: each measurement opens its own admin client and probe consumer.
@@ -157,7 +186,8 @@ def run_soak(
                     except BrokerUnavailable:
                         pass
                 tick += 1
-                samples.append(Sample(time.monotonic(), rss_mib(api.process.pid), rss_mib(app.process.pid), client.info("memory")["used_memory"] / 2**20, lag))
+                cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                samples.append(Sample(time.monotonic(), rss_mib(api.process.pid), rss_mib(app.process.pid), client.info("memory")["used_memory"] / 2**20, lag, cpu))
 
         sampler = threading.Thread(target=sample, daemon=True)
         try:
@@ -199,10 +229,13 @@ def run_soak(
         last = ([s for s in samples if s.at <= end] or samples[:1])[-1]
         lags = [s.lag for s in samples if end - window < s.at <= end and s.lag >= 0]
         stats = percentiles(latencies[index]) if latencies.get(index) else {}
+        before = ([s for s in samples if s.at <= end - window] or samples[:1])[-1]
+        busy = {name: 100 * (last.cpu[name] - before.cpu[name]) / max(last.at - before.at, 1e-9) for name in last.cpu} if last.at > before.at else {}
         report.windows.append(
             {"end": (index + 1) * window, "events": sum(1 for sent, _ in times.values() if start + index * window <= sent < end),
              "timed": len(latencies.get(index, [])), "p50": stats.get("p50"), "p99": stats.get("p99"),
-             "api_mib": last.api_mib, "app_mib": last.app_mib, "redis_mib": last.redis_mib, "max_lag": max(lags) if lags else None}
+             "api_mib": last.api_mib, "app_mib": last.app_mib, "redis_mib": last.redis_mib, "max_lag": max(lags) if lags else None,
+             **{f"{name}_cpu": busy.get(name) for name in ("api", "app", "broker", "redis")}}
         )
     return report
 
