@@ -42,12 +42,7 @@ def run_rejoining(build: Callable[[], Application], *, max_rejoins: int = 100, p
 
     rejoins = 0
     while True:
-        gc.unfreeze()  # a replaced application's objects become collectable again
         app = build()
-        # What the application holds lives as long as it runs: keep the collector from walking it
-        # in every full collection, a pause that every record in flight waits out.
-        gc.collect()
-        gc.freeze()
         _remember_graceful_stops(app, request_stop)
         try:
             app.run()
@@ -69,6 +64,24 @@ def run_rejoining(build: Callable[[], Application], *, max_rejoins: int = 100, p
             if stop_requested:
                 logger.info("stop requested while rejoining; exiting")
                 return rejoins
+
+
+def frozen_after(build: Callable[[], Application]) -> Callable[[], Application]:
+    """``build``, then ``gc.freeze()``: what an application holds lives as long as it runs.
+
+    Keeps the garbage collector from walking all of it in every full collection, a pause that
+    every record in flight waits out. A rebuild unfreezes first, so a replaced application's
+    objects become collectable again.
+    """
+
+    def build_and_freeze() -> Application:
+        gc.unfreeze()
+        app = build()
+        gc.collect()
+        gc.freeze()
+        return app
+
+    return build_and_freeze
 
 
 def _remember_graceful_stops(app: Application, on_stop: Callable[[int, FrameType | None], None]) -> None:

@@ -10,7 +10,7 @@ from quixstreams import Application
 from orchestration import service_registry
 from orchestration.kafka_config import app_consumer_config, client_config
 from orchestration.settings import PulseSettings
-from streaming.app_runner import run_rejoining
+from streaming.app_runner import frozen_after, run_rejoining
 from orchestration.topics import ensure_topics, topic_specs
 from streaming.archiver.pipeline import build_pipeline
 from streaming.archiver.sink import ParquetArchiveSink
@@ -41,4 +41,4 @@ def build_application(settings: PulseSettings) -> tuple[Application, ParquetArch
 def main(settings: PulseSettings | None = None) -> None:
     settings = settings or PulseSettings()
     logger.info("archiver writing %s to %s", settings.topic_events, settings.archive_path)
-    run_rejoining(lambda: build_application(settings)[0])
+    run_rejoining(frozen_after(lambda: build_application(settings)[0]))

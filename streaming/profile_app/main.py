@@ -15,7 +15,7 @@ from orchestration import service_registry
 from orchestration.kafka_config import app_consumer_config, client_config, durable_producer_config
 from orchestration.topics import ensure_topics, topic_specs
 from orchestration.settings import PulseSettings
-from streaming.app_runner import run_rejoining
+from streaming.app_runner import frozen_after, run_rejoining
 from streaming.profile_app.pipeline import build_pipeline
 from streaming.profile_app.sink import ProfileSink
 from streaming.profiles.intent_store import IntentModelFollower
@@ -80,4 +80,4 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
 def main(settings: PulseSettings | None = None) -> None:
     settings = settings or PulseSettings()
     logger.info("profile app consuming %s as group %s", settings.topic_events, settings.consumer_group)
-    run_rejoining(lambda: build_application(settings)[0])
+    run_rejoining(frozen_after(lambda: build_application(settings)[0]))

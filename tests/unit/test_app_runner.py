@@ -101,3 +101,21 @@ def test_a_commit_failing_after_a_stop_request_ends_the_loop():
         return FailsWhileStopping(None, runs)
 
     assert run_rejoining(build, pause_seconds=5) == 0
+
+
+def test_frozen_after_freezes_what_the_build_made_and_a_rebuild_unfreezes_first():
+    import gc
+
+    from streaming.app_runner import frozen_after
+
+    made = []
+    build = frozen_after(lambda: made.append(ScriptedApp(None, [])) or made[-1])
+    try:
+        app = build()
+        assert app is made[0] and gc.get_freeze_count() > 0
+        counts = []
+        frozen_again = frozen_after(lambda: counts.append(gc.get_freeze_count()) or ScriptedApp(None, []))
+        frozen_again()
+        assert counts == [0], "the rebuild did not unfreeze before building"
+    finally:
+        gc.unfreeze()
