@@ -14,7 +14,6 @@ import logging
 import time
 from dataclasses import dataclass
 from importlib import resources
-from typing import Protocol
 
 import redis
 
@@ -24,10 +23,6 @@ logger = logging.getLogger(__name__)
 
 BUCKET_PREFIX = "pulse:ratelimit:"
 _TOKEN_BUCKET_SCRIPT = resources.files("streaming.api").joinpath("token_bucket.lua").read_text()
-
-
-class Limiter(Protocol):
-    def allow(self, key: str, cost: float = 1.0) -> bool: ...
 
 
 def _digest(key: str) -> bytes:
@@ -68,7 +63,6 @@ class SharedRateLimiter:
     """The same buckets in Redis (one script call per request); ``fallback`` while Redis is unreachable."""
 
     def __init__(self, client: RedisClient, rate: float, burst: float, *, retry_seconds: float = 5.0, clock=time.monotonic) -> None:
-        self._client = client
         self._script = client.register_script(_TOKEN_BUCKET_SCRIPT)
         self._rate = rate
         self._burst = burst
