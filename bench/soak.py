@@ -43,6 +43,8 @@ REQUEST_EVERY_S = 0.05
 #: Latency is timed on one event in this many, those whose id starts with ``TIMED_PREFIX``.
 TIME_EVERY = 30
 TIMED_PREFIX = "00000"
+#: Processes whose CPU share each window reports.
+CPU_PROCESSES = ("api", "app", "broker", "redis")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -108,14 +110,13 @@ class SoakReport:
         def cell(value: float | None, width: int, digits: int) -> str:
             return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
 
-        cpus = ("api", "app", "broker", "redis")
         lines = [f"{'window':>8}{'events':>9}{'timed':>7}{'p50 ms':>9}{'p99 ms':>9}{'api MiB':>9}{'app MiB':>9}{'redis MiB':>10}{'max lag':>9}"
-                 + "".join(f"{name + ' cpu%':>12}" for name in cpus)]
+                 + "".join(f"{name + ' cpu%':>12}" for name in CPU_PROCESSES)]
         for w in self.windows:
             lines.append(
                 f"{w['end']:>7.0f}s{w['events']:>9.0f}{w['timed']:>7.0f}{cell(w['p50'], 9, 1)}{cell(w['p99'], 9, 1)}{w['api_mib']:>9.1f}"
                 f"{w['app_mib']:>9.1f}{w['redis_mib']:>10.1f}{cell(w.get('max_lag'), 9, 0)}"
-                + "".join(cell(w.get(f"{name}_cpu"), 12, 0) for name in cpus)
+                + "".join(cell(w.get(f"{name}_cpu"), 12, 0) for name in CPU_PROCESSES)
             )
         return "\n".join(lines)
 
@@ -187,7 +188,7 @@ def run_soak(
                         pass
                 tick += 1
                 cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
-                samples.append(Sample(time.monotonic(), rss_mib(api.process.pid), rss_mib(app.process.pid), client.info("memory")["used_memory"] / 2**20, lag, cpu))
+                samples.append(Sample(time.monotonic(), rss_mib(pids["api"]), rss_mib(pids["app"]), client.info("memory")["used_memory"] / 2**20, lag, cpu))
 
         sampler = threading.Thread(target=sample, daemon=True)
         try:
@@ -235,7 +236,7 @@ def run_soak(
             {"end": (index + 1) * window, "events": sum(1 for sent, _ in times.values() if start + index * window <= sent < end),
              "timed": len(latencies.get(index, [])), "p50": stats.get("p50"), "p99": stats.get("p99"),
              "api_mib": last.api_mib, "app_mib": last.app_mib, "redis_mib": last.redis_mib, "max_lag": max(lags) if lags else None,
-             **{f"{name}_cpu": busy.get(name) for name in ("api", "app", "broker", "redis")}}
+             **{f"{name}_cpu": busy.get(name) for name in CPU_PROCESSES}}
         )
     return report
 
