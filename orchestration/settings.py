@@ -107,6 +107,7 @@ class PulseSettings(BaseSettings):
     alert_webhook_url: str | None = Field(None, description="Dagster run failures are posted here (Slack-compatible JSON) when set.")
     catalog_refresh_seconds: float = Field(5.0, description="How often the profile app checks for a new catalog version.")
     rules_file: Path | None = Field(None, description="Personalization rules (YAML, docs/rules.md); default data/rules/rules.yaml. Reloaded when it changes.")
+    rules_prefilter: bool = Field(True, description="Let the profile update script drop rules that cannot fire before Python evaluates them (docs/rules.md); false evaluates every triggering event in Python.")
     rules_refresh_seconds: float = Field(2.0, description="How often the profile app checks the rules file for changes.")
 
     _split_keys = field_validator("write_keys", "read_keys", "admin_keys", "cors_origins", mode="before")(_split_csv)

@@ -70,6 +70,7 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
         settings.topic_dlq,
         rules=rules.current,
         triggers_topic=settings.topic_triggers,
+        prefilter=settings.rules_prefilter,
         enrich=lambda metadata: enrich_context(metadata, geo=geo.current(), campaigns=campaigns.current()),
     )
     catalog = CatalogFollower(client, settings.catalog_refresh_seconds)

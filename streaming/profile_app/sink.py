@@ -64,6 +64,7 @@ class ProfileSink(BaseSink):
         triggers_topic: str | None = None,
         webhooks: WebhookDispatcher | None = None,
         enrich: Callable[[Any], dict[str, Any]] | None = None,
+        prefilter: bool = True,
     ) -> None:
         super().__init__()
         self._store = store
@@ -79,6 +80,7 @@ class ProfileSink(BaseSink):
         self._triggers_topic = triggers_topic
         self._webhooks = webhooks or WebhookDispatcher()
         self._enrich = enrich
+        self._prefilter = prefilter
         self._triggering: list[tuple[Any, ProfileDelta]] = []
         self._watch: set[str] = set()  # profiles with triggering events in the deltas not yet sent
         self._anonymous_parts = AnonymousPartCache()
@@ -120,8 +122,12 @@ class ProfileSink(BaseSink):
                 raise self._failure
             applied = self._writer.confirm()
             reports = self._writer.take_reports()
-            if self._triggering:
-                self._decide(self._triggering, reports)
+            candidates, sent_ms = self._writer.take_candidates()
+            triggering = self._triggering
+            if candidates is not None:  # the script's prefilter named the rules that may fire
+                triggering = [pair for pair in triggering if pair[1].event_id in candidates]
+            if triggering:
+                self._decide(triggering, reports, candidates, sent_ms)
             self._beat()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._writer.abort()
@@ -130,6 +136,7 @@ class ProfileSink(BaseSink):
         finally:
             self._pending, self._failure, self._triggering, self._watch = [], None, [], set()
             self._linked = set()
+            self._writer.take_candidates()
         self.applied += applied
 
     def _wants_products(self) -> bool:
@@ -138,16 +145,29 @@ class ProfileSink(BaseSink):
         names = self._engine.profile_fields({delta.event_type for _, delta in self._triggering})
         return names is None or "last_products" in names
 
-    def _decide(self, triggering: list[tuple[Any, ProfileDelta]], reports: dict[str, PartReport]) -> None:
-        """Evaluate rules on the updated people; store and publish what fired (acknowledged)."""
+    def _decide(
+        self,
+        triggering: list[tuple[Any, ProfileDelta]],
+        reports: dict[str, PartReport],
+        candidates: dict[str, set[int]] | None = None,
+        sent_ms: int | None = None,
+    ) -> None:
+        """Evaluate rules on the updated people; store and publish what fired (acknowledged).
+
+        With ``candidates`` (event_id -> rule numbers the script's prefilter left) only those
+        rules are evaluated. The time is that of the checkpoint's first script call, never
+        later than the prefilter's, so a cooldown the prefilter saw running is running here too.
+        """
         names = self._engine.profile_fields({delta.event_type for _, delta in triggering})
         self._anonymous_parts.forget(self._linked)  # a new link may change who owns them
         missing = {delta.profile_id for _, delta in triggering} - reports.keys()
         if missing:  # e.g. sent before a rule reload started watching them
             reports.update(self._store.read_reports(sorted(missing)))
         person_of, documents, states = rule_inputs(self._store, reports, self._anonymous_parts, names, self._store.session_gap_ms)
-        now_ms = int(time.time() * 1000)
-        fired, segments = decide_checkpoint(self._engine, triggering, person_of, documents, states, now_ms, self._enrich)
+        now_ms = sent_ms if sent_ms is not None else int(time.time() * 1000)
+        fired, segments = decide_checkpoint(
+            self._engine, triggering, person_of, documents, states, now_ms, self._enrich, candidates
+        )
         if not fired:
             return
         self._store.record_decisions(fired, segments)
@@ -175,7 +195,8 @@ class ProfileSink(BaseSink):
         if not self._pending or self._failure is not None:
             return
         try:
-            self._writer.send(self._pending, self._watch, with_products=self._wants_products())
+            plan = self._engine.prefilter if self._prefilter and self._triggering else None
+            self._writer.send(self._pending, self._watch, with_products=self._wants_products(), plan=plan)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._failure = exc  # reported at the checkpoint, which then retries
         self._pending, self._watch = [], set()

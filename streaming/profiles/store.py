@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, NamedTuple, TypeVar
 
@@ -20,6 +20,7 @@ from streaming.profiles.intent import IntentModel
 from streaming.profiles.identity import ProfilePart, merge_decision_states, merge_parts
 from streaming.profiles.keys import FORGET_STREAM, fields_key, owner_key, profile_keys, profile_slot
 from streaming.profiles.redis_client import RedisClient
+from streaming.rules.prefilter import Prefilter
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class ScriptCall:
     keys: list[str]
     args: tuple[Any, ...]
     ids: list[str]
+    event_types: set[str] = field(default_factory=set)
 
 
 class PartReport(NamedTuple):
@@ -167,11 +169,13 @@ class RedisProfileStore:
         with_products: bool = False,
         *,
         declare_keys: bool = True,
+        plan: Prefilter | None = None,
     ) -> list[ScriptCall]:
         """The script calls applying ``deltas``, SCRIPT_CHUNK deltas each.
 
-        Profiles in ``watch`` are reported on by the call that updates them last. Without
-        ``declare_keys`` (a cluster call spanning slots) the keys travel in ARGV[8], not KEYS.
+        Profiles in ``watch`` are reported on by the call that updates them last (with a rules
+        ``plan``, only those with a candidate event in it). Without ``declare_keys`` (a cluster
+        call spanning slots) the keys travel in ARGV[8], not KEYS.
         """
         calls = []
         model = self._intent_model()
@@ -187,17 +191,18 @@ class RedisProfileStore:
                     key_index = index[delta.profile_id] = len(ids)
                 rows.append(delta_row(key_index, delta))
             args: tuple[Any, ...] = (self._dedupe_window_seconds, now_ms, self._session_gap_ms, _pack(rows), model_argument)
-            calls.append(ScriptCall([fields_key(pid) for pid in ids], args, ids))
-        if watch:
-            last_call = {pid: call for call in calls for pid in call.ids if pid in watch}
-            for call in calls:
-                indices = [i for i, pid in enumerate(call.ids, 1) if last_call.get(pid) is call]
-                if indices:
-                    call.args = (*call.args, _pack(indices), "1" if with_products else "0")
-        if not declare_keys:
-            for call in calls:
-                reporting = call.args[5:] or ("", "0")
-                call.args = (*call.args[:5], *reporting, _pack(call.keys))
+            event_types = {delta.event_type for delta in deltas[start : start + SCRIPT_CHUNK]}
+            calls.append(ScriptCall([fields_key(pid) for pid in ids], args, ids, event_types))
+        last_call = {pid: call for call in calls for pid in call.ids if pid in watch} if watch else {}
+        for call in calls:
+            indices = [i for i, pid in enumerate(call.ids, 1) if last_call.get(pid) is call]
+            if not (indices or plan or not declare_keys):
+                continue
+            reporting = (_pack(indices), "1" if with_products else "0") if indices else ("", "0")
+            cluster_keys = _pack(call.keys) if not declare_keys else ""
+            argument = plan.argument(call.event_types) if plan else ""
+            call.args = (*call.args, *reporting, cluster_keys, argument)
+            if not declare_keys:
                 call.keys = []
         return calls
 
@@ -545,21 +550,35 @@ class StreamingWriter:
         # (connection, script call or None for an identity link, node), in the order sent.
         self._sent: list[tuple[Any, ScriptCall | None, ClusterNode | None]] = []
         self.reports: dict[str, PartReport] = {}
+        #: event_id -> numbers of the rules that may fire on it, when sent with a rules plan.
+        self.candidates: dict[str, set[int]] | None = None
+        #: The time (ms) the first calls since the last confirm were sent with.
+        self.first_sent_ms: int | None = None
 
-    def send(self, deltas: Sequence[ProfileDelta], watch: Collection[str] = (), with_products: bool = False) -> None:
+    def send(
+        self,
+        deltas: Sequence[ProfileDelta],
+        watch: Collection[str] = (),
+        with_products: bool = False,
+        plan: Prefilter | None = None,
+    ) -> None:
         """Queue the calls for ``deltas`` on the connection(s) (no reply awaited).
 
-        Profiles in ``watch`` come back in ``reports`` after ``confirm()``.
+        Profiles in ``watch`` come back in ``reports`` after ``confirm()``. With a rules
+        ``plan`` (streaming/rules/prefilter.py) the script also names, per event, the rules
+        that may fire (``candidates``), and reports only the profiles of such events.
         """
         if not deltas:
             return
+        if plan is not None and self.candidates is None:
+            self.candidates = {}
         try:
-            self._send(deltas, watch, with_products)
+            self._send(deltas, watch, with_products, plan)
         except redis.ConnectionError:
             self._store.slots_changed()  # a master may have failed over
             raise
 
-    def _send(self, deltas: Sequence[ProfileDelta], watch: Collection[str], with_products: bool) -> None:
+    def _send(self, deltas: Sequence[ProfileDelta], watch: Collection[str], with_products: bool, plan: Prefilter | None) -> None:
         store = self._store
         sent = self._sent
         # Links first, so a report in this batch already sees them (each goes to its own
@@ -571,10 +590,12 @@ class StreamingWriter:
                 connection.send_command(*link_command(anonymous_id, link))
                 sent.append((connection, None, node))
         now_ms = int(time.time() * 1000)
+        if self.first_sent_ms is None:
+            self.first_sent_ms = now_ms
         sha = store._update.sha
         for node, group in store.by_node(deltas, lambda delta: delta.profile_id):
             connection = self._connection(node)
-            for call in store._script_calls(group, now_ms, watch, with_products, declare_keys=node is None):
+            for call in store._script_calls(group, now_ms, watch, with_products, declare_keys=node is None, plan=plan):
                 connection.send_command("EVALSHA", sha, len(call.keys), *call.keys, *call.args)
                 sent.append((connection, call, node))
 
@@ -603,10 +624,14 @@ class StreamingWriter:
                     # Redis lost its script cache (restart): load it and apply synchronously.
                     reply = self._store.run_call(call, node)
                 if isinstance(reply, list):
-                    count, entries = reply
+                    count, entries, *candidates = reply
                     for entry in entries:
                         profile_id = call.ids[entry[0] - 1]
                         self.reports[profile_id] = parse_report(profile_id, entry)
+                    if candidates and self.candidates is not None:
+                        flat = candidates[0]
+                        for i in range(0, len(flat), 2):
+                            self.candidates.setdefault(_decode(flat[i]), set()).update(flat[i + 1])
                     reply = count
                 applied += reply
         except BaseException as exc:
@@ -626,9 +651,16 @@ class StreamingWriter:
         reports, self.reports = self.reports, {}
         return reports
 
+    def take_candidates(self) -> tuple[dict[str, set[int]] | None, int | None]:
+        """(candidates, first send time ms) since the last call; candidates is None without a plan."""
+        taken = (self.candidates, self.first_sent_ms)
+        self.candidates, self.first_sent_ms = None, None
+        return taken
+
     def abort(self) -> None:
         """Forget unconfirmed calls (their deltas will be redelivered)."""
         self.reports = {}
+        self.candidates, self.first_sent_ms = None, None
         if self._connections:
             self._disconnect()
             self._release()

@@ -10,19 +10,25 @@
 --          anonymous_id, category, product_id, cart_change, purchase_micros, engagement}
 --        5 intent model, msgpack {bias, feature types, weights} (streaming/profiles/intent.py), or 
 --        6 msgpack array of key indices to report on (or ''), 7 '1' to report last products
---        8 (cluster only) the keys, see KEYS
--- Returns the number of deltas applied (the rest were duplicates).
+--        8 (cluster only) the keys, see KEYS, else ''
+--        9 the rules prefilter (streaming/rules/prefilter.py), msgpack, or ''
+-- Returns the number of deltas applied (the rest were duplicates); with reports
+-- {applied, reports}; with a prefilter {applied, reports, candidates}, where candidates is
+-- flat {event_id, {rule numbers that may fire}, ...} and only profiles with a candidate in
+-- this call are reported.
 -- Semantics are those of streaming/profiles/reference.py; every change commutes.
 -- Fields: event_count, first_seen, last_seen, user_id, updated_at, engagement, purchase_micros,
 -- t:<type>, v:<category>, c:<product>, and ss/se = the latest session's bounds; earlier
 -- sessions are "<start>:<end>" members of the <base>:sessions zset (score = start).
 local keys = KEYS
-if ARGV[8] then keys = cmsgpack.unpack(ARGV[8]) end
+if ARGV[8] and ARGV[8] ~= '' then keys = cmsgpack.unpack(ARGV[8]) end
 local ttl, now, gap = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local deltas = cmsgpack.unpack(ARGV[4])
 local model = nil
 if ARGV[5] and ARGV[5] ~= '' then model = cmsgpack.unpack(ARGV[5]) end
 local applied = 0
+local plan = nil
+if ARGV[9] and ARGV[9] ~= '' then plan = cmsgpack.unpack(ARGV[9]) end
 
 local function int(x) return string.format('%d', x) end
 
@@ -63,6 +69,224 @@ local function merge_into(sessions, t)
     end
   end
   redis.call('ZADD', sessions, s, int(s) .. ':' .. int(e))
+end
+
+-- Rules prefilter (streaming/rules/prefilter.py): three-valued conditions over the profile
+-- just updated. A rule is dropped only when its condition is certainly false or its fire
+-- state certainly forbids it; everything else is left to the exact evaluation in Python.
+local UNKNOWN = {}
+local candidates, candidate_profiles = {}, {}
+local cluster = ARGV[8] and ARGV[8] ~= ''
+local EVENT_FIELDS = {event_id = 2, event_type = 3, category = 7}
+-- The event being evaluated and what was read for it, afresh for each event (the profile
+-- changes between events): its profile's key base, its person's parts (false: not read yet;
+-- nil: not readable here), the person's numbers by field name, the fields to read at once.
+local ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch
+
+local function encode_id(id) return (string.gsub(string.gsub(string.gsub(id, '%%', '%%25'), '{', '%%7B'), '}', '%%7D')) end
+local function decode_id(id) return (string.gsub(string.gsub(string.gsub(id, '%%7D', '}'), '%%7B', '{'), '%%25', '%%')) end
+
+-- Adds the parts' values of these fields up into ev_numbers (false when no part has one).
+local function read_numbers(names)
+  if #ev_parts == 1 then
+    local values = redis.call('HMGET', ev_parts[1] .. ':p', unpack(names))
+    for i, name in ipairs(names) do ev_numbers[name] = values[i] and tonumber(values[i]) or false end
+    return
+  end
+  local sums = {}
+  for _, part in ipairs(ev_parts) do
+    local values = redis.call('HMGET', part .. ':p', unpack(names))
+    for i = 1, #names do
+      local x = values[i]
+      if x then sums[i] = (sums[i] or 0) + tonumber(x) end
+    end
+  end
+  for i, name in ipairs(names) do ev_numbers[name] = sums[i] or false end
+end
+
+-- The key bases of the person the profile belongs to (streaming/profiles/identity.py): its
+-- owning user, else itself; then the anonymous ids that person owns, in id order. On a
+-- cluster the other parts may live on other nodes: nil when the person has any. The fields
+-- the event's rules read are fetched with it, one call per part.
+local function find_parts(base)
+  local owner = redis.call('ZRANGE', base .. ':owner', 0, 0)[1]
+  local anonymous = (owner == nil) and redis.call('SMEMBERS', base .. ':anon') or nil
+  if anonymous and #anonymous == 0 then return {base} end  -- the usual case: one part
+  if cluster then return nil end
+  local head, encoded = string.match(base, '^(.-{)(.*)}$')
+  local person, person_base = decode_id(encoded), base
+  if owner and owner ~= person then person, person_base = owner, head .. encode_id(owner) .. '}' end
+  if owner then anonymous = redis.call('SMEMBERS', person_base .. ':anon') end
+  local parts = {person_base}
+  table.sort(anonymous)
+  for _, id in ipairs(anonymous) do
+    if id ~= person then
+      local part = head .. encode_id(id) .. '}'
+      if redis.call('ZRANGE', part .. ':owner', 0, 0)[1] == person then parts[#parts + 1] = part end
+    end
+  end
+  return parts
+end
+
+local function person_parts()
+  if ev_parts == false then
+    ev_parts = find_parts(ev_base)
+    if ev_parts and #ev_prefetch > 0 then read_numbers(ev_prefetch) end
+  end
+  return ev_parts
+end
+
+-- A field of the person's fields hashes added up over its parts; nil when no part has it.
+local function number(name)
+  local v = ev_numbers[name]
+  if v == nil then
+    read_numbers({name})
+    v = ev_numbers[name]
+  end
+  return v or nil
+end
+
+-- Profile numbers as merged_view computes them; of one part only where a merge is not a sum.
+local PROFILE_NUMBERS = {
+  event_count = function() return number('event_count') or 0 end,
+  engagement_score = function() return number('engagement') or 0 end,
+  purchase_total = function() return (number('purchase_micros') or 0) / 1000000 end,
+  intent_score = function()
+    if #ev_parts > 1 then return UNKNOWN end
+    return number('intent_score') or 0
+  end,
+  session_count = function()
+    if #ev_parts > 1 then return UNKNOWN end  -- sessions of several parts merge across gaps
+    return redis.call('ZCARD', ev_parts[1] .. ':sessions') + (number('ss') and 1 or 0)
+  end,
+}
+
+-- How many entries a profile map shows (the cart: positive quantities only), over all parts.
+local function map_size(prefix)
+  local name = 'size:' .. prefix
+  if ev_numbers[name] == nil then
+    local sums, n = {}, 0
+    for _, part in ipairs(ev_parts) do
+      local flat = redis.call('HGETALL', part .. ':p')
+      for i = 1, #flat, 2 do
+        if string.sub(flat[i], 1, 2) == prefix .. ':' then sums[flat[i]] = (sums[flat[i]] or 0) + tonumber(flat[i + 1]) end
+      end
+    end
+    for _, v in pairs(sums) do
+      if prefix ~= 'c' or v > 0 then n = n + 1 end
+    end
+    ev_numbers[name] = n
+  end
+  return ev_numbers[name]
+end
+
+local evaluate
+evaluate = function(node)
+  local op = node[1]
+  if op == 'k' then return node[2]
+  elseif op == 'e' then return ev_delta[EVENT_FIELDS[node[2]]]
+  elseif op == 'and' or op == 'or' then
+    local stop = (op == 'or')  -- the value that decides: false for and, true for or
+    local a = evaluate(node[2])
+    if a == stop then return stop end
+    local b = evaluate(node[3])
+    if b == stop then return stop end
+    if a == not stop and b == not stop then return not stop end
+    return UNKNOWN
+  elseif op == 'not' then
+    local a = evaluate(node[2])
+    if a == true then return false elseif a == false then return true end
+    return UNKNOWN
+  elseif op == 'cmp' then
+    local a, b = evaluate(node[3]), evaluate(node[4])
+    if a == UNKNOWN or b == UNKNOWN or type(a) ~= type(b) then return UNKNOWN end
+    local c = node[2]
+    if c == '==' then return a == b elseif c == '!=' then return a ~= b end
+    if type(a) ~= 'number' then return UNKNOWN end
+    if c == '<' then return a < b elseif c == '<=' then return a <= b
+    elseif c == '>' then return a > b elseif c == '>=' then return a >= b end
+    return UNKNOWN
+  end
+  -- The rest reads the profile (only when a condition gets this far).
+  if not person_parts() then return UNKNOWN end
+  if op == 'p' then return PROFILE_NUMBERS[node[2]]()
+  elseif op == 'size' then return map_size(node[2])
+  elseif op == 'm' or op == 'in' then
+    local key = evaluate(node[3])
+    if type(key) ~= 'string' then return UNKNOWN end
+    local v = number(node[2] .. ':' .. key)
+    if v ~= nil and node[2] == 'c' and v <= 0 then v = nil end  -- the cart shows positive quantities only
+    if op == 'in' then return v ~= nil end
+    return v or UNKNOWN  -- a missing key is a CEL error
+  end
+  return UNKNOWN
+end
+
+-- Whether the rule's fire state (cooldown, cap, this very event) may let it fire: the
+-- person's latest fire over its parts, with the highest count (merge_decision_states).
+local function may_fire(rule)
+  local how, key = rule[4], rule[2]
+  if how[1] == 1 then
+    local value = ev_delta[EVENT_FIELDS[how[2]]]
+    if value ~= '' then key = key .. ':' .. value end
+  elseif how[1] ~= 0 then
+    return true
+  end
+  if not person_parts() then return true end
+  local latest, latest_event, count = nil, nil, 0
+  for _, part in ipairs(ev_parts) do
+    local state = redis.call('HGET', part .. ':fires', key)
+    if state then
+      local at, n, event_id = string.match(state, '^(%d+):(%d+):(.*)$')
+      if not at then return true end
+      at, n = tonumber(at), tonumber(n)
+      if latest == nil or at > latest then latest, latest_event = at, event_id end
+      if n > count then count = n end
+    end
+  end
+  if latest == nil then return true end
+  if latest_event == ev_delta[2] then return false end
+  if rule[5] > 0 and count >= rule[5] then return false end
+  return tonumber(now) - latest >= rule[6]
+end
+
+-- Runs one list of rule plans on the current event, adding those that may fire to ``may``.
+local function run(rules, may)
+  for _, rule in ipairs(rules) do
+    if evaluate(rule[3]) ~= false and may_fire(rule) then may[#may + 1] = rule[1] end
+  end
+end
+
+-- A type plan: rules without a guard, and rules guarded by ``event.<field> == value`` by value.
+local function run_type_plan(type_plan, may)
+  if not type_plan then return end
+  run(type_plan['all'], may)
+  for name, by_value in pairs(type_plan['by']) do
+    local rules = by_value[ev_delta[EVENT_FIELDS[name]]]
+    if rules then run(rules, may) end
+  end
+end
+
+-- The fields a type plan's rules read: fixed names, and prefix..':'..<event field>.
+local function add_fields(type_plan, names)
+  if not type_plan then return end
+  for _, name in ipairs(type_plan['fields']) do names[#names + 1] = name end
+  for _, pair in ipairs(type_plan['keyed']) do names[#names + 1] = pair[1] .. ':' .. ev_delta[EVENT_FIELDS[pair[2]]] end
+end
+
+local function prefilter(d, base)
+  local typed, any = plan['types'][d[3]], plan['any']
+  ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch = d, base, false, {}, {}
+  add_fields(typed, ev_prefetch)
+  add_fields(any, ev_prefetch)
+  local may = {}
+  run_type_plan(typed, may)
+  run_type_plan(any, may)
+  if #may > 0 then
+    candidates[#candidates + 1] = d[2]
+    candidates[#candidates + 1] = may
+    candidate_profiles[d[1]] = true
+  end
 end
 
 for _, d in ipairs(deltas) do
@@ -129,12 +353,16 @@ for _, d in ipairs(deltas) do
     -- Keep the 10 newest products; trimming every 10th event bounds the zset at 20.
     if (tonumber(cur[1]) or 0) % 10 == 9 then redis.call('ZREMRANGEBYRANK', products, 0, -11) end
   end
+  -- Duplicates too: a redelivered event whose decision was not recorded yet may still fire.
+  if plan then prefilter(d, base) end
 end
-if not ARGV[6] or ARGV[6] == '' then return applied end
+local watched = ARGV[6] and ARGV[6] ~= ''
+if not watched and not plan then return applied end
 
 -- The state the rules engine reads, in the same call: no extra round trip.
 local reports = {}
-for _, index in ipairs(cmsgpack.unpack(ARGV[6])) do
+for _, index in ipairs(watched and cmsgpack.unpack(ARGV[6]) or {}) do
+  if not plan or candidate_profiles[index] then
   local fields = keys[index]
   local base = string.sub(fields, 1, -3)
   local sessions = redis.call('ZRANGE', base .. ':sessions', 0, -1)
@@ -144,5 +372,7 @@ for _, index in ipairs(cmsgpack.unpack(ARGV[6])) do
     index, redis.call('HGETALL', fields), redis.call('SMEMBERS', base .. ':anon'), sessions,
     redis.call('ZRANGE', base .. ':owner', 0, 0), redis.call('HGETALL', base .. ':fires'), products,
   }
+  end
 end
+if plan then return {applied, reports, candidates} end
 return {applied, reports}

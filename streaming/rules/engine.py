@@ -12,13 +12,14 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from quality.event_contract import Event
 from streaming.profiles.document import iso_from_ms
 from streaming.rules.cel import compile_expression, context
 from streaming.rules.model import EVENT_FIELDS, Rule, RuleSet, referenced_fields
+from streaming.rules.prefilter import Prefilter
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +49,10 @@ def state_key(rule: Rule, per_value: Any) -> str:
 
 
 class _CompiledRule:
-    __slots__ = ("rule", "when", "per", "params")
+    __slots__ = ("number", "rule", "when", "per", "params")
 
-    def __init__(self, rule: Rule) -> None:
+    def __init__(self, number: int, rule: Rule) -> None:
+        self.number = number
         self.rule = rule
         self.when = compile_expression(rule.when)
         self.per = compile_expression(rule.per) if rule.per else None
@@ -62,7 +64,9 @@ class RuleEngine:
 
     def __init__(self, ruleset: RuleSet) -> None:
         self.ruleset = ruleset
-        self._compiled = [_CompiledRule(rule) for rule in ruleset.rules]
+        self._compiled = [_CompiledRule(number, rule) for number, rule in enumerate(ruleset.rules)]
+        #: What update.lua runs to name the rules that may fire (streaming/rules/prefilter.py).
+        self.prefilter = Prefilter(ruleset.rules)
         self._by_type: dict[str, tuple[list[_CompiledRule], set[str] | None, set[str] | None]] = {}
         self.errors: Counter[str] = Counter()
         self.fired: Counter[str] = Counter()
@@ -106,9 +110,15 @@ class RuleEngine:
         event: Mapping[str, Any],
         states: Mapping[str, Mapping[str, Any]],
         now_ms: int,
+        only: Collection[int] | None = None,
     ) -> list[dict[str, Any]]:
-        """Decisions fired by ``event`` on ``profile`` given the person's current ``states``."""
+        """Decisions fired by ``event`` on ``profile`` given the person's current ``states``.
+
+        ``only`` limits the evaluation to these rule numbers (the prefilter's candidates).
+        """
         rules, profile_fields, event_fields = self._plan(event["event_type"])
+        if only is not None:
+            rules = [compiled for compiled in rules if compiled.number in only]
         if not rules:
             return []
         ctx = context(_subset(profile, profile_fields), _subset(event, event_fields, EVENT_FIELDS))

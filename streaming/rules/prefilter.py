@@ -1,0 +1,398 @@
+"""Compile rules into a prefilter that ``update.lua`` runs right after each profile update (pure).
+
+Most triggering events fire nothing: a threshold is not reached yet, or the rule is in its
+cooldown or at its cap. Finding that out in Python costs a report of the person's state, a
+merged view, a CEL context and every rule's condition, per event. The prefilter finds it out
+inside the update script, where the person's fields already are, and names for each event
+only the rules that *may* fire; the profile app then evaluates just those, exactly, with CEL.
+
+The prefilter must never drop a rule that can fire. It is three-valued: each node of a
+condition is true, false or unknown (Kleene logic), and a rule is dropped only when its
+condition is certainly false or its fire state certainly forbids it. Whatever the compiler
+does not model exactly becomes unknown: arithmetic on profile
+values, ``event.metadata``, ternaries, functions other than ``size()`` of a profile map, a person stitched from several profiles (the script
+reads one profile only), a comparison between values of different kinds. A CEL runtime
+error (a missing map key) is unknown too. CEL compares ints with doubles numerically, and so
+does Lua, for the magnitudes a profile holds.
+
+Plan nodes (msgpack arrays, first element the opcode; see ``update.lua``):
+``["k", value]`` constant, ``["e", field]`` event string field, ``["p", field]`` profile
+number, ``["m", prefix, key]`` profile map entry (missing: unknown), ``["in", prefix, key]``,
+``["size", prefix]`` entries of a profile map, ``["and", a, b]``, ``["or", a, b]``, ``["not", a]``,
+``["cmp", op, a, b]``, ``["?"]`` unknown.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+
+from streaming.rules.model import Rule
+
+logger = logging.getLogger(__name__)
+
+#: Event fields the script has in the delta, exactly as ``event_view`` shows them.
+EVENT_STRING_FIELDS = ("event_id", "event_type", "category")
+#: Profile numbers the script reads from one profile's fields hash (see update.lua).
+PROFILE_NUMBERS = {
+    "event_count": "int",
+    "engagement_score": "int",
+    "purchase_total": "double",
+    "intent_score": "double",
+    "session_count": "int",
+}
+#: Profile maps of counters and the field prefix they are stored under.
+PROFILE_MAPS = {"counts_by_type": "t", "category_views": "v", "cart": "c"}
+UNKNOWN: list[Any] = ["?"]
+_NUMBER = ("int", "double")
+_INT64 = (-(2**63), 2**63 - 1)
+
+_TOKEN = re.compile(
+    r"""\s*(?:
+    (?P<double>\d+\.\d+(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+)
+    |(?P<int>\d+)(?![\w.])
+    |(?P<string>"(?:[^"\\\n]|\\["'\\])*"|'(?:[^'\\\n]|\\["'\\])*')
+    |(?P<name>[A-Za-z_][A-Za-z0-9_]*)
+    |(?P<op>&&|\|\||==|!=|<=|>=|[<>!+\-*/%?:.\[\](),])
+    )""",
+    re.VERBOSE,
+)
+_RELATIONS = ("==", "!=", "<", "<=", ">", ">=", "in")
+
+
+class Unsupported(ValueError):
+    """Syntax the prefilter does not model (the CEL library still evaluates it)."""
+
+
+def tokenize(expression: str) -> list[tuple[str, Any]]:
+    tokens: list[tuple[str, Any]] = []
+    position, end = 0, len(expression.rstrip())
+    while position < end:
+        match = _TOKEN.match(expression, position)
+        if match is None or match.end() == position:
+            raise Unsupported(f"unexpected text at {position}: {expression[position:position + 10]!r}")
+        kind = match.lastgroup
+        text = match.group(kind)
+        if kind == "int":
+            if int(text) > _INT64[1]:
+                raise Unsupported("int literal out of range")
+            tokens.append(("lit", int(text)))
+        elif kind == "double":
+            tokens.append(("lit", float(text)))
+        elif kind == "string":
+            tokens.append(("lit", re.sub(r"\\(.)", r"\1", text[1:-1])))
+        elif kind == "name":
+            tokens.append(("lit", {"true": True, "false": False}[text]) if text in ("true", "false") else ("name", text))
+        else:
+            tokens.append(("op", text))
+        position = match.end()
+    return tokens
+
+
+class _Parser:
+    """Recursive descent over CEL's precedence: ?: < || < && < relations < + - < * / % < unary."""
+
+    def __init__(self, tokens: list[tuple[str, Any]]) -> None:
+        self.tokens = tokens
+        self.i = 0
+
+    def peek(self) -> tuple[str, Any] | None:
+        return self.tokens[self.i] if self.i < len(self.tokens) else None
+
+    def take(self, op: str | None = None) -> tuple[str, Any]:
+        token = self.peek()
+        if token is None or (op is not None and token != ("op", op)):
+            raise Unsupported(f"expected {op or 'more'} at token {self.i}")
+        self.i += 1
+        return token
+
+    def at(self, *ops: str) -> str | None:
+        token = self.peek()
+        if token is not None and (token[0] == "op" or token == ("name", "in")) and token[1] in ops:
+            return token[1]
+        return None
+
+    def parse(self) -> tuple:
+        node = self.ternary()
+        if self.peek() is not None:
+            raise Unsupported(f"unexpected token {self.peek()}")
+        return node
+
+    def ternary(self) -> tuple:
+        condition = self.binary(0)
+        if self.at("?"):
+            self.take("?")
+            then = self.ternary()
+            self.take(":")
+            return ("cond", condition, then, self.ternary())
+        return condition
+
+    _LEVELS: tuple[tuple[str, ...], ...] = (("||",), ("&&",), _RELATIONS, ("+", "-"), ("*", "/", "%"))
+
+    def binary(self, level: int) -> tuple:
+        if level == len(self._LEVELS):
+            return self.unary()
+        node = self.binary(level + 1)
+        while (op := self.at(*self._LEVELS[level])) is not None:
+            self.i += 1
+            node = ("bin", op, node, self.binary(level + 1))
+        return node
+
+    def unary(self) -> tuple:
+        if (op := self.at("!", "-")) is not None:
+            self.i += 1
+            return ("un", op, self.unary())
+        return self.postfix(self.primary())
+
+    def postfix(self, node: tuple) -> tuple:
+        while True:
+            if self.at("."):
+                self.i += 1
+                kind, name = self.take()
+                if kind != "name":
+                    raise Unsupported("a field name must follow '.'")
+                if self.at("("):
+                    node = ("call", name, node, self.arguments())
+                else:
+                    node = ("sel", node, name)
+            elif self.at("["):
+                self.i += 1
+                key = self.ternary()
+                self.take("]")
+                node = ("idx", node, key)
+            else:
+                return node
+
+    def arguments(self) -> list[tuple]:
+        self.take("(")
+        args = []
+        while not self.at(")"):
+            args.append(self.ternary())
+            if not self.at(")"):
+                self.take(",")
+        self.take(")")
+        return args
+
+    def primary(self) -> tuple:
+        kind, value = self.take()
+        if kind == "lit":
+            return ("lit", value)
+        if kind == "name":
+            if self.at("("):
+                return ("call", value, None, self.arguments())
+            return ("id", value)
+        if value == "(":
+            node = self.ternary()
+            self.take(")")
+            return node
+        raise Unsupported(f"unsupported token {value!r}")
+
+
+def parse(expression: str) -> tuple:
+    """The syntax tree of a CEL expression in the modelled subset; raises Unsupported."""
+    return _Parser(tokenize(expression)).parse()
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "double"
+    return "string"
+
+
+def _fold(op: str, a: Any, b: Any) -> Any:
+    """Constant arithmetic with CEL's rules for two literals of one kind, else Unsupported."""
+    if _kind(a) != _kind(b) or _kind(a) not in _NUMBER:
+        raise Unsupported("arithmetic on mixed or non-number constants")
+    if isinstance(a, float):
+        if op == "%" or (op == "/" and b == 0):
+            raise Unsupported("double modulo or division by zero")
+        return {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else 0.0}[op]
+    if op in ("/", "%") and b == 0:
+        raise Unsupported("division by zero")
+    quotient = abs(a) // abs(b) * (1 if (a >= 0) == (b >= 0) else -1) if b else 0
+    result = {"+": a + b, "-": a - b, "*": a * b, "/": quotient, "%": a - b * quotient}[op]
+    if not _INT64[0] <= result <= _INT64[1]:
+        raise Unsupported("int overflow")
+    return result
+
+
+def compile_node(node: tuple) -> tuple[list[Any], str]:
+    """(plan node, its kind: int, double, string, bool or ?) of a syntax tree node."""
+    kind = node[0]
+    if kind == "lit":
+        return ["k", node[1]], _kind(node[1])
+    if kind == "sel" and node[1][0] == "id":
+        root, name = node[1][1], node[2]
+        if root == "event" and name in EVENT_STRING_FIELDS:
+            return ["e", name], "string"
+        if root == "profile" and name in PROFILE_NUMBERS:
+            return ["p", name], PROFILE_NUMBERS[name]
+        return UNKNOWN, "?"
+    if kind == "idx":
+        prefix = _profile_map(node[1])
+        key, key_kind = compile_node(node[2])
+        if prefix is not None and key_kind == "string":
+            return ["m", prefix, key], "int"
+        return UNKNOWN, "?"
+    if kind == "un":
+        operand, operand_kind = compile_node(node[2])
+        if node[1] == "!":
+            return (["not", operand], "bool") if operand_kind in ("bool", "?") else (UNKNOWN, "?")
+        if operand[0] == "k" and operand_kind in _NUMBER:
+            return compile_node(("lit", -operand[1]))
+        return UNKNOWN, "?"
+    if kind == "bin":
+        return _binary(node[1], node[2], node[3])
+    if kind == "call" and node[1] == "size":
+        target = node[2] if node[2] is not None else (node[3][0] if len(node[3]) == 1 else None)
+        arguments = node[3] if node[2] is not None else node[3][1:]
+        prefix = _profile_map(target) if target is not None and not arguments else None
+        if prefix is not None:
+            return ["size", prefix], "int"
+    return UNKNOWN, "?"
+
+
+def _profile_map(node: tuple) -> str | None:
+    if node[0] == "sel" and node[1] == ("id", "profile"):
+        return PROFILE_MAPS.get(node[2])
+    return None
+
+
+def _binary(op: str, left: tuple, right: tuple) -> tuple[list[Any], str]:
+    if op in ("&&", "||"):
+        a, a_kind = compile_node(left)
+        b, b_kind = compile_node(right)
+        if {a_kind, b_kind} <= {"bool", "?"}:
+            return ["and" if op == "&&" else "or", a, b], "bool"
+        return UNKNOWN, "?"
+    if op == "in":
+        prefix = _profile_map(right)
+        key, key_kind = compile_node(left)
+        if prefix is not None and key_kind == "string":
+            return ["in", prefix, key], "bool"
+        return UNKNOWN, "?"
+    a, a_kind = compile_node(left)
+    b, b_kind = compile_node(right)
+    if op in ("+", "-", "*", "/", "%"):
+        if a[0] == "k" and b[0] == "k":
+            try:
+                return compile_node(("lit", _fold(op, a[1], b[1])))
+            except Unsupported:
+                return UNKNOWN, "?"
+        return UNKNOWN, "?"
+    numbers = a_kind in _NUMBER and b_kind in _NUMBER
+    same = a_kind == b_kind and a_kind in ("string", "bool")
+    if numbers or (same and op in ("==", "!=")):
+        return ["cmp", op, a, b], "bool"
+    return UNKNOWN, "?"
+
+
+def compile_condition(expression: str) -> list[Any]:
+    """The plan of a rule's ``when``: unknown when it is not a boolean in the subset."""
+    try:
+        plan, kind = compile_node(parse(expression))
+    except (Unsupported, KeyError, IndexError, RecursionError) as exc:
+        logger.debug("condition %r is not prefiltered: %s", expression, exc)
+        return UNKNOWN
+    return plan if kind == "bool" else UNKNOWN
+
+
+def state_key_plan(rule: Rule) -> list[Any]:
+    """How the script finds a rule's fire state: [0] the rule id, [1, field] per event field, [2] unknown."""
+    if not rule.per:
+        return [0]
+    try:
+        node = parse(rule.per)
+    except Unsupported:
+        return [2]
+    if node[0] == "sel" and node[1] == ("id", "event") and node[2] in EVENT_STRING_FIELDS:
+        return [1, node[2]]
+    return [2]
+
+
+def rule_plan(number: int, rule: Rule) -> list[Any]:
+    """[rule number, rule id, condition plan, state key plan, max_fires, cooldown ms]."""
+    return [number, rule.id, compile_condition(rule.when), state_key_plan(rule), rule.max_fires, rule.cooldown_ms]
+
+
+def guard(condition: list[Any]) -> tuple[str, str] | None:
+    """(event field, value) when the condition requires ``event.<field> == "<value>"`` at its top."""
+    if condition[0] == "and":
+        return guard(condition[1]) or guard(condition[2])
+    if condition[0] == "cmp" and condition[1] == "==":
+        a, b = condition[2], condition[3]
+        for one, other in ((a, b), (b, a)):
+            if one[0] == "e" and other[0] == "k" and isinstance(other[1], str):
+                return one[1], other[1]
+    return None
+
+
+_NUMBER_FIELDS = {
+    "event_count": ["event_count"],
+    "engagement_score": ["engagement"],
+    "purchase_total": ["purchase_micros"],
+    "intent_score": ["intent_score"],
+    "session_count": ["ss"],
+}
+
+
+def read_fields(node: list[Any], fields: set[str], keyed: set[tuple[str, str]]) -> None:
+    """Collect the stored fields a plan node reads: fixed names, and (prefix, event field) pairs."""
+    if node[0] == "p":
+        fields.update(_NUMBER_FIELDS[node[1]])
+    elif node[0] in ("m", "in"):
+        key = node[2]
+        if key[0] == "k":
+            fields.add(f"{node[1]}:{key[1]}")
+        elif key[0] == "e":
+            keyed.add((node[1], key[1]))
+    for child in node[1:]:
+        if isinstance(child, list):
+            read_fields(child, fields, keyed)
+
+
+def _type_plan(plans: list[list[Any]]) -> bytes:
+    """{"all": plans without a guard, "by": {event field: {value: plans guarded by it}},
+    "fields": stored fields they read, "keyed": [prefix, event field] of the fields keyed by the event}."""
+    fields: set[str] = set()
+    keyed: set[tuple[str, str]] = set()
+    for plan in plans:
+        read_fields(plan[2], fields, keyed)
+    unguarded: list[list[Any]] = []
+    by: dict[str, dict[str, list[list[Any]]]] = {}
+    for plan in plans:
+        found = guard(plan[2])
+        if found is None:
+            unguarded.append(plan)
+        else:
+            by.setdefault(found[0], {}).setdefault(found[1], []).append(plan)
+    return msgspec.msgpack.encode({"all": unguarded, "by": by, "fields": sorted(fields), "keyed": sorted(keyed)})
+
+
+class Prefilter:
+    """A rule set's plans per event type; ``argument`` is what one script call carries."""
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        types: dict[str, list[list[Any]]] = {}
+        any_type: list[list[Any]] = []
+        for number, rule in enumerate(rules):
+            plan = rule_plan(number, rule)
+            if not rule.on:
+                any_type.append(plan)
+            for event_type in sorted(rule.on):
+                types.setdefault(event_type, []).append(plan)
+        self._any = msgspec.Raw(_type_plan(any_type))
+        self._types = {event_type: msgspec.Raw(_type_plan(plans)) for event_type, plans in types.items()}
+
+    def argument(self, event_types: Iterable[str]) -> bytes:
+        """{"types": {event type: type plan}, "any": type plan of rules with no ``on``} for these types."""
+        types = {t: self._types[t] for t in event_types if t in self._types}
+        return msgspec.msgpack.encode({"types": types, "any": self._any})
