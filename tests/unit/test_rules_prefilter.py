@@ -1,0 +1,122 @@
+"""The rules prefilter compiler (pure): which CEL it models exactly and what it leaves unknown."""
+
+import msgspec
+import pytest
+
+from streaming.rules.follower import DEFAULT_RULES_FILE
+from streaming.rules.loader import load_rules
+from streaming.rules.model import Action, Rule
+from streaming.rules.prefilter import UNKNOWN, Prefilter, compile_condition, guard, parse, state_key_plan
+
+SAMPLE = {rule.id: rule for rule in load_rules(DEFAULT_RULES_FILE).rules}
+
+
+def rule(when: str, rule_id: str = "r", on: frozenset[str] = frozenset({"page_view"}), per: str = "") -> Rule:
+    return Rule(id=rule_id, when=when, action=Action(type="banner", message="x"), on=on, per=per)
+
+
+def test_the_sample_rules_compile_to_exact_plans():
+    assert compile_condition(SAMPLE["category_affinity"].when) == [
+        "and",
+        ["and", ["cmp", "!=", ["e", "category"], ["k", ""]], ["in", "v", ["e", "category"]]],
+        ["cmp", ">=", ["m", "v", ["e", "category"]], ["k", 3]],
+    ]
+    assert compile_condition(SAMPLE["cart_saver"].when)[1][1] == ["cmp", ">", ["size", "c"], ["k", 0]]
+    assert compile_condition(SAMPLE["big_spender"].when) == ["cmp", ">=", ["p", "purchase_total"], ["k", 500.0]]
+    assert compile_condition(SAMPLE["high_intent"].when)[2] == ["not", ["in", "t", ["k", "purchase"]]]
+    assert state_key_plan(SAMPLE["category_affinity"]) == [1, "category"]
+    assert state_key_plan(SAMPLE["big_spender"]) == [0]
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "profile.event_count > 2 ? true : false",  # ternary
+        "event.metadata.price > 10.0",  # metadata is not in the delta
+        "profile.last_products.size() > 0",  # not a counter map
+        "size(profile.cart, 1) > 0",
+        "profile.cart.size(1) > 0",
+        'size("ab") > 1',
+        'event.category < "m"',  # string ordering
+        'profile.event_count == "3"',  # different kinds
+        "profile.event_count + 1 > 3",  # arithmetic on profile values
+        "9223372036854775807 + 1 > 0",  # int overflow is a CEL error
+        "9223372036854775808 > 0",  # out of range literal
+        "1u > 0",  # uint literal
+        "0x10 > 0",
+        '"a\\nb" == event.category',  # escapes other than quotes and backslash
+        'r"raw" == event.category',
+        "event.user_id == 'u1'",  # the delta's user id is not the event's
+        "now > 3",
+        "profile.event_count",  # not a boolean
+        "1 < 2 < 3",
+        "profile.event_count >= 3 &&",  # does not parse
+        "has(profile.cart)",
+    ],
+)
+def test_what_is_not_modelled_is_unknown(expression):
+    plan = compile_condition(expression)
+    assert plan == UNKNOWN or "?" in str(plan), plan
+
+
+def test_unknown_parts_stay_inside_a_known_structure():
+    assert compile_condition("profile.event_count >= 3 && event.metadata.x == 1") == [
+        "and", ["cmp", ">=", ["p", "event_count"], ["k", 3]], ["?"]
+    ]
+    assert compile_condition("!(profile.last_products.size() > 0)") == ["not", ["?"]]
+
+
+def test_precedence_and_constant_folding_follow_cel():
+    assert parse("a || b && c") == ("bin", "||", ("id", "a"), ("bin", "&&", ("id", "b"), ("id", "c")))
+    assert parse("!a == b") == ("bin", "==", ("un", "!", ("id", "a")), ("id", "b"))
+    fold = lambda text: compile_condition(f"profile.event_count >= {text}")[3]  # noqa: E731
+    assert fold("4 * 25") == ["k", 100]
+    assert fold("-7 / 2") == ["k", -3]  # truncation toward zero
+    assert fold("-7 % 2") == ["k", -1]
+    assert fold("2.0 * 300.0") == ["k", 600.0]
+    assert fold("-(3)") == ["k", -3]
+    assert compile_condition("profile.event_count >= 1 / 0") == UNKNOWN
+    assert compile_condition("profile.event_count >= 1 * 2.0") == UNKNOWN  # no int * double in CEL
+
+
+def test_numbers_of_either_kind_compare_as_cel_compares_them():
+    assert compile_condition("profile.purchase_total >= 500") == ["cmp", ">=", ["p", "purchase_total"], ["k", 500]]
+    assert compile_condition('profile.category_views["x"] == 3.0')[0] == "cmp"
+
+
+def test_guards_index_rules_by_an_event_field():
+    assert guard(compile_condition('event.category == "shoes" && profile.event_count > 1')) == ("category", "shoes")
+    assert guard(compile_condition('profile.event_count > 1 && "shoes" == event.category')) == ("category", "shoes")
+    assert guard(compile_condition('event.category == "shoes" || profile.event_count > 1')) is None
+    assert guard(compile_condition("profile.event_count > 1")) is None
+
+
+def test_the_script_argument_carries_only_the_types_asked_for():
+    rules = [
+        rule('event.category == "a" && profile.event_count > 1', "guarded"),
+        rule("profile.event_count > 1", "typed", frozenset({"page_view", "click"})),
+        rule("profile.event_count > 5", "every_type", frozenset()),
+    ]
+    prefilter = Prefilter(rules)
+    argument = msgspec.msgpack.decode(prefilter.argument({"click", "search"}))
+    assert set(argument["types"]) == {"click"}
+    assert [plan[1] for plan in argument["types"]["click"]["all"]] == ["typed"]
+    assert [plan[1] for plan in argument["any"]["all"]] == ["every_type"]
+    page_view = msgspec.msgpack.decode(prefilter.argument({"page_view"}))["types"]["page_view"]
+    assert [plan[1] for plan in page_view["by"]["category"]["a"]] == ["guarded"]
+    assert page_view["fields"] == ["event_count"]
+    number, rule_id, _, key, max_fires, cooldown = page_view["all"][0]
+    assert (number, rule_id, key, max_fires, cooldown) == (1, "typed", [0], 0, 0)
+
+
+def test_the_fields_a_type_reads_are_listed_for_one_read():
+    rules = [rule('profile.category_views[event.category] >= 3 && "buy" in profile.counts_by_type && profile.session_count > 1')]
+    plan = msgspec.msgpack.decode(Prefilter(rules).argument({"page_view"}))["types"]["page_view"]
+    assert plan["fields"] == ["ss", "t:buy"]
+    assert plan["keyed"] == [["v", "category"]]
+
+
+def test_per_keys_other_than_an_event_field_skip_the_state_check():
+    assert state_key_plan(rule("true", per="event.category")) == [1, "category"]
+    assert state_key_plan(rule("true", per="event.metadata.sku")) == [2]
+    assert state_key_plan(rule("true", per="event.product_id")) == [2]
