@@ -1,6 +1,9 @@
 """Profile-app throughput with 50 rules and intent scoring on, against the same app without them.
 
-Same topic, same process, runs interleaved (off, on, off, on, ...) so machine noise hits both.
+Same topic, same process, runs interleaved (off, on, python, off, on, python, ...) so machine
+noise hits all three: "on" is the profile app as shipped (the update script's prefilter names
+the rules that may fire, Python evaluates those), "python" the same rules and model with the
+prefilter off (``PULSE_RULES_PREFILTER=false``: Python evaluates every triggering event).
 The rule set is the shipped sample plus generated rules over every event type (category
 affinities with different thresholds, cart, purchase, search and engagement rules), with
 cooldowns and caps as personalization rules have them; the intent model is a fixed logistic
@@ -92,32 +95,34 @@ def main() -> None:
         client = redis.Redis.from_url(settings.redis_url)
         fill_topic(settings, events)
         print(f"topic filled with {len(events)} events ({len(distinct)} distinct valid), {args.users} users; {len(ruleset)} rules")
-        rates: dict[str, list[float]] = {"off": [], "on": []}
-        fired: list[int] = []
+        rates: dict[str, list[float]] = {"off": [], "on": [], "python": []}
+        fired: dict[str, list[int]] = {"on": [], "python": []}
         for trial in range(args.repeat):
-            for mode in ("off", "on"):
+            for mode in ("off", "on", "python"):
                 client.flushdb()
                 publish_reference(client, CATALOG, rows, "product_id")
-                if mode == "on":
+                if mode != "off":
                     publish_intent_model(client, MODEL)
                 else:
                     client.delete(MODEL_POINTER)
                 trial_settings = settings.model_copy(
                     update={
                         "consumer_group": f"{settings.consumer_group}-{mode}-{trial}",
-                        "rules_file": rules_file if mode == "on" else empty_rules,
+                        "rules_file": empty_rules if mode == "off" else rules_file,
+                        "rules_prefilter": mode != "python",
                     }
                 )
                 rate, sink = pulse(trial_settings, args.events, len(distinct), return_sink=True)
                 rates[mode].append(rate)
-                if mode == "on":
-                    fired.append(sink.decisions_fired)
+                if mode != "off":
+                    fired[mode].append(sink.decisions_fired)
                     scored = sum(1 for key in client.scan_iter("pulse:{*}:p", count=5000) if client.hexists(key, "intent_score"))
-                print(f"trial {trial} {mode:>3}: {rate:,.0f} events/s" + (f"  ({sink.decisions_fired} decisions, {scored} profiles scored)" if mode == "on" else ""))
-    off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
+                print(f"trial {trial} {mode:>6}: {rate:,.0f} events/s" + (f"  ({sink.decisions_fired} decisions, {scored} profiles scored)" if mode != "off" else ""))
+    off, on, python = (statistics.median(rates[mode]) for mode in ("off", "on", "python"))
     print(f"\nwithout rules/intent (median): {off:,.0f} events/s")
-    print(f"with 50 rules + intent (median): {on:,.0f} events/s  ({statistics.median(fired):,.0f} decisions per run)")
-    print(f"ratio on/off = {on / off:.2f}  (target >= 0.8)")
+    print(f"with 50 rules + intent (median): {on:,.0f} events/s  ({statistics.median(fired['on']):,.0f} decisions per run)")
+    print(f"same, prefilter off (median): {python:,.0f} events/s  ({statistics.median(fired['python']):,.0f} decisions per run)")
+    print(f"ratio on/off = {on / off:.2f}  (target >= 0.8); prefilter off: {python / off:.2f}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from streaming.profile_app.rule_inputs import AnonymousPartCache, rule_inputs
 from streaming.rules.checkpoint import decide_checkpoint
 from streaming.rules.engine import RuleEngine
 from streaming.rules.model import EMPTY_RULESET
+from streaming.rules.prefilter import Candidate
 from streaming.rules.webhooks import WebhookDispatcher
 
 logger = logging.getLogger(__name__)
@@ -110,7 +111,8 @@ class ProfileSink(BaseSink):
             self._linked.add(value.delta.anonymous_id)
         if value.event is not None and self._engine.triggers(value.delta.event_type):
             self._triggering.append((value.event, value.delta))
-            self._watch.add(value.delta.profile_id)
+            if not self._prefilter:  # reported by the update calls; with the prefilter, by the decide call
+                self._watch.add(value.delta.profile_id)
         if len(self._pending) >= SEND_EVERY:
             self._send_pending()
 
@@ -118,6 +120,13 @@ class ProfileSink(BaseSink):
         try:
             self._confirm_deliveries()
             self._send_pending()
+            if self._prefilter and self._triggering and self._failure is None:
+                # After every update of the checkpoint: the rules see the people as they now are.
+                deltas = [delta for _, delta in self._triggering]
+                try:
+                    self._writer.decide(deltas, self._engine.prefilter, with_products=self._wants_products(deltas))
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    self._failure = exc
             if self._failure is not None:
                 raise self._failure
             applied = self._writer.confirm()
@@ -139,31 +148,38 @@ class ProfileSink(BaseSink):
             self._writer.take_candidates()
         self.applied += applied
 
-    def _wants_products(self) -> bool:
-        if not self._watch:
+    def _wants_products(self, triggering: list[ProfileDelta]) -> bool:
+        """Whether the rules of these events read last_products (reports then include them)."""
+        if not triggering:
             return False
-        names = self._engine.profile_fields({delta.event_type for _, delta in self._triggering})
+        names = self._engine.profile_fields({delta.event_type for delta in triggering})
         return names is None or "last_products" in names
 
     def _decide(
         self,
         triggering: list[tuple[Any, ProfileDelta]],
         reports: dict[str, PartReport],
-        candidates: dict[str, set[int]] | None = None,
+        candidates: dict[str, Candidate] | None = None,
         sent_ms: int | None = None,
     ) -> None:
         """Evaluate rules on the updated people; store and publish what fired (acknowledged).
 
-        With ``candidates`` (event_id -> rule numbers the script's prefilter left) only those
-        rules are evaluated. The time is that of the checkpoint's first script call, never
-        later than the prefilter's, so a cooldown the prefilter saw running is running here too.
+        With ``candidates`` (the script's prefilter) only the rules it names are considered, and
+        the people are read only for events with a rule it could not decide. The time is that
+        of the checkpoint's first script call, never later than the prefilter's, so a cooldown
+        the prefilter saw running is running here too.
         """
-        names = self._engine.profile_fields({delta.event_type for _, delta in triggering})
+        undecided = triggering if candidates is None else [pair for pair in triggering if candidates[pair[1].event_id].uncertain()]
+        person_of: dict[str, str] = {}
+        documents: dict[str, dict[str, Any] | None] = {}
+        states: dict[str, dict[str, dict[str, Any]]] = {}
         self._anonymous_parts.forget(self._linked)  # a new link may change who owns them
-        missing = {delta.profile_id for _, delta in triggering} - reports.keys()
-        if missing:  # e.g. sent before a rule reload started watching them
-            reports.update(self._store.read_reports(sorted(missing)))
-        person_of, documents, states = rule_inputs(self._store, reports, self._anonymous_parts, names, self._store.session_gap_ms)
+        if undecided:
+            names = self._engine.profile_fields({delta.event_type for _, delta in undecided})
+            missing = {delta.profile_id for _, delta in undecided} - reports.keys()
+            if missing:  # e.g. sent before a rule reload started watching them
+                reports.update(self._store.read_reports(sorted(missing)))
+            person_of, documents, states = rule_inputs(self._store, reports, self._anonymous_parts, names, self._store.session_gap_ms)
         now_ms = sent_ms if sent_ms is not None else int(time.time() * 1000)
         fired, segments = decide_checkpoint(
             self._engine, triggering, person_of, documents, states, now_ms, self._enrich, candidates
@@ -195,8 +211,8 @@ class ProfileSink(BaseSink):
         if not self._pending or self._failure is not None:
             return
         try:
-            plan = self._engine.prefilter if self._prefilter and self._triggering else None
-            self._writer.send(self._pending, self._watch, with_products=self._wants_products(), plan=plan)
+            with_products = bool(self._watch) and self._wants_products([delta for _, delta in self._triggering])
+            self._writer.send(self._pending, self._watch, with_products=with_products)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._failure = exc  # reported at the checkpoint, which then retries
         self._pending, self._watch = [], set()

@@ -20,7 +20,7 @@ from streaming.profiles.intent import IntentModel
 from streaming.profiles.identity import ProfilePart, merge_decision_states, merge_parts
 from streaming.profiles.keys import FORGET_STREAM, fields_key, owner_key, profile_keys, profile_slot
 from streaming.profiles.redis_client import RedisClient
-from streaming.rules.prefilter import Prefilter
+from streaming.rules.prefilter import Candidate, Prefilter, add_candidates
 
 logger = logging.getLogger(__name__)
 
@@ -173,8 +173,8 @@ class RedisProfileStore:
     ) -> list[ScriptCall]:
         """The script calls applying ``deltas``, SCRIPT_CHUNK deltas each.
 
-        Profiles in ``watch`` are reported on by the call that updates them last (with a rules
-        ``plan``, only those with a candidate event in it). Without ``declare_keys`` (a cluster
+        Profiles in ``watch`` are reported on by the call that updates them last. With a rules
+        ``plan`` the calls are decide calls (see update.lua). Without ``declare_keys`` (a cluster
         call spanning slots) the keys travel in ARGV[8], not KEYS.
         """
         calls = []
@@ -550,40 +550,46 @@ class StreamingWriter:
         # (connection, script call or None for an identity link, node), in the order sent.
         self._sent: list[tuple[Any, ScriptCall | None, ClusterNode | None]] = []
         self.reports: dict[str, PartReport] = {}
-        #: event_id -> numbers of the rules that may fire on it, when sent with a rules plan.
-        self.candidates: dict[str, set[int]] | None = None
+        #: event_id -> the rules that may fire on it (and its person), when sent with a rules plan.
+        self.candidates: dict[str, Candidate] | None = None
         #: The time (ms) the first calls since the last confirm were sent with.
         self.first_sent_ms: int | None = None
 
-    def send(
-        self,
-        deltas: Sequence[ProfileDelta],
-        watch: Collection[str] = (),
-        with_products: bool = False,
-        plan: Prefilter | None = None,
-    ) -> None:
+    def send(self, deltas: Sequence[ProfileDelta], watch: Collection[str] = (), with_products: bool = False) -> None:
         """Queue the calls for ``deltas`` on the connection(s) (no reply awaited).
 
-        Profiles in ``watch`` come back in ``reports`` after ``confirm()``. With a rules
-        ``plan`` (streaming/rules/prefilter.py) the script also names, per event, the rules
-        that may fire (``candidates``), and reports only the profiles of such events.
+        Profiles in ``watch`` come back in ``reports`` after ``confirm()``.
         """
         if not deltas:
             return
-        if plan is not None and self.candidates is None:
-            self.candidates = {}
         try:
-            self._send(deltas, watch, with_products, plan)
+            self._send(deltas, watch, with_products, None)
         except redis.ConnectionError:
             self._store.slots_changed()  # a master may have failed over
+            raise
+
+    def decide(self, deltas: Sequence[ProfileDelta], plan: Prefilter, with_products: bool = False) -> None:
+        """Queue decide calls: the rules prefilter on these deltas' events, after every update sent.
+
+        Nothing is applied. After ``confirm()``, ``candidates`` names per event the rules that
+        may fire, and ``reports`` holds the profiles Python must evaluate.
+        """
+        if not deltas:
+            return
+        if self.candidates is None:
+            self.candidates = {}
+        try:
+            self._send(deltas, {delta.profile_id for delta in deltas}, with_products, plan)
+        except redis.ConnectionError:
+            self._store.slots_changed()
             raise
 
     def _send(self, deltas: Sequence[ProfileDelta], watch: Collection[str], with_products: bool, plan: Prefilter | None) -> None:
         store = self._store
         sent = self._sent
         # Links first, so a report in this batch already sees them (each goes to its own
-        # anonymous id's node, the node that reports on that id).
-        links = list(identity_links(deltas).items())
+        # anonymous id's node, the node that reports on that id). A decide call has none.
+        links = list(identity_links(deltas).items()) if plan is None else []
         for node, group in store.by_node(links, lambda link: link[0]):
             connection = self._connection(node)
             for anonymous_id, link in group:
@@ -629,9 +635,7 @@ class StreamingWriter:
                         profile_id = call.ids[entry[0] - 1]
                         self.reports[profile_id] = parse_report(profile_id, entry)
                     if candidates and self.candidates is not None:
-                        flat = candidates[0]
-                        for i in range(0, len(flat), 2):
-                            self.candidates.setdefault(_decode(flat[i]), set()).update(flat[i + 1])
+                        add_candidates(self.candidates, candidates[0])
                     reply = count
                 applied += reply
         except BaseException as exc:
@@ -651,7 +655,7 @@ class StreamingWriter:
         reports, self.reports = self.reports, {}
         return reports
 
-    def take_candidates(self) -> tuple[dict[str, set[int]] | None, int | None]:
+    def take_candidates(self) -> tuple[dict[str, Candidate] | None, int | None]:
         """(candidates, first send time ms) since the last call; candidates is None without a plan."""
         taken = (self.candidates, self.first_sent_ms)
         self.candidates, self.first_sent_ms = None, None

@@ -11,11 +11,13 @@
 --        5 intent model, msgpack {bias, feature types, weights} (streaming/profiles/intent.py), or 
 --        6 msgpack array of key indices to report on (or ''), 7 '1' to report last products
 --        8 (cluster only) the keys, see KEYS, else ''
---        9 the rules prefilter (streaming/rules/prefilter.py), msgpack, or ''
+--        9 the rules prefilter (streaming/rules/prefilter.py), msgpack, or '': with it the call
+--          is a *decide* call: it applies nothing and evaluates the rules for each delta's
+--          event against the people as they are (the checkpoint's updates all applied)
 -- Returns the number of deltas applied (the rest were duplicates); with reports
--- {applied, reports}; with a prefilter {applied, reports, candidates}, where candidates is
--- flat {event_id, {rule numbers that may fire}, ...} and only profiles with a candidate in
--- this call are reported.
+-- {applied, reports}; a decide call {0, reports, candidates}: for each event with rules
+-- that may fire, {event_id, {rule, certain, fire count, ...}, person, user_id} (see
+-- prefilter below); only profiles with an uncertain candidate are reported.
 -- Semantics are those of streaming/profiles/reference.py; every change commutes.
 -- Fields: event_count, first_seen, last_seen, user_id, updated_at, engagement, purchase_micros,
 -- t:<type>, v:<category>, c:<product>, and ss/se = the latest session's bounds; earlier
@@ -81,7 +83,7 @@ local EVENT_FIELDS = {event_id = 2, event_type = 3, category = 7}
 -- The event being evaluated and what was read for it, afresh for each event (the profile
 -- changes between events): its profile's key base, its person's parts (false: not read yet;
 -- nil: not readable here), the person's numbers by field name, the fields to read at once.
-local ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch
+local ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_uncertain
 
 local function encode_id(id) return (string.gsub(string.gsub(string.gsub(id, '%%', '%%25'), '{', '%%7B'), '}', '%%7D')) end
 local function decode_id(id) return (string.gsub(string.gsub(string.gsub(id, '%%7D', '}'), '%%7B', '{'), '%%25', '%%')) end
@@ -109,14 +111,13 @@ end
 -- cluster the other parts may live on other nodes: nil when the person has any. The fields
 -- the event's rules read are fetched with it, one call per part.
 local function find_parts(base)
-  local owner = redis.call('ZRANGE', base .. ':owner', 0, 0)[1]
-  local anonymous = (owner == nil) and redis.call('SMEMBERS', base .. ':anon') or nil
-  if anonymous and #anonymous == 0 then return {base} end  -- the usual case: one part
+  if redis.call('EXISTS', base .. ':owner', base .. ':anon') == 0 then return {base} end  -- the usual case
   if cluster then return nil end
+  local owner = redis.call('ZRANGE', base .. ':owner', 0, 0)[1]
   local head, encoded = string.match(base, '^(.-{)(.*)}$')
   local person, person_base = decode_id(encoded), base
   if owner and owner ~= person then person, person_base = owner, head .. encode_id(owner) .. '}' end
-  if owner then anonymous = redis.call('SMEMBERS', person_base .. ':anon') end
+  local anonymous = redis.call('SMEMBERS', person_base .. ':anon')
   local parts = {person_base}
   table.sort(anonymous)
   for _, id in ipairs(anonymous) do
@@ -224,36 +225,47 @@ end
 
 -- Whether the rule's fire state (cooldown, cap, this very event) may let it fire: the
 -- person's latest fire over its parts, with the highest count (merge_decision_states).
+-- Returns (may fire, the state was read exactly, the person's fire count so far).
 local function may_fire(rule)
   local how, key = rule[4], rule[2]
   if how[1] == 1 then
     local value = ev_delta[EVENT_FIELDS[how[2]]]
     if value ~= '' then key = key .. ':' .. value end
   elseif how[1] ~= 0 then
-    return true
+    return true, false, 0
   end
-  if not person_parts() then return true end
+  if not person_parts() then return true, false, 0 end
   local latest, latest_event, count = nil, nil, 0
   for _, part in ipairs(ev_parts) do
     local state = redis.call('HGET', part .. ':fires', key)
     if state then
       local at, n, event_id = string.match(state, '^(%d+):(%d+):(.*)$')
-      if not at then return true end
+      if not at then return true, false, 0 end
       at, n = tonumber(at), tonumber(n)
       if latest == nil or at > latest then latest, latest_event = at, event_id end
       if n > count then count = n end
     end
   end
-  if latest == nil then return true end
+  if latest == nil then return true, true, 0 end
   if latest_event == ev_delta[2] then return false end
   if rule[5] > 0 and count >= rule[5] then return false end
-  return tonumber(now) - latest >= rule[6]
+  return tonumber(now) - latest >= rule[6], true, count
 end
 
--- Runs one list of rule plans on the current event, adding those that may fire to ``may``.
+-- Runs one list of rule plans on the current event, adding those that may fire to ``may`` as
+-- {rule number, 1 when certain to fire (exact condition and state) else 0, fire count so far}.
+-- Only rules whose plan allows it (rule[7]: no profile in params, not a segment) are certain.
 local function run(rules, may)
   for _, rule in ipairs(rules) do
-    if evaluate(rule[3]) ~= false and may_fire(rule) then may[#may + 1] = rule[1] end
+    local condition = evaluate(rule[3])
+    if condition ~= false then
+      local allowed, exact, count = may_fire(rule)
+      if allowed then
+        local certain = (condition == true and exact and rule[7]) and 1 or 0
+        may[#may + 1] = rule[1]; may[#may + 1] = certain; may[#may + 1] = count
+        if certain == 0 then ev_uncertain = true end
+      end
+    end
   end
 end
 
@@ -268,31 +280,52 @@ local function run_type_plan(type_plan, may)
 end
 
 -- The fields a type plan's rules read: fixed names, and prefix..':'..<event field>.
-local function add_fields(type_plan, names)
+local function add_fields(type_plan, d, names)
   if not type_plan then return end
   for _, name in ipairs(type_plan['fields']) do names[#names + 1] = name end
-  for _, pair in ipairs(type_plan['keyed']) do names[#names + 1] = pair[1] .. ':' .. ev_delta[EVENT_FIELDS[pair[2]]] end
+  for _, pair in ipairs(type_plan['keyed']) do names[#names + 1] = pair[1] .. ':' .. d[EVENT_FIELDS[pair[2]]] end
 end
 
+-- The fields the rules of a delta's event type read, read at once with the person's parts.
+local function prefetch_names(d)
+  local names = {}
+  add_fields(plan['types'][d[3]], d, names)
+  add_fields(plan['any'], d, names)
+  return names
+end
+
+-- The person id and user id a decision names (merged_view's profile_id and user_id).
+local function person_ids()
+  local person = decode_id(string.match(ev_parts[1], '{(.*)}$'))
+  local user_id = redis.call('HGET', ev_parts[1] .. ':p', 'user_id')
+  if not user_id and #ev_parts > 1 then user_id = person end
+  return person, user_id or ''
+end
+
+-- Evaluates the rules of a delta's event type; an event with candidates adds
+-- {event_id, {rule, certain, count, ...}, person id, user id} (ids '' when not read) to the
+-- reply. Its profile is reported only when a candidate is uncertain (Python evaluates those).
 local function prefilter(d, base)
   local typed, any = plan['types'][d[3]], plan['any']
-  ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch = d, base, false, {}, {}
-  add_fields(typed, ev_prefetch)
-  add_fields(any, ev_prefetch)
+  ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch = d, base, false, {}, prefetch_names(d)
+  ev_uncertain = false
   local may = {}
   run_type_plan(typed, may)
   run_type_plan(any, may)
   if #may > 0 then
-    candidates[#candidates + 1] = d[2]
-    candidates[#candidates + 1] = may
-    candidate_profiles[d[1]] = true
+    local person, user_id = '', ''
+    if ev_parts then person, user_id = person_ids() end
+    candidates[#candidates + 1] = {d[2], may, person, user_id}
+    if ev_uncertain then candidate_profiles[d[1]] = true end
   end
 end
 
 for _, d in ipairs(deltas) do
   local fields = keys[d[1]]
   local base = string.sub(fields, 1, -3)
-  if redis.call('SET', base .. ':seen:' .. d[2], '1', 'NX', 'EX', ttl) then
+  if plan then
+    prefilter(d, base)  -- a decide call: nothing is applied
+  elseif redis.call('SET', base .. ':seen:' .. d[2], '1', 'NX', 'EX', ttl) then
     applied = applied + 1
     local event_type, ts, user_id, anon = d[3], d[4], d[5], d[6]
     local category, product, cart, micros, points = d[7], d[8], d[9], d[10], d[11]
@@ -301,6 +334,7 @@ for _, d in ipairs(deltas) do
     if product ~= '' and cart ~= 0 then names[#names + 1] = 'c:' .. product end
     if micros ~= 0 then names[#names + 1] = 'purchase_micros' end
     if model then names[#names + 1] = 'sq' end
+    local sq_index = #names
     local cur = redis.call('HMGET', fields, unpack(names))
     -- Integers below 2^53 go to Redis as plain digits, so no string.format is needed here.
     local out = {'event_count', (tonumber(cur[1]) or 0) + 1, 'updated_at', now,
@@ -324,7 +358,7 @@ for _, d in ipairs(deltas) do
       latest = {}
     elseif ts >= ss and ts <= se + gap then
       if ts > se then se = ts end
-      if model then latest = parse_counts(cur[#names] or nil) end
+      if model then latest = parse_counts(cur[sq_index] or nil) end
     elseif ts > se + gap then
       redis.call('ZADD', base .. ':sessions', ss, int(ss) .. ':' .. int(se))
       ss, se = ts, ts
@@ -353,8 +387,6 @@ for _, d in ipairs(deltas) do
     -- Keep the 10 newest products; trimming every 10th event bounds the zset at 20.
     if (tonumber(cur[1]) or 0) % 10 == 9 then redis.call('ZREMRANGEBYRANK', products, 0, -11) end
   end
-  -- Duplicates too: a redelivered event whose decision was not recorded yet may still fire.
-  if plan then prefilter(d, base) end
 end
 local watched = ARGV[6] and ARGV[6] ~= ''
 if not watched and not plan then return applied end

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from quality.event_contract import Event
 from streaming.profiles.delta import ProfileDelta
 from streaming.rules.engine import RuleEngine, event_view
+from streaming.rules.prefilter import Candidate
 
 
 def decide_checkpoint(
@@ -18,25 +19,40 @@ def decide_checkpoint(
     states: Mapping[str, dict[str, dict[str, Any]]],
     now_ms: int,
     enrich: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
-    candidates: Mapping[str, Collection[int]] | None = None,
+    candidates: Mapping[str, Candidate] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
     """Fired decisions (in event-time order) and the new segment lists of people who joined one.
 
     ``documents`` are the people's merged profiles after the checkpoint's updates; ``states``
     their current decisions, updated here as rules fire so cooldowns hold within a checkpoint.
     ``enrich`` (metadata -> geo and campaign) runs only for events whose rules read them.
-    ``candidates`` (event_id -> rule numbers), when given, limits each event to those rules.
+    ``candidates`` (the update script's prefilter), when given, limits each event to the rules
+    it names: those it found certain to fire become decisions without a profile (``documents``
+    need only hold the people with other candidates), the rest are evaluated as usual.
     """
     fired: list[dict[str, Any]] = []
     segments: dict[str, list[str]] = {}
     for event, delta in sorted(triggering, key=lambda pair: pair[0].timestamp_ms):
+        candidate = candidates.get(event.event_id) if candidates is not None else None
+        if candidate is not None and candidate.person:
+            certain = {n: count for n, (sure, count) in candidate.rules.items() if sure}
+            if certain:
+                person_states = states.setdefault(candidate.person, {})
+                person = {"profile_id": candidate.person, "user_id": candidate.user_id}
+                for decision in engine.fire_certain(certain, person, event_view(event, delta.category), person_states, certain, now_ms):
+                    person_states[decision["key"]] = decision
+                    fired.append(decision)
+            only: set[int] | None = candidate.uncertain()
+            if not only:
+                continue
+        else:
+            only = set(candidate.rules) if candidate is not None else None
         person = person_of.get(delta.profile_id)
         profile = documents.get(person) if person else None
         if profile is None:
             continue  # forgotten meanwhile
         person_states = states.setdefault(person, {})
         extra = enrich(event.metadata) if enrich is not None and engine.reads_enrichment(event.event_type) else None
-        only = candidates.get(event.event_id, ()) if candidates is not None else None
         for decision in engine.evaluate(profile, event_view(event, delta.category, extra), person_states, now_ms, only):
             person_states[decision["key"]] = decision
             fired.append(decision)

@@ -140,6 +140,44 @@ class RuleEngine:
             self.fired[rule.id] += 1
         return decisions
 
+    def fire_certain(
+        self,
+        numbers: Collection[int],
+        person: Mapping[str, Any],
+        event: Mapping[str, Any],
+        states: Mapping[str, Mapping[str, Any]],
+        counts: Mapping[int, int],
+        now_ms: int,
+    ) -> list[dict[str, Any]]:
+        """Decisions of rules the update script found certain to fire (condition true, state allowing).
+
+        ``person`` holds the person's ``profile_id`` and ``user_id``; ``counts`` each rule's
+        fire count before the checkpoint. ``states`` are the fires of this checkpoint so far, so
+        a cooldown or cap reached earlier in the checkpoint still holds. Such rules read no
+        profile in their ``per`` and params, so only the event is converted for CEL.
+        """
+        ctx = None
+        decisions = []
+        for number in sorted(numbers):
+            compiled = self._compiled[number]
+            rule = compiled.rule
+            try:
+                if ctx is None:
+                    ctx = context({}, _subset(event, self._plan(event["event_type"])[2], EVENT_FIELDS))
+                per_value = compiled.per.execute(ctx) if compiled.per else None
+                key = state_key(rule, per_value)
+                local = states.get(key)
+                if local is not None and not _allowed(rule, local, event["event_id"], now_ms):
+                    continue
+                params = {name: program.execute(ctx) for name, program in compiled.params.items()}
+            except Exception as exc:  # noqa: BLE001 - a rule's runtime error must never stop the stream
+                self._runtime_error(rule, exc)
+                continue
+            previous = local if local is not None else ({"fire_count": counts[number]} if counts.get(number) else None)
+            decisions.append(_decision(rule, key, params, person, event, previous, now_ms))
+            self.fired[rule.id] += 1
+        return decisions
+
     def _runtime_error(self, rule: Rule, exc: Exception) -> None:
         self.errors[rule.id] += 1
         now = time.monotonic()

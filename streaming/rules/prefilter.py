@@ -27,11 +27,11 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
-from streaming.rules.model import Rule
+from streaming.rules.model import Rule, referenced_fields
 
 logger = logging.getLogger(__name__)
 
@@ -318,9 +318,20 @@ def state_key_plan(rule: Rule) -> list[Any]:
     return [2]
 
 
+def certain_fires(rule: Rule) -> bool:
+    """Whether the script may decide this rule fires, leaving Python only to build the decision.
+
+    Its fire state must be found by the script (no ``per`` or ``per`` an event field), its
+    params must not read the profile, and it must not be a segment (that reads the profile's
+    segments). Its condition must still come out exactly true for the event.
+    """
+    used = referenced_fields(list(rule.action.params.values()))
+    return state_key_plan(rule)[0] != 2 and used["profile"] == set() and rule.action.type != "segment"
+
+
 def rule_plan(number: int, rule: Rule) -> list[Any]:
-    """[rule number, rule id, condition plan, state key plan, max_fires, cooldown ms]."""
-    return [number, rule.id, compile_condition(rule.when), state_key_plan(rule), rule.max_fires, rule.cooldown_ms]
+    """[rule number, rule id, condition plan, state key plan, max_fires, cooldown ms, certain fires allowed]."""
+    return [number, rule.id, compile_condition(rule.when), state_key_plan(rule), rule.max_fires, rule.cooldown_ms, certain_fires(rule)]
 
 
 def guard(condition: list[Any]) -> tuple[str, str] | None:
@@ -396,3 +407,34 @@ class Prefilter:
         """{"types": {event type: type plan}, "any": type plan of rules with no ``on``} for these types."""
         types = {t: self._types[t] for t in event_types if t in self._types}
         return msgspec.msgpack.encode({"types": types, "any": self._any})
+
+
+class Candidate(NamedTuple):
+    """What the script found for one event: the rules that may fire on it, and its person."""
+
+    person: str  # "" when the script did not read the person
+    user_id: str | None
+    rules: dict[int, tuple[bool, int]]  # rule number -> (certain to fire, the person's fire count so far)
+
+    def uncertain(self) -> set[int]:
+        return {number for number, (certain, _) in self.rules.items() if not certain}
+
+    def undecided(self) -> Candidate:
+        """The same rules, all left to Python's evaluation."""
+        return self._replace(rules={number: (False, count) for number, (_, count) in self.rules.items()})
+
+
+def add_candidates(found: dict[str, Candidate], entries: Iterable[list[Any]]) -> None:
+    """Decode the script's candidates ({event_id, {rule, certain, count, ...}, person, user_id})."""
+    for event_id, flat, person, user_id in entries:
+        event_id, person, user_id = (_text(value) for value in (event_id, person, user_id))
+        rules = {flat[i]: (flat[i + 1] == 1, flat[i + 2]) for i in range(0, len(flat), 3)}
+        current = found.get(event_id)
+        if current is not None:  # the same event twice in a checkpoint: the uncertain answer wins
+            for number, (certain, count) in current.rules.items():
+                rules[number] = (certain and rules.get(number, (True, 0))[0], count)
+        found[event_id] = Candidate(person, user_id or None, rules)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

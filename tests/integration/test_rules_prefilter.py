@@ -8,6 +8,7 @@ after it show the prefilter does drop what cannot fire.
 
 from __future__ import annotations
 
+import copy
 import uuid
 
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from streaming.profiles.intent import IntentModel
 from streaming.profiles.store import RedisProfileStore
+from streaming.rules.checkpoint import decide_checkpoint
 from streaming.rules.engine import RuleEngine, event_view
 from streaming.rules.model import Action, Rule, RuleSet
 from tests.unit.test_profile_reference import MINUTE, delta_of, make_event
@@ -94,19 +96,31 @@ def make(event_type, who, category, product, ts_ms, ns):
 
 
 def apply_and_decide(store, engine, event):
-    """Send one event with the plan; return (the script's candidate rule numbers, the rule numbers the engine fires)."""
+    """Apply one event and run the decide call, then decide as the profile app does and as Python alone does.
+
+    Returns (rule numbers the script named, those it found certain to fire, those Python alone
+    fires); asserts both ways give the same decisions.
+    """
     delta = delta_of(event)
     writer = store.writer()
-    writer.send([delta], plan=engine.prefilter)
+    writer.send([delta])
+    writer.decide([delta], engine.prefilter)
     writer.confirm()
     candidates, sent_ms = writer.take_candidates()
     people = store.read_people([delta.profile_id])
     person = people.person_of[delta.profile_id]
-    states = store.decision_states({person: people.members[person]})[person]
-    fired = engine.evaluate(people.documents[person], event_view(event, delta.category), states, sent_ms)
-    store.record_decisions(fired, {})
+    states = store.decision_states({person: people.members[person]})
+    exact = engine.evaluate(people.documents[person], event_view(event, delta.category), states[person], sent_ms)
+    prefiltered, _ = decide_checkpoint(
+        engine, [(event, delta)], people.person_of, people.documents, copy.deepcopy(states), sent_ms, None, candidates
+    )
+    assert sorted(prefiltered, key=lambda d: d["key"]) == sorted(exact, key=lambda d: d["key"])
+    store.record_decisions(exact, {})
     numbers = {rule.id: n for n, rule in enumerate(engine.ruleset.rules)}
-    return candidates.get(event.event_id, set()), {numbers[decision["rule"]] for decision in fired}
+    candidate = candidates.get(event.event_id)
+    named = set(candidate.rules) if candidate else set()
+    certain = named - candidate.uncertain() if candidate else set()
+    return named, certain, {numbers[decision["rule"]] for decision in exact}
 
 
 @settings(max_examples=120, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -126,8 +140,9 @@ def test_every_rule_the_engine_fires_is_a_candidate(redis_client, rule_specs, ev
     for event_type, who, category, product, minutes, again in event_specs:
         ts += minutes * MINUTE
         event = previous if again and previous is not None else make(event_type, who, category, product, ts, ns)
-        candidates, fired = apply_and_decide(store, engine, event)
+        candidates, certain, fired = apply_and_decide(store, engine, event)
         assert fired <= candidates, (event, [ruleset.rules[n].when for n in fired - candidates])
+        assert certain <= fired, (event, [ruleset.rules[n].when for n in certain - fired])
         previous = event
 
 
@@ -138,36 +153,36 @@ def one_rule(when: str, **options) -> RuleEngine:
 def test_a_threshold_not_reached_is_dropped_and_a_reached_one_kept(redis_client):
     engine, store, ns = one_rule('profile.category_views["shoes"] >= 3'), store_for(redis_client), uuid.uuid4().hex
     seen = [apply_and_decide(store, engine, make("page_view", "u1", "shoes", "p1", i * MINUTE, ns)) for i in range(4)]
-    assert seen == [(set(), set()), (set(), set()), ({0}, {0}), ({0}, {0})]
+    assert seen == [(set(), set(), set()), (set(), set(), set()), ({0}, {0}, {0}), ({0}, {0}, {0})]
 
 
 def test_a_cap_and_a_running_cooldown_drop_the_rule(redis_client):
     store, ns = store_for(redis_client), uuid.uuid4().hex
     capped = one_rule("profile.event_count >= 1", max_fires=1)
     assert [apply_and_decide(store, capped, make("page_view", "u1", "", "p1", i, ns)) for i in range(3)] == [
-        ({0}, {0}), (set(), set()), (set(), set())
+        ({0}, {0}, {0}), (set(), set(), set()), (set(), set(), set())
     ]
     cooling = one_rule("profile.event_count >= 1", cooldown_ms=3_600_000)
     assert [apply_and_decide(store, cooling, make("page_view", "u2", "", "p1", i, ns)) for i in range(2)] == [
-        ({0}, {0}), (set(), set())
+        ({0}, {0}, {0}), (set(), set(), set())
     ]
     # The same event again: it already fired the rule, so it is dropped (a redelivery).
     again = one_rule("profile.event_count >= 1")
     event = make("page_view", "u3", "", "p1", 0, ns)
-    assert apply_and_decide(store, again, event) == ({0}, {0})
-    assert apply_and_decide(store, again, event) == (set(), set())
+    assert apply_and_decide(store, again, event) == ({0}, {0}, {0})
+    assert apply_and_decide(store, again, event) == (set(), set(), set())
 
 
 def test_a_stitched_person_is_counted_over_all_its_parts(redis_client):
     engine, store, ns = one_rule("profile.event_count >= 3", max_fires=1), store_for(redis_client), uuid.uuid4().hex
-    assert apply_and_decide(store, engine, make("page_view", "a1", "", "p1", 0, ns)) == (set(), set())
+    assert apply_and_decide(store, engine, make("page_view", "a1", "", "p1", 0, ns)) == (set(), set(), set())
     assert apply_and_decide(store, engine, make("identify", "u1+a1", "", "p1", MINUTE, ns))[0] == set()  # not a page view
     # Two parts: the user's identify and the anonymous page view, now a third event.
-    assert apply_and_decide(store, engine, make("page_view", "u1", "", "p1", 2 * MINUTE, ns)) == ({0}, {0})
+    assert apply_and_decide(store, engine, make("page_view", "u1", "", "p1", 2 * MINUTE, ns)) == ({0}, {0}, {0})
     # An anonymous event of the stitched person sees the person's fire state: capped.
-    assert apply_and_decide(store, engine, make("page_view", "a1", "", "p1", 3 * MINUTE, ns)) == (set(), set())
+    assert apply_and_decide(store, engine, make("page_view", "a1", "", "p1", 3 * MINUTE, ns)) == (set(), set(), set())
     # Another anonymous id, linked later, brings its own count: a new person's threshold is met at once.
     other = one_rule("profile.event_count >= 3")
-    assert apply_and_decide(store, other, make("page_view", "a2", "", "p1", 0, ns)) == (set(), set())
-    assert apply_and_decide(store, other, make("click", "u2+a2", "", "p1", MINUTE, ns)) == (set(), set())
-    assert apply_and_decide(store, other, make("page_view", "a2", "", "p1", 2 * MINUTE, ns)) == ({0}, {0})
+    assert apply_and_decide(store, other, make("page_view", "a2", "", "p1", 0, ns)) == (set(), set(), set())
+    assert apply_and_decide(store, other, make("click", "u2+a2", "", "p1", MINUTE, ns)) == (set(), set(), set())
+    assert apply_and_decide(store, other, make("page_view", "a2", "", "p1", 2 * MINUTE, ns)) == ({0}, {0}, {0})

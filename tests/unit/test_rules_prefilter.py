@@ -6,7 +6,7 @@ import pytest
 from streaming.rules.follower import DEFAULT_RULES_FILE
 from streaming.rules.loader import load_rules
 from streaming.rules.model import Action, Rule
-from streaming.rules.prefilter import UNKNOWN, Prefilter, compile_condition, guard, parse, state_key_plan
+from streaming.rules.prefilter import UNKNOWN, Prefilter, certain_fires, compile_condition, guard, parse, state_key_plan
 
 SAMPLE = {rule.id: rule for rule in load_rules(DEFAULT_RULES_FILE).rules}
 
@@ -105,8 +105,8 @@ def test_the_script_argument_carries_only_the_types_asked_for():
     page_view = msgspec.msgpack.decode(prefilter.argument({"page_view"}))["types"]["page_view"]
     assert [plan[1] for plan in page_view["by"]["category"]["a"]] == ["guarded"]
     assert page_view["fields"] == ["event_count"]
-    number, rule_id, _, key, max_fires, cooldown = page_view["all"][0]
-    assert (number, rule_id, key, max_fires, cooldown) == (1, "typed", [0], 0, 0)
+    number, rule_id, _, key, max_fires, cooldown, certain = page_view["all"][0]
+    assert (number, rule_id, key, max_fires, cooldown, certain) == (1, "typed", [0], 0, 0, True)
 
 
 def test_the_fields_a_type_reads_are_listed_for_one_read():
@@ -120,3 +120,11 @@ def test_per_keys_other_than_an_event_field_skip_the_state_check():
     assert state_key_plan(rule("true", per="event.category")) == [1, "category"]
     assert state_key_plan(rule("true", per="event.metadata.sku")) == [2]
     assert state_key_plan(rule("true", per="event.product_id")) == [2]
+
+
+def test_only_rules_whose_decision_needs_no_profile_may_be_decided_by_the_script():
+    assert certain_fires(SAMPLE["category_affinity"])  # params read the event only
+    assert not certain_fires(SAMPLE["big_spender"])  # a segment reads the profile's segments
+    profile_param = Rule(id="r", when="true", action=Action(type="banner", message="{n}", params={"n": "profile.event_count"}))
+    assert not certain_fires(profile_param)
+    assert not certain_fires(rule("true", per="event.metadata.sku"))
