@@ -147,17 +147,46 @@ local function number(name)
   return v or nil
 end
 
--- Profile numbers as merged_view computes them; of one part only where a merge is not a sum.
+-- The number of sessions over all parts: intervals at most the session gap apart merge
+-- (merge_sessions in streaming/profiles/identity.py).
+local function session_count()
+  local intervals = {}
+  for _, part in ipairs(ev_parts) do
+    for _, member in ipairs(redis.call('ZRANGE', part .. ':sessions', 0, -1)) do
+      local sep = string.find(member, ':', 1, true)
+      intervals[#intervals + 1] = {tonumber(string.sub(member, 1, sep - 1)), tonumber(string.sub(member, sep + 1))}
+    end
+    local bounds = redis.call('HMGET', part .. ':p', 'ss', 'se')
+    if bounds[1] then intervals[#intervals + 1] = {tonumber(bounds[1]), tonumber(bounds[2])} end
+  end
+  table.sort(intervals, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+  local count, last_end = 0, nil
+  for _, interval in ipairs(intervals) do
+    if last_end and interval[1] <= last_end + gap then
+      if interval[2] > last_end then last_end = interval[2] end
+    else
+      count, last_end = count + 1, interval[2]
+    end
+  end
+  return count
+end
+
+-- Profile numbers as merged_view computes them: counters add up over the parts; the intent
+-- score is the first part's that has one (the person's own first).
 local PROFILE_NUMBERS = {
   event_count = function() return number('event_count') or 0 end,
   engagement_score = function() return number('engagement') or 0 end,
   purchase_total = function() return (number('purchase_micros') or 0) / 1000000 end,
   intent_score = function()
-    if #ev_parts > 1 then return UNKNOWN end
-    return number('intent_score') or 0
+    if #ev_parts == 1 then return number('intent_score') or 0 end
+    for _, part in ipairs(ev_parts) do
+      local score = redis.call('HGET', part .. ':p', 'intent_score')
+      if score then return tonumber(score) end
+    end
+    return 0
   end,
   session_count = function()
-    if #ev_parts > 1 then return UNKNOWN end  -- sessions of several parts merge across gaps
+    if #ev_parts > 1 then return session_count() end
     return redis.call('ZCARD', ev_parts[1] .. ':sessions') + (number('ss') and 1 or 0)
   end,
 }
