@@ -419,10 +419,6 @@ class Candidate(NamedTuple):
     def uncertain(self) -> set[int]:
         return {number for number, (certain, _) in self.rules.items() if not certain}
 
-    def undecided(self) -> Candidate:
-        """The same rules, all left to Python's evaluation."""
-        return self._replace(rules={number: (False, count) for number, (_, count) in self.rules.items()})
-
 
 def add_candidates(found: dict[str, Candidate], entries: Iterable[list[Any]]) -> None:
     """Decode the script's candidates ({event_id, {rule, certain, count, ...}, person, user_id})."""
