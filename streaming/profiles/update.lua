@@ -30,7 +30,7 @@ local model = nil
 if ARGV[5] and ARGV[5] ~= '' then model = cmsgpack.unpack(ARGV[5]) end
 local applied = 0
 local plan = nil
-if ARGV[9] and ARGV[9] ~= '' then plan = cmsgpack.unpack(ARGV[9]) end
+if ARGV[9] and ARGV[9] ~= '' then plan = cmsgpack.unpack(ARGV[9]) end  -- compiled below
 
 local function int(x) return string.format('%d', x) end
 
@@ -210,46 +210,80 @@ local function map_size(prefix)
   return ev_numbers[name]
 end
 
-local evaluate
-evaluate = function(node)
+-- A plan node compiled into a function of the current event (once per call, not per event).
+local compile
+local COMPARE = {
+  ['<'] = function(x, y) return x < y end, ['<='] = function(x, y) return x <= y end,
+  ['>'] = function(x, y) return x > y end, ['>='] = function(x, y) return x >= y end,
+}
+compile = function(node)
   local op = node[1]
-  if op == 'k' then return node[2]
-  elseif op == 'e' then return ev_delta[EVENT_FIELDS[node[2]]]
+  if op == 'k' then
+    local value = node[2]
+    return function() return value end
+  elseif op == 'e' then
+    local index = EVENT_FIELDS[node[2]]
+    return function() return ev_delta[index] end
   elseif op == 'and' or op == 'or' then
     local stop = (op == 'or')  -- the value that decides: false for and, true for or
-    local a = evaluate(node[2])
-    if a == stop then return stop end
-    local b = evaluate(node[3])
-    if b == stop then return stop end
-    if a == not stop and b == not stop then return not stop end
-    return UNKNOWN
+    local a, b = compile(node[2]), compile(node[3])
+    return function()
+      local x = a()
+      if x == stop then return stop end
+      local y = b()
+      if y == stop then return stop end
+      if x == not stop and y == not stop then return not stop end
+      return UNKNOWN
+    end
   elseif op == 'not' then
-    local a = evaluate(node[2])
-    if a == true then return false elseif a == false then return true end
-    return UNKNOWN
+    local a = compile(node[2])
+    return function()
+      local x = a()
+      if x == true then return false elseif x == false then return true end
+      return UNKNOWN
+    end
   elseif op == 'cmp' then
-    local a, b = evaluate(node[3]), evaluate(node[4])
-    if a == UNKNOWN or b == UNKNOWN or type(a) ~= type(b) then return UNKNOWN end
-    local c = node[2]
-    if c == '==' then return a == b elseif c == '!=' then return a ~= b end
-    if type(a) ~= 'number' then return UNKNOWN end
-    if c == '<' then return a < b elseif c == '<=' then return a <= b
-    elseif c == '>' then return a > b elseif c == '>=' then return a >= b end
-    return UNKNOWN
-  end
-  -- The rest reads the profile (only when a condition gets this far).
-  if not person_parts() then return UNKNOWN end
-  if op == 'p' then return PROFILE_NUMBERS[node[2]]()
-  elseif op == 'size' then return map_size(node[2])
+    local c, a, b = node[2], compile(node[3]), compile(node[4])
+    if c == '==' or c == '!=' then
+      local equal = (c == '==')
+      return function()
+        local x, y = a(), b()
+        if x == UNKNOWN or y == UNKNOWN or type(x) ~= type(y) then return UNKNOWN end
+        return (x == y) == equal
+      end
+    end
+    local compare = COMPARE[c]
+    if not compare then return function() return UNKNOWN end end
+    return function()
+      local x, y = a(), b()
+      if type(x) ~= 'number' or type(y) ~= 'number' then return UNKNOWN end  -- UNKNOWN is a table
+      return compare(x, y)
+    end
+  elseif op == 'p' then
+    local read = PROFILE_NUMBERS[node[2]]
+    return function()
+      if not person_parts() then return UNKNOWN end
+      return read()
+    end
+  elseif op == 'size' then
+    local prefix = node[2]
+    return function()
+      if not person_parts() then return UNKNOWN end
+      return map_size(prefix)
+    end
   elseif op == 'm' or op == 'in' then
-    local key = evaluate(node[3])
-    if type(key) ~= 'string' then return UNKNOWN end
-    local v = number(node[2] .. ':' .. key)
-    if v ~= nil and node[2] == 'c' and v <= 0 then v = nil end  -- the cart shows positive quantities only
-    if op == 'in' then return v ~= nil end
-    return v or UNKNOWN  -- a missing key is a CEL error
+    local prefix, key_of, membership = node[2], compile(node[3]), (op == 'in')
+    return function()
+      if not person_parts() then return UNKNOWN end
+      local key = key_of()
+      if type(key) ~= 'string' then return UNKNOWN end
+      local v = number(prefix .. ':' .. key)
+      if v ~= nil and prefix == 'c' and v <= 0 then v = nil end  -- the cart shows positive quantities only
+      if membership then return v ~= nil end
+      return v or UNKNOWN  -- a missing key is a CEL error
+    end
   end
-  return UNKNOWN
+  return function() return UNKNOWN end
 end
 
 -- Whether the rule's fire state (cooldown, cap, this very event) may let it fire: the
@@ -286,7 +320,7 @@ end
 -- Only rules whose plan allows it (rule[7]: no profile in params, not a segment) are certain.
 local function run(rules, may)
   for _, rule in ipairs(rules) do
-    local condition = evaluate(rule[3])
+    local condition = rule.condition()
     if condition ~= false then
       local allowed, exact, count = may_fire(rule)
       if allowed then
@@ -347,6 +381,20 @@ local function prefilter(d, base)
     candidates[#candidates + 1] = {d[2], may, person, user_id}
     if ev_uncertain then candidate_profiles[d[1]] = true end
   end
+end
+
+if plan then  -- compile each rule's condition once for the whole call
+  local function compile_rules(rules)
+    for _, rule in ipairs(rules) do rule.condition = compile(rule[3]) end
+  end
+  local function compile_type(type_plan)
+    compile_rules(type_plan['all'])
+    for _, by_value in pairs(type_plan['by']) do
+      for _, rules in pairs(by_value) do compile_rules(rules) end
+    end
+  end
+  for _, type_plan in pairs(plan['types']) do compile_type(type_plan) end
+  compile_type(plan['any'])
 end
 
 for _, d in ipairs(deltas) do
