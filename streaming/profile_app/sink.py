@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import redis
 from confluent_kafka import Producer
 from quixstreams.sinks import BaseSink, SinkBackpressureError
@@ -37,6 +37,7 @@ class DeadLetterError(RuntimeError):
 
 
 _NO_RULES = RuleEngine(EMPTY_RULESET)
+_encode_json = msgspec.json.Encoder().encode
 
 
 class ProfileSink(BaseSink):
@@ -191,7 +192,7 @@ class ProfileSink(BaseSink):
             for decision in fired:
                 self._dlq.produce(
                     self._triggers_topic,
-                    value=json.dumps(decision).encode(),
+                    value=_encode_json(decision),
                     key=decision["profile_id"],
                     on_delivery=self._on_delivery,
                 )

@@ -445,7 +445,7 @@ class RedisProfileStore:
         pipe = self._client.pipeline(transaction=False)
         for decision in decisions:
             keys = profile_keys(decision["profile_id"])
-            pipe.hset(keys.decisions, decision["key"], json.dumps(decision))
+            pipe.hset(keys.decisions, decision["key"], _json_encode(decision))
             pipe.hset(keys.fires, decision["key"], fire_state(decision))
         for person, names in segments.items():
             pipe.hset(profile_keys(person).fields, "segments", ",".join(sorted(names)))
@@ -498,6 +498,7 @@ def _interval(member: str) -> tuple[int, int]:
 
 _pack = msgspec.msgpack.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
+_json_encode = msgspec.json.Encoder().encode
 
 
 def _decode(value: bytes | str) -> str:

@@ -9,6 +9,7 @@ rule (and ``per`` key) for a given event, so redelivered events never fire twice
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections import Counter
@@ -48,8 +49,12 @@ def state_key(rule: Rule, per_value: Any) -> str:
     return rule.id if per_value in (None, "") else f"{rule.id}:{per_value}"
 
 
+#: ``event.<field>`` alone, for a field every event view has as a string: read without CEL.
+_EVENT_FIELD = re.compile(r"^\s*event\s*\.\s*(event_id|event_type|timestamp|user_id|anonymous_id|category|product_id)\s*$")
+
+
 class _CompiledRule:
-    __slots__ = ("number", "rule", "when", "per", "params")
+    __slots__ = ("number", "rule", "when", "per", "params", "event_only")
 
     def __init__(self, number: int, rule: Rule) -> None:
         self.number = number
@@ -57,6 +62,10 @@ class _CompiledRule:
         self.when = compile_expression(rule.when)
         self.per = compile_expression(rule.per) if rule.per else None
         self.params = {name: compile_expression(expr) for name, expr in rule.action.params.items()}
+        # The event field each of ``per`` and the params names, when that is all it does.
+        expressions = {"": rule.per, **rule.action.params} if rule.per else dict(rule.action.params)
+        fields = {name: _EVENT_FIELD.match(expr) for name, expr in expressions.items()}
+        self.event_only = {name: m.group(1) for name, m in fields.items() if m} if all(fields.values()) else None
 
 
 class RuleEngine:
@@ -162,14 +171,21 @@ class RuleEngine:
             compiled = self._compiled[number]
             rule = compiled.rule
             try:
-                if ctx is None:
+                fields = compiled.event_only
+                if fields is None and ctx is None:
                     ctx = context({}, _subset(event, self._plan(event["event_type"])[2], EVENT_FIELDS))
-                per_value = compiled.per.execute(ctx) if compiled.per else None
+                if fields is not None:
+                    per_value = event[fields[""]] if rule.per else None
+                else:
+                    per_value = compiled.per.execute(ctx) if compiled.per else None
                 key = state_key(rule, per_value)
                 local = states.get(key)
                 if local is not None and not _allowed(rule, local, event["event_id"], now_ms):
                     continue
-                params = {name: program.execute(ctx) for name, program in compiled.params.items()}
+                if fields is not None:
+                    params = {name: event[fields[name]] for name in compiled.params}
+                else:
+                    params = {name: program.execute(ctx) for name, program in compiled.params.items()}
             except Exception as exc:  # noqa: BLE001 - a rule's runtime error must never stop the stream
                 self._runtime_error(rule, exc)
                 continue

@@ -73,6 +73,10 @@ events = st.lists(
 )
 
 
+#: Params read through CEL, and params the engine reads from the event directly.
+PARAMS = ({"c": "event.category", "t": "event.event_type"}, {"c": "event.category + '!'", "t": "size(event.event_id)"})
+
+
 def store_for(client) -> RedisProfileStore:
     return RedisProfileStore(client, dedupe_window_seconds=3600, session_gap_ms=30 * MINUTE, intent_model=lambda: MODEL)
 
@@ -128,7 +132,7 @@ def apply_and_decide(store, engine, event):
 def test_every_rule_the_engine_fires_is_a_candidate(redis_client, rule_specs, event_specs):
     ruleset = RuleSet(
         tuple(
-            Rule(id=f"r{i}", when=when, action=Action(type="banner", message="m"), on=on, per=per,
+            Rule(id=f"r{i}", when=when, action=Action(type="banner", message="m {c} {t}", params=PARAMS[i % 2]), on=on, per=per,
                  cooldown_ms=cooldown * MINUTE, max_fires=max_fires)
             for i, (when, on, per, cooldown, max_fires) in enumerate(rule_specs)
         )
