@@ -155,8 +155,12 @@ rules:
 """
 
 
-def test_stream_decisions_equal_the_backtest_of_the_same_events(settings, pulse_apps, redis_client, tmp_path):
-    """Monotonic rules that fire once per key: the stream and `pulse rules test` agree on who fired."""
+@pytest.mark.parametrize("prefilter", [True, False], ids=["prefilter", "python-only"])
+def test_stream_decisions_equal_the_backtest_of_the_same_events(settings, pulse_apps, redis_client, tmp_path, prefilter):
+    """Monotonic rules that fire once per key: the stream and `pulse rules test` agree on who fired.
+
+    With the update script's prefilter (the default) and without it (PULSE_RULES_PREFILTER=false).
+    """
     import msgspec
 
     from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, read_catalog_csv
@@ -173,6 +177,7 @@ def test_stream_decisions_equal_the_backtest_of_the_same_events(settings, pulse_
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(ONCE_RULES)
     settings.rules_file = rules_file
+    settings.rules_prefilter = prefilter
     pulse_apps("profile-app")
     pulse_apps("api")
     events = list(TrafficGenerator(catalog.categories, users=40, seed=21).events(2500))

@@ -6,7 +6,13 @@ import pytest
 from streaming.rules.follower import DEFAULT_RULES_FILE
 from streaming.rules.loader import load_rules
 from streaming.rules.model import Action, Rule
-from streaming.rules.prefilter import UNKNOWN, Prefilter, certain_fires, compile_condition, guard, parse, state_key_plan
+from streaming.rules.checkpoint import decide_checkpoint
+from streaming.rules.engine import RuleEngine
+from streaming.rules.loader import parse_rules
+from streaming.rules.prefilter import (
+    UNKNOWN, Candidate, Prefilter, add_candidates, certain_fires, compile_condition, guard, parse, state_key_plan,
+)
+from tests.unit.test_profile_reference import delta_of, make_event
 
 SAMPLE = {rule.id: rule for rule in load_rules(DEFAULT_RULES_FILE).rules}
 
@@ -128,3 +134,64 @@ def test_only_rules_whose_decision_needs_no_profile_may_be_decided_by_the_script
     profile_param = Rule(id="r", when="true", action=Action(type="banner", message="{n}", params={"n": "profile.event_count"}))
     assert not certain_fires(profile_param)
     assert not certain_fires(rule("true", per="event.metadata.sku"))
+
+
+def test_candidates_decode_and_the_uncertain_answer_wins_for_a_repeated_event():
+    found = {}
+    add_candidates(found, [[b"e1", [0, 1, 2, 3, 0, 0], b"u1", b""]])
+    assert found["e1"] == Candidate("u1", None, {0: (True, 2), 3: (False, 0)})
+    assert found["e1"].uncertain() == {3}
+    add_candidates(found, [[b"e1", [0, 0, 2], b"u1", b"u1"]])
+    assert found["e1"].rules[0] == (False, 2) and found["e1"].uncertain() == {0, 3}
+
+
+def certain_engine():
+    return RuleEngine(parse_rules(AFFINITY_ONCE))
+
+
+AFFINITY_ONCE = """
+rules:
+  - id: affinity
+    on: [page_view]
+    when: 'profile.category_views[event.category] >= 3'
+    per: event.category
+    action: {type: banner, message: "More {category}", params: {category: event.category}}
+    cooldown: 1h
+    max_fires: 2
+"""
+
+
+def test_a_certain_rule_becomes_the_decision_python_would_make():
+    engine = certain_engine()
+    event = make_event("page_view", user_id="u1", category="shoes")
+    delta = delta_of(event)
+    full_profile = {"profile_id": "u1", "user_id": "u1", "category_views": {"shoes": 3}, "segments": []}
+    exact, _ = decide_checkpoint(engine, [(event, delta)], {"u1": "u1"}, {"u1": full_profile}, {"u1": {}}, 1000)
+    certain = {event.event_id: Candidate("u1", "u1", {0: (True, 0)})}
+    decided, _ = decide_checkpoint(engine, [(event, delta)], {}, {}, {}, 1000, None, certain)
+    assert decided == exact and decided[0]["message"] == "More shoes" and decided[0]["key"] == "affinity:shoes"
+    # The person's earlier fires count: this is the second, and the cap is two.
+    (second,) = decide_checkpoint(engine, [(event, delta)], {}, {}, {}, 1000, None, {event.event_id: Candidate("u1", "u1", {0: (True, 1)})})[0]
+    assert second["fire_count"] == 2
+
+
+def test_within_a_checkpoint_a_certain_rule_still_respects_its_cooldown():
+    engine = certain_engine()
+    events = [make_event("page_view", ts_ms=i, user_id="u1", category="shoes") for i in range(3)]
+    candidates = {e.event_id: Candidate("u1", "u1", {0: (True, 0)}) for e in events}
+    fired, _ = decide_checkpoint(engine, [(e, delta_of(e)) for e in events], {}, {}, {}, 1000, None, candidates)
+    assert len(fired) == 1 and fired[0]["event_id"] == events[0].event_id  # the earliest in event time
+
+
+def test_an_uncertain_rule_is_evaluated_on_the_profile_and_unnamed_rules_not_at_all():
+    engine = RuleEngine(parse_rules(AFFINITY_ONCE + """
+  - id: anything
+    on: [page_view]
+    when: 'true'
+    action: {type: banner, message: "x"}
+"""))
+    event = make_event("page_view", user_id="u1", category="shoes")
+    full_profile = {"profile_id": "u1", "user_id": "u1", "category_views": {"shoes": 3}, "segments": []}
+    only_affinity = {event.event_id: Candidate("u1", "u1", {0: (False, 0)})}
+    fired, _ = decide_checkpoint(engine, [(event, delta_of(event))], {"u1": "u1"}, {"u1": full_profile}, {"u1": {}}, 1000, None, only_affinity)
+    assert [d["rule"] for d in fired] == ["affinity"]
