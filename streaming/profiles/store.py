@@ -599,6 +599,8 @@ class StreamingWriter:
         now_ms = int(time.time() * 1000)
         if self.first_sent_ms is None:
             self.first_sent_ms = now_ms
+        if plan is not None:  # decide at the time Python's evaluation uses: cooldowns agree exactly
+            now_ms = self.first_sent_ms
         sha = store._update.sha
         for node, group in store.by_node(deltas, lambda delta: delta.profile_id):
             connection = self._connection(node)
