@@ -85,7 +85,9 @@ class ProfileSink(BaseSink):
         self._prefilter = prefilter
         self._triggering: list[tuple[Any, ProfileDelta]] = []
         self._watch: set[str] = set()  # profiles with triggering events in the deltas not yet sent
-        self._anonymous_parts = AnonymousPartCache()
+        # With the prefilter Python reads few people, so it reads their anonymous parts live;
+        # without it, a short cache saves a round trip per checkpoint (parts may be 5 s stale).
+        self._anonymous_parts = AnonymousPartCache(0.0 if prefilter else 5.0)
         self._linked: set[str] = set()  # anonymous ids linked to a user in this checkpoint
         self._dead_letters_in_flight = 0
         self._triggers_in_flight = 0
