@@ -342,18 +342,28 @@ local function run_type_plan(type_plan, may)
   end
 end
 
--- The fields a type plan's rules read: fixed names, and prefix..':'..<event field>.
+-- The fields a type plan's rules read: fixed names, and prefix..':'..<event field>. Returns
+-- whether they depend on the event's type and category only.
 local function add_fields(type_plan, d, names)
-  if not type_plan then return end
+  if not type_plan then return true end
+  local by_type_and_category = true
   for _, name in ipairs(type_plan['fields']) do names[#names + 1] = name end
-  for _, pair in ipairs(type_plan['keyed']) do names[#names + 1] = pair[1] .. ':' .. d[EVENT_FIELDS[pair[2]]] end
+  for _, pair in ipairs(type_plan['keyed']) do
+    names[#names + 1] = pair[1] .. ':' .. d[EVENT_FIELDS[pair[2]]]
+    if pair[2] == 'event_id' then by_type_and_category = false end
+  end
+  return by_type_and_category
 end
 
 -- The fields the rules of a delta's event type read, read at once with the person's parts.
+local prefetched = {}  -- names by event type and category, for this call
 local function prefetch_names(d)
-  local names = {}
-  add_fields(plan['types'][d[3]], d, names)
-  add_fields(plan['any'], d, names)
+  local key = d[3] .. '\0' .. d[7]
+  local names = prefetched[key]
+  if names then return names end
+  names = {}
+  local typed = add_fields(plan['types'][d[3]], d, names)
+  if add_fields(plan['any'], d, names) and typed then prefetched[key] = names end
   return names
 end
 
