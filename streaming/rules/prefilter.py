@@ -228,6 +228,8 @@ def compile_node(node: tuple) -> tuple[list[Any], str]:
     """(plan node, its kind: int, double, string, bool or ?) of a syntax tree node."""
     kind = node[0]
     if kind == "lit":
+        if _kind(node[1]) == "int" and abs(node[1]) > 2**53:
+            return UNKNOWN, "?"  # Lua numbers are doubles: beyond 2^53 they are not exact
         return ["k", node[1]], _kind(node[1])
     if kind == "sel" and node[1][0] == "id":
         root, name = node[1][1], node[2]
