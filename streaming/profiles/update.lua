@@ -332,13 +332,23 @@ local function run(rules, may)
   end
 end
 
--- A type plan: rules without a guard, and rules guarded by ``event.<field> == value`` by value.
+-- A type plan: rules for every event, rules guarded by ``event.<field> == value`` by value,
+-- and tiers of rules requiring ``number >= c`` in ascending c: those above the number are skipped.
 local function run_type_plan(type_plan, may)
   if not type_plan then return end
   run(type_plan['all'], may)
   for name, by_value in pairs(type_plan['by']) do
     local rules = by_value[ev_delta[EVENT_FIELDS[name]]]
     if rules then run(rules, may) end
+  end
+  for _, tier in ipairs(type_plan['tiers']) do
+    local value = tier.number()
+    local reached = {}
+    for _, entry in ipairs(tier[2]) do
+      if type(value) == 'number' and (entry[1] > value or (entry[1] == value and entry[2])) then break end
+      reached[#reached + 1] = entry[3]
+    end
+    run(reached, may)
   end
 end
 
@@ -401,6 +411,10 @@ if plan then  -- compile each rule's condition once for the whole call
     compile_rules(type_plan['all'])
     for _, by_value in pairs(type_plan['by']) do
       for _, rules in pairs(by_value) do compile_rules(rules) end
+    end
+    for _, tier in ipairs(type_plan['tiers']) do
+      tier.number = compile(tier[1])
+      for _, entry in ipairs(tier[2]) do entry[3].condition = compile(entry[3][3]) end
     end
   end
   for _, type_plan in pairs(plan['types']) do compile_type(type_plan) end

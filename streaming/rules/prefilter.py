@@ -372,22 +372,52 @@ def read_fields(node: list[Any], fields: set[str], keyed: set[tuple[str, str]]) 
             read_fields(child, fields, keyed)
 
 
+def threshold(condition: list[Any]) -> tuple[list[Any], float, bool] | None:
+    """(profile number node, c, strict) when the condition requires ``node >= c`` (or ``> c``) at its top."""
+    if condition[0] == "and":
+        return threshold(condition[1]) or threshold(condition[2])
+    if condition[0] != "cmp":
+        return None
+    op, a, b = condition[1], condition[2], condition[3]
+    if op in ("<", "<="):  # c < node is node > c
+        op, a, b = {"<": ">", "<=": ">="}[op], b, a
+    numeric = b[0] == "k" and not isinstance(b[1], bool) and isinstance(b[1], int | float)
+    if op in (">", ">=") and numeric and a[0] in ("p", "size", "m") and (a[0] != "m" or a[2][0] == "k"):
+        return a, b[1], op == ">"
+    return None
+
+
 def _type_plan(plans: list[list[Any]]) -> bytes:
-    """{"all": plans without a guard, "by": {event field: {value: plans guarded by it}},
-    "fields": stored fields they read, "keyed": [prefix, event field] of the fields keyed by the event}."""
+    """The plans of one event type, indexed so most rules that cannot fire are not evaluated.
+
+    {"all": plans evaluated for every event, "by": {event field: {value: plans guarded by
+    ``event.<field> == value``}}, "tiers": [[profile number node, [[c, strict, plan], ...]]]:
+    plans requiring ``node >= c`` (or ``> c``), in ascending c, so one read of the number skips
+    the tiers above it; "fields": stored fields they read, "keyed": [prefix, event field] of the
+    fields keyed by the event}.
+    """
     fields: set[str] = set()
     keyed: set[tuple[str, str]] = set()
     for plan in plans:
         read_fields(plan[2], fields, keyed)
     unguarded: list[list[Any]] = []
     by: dict[str, dict[str, list[list[Any]]]] = {}
+    tiers: dict[bytes, tuple[list[Any], list[tuple[float, bool, list[Any]]]]] = {}
     for plan in plans:
         found = guard(plan[2])
-        if found is None:
+        if found is not None:
+            by.setdefault(found[0], {}).setdefault(found[1], []).append(plan)
+            continue
+        tier = threshold(plan[2])
+        if tier is None:
             unguarded.append(plan)
         else:
-            by.setdefault(found[0], {}).setdefault(found[1], []).append(plan)
-    return msgspec.msgpack.encode({"all": unguarded, "by": by, "fields": sorted(fields), "keyed": sorted(keyed)})
+            node, bound, strict = tier
+            tiers.setdefault(msgspec.msgpack.encode(node), (node, []))[1].append((bound, strict, plan))
+    tier_list = [[node, [list(entry) for entry in sorted(entries, key=lambda e: (e[0], e[1]))]] for node, entries in tiers.values()]
+    return msgspec.msgpack.encode(
+        {"all": unguarded, "by": by, "tiers": tier_list, "fields": sorted(fields), "keyed": sorted(keyed)}
+    )
 
 
 class Prefilter:

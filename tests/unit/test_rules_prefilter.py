@@ -101,19 +101,34 @@ def test_guards_index_rules_by_an_event_field():
 def test_the_script_argument_carries_only_the_types_asked_for():
     rules = [
         rule('event.category == "a" && profile.event_count > 1', "guarded"),
-        rule("profile.event_count > 1", "typed", frozenset({"page_view", "click"})),
+        rule("profile.cart.size() > 0 || profile.event_count > 1", "typed", frozenset({"page_view", "click"})),
         rule("profile.event_count > 5", "every_type", frozenset()),
     ]
     prefilter = Prefilter(rules)
     argument = msgspec.msgpack.decode(prefilter.argument({"click", "search"}))
     assert set(argument["types"]) == {"click"}
     assert [plan[1] for plan in argument["types"]["click"]["all"]] == ["typed"]
-    assert [plan[1] for plan in argument["any"]["all"]] == ["every_type"]
+    assert [entry[2][1] for _, entries in argument["any"]["tiers"] for entry in entries] == ["every_type"]
     page_view = msgspec.msgpack.decode(prefilter.argument({"page_view"}))["types"]["page_view"]
     assert [plan[1] for plan in page_view["by"]["category"]["a"]] == ["guarded"]
     assert page_view["fields"] == ["event_count"]
     number, rule_id, _, key, max_fires, cooldown, certain = page_view["all"][0]
     assert (number, rule_id, key, max_fires, cooldown, certain) == (1, "typed", [0], 0, 0, True)
+
+
+def test_thresholds_on_one_number_form_a_tier_in_ascending_order():
+    rules = [
+        rule("profile.event_count >= 50 && profile.session_count >= 2", "fifty"),
+        rule("profile.event_count > 25", "over_25"),
+        rule("25 <= profile.event_count", "from_25"),
+        rule('profile.counts_by_type["search"] >= 3', "searches"),
+        rule("profile.event_count >= profile.engagement_score", "not_a_tier"),
+    ]
+    plan = msgspec.msgpack.decode(Prefilter(rules).argument({"page_view"}))["types"]["page_view"]
+    tiers = {tuple(map(str, node)): [(bound, strict, p[1]) for bound, strict, p in entries] for node, entries in plan["tiers"]}
+    assert tiers[("p", "event_count")] == [(25, False, "from_25"), (25, True, "over_25"), (50, False, "fifty")]
+    assert tiers[("m", "t", "['k', 'search']")] == [(3, False, "searches")]
+    assert [p[1] for p in plan["all"]] == ["not_a_tier"]
 
 
 def test_the_fields_a_type_reads_are_listed_for_one_read():
