@@ -191,7 +191,7 @@ class RedisProfileStore:
                     key_index = index[delta.profile_id] = len(ids)
                 rows.append(delta_row(key_index, delta))
             args: tuple[Any, ...] = (self._dedupe_window_seconds, now_ms, self._session_gap_ms, _pack(rows), model_argument)
-            event_types = {delta.event_type for delta in deltas[start : start + SCRIPT_CHUNK]}
+            event_types = {delta.event_type for delta in deltas[start : start + SCRIPT_CHUNK]} if plan else set()
             calls.append(ScriptCall([fields_key(pid) for pid in ids], args, ids, event_types))
         last_call = {pid: call for call in calls for pid in call.ids if pid in watch} if watch else {}
         for call in calls:

@@ -39,7 +39,7 @@ def decide_checkpoint(
             if certain:
                 person_states = states.setdefault(candidate.person, {})
                 person = {"profile_id": candidate.person, "user_id": candidate.user_id}
-                for decision in engine.fire_certain(certain, person, event_view(event, delta.category), person_states, certain, now_ms):
+                for decision in engine.fire_certain(certain, person, event_view(event, delta.category), person_states, now_ms):
                     person_states[decision["key"]] = decision
                     fired.append(decision)
             only: set[int] | None = candidate.uncertain()

@@ -151,23 +151,22 @@ class RuleEngine:
 
     def fire_certain(
         self,
-        numbers: Collection[int],
+        counts: Mapping[int, int],
         person: Mapping[str, Any],
         event: Mapping[str, Any],
         states: Mapping[str, Mapping[str, Any]],
-        counts: Mapping[int, int],
         now_ms: int,
     ) -> list[dict[str, Any]]:
         """Decisions of rules the update script found certain to fire (condition true, state allowing).
 
-        ``person`` holds the person's ``profile_id`` and ``user_id``; ``counts`` each rule's
-        fire count before the checkpoint. ``states`` are the fires of this checkpoint so far, so
+        ``counts`` maps those rules' numbers to their fire count before the checkpoint;
+        ``person`` holds the person's ``profile_id`` and ``user_id``. ``states`` are the fires of this checkpoint so far, so
         a cooldown or cap reached earlier in the checkpoint still holds. Such rules read no
         profile in their ``per`` and params, so only the event is converted for CEL.
         """
         ctx = None
         decisions = []
-        for number in sorted(numbers):
+        for number in sorted(counts):
             compiled = self._compiled[number]
             rule = compiled.rule
             try:
