@@ -1,25 +1,27 @@
-"""Compile rules into a prefilter that ``update.lua`` runs right after each profile update (pure).
+"""Compile rules into the prefilter that ``update.lua`` runs in a checkpoint's decide call (pure).
 
 Most triggering events fire nothing: a threshold is not reached yet, or the rule is in its
-cooldown or at its cap. Finding that out in Python costs a report of the person's state, a
-merged view, a CEL context and every rule's condition, per event. The prefilter finds it out
-inside the update script, where the person's fields already are, and names for each event
-only the rules that *may* fire; the profile app then evaluates just those, exactly, with CEL.
+cooldown or at its cap. Finding that out in Python costs a read of the person, a merged view, a
+CEL context and every rule's condition, per event. The decide call finds it out inside Redis,
+after the checkpoint's updates, and names for each event only the rules that *may* fire; the
+profile app evaluates just those with CEL, or, for a rule the script found *certain* to fire,
+builds the decision from the event alone (``certain_fires``).
 
 The prefilter must never drop a rule that can fire. It is three-valued: each node of a
 condition is true, false or unknown (Kleene logic), and a rule is dropped only when its
 condition is certainly false or its fire state certainly forbids it. Whatever the compiler
-does not model exactly becomes unknown: arithmetic on profile
-values, ``event.metadata``, ternaries, functions other than ``size()`` of a profile map, a person stitched from several profiles (the script
-reads one profile only), a comparison between values of different kinds. A CEL runtime
-error (a missing map key) is unknown too. CEL compares ints with doubles numerically, and so
-does Lua, for the magnitudes a profile holds.
+does not model exactly becomes unknown: arithmetic on profile values, ``event.metadata``,
+ternaries, functions other than ``size()`` of a profile map, comparisons between values of
+different kinds, integers beyond 2^53, and on a Redis Cluster a person stitched from several
+profiles (its parts may live on other nodes). A CEL runtime error (a missing map key) is
+unknown too. CEL compares ints with doubles numerically, and so does Lua.
 
 Plan nodes (msgpack arrays, first element the opcode; see ``update.lua``):
 ``["k", value]`` constant, ``["e", field]`` event string field, ``["p", field]`` profile
 number, ``["m", prefix, key]`` profile map entry (missing: unknown), ``["in", prefix, key]``,
 ``["size", prefix]`` entries of a profile map, ``["and", a, b]``, ``["or", a, b]``, ``["not", a]``,
-``["cmp", op, a, b]``, ``["?"]`` unknown.
+``["cmp", op, a, b]``, ``["?"]`` unknown. Per event type the plans are indexed (``_type_plan``)
+by event-field guards and by threshold tiers, so most rules that cannot fire are not evaluated.
 """
 
 from __future__ import annotations
