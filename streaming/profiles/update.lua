@@ -73,9 +73,10 @@ local function merge_into(sessions, t)
   redis.call('ZADD', sessions, s, int(s) .. ':' .. int(e))
 end
 
--- Rules prefilter (streaming/rules/prefilter.py): three-valued conditions over the profile
--- just updated. A rule is dropped only when its condition is certainly false or its fire
--- state certainly forbids it; everything else is left to the exact evaluation in Python.
+-- Rules prefilter of a decide call (streaming/rules/prefilter.py): three-valued conditions
+-- over each event's person as the checkpoint's updates left it. A rule is dropped only when
+-- its condition is certainly false or its fire state certainly forbids it; a rule certainly
+-- true is marked so; everything else is left to the exact evaluation in Python.
 local UNKNOWN = {}
 local candidates, candidate_profiles = {}, {}
 local cluster = ARGV[8] and ARGV[8] ~= ''
