@@ -91,11 +91,6 @@ local function decode_id(id) return (string.gsub(string.gsub(string.gsub(id, '%%
 
 -- Adds the parts' values of these fields up into ev_numbers (false when no part has one).
 local function read_numbers(names)
-  if #ev_parts == 1 then
-    local values = redis.call('HMGET', ev_parts[1] .. ':p', unpack(names))
-    for i, name in ipairs(names) do ev_numbers[name] = values[i] and tonumber(values[i]) or false end
-    return
-  end
   local sums = {}
   for _, part in ipairs(ev_parts) do
     local values = redis.call('HMGET', part .. ':p', unpack(names))

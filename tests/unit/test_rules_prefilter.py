@@ -6,11 +6,12 @@ import pytest
 from streaming.rules.follower import DEFAULT_RULES_FILE
 from streaming.rules.loader import load_rules
 from streaming.rules.model import Action, Rule
+from streaming.rules.cel_subset import parse
 from streaming.rules.checkpoint import decide_checkpoint
 from streaming.rules.engine import RuleEngine
 from streaming.rules.loader import parse_rules
 from streaming.rules.prefilter import (
-    UNKNOWN, Candidate, Prefilter, add_candidates, certain_fires, compile_condition, guard, parse, state_key_plan,
+    UNKNOWN, Candidate, Prefilter, add_candidates, certain_fires, compile_condition, guard, state_key_plan,
 )
 from tests.unit.test_profile_reference import delta_of, make_event
 
