@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +18,7 @@ from streaming.profile_app.pipeline import CheckedRecord
 from streaming.profiles.delta import ProfileDelta
 from streaming.profiles.store import PartReport, RedisProfileStore
 from streaming.profile_app.rule_inputs import AnonymousPartCache, rule_inputs
-from streaming.rules.checkpoint import decide_checkpoint
+from streaming.rules.checkpoint import UpdateOrder, decide_checkpoint
 from streaming.rules.engine import RuleEngine
 from streaming.rules.model import EMPTY_RULESET
 from streaming.rules.prefilter import Candidate
@@ -51,7 +51,10 @@ class ProfileSink(BaseSink):
 
     After the profiles are updated, the rules engine evaluates the checkpoint's triggering
     events on the people's merged profiles; fired decisions are stored in Redis and produced
-    to the triggers topic (acknowledged) before the checkpoint completes.
+    to the triggers topic (acknowledged) before the checkpoint completes. With the prefilter
+    the update script names, right after each event's update, the rules that may fire on
+    it; events whose person changed after that are decided again by a decide call on the
+    people as the checkpoint left them, so every event sees the checkpoint's final people.
     """
 
     def __init__(
@@ -84,6 +87,8 @@ class ProfileSink(BaseSink):
         self._enrich = enrich
         self._prefilter = prefilter
         self._triggering: list[tuple[Any, ProfileDelta]] = []
+        self._places: list[tuple[int, int]] = []  # of the triggering deltas in self._order
+        self._order = UpdateOrder(cluster=store.is_cluster)
         self._watch: set[str] = set()  # profiles with triggering events in the deltas not yet sent
         # With the prefilter Python reads few people, so it reads their anonymous parts live;
         # without it, a short cache saves a round trip per checkpoint (parts may be 5 s stale).
@@ -110,12 +115,13 @@ class ProfileSink(BaseSink):
         if not self._pending and not self._triggering:
             self._engine = self._rules()  # a checkpoint's events all see the same rules
         self._pending.append(value.delta)
+        place = self._order.add(value.delta)
         if value.delta.anonymous_id:
             self._linked.add(value.delta.anonymous_id)
         if value.event is not None and self._engine.triggers(value.delta.event_type):
             self._triggering.append((value.event, value.delta))
-            if not self._prefilter:  # reported by the update calls; with the prefilter, by the decide call
-                self._watch.add(value.delta.profile_id)
+            self._places.append(place)
+            self._watch.add(value.delta.profile_id)
         if len(self._pending) >= SEND_EVERY:
             self._send_pending()
 
@@ -123,20 +129,27 @@ class ProfileSink(BaseSink):
         try:
             self._confirm_deliveries()
             self._send_pending()
-            if self._prefilter and self._triggering and self._failure is None:
-                # After every update of the checkpoint: the rules see the people as they now are.
-                deltas = [delta for _, delta in self._triggering]
-                try:
-                    self._writer.decide(deltas, self._engine.prefilter, with_products=self._wants_products(deltas))
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
-                    self._failure = exc
+            prefiltering = self._prefilter and bool(self._triggering)
+            redecided: set[str] = set()
+            if prefiltering and self._failure is None:
+                # Events whose profile was updated again later: decided again after every update.
+                redecided = self._decide_again(lambda delta: (delta.profile_id,))
             if self._failure is not None:
                 raise self._failure
             applied = self._writer.confirm()
+            if prefiltering:
+                # Events of stitched people, one of whose other parts changed later (rare).
+                stitched = self._writer.prefiltered.stitched
+                late = self._decide_again(lambda delta: stitched.get(delta.event_id, ()), redecided)
+                if late:
+                    self._writer.confirm()
+                    redecided |= late
             reports = self._writer.take_reports()
-            candidates, sent_ms = self._writer.take_candidates()
+            prefiltered, sent_ms = self._writer.take_prefiltered()
             triggering = self._triggering
-            if candidates is not None:  # the script's prefilter named the rules that may fire
+            candidates = None
+            if prefiltering:  # the script's prefilter named the rules that may fire
+                candidates = prefiltered.final(redecided)
                 triggering = [pair for pair in triggering if pair[1].event_id in candidates]
             if triggering:
                 self._decide(triggering, reports, candidates, sent_ms)
@@ -146,10 +159,25 @@ class ProfileSink(BaseSink):
             logger.warning("Redis unavailable (%s); pausing %ss and retrying the batch", exc, self._retry_after)
             raise SinkBackpressureError(retry_after=self._retry_after) from exc
         finally:
-            self._pending, self._failure, self._triggering, self._watch = [], None, [], set()
-            self._linked = set()
-            self._writer.take_candidates()
+            self._reset_checkpoint()
+            self._writer.take_prefiltered()
         self.applied += applied
+
+    def _reset_checkpoint(self) -> None:
+        self._pending, self._failure, self._triggering, self._watch = [], None, [], set()
+        self._places, self._order = [], UpdateOrder(cluster=self._store.is_cluster)
+        self._linked = set()
+
+    def _decide_again(self, parts_of: Callable[[ProfileDelta], Iterable[str]], skip: Collection[str] = ()) -> set[str]:
+        """Queue a decide call for the triggering events whose person (``parts_of``) changed later."""
+        deltas = [
+            delta
+            for (_, delta), place in zip(self._triggering, self._places, strict=True)
+            if delta.event_id not in skip and self._order.changed_after(parts_of(delta), place)
+        ]
+        if deltas:
+            self._writer.decide(deltas, self._engine.prefilter, with_products=self._wants_products(deltas))
+        return {delta.event_id for delta in deltas}
 
     def _wants_products(self, triggering: list[ProfileDelta]) -> bool:
         """Whether the rules of these events read last_products (reports then include them)."""
@@ -208,17 +236,19 @@ class ProfileSink(BaseSink):
     def on_paused(self) -> None:
         """Quix paused the partitions and will redeliver: drop what was not confirmed."""
         self._writer.abort()
-        self._pending, self._failure, self._triggering, self._watch = [], None, [], set()
+        self._reset_checkpoint()
 
     def _send_pending(self) -> None:
         if not self._pending or self._failure is not None:
             return
         try:
             with_products = bool(self._watch) and self._wants_products([delta for _, delta in self._triggering])
-            self._writer.send(self._pending, self._watch, with_products=with_products)
+            plan = self._engine.prefilter if self._prefilter and self._watch else None
+            self._writer.send(self._pending, self._watch, with_products=with_products, plan=plan)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._failure = exc  # reported at the checkpoint, which then retries
         self._pending, self._watch = [], set()
+        self._order.batch_sent()
 
     def _send_dead_letter(self, record: CheckedRecord, key: Any) -> None:
         """Produce a reject now; ``_confirm_deliveries`` waits for the broker at the checkpoint."""

@@ -20,7 +20,7 @@ from streaming.profiles.intent import IntentModel
 from streaming.profiles.identity import ProfilePart, merge_decision_states, merge_parts
 from streaming.profiles.keys import FORGET_STREAM, fields_key, owner_key, profile_keys, profile_slot
 from streaming.profiles.redis_client import RedisClient
-from streaming.rules.prefilter import Candidate, Prefilter, add_candidates
+from streaming.rules.prefilter import Prefilter, Prefiltered
 
 logger = logging.getLogger(__name__)
 
@@ -170,12 +170,15 @@ class RedisProfileStore:
         *,
         declare_keys: bool = True,
         plan: Prefilter | None = None,
+        decide_only: bool = False,
+        rules_now_ms: int | None = None,
     ) -> list[ScriptCall]:
         """The script calls applying ``deltas``, SCRIPT_CHUNK deltas each.
 
         Profiles in ``watch`` are reported on by the call that updates them last. With a rules
-        ``plan`` the calls are decide calls (see update.lua). Without ``declare_keys`` (a cluster
-        call spanning slots) the keys travel in ARGV[8], not KEYS.
+        ``plan`` each triggering event is prefiltered right after its update, fire states
+        judged at ``rules_now_ms``; ``decide_only`` calls apply nothing (see update.lua).
+        Without ``declare_keys`` (a cluster call spanning slots) the keys travel in ARGV[8], not KEYS.
         """
         calls = []
         model = self._intent_model()
@@ -200,8 +203,8 @@ class RedisProfileStore:
                 continue
             reporting = (_pack(indices), "1" if with_products else "0") if indices else ("", "0")
             cluster_keys = _pack(call.keys) if not declare_keys else ""
-            argument = plan.argument(call.event_types) if plan else ""
-            call.args = (*call.args, *reporting, cluster_keys, argument)
+            rules = (plan.argument(call.event_types), "1" if decide_only else "0", rules_now_ms or now_ms) if plan else ("",)
+            call.args = (*call.args, *reporting, cluster_keys, *rules)
             if not declare_keys:
                 call.keys = []
         return calls
@@ -548,23 +551,32 @@ class StreamingWriter:
         self._store = store
         # node name (None on one server) -> (its connection pool, the connection taken from it)
         self._connections: dict[str | None, tuple[Any, Any]] = {}
-        # (connection, script call or None for an identity link, node), in the order sent.
-        self._sent: list[tuple[Any, ScriptCall | None, ClusterNode | None]] = []
+        # (connection, script call or None for an identity link, node, decide call), in the order sent.
+        self._sent: list[tuple[Any, ScriptCall | None, ClusterNode | None, bool]] = []
         self.reports: dict[str, PartReport] = {}
-        #: event_id -> the rules that may fire on it (and its person), when sent with a rules plan.
-        self.candidates: dict[str, Candidate] | None = None
-        #: The time (ms) the first calls since the last confirm were sent with.
+        #: The rules prefilter's findings since the last ``take_prefiltered()``.
+        self.prefiltered = Prefiltered()
+        #: The time (ms) the first calls since the last take_prefiltered were sent with.
         self.first_sent_ms: int | None = None
 
-    def send(self, deltas: Sequence[ProfileDelta], watch: Collection[str] = (), with_products: bool = False) -> None:
+    def send(
+        self,
+        deltas: Sequence[ProfileDelta],
+        watch: Collection[str] = (),
+        with_products: bool = False,
+        plan: Prefilter | None = None,
+    ) -> None:
         """Queue the calls for ``deltas`` on the connection(s) (no reply awaited).
 
-        Profiles in ``watch`` come back in ``reports`` after ``confirm()``.
+        Profiles in ``watch`` come back in ``reports`` after ``confirm()``. With a rules
+        ``plan`` each triggering event is prefiltered right after its update: its candidates
+        land in ``prefiltered.candidates`` (and, for a person of several parts, its parts in
+        ``prefiltered.stitched``); only watched profiles with an uncertain candidate are reported.
         """
         if not deltas:
             return
         try:
-            self._send(deltas, watch, with_products, None)
+            self._send(deltas, watch, with_products, plan, decide_only=False)
         except redis.ConnectionError:
             self._store.slots_changed()  # a master may have failed over
             raise
@@ -572,41 +584,44 @@ class StreamingWriter:
     def decide(self, deltas: Sequence[ProfileDelta], plan: Prefilter, with_products: bool = False) -> None:
         """Queue decide calls: the rules prefilter on these deltas' events, after every update sent.
 
-        Nothing is applied. After ``confirm()``, ``candidates`` names per event the rules that
-        may fire, and ``reports`` holds the profiles Python must evaluate.
+        Nothing is applied. After ``confirm()``, ``prefiltered.decided`` names per event the
+        rules that may fire, and ``reports`` holds the profiles Python must evaluate.
         """
         if not deltas:
             return
-        if self.candidates is None:
-            self.candidates = {}
         try:
-            self._send(deltas, {delta.profile_id for delta in deltas}, with_products, plan)
+            self._send(deltas, {delta.profile_id for delta in deltas}, with_products, plan, decide_only=True)
         except redis.ConnectionError:
             self._store.slots_changed()
             raise
 
-    def _send(self, deltas: Sequence[ProfileDelta], watch: Collection[str], with_products: bool, plan: Prefilter | None) -> None:
+    def _send(
+        self, deltas: Sequence[ProfileDelta], watch: Collection[str], with_products: bool, plan: Prefilter | None, *, decide_only: bool
+    ) -> None:
         store = self._store
         sent = self._sent
         # Links first, so a report in this batch already sees them (each goes to its own
         # anonymous id's node, the node that reports on that id). A decide call has none.
-        links = list(identity_links(deltas).items()) if plan is None else []
+        links = [] if decide_only else list(identity_links(deltas).items())
         for node, group in store.by_node(links, lambda link: link[0]):
             connection = self._connection(node)
             for anonymous_id, link in group:
                 connection.send_command(*link_command(anonymous_id, link))
-                sent.append((connection, None, node))
+                sent.append((connection, None, node, False))
         now_ms = int(time.time() * 1000)
         if self.first_sent_ms is None:
             self.first_sent_ms = now_ms
-        if plan is not None:  # decide at the time Python's evaluation uses: cooldowns agree exactly
-            now_ms = self.first_sent_ms
         sha = store._update.sha
         for node, group in store.by_node(deltas, lambda delta: delta.profile_id):
             connection = self._connection(node)
-            for call in store._script_calls(group, now_ms, watch, with_products, declare_keys=node is None, plan=plan):
+            # Fire states are judged at the time Python's evaluation uses: cooldowns agree exactly.
+            calls = store._script_calls(
+                group, now_ms, watch, with_products, declare_keys=node is None, plan=plan,
+                decide_only=decide_only, rules_now_ms=self.first_sent_ms,
+            )
+            for call in calls:
                 connection.send_command("EVALSHA", sha, len(call.keys), *call.keys, *call.args)
-                sent.append((connection, call, node))
+                sent.append((connection, call, node, decide_only))
 
     def _connection(self, node: ClusterNode | None) -> Any:
         key = None if node is None else node.name
@@ -623,7 +638,7 @@ class StreamingWriter:
             return 0
         applied = 0
         try:
-            for connection, call, node in self._sent:
+            for connection, call, node, decide_only in self._sent:
                 if call is None:  # an identity link
                     connection.read_response()
                     continue
@@ -633,12 +648,12 @@ class StreamingWriter:
                     # Redis lost its script cache (restart): load it and apply synchronously.
                     reply = self._store.run_call(call, node)
                 if isinstance(reply, list):
-                    count, entries, *candidates = reply
+                    count, entries, *found = reply
                     for entry in entries:
                         profile_id = call.ids[entry[0] - 1]
                         self.reports[profile_id] = parse_report(profile_id, entry)
-                    if candidates and self.candidates is not None:
-                        add_candidates(self.candidates, candidates[0])
+                    if found:
+                        self.prefiltered.add(found[0], found[1], decided=decide_only)
                     reply = count
                 applied += reply
         except BaseException as exc:
@@ -658,16 +673,16 @@ class StreamingWriter:
         reports, self.reports = self.reports, {}
         return reports
 
-    def take_candidates(self) -> tuple[dict[str, Candidate] | None, int | None]:
-        """(candidates, first send time ms) since the last call; candidates is None without a plan."""
-        taken = (self.candidates, self.first_sent_ms)
-        self.candidates, self.first_sent_ms = None, None
+    def take_prefiltered(self) -> tuple[Prefiltered, int | None]:
+        """(the prefilter's findings, first send time ms) since the last call."""
+        taken = (self.prefiltered, self.first_sent_ms)
+        self.prefiltered, self.first_sent_ms = Prefiltered(), None
         return taken
 
     def abort(self) -> None:
         """Forget unconfirmed calls (their deltas will be redelivered)."""
         self.reports = {}
-        self.candidates, self.first_sent_ms = None, None
+        self.prefiltered, self.first_sent_ms = Prefiltered(), None
         if self._connections:
             self._disconnect()
             self._release()

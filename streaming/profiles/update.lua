@@ -11,13 +11,18 @@
 --        5 intent model, msgpack {bias, feature types, weights} (streaming/profiles/intent.py), or 
 --        6 msgpack array of key indices to report on (or ''), 7 '1' to report last products
 --        8 (cluster only) the keys, see KEYS, else ''
---        9 the rules prefilter (streaming/rules/prefilter.py), msgpack, or '': with it the call
---          is a *decide* call: it applies nothing and evaluates the rules for each delta's
---          event against the people as they are (the checkpoint's updates all applied)
+--        9 the rules prefilter (streaming/rules/prefilter.py), msgpack, or '': with it the
+--          rules of each delta's event type are evaluated on its person right after its
+--          update (duplicates too: a redelivered event still gets its decisions)
+--        10 '1' for a *decide* call: it applies nothing and only evaluates the rules, on the
+--          people as they are (for events whose person changed after their update)
+--        11 the time (ms) fire states are judged at (cooldowns), else ARGV[2]
 -- Returns the number of deltas applied (the rest were duplicates); with reports
--- {applied, reports}; a decide call {0, reports, candidates}: for each event with rules
--- that may fire, {event_id, {rule, certain, fire count, ...}, person, user_id} (see
--- prefilter below); only profiles with an uncertain candidate are reported.
+-- {applied, reports}; with a prefilter {applied, reports, candidates, stitched}: candidates
+-- are, for each event with rules that may fire, {event_id, {rule, certain, fire count, ...},
+-- person, user_id} (see prefilter below); stitched lists {event_id, {part ids}} for events
+-- whose person had several parts when evaluated; only profiles with an uncertain candidate
+-- are reported.
 -- Semantics are those of streaming/profiles/reference.py; every change commutes.
 -- Fields: event_count, first_seen, last_seen, user_id, updated_at, engagement, purchase_micros,
 -- t:<type>, v:<category>, c:<product>, and ss/se = the latest session's bounds; earlier
@@ -31,6 +36,8 @@ if ARGV[5] and ARGV[5] ~= '' then model = cmsgpack.unpack(ARGV[5]) end
 local applied = 0
 local plan = nil
 if ARGV[9] and ARGV[9] ~= '' then plan = cmsgpack.unpack(ARGV[9]) end  -- compiled below
+local decide_only = plan and ARGV[10] == '1'
+local rules_now = tonumber(ARGV[11] and ARGV[11] ~= '' and ARGV[11] or now)
 
 local function int(x) return string.format('%d', x) end
 
@@ -73,12 +80,12 @@ local function merge_into(sessions, t)
   redis.call('ZADD', sessions, s, int(s) .. ':' .. int(e))
 end
 
--- Rules prefilter of a decide call (streaming/rules/prefilter.py): three-valued conditions
--- over each event's person as the checkpoint's updates left it. A rule is dropped only when
+-- Rules prefilter (streaming/rules/prefilter.py): three-valued conditions over each event's
+-- person right after its update (in a decide call: as the checkpoint's updates left it). A rule is dropped only when
 -- its condition is certainly false or its fire state certainly forbids it; a rule certainly
 -- true is marked so; everything else is left to the exact evaluation in Python.
 local UNKNOWN = {}
-local candidates, candidate_profiles = {}, {}
+local candidates, candidate_profiles, stitched = {}, {}, {}
 local cluster = ARGV[8] and ARGV[8] ~= ''
 local EVENT_FIELDS = {event_id = 2, event_type = 3, category = 7}
 -- The event being evaluated and what was read for it, afresh for each event (the profile
@@ -308,7 +315,7 @@ local function may_fire(rule)
   if latest == nil then return true, true, 0 end
   if latest_event == ev_delta[2] then return false end
   if rule[5] > 0 and count >= rule[5] then return false end
-  return tonumber(now) - latest >= rule[6], true, count
+  return rules_now - latest >= rule[6], true, count
 end
 
 -- Runs one list of rule plans on the current event, adding those that may fire to ``may`` as
@@ -397,8 +404,14 @@ local function prefilter(d, base)
     candidates[#candidates + 1] = {d[2], may, person, user_id}
     if ev_uncertain then candidate_profiles[d[1]] = true end
   end
+  if ev_parts and #ev_parts > 1 then
+    local ids = {}
+    for i, part in ipairs(ev_parts) do ids[i] = decode_id(string.match(part, '{(.*)}$')) end
+    stitched[#stitched + 1] = {d[2], ids}
+  end
 end
 
+local any_rules = false
 if plan then  -- compile each rule's condition once for the whole call
   local function compile_rules(rules)
     for _, rule in ipairs(rules) do rule.condition = compile(rule[3]) end
@@ -415,13 +428,15 @@ if plan then  -- compile each rule's condition once for the whole call
   end
   for _, type_plan in pairs(plan['types']) do compile_type(type_plan) end
   compile_type(plan['any'])
+  local any = plan['any']
+  any_rules = #any['all'] > 0 or next(any['by']) ~= nil or #any['tiers'] > 0
 end
 
 for _, d in ipairs(deltas) do
   local fields = keys[d[1]]
   local base = string.sub(fields, 1, -3)
-  if plan then
-    prefilter(d, base)  -- a decide call: nothing is applied
+  if decide_only then
+    prefilter(d, base)  -- nothing is applied
   elseif redis.call('SET', base .. ':seen:' .. d[2], '1', 'NX', 'EX', ttl) then
     applied = applied + 1
     local event_type, ts, user_id, anon = d[3], d[4], d[5], d[6]
@@ -484,6 +499,7 @@ for _, d in ipairs(deltas) do
     -- Keep the 10 newest products; trimming every 10th event bounds the zset at 20.
     if (tonumber(cur[1]) or 0) % 10 == 9 then redis.call('ZREMRANGEBYRANK', products, 0, -11) end
   end
+  if plan and not decide_only and (plan['types'][d[3]] or any_rules) then prefilter(d, base) end
 end
 local watched = ARGV[6] and ARGV[6] ~= ''
 if not watched and not plan then return applied end
@@ -503,5 +519,5 @@ for _, index in ipairs(watched and cmsgpack.unpack(ARGV[6]) or {}) do
   }
   end
 end
-if plan then return {applied, reports, candidates} end
+if plan then return {applied, reports, candidates, stitched} end
 return {applied, reports}

@@ -62,3 +62,42 @@ def decide_checkpoint(
                     segments[person] = sorted({*current, decision["segment"]})
                     profile["segments"] = segments[person]
     return fired, segments
+
+
+class UpdateOrder:
+    """The order of a checkpoint's updates and identity links, as the profile app sent them.
+
+    The update script prefilters each triggering event on its person right after the event's
+    update. That person is the one the checkpoint ends with unless something later touched
+    it: a later delta of one of its parts, or an identity link naming one of them sent in a
+    later batch (the links of a batch are applied before its updates on one server; on a
+    cluster they go to other nodes, so a link of the event's own batch counts as later too).
+    """
+
+    def __init__(self, *, cluster: bool = False) -> None:
+        self._position = 0
+        self._batch = 0
+        self._cluster = cluster
+        self._last_update: dict[str, int] = {}
+        self._last_link: dict[str, int] = {}
+
+    def add(self, delta: ProfileDelta) -> tuple[int, int]:
+        """Record a delta in the batch being gathered; returns its place (position, batch)."""
+        self._position += 1
+        self._last_update[delta.profile_id] = self._position
+        if delta.anonymous_id:  # a link of the anonymous id to the user (identity_links)
+            self._last_link[delta.anonymous_id] = self._last_link[delta.user_id] = self._batch
+        return self._position, self._batch
+
+    def batch_sent(self) -> None:
+        """The deltas added so far were sent: the next ones form a new batch."""
+        self._batch += 1
+
+    def changed_after(self, profile_ids: Iterable[str], place: tuple[int, int]) -> bool:
+        """Whether any of these profiles was updated, or named by a link, after ``place``."""
+        position, batch = place
+        if not self._cluster:
+            batch += 1
+        return any(
+            self._last_update.get(pid, 0) > position or self._last_link.get(pid, -1) >= batch for pid in profile_ids
+        )

@@ -27,7 +27,8 @@ by event-field guards and by threshold tiers, so most rules that cannot fire are
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import msgspec
@@ -305,6 +306,34 @@ class Candidate(NamedTuple):
 
     def uncertain(self) -> set[int]:
         return {number for number, (certain, _) in self.rules.items() if not certain}
+
+
+@dataclass
+class Prefiltered:
+    """What the update script's prefilter found in one checkpoint.
+
+    ``candidates`` were found right after each event's update; ``stitched`` names, for an
+    event whose person had several parts then, those parts (event_id -> profile ids);
+    ``decided`` were found by decide calls, on the people as the checkpoint left them, for
+    events whose person changed after their update.
+    """
+
+    candidates: dict[str, Candidate] = field(default_factory=dict)
+    stitched: dict[str, list[str]] = field(default_factory=dict)
+    decided: dict[str, Candidate] = field(default_factory=dict)
+
+    def add(self, candidates: Iterable[list[Any]], stitched: Iterable[list[Any]], *, decided: bool) -> None:
+        """Decode one script reply's candidates and stitched people."""
+        add_candidates(self.decided if decided else self.candidates, candidates)
+        if not decided:
+            for event_id, parts in stitched:
+                self.stitched[_text(event_id)] = [_text(part) for part in parts]
+
+    def final(self, redecided: Collection[str]) -> dict[str, Candidate]:
+        """Candidates per event: the decide calls' for the ``redecided`` events, else the updates'."""
+        found = {event_id: c for event_id, c in self.candidates.items() if event_id not in redecided}
+        found.update(self.decided)
+        return found
 
 
 def add_candidates(found: dict[str, Candidate], entries: Iterable[list[Any]]) -> None:

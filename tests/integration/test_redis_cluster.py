@@ -123,7 +123,7 @@ def test_one_script_call_spans_several_slots_of_one_master(cluster):
     writer = store.writer()
     deltas = [delta_of(make_event(user_id=f"u{i}")) for i in range(60)]
     writer.send(deltas)
-    calls = [(node, call) for _, call, node in writer._sent if call is not None]
+    calls = [(node, call) for _, call, node, _ in writer._sent if call is not None]
     assert len(calls) == 3  # one per master, not one per slot
     for node, call in calls:
         assert not call.keys  # undeclared: declared keys must share a slot

@@ -67,6 +67,7 @@ events = st.lists(
         st.sampled_from(["p1", "p2"]),
         st.integers(0, 120),  # minutes after the previous event: sessions end after 30
         st.booleans(),  # send the previous event again (a duplicate)
+        st.booleans(),  # prefiltered by a decide call after the update, not in the update call
     ),
     min_size=1,
     max_size=10,
@@ -99,18 +100,24 @@ def make(event_type, who, category, product, ts_ms, ns):
     )
 
 
-def apply_and_decide(store, engine, event):
-    """Apply one event and run the decide call, then decide as the profile app does and as Python alone does.
+def apply_and_decide(store, engine, event, in_update=True):
+    """Apply one event with the prefilter, then decide as the profile app does and as Python alone does.
 
+    ``in_update``: the update call prefilters the event right after applying it (the usual
+    path); else a decide call after the update does (events whose person changed later).
     Returns (rule numbers the script named, those it found certain to fire, those Python alone
     fires); asserts both ways give the same decisions.
     """
     delta = delta_of(event)
     writer = store.writer()
-    writer.send([delta])
-    writer.decide([delta], engine.prefilter)
+    if in_update:
+        writer.send([delta], {delta.profile_id}, plan=engine.prefilter)
+    else:
+        writer.send([delta])
+        writer.decide([delta], engine.prefilter)
     writer.confirm()
-    candidates, sent_ms = writer.take_candidates()
+    found, sent_ms = writer.take_prefiltered()
+    candidates = found.final(set() if in_update else {event.event_id})
     people = store.read_people([delta.profile_id])
     person = people.person_of[delta.profile_id]
     states = store.decision_states({person: people.members[person]})
@@ -141,10 +148,10 @@ def test_every_rule_the_engine_fires_is_a_candidate(redis_client, rule_specs, ev
     store = store_for(redis_client)
     ns = uuid.uuid4().hex[:6]
     ts, previous = 0, None
-    for event_type, who, category, product, minutes, again in event_specs:
+    for event_type, who, category, product, minutes, again, decide_call in event_specs:
         ts += minutes * MINUTE
         event = previous if again and previous is not None else make(event_type, who, category, product, ts, ns)
-        candidates, certain, fired = apply_and_decide(store, engine, event)
+        candidates, certain, fired = apply_and_decide(store, engine, event, in_update=not decide_call)
         assert fired <= candidates, (event, [ruleset.rules[n].when for n in fired - candidates])
         assert certain <= fired, (event, [ruleset.rules[n].when for n in certain - fired])
         previous = event
