@@ -70,6 +70,7 @@ class ProfileSink(BaseSink):
         webhooks: WebhookDispatcher | None = None,
         enrich: Callable[[Any], dict[str, Any]] | None = None,
         prefilter: bool = True,
+        anonymous_part_ttl_seconds: float | None = None,
     ) -> None:
         super().__init__()
         self._store = store
@@ -89,10 +90,15 @@ class ProfileSink(BaseSink):
         self._triggering: list[tuple[Any, ProfileDelta]] = []
         self._places: list[tuple[int, int]] = []  # of the triggering deltas in self._order
         self._order = UpdateOrder(cluster=store.is_cluster)
-        self._watch: set[str] = set()  # profiles with triggering events in the deltas not yet sent
+        # Profiles with triggering events in this checkpoint: a call updating one reports on it
+        # (again), so the rules see it as the checkpoint left it.
+        self._watch: set[str] = set()
+        self._batch_triggers = False  # whether the deltas not yet sent have a triggering event
         # With the prefilter Python reads few people, so it reads their anonymous parts live;
         # without it, a short cache saves a round trip per checkpoint (parts may be 5 s stale).
-        self._anonymous_parts = AnonymousPartCache(0.0 if prefilter else 5.0)
+        if anonymous_part_ttl_seconds is None:
+            anonymous_part_ttl_seconds = 0.0 if prefilter else 5.0
+        self._anonymous_parts = AnonymousPartCache(anonymous_part_ttl_seconds)
         self._linked: set[str] = set()  # anonymous ids linked to a user in this checkpoint
         self._dead_letters_in_flight = 0
         self._triggers_in_flight = 0
@@ -122,6 +128,7 @@ class ProfileSink(BaseSink):
             self._triggering.append((value.event, value.delta))
             self._places.append(place)
             self._watch.add(value.delta.profile_id)
+            self._batch_triggers = True
         if len(self._pending) >= SEND_EVERY:
             self._send_pending()
 
@@ -145,6 +152,8 @@ class ProfileSink(BaseSink):
                     self._writer.confirm()
                     redecided |= late
             reports = self._writer.take_reports()
+            if not prefiltering:  # a report from before a later link may miss the profile's owner: read it again
+                reports = {pid: r for pid, r in reports.items() if not self._order.linked_since_last_update(pid)}
             prefiltered, sent_ms = self._writer.take_prefiltered()
             triggering = self._triggering
             candidates = None
@@ -166,6 +175,7 @@ class ProfileSink(BaseSink):
     def _reset_checkpoint(self) -> None:
         self._pending, self._failure, self._triggering, self._watch = [], None, [], set()
         self._places, self._order = [], UpdateOrder(cluster=self._store.is_cluster)
+        self._batch_triggers = False
         self._linked = set()
 
     def _decide_again(self, parts_of: Callable[[ProfileDelta], Iterable[str]], skip: Collection[str] = ()) -> set[str]:
@@ -175,8 +185,9 @@ class ProfileSink(BaseSink):
             for (_, delta), place in zip(self._triggering, self._places, strict=True)
             if delta.event_id not in skip and self._order.changed_after(parts_of(delta), place)
         ]
-        if deltas:
-            self._writer.decide(deltas, self._engine.prefilter, with_products=self._wants_products(deltas))
+        if deltas:  # its reports replace earlier ones: they carry what any event of the checkpoint reads
+            with_products = self._wants_products([delta for _, delta in self._triggering])
+            self._writer.decide(deltas, self._engine.prefilter, with_products=with_products)
         return {delta.event_id for delta in deltas}
 
     def _wants_products(self, triggering: list[ProfileDelta]) -> bool:
@@ -242,12 +253,13 @@ class ProfileSink(BaseSink):
         if not self._pending or self._failure is not None:
             return
         try:
-            with_products = bool(self._watch) and self._wants_products([delta for _, delta in self._triggering])
-            plan = self._engine.prefilter if self._prefilter and self._watch else None
-            self._writer.send(self._pending, self._watch, with_products=with_products, plan=plan)
+            watch = {delta.profile_id for delta in self._pending if delta.profile_id in self._watch}
+            with_products = bool(watch) and self._wants_products([delta for _, delta in self._triggering])
+            plan = self._engine.prefilter if self._prefilter and self._batch_triggers else None
+            self._writer.send(self._pending, watch, with_products=with_products, plan=plan)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._failure = exc  # reported at the checkpoint, which then retries
-        self._pending, self._watch = [], set()
+        self._pending, self._batch_triggers = [], False
         self._order.batch_sent()
 
     def _send_dead_letter(self, record: CheckedRecord, key: Any) -> None:

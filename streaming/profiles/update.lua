@@ -21,7 +21,7 @@
 -- {applied, reports}; with a prefilter {applied, reports, candidates, stitched}: candidates
 -- are, for each event with rules that may fire, {event_id, {rule, certain, fire count, ...},
 -- person, user_id} (see prefilter below); stitched lists {event_id, {part ids}} for events
--- whose person had several parts when evaluated; only profiles with an uncertain candidate
+-- whose person was other than their own profile when evaluated; only profiles with an uncertain candidate
 -- are reported.
 -- Semantics are those of streaming/profiles/reference.py; every change commutes.
 -- Fields: event_count, first_seen, last_seen, user_id, updated_at, engagement, purchase_micros,
@@ -90,8 +90,9 @@ local cluster = ARGV[8] and ARGV[8] ~= ''
 local EVENT_FIELDS = {event_id = 2, event_type = 3, category = 7}
 -- The event being evaluated and what was read for it, afresh for each event (the profile
 -- changes between events): its profile's key base, its person's parts (false: not read yet;
--- nil: not readable here), the person's numbers by field name, the fields to read at once.
-local ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_uncertain
+-- nil: not readable here), the person's numbers by field name, the fields to read at once,
+-- and those fields' values as the event's own update left them (nil: not updated here).
+local ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_uncertain, ev_updated
 
 local function encode_id(id) return (string.gsub(string.gsub(string.gsub(id, '%%', '%%25'), '{', '%%7B'), '}', '%%7D')) end
 local function decode_id(id) return (string.gsub(string.gsub(string.gsub(id, '%%7D', '}'), '%%7B', '{'), '%%25', '%%')) end
@@ -135,7 +136,9 @@ end
 local function person_parts()
   if ev_parts == false then
     ev_parts = find_parts(ev_base)
-    if ev_parts and #ev_prefetch > 0 then read_numbers(ev_prefetch) end
+    if ev_parts and #ev_prefetch > 0 then
+      if ev_updated and #ev_parts == 1 and ev_parts[1] == ev_base then ev_numbers = ev_updated else read_numbers(ev_prefetch) end
+    end
   end
   return ev_parts
 end
@@ -323,7 +326,9 @@ end
 -- Only rules whose plan allows it (rule[7]: no profile in params, not a segment) are certain.
 local function run(rules, may)
   for _, rule in ipairs(rules) do
-    local condition = rule.condition()
+    local test = rule.condition
+    if not test then test = compile(cjson.decode(rule[3])); rule.condition = test end  -- on first use
+    local condition = test()
     if condition ~= false then
       local allowed, exact, count = may_fire(rule)
       if allowed then
@@ -345,6 +350,7 @@ local function run_type_plan(type_plan, may)
     if rules then run(rules, may) end
   end
   for _, tier in ipairs(type_plan['tiers']) do
+    if not tier.number then tier.number = compile(cjson.decode(tier[1])) end
     local value = tier.number()
     local reached = {}
     for _, entry in ipairs(tier[2]) do
@@ -391,9 +397,9 @@ end
 -- Evaluates the rules of a delta's event type; an event with candidates adds
 -- {event_id, {rule, certain, count, ...}, person id, user id} (ids '' when not read) to the
 -- reply. Its profile is reported only when a candidate is uncertain (Python evaluates those).
-local function prefilter(d, base)
+local function prefilter(d, base, updated)
   local typed, any = plan['types'][d[3]], plan['any']
-  ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch = d, base, false, {}, prefetch_names(d)
+  ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_updated = d, base, false, {}, prefetch_names(d), updated
   ev_uncertain = false
   local may = {}
   run_type_plan(typed, may)
@@ -404,7 +410,7 @@ local function prefilter(d, base)
     candidates[#candidates + 1] = {d[2], may, person, user_id}
     if ev_uncertain then candidate_profiles[d[1]] = true end
   end
-  if ev_parts and #ev_parts > 1 then
+  if ev_parts and (#ev_parts > 1 or ev_parts[1] ~= base) then  -- a person of other profiles
     local ids = {}
     for i, part in ipairs(ev_parts) do ids[i] = decode_id(string.match(part, '{(.*)}$')) end
     stitched[#stitched + 1] = {d[2], ids}
@@ -412,22 +418,7 @@ local function prefilter(d, base)
 end
 
 local any_rules = false
-if plan then  -- compile each rule's condition once for the whole call
-  local function compile_rules(rules)
-    for _, rule in ipairs(rules) do rule.condition = compile(rule[3]) end
-  end
-  local function compile_type(type_plan)
-    compile_rules(type_plan['all'])
-    for _, by_value in pairs(type_plan['by']) do
-      for _, rules in pairs(by_value) do compile_rules(rules) end
-    end
-    for _, tier in ipairs(type_plan['tiers']) do
-      tier.number = compile(tier[1])
-      for _, entry in ipairs(tier[2]) do entry[3].condition = compile(entry[3][3]) end
-    end
-  end
-  for _, type_plan in pairs(plan['types']) do compile_type(type_plan) end
-  compile_type(plan['any'])
+if plan then
   local any = plan['any']
   any_rules = #any['all'] > 0 or next(any['by']) ~= nil or #any['tiers'] > 0
 end
@@ -435,6 +426,8 @@ end
 for _, d in ipairs(deltas) do
   local fields = keys[d[1]]
   local base = string.sub(fields, 1, -3)
+  local prefetch, updated = nil, nil  -- the rules' fields, read along with the update's
+  if plan and not decide_only and (plan['types'][d[3]] or any_rules) then prefetch = prefetch_names(d) end
   if decide_only then
     prefilter(d, base)  -- nothing is applied
   elseif redis.call('SET', base .. ':seen:' .. d[2], '1', 'NX', 'EX', ttl) then
@@ -447,6 +440,8 @@ for _, d in ipairs(deltas) do
     if micros ~= 0 then names[#names + 1] = 'purchase_micros' end
     if model then names[#names + 1] = 'sq' end
     local sq_index = #names
+    local read_from = #names + 1
+    if prefetch then for _, name in ipairs(prefetch) do names[#names + 1] = name end end
     local cur = redis.call('HMGET', fields, unpack(names))
     -- Integers below 2^53 go to Redis as plain digits, so no string.format is needed here.
     local out = {'event_count', (tonumber(cur[1]) or 0) + 1, 'updated_at', now,
@@ -492,6 +487,16 @@ for _, d in ipairs(deltas) do
       out[#out + 1] = 'intent_score'; out[#out + 1] = intent(latest, (se - ss) / 60000)
     end
     redis.call('HSET', fields, unpack(out))
+    if prefetch then  -- the rules' fields as this update left them
+      local new = {}
+      for i = 1, #out, 2 do new[out[i]] = out[i + 1] end
+      updated = {}
+      for i, name in ipairs(prefetch) do
+        local v = new[name]
+        if v == nil then v = cur[read_from + i - 1] end
+        updated[name] = v and tonumber(v) or false
+      end
+    end
 
     if anon ~= '' then redis.call('SADD', base .. ':anon', anon) end
     local products = base .. ':products'
@@ -499,7 +504,7 @@ for _, d in ipairs(deltas) do
     -- Keep the 10 newest products; trimming every 10th event bounds the zset at 20.
     if (tonumber(cur[1]) or 0) % 10 == 9 then redis.call('ZREMRANGEBYRANK', products, 0, -11) end
   end
-  if plan and not decide_only and (plan['types'][d[3]] or any_rules) then prefilter(d, base) end
+  if prefetch then prefilter(d, base, updated) end
 end
 local watched = ARGV[6] and ARGV[6] ~= ''
 if not watched and not plan then return applied end

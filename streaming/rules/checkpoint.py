@@ -78,16 +78,16 @@ class UpdateOrder:
         self._position = 0
         self._batch = 0
         self._cluster = cluster
-        self._last_update: dict[str, int] = {}
-        self._last_link: dict[str, int] = {}
+        self._last_update: dict[str, tuple[int, int]] = {}  # profile id -> (position, batch)
+        self._last_link: dict[str, int] = {}  # profile id -> batch
 
     def add(self, delta: ProfileDelta) -> tuple[int, int]:
         """Record a delta in the batch being gathered; returns its place (position, batch)."""
         self._position += 1
-        self._last_update[delta.profile_id] = self._position
+        place = self._last_update[delta.profile_id] = (self._position, self._batch)
         if delta.anonymous_id:  # a link of the anonymous id to the user (identity_links)
             self._last_link[delta.anonymous_id] = self._last_link[delta.user_id] = self._batch
-        return self._position, self._batch
+        return place
 
     def batch_sent(self) -> None:
         """The deltas added so far were sent: the next ones form a new batch."""
@@ -96,8 +96,12 @@ class UpdateOrder:
     def changed_after(self, profile_ids: Iterable[str], place: tuple[int, int]) -> bool:
         """Whether any of these profiles was updated, or named by a link, after ``place``."""
         position, batch = place
-        if not self._cluster:
-            batch += 1
-        return any(
-            self._last_update.get(pid, 0) > position or self._last_link.get(pid, -1) >= batch for pid in profile_ids
-        )
+        return any(self._last_update.get(pid, (0, 0))[0] > position or self._linked_after(pid, batch) for pid in profile_ids)
+
+    def linked_since_last_update(self, profile_id: str) -> bool:
+        """Whether a link named the profile after its last update (a report of it may miss its owner)."""
+        last = self._last_update.get(profile_id)
+        return last is not None and self._linked_after(profile_id, last[1])
+
+    def _linked_after(self, profile_id: str, batch: int) -> bool:
+        return self._last_link.get(profile_id, -1) >= (batch if self._cluster else batch + 1)

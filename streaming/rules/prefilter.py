@@ -27,6 +27,7 @@ by event-field guards and by threshold tiers, so most rules that cannot fire are
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -86,6 +87,8 @@ def compile_node(node: tuple) -> tuple[list[Any], str]:
     if kind == "lit":
         if _kind(node[1]) == "int" and abs(node[1]) > 2**53:
             return UNKNOWN, "?"  # Lua numbers are doubles: beyond 2^53 they are not exact
+        if _kind(node[1]) == "double" and not math.isfinite(node[1]):
+            return UNKNOWN, "?"  # plan nodes travel as JSON, which has no infinities
         return ["k", node[1]], _kind(node[1])
     if kind == "sel" and node[1][0] == "id":
         root, name = node[1][1], node[2]
@@ -270,10 +273,27 @@ def _type_plan(plans: list[list[Any]]) -> bytes:
         else:
             node, bound, strict = tier
             tiers.setdefault(msgspec.msgpack.encode(node), (node, []))[1].append((bound, strict, plan))
-    tier_list = [[node, [list(entry) for entry in sorted(entries, key=lambda e: (e[0], e[1]))]] for node, entries in tiers.values()]
+    tier_list = [
+        [_packed(node), [[bound, strict, _lazy(plan)] for bound, strict, plan in sorted(entries, key=lambda e: (e[0], e[1]))]]
+        for node, entries in tiers.values()
+    ]
+    lazy_by = {name: {value: [_lazy(plan) for plan in plans] for value, plans in values.items()} for name, values in by.items()}
     return msgspec.msgpack.encode(
-        {"all": unguarded, "by": by, "tiers": tier_list, "fields": sorted(fields), "keyed": sorted(keyed)}
+        {"all": [_lazy(plan) for plan in unguarded], "by": lazy_by, "tiers": tier_list, "fields": sorted(fields), "keyed": sorted(keyed)}
     )
+
+
+def _packed(node: list[Any]) -> str:
+    """A plan node as JSON text: the script decodes and compiles it only when it first needs it.
+
+    (Redis's cmsgpack has no binary type, so nested msgpack cannot travel; literals are finite.)
+    """
+    return msgspec.json.encode(node).decode()
+
+
+def _lazy(plan: list[Any]) -> list[Any]:
+    """A rule plan with its condition packed (see ``_packed``)."""
+    return [plan[0], plan[1], _packed(plan[2]), *plan[3:]]
 
 
 class Prefilter:
@@ -313,7 +333,7 @@ class Prefiltered:
     """What the update script's prefilter found in one checkpoint.
 
     ``candidates`` were found right after each event's update; ``stitched`` names, for an
-    event whose person had several parts then, those parts (event_id -> profile ids);
+    event whose person was other than its own profile then, the parts (event_id -> profile ids);
     ``decided`` were found by decide calls, on the people as the checkpoint left them, for
     events whose person changed after their update.
     """

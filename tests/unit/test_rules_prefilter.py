@@ -126,7 +126,10 @@ def test_thresholds_on_one_number_form_a_tier_in_ascending_order():
         rule("profile.event_count >= profile.engagement_score", "not_a_tier"),
     ]
     plan = msgspec.msgpack.decode(Prefilter(rules).argument({"page_view"}))["types"]["page_view"]
-    tiers = {tuple(map(str, node)): [(bound, strict, p[1]) for bound, strict, p in entries] for node, entries in plan["tiers"]}
+    tiers = {
+        tuple(map(str, msgspec.json.decode(node))): [(bound, strict, p[1]) for bound, strict, p in entries]
+        for node, entries in plan["tiers"]
+    }
     assert tiers[("p", "event_count")] == [(25, False, "from_25"), (25, True, "over_25"), (50, False, "fifty")]
     assert tiers[("m", "t", "['k', 'search']")] == [(3, False, "searches")]
     assert [p[1] for p in plan["all"]] == ["not_a_tier"]
@@ -212,3 +215,40 @@ def test_an_uncertain_rule_is_evaluated_on_the_profile_and_unnamed_rules_not_at_
     only_affinity = {event.event_id: Candidate("u1", "u1", {0: (False, 0)})}
     fired, _ = decide_checkpoint(engine, [(event, delta_of(event))], {"u1": "u1"}, {"u1": full_profile}, {"u1": {}}, 1000, None, only_affinity)
     assert [d["rule"] for d in fired] == ["affinity"]
+
+
+def _delta(profile_id: str, linked_anonymous_id: str = ""):
+    from streaming.profiles.delta import ProfileDelta
+
+    user_id = profile_id if linked_anonymous_id else ""
+    return ProfileDelta(profile_id, "e", "page_view", 0, user_id, linked_anonymous_id, "", "", 0, 0, 1)
+
+
+def test_update_order_finds_events_whose_person_changed_after_their_update():
+    from streaming.rules.checkpoint import UpdateOrder
+
+    order = UpdateOrder()
+    first = order.add(_delta("u1"))
+    other = order.add(_delta("a1"))
+    assert not order.changed_after(["u1"], first)
+    order.add(_delta("u1"))  # a later event of the same profile
+    assert order.changed_after(["u1"], first)
+    assert order.changed_after(["a1", "u1"], other)  # a stitched person: any of its parts
+    assert not order.changed_after(["a1"], other)
+    order.batch_sent()
+    linked = order.add(_delta("u2", linked_anonymous_id="a2"))  # links go before the updates of their batch
+    assert not order.changed_after(["u2"], linked)
+    assert not order.changed_after(["a1"], other)
+    assert not order.linked_since_last_update("a1")
+    order.add(_delta("u3", linked_anonymous_id="a1"))  # a1 linked to u3 in a later batch than a1's update
+    assert order.changed_after(["a1"], other) and order.linked_since_last_update("a1")
+    assert not order.linked_since_last_update("u2")
+
+
+def test_on_a_cluster_a_link_of_the_same_batch_counts_as_later():
+    from streaming.rules.checkpoint import UpdateOrder
+
+    order = UpdateOrder(cluster=True)
+    place = order.add(_delta("a1"))
+    order.add(_delta("u1", linked_anonymous_id="a1"))  # goes to a1's node, maybe after a1's update
+    assert order.changed_after(["a1"], place) and order.linked_since_last_update("a1")
