@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_KEY = "pulse:heartbeat:profile-app"
 DLQ_SOURCE = "profile-app"
 #: Deltas buffered before they are sent to Redis ahead of the checkpoint.
-SEND_EVERY = 250
+SEND_EVERY = 100
 
 
 class DeadLetterError(RuntimeError):
@@ -228,8 +228,7 @@ class ProfileSink(BaseSink):
         )
         if not fired:
             return
-        self._store.record_decisions(fired, segments)
-        if self._triggers_topic:
+        if self._triggers_topic:  # acknowledged before Redis records the fires: a retry fires them again
             for decision in fired:
                 self._dlq.produce(
                     self._triggers_topic,
@@ -239,6 +238,7 @@ class ProfileSink(BaseSink):
                 )
             self._triggers_in_flight += len(fired)
             self._confirm_deliveries()
+        self._store.record_decisions(fired, segments)
         for decision in fired:
             if decision["action"] == "webhook":
                 self._webhooks.submit(decision)

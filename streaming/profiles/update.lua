@@ -21,8 +21,8 @@
 -- {applied, reports}; with a prefilter {applied, reports, candidates, stitched}: candidates
 -- are, for each event with rules that may fire, {event_id, {rule, certain, fire count, ...},
 -- person, user_id} (see prefilter below); stitched lists {event_id, {part ids}} for events
--- whose person was other than their own profile when evaluated; only profiles with an uncertain candidate
--- are reported.
+-- whose person was other than their own profile when evaluated; only profiles with an
+-- uncertain candidate are reported.
 -- Semantics are those of streaming/profiles/reference.py; every change commutes.
 -- Fields: event_count, first_seen, last_seen, user_id, updated_at, engagement, purchase_micros,
 -- t:<type>, v:<category>, c:<product>, and ss/se = the latest session's bounds; earlier
@@ -321,23 +321,25 @@ local function may_fire(rule)
   return rules_now - latest >= rule[6], true, count
 end
 
--- Runs one list of rule plans on the current event, adding those that may fire to ``may`` as
--- {rule number, 1 when certain to fire (exact condition and state) else 0, fire count so far}.
--- Only rules whose plan allows it (rule[7]: no profile in params, not a segment) are certain.
-local function run(rules, may)
-  for _, rule in ipairs(rules) do
-    local test = rule.condition
-    if not test then test = compile(cjson.decode(rule[3])); rule.condition = test end  -- on first use
-    local condition = test()
-    if condition ~= false then
-      local allowed, exact, count = may_fire(rule)
-      if allowed then
-        local certain = (condition == true and exact and rule[7]) and 1 or 0
-        may[#may + 1] = rule[1]; may[#may + 1] = certain; may[#may + 1] = count
-        if certain == 0 then ev_uncertain = true end
-      end
+-- Runs a rule plan on the current event, adding it to ``may`` if it may fire, as {rule number,
+-- 1 when certain to fire (exact condition and state) else 0, fire count so far}. Only rules
+-- whose plan allows it (rule[7]: no profile in params, not a segment) are certain.
+local function run_one(rule, may)
+  local test = rule.condition
+  if not test then test = compile(cjson.decode(rule[3])); rule.condition = test end  -- on first use
+  local condition = test()
+  if condition ~= false then
+    local allowed, exact, count = may_fire(rule)
+    if allowed then
+      local certain = (condition == true and exact and rule[7]) and 1 or 0
+      may[#may + 1] = rule[1]; may[#may + 1] = certain; may[#may + 1] = count
+      if certain == 0 then ev_uncertain = true end
     end
   end
+end
+
+local function run(rules, may)
+  for _, rule in ipairs(rules) do run_one(rule, may) end
 end
 
 -- A type plan: rules for every event, rules guarded by ``event.<field> == value`` by value,
@@ -352,12 +354,11 @@ local function run_type_plan(type_plan, may)
   for _, tier in ipairs(type_plan['tiers']) do
     if not tier.number then tier.number = compile(cjson.decode(tier[1])) end
     local value = tier.number()
-    local reached = {}
+    local known = type(value) == 'number'
     for _, entry in ipairs(tier[2]) do
-      if type(value) == 'number' and (entry[1] > value or (entry[1] == value and entry[2])) then break end
-      reached[#reached + 1] = entry[3]
+      if known and (entry[1] > value or (entry[1] == value and entry[2])) then break end
+      run_one(entry[3], may)
     end
-    run(reached, may)
   end
 end
 
@@ -488,13 +489,13 @@ for _, d in ipairs(deltas) do
     end
     redis.call('HSET', fields, unpack(out))
     if prefetch then  -- the rules' fields as this update left them
-      local new = {}
-      for i = 1, #out, 2 do new[out[i]] = out[i + 1] end
       updated = {}
       for i, name in ipairs(prefetch) do
-        local v = new[name]
-        if v == nil then v = cur[read_from + i - 1] end
+        local v = cur[read_from + i - 1]
         updated[name] = v and tonumber(v) or false
+      end
+      for i = 1, #out, 2 do
+        if updated[out[i]] ~= nil then updated[out[i]] = tonumber(out[i + 1]) or false end
       end
     end
 

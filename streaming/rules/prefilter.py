@@ -1,11 +1,12 @@
-"""Compile rules into the prefilter that ``update.lua`` runs in a checkpoint's decide call (pure).
+"""Compile rules into the prefilter that ``update.lua`` runs on each triggering event (pure).
 
 Most triggering events fire nothing: a threshold is not reached yet, or the rule is in its
 cooldown or at its cap. Finding that out in Python costs a read of the person, a merged view, a
-CEL context and every rule's condition, per event. The decide call finds it out inside Redis,
-after the checkpoint's updates, and names for each event only the rules that *may* fire; the
-profile app evaluates just those with CEL, or, for a rule the script found *certain* to fire,
-builds the decision from the event alone (``certain_fires``).
+CEL context and every rule's condition, per event. The update script finds it out inside Redis,
+right after the event's update (or, in a decide call, after the checkpoint's updates, for
+events whose person changed later: ``UpdateOrder``), and names for each event only the rules
+that *may* fire; the profile app evaluates just those with CEL, or, for a rule the script found
+*certain* to fire, builds the decision from the event alone (``certain_fires``).
 
 The prefilter must never drop a rule that can fire. It is three-valued: each node of a
 condition is true, false or unknown (Kleene logic), and a rule is dropped only when its
@@ -16,7 +17,8 @@ different kinds, integers beyond 2^53, and on a Redis Cluster a person stitched 
 profiles (its parts may live on other nodes). A CEL runtime error (a missing map key) is
 unknown too. CEL compares ints with doubles numerically, and so does Lua.
 
-Plan nodes (msgpack arrays, first element the opcode; see ``update.lua``):
+Plan nodes (arrays, first element the opcode; see ``update.lua``; each rule's condition travels
+as JSON text the script decodes and compiles only when an event first needs it):
 ``["k", value]`` constant, ``["e", field]`` event string field, ``["p", field]`` profile
 number, ``["m", prefix, key]`` profile map entry (missing: unknown), ``["in", prefix, key]``,
 ``["size", prefix]`` entries of a profile map, ``["and", a, b]``, ``["or", a, b]``, ``["not", a]``,
