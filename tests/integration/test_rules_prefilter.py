@@ -143,7 +143,7 @@ def test_every_rule_the_engine_fires_is_a_candidate(redis_client, rule_specs, ev
     )
     engine = RuleEngine(ruleset)
     store = store_for(redis_client)
-    ns = uuid.uuid4().hex[:6]
+    ns = uuid.uuid4().hex  # a fresh namespace per example: a short one collides over thousands
     ts, previous = 0, None
     for event_type, who, category, product, minutes, again, decide_call in event_specs:
         ts += minutes * MINUTE
@@ -238,7 +238,7 @@ def test_the_sink_decides_as_without_the_prefilter_over_whole_checkpoints(
     )
     fired = {}
     for prefilter in (True, False):
-        ns = uuid.uuid4().hex[:6]
+        ns = uuid.uuid4().hex  # a fresh namespace per example: a short one collides over thousands
         store = store_for(redis_client)
         recorded = []
 
