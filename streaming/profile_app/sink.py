@@ -208,8 +208,8 @@ class ProfileSink(BaseSink):
 
         With ``candidates`` (the script's prefilter) only the rules it names are considered, and
         the people are read only for events with a rule it could not decide. The time is that
-        of the checkpoint's first script call, which the decide call uses too, so both see the
-        same cooldowns.
+        of the checkpoint's first script call, which the script judges fire states at too, so
+        both see the same cooldowns.
         """
         undecided = triggering if candidates is None else [pair for pair in triggering if candidates[pair[1].event_id].uncertain()]
         person_of: dict[str, str] = {}

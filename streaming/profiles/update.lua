@@ -81,9 +81,10 @@ local function merge_into(sessions, t)
 end
 
 -- Rules prefilter (streaming/rules/prefilter.py): three-valued conditions over each event's
--- person right after its update (in a decide call: as the checkpoint's updates left it). A rule is dropped only when
--- its condition is certainly false or its fire state certainly forbids it; a rule certainly
--- true is marked so; everything else is left to the exact evaluation in Python.
+-- person right after its update (in a decide call: as the checkpoint's updates left it). A
+-- rule is dropped only when its condition is certainly false or its fire state certainly
+-- forbids it; a rule certainly true is marked so; everything else is left to the exact
+-- evaluation in Python.
 local UNKNOWN = {}
 local candidates, candidate_profiles, stitched = {}, {}, {}
 local cluster = ARGV[8] and ARGV[8] ~= ''
