@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings as hypothesis_settings
 
 from assets.reconciliation import live_profile_ids
 from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, read_catalog_csv
@@ -25,6 +26,11 @@ from streaming.profiles.store import ClusterTopologyChanged, RedisProfileStore
 from tests.integration.helpers import comparable, ground_truth, post_batches, wait_for_profiles
 from tests.integration.test_personalization import event, wait_for
 from tests.integration.test_profile_store import expected_documents, random_deltas, redis_documents
+from tests.integration.test_rules_prefilter import (  # noqa: F401 - dlq_producer is a fixture
+    assert_sink_decides_as_without_the_prefilter,
+    checkpoint_streams,
+    dlq_producer,
+)
 from tests.unit.test_profile_reference import MINUTE, delta_of, make_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -311,3 +317,12 @@ def test_the_apps_run_on_the_cluster_with_exact_profiles(settings, pulse_apps, c
     assert read.get("/v1/decisions/nobody-at-all").status_code == 404
     health = httpx.get(f"{base}/healthz", timeout=10)
     assert health.status_code == 200 and health.json()["redis"] is True
+
+
+@hypothesis_settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None)
+@given(**checkpoint_streams)
+def test_the_sink_decides_as_without_the_prefilter_on_a_cluster(
+    cluster, dlq_producer, monkeypatch, rule_specs, event_specs, cuts, send_every
+):
+    """As on one server: the people's parts live on different masters, links go to other nodes."""
+    assert_sink_decides_as_without_the_prefilter(cluster, dlq_producer, monkeypatch, rule_specs, event_specs, cuts, send_every)

@@ -206,13 +206,17 @@ def dlq_producer(broker):
     producer.flush(5)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None)
-@given(
+#: A checkpoint stream: rules, events, checkpoint sizes (cycled) and the sink's send batch.
+checkpoint_streams = dict(
     rule_specs=rules,
     event_specs=st.lists(event, min_size=1, max_size=16),
     cuts=st.lists(st.integers(1, 6), min_size=1, max_size=6),
     send_every=st.sampled_from([1, 2, 3, 250]),
 )
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None)
+@given(**checkpoint_streams)
 def test_the_sink_decides_as_without_the_prefilter_over_whole_checkpoints(
     redis_client, dlq_producer, monkeypatch, rule_specs, event_specs, cuts, send_every
 ):
@@ -223,6 +227,11 @@ def test_the_sink_decides_as_without_the_prefilter_over_whole_checkpoints(
     later identity link) decided again on the people as the checkpoint left them. Without it,
     Python evaluates every event on those people. Both must fire the same rules on the same events.
     """
+    assert_sink_decides_as_without_the_prefilter(redis_client, dlq_producer, monkeypatch, rule_specs, event_specs, cuts, send_every)
+
+
+def assert_sink_decides_as_without_the_prefilter(client, dlq_producer, monkeypatch, rule_specs, event_specs, cuts, send_every):
+    """Feed the profile app's sink the events, cut into checkpoints, with and without the prefilter."""
     from streaming.profile_app import sink as sink_module
     from streaming.profile_app.pipeline import CheckedRecord
 
@@ -239,7 +248,7 @@ def test_the_sink_decides_as_without_the_prefilter_over_whole_checkpoints(
     fired = {}
     for prefilter in (True, False):
         ns = uuid.uuid4().hex  # a fresh namespace per example: a short one collides over thousands
-        store = store_for(redis_client)
+        store = store_for(client)
         recorded = []
 
         def record(decisions, segments, store=store, recorded=recorded):
