@@ -570,8 +570,9 @@ class StreamingWriter:
 
         Profiles in ``watch`` come back in ``reports`` after ``confirm()``. With a rules
         ``plan`` each triggering event is prefiltered right after its update: its candidates
-        land in ``prefiltered.candidates`` (and, for a person of several parts, its parts in
-        ``prefiltered.stitched``); only watched profiles with an uncertain candidate are reported.
+        land in ``prefiltered.candidates`` (and, for a person other than its own profile, the
+        parts in ``prefiltered.stitched``); only watched profiles with an uncertain candidate
+        are reported.
         """
         if not deltas:
             return
