@@ -399,9 +399,11 @@ end
 -- Evaluates the rules of a delta's event type; an event with candidates adds
 -- {event_id, {rule, certain, count, ...}, person id, user id} (ids '' when not read) to the
 -- reply. Its profile is reported only when a candidate is uncertain (Python evaluates those).
-local function prefilter(d, base, updated)
+-- ``names`` are the fields its rules read and ``updated`` their values after the event's own
+-- update (nil in a decide call).
+local function prefilter(d, base, names, updated)
   local typed, any = plan['types'][d[3]], plan['any']
-  ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_updated = d, base, false, {}, prefetch_names(d), updated
+  ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_updated = d, base, false, {}, names, updated
   ev_uncertain = false
   local may = {}
   run_type_plan(typed, may)
@@ -431,7 +433,7 @@ for _, d in ipairs(deltas) do
   local prefetch, updated = nil, nil  -- the rules' fields, read along with the update's
   if plan and not decide_only and (plan['types'][d[3]] or any_rules) then prefetch = prefetch_names(d) end
   if decide_only then
-    prefilter(d, base)  -- nothing is applied
+    prefilter(d, base, prefetch_names(d))  -- nothing is applied
   elseif redis.call('SET', base .. ':seen:' .. d[2], '1', 'NX', 'EX', ttl) then
     applied = applied + 1
     local event_type, ts, user_id, anon = d[3], d[4], d[5], d[6]
@@ -506,7 +508,7 @@ for _, d in ipairs(deltas) do
     -- Keep the 10 newest products; trimming every 10th event bounds the zset at 20.
     if (tonumber(cur[1]) or 0) % 10 == 9 then redis.call('ZREMRANGEBYRANK', products, 0, -11) end
   end
-  if prefetch then prefilter(d, base, updated) end
+  if prefetch then prefilter(d, base, prefetch, updated) end
 end
 local watched = ARGV[6] and ARGV[6] ~= ''
 if not watched and not plan then return applied end
