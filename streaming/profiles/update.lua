@@ -35,7 +35,7 @@ local model = nil
 if ARGV[5] and ARGV[5] ~= '' then model = cmsgpack.unpack(ARGV[5]) end
 local applied = 0
 local plan = nil
-if ARGV[9] and ARGV[9] ~= '' then plan = cmsgpack.unpack(ARGV[9]) end  -- compiled below
+if ARGV[9] and ARGV[9] ~= '' then plan = cmsgpack.unpack(ARGV[9]) end  -- conditions compiled on first use
 local decide_only = plan and ARGV[10] == '1'
 local rules_now = tonumber(ARGV[11] and ARGV[11] ~= '' and ARGV[11] or now)
 
