@@ -28,6 +28,8 @@ _UPDATE_SCRIPT = resources.files("streaming.profiles").joinpath("update.lua").re
 #: The script as a Redis Cluster runs it: one call may carry profiles of several slots of one
 #: node (Redis/Valkey >= 7). The flag is only added for a cluster, so one server may be older.
 _CLUSTER_UPDATE_SCRIPT = "#!lua flags=allow-cross-slot-keys\n" + _UPDATE_SCRIPT
+#: An identity link (an anonymous id's owners zset), marking the id's fields hash as linked.
+_LINK_SCRIPT = resources.files("streaming.profiles").joinpath("link.lua").read_text()
 #: GET /v1/decisions in one call on a standalone server (it reads keys of several ids).
 _DECISIONS_SCRIPT = resources.files("streaming.profiles").joinpath("decisions.lua").read_text()
 
@@ -124,9 +126,15 @@ def identity_links(deltas: Sequence[ProfileDelta]) -> dict[str, tuple[int, str]]
     return links
 
 
-def link_command(anonymous_id: str, link: tuple[int, str]) -> tuple[str | int, ...]:
-    """Record a link; ``LT`` keeps each user's earliest time, so the write is idempotent."""
-    return ("ZADD", owner_key(anonymous_id), "LT", link[0], link[1])
+class LinkCall(NamedTuple):
+    """One link.lua call: record an identity link (idempotent: each user's earliest time stays)."""
+
+    keys: list[str]
+    args: tuple[int, str]
+
+
+def link_call(anonymous_id: str, link: tuple[int, str]) -> LinkCall:
+    return LinkCall([owner_key(anonymous_id), fields_key(anonymous_id)], link)
 
 
 class RedisProfileStore:
@@ -147,6 +155,7 @@ class RedisProfileStore:
         self._cluster = isinstance(client, redis.RedisCluster)
         self._slots_stale = False
         self._update = client.register_script(_CLUSTER_UPDATE_SCRIPT if self._cluster else _UPDATE_SCRIPT)
+        self._link = client.register_script(_LINK_SCRIPT)
         self._read_decisions = None if self._cluster else client.register_script(_DECISIONS_SCRIPT)
 
     @property
@@ -220,14 +229,16 @@ class RedisProfileStore:
         pipe = self._client.pipeline(transaction=False)
         links = identity_links(deltas)
         for anonymous_id, link in links.items():
-            pipe.execute_command(*link_command(anonymous_id, link))
+            call = link_call(anonymous_id, link)
+            self._link(keys=call.keys, args=call.args, client=pipe)
         for call in self._script_calls(deltas, int(time.time() * 1000)):
             self._update(keys=call.keys, args=call.args, client=pipe)
         return sum(pipe.execute()[len(links) :])
 
     def writer(self) -> StreamingWriter:
         """A writer that sends script calls at once and confirms them later (see StreamingWriter)."""
-        self._client.script_load(self._update.script)  # on every master of a cluster
+        for script in (self._update, self._link):
+            self._client.script_load(script.script)  # on every master of a cluster
         return StreamingWriter(self)
 
     def by_node(self, items: Sequence[T], profile_id: Callable[[T], str]) -> list[tuple[ClusterNode | None, Sequence[T]]]:
@@ -265,10 +276,11 @@ class RedisProfileStore:
             raise ClusterTopologyChanged(f"cannot read the cluster's slot map: {exc}") from exc
         self._slots_stale = False
 
-    def run_call(self, call: ScriptCall, node: ClusterNode | None) -> Any:
+    def run_call(self, call: ScriptCall | LinkCall, node: ClusterNode | None) -> Any:
         """Run one script call synchronously (loading the script when the server lost it)."""
         client = self._client if node is None else self._client.get_redis_connection(node)
-        return self._update(keys=call.keys, args=call.args, client=client)
+        script = self._link if isinstance(call, LinkCall) else self._update
+        return script(keys=call.keys, args=call.args, client=client)
 
     def get_profile(self, profile_id: str) -> dict[str, Any] | None:
         """The profile stored under this id alone (no identity merge), or None.
@@ -551,8 +563,8 @@ class StreamingWriter:
         self._store = store
         # node name (None on one server) -> (its connection pool, the connection taken from it)
         self._connections: dict[str | None, tuple[Any, Any]] = {}
-        # (connection, script call or None for an identity link, node, decide call), in the order sent.
-        self._sent: list[tuple[Any, ScriptCall | None, ClusterNode | None, bool]] = []
+        # (connection, update or identity link call, node, decide call), in the order sent.
+        self._sent: list[tuple[Any, ScriptCall | LinkCall, ClusterNode | None, bool]] = []
         self.reports: dict[str, PartReport] = {}
         #: The rules prefilter's findings since the last ``take_prefiltered()``.
         self.prefiltered = Prefiltered()
@@ -604,11 +616,13 @@ class StreamingWriter:
         # Links first, so a report in this batch already sees them (each goes to its own
         # anonymous id's node, the node that reports on that id). A decide call has none.
         links = [] if decide_only else list(identity_links(deltas).items())
+        link_sha = store._link.sha
         for node, group in store.by_node(links, lambda link: link[0]):
             connection = self._connection(node)
             for anonymous_id, link in group:
-                connection.send_command(*link_command(anonymous_id, link))
-                sent.append((connection, None, node, False))
+                link_script_call = link_call(anonymous_id, link)
+                connection.send_command("EVALSHA", link_sha, 2, *link_script_call.keys, *link_script_call.args)
+                sent.append((connection, link_script_call, node, False))
         now_ms = int(time.time() * 1000)
         if self.first_sent_ms is None:
             self.first_sent_ms = now_ms
@@ -640,14 +654,13 @@ class StreamingWriter:
         applied = 0
         try:
             for connection, call, node, decide_only in self._sent:
-                if call is None:  # an identity link
-                    connection.read_response()
-                    continue
                 try:
                     reply = connection.read_response()
                 except redis.exceptions.NoScriptError:
                     # Redis lost its script cache (restart): load it and apply synchronously.
                     reply = self._store.run_call(call, node)
+                if isinstance(call, LinkCall):
+                    continue
                 if isinstance(reply, list):
                     count, entries, *found = reply
                     for entry in entries:
