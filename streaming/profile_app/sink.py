@@ -228,17 +228,18 @@ class ProfileSink(BaseSink):
         )
         if not fired:
             return
+        encoded = [_encode_json(decision) for decision in fired]
         if self._triggers_topic:  # acknowledged before Redis records the fires: a retry fires them again
-            for decision in fired:
+            for decision, value in zip(fired, encoded, strict=True):
                 self._dlq.produce(
                     self._triggers_topic,
-                    value=_encode_json(decision),
+                    value=value,
                     key=decision["profile_id"],
                     on_delivery=self._on_delivery,
                 )
             self._triggers_in_flight += len(fired)
             self._confirm_deliveries()
-        self._store.record_decisions(fired, segments)
+        self._store.record_decisions(fired, segments, encoded)
         for decision in fired:
             if decision["action"] == "webhook":
                 self._webhooks.submit(decision)

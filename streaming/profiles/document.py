@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from streaming.profiles.delta import MICROS
@@ -20,6 +21,7 @@ LAST_PRODUCTS_LIMIT = 10
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+@lru_cache(maxsize=4096)  # decisions of one checkpoint share their times
 def iso_from_ms(ms: int | None) -> str | None:
     """Epoch milliseconds to ISO 8601 UTC with millisecond precision and a Z suffix."""
     if ms is None:

@@ -61,6 +61,12 @@ def fields_key(profile_id: str) -> str:
     return f"{_base(profile_id)}:p"
 
 
+def decision_keys(profile_id: str) -> tuple[str, str]:
+    """The profile's decisions and fire-state hashes; cheaper than profile_keys."""
+    base = _base(profile_id)
+    return f"{base}:decisions", f"{base}:fires"
+
+
 def owner_key(anonymous_id: str) -> str:
     """Users an anonymous id was seen with (zset, score = earliest event time); the lowest owns it."""
     return f"{_base(anonymous_id)}:owner"

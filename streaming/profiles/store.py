@@ -18,7 +18,7 @@ from streaming.profiles.delta import ProfileDelta
 from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile
 from streaming.profiles.intent import IntentModel
 from streaming.profiles.identity import ProfilePart, merge_decision_states, merge_parts
-from streaming.profiles.keys import FORGET_STREAM, fields_key, owner_key, profile_keys, profile_slot
+from streaming.profiles.keys import FORGET_STREAM, decision_keys, fields_key, owner_key, profile_keys, profile_slot
 from streaming.profiles.redis_client import RedisClient
 from streaming.rules.prefilter import Prefilter, Prefiltered
 
@@ -455,13 +455,20 @@ class RedisProfileStore:
         by_id = {pid: {_decode(k): json.loads(v) for k, v in raw.items()} for pid, raw in zip(ids, pipe.execute(), strict=True)}
         return {person: merge_decision_states(by_id[pid] for pid in group) for person, group in members.items()}
 
-    def record_decisions(self, decisions: Sequence[dict[str, Any]], segments: dict[str, list[str]]) -> None:
-        """Store fired decisions as each person's latest per rule key, and updated segment lists."""
+    def record_decisions(
+        self, decisions: Sequence[dict[str, Any]], segments: dict[str, list[str]], encoded: Sequence[bytes] | None = None
+    ) -> None:
+        """Store fired decisions as each person's latest per rule key, and updated segment lists.
+
+        ``encoded``: the decisions as JSON already (the triggers' values), in the same order.
+        """
         pipe = self._client.pipeline(transaction=False)
-        for decision in decisions:
-            keys = profile_keys(decision["profile_id"])
-            pipe.hset(keys.decisions, decision["key"], _json_encode(decision))
-            pipe.hset(keys.fires, decision["key"], fire_state(decision))
+        if encoded is None:
+            encoded = [_json_encode(decision) for decision in decisions]
+        for decision, document in zip(decisions, encoded, strict=True):
+            decisions_key, fires_key = decision_keys(decision["profile_id"])
+            pipe.hset(decisions_key, decision["key"], document)
+            pipe.hset(fires_key, decision["key"], fire_state(decision))
         for person, names in segments.items():
             pipe.hset(profile_keys(person).fields, "segments", ",".join(sorted(names)))
         pipe.execute()

@@ -96,7 +96,13 @@ class UpdateOrder:
     def changed_after(self, profile_ids: Iterable[str], place: tuple[int, int]) -> bool:
         """Whether any of these profiles was updated, or named by a link, after ``place``."""
         position, batch = place
-        return any(self._last_update.get(pid, (0, 0))[0] > position or self._linked_after(pid, batch) for pid in profile_ids)
+        last_update, last_link = self._last_update, self._last_link
+        linked_from = batch if self._cluster else batch + 1
+        for pid in profile_ids:  # a plain loop: this runs for every triggering event
+            update = last_update.get(pid)
+            if (update is not None and update[0] > position) or last_link.get(pid, -1) >= linked_from:
+                return True
+        return False
 
     def linked_since_last_update(self, profile_id: str) -> bool:
         """Whether a link named the profile after its last update (a report of it may miss its owner)."""

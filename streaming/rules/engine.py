@@ -8,6 +8,7 @@ rule (and ``per`` key) for a given event, so redelivered events never fire twice
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -25,6 +26,7 @@ from streaming.rules.prefilter import Prefilter
 logger = logging.getLogger(__name__)
 
 DECISION_NAMESPACE = uuid.UUID("6f1c1e0e-5d0b-4b8e-9a53-2f7c3d0a9e41")
+_NAMESPACE_BYTES = DECISION_NAMESPACE.bytes
 _WARN_EVERY_SECONDS = 60.0
 
 
@@ -42,6 +44,18 @@ def event_view(event: Event, category: str, enrichment: Mapping[str, Any] | None
         "product_id": str(metadata.get("product_id") or ""),
         "metadata": dict(metadata),
     }
+
+
+def decision_id(key: str, event_id: str) -> str:
+    """``str(uuid.uuid5(DECISION_NAMESPACE, f"{key}/{event_id}"))``, without the UUID object.
+
+    Deterministic, so a decision fired again on a redelivery keeps its id.
+    """
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{key}/{event_id}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def state_key(rule: Rule, per_value: Any) -> str:
@@ -231,7 +245,7 @@ def _decision(
 ) -> dict[str, Any]:
     action = rule.action
     decision: dict[str, Any] = {
-        "decision_id": str(uuid.uuid5(DECISION_NAMESPACE, f"{key}/{event['event_id']}")),
+        "decision_id": decision_id(key, event["event_id"]),
         "rule": rule.id,
         "key": key,
         "action": action.type,

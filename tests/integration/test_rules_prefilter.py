@@ -277,9 +277,9 @@ def assert_sink_decides_as_without_the_prefilter(client, dlq_producer, monkeypat
         store = store_for(client)
         recorded = []
 
-        def record(decisions, segments, store=store, recorded=recorded):
+        def record(decisions, segments, encoded=None, store=store, recorded=recorded):
             recorded.extend(decisions)
-            RedisProfileStore.record_decisions(store, decisions, segments)
+            RedisProfileStore.record_decisions(store, decisions, segments, encoded)
 
         store.record_decisions = record
         sink = sink_module.ProfileSink(store, dlq_producer, "unused", rules=lambda: engine, prefilter=prefilter,

@@ -2,11 +2,13 @@
 
 import os
 import time
+import uuid
 
 import pytest
+from hypothesis import given, strategies as st
 
 from streaming.rules.checkpoint import decide_checkpoint
-from streaming.rules.engine import RuleEngine
+from streaming.rules.engine import DECISION_NAMESPACE, RuleEngine, decision_id
 from streaming.rules.follower import DEFAULT_RULES_FILE, RulesFollower
 from streaming.rules.loader import RuleFileError, load_rules, parse_duration_ms, parse_rules
 from tests.unit.test_profile_reference import delta_of, make_event
@@ -194,3 +196,8 @@ rules:
     fired, _ = decide_checkpoint(engine, triggering, {"u1": "u1"}, {"u1": profile()}, {}, 0, enrich)
     assert [d["rule"] for d in fired] == ["german_spring", "plain"]
     assert len(calls) == 1  # not for the click, whose rule does not read geo or campaign
+
+
+@given(key=st.text(), event_id=st.text())
+def test_decision_ids_are_the_uuid5_of_key_and_event(key, event_id):
+    assert decision_id(key, event_id) == str(uuid.uuid5(DECISION_NAMESPACE, f"{key}/{event_id}"))
