@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -24,10 +25,12 @@ from streaming.rules.prefilter import Prefilter, Prefiltered
 
 logger = logging.getLogger(__name__)
 
-_UPDATE_SCRIPT = resources.files("streaming.profiles").joinpath("update.lua").read_text()
-#: The script as a Redis Cluster runs it: one call may carry profiles of several slots of one
-#: node (Redis/Valkey >= 7). The flag is only added for a cluster, so one server may be older.
-_CLUSTER_UPDATE_SCRIPT = "#!lua flags=allow-cross-slot-keys\n" + _UPDATE_SCRIPT
+_UPDATE_LIBRARY_TEXT = resources.files("streaming.profiles").joinpath("update.lua").read_text()
+#: The update function, named after a digest of its library: an app only ever calls its own version.
+UPDATE_FUNCTION = f"pulse_update_{hashlib.sha1(_UPDATE_LIBRARY_TEXT.encode()).hexdigest()[:12]}"
+_UPDATE_LIBRARY = _UPDATE_LIBRARY_TEXT.replace("#!lua name=pulse_update\n", f"#!lua name={UPDATE_FUNCTION}\n", 1).replace(
+    "function_name = 'pulse_update'", f"function_name = '{UPDATE_FUNCTION}'", 1
+)
 #: An identity link (an anonymous id's owners zset), marking the id's fields hash as linked.
 _LINK_SCRIPT = resources.files("streaming.profiles").joinpath("link.lua").read_text()
 #: GET /v1/decisions in one call on a standalone server (it reads keys of several ids).
@@ -154,7 +157,7 @@ class RedisProfileStore:
         self._session_gap_ms = session_gap_ms
         self._cluster = isinstance(client, redis.RedisCluster)
         self._slots_stale = False
-        self._update = client.register_script(_CLUSTER_UPDATE_SCRIPT if self._cluster else _UPDATE_SCRIPT)
+        self._functions_loaded = False
         self._link = client.register_script(_LINK_SCRIPT)
         self._read_decisions = None if self._cluster else client.register_script(_DECISIONS_SCRIPT)
 
@@ -226,19 +229,33 @@ class RedisProfileStore:
             writer = StreamingWriter(self)
             writer.send(deltas)
             return writer.confirm()
+        if not self._functions_loaded:
+            self.load_functions()
         pipe = self._client.pipeline(transaction=False)
         links = identity_links(deltas)
         for anonymous_id, link in links.items():
             call = link_call(anonymous_id, link)
             self._link(keys=call.keys, args=call.args, client=pipe)
         for call in self._script_calls(deltas, int(time.time() * 1000)):
-            self._update(keys=call.keys, args=call.args, client=pipe)
-        return sum(pipe.execute()[len(links) :])
+            pipe.fcall(UPDATE_FUNCTION, len(call.keys), *call.keys, *call.args)
+        try:
+            replies = pipe.execute()
+        except redis.ResponseError as exc:
+            if not function_missing(exc):
+                raise
+            self.load_functions()  # Redis restarted without its functions; every call is idempotent
+            return self.apply_deltas(deltas)
+        return sum(replies[len(links) :])
+
+    def load_functions(self) -> None:
+        """Load the update function library (on every master of a cluster); idempotent."""
+        self._client.function_load(_UPDATE_LIBRARY, replace=True)
+        self._functions_loaded = True
 
     def writer(self) -> StreamingWriter:
         """A writer that sends script calls at once and confirms them later (see StreamingWriter)."""
-        for script in (self._update, self._link):
-            self._client.script_load(script.script)  # on every master of a cluster
+        self.load_functions()
+        self._client.script_load(self._link.script)  # on every master of a cluster
         return StreamingWriter(self)
 
     def by_node(self, items: Sequence[T], profile_id: Callable[[T], str]) -> list[tuple[ClusterNode | None, Sequence[T]]]:
@@ -277,10 +294,17 @@ class RedisProfileStore:
         self._slots_stale = False
 
     def run_call(self, call: ScriptCall | LinkCall, node: ClusterNode | None) -> Any:
-        """Run one script call synchronously (loading the script when the server lost it)."""
+        """Run one call synchronously (loading the script or function when the server lost it)."""
         client = self._client if node is None else self._client.get_redis_connection(node)
-        script = self._link if isinstance(call, LinkCall) else self._update
-        return script(keys=call.keys, args=call.args, client=client)
+        if isinstance(call, LinkCall):
+            return self._link(keys=call.keys, args=call.args, client=client)
+        try:
+            return client.fcall(UPDATE_FUNCTION, len(call.keys), *call.keys, *call.args)
+        except redis.ResponseError as exc:
+            if not function_missing(exc):
+                raise
+            self.load_functions()
+            return client.fcall(UPDATE_FUNCTION, len(call.keys), *call.keys, *call.args)
 
     def get_profile(self, profile_id: str) -> dict[str, Any] | None:
         """The profile stored under this id alone (no identity merge), or None.
@@ -499,6 +523,11 @@ class RedisProfileStore:
         return bool(deleted)
 
 
+def function_missing(exc: redis.ResponseError) -> bool:
+    """The server does not have the update function (restarted without persistence, flushed)."""
+    return "Function not found" in str(exc)
+
+
 def topology_error(exc: BaseException) -> bool:
     """A reply saying the slot map is out of date: MOVED, ASK, TRYAGAIN, CLUSTERDOWN.
 
@@ -633,7 +662,6 @@ class StreamingWriter:
         now_ms = int(time.time() * 1000)
         if self.first_sent_ms is None:
             self.first_sent_ms = now_ms
-        sha = store._update.sha
         for node, group in store.by_node(deltas, lambda delta: delta.profile_id):
             connection = self._connection(node)
             # Fire states are judged at the time Python's evaluation uses: cooldowns agree exactly.
@@ -642,7 +670,7 @@ class StreamingWriter:
                 decide_only=decide_only, rules_now_ms=self.first_sent_ms,
             )
             for call in calls:
-                connection.send_command("EVALSHA", sha, len(call.keys), *call.keys, *call.args)
+                connection.send_command("FCALL", UPDATE_FUNCTION, len(call.keys), *call.keys, *call.args)
                 sent.append((connection, call, node, decide_only))
 
     def _connection(self, node: ClusterNode | None) -> Any:
@@ -666,6 +694,10 @@ class StreamingWriter:
                 except redis.exceptions.NoScriptError:
                     # Redis lost its script cache (restart): load it and apply synchronously.
                     reply = self._store.run_call(call, node)
+                except redis.ResponseError as exc:
+                    if not function_missing(exc):
+                        raise
+                    reply = self._store.run_call(call, node)  # lost its functions too: run_call loads them
                 if isinstance(call, LinkCall):
                     continue
                 if isinstance(reply, list):

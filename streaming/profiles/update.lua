@@ -1,10 +1,14 @@
--- Apply a batch of profile deltas atomically, each event at most once.
+#!lua name=pulse_update
+-- A Redis function library (Redis/Valkey >= 7). FCALL pulse_update: apply a batch of profile
+-- deltas atomically, each event at most once. The store loads it under a name carrying a
+-- digest of this text (streaming/profiles/store.py), so two versions of the app never share it.
+-- The library keeps decoded rule plans between calls (see ``plans``); nothing else outlives a call.
 -- KEYS:  the fields-hash key ("<base>:p") of each profile the batch touches; every other key
 --        of a profile is "<base>:<suffix>" with the same hash tag, so it lives in the same slot.
 --        On a Redis Cluster, where declared keys must share one slot, KEYS is empty and ARGV[8]
 --        is a msgpack array of these keys instead: a call carries only profiles of one master
---        and the store prepends "#!lua flags=allow-cross-slot-keys" (streaming/profiles/store.py),
---        so one call may touch several slots of that master; each profile stays in its own slot.
+--        and the function is registered with the allow-cross-slot-keys flag, so one call may
+--        touch several slots of that master; each profile stays in its own slot.
 -- ARGV:  1 dedupe TTL seconds, 2 now ms, 3 session gap ms,
 --        4 msgpack array of deltas: {key_index, event_id, event_type, ts_ms, user_id,
 --          anonymous_id, category, product_id, cart_change, purchase_micros, engagement}
@@ -29,17 +33,14 @@
 -- sessions are "<start>:<end>" members of the <base>:sessions zset (score = start); ln = '1'
 -- when the profile has identity keys (<base>:owner or <base>:anon, so its person may have
 -- other parts), '0' when it had none when checked (link.lua marks a link).
-local keys = KEYS
-if ARGV[8] and ARGV[8] ~= '' then keys = cmsgpack.unpack(ARGV[8]) end
-local ttl, now, gap = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local deltas = cmsgpack.unpack(ARGV[4])
-local model = nil
-if ARGV[5] and ARGV[5] ~= '' then model = cmsgpack.unpack(ARGV[5]) end
-local applied = 0
-local plan = nil
-if ARGV[9] and ARGV[9] ~= '' then plan = cmsgpack.unpack(ARGV[9]) end  -- conditions compiled on first use
-local decide_only = plan and ARGV[10] == '1'
-local rules_now = tonumber(ARGV[11] and ARGV[11] ~= '' and ARGV[11] or now)
+-- The call being run, set by update() at the bottom; the helpers read them.
+local keys, ttl, now, gap, model, plan, rules_now, cluster
+-- What the prefilter found in this call (see prefilter below).
+local candidates, candidate_profiles, stitched
+-- Decoded rule plans by their argument, kept between calls: each rule's condition is compiled
+-- the first time an event needs it and reused by later calls. A new rule set or event-type mix
+-- sends another argument; past PLANS_KEPT of them the cache starts over.
+local plans, plans_kept, PLANS_KEPT = {}, 0, 64
 
 local function int(x) return string.format('%d', x) end
 
@@ -88,8 +89,6 @@ end
 -- forbids it; a rule certainly true is marked so; everything else is left to the exact
 -- evaluation in Python.
 local UNKNOWN = {}
-local candidates, candidate_profiles, stitched = {}, {}, {}
-local cluster = ARGV[8] and ARGV[8] ~= ''
 local EVENT_FIELDS = {event_id = 2, event_type = 3, category = 7}
 -- The event being evaluated and what was read for it, afresh for each event (the profile
 -- changes between events): its profile's key base, its person's parts (false: not read yet;
@@ -380,10 +379,11 @@ local function add_fields(type_plan, d, names)
   return by_type_and_category
 end
 
--- The fields the rules of a delta's event type read, read at once with the person's parts.
-local prefetched = {}  -- names by event type and category, for this call
+-- The fields the rules of a delta's event type read, read at once with the person's parts
+-- (kept with the plan, by event type and category).
 local function prefetch_names(d)
   local key = d[3] .. '\0' .. d[7]
+  local prefetched = plan.prefetched
   local names = prefetched[key]
   if names then return names end
   names = {}
@@ -425,124 +425,150 @@ local function prefilter(d, base, names, updated, linked)
   end
 end
 
-local any_rules = false
-if plan then
-  local any = plan['any']
-  any_rules = #any['all'] > 0 or next(any['by']) ~= nil or #any['tiers'] > 0
+-- The plan an argument encodes, decoded once and kept.
+local function plan_of(argument)
+  local found = plans[argument]
+  if found then return found end
+  if plans_kept >= PLANS_KEPT then plans, plans_kept = {}, 0 end
+  found = cmsgpack.unpack(argument)
+  local any = found['any']
+  found.prefetched = {}
+  found.any_rules = #any['all'] > 0 or next(any['by']) ~= nil or #any['tiers'] > 0
+  plans[argument], plans_kept = found, plans_kept + 1
+  return found
 end
 
-for _, d in ipairs(deltas) do
-  local fields = keys[d[1]]
-  local base = string.sub(fields, 1, -3)
-  local prefetch, updated, linked = nil, nil, nil  -- the rules' fields, read along with the update's
-  if plan and not decide_only and (plan['types'][d[3]] or any_rules) then prefetch = prefetch_names(d) end
-  if decide_only then
-    prefilter(d, base, prefetch_names(d))  -- nothing is applied
-  elseif redis.call('SET', base .. ':seen:' .. d[2], '1', 'NX', 'EX', ttl) then
-    applied = applied + 1
-    local event_type, ts, user_id, anon = d[3], d[4], d[5], d[6]
-    local category, product, cart, micros, points = d[7], d[8], d[9], d[10], d[11]
-    local names = {'event_count', 'first_seen', 'last_seen', 'ss', 'se', 'engagement', 't:' .. event_type}
-    if category ~= '' then names[#names + 1] = 'v:' .. category end
-    if product ~= '' and cart ~= 0 then names[#names + 1] = 'c:' .. product end
-    if micros ~= 0 then names[#names + 1] = 'purchase_micros' end
-    if model then names[#names + 1] = 'sq' end
-    local sq_index = #names
-    names[#names + 1] = 'ln'
-    local ln_index = #names
-    local read_from = #names + 1
-    if prefetch then for _, name in ipairs(prefetch) do names[#names + 1] = name end end
-    local cur = redis.call('HMGET', fields, unpack(names))
-    -- Integers below 2^53 go to Redis as plain digits, so no string.format is needed here.
-    local out = {'event_count', (tonumber(cur[1]) or 0) + 1, 'updated_at', now,
-                 't:' .. event_type, (tonumber(cur[7]) or 0) + 1}
-    local first, last = tonumber(cur[2]), tonumber(cur[3])
-    if not first or ts < first then out[#out + 1] = 'first_seen'; out[#out + 1] = ts end
-    if not last or ts > last then out[#out + 1] = 'last_seen'; out[#out + 1] = ts end
-    if points ~= 0 then out[#out + 1] = 'engagement'; out[#out + 1] = (tonumber(cur[6]) or 0) + points end
-    local i = 8
-    if category ~= '' then out[#out + 1] = names[i]; out[#out + 1] = (tonumber(cur[i]) or 0) + 1; i = i + 1 end
-    if product ~= '' and cart ~= 0 then out[#out + 1] = names[i]; out[#out + 1] = (tonumber(cur[i]) or 0) + cart; i = i + 1 end
-    if micros ~= 0 then out[#out + 1] = names[i]; out[#out + 1] = (tonumber(cur[i]) or 0) + micros end
-    if user_id ~= '' then out[#out + 1] = 'user_id'; out[#out + 1] = user_id end
-    -- The ln mark: set with the anonymous set below; a hash without one (new, or written
-    -- before the mark existed) is checked once.
-    local ln = cur[ln_index]
-    if anon ~= '' then
-      if ln ~= '1' then ln = '1'; out[#out + 1] = 'ln'; out[#out + 1] = ln end
-    elseif not ln then
-      ln = redis.call('EXISTS', base .. ':owner', base .. ':anon') > 0 and '1' or '0'
-      out[#out + 1] = 'ln'; out[#out + 1] = ln
-    end
-    linked = (ln == '1')
+local function update(KEYS, ARGV)
+  keys = KEYS
+  cluster = ARGV[8] and ARGV[8] ~= ''
+  if cluster then keys = cmsgpack.unpack(ARGV[8]) end
+  ttl, now, gap = ARGV[1], ARGV[2], tonumber(ARGV[3])
+  local deltas = cmsgpack.unpack(ARGV[4])
+  model = nil
+  if ARGV[5] and ARGV[5] ~= '' then model = cmsgpack.unpack(ARGV[5]) end
+  local applied = 0
+  plan = nil
+  if ARGV[9] and ARGV[9] ~= '' then plan = plan_of(ARGV[9]) end
+  local decide_only = plan and ARGV[10] == '1'
+  rules_now = tonumber(ARGV[11] and ARGV[11] ~= '' and ARGV[11] or now)
+  candidates, candidate_profiles, stitched = {}, {}, {}
+  local any_rules = plan and plan.any_rules
 
-    -- Sessions: in-order events only touch ss/se; an event before the latest session's
-    -- start takes the general path through the zset.
-    local ss, se = tonumber(cur[4]), tonumber(cur[5])
-    local latest = nil  -- the latest session's counts, when this event belongs to it
-    if not ss then
-      ss, se = ts, ts
-      latest = {}
-    elseif ts >= ss and ts <= se + gap then
-      if ts > se then se = ts end
-      if model then latest = parse_counts(cur[sq_index] or nil) end
-    elseif ts > se + gap then
-      redis.call('ZADD', base .. ':sessions', ss, int(ss) .. ':' .. int(se))
-      ss, se = ts, ts
-      latest = {}
-    else
-      local sessions = base .. ':sessions'
-      redis.call('ZADD', sessions, ss, int(ss) .. ':' .. int(se))
-      merge_into(sessions, ts)
-      local newest = redis.call('ZREVRANGE', sessions, 0, 0)[1]
-      redis.call('ZREM', sessions, newest)
-      local sep = string.find(newest, ':', 1, true)
-      ss, se = tonumber(string.sub(newest, 1, sep - 1)), tonumber(string.sub(newest, sep + 1))
-    end
-    out[#out + 1] = 'ss'; out[#out + 1] = ss
-    out[#out + 1] = 'se'; out[#out + 1] = se
-    if model and latest then
-      latest[event_type] = (latest[event_type] or 0) + 1
-      out[#out + 1] = 'sq'; out[#out + 1] = format_counts(latest)
-      out[#out + 1] = 'intent_score'; out[#out + 1] = intent(latest, (se - ss) / 60000)
-    end
-    redis.call('HSET', fields, unpack(out))
-    if prefetch then  -- the rules' fields as this update left them
-      updated = {}
-      for i, name in ipairs(prefetch) do
-        local v = cur[read_from + i - 1]
-        updated[name] = v and tonumber(v) or false
+  for _, d in ipairs(deltas) do
+    local fields = keys[d[1]]
+    local base = string.sub(fields, 1, -3)
+    local prefetch, updated, linked = nil, nil, nil  -- the rules' fields, read along with the update's
+    if plan and not decide_only and (plan['types'][d[3]] or any_rules) then prefetch = prefetch_names(d) end
+    if decide_only then
+      prefilter(d, base, prefetch_names(d))  -- nothing is applied
+    elseif redis.call('SET', base .. ':seen:' .. d[2], '1', 'NX', 'EX', ttl) then
+      applied = applied + 1
+      local event_type, ts, user_id, anon = d[3], d[4], d[5], d[6]
+      local category, product, cart, micros, points = d[7], d[8], d[9], d[10], d[11]
+      local names = {'event_count', 'first_seen', 'last_seen', 'ss', 'se', 'engagement', 't:' .. event_type}
+      if category ~= '' then names[#names + 1] = 'v:' .. category end
+      if product ~= '' and cart ~= 0 then names[#names + 1] = 'c:' .. product end
+      if micros ~= 0 then names[#names + 1] = 'purchase_micros' end
+      if model then names[#names + 1] = 'sq' end
+      local sq_index = #names
+      names[#names + 1] = 'ln'
+      local ln_index = #names
+      local read_from = #names + 1
+      if prefetch then for _, name in ipairs(prefetch) do names[#names + 1] = name end end
+      local cur = redis.call('HMGET', fields, unpack(names))
+      -- Integers below 2^53 go to Redis as plain digits, so no string.format is needed here.
+      local out = {'event_count', (tonumber(cur[1]) or 0) + 1, 'updated_at', now,
+                   't:' .. event_type, (tonumber(cur[7]) or 0) + 1}
+      local first, last = tonumber(cur[2]), tonumber(cur[3])
+      if not first or ts < first then out[#out + 1] = 'first_seen'; out[#out + 1] = ts end
+      if not last or ts > last then out[#out + 1] = 'last_seen'; out[#out + 1] = ts end
+      if points ~= 0 then out[#out + 1] = 'engagement'; out[#out + 1] = (tonumber(cur[6]) or 0) + points end
+      local i = 8
+      if category ~= '' then out[#out + 1] = names[i]; out[#out + 1] = (tonumber(cur[i]) or 0) + 1; i = i + 1 end
+      if product ~= '' and cart ~= 0 then out[#out + 1] = names[i]; out[#out + 1] = (tonumber(cur[i]) or 0) + cart; i = i + 1 end
+      if micros ~= 0 then out[#out + 1] = names[i]; out[#out + 1] = (tonumber(cur[i]) or 0) + micros end
+      if user_id ~= '' then out[#out + 1] = 'user_id'; out[#out + 1] = user_id end
+      -- The ln mark: set with the anonymous set below; a hash without one (new, or written
+      -- before the mark existed) is checked once.
+      local ln = cur[ln_index]
+      if anon ~= '' then
+        if ln ~= '1' then ln = '1'; out[#out + 1] = 'ln'; out[#out + 1] = ln end
+      elseif not ln then
+        ln = redis.call('EXISTS', base .. ':owner', base .. ':anon') > 0 and '1' or '0'
+        out[#out + 1] = 'ln'; out[#out + 1] = ln
       end
-      for i = 1, #out, 2 do
-        if updated[out[i]] ~= nil then updated[out[i]] = tonumber(out[i + 1]) or false end
+      linked = (ln == '1')
+
+      -- Sessions: in-order events only touch ss/se; an event before the latest session's
+      -- start takes the general path through the zset.
+      local ss, se = tonumber(cur[4]), tonumber(cur[5])
+      local latest = nil  -- the latest session's counts, when this event belongs to it
+      if not ss then
+        ss, se = ts, ts
+        latest = {}
+      elseif ts >= ss and ts <= se + gap then
+        if ts > se then se = ts end
+        if model then latest = parse_counts(cur[sq_index] or nil) end
+      elseif ts > se + gap then
+        redis.call('ZADD', base .. ':sessions', ss, int(ss) .. ':' .. int(se))
+        ss, se = ts, ts
+        latest = {}
+      else
+        local sessions = base .. ':sessions'
+        redis.call('ZADD', sessions, ss, int(ss) .. ':' .. int(se))
+        merge_into(sessions, ts)
+        local newest = redis.call('ZREVRANGE', sessions, 0, 0)[1]
+        redis.call('ZREM', sessions, newest)
+        local sep = string.find(newest, ':', 1, true)
+        ss, se = tonumber(string.sub(newest, 1, sep - 1)), tonumber(string.sub(newest, sep + 1))
       end
+      out[#out + 1] = 'ss'; out[#out + 1] = ss
+      out[#out + 1] = 'se'; out[#out + 1] = se
+      if model and latest then
+        latest[event_type] = (latest[event_type] or 0) + 1
+        out[#out + 1] = 'sq'; out[#out + 1] = format_counts(latest)
+        out[#out + 1] = 'intent_score'; out[#out + 1] = intent(latest, (se - ss) / 60000)
+      end
+      redis.call('HSET', fields, unpack(out))
+      if prefetch then  -- the rules' fields as this update left them
+        updated = {}
+        for i, name in ipairs(prefetch) do
+          local v = cur[read_from + i - 1]
+          updated[name] = v and tonumber(v) or false
+        end
+        for i = 1, #out, 2 do
+          if updated[out[i]] ~= nil then updated[out[i]] = tonumber(out[i + 1]) or false end
+        end
+      end
+
+      if anon ~= '' then redis.call('SADD', base .. ':anon', anon) end
+      local products = base .. ':products'
+      if product ~= '' then redis.call('ZADD', products, 'GT', ts, product) end
+      -- Keep the 10 newest products; trimming every 10th event bounds the zset at 20.
+      if (tonumber(cur[1]) or 0) % 10 == 9 then redis.call('ZREMRANGEBYRANK', products, 0, -11) end
     end
-
-    if anon ~= '' then redis.call('SADD', base .. ':anon', anon) end
-    local products = base .. ':products'
-    if product ~= '' then redis.call('ZADD', products, 'GT', ts, product) end
-    -- Keep the 10 newest products; trimming every 10th event bounds the zset at 20.
-    if (tonumber(cur[1]) or 0) % 10 == 9 then redis.call('ZREMRANGEBYRANK', products, 0, -11) end
+    if prefetch then prefilter(d, base, prefetch, updated, linked) end
   end
-  if prefetch then prefilter(d, base, prefetch, updated, linked) end
-end
-local watched = ARGV[6] and ARGV[6] ~= ''
-if not watched and not plan then return applied end
+  local watched = ARGV[6] and ARGV[6] ~= ''
+  if not watched and not plan then return applied end
 
--- The state the rules engine reads, in the same call: no extra round trip.
-local reports = {}
-for _, index in ipairs(watched and cmsgpack.unpack(ARGV[6]) or {}) do
-  if not plan or candidate_profiles[index] then
-  local fields = keys[index]
-  local base = string.sub(fields, 1, -3)
-  local sessions = redis.call('ZRANGE', base .. ':sessions', 0, -1)
-  local products = {}
-  if ARGV[7] == '1' then products = redis.call('ZREVRANGE', base .. ':products', 0, 9, 'WITHSCORES') end
-  reports[#reports + 1] = {
-    index, redis.call('HGETALL', fields), redis.call('SMEMBERS', base .. ':anon'), sessions,
-    redis.call('ZRANGE', base .. ':owner', 0, 0), redis.call('HGETALL', base .. ':fires'), products,
-  }
+  -- The state the rules engine reads, in the same call: no extra round trip.
+  local reports = {}
+  for _, index in ipairs(watched and cmsgpack.unpack(ARGV[6]) or {}) do
+    if not plan or candidate_profiles[index] then
+      local fields = keys[index]
+      local base = string.sub(fields, 1, -3)
+      local sessions = redis.call('ZRANGE', base .. ':sessions', 0, -1)
+      local products = {}
+      if ARGV[7] == '1' then products = redis.call('ZREVRANGE', base .. ':products', 0, 9, 'WITHSCORES') end
+      reports[#reports + 1] = {
+        index, redis.call('HGETALL', fields), redis.call('SMEMBERS', base .. ':anon'), sessions,
+        redis.call('ZRANGE', base .. ':owner', 0, 0), redis.call('HGETALL', base .. ':fires'), products,
+      }
+    end
   end
+  if plan then return {applied, reports, candidates, stitched} end
+  return {applied, reports}
 end
-if plan then return {applied, reports, candidates, stitched} end
-return {applied, reports}
+
+redis.register_function{function_name = 'pulse_update', callback = update, flags = {'allow-cross-slot-keys'}}
