@@ -352,8 +352,8 @@ local function run_type_plan(type_plan, may)
   if not type_plan then return end
   run(type_plan['all'], may)
   for name, by_value in pairs(type_plan['by']) do
-    local rules = by_value[ev_delta[EVENT_FIELDS[name]]]
-    if rules then run(rules, may) end
+    local group = by_value[ev_delta[EVENT_FIELDS[name]]]
+    if group then run(group['rules'], may) end
   end
   for _, tier in ipairs(type_plan['tiers']) do
     if not tier.number then tier.number = compile(cjson.decode(tier[1])) end
@@ -366,15 +366,32 @@ local function run_type_plan(type_plan, may)
   end
 end
 
--- The fields a type plan's rules read: fixed names, and prefix..':'..<event field>. Returns
--- whether they depend on the event's type and category only.
+-- Adds the fields a plan part reads (fixed names, and prefix..':'..<event field>) to names,
+-- once each. Returns whether they depend on the event's type and category only.
+local function add_reads(reads, d, names)
+  local by_type_and_category = true
+  for _, name in ipairs(reads['fields']) do
+    if not names[name] then names[name] = true; names[#names + 1] = name end
+  end
+  for _, pair in ipairs(reads['keyed']) do
+    local name = pair[1] .. ':' .. d[EVENT_FIELDS[pair[2]]]
+    if not names[name] then names[name] = true; names[#names + 1] = name end
+    if pair[2] == 'event_id' then by_type_and_category = false end
+  end
+  return by_type_and_category
+end
+
+-- The fields a type plan's rules may read for this event: those of its unguarded rules and
+-- tiers, and those of the guarded group the event matches.
 local function add_fields(type_plan, d, names)
   if not type_plan then return true end
-  local by_type_and_category = true
-  for _, name in ipairs(type_plan['fields']) do names[#names + 1] = name end
-  for _, pair in ipairs(type_plan['keyed']) do
-    names[#names + 1] = pair[1] .. ':' .. d[EVENT_FIELDS[pair[2]]]
-    if pair[2] == 'event_id' then by_type_and_category = false end
+  local by_type_and_category = add_reads(type_plan, d, names)
+  for name, by_value in pairs(type_plan['by']) do
+    local group = by_value[d[EVENT_FIELDS[name]]]
+    if group then
+      if name == 'event_id' then by_type_and_category = false end
+      if not add_reads(group, d, names) then by_type_and_category = false end
+    end
   end
   return by_type_and_category
 end

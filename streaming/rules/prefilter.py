@@ -248,19 +248,26 @@ def threshold(condition: list[Any]) -> tuple[list[Any], float, bool] | None:
     return None
 
 
-def _type_plan(plans: list[list[Any]]) -> bytes:
-    """The plans of one event type, indexed so most rules that cannot fire are not evaluated.
-
-    {"all": plans evaluated for every event, "by": {event field: {value: plans guarded by
-    ``event.<field> == value``}}, "tiers": [[profile number node, [[c, strict, plan], ...]]]:
-    plans requiring ``node >= c`` (or ``> c``), in ascending c, so one read of the number skips
-    the tiers above it; "fields": stored fields they read, "keyed": [prefix, event field] of the
-    fields keyed by the event}.
-    """
+def _reads(plans: Iterable[list[Any]]) -> dict[str, list[Any]]:
+    """{"fields": stored fields these plans read, "keyed": [prefix, event field] of those keyed by the event}."""
     fields: set[str] = set()
     keyed: set[tuple[str, str]] = set()
     for plan in plans:
         read_fields(plan[2], fields, keyed)
+    return {"fields": sorted(fields), "keyed": [list(pair) for pair in sorted(keyed)]}
+
+
+def _type_plan(plans: list[list[Any]]) -> bytes:
+    """The plans of one event type, indexed so most rules that cannot fire are not evaluated.
+
+    {"all": plans evaluated for every event, "by": {event field: {value: {"rules": plans
+    guarded by ``event.<field> == value``, "fields", "keyed": what they read}}}, "tiers":
+    [[profile number node, [[c, strict, plan], ...]]]: plans requiring ``node >= c`` (or
+    ``> c``), in ascending c, so one read of the number skips the tiers above it; "fields":
+    stored fields the plans of "all" and "tiers" read, "keyed": [prefix, event field] of the
+    fields keyed by the event}. The script reads an event's fields with its update: those of
+    its type and of the one guarded group its event matches.
+    """
     unguarded: list[list[Any]] = []
     by: dict[str, dict[str, list[list[Any]]]] = {}
     tiers: dict[bytes, tuple[list[Any], list[tuple[float, bool, list[Any]]]]] = {}
@@ -279,10 +286,12 @@ def _type_plan(plans: list[list[Any]]) -> bytes:
         [_packed(node), [[bound, strict, _lazy(plan)] for bound, strict, plan in sorted(entries, key=lambda e: (e[0], e[1]))]]
         for node, entries in tiers.values()
     ]
-    lazy_by = {name: {value: [_lazy(plan) for plan in plans] for value, plans in values.items()} for name, values in by.items()}
-    return msgspec.msgpack.encode(
-        {"all": [_lazy(plan) for plan in unguarded], "by": lazy_by, "tiers": tier_list, "fields": sorted(fields), "keyed": sorted(keyed)}
-    )
+    lazy_by = {
+        name: {value: {"rules": [_lazy(plan) for plan in group], **_reads(group)} for value, group in values.items()}
+        for name, values in by.items()
+    }
+    tiered = [plan for _, entries in tiers.values() for _, _, plan in entries]
+    return msgspec.msgpack.encode({"all": [_lazy(plan) for plan in unguarded], "by": lazy_by, "tiers": tier_list, **_reads(unguarded + tiered)})
 
 
 def _packed(node: list[Any]) -> str:

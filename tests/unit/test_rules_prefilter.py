@@ -111,7 +111,9 @@ def test_the_script_argument_carries_only_the_types_asked_for():
     assert [plan[1] for plan in argument["types"]["click"]["all"]] == ["typed"]
     assert [entry[2][1] for _, entries in argument["any"]["tiers"] for entry in entries] == ["every_type"]
     page_view = msgspec.msgpack.decode(prefilter.argument({"page_view"}))["types"]["page_view"]
-    assert [plan[1] for plan in page_view["by"]["category"]["a"]] == ["guarded"]
+    guarded = page_view["by"]["category"]["a"]
+    assert [plan[1] for plan in guarded["rules"]] == ["guarded"]
+    assert (guarded["fields"], guarded["keyed"]) == (["event_count"], [])
     assert page_view["fields"] == ["event_count"]
     number, rule_id, _, key, max_fires, cooldown, certain = page_view["all"][0]
     assert (number, rule_id, key, max_fires, cooldown, certain) == (1, "typed", [0], 0, 0, True)
@@ -140,6 +142,18 @@ def test_the_fields_a_type_reads_are_listed_for_one_read():
     plan = msgspec.msgpack.decode(Prefilter(rules).argument({"page_view"}))["types"]["page_view"]
     assert plan["fields"] == ["ss", "t:buy"]
     assert plan["keyed"] == [["v", "category"]]
+
+
+def test_a_guarded_group_lists_its_own_fields_so_an_event_reads_only_its_groups():
+    rules = [
+        rule('event.category == "shoes" && profile.category_views["shoes"] >= 3', "shoes"),
+        rule('event.category == "books" && profile.category_views["books"] >= 3 && profile.session_count > 1', "books"),
+        rule("profile.event_count >= 10", "ten"),
+    ]
+    plan = msgspec.msgpack.decode(Prefilter(rules).argument({"page_view"}))["types"]["page_view"]
+    assert plan["fields"] == ["event_count"]
+    assert plan["by"]["category"]["shoes"]["fields"] == ["v:shoes"]
+    assert plan["by"]["category"]["books"]["fields"] == ["ss", "v:books"]
 
 
 def test_per_keys_other_than_an_event_field_skip_the_state_check():
