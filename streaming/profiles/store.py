@@ -33,6 +33,8 @@ _UPDATE_LIBRARY = _UPDATE_LIBRARY_TEXT.replace("#!lua name=pulse_update\n", f"#!
 )
 #: An identity link (an anonymous id's owners zset), marking the id's fields hash as linked.
 _LINK_SCRIPT = resources.files("streaming.profiles").joinpath("link.lua").read_text()
+#: Fired decisions stored in one call on a standalone server.
+_RECORD_SCRIPT = resources.files("streaming.profiles").joinpath("record.lua").read_text()
 #: GET /v1/decisions in one call on a standalone server (it reads keys of several ids).
 _DECISIONS_SCRIPT = resources.files("streaming.profiles").joinpath("decisions.lua").read_text()
 
@@ -160,6 +162,7 @@ class RedisProfileStore:
         self._functions_loaded = False
         self._link = client.register_script(_LINK_SCRIPT)
         self._read_decisions = None if self._cluster else client.register_script(_DECISIONS_SCRIPT)
+        self._record = None if self._cluster else client.register_script(_RECORD_SCRIPT)
 
     @property
     def client(self) -> RedisClient:
@@ -486,9 +489,18 @@ class RedisProfileStore:
 
         ``encoded``: the decisions as JSON already (the triggers' values), in the same order.
         """
-        pipe = self._client.pipeline(transaction=False)
         if encoded is None:
             encoded = [_json_encode(decision) for decision in decisions]
+        elif len(encoded) != len(decisions):
+            raise ValueError(f"{len(encoded)} encoded decisions for {len(decisions)}")
+        if self._record is not None:  # one call: no per-command client work
+            keys = [key for decision in decisions for key in decision_keys(decision["profile_id"])]
+            keys += [fields_key(person) for person in segments]
+            rows = [(d["key"], fire_state(d)) for d in decisions]
+            segment_lists = [",".join(sorted(names)) for names in segments.values()]
+            self._record(keys=keys, args=[_pack(rows), _pack(segment_lists), *encoded])
+            return
+        pipe = self._client.pipeline(transaction=False)
         for decision, document in zip(decisions, encoded, strict=True):
             decisions_key, fires_key = decision_keys(decision["profile_id"])
             pipe.hset(decisions_key, decision["key"], document)
