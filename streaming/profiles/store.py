@@ -252,7 +252,12 @@ class RedisProfileStore:
 
     def load_functions(self) -> None:
         """Load the update function library (on every master of a cluster); idempotent."""
-        self._client.function_load(_UPDATE_LIBRARY, replace=True)
+        try:
+            self._client.function_load(_UPDATE_LIBRARY, replace=True)
+        except redis.ResponseError as exc:
+            if "unknown command" in str(exc).lower():
+                raise RedisTooOld(f"Pulse needs Redis or Valkey 7.0 or newer (profile updates are a Redis function): {exc}") from exc
+            raise
         self._functions_loaded = True
 
     def writer(self) -> StreamingWriter:
@@ -533,6 +538,10 @@ class RedisProfileStore:
         deleted = sum(pipe.execute()[: len(ids)])
         logger.info("forgot a person: %d ids, %d keys deleted", len(ids), deleted)
         return bool(deleted)
+
+
+class RedisTooOld(RuntimeError):
+    """The server has no FUNCTION command (Redis 6 or older)."""
 
 
 def function_missing(exc: redis.ResponseError) -> bool:

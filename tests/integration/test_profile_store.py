@@ -202,3 +202,17 @@ def test_updates_recover_when_redis_lost_its_functions_and_scripts(redis_client)
     writer.send(deltas[150:300])  # the streaming writer's path: replies read at confirm()
     assert writer.confirm() == 100
     assert redis_documents(store, expected) == expected
+
+
+def test_a_server_without_functions_gets_a_clear_error(redis_client, monkeypatch):
+    """Redis 6 answers FUNCTION with "unknown command": the store says which version it needs."""
+    import redis as redis_module
+
+    from streaming.profiles.store import RedisTooOld
+
+    def refuse(*_args, **_kwargs):
+        raise redis_module.ResponseError("unknown command 'FUNCTION', with args beginning with: 'LOAD'")
+
+    monkeypatch.setattr(redis_client, "function_load", refuse)
+    with pytest.raises(RedisTooOld, match="Redis or Valkey 7.0 or newer"):
+        store_for(redis_client).writer()
