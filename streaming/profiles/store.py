@@ -31,8 +31,6 @@ UPDATE_FUNCTION = f"pulse_update_{hashlib.sha1(_UPDATE_LIBRARY_TEXT.encode()).he
 _UPDATE_LIBRARY = _UPDATE_LIBRARY_TEXT.replace("#!lua name=pulse_update\n", f"#!lua name={UPDATE_FUNCTION}\n", 1).replace(
     "function_name = 'pulse_update'", f"function_name = '{UPDATE_FUNCTION}'", 1
 )
-#: An identity link (an anonymous id's owners zset), marking the id's fields hash as linked.
-_LINK_SCRIPT = resources.files("streaming.profiles").joinpath("link.lua").read_text()
 #: Fired decisions stored in one call on a standalone server.
 _RECORD_SCRIPT = resources.files("streaming.profiles").joinpath("record.lua").read_text()
 #: GET /v1/decisions in one call on a standalone server (it reads keys of several ids).
@@ -131,15 +129,9 @@ def identity_links(deltas: Sequence[ProfileDelta]) -> dict[str, tuple[int, str]]
     return links
 
 
-class LinkCall(NamedTuple):
-    """One link.lua call: record an identity link (idempotent: each user's earliest time stays)."""
-
-    keys: list[str]
-    args: tuple[int, str]
-
-
-def link_call(anonymous_id: str, link: tuple[int, str]) -> LinkCall:
-    return LinkCall([owner_key(anonymous_id), fields_key(anonymous_id)], link)
+def link_command(anonymous_id: str, link: tuple[int, str]) -> tuple[str | int, ...]:
+    """Record a link; ``LT`` keeps each user's earliest time, so the write is idempotent."""
+    return ("ZADD", owner_key(anonymous_id), "LT", link[0], link[1])
 
 
 class RedisProfileStore:
@@ -160,7 +152,6 @@ class RedisProfileStore:
         self._cluster = isinstance(client, redis.RedisCluster)
         self._slots_stale = False
         self._functions_loaded = False
-        self._link = client.register_script(_LINK_SCRIPT)
         self._read_decisions = None if self._cluster else client.register_script(_DECISIONS_SCRIPT)
         self._record = None if self._cluster else client.register_script(_RECORD_SCRIPT)
 
@@ -237,8 +228,7 @@ class RedisProfileStore:
         pipe = self._client.pipeline(transaction=False)
         links = identity_links(deltas)
         for anonymous_id, link in links.items():
-            call = link_call(anonymous_id, link)
-            self._link(keys=call.keys, args=call.args, client=pipe)
+            pipe.execute_command(*link_command(anonymous_id, link))
         for call in self._script_calls(deltas, int(time.time() * 1000)):
             pipe.fcall(UPDATE_FUNCTION, len(call.keys), *call.keys, *call.args)
         try:
@@ -262,8 +252,7 @@ class RedisProfileStore:
 
     def writer(self) -> StreamingWriter:
         """A writer that sends script calls at once and confirms them later (see StreamingWriter)."""
-        self.load_functions()
-        self._client.script_load(self._link.script)  # on every master of a cluster
+        self.load_functions()  # on every master of a cluster
         return StreamingWriter(self)
 
     def by_node(self, items: Sequence[T], profile_id: Callable[[T], str]) -> list[tuple[ClusterNode | None, Sequence[T]]]:
@@ -301,11 +290,9 @@ class RedisProfileStore:
             raise ClusterTopologyChanged(f"cannot read the cluster's slot map: {exc}") from exc
         self._slots_stale = False
 
-    def run_call(self, call: ScriptCall | LinkCall, node: ClusterNode | None) -> Any:
-        """Run one call synchronously (loading the script or function when the server lost it)."""
+    def run_call(self, call: ScriptCall, node: ClusterNode | None) -> Any:
+        """Run one update call synchronously (loading the function when the server lost it)."""
         client = self._client if node is None else self._client.get_redis_connection(node)
-        if isinstance(call, LinkCall):
-            return self._link(keys=call.keys, args=call.args, client=client)
         try:
             return client.fcall(UPDATE_FUNCTION, len(call.keys), *call.keys, *call.args)
         except redis.ResponseError as exc:
@@ -620,8 +607,8 @@ class StreamingWriter:
         self._store = store
         # node name (None on one server) -> (its connection pool, the connection taken from it)
         self._connections: dict[str | None, tuple[Any, Any]] = {}
-        # (connection, update or identity link call, node, decide call), in the order sent.
-        self._sent: list[tuple[Any, ScriptCall | LinkCall, ClusterNode | None, bool]] = []
+        # (connection, update call or None for an identity link, node, decide call), in the order sent.
+        self._sent: list[tuple[Any, ScriptCall | None, ClusterNode | None, bool]] = []
         self.reports: dict[str, PartReport] = {}
         #: The rules prefilter's findings since the last ``take_prefiltered()``.
         self.prefiltered = Prefiltered()
@@ -673,13 +660,11 @@ class StreamingWriter:
         # Links first, so a report in this batch already sees them (each goes to its own
         # anonymous id's node, the node that reports on that id). A decide call has none.
         links = [] if decide_only else list(identity_links(deltas).items())
-        link_sha = store._link.sha
         for node, group in store.by_node(links, lambda link: link[0]):
             connection = self._connection(node)
             for anonymous_id, link in group:
-                link_script_call = link_call(anonymous_id, link)
-                connection.send_command("EVALSHA", link_sha, 2, *link_script_call.keys, *link_script_call.args)
-                sent.append((connection, link_script_call, node, False))
+                connection.send_command(*link_command(anonymous_id, link))
+                sent.append((connection, None, node, False))
         now_ms = int(time.time() * 1000)
         if self.first_sent_ms is None:
             self.first_sent_ms = now_ms
@@ -710,17 +695,16 @@ class StreamingWriter:
         applied = 0
         try:
             for connection, call, node, decide_only in self._sent:
+                if call is None:  # an identity link
+                    connection.read_response()
+                    continue
                 try:
                     reply = connection.read_response()
-                except redis.exceptions.NoScriptError:
-                    # Redis lost its script cache (restart): load it and apply synchronously.
-                    reply = self._store.run_call(call, node)
                 except redis.ResponseError as exc:
                     if not function_missing(exc):
                         raise
-                    reply = self._store.run_call(call, node)  # lost its functions too: run_call loads them
-                if isinstance(call, LinkCall):
-                    continue
+                    # Redis lost its functions (restart without persistence): load, apply synchronously.
+                    reply = self._store.run_call(call, node)
                 if isinstance(reply, list):
                     count, entries, *found = reply
                     for entry in entries:

@@ -30,9 +30,7 @@
 -- Semantics are those of streaming/profiles/reference.py; every change commutes.
 -- Fields: event_count, first_seen, last_seen, user_id, updated_at, engagement, purchase_micros,
 -- t:<type>, v:<category>, c:<product>, and ss/se = the latest session's bounds; earlier
--- sessions are "<start>:<end>" members of the <base>:sessions zset (score = start); ln = '1'
--- when the profile has identity keys (<base>:owner or <base>:anon, so its person may have
--- other parts), '0' when it had none when checked (link.lua marks a link).
+-- sessions are "<start>:<end>" members of the <base>:sessions zset (score = start).
 -- The call being run, set by update() at the bottom; the helpers read them.
 local keys, ttl, now, gap, model, plan, rules_now, cluster
 -- What the prefilter found in this call (see prefilter below).
@@ -94,7 +92,7 @@ local EVENT_FIELDS = {event_id = 2, event_type = 3, category = 7}
 -- changes between events): its profile's key base, its person's parts (false: not read yet;
 -- nil: not readable here), the person's numbers by field name, the fields to read at once,
 -- and those fields' values as the event's own update left them (nil: not updated here).
-local ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_uncertain, ev_updated, ev_linked
+local ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_uncertain, ev_updated
 
 local function encode_id(id) return (string.gsub(string.gsub(string.gsub(id, '%%', '%%25'), '{', '%%7B'), '}', '%%7D')) end
 local function decode_id(id) return (string.gsub(string.gsub(string.gsub(id, '%%7D', '}'), '%%7B', '{'), '%%25', '%%')) end
@@ -115,11 +113,9 @@ end
 -- The key bases of the person the profile belongs to (streaming/profiles/identity.py): its
 -- owning user, else itself; then the anonymous ids that person owns, in id order. On a
 -- cluster the other parts may live on other nodes: nil when the person has any. The fields
--- the event's rules read are fetched with it, one call per part. ``linked`` is the profile's
--- ln mark when the update read it (false: no identity keys), else nil.
-local function find_parts(base, linked)
-  if linked == false then return {base} end  -- the usual case
-  if linked == nil and redis.call('EXISTS', base .. ':owner', base .. ':anon') == 0 then return {base} end
+-- the event's rules read are fetched with it, one call per part.
+local function find_parts(base)
+  if redis.call('EXISTS', base .. ':owner', base .. ':anon') == 0 then return {base} end  -- the usual case
   if cluster then return nil end
   local owner = redis.call('ZRANGE', base .. ':owner', 0, 0)[1]
   local head, encoded = string.match(base, '^(.-{)(.*)}$')
@@ -139,7 +135,7 @@ end
 
 local function person_parts()
   if ev_parts == false then
-    ev_parts = find_parts(ev_base, ev_linked)
+    ev_parts = find_parts(ev_base)
     if ev_parts and #ev_prefetch > 0 then
       if ev_updated and #ev_parts == 1 and ev_parts[1] == ev_base then ev_numbers = ev_updated else read_numbers(ev_prefetch) end
     end
@@ -420,11 +416,11 @@ end
 -- Evaluates the rules of a delta's event type; an event with candidates adds
 -- {event_id, {rule, certain, count, ...}, person id, user id} (ids '' when not read) to the
 -- reply. Its profile is reported only when a candidate is uncertain (Python evaluates those).
--- ``names`` are the fields its rules read, ``updated`` their values after the event's own
--- update and ``linked`` the profile's ln mark (both nil in a decide call or for a duplicate).
-local function prefilter(d, base, names, updated, linked)
+-- ``names`` are the fields its rules read and ``updated`` their values after the event's own
+-- update (nil in a decide call).
+local function prefilter(d, base, names, updated)
   local typed, any = plan['types'][d[3]], plan['any']
-  ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_updated, ev_linked = d, base, false, {}, names, updated, linked
+  ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_updated = d, base, false, {}, names, updated
   ev_uncertain = false
   local may = {}
   run_type_plan(typed, may)
@@ -474,7 +470,7 @@ local function update(KEYS, ARGV)
   for _, d in ipairs(deltas) do
     local fields = keys[d[1]]
     local base = string.sub(fields, 1, -3)
-    local prefetch, updated, linked = nil, nil, nil  -- the rules' fields, read along with the update's
+    local prefetch, updated = nil, nil  -- the rules' fields, read along with the update's
     if plan and not decide_only and (plan['types'][d[3]] or any_rules) then prefetch = prefetch_names(d) end
     if decide_only then
       prefilter(d, base, prefetch_names(d))  -- nothing is applied
@@ -488,8 +484,6 @@ local function update(KEYS, ARGV)
       if micros ~= 0 then names[#names + 1] = 'purchase_micros' end
       if model then names[#names + 1] = 'sq' end
       local sq_index = #names
-      names[#names + 1] = 'ln'
-      local ln_index = #names
       local read_from = #names + 1
       if prefetch then for _, name in ipairs(prefetch) do names[#names + 1] = name end end
       local cur = redis.call('HMGET', fields, unpack(names))
@@ -505,16 +499,6 @@ local function update(KEYS, ARGV)
       if product ~= '' and cart ~= 0 then out[#out + 1] = names[i]; out[#out + 1] = (tonumber(cur[i]) or 0) + cart; i = i + 1 end
       if micros ~= 0 then out[#out + 1] = names[i]; out[#out + 1] = (tonumber(cur[i]) or 0) + micros end
       if user_id ~= '' then out[#out + 1] = 'user_id'; out[#out + 1] = user_id end
-      -- The ln mark: set with the anonymous set below; a hash without one (new, or written
-      -- before the mark existed) is checked once.
-      local ln = cur[ln_index]
-      if anon ~= '' then
-        if ln ~= '1' then ln = '1'; out[#out + 1] = 'ln'; out[#out + 1] = ln end
-      elseif not ln then
-        ln = redis.call('EXISTS', base .. ':owner', base .. ':anon') > 0 and '1' or '0'
-        out[#out + 1] = 'ln'; out[#out + 1] = ln
-      end
-      linked = (ln == '1')
 
       -- Sessions: in-order events only touch ss/se; an event before the latest session's
       -- start takes the general path through the zset.
@@ -564,7 +548,7 @@ local function update(KEYS, ARGV)
       -- Keep the 10 newest products; trimming every 10th event bounds the zset at 20.
       if (tonumber(cur[1]) or 0) % 10 == 9 then redis.call('ZREMRANGEBYRANK', products, 0, -11) end
     end
-    if prefetch then prefilter(d, base, prefetch, updated, linked) end
+    if prefetch then prefilter(d, base, prefetch, updated) end
   end
   local watched = ARGV[6] and ARGV[6] ~= ''
   if not watched and not plan then return applied end

@@ -184,8 +184,8 @@ def test_the_decisions_view_agrees_with_the_merged_profile_and_decision_states(r
 
 
 def test_updates_recover_when_redis_lost_its_functions_and_scripts(redis_client):
-    """A Redis restarted without persistence has lost update.lua's function library and link.lua:
-    both write paths load them again, and every delta is applied exactly once."""
+    """A Redis restarted without persistence has lost update.lua's function library (and its
+    scripts): both write paths load it again, and every delta is applied exactly once."""
     rng = random.Random(5)
     deltas = random_deltas(rng, 300)
     expected = expected_documents(deltas)

@@ -15,7 +15,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from streaming.profiles.intent import IntentModel
-from streaming.profiles.keys import fields_key
 from streaming.profiles.store import RedisProfileStore
 from streaming.rules.checkpoint import decide_checkpoint
 from streaming.rules.engine import RuleEngine, event_view
@@ -195,31 +194,6 @@ def test_a_stitched_person_is_counted_over_all_its_parts(redis_client):
     assert apply_and_decide(store, other, make("page_view", "a2", "", "p1", 0, ns)) == (set(), set(), set())
     assert apply_and_decide(store, other, make("click", "u2+a2", "", "p1", MINUTE, ns)) == (set(), set(), set())
     assert apply_and_decide(store, other, make("page_view", "a2", "", "p1", 2 * MINUTE, ns)) == ({0}, {0}, {0})
-
-
-def test_the_link_mark_spares_the_identity_lookup_and_is_never_wrong(redis_client):
-    """update.lua reads ``ln`` with the update instead of looking for identity keys every event.
-
-    A hash without the mark (the id's first event, or written before the mark existed) is
-    checked once and marked; link.lua marks an existing hash; a link made before the
-    anonymous id's first event is found by that event's check.
-    """
-    engine, store, ns = one_rule("profile.event_count >= 3", max_fires=1), store_for(redis_client), uuid.uuid4().hex
-    mark = lambda who: redis_client.hget(fields_key(f"{ns}{who}"), "ln")  # noqa: E731
-    apply_and_decide(store, engine, make("page_view", "a1", "", "p1", 0, ns))
-    assert mark("a1") == b"0"
-    apply_and_decide(store, engine, make("identify", "u1+a1", "", "p1", MINUTE, ns))
-    assert (mark("a1"), mark("u1")) == (b"1", b"1")
-    redis_client.hdel(fields_key(f"{ns}a1"), "ln")  # as written before the mark existed
-    redis_client.hdel(fields_key(f"{ns}u1"), "ln")
-    assert apply_and_decide(store, engine, make("page_view", "a1", "", "p1", 2 * MINUTE, ns)) == ({0}, {0}, {0})
-    assert mark("a1") == b"1"
-    # Linked before the anonymous id had any event: its first event finds the link.
-    apply_and_decide(store, engine, make("identify", "u2+a2", "", "p1", 0, ns))
-    assert mark("a2") is None
-    assert apply_and_decide(store, engine, make("page_view", "a2", "", "p1", MINUTE, ns)) == (set(), set(), set())
-    assert mark("a2") == b"1"
-    assert apply_and_decide(store, engine, make("page_view", "a2", "", "p1", 2 * MINUTE, ns)) == ({0}, {0}, {0})
 
 
 @pytest.fixture(scope="module")
