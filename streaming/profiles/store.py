@@ -219,26 +219,28 @@ class RedisProfileStore:
         """Apply deltas in pipelined script calls and wait; return how many were new."""
         if not deltas:
             return 0
+        if not self._functions_loaded:
+            self.load_functions()
         if self._cluster:  # script calls go to the node of their profiles: the writer routes them
             writer = StreamingWriter(self)
             writer.send(deltas)
             return writer.confirm()
-        if not self._functions_loaded:
-            self.load_functions()
+        try:
+            return self._apply_pipelined(deltas)
+        except redis.ResponseError as exc:
+            if not function_missing(exc):
+                raise
+            self.load_functions()  # Redis restarted without its functions; every call is idempotent
+            return self._apply_pipelined(deltas)
+
+    def _apply_pipelined(self, deltas: Sequence[ProfileDelta]) -> int:
         pipe = self._client.pipeline(transaction=False)
         links = identity_links(deltas)
         for anonymous_id, link in links.items():
             pipe.execute_command(*link_command(anonymous_id, link))
         for call in self._script_calls(deltas, int(time.time() * 1000)):
             pipe.fcall(UPDATE_FUNCTION, len(call.keys), *call.keys, *call.args)
-        try:
-            replies = pipe.execute()
-        except redis.ResponseError as exc:
-            if not function_missing(exc):
-                raise
-            self.load_functions()  # Redis restarted without its functions; every call is idempotent
-            return self.apply_deltas(deltas)
-        return sum(replies[len(links) :])
+        return sum(pipe.execute()[len(links) :])
 
     def load_functions(self) -> None:
         """Load the update function library (on every master of a cluster); idempotent."""
