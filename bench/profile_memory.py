@@ -131,7 +131,7 @@ def main() -> None:
                 applied += store.apply_deltas(batch)
             elapsed = time.perf_counter() - began
             cpu_seconds = main_thread_cpu(client) - cpu_before
-            script_usec = sum(int(stat["usec"]) for name, stat in client.info("commandstats").items() if name in ("cmdstat_evalsha", "cmdstat_eval"))
+            script_usec = sum(int(stat["usec"]) for name, stat in client.info("commandstats").items() if name in ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_fcall"))
             loaded = used_memory(client)
             keys_loaded = client.dbsize()
             markers = delete_markers(client)
