@@ -71,14 +71,30 @@ def _check_broker(settings: PulseSettings, brokers: str) -> list[Check]:
     return checks
 
 
+#: Profile updates are a Redis function (FUNCTION LOAD / FCALL).
+MIN_REDIS_MAJOR = 7
+
+
+def server_version(info: dict) -> str | None:
+    """``redis_version`` of an INFO server reply; the lowest over a cluster client's per-node reply."""
+    if "redis_version" in info:
+        return str(info["redis_version"])
+    versions = [str(node["redis_version"]) for node in info.values() if isinstance(node, dict) and "redis_version" in node]
+    return min(versions, key=lambda v: tuple(int(x) for x in v.split(".") if x.isdigit())) if versions else None
+
+
 def _check_redis(url: str) -> list[Check]:
     try:
         client = redis_from_url(url, socket_timeout=3, socket_connect_timeout=3)  # a cluster client connects here
         client.ping()
         heartbeat = client.get(HEARTBEAT_KEY)
+        version = server_version(client.info("server"))
     except redis.RedisError as exc:
         return [Check("redis", False, f"{service_registry.redact(url)} does not answer: {type(exc).__name__}", "is Redis running? check PULSE_REDIS_URL")]
-    checks = [Check("redis", True, f"{service_registry.redact(url)} answers")]
+    major = int(version.split(".")[0]) if version and version.split(".")[0].isdigit() else None
+    if major is not None and major < MIN_REDIS_MAJOR:
+        return [Check("redis", False, f"{service_registry.redact(url)} runs Redis {version}", f"use Redis or Valkey {MIN_REDIS_MAJOR}.0 or newer: profile updates are a Redis function")]
+    checks = [Check("redis", True, f"{service_registry.redact(url)} answers (Redis {version or 'version unknown'})")]
     if heartbeat is None:
         checks.append(Check("profile app", False, "has never started against this Redis", "start `pulse up` or `pulse run profile-app`; see its log"))
     else:
