@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, NamedTuple, TypeVar
 
@@ -75,7 +75,6 @@ class ScriptCall:
     keys: list[str]
     args: tuple[Any, ...]
     ids: list[str]
-    event_types: set[str] = field(default_factory=set)
 
 
 class PartReport(NamedTuple):
@@ -200,8 +199,7 @@ class RedisProfileStore:
                     key_index = index[delta.profile_id] = len(ids)
                 rows.append(delta_row(key_index, delta))
             args: tuple[Any, ...] = (self._dedupe_window_seconds, now_ms, self._session_gap_ms, _pack(rows), model_argument)
-            event_types = {delta.event_type for delta in deltas[start : start + SCRIPT_CHUNK]} if plan else set()
-            calls.append(ScriptCall([fields_key(pid) for pid in ids], args, ids, event_types))
+            calls.append(ScriptCall([fields_key(pid) for pid in ids], args, ids))
         last_call = {pid: call for call in calls for pid in call.ids if pid in watch} if watch else {}
         for call in calls:
             indices = [i for i, pid in enumerate(call.ids, 1) if last_call.get(pid) is call]
@@ -209,7 +207,7 @@ class RedisProfileStore:
                 continue
             reporting = (_pack(indices), "1" if with_products else "0") if indices else ("", "0")
             cluster_keys = _pack(call.keys) if not declare_keys else ""
-            rules = (plan.argument(call.event_types), "1" if decide_only else "0", rules_now_ms or now_ms) if plan else ("",)
+            rules = (plan.argument(), "1" if decide_only else "0", rules_now_ms or now_ms) if plan else ("",)
             call.args = (*call.args, *reporting, cluster_keys, *rules)
             if not declare_keys:
                 call.keys = []

@@ -36,8 +36,8 @@ local keys, ttl, now, gap, model, plan, rules_now, cluster
 -- What the prefilter found in this call (see prefilter below).
 local candidates, candidate_profiles, stitched
 -- Decoded rule plans by their argument, kept between calls: each rule's condition is compiled
--- the first time an event needs it and reused by later calls. A new rule set or event-type mix
--- sends another argument; past PLANS_KEPT of them the cache starts over.
+-- the first time an event needs it and reused by later calls. Each rule set sends one argument
+-- (several app versions or rule files may share a server); past PLANS_KEPT the cache starts over.
 local plans, plans_kept, PLANS_KEPT = {}, 0, 64
 
 local function int(x) return string.format('%d', x) end

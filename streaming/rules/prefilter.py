@@ -319,13 +319,17 @@ class Prefilter:
                 any_type.append(plan)
             for event_type in sorted(rule.on):
                 types.setdefault(event_type, []).append(plan)
-        self._any = msgspec.Raw(_type_plan(any_type))
-        self._types = {event_type: msgspec.Raw(_type_plan(plans)) for event_type, plans in types.items()}
+        any_plan = msgspec.Raw(_type_plan(any_type))
+        type_plans = {event_type: msgspec.Raw(_type_plan(plans)) for event_type, plans in types.items()}
+        self._argument = msgspec.msgpack.encode({"types": type_plans, "any": any_plan})
 
-    def argument(self, event_types: Iterable[str]) -> bytes:
-        """{"types": {event type: type plan}, "any": type plan of rules with no ``on``} for these types."""
-        types = {t: self._types[t] for t in event_types if t in self._types}
-        return msgspec.msgpack.encode({"types": types, "any": self._any})
+    def argument(self) -> bytes:
+        """{"types": {event type: type plan}, "any": type plan of rules with no ``on``}.
+
+        Every script call carries the same bytes; the update function decodes them once per
+        server and keeps them (update.lua, ``plans``).
+        """
+        return self._argument
 
 
 class Candidate(NamedTuple):

@@ -99,18 +99,19 @@ def test_guards_index_rules_by_an_event_field():
     assert guard(compile_condition("profile.event_count > 1")) is None
 
 
-def test_the_script_argument_carries_only_the_types_asked_for():
+def test_the_script_argument_carries_every_type_and_the_rules_for_any_type():
     rules = [
         rule('event.category == "a" && profile.event_count > 1', "guarded"),
         rule("profile.cart.size() > 0 || profile.event_count > 1", "typed", frozenset({"page_view", "click"})),
         rule("profile.event_count > 5", "every_type", frozenset()),
     ]
     prefilter = Prefilter(rules)
-    argument = msgspec.msgpack.decode(prefilter.argument({"click", "search"}))
-    assert set(argument["types"]) == {"click"}
+    assert prefilter.argument() is prefilter.argument()  # encoded once: the script keeps it decoded
+    argument = msgspec.msgpack.decode(prefilter.argument())
+    assert set(argument["types"]) == {"page_view", "click"}
     assert [plan[1] for plan in argument["types"]["click"]["all"]] == ["typed"]
     assert [entry[2][1] for _, entries in argument["any"]["tiers"] for entry in entries] == ["every_type"]
-    page_view = msgspec.msgpack.decode(prefilter.argument({"page_view"}))["types"]["page_view"]
+    page_view = argument["types"]["page_view"]
     guarded = page_view["by"]["category"]["a"]
     assert [plan[1] for plan in guarded["rules"]] == ["guarded"]
     assert (guarded["fields"], guarded["keyed"]) == (["event_count"], [])
@@ -127,7 +128,7 @@ def test_thresholds_on_one_number_form_a_tier_in_ascending_order():
         rule('profile.counts_by_type["search"] >= 3', "searches"),
         rule("profile.event_count >= profile.engagement_score", "not_a_tier"),
     ]
-    plan = msgspec.msgpack.decode(Prefilter(rules).argument({"page_view"}))["types"]["page_view"]
+    plan = msgspec.msgpack.decode(Prefilter(rules).argument())["types"]["page_view"]
     tiers = {
         tuple(map(str, msgspec.json.decode(node))): [(bound, strict, p[1]) for bound, strict, p in entries]
         for node, entries in plan["tiers"]
@@ -139,7 +140,7 @@ def test_thresholds_on_one_number_form_a_tier_in_ascending_order():
 
 def test_the_fields_a_type_reads_are_listed_for_one_read():
     rules = [rule('profile.category_views[event.category] >= 3 && "buy" in profile.counts_by_type && profile.session_count > 1')]
-    plan = msgspec.msgpack.decode(Prefilter(rules).argument({"page_view"}))["types"]["page_view"]
+    plan = msgspec.msgpack.decode(Prefilter(rules).argument())["types"]["page_view"]
     assert plan["fields"] == ["ss", "t:buy"]
     assert plan["keyed"] == [["v", "category"]]
 
@@ -150,7 +151,7 @@ def test_a_guarded_group_lists_its_own_fields_so_an_event_reads_only_its_groups(
         rule('event.category == "books" && profile.category_views["books"] >= 3 && profile.session_count > 1', "books"),
         rule("profile.event_count >= 10", "ten"),
     ]
-    plan = msgspec.msgpack.decode(Prefilter(rules).argument({"page_view"}))["types"]["page_view"]
+    plan = msgspec.msgpack.decode(Prefilter(rules).argument())["types"]["page_view"]
     assert plan["fields"] == ["event_count"]
     assert plan["by"]["category"]["shoes"]["fields"] == ["v:shoes"]
     assert plan["by"]["category"]["books"]["fields"] == ["ss", "v:books"]
