@@ -2,7 +2,8 @@
 -- a person's ids are in different cluster slots, so a cluster reads them in pipelines).
 --
 -- ARGV[1]: the requested id (a user id or an anonymous id). Reads the decision part of that id,
--- of its owner when another user owns it, and of every anonymous id of that person. Each part
+-- of its owner when another user owns it (never when the id is a user id itself: it has a
+-- user_id field), and of every anonymous id of that person. Each part
 -- is {id, owner or nil, event_count, user_id, intent_score, segments, {anonymous ids},
 -- {decision key, decision json, ...}}, as RedisProfileStore._decision_part decodes it.
 -- Key layout: streaming/profiles/keys.py (ids percent-encode '%', '{' and '}').
@@ -23,7 +24,7 @@ end
 local requested = part(ARGV[1])
 local parts = {requested}
 local person, own = ARGV[1], requested
-if requested[2] and requested[2] ~= ARGV[1] then
+if requested[2] and requested[2] ~= ARGV[1] and not requested[4] then  -- a user is nobody's part
   person = requested[2]
   own = part(person)
   parts[#parts + 1] = own

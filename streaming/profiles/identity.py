@@ -3,8 +3,10 @@
 Events are stored on the profile of their key (user_id, else anonymous_id), never moved. An
 event carrying both ids links the anonymous id to the user; the anonymous id's *owner* is the
 user of its earliest link (event time, ties by user id), so ownership does not depend on the
-order events arrive in. A person's profile is the merge of the user's own part and the parts
-of every anonymous id it owns. Each event lives in exactly one part, so merging counters by
+order events arrive in. An id with events as a user id (its part has a ``user_id`` field) is
+a person of its own: links naming it as an anonymous id are ignored, so it is never folded into
+another user, and no chain of owners forms. A person's profile is the merge of the user's own
+part and the parts of every anonymous id it owns. Each event lives in exactly one part, so merging counters by
 addition counts every event exactly once, before or after the identify, in any order.
 """
 

@@ -111,14 +111,21 @@ def _incr(fields: dict[str, int | str], name: str, amount: int) -> None:
 
 
 def reference_owners(deltas: Iterable[ProfileDelta]) -> dict[str, str]:
-    """anonymous_id -> owning user_id: the user of the earliest linking event (ties by user id)."""
+    """anonymous_id -> owning user_id: the user of the earliest linking event (ties by user id).
+
+    An id that is itself a user id (has events as ``user_id``) is nobody's anonymous id: it is a
+    person of its own (see streaming/profiles/identity.py).
+    """
     links: dict[str, tuple[int, str]] = {}
+    users: set[str] = set()
     for delta in deltas:
+        if delta.user_id:
+            users.add(delta.user_id)
         if delta.user_id and delta.anonymous_id:
             link = (delta.timestamp_ms, delta.user_id)
             if delta.anonymous_id not in links or link < links[delta.anonymous_id]:
                 links[delta.anonymous_id] = link
-    return {anon: user for anon, (_, user) in links.items()}
+    return {anon: user for anon, (_, user) in links.items() if anon not in users}
 
 
 def reference_person(

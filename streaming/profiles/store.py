@@ -105,7 +105,8 @@ def parse_report(profile_id: str, entry: list[Any]) -> PartReport:
     products = {_decode(flat_products[i]): int(float(flat_products[i + 1])) for i in range(0, len(flat_products), 2)}
     decisions = {_decode(flat_fires[i]): parse_fire_state(_decode(flat_fires[i + 1])) for i in range(0, len(flat_fires), 2)}
     part = ProfilePart(profile_id, fields, frozenset(_decode(a) for a in anonymous_ids), products, sorted(intervals))
-    return PartReport(part, _decode(owner[0]) if owner else None, decisions)
+    owned = owner and "user_id" not in fields  # a user's own profile is nobody's part
+    return PartReport(part, _decode(owner[0]) if owned else None, decisions)
 
 
 class People(NamedTuple):
@@ -318,11 +319,20 @@ class RedisProfileStore:
         )
 
     def resolve_people(self, ids: Sequence[str]) -> dict[str, str]:
-        """id -> the id of the person it belongs to (its owning user, else itself)."""
+        """id -> the id of the person it belongs to (its owning user, else itself).
+
+        An id with events as a user id is a person of its own, whatever links name it.
+        """
         pipe = self._client.pipeline(transaction=False)
         for profile_id in ids:
             pipe.zrange(owner_key(profile_id), 0, 0)
-        return {pid: _decode(owner[0]) if owner else pid for pid, owner in zip(ids, pipe.execute(), strict=True)}
+            pipe.hexists(fields_key(profile_id), "user_id")
+        replies = pipe.execute()
+        people = {}
+        for i, pid in enumerate(ids):
+            owner, is_user = replies[2 * i], replies[2 * i + 1]
+            people[pid] = _decode(owner[0]) if owner and not is_user else pid
+        return people
 
     def get_people(self, ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
         """Merged profiles for user or anonymous ids (see streaming/profiles/identity.py)."""
@@ -340,7 +350,7 @@ class RedisProfileStore:
         documents: dict[str, dict[str, Any] | None] = {}
         members: dict[str, list[str]] = {}
         for person in people:
-            owned = [a for a in sorted(own[person].anonymous_ids) if owners.get(a) == person]
+            owned = [a for a in sorted(own[person].anonymous_ids) if a != person and owners.get(a) == person]
             members[person] = [person, *owned]
             stitched = any(person_of[pid] == person != pid for pid in ids)
             user_id = own[person].fields.get("user_id") or (person if owned or stitched else None)
@@ -576,7 +586,7 @@ def _decision_part(
     """One id's share of a person's decisions (``decisions`` as a map, or flat as a script returns it)."""
     pairs = decisions.items() if isinstance(decisions, dict) else zip(decisions[::2], decisions[1::2], strict=True)
     return {
-        "owner": _decode(owner) if owner else None,
+        "owner": _decode(owner) if owner and not user_id else None,  # a user's own profile is nobody's part
         "known": count is not None,
         "user_id": _decode(user_id) if user_id else None,
         "intent_score": _decode(intent) if intent else None,

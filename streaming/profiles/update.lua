@@ -110,6 +110,14 @@ local function read_numbers(names)
   for i, name in ipairs(names) do ev_numbers[name] = sums[i] or false end
 end
 
+-- The owner of a profile: the user of its earliest link, unless it is a user's own profile
+-- (it has a user_id field): a user id is a person of its own, whatever links name it.
+local function owner_of(base)
+  local owner = redis.call('ZRANGE', base .. ':owner', 0, 0)[1]
+  if owner and redis.call('HEXISTS', base .. ':p', 'user_id') == 1 then return nil end
+  return owner
+end
+
 -- The key bases of the person the profile belongs to (streaming/profiles/identity.py): its
 -- owning user, else itself; then the anonymous ids that person owns, in id order. On a
 -- cluster the other parts may live on other nodes: nil when the person has any. The fields
@@ -117,7 +125,7 @@ end
 local function find_parts(base)
   if redis.call('EXISTS', base .. ':owner', base .. ':anon') == 0 then return {base} end  -- the usual case
   if cluster then return nil end
-  local owner = redis.call('ZRANGE', base .. ':owner', 0, 0)[1]
+  local owner = owner_of(base)
   local head, encoded = string.match(base, '^(.-{)(.*)}$')
   local person, person_base = decode_id(encoded), base
   if owner and owner ~= person then person, person_base = owner, head .. encode_id(owner) .. '}' end
@@ -127,7 +135,7 @@ local function find_parts(base)
   for _, id in ipairs(anonymous) do
     if id ~= person then
       local part = head .. encode_id(id) .. '}'
-      if redis.call('ZRANGE', part .. ':owner', 0, 0)[1] == person then parts[#parts + 1] = part end
+      if owner_of(part) == person then parts[#parts + 1] = part end
     end
   end
   return parts

@@ -65,23 +65,31 @@ class BacktestReport:
 
 
 class _Identities:
-    """Owners of anonymous ids as links arrive in event-time order (earliest link wins)."""
+    """Owners of anonymous ids as links arrive in event-time order (earliest link wins).
+
+    An id seen as a user id is a person of its own: links naming it are kept, not followed.
+    """
 
     def __init__(self) -> None:
         self.links: dict[str, tuple[int, str]] = {}
-        self.owned: dict[str, set[str]] = defaultdict(set)
+        self.users: set[str] = set()
+        self._owned: dict[str, set[str]] = defaultdict(set)
 
     def link(self, anonymous_id: str, user_id: str, ts: int) -> None:
         current = self.links.get(anonymous_id)
         if current is None or (ts, user_id) < current:
             if current is not None:
-                self.owned[current[1]].discard(anonymous_id)
+                self._owned[current[1]].discard(anonymous_id)
             self.links[anonymous_id] = (ts, user_id)
-            self.owned[user_id].add(anonymous_id)
+            self._owned[user_id].add(anonymous_id)
 
     def person_of(self, profile_id: str) -> str:
         link = self.links.get(profile_id)
-        return link[1] if link else profile_id
+        return link[1] if link and profile_id not in self.users else profile_id
+
+    def owned(self, person: str) -> list[str]:
+        """The anonymous ids the person owns, in id order."""
+        return sorted(self._owned.get(person, set()) - self.users)
 
 
 def backtest(
@@ -107,6 +115,8 @@ def backtest(
         if not part.apply(delta, session_gap_ms):
             continue  # a duplicate event_id
         report.events += 1
+        if delta.user_id:
+            identities.users.add(delta.user_id)
         if delta.user_id and delta.anonymous_id:
             identities.link(delta.anonymous_id, delta.user_id, delta.timestamp_ms)
         if not engine.triggers(delta.event_type):
@@ -115,7 +125,7 @@ def backtest(
         profile = _person_profile(person, parts, identities, session_gap_ms)
         if profile is None:
             continue
-        members = [person, *identities.owned.get(person, ())]
+        members = [person, *identities.owned(person)]
         person_states = merge_decision_states(states[pid] for pid in members if pid in states)
         extra = enrich(event.metadata) if enrich is not None and engine.reads_enrichment(event.event_type) else None
         for decision in engine.evaluate(profile, event_view(event, delta.category, extra), person_states, delta.timestamp_ms):
@@ -130,7 +140,7 @@ def backtest(
 def _person_profile(
     person: str, parts: dict[str, ReferenceProfile], identities: _Identities, session_gap_ms: int
 ) -> dict[str, Any] | None:
-    owned = sorted(identities.owned.get(person, ()))
+    owned = identities.owned(person)
     own = parts.get(person)
     user_id = (own.fields.get("user_id") if own else None) or (person if owned else None)
     pieces = [parts[pid].part() for pid in [person, *owned] if pid in parts]

@@ -128,8 +128,6 @@ SESSION_GAP_MS = 30 * MINUTE
 #: User and anonymous ids; three are in both pools, as a hostile client may send them.
 PEOPLE = ("u1", "u2", "a:b", "{tag}", "*", "%7B")
 VISITORS = ("a1", "a2", "{tag}", "%7B", "x}:p", "*")
-#: Disjoint pools: user ids never reused as anonymous ids (what well-behaved SDKs send).
-DISJOINT_VISITORS = ("a1", "a2", "{anon}", "%7Banon", "x}:p", "?*")
 PRODUCTS = tuple(f"p{i}" for i in range(13)) + ("p:1", "{p}")
 CATEGORIES = ("shoes", "books", "a:b")
 

@@ -22,11 +22,10 @@ from streaming.profile_app.pipeline import check_record
 from streaming.profiles.delta import ProfileDelta, event_category, profile_delta
 from streaming.profiles.reference import reference_owners, reference_person, reference_profiles
 from streaming.profiles.store import RedisProfileStore
-from tests.fuzz.strategies import DISJOINT_VISITORS, PEOPLE, SESSION_GAP_MS, VISITORS, event_streams, to_bytes
+from tests.fuzz.strategies import PEOPLE, SESSION_GAP_MS, VISITORS, event_streams, to_bytes
 
 CATALOG = Catalog("fuzz", {"p1": "shoes", "p2": "books", "p:1": "a:b", "{p}": "{cat}"})
 ALL_IDS = sorted({*PEOPLE, *VISITORS, "nobody"})
-ALL_DISJOINT_IDS = sorted({*PEOPLE, *DISJOINT_VISITORS, "nobody"})
 PURE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 WITH_REDIS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
@@ -67,8 +66,9 @@ def test_reference_is_independent_of_order_and_duplicates(stream):
 
 
 @PURE
-@given(event_streams(visitors=DISJOINT_VISITORS))
+@given(event_streams())
 def test_every_event_is_counted_exactly_once_per_part_and_per_person(stream):
+    """Also when ids are reused across the pools (a user id sent as another's anonymous id)."""
     events, delivered = stream
     deltas = [delta_of(e) for e in delivered]
     docs = documents(deltas)
@@ -83,7 +83,7 @@ def test_every_event_is_counted_exactly_once_per_part_and_per_person(stream):
     owners = reference_owners(deltas)
     persons = {owners.get(pid, pid) for pid in docs}
     assert person_total(deltas, persons) == len(events)
-    for pid, doc in people(deltas, ALL_DISJOINT_IDS).items():
+    for pid, doc in people(deltas, ALL_IDS).items():
         assert (doc is None) == (pid not in docs and pid not in owners)
 
 
@@ -92,16 +92,12 @@ def person_total(deltas: list[ProfileDelta], persons: set[str]) -> int:
     return sum(reference_person(p, profiles, owners, SESSION_GAP_MS)["event_count"] for p in persons)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Identity stitching (streaming/profiles/identity.py, reference.py and RedisProfileStore.read_people "
-    "agree) does not handle an id used both as a user_id and as another user's anonymous_id: after "
-    "identify(user_id='A', anonymous_id='B') and events of user 'B' with anonymous_id 'x', GET /v1/profiles/B "
-    "returns A's merged profile (B's events included) while GET /v1/profiles/x returns a person 'B' holding the "
-    "same events again: B's events are counted in two people. Because the earliest link wins and the client "
-    "sets the timestamp, anyone with a write key can claim any known user_id or anonymous_id this way",
-)
 def test_an_id_used_as_user_and_as_anonymous_id_is_counted_in_one_person():
+    """identify(user A, anonymous B) does not fold user B into A: a user id is a person of its own.
+
+    Before, GET /v1/profiles/B returned A's person (B's events included) while GET
+    /v1/profiles/x returned a person "B" holding the same events again.
+    """
     bodies = [
         {"event_type": "click", "user_id": "B"},
         {"event_type": "identify", "user_id": "A", "anonymous_id": "B"},
@@ -178,12 +174,12 @@ def test_redis_script_equals_the_reference(redis_client, stream, chunk, rng: ran
 
 @pytest.mark.integration
 @WITH_REDIS
-@given(event_streams(max_size=60, visitors=DISJOINT_VISITORS), st.integers(1, 25), st.randoms(use_true_random=False))
+@given(event_streams(max_size=60, visitors=VISITORS), st.integers(1, 25), st.randoms(use_true_random=False))
 def test_redis_people_equal_the_reference(redis_client, stream, chunk, rng: random.Random):
     """Merged people (identity stitching) from Redis == the reference, for any order and chunking.
 
-    Anonymous ids are drawn from a pool disjoint from user ids: an id used as both is the known
-    limit kept as an xfail above (with overlapping pools, ownership cycles make the merge undefined).
+    Anonymous ids come from a pool that reuses user ids: an id with events as a user id is a
+    person of its own, whatever links name it as an anonymous id.
     """
     _, delivered = stream
     store = _store(redis_client)
@@ -193,13 +189,16 @@ def test_redis_people_equal_the_reference(redis_client, stream, chunk, rng: rand
         size = rng.randint(1, chunk)
         store.apply_deltas(deltas[start : start + size])
         start += size
-    live = {pid: without_updated_at(doc) for pid, doc in store.get_people(ALL_DISJOINT_IDS).items()}
-    want = {pid: without_updated_at(doc) for pid, doc in people(deltas, ALL_DISJOINT_IDS).items()}
+    live = {pid: without_updated_at(doc) for pid, doc in store.get_people(ALL_IDS).items()}
+    want = {pid: without_updated_at(doc) for pid, doc in people(deltas, ALL_IDS).items()}
     for pid in want:
         got, exp = live.get(pid) or {}, want[pid] or {}
         assert got == exp, (pid, {k: (got.get(k), exp.get(k)) for k in {*got, *exp} if got.get(k) != exp.get(k)})
+    # Every distinct event is counted in exactly one person.
+    persons = {doc["profile_id"]: doc["event_count"] for doc in live.values() if doc}
+    assert sum(persons.values()) == len({d.event_id for d in deltas})
     # Reading again gives the same people (reads change nothing).
-    assert {pid: without_updated_at(doc) for pid, doc in store.get_people(ALL_DISJOINT_IDS).items()} == live
+    assert {pid: without_updated_at(doc) for pid, doc in store.get_people(ALL_IDS).items()} == live
 
 
 @pytest.mark.integration

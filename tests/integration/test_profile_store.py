@@ -183,6 +183,41 @@ def test_the_decisions_view_agrees_with_the_merged_profile_and_decision_states(r
     assert store.decisions_view("nobody") is None
 
 
+def test_a_user_id_sent_as_another_users_anonymous_id_stays_a_person_of_its_own(redis_client):
+    """identify(user A, anonymous B) when B is a user id: B, and the ids B owns, are not A's.
+
+    Profiles, the decisions view (decisions.lua and the pipelined reads a cluster uses) and the
+    people all agree, and every event is counted once.
+    """
+    store = store_for(redis_client)
+    deltas = [
+        delta_of(make_event("click", ts_ms=0, user_id="u-B")),
+        delta_of(make_event("identify", ts_ms=1, user_id="u-A", anonymous_id="u-B")),
+        delta_of(make_event("page_view", ts_ms=2, user_id="u-B", anonymous_id="a-x")),
+        delta_of(make_event("page_view", ts_ms=3, user_id=None, anonymous_id="a-x")),
+    ]
+    store.apply_deltas(deltas)
+    people = store.get_people(["u-A", "u-B", "a-x"])
+    assert people["u-A"]["event_count"] == 1
+    assert people["u-B"] == people["a-x"]
+    assert people["u-B"]["profile_id"] == "u-B" and people["u-B"]["event_count"] == 3
+    profiles, owners = reference_profiles(deltas), reference_owners(deltas)
+    for pid in ("u-A", "u-B", "a-x"):
+        want, got = reference_person(pid, profiles, owners), people[pid]
+        assert {k: v for k, v in got.items() if k != "updated_at"} == {k: v for k, v in want.items() if k != "updated_at"}
+    now = 10_000
+    decision = {"decision_id": "d1", "key": "k1", "rule": "k1", "profile_id": "u-B", "event_id": "e1",
+                "fired_at_ms": now - 5, "fire_count": 1, "expires_at_ms": now + 100}
+    store.record_decisions([decision], {})
+    pipelined = store_for(redis_client)
+    pipelined._read_decisions = None  # the reads a Redis Cluster does instead of decisions.lua
+    for reader in (store, pipelined):
+        assert [d["decision_id"] for d in reader.decisions_view("u-B", now_ms=now)["decisions"]] == ["d1"]
+        assert [d["decision_id"] for d in reader.decisions_view("a-x", now_ms=now)["decisions"]] == ["d1"]
+        assert reader.decisions_view("u-A", now_ms=now)["decisions"] == []
+        assert reader.decisions_view("u-B", now_ms=now)["user_id"] == "u-B"
+
+
 def test_updates_recover_when_redis_lost_its_functions_and_scripts(redis_client):
     """A Redis restarted without persistence has lost update.lua's function library (and its
     scripts): both write paths load it again, and every delta is applied exactly once."""

@@ -61,7 +61,8 @@ rules = st.lists(
 )
 event = st.tuples(
     st.sampled_from(TYPES),
-    st.sampled_from(["u1", "u2", "a1", "a2", "u1+a1", "u2+a2", "u1+a2"]),
+    # "u2+u1": a user id sent as another user's anonymous id; "u1+u1": as its own.
+    st.sampled_from(["u1", "u2", "a1", "a2", "u1+a1", "u2+a2", "u1+a2", "u2+u1", "u1+u1"]),
     st.sampled_from(["", "shoes", "books"]),
     st.sampled_from(["p1", "p2"]),
     st.integers(0, 120),  # minutes after the previous event: sessions end after 30

@@ -172,6 +172,32 @@ def test_backtest_reports_who_fired_when_and_on_which_event_with_stitching():
     assert result.examples[0]["message"] == "More shoes"
 
 
+def test_backtest_keeps_a_user_id_sent_as_another_users_anonymous_id_a_person_of_its_own():
+    """As the stream does: identify(u2, anonymous u1) does not fold user u1's views into u2."""
+    import msgspec
+
+    from enrichment.catalog import Catalog
+    from streaming.rules.backtest import backtest
+
+    def raw(kind, minute, **fields):
+        body = {"event_id": f"00000000-0000-4000-8000-{minute:012d}", "event_type": kind,
+                "timestamp": f"2024-05-01T10:{minute:02d}:00Z", "metadata": fields.pop("metadata", {}), **fields}
+        return msgspec.json.encode(body)
+
+    events = [
+        raw("page_view", 1, user_id="u1", metadata={"category": "shoes"}),
+        raw("page_view", 2, user_id="u1", metadata={"category": "shoes"}),
+        raw("identify", 3, user_id="u2", anonymous_id="u1"),
+        raw("page_view", 4, user_id="u2", metadata={"category": "shoes"}),
+        raw("page_view", 5, user_id="u1", metadata={"category": "shoes"}),
+    ]
+    report = backtest(RuleEngine(parse_rules(AFFINITY)), events, Catalog())
+    result = report.results["category_affinity"]
+    assert report.people == 2
+    assert result.fired == 1 and result.people == {"u1"}
+    assert result.examples[0]["event_id"].endswith("000000000005")
+
+
 def test_rules_can_read_geo_and_campaign_and_enrichment_runs_only_when_read():
     engine = RuleEngine(parse_rules("""
 rules:
