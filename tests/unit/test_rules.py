@@ -143,16 +143,18 @@ def test_checkpoint_cooldown_holds_within_a_batch_and_segments_are_added():
     assert segments == {"u1": ["vip"]}
 
 
-def test_backtest_reports_who_fired_when_and_on_which_event_with_stitching():
+def raw(kind: str, minute: int, **fields) -> bytes:
+    """An archived event record at 2024-05-01T10:<minute>, its event_id numbered by the minute."""
     import msgspec
 
+    body = {"event_id": f"00000000-0000-4000-8000-{minute:012d}", "event_type": kind,
+            "timestamp": f"2024-05-01T10:{minute:02d}:00Z", "metadata": fields.pop("metadata", {}), **fields}
+    return msgspec.json.encode(body)
+
+
+def test_backtest_reports_who_fired_when_and_on_which_event_with_stitching():
     from enrichment.catalog import Catalog
     from streaming.rules.backtest import backtest
-
-    def raw(kind, minute, **fields):
-        body = {"event_id": f"00000000-0000-4000-8000-{minute:012d}", "event_type": kind,
-                "timestamp": f"2024-05-01T10:{minute:02d}:00Z", "metadata": fields.pop("metadata", {}), **fields}
-        return msgspec.json.encode(body)
 
     events = [
         raw("page_view", 1, anonymous_id="a1", metadata={"category": "shoes"}),
@@ -174,15 +176,8 @@ def test_backtest_reports_who_fired_when_and_on_which_event_with_stitching():
 
 def test_backtest_keeps_a_user_id_sent_as_another_users_anonymous_id_a_person_of_its_own():
     """As the stream does: identify(u2, anonymous u1) does not fold user u1's views into u2."""
-    import msgspec
-
     from enrichment.catalog import Catalog
     from streaming.rules.backtest import backtest
-
-    def raw(kind, minute, **fields):
-        body = {"event_id": f"00000000-0000-4000-8000-{minute:012d}", "event_type": kind,
-                "timestamp": f"2024-05-01T10:{minute:02d}:00Z", "metadata": fields.pop("metadata", {}), **fields}
-        return msgspec.json.encode(body)
 
     events = [
         raw("page_view", 1, user_id="u1", metadata={"category": "shoes"}),
