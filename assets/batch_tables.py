@@ -5,8 +5,7 @@ import json
 import dagster as dg
 import duckdb
 
-from assets.archive import read_valid_events
-from assets.batch_profiles import recompute_profiles
+from assets.batch_sql import recompute_documents
 from assets.reconciliation import forgotten_ids
 from enrichment.reference_store import load_catalog
 from orchestration.resources import PulseResource
@@ -33,11 +32,11 @@ FROM numbered GROUP BY ALL
 
 @dg.asset(kinds={"duckdb"}, group_name="archive", deps=["analyst_views"])
 def profiles_batch(pulse: PulseResource) -> dg.MaterializeResult:
-    """Every profile recomputed from the archive with the stream's own code, as table `profiles_batch`."""
+    """Every profile recomputed from the archive with the stream's semantics, as table `profiles_batch`."""
     settings = pulse.settings()
     client = redis_from_url(settings.redis_url)
-    events = read_valid_events(settings.archive_path)
-    documents = recompute_profiles((e.raw for e in events), load_catalog(client), settings.session_timeout_seconds * 1000, exclude=forgotten_ids(client))
+    gap_ms = settings.session_timeout_seconds * 1000
+    documents = recompute_documents(settings.archive_path, load_catalog(client).categories, gap_ms, exclude=forgotten_ids(client))
     rows = [(pid, doc["user_id"], doc["event_count"], doc["session_count"], doc["purchase_total"], doc["engagement_score"], doc["first_seen"], doc["last_seen"], json.dumps(doc)) for pid, doc in documents.items()]
     with duckdb.connect(str(settings.data_path / "pulse.duckdb")) as con:
         con.execute(
@@ -46,7 +45,7 @@ def profiles_batch(pulse: PulseResource) -> dg.MaterializeResult:
         )
         if rows:
             con.executemany("INSERT INTO profiles_batch VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-    return dg.MaterializeResult(metadata={"profiles": len(rows), "events": len(events)})
+    return dg.MaterializeResult(metadata={"profiles": len(rows), "events": sum(doc["event_count"] for doc in documents.values())})
 
 
 @dg.asset(kinds={"duckdb"}, group_name="archive", deps=["analyst_views"])

@@ -12,7 +12,7 @@ import redis
 from confluent_kafka import Producer
 
 from assets.archive import read_valid_events
-from assets.batch_profiles import recompute_profiles
+from assets.batch_sql import recompute_documents
 from assets.reconciliation import ReconcileReport, diff_profiles, forgotten_ids, live_documents, live_profile_ids
 from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, read_catalog_csv
 from enrichment.campaigns import CampaignIndex
@@ -36,8 +36,8 @@ def reconcile(settings: PulseSettings) -> ReconcileReport:
     client = redis_from_url(service_registry.redis_url(settings))
     store = RedisProfileStore(client, dedupe_window_seconds=settings.dedupe_window_seconds, session_gap_ms=settings.session_timeout_seconds * 1000)
     forgotten = forgotten_ids(client)
-    events = read_valid_events(settings.archive_path)
-    batch = recompute_profiles((e.raw for e in events), load_catalog(client), settings.session_timeout_seconds * 1000, exclude=forgotten)
+    catalog = load_catalog(client)
+    batch = recompute_documents(settings.archive_path, catalog.categories, settings.session_timeout_seconds * 1000, exclude=forgotten)
     ids = (set(live_profile_ids(client)) | set(batch)) - forgotten
     return diff_profiles(batch, live_documents(store, ids))
 

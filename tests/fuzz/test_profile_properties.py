@@ -8,21 +8,28 @@ must agree with it for every generated event sequence, with identity stitching i
 from __future__ import annotations
 
 import random
-from collections import Counter
+import tempfile
+from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from assets.batch_profiles import recompute_profiles
+from assets.batch_sql import recompute_documents
 from enrichment.catalog import Catalog
 from quality.event_contract import MAX_PRICE, MAX_QUANTITY, EventContractError, validate_event
+from streaming.archiver.rows import ARCHIVE_SCHEMA, archive_row, hive_partition
 from streaming.profile_app.pipeline import check_record
 from streaming.profiles.delta import ProfileDelta, event_category, profile_delta
 from streaming.profiles.reference import reference_owners, reference_person, reference_profiles
 from streaming.profiles.store import RedisProfileStore
-from tests.fuzz.strategies import PEOPLE, SESSION_GAP_MS, VISITORS, event_streams, to_bytes
+from tests.fuzz.strategies import BASE_MS, PEOPLE, SESSION_GAP_MS, VISITORS, event_streams, to_bytes
 
 CATALOG = Catalog("fuzz", {"p1": "shoes", "p2": "books", "p:1": "a:b", "{p}": "{cat}"})
 ALL_IDS = sorted({*PEOPLE, *VISITORS, "nobody"})
@@ -141,6 +148,41 @@ def test_batch_recompute_equals_the_reference_of_the_valid_events(case):
     events, raw = case
     expected = {pid: without_updated_at(doc) for pid, doc in documents([delta_of(e) for e in events]).items()}
     assert recompute_profiles(raw, CATALOG, SESSION_GAP_MS) == expected
+
+
+def write_archive(root: Path, raw: list[bytes], files: int, archived_twice: bool) -> None:
+    """The archiver's Parquet of these records (offsets in list order), cut into ``files`` checkpoints.
+
+    Like ParquetArchiveSink: one file per checkpoint and hour. ``archived_twice``: the first
+    checkpoint is written again under another name, as after a crash before its commit.
+    """
+    size = max(1, -(-len(raw) // files))
+    for first in range(0, len(raw), size):
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        for offset in range(first, min(first + size, len(raw))):
+            row = archive_row(raw[offset], "events", 0, offset, BASE_MS)
+            groups[hive_partition(row["event_time"])].append(row)
+        for (dt, hour), rows in groups.items():
+            folder = root / "events" / f"dt={dt}" / f"hour={hour}"
+            folder.mkdir(parents=True, exist_ok=True)
+            names = [f"part-events-0-{first:012d}.parquet"] + (["redelivered.parquet"] if archived_twice and first == 0 else [])
+            for name in names:
+                pq.write_table(pa.Table.from_pylist(rows, schema=ARCHIVE_SCHEMA), folder / name)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw_records(), st.integers(1, 4), st.booleans(), st.sets(st.sampled_from(ALL_IDS), max_size=2))
+def test_the_sql_recompute_equals_the_stream_exact_recompute(case, files, archived_twice, forgotten):
+    """What `pulse reconcile` and profiles_batch run (DuckDB over the Parquet) == check_record + the reference."""
+    _, raw = case
+    with tempfile.TemporaryDirectory() as tmp:
+        write_archive(Path(tmp), raw, files, archived_twice)
+        sql = recompute_documents(Path(tmp), CATALOG.categories, SESSION_GAP_MS, exclude=forgotten)
+    assert sql == recompute_profiles(raw, CATALOG, SESSION_GAP_MS, exclude=forgotten)
+
+
+def test_the_sql_recompute_of_no_archive_is_empty(tmp_path):
+    assert recompute_documents(tmp_path, CATALOG.categories, SESSION_GAP_MS) == {}
 
 
 # -- the Redis script against the reference ---------------------------------------------------
