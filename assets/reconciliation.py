@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -12,6 +12,8 @@ from streaming.profiles.redis_client import RedisClient, primaries
 from streaming.profiles.store import RedisProfileStore
 
 MAX_EXAMPLES = 10
+#: Live profiles read per Redis round trip.
+READ_CHUNK = 1_000
 #: Not derived from event counts: processing time, the intent model's score and rule-made segments.
 IGNORED_FIELDS = ("updated_at", "intent_score", "segments")
 
@@ -77,11 +79,23 @@ def forgotten_ids(client: RedisClient) -> set[str]:
     return {fields[b"profile_id"].decode() for _, fields in client.xrange(FORGET_STREAM)}
 
 
-def live_documents(store: RedisProfileStore, ids: set[str]) -> dict[str, dict[str, Any] | None]:
-    documents = {}
-    for profile_id in ids:
-        document = store.get_profile(profile_id)
-        if document is not None:
-            document.pop("updated_at", None)
-        documents[profile_id] = document
+def live_documents(
+    store: RedisProfileStore,
+    ids: Collection[str],
+    progress: Callable[[int, int], None] | None = None,
+    chunk: int = READ_CHUNK,
+) -> dict[str, dict[str, Any] | None]:
+    """Each id's live profile part without ``updated_at`` (None = absent), ``chunk`` ids per round trip.
+
+    ``progress(done, total)`` is called after every round trip.
+    """
+    ordered = list(ids)
+    documents: dict[str, dict[str, Any] | None] = {}
+    for start in range(0, len(ordered), chunk):
+        for profile_id, document in store.get_profiles(ordered[start : start + chunk]).items():
+            if document is not None:
+                document.pop("updated_at", None)
+            documents[profile_id] = document
+        if progress is not None:
+            progress(len(documents), len(ordered))
     return documents

@@ -31,15 +31,19 @@ from streaming.rules.loader import load_rules
 logger = logging.getLogger(__name__)
 
 
-def reconcile(settings: PulseSettings) -> ReconcileReport:
-    """Recompute every profile from the archive and diff it against Redis."""
+def reconcile(settings: PulseSettings, progress: Callable[[int, int], None] | None = None) -> ReconcileReport:
+    """Recompute every profile from the archive and diff it against Redis.
+
+    ``progress(done, total)`` follows the reading of live profiles, the long part.
+    """
     client = redis_from_url(service_registry.redis_url(settings))
     store = RedisProfileStore(client, dedupe_window_seconds=settings.dedupe_window_seconds, session_gap_ms=settings.session_timeout_seconds * 1000)
     forgotten = forgotten_ids(client)
     catalog = load_catalog(client)
     batch = recompute_documents(settings.archive_path, catalog.categories, settings.session_timeout_seconds * 1000, exclude=forgotten)
     ids = (set(live_profile_ids(client)) | set(batch)) - forgotten
-    return diff_profiles(batch, live_documents(store, ids))
+    logger.info("recomputed %d profiles from the archive; reading %d live profiles", len(batch), len(ids))
+    return diff_profiles(batch, live_documents(store, ids, progress))
 
 
 @dataclass

@@ -154,9 +154,14 @@ def replay(start: str | None, end: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def reconcile(as_json: bool) -> None:
     """Compare live profiles with a batch recompute from the archive; exit 1 on any drift."""
+    from rich.console import Console
+    from rich.progress import Progress
+
     from orchestration.batch import reconcile as run_reconcile
 
-    report = run_reconcile(PulseSettings())
+    with Progress(console=Console(stderr=True), transient=True) as bar:  # stdout carries the report only
+        task = bar.add_task("reading live profiles", total=None)
+        report = run_reconcile(PulseSettings(), lambda done, total: bar.update(task, completed=done, total=total))
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2, default=str))
     else:

@@ -251,3 +251,19 @@ def test_a_server_without_functions_gets_a_clear_error(redis_client, monkeypatch
     monkeypatch.setattr(redis_client, "function_load", refuse)
     with pytest.raises(RedisTooOld, match="Redis or Valkey 7.0 or newer"):
         store_for(redis_client).writer()
+
+
+def test_live_documents_reads_in_chunks_and_reports_progress(redis_client):
+    from assets.reconciliation import live_documents
+
+    store = store_for(redis_client)
+    store.apply_deltas([delta_of(make_event(user_id=f"u-live-{i}")) for i in range(3)])
+    calls = []
+    ids = ["u-live-0", "u-live-1", "u-live-2", "u-absent"]
+    documents = live_documents(store, ids, lambda done, total: calls.append((done, total)), chunk=2)
+    assert calls == [(2, 4), (4, 4)]
+    assert documents["u-absent"] is None
+    for pid in ids[:3]:
+        expected = store.get_profile(pid)
+        expected.pop("updated_at")
+        assert documents[pid] == expected and documents[pid]["event_count"] == 1
