@@ -17,11 +17,11 @@ def enrich_context(metadata: Mapping[str, Any] | None, *, geo: GeoIndex, campaig
     The shape never changes: unknown values are None, so a rule can test
     ``geo.country == "DE"`` without first checking the key exists. Geo comes from
     ``metadata.ip``; the campaign from ``metadata.utm_source``/``utm_medium``/``utm_campaign`` (or
-    ``utm_name``, as Segment sends it).
+    ``utm_name``, where collectors before 2026-11-29 put Segment's ``context.campaign.name``).
     """
     metadata = metadata if isinstance(metadata, Mapping) else {}
     place = geo.lookup(metadata.get("ip"))
-    # Segment's context.campaign.name arrives as utm_name (docs/segment.md); it is the utm_campaign value.
+    # Archived Segment events from before 2026-11-29 carry context.campaign.name as utm_name.
     campaign_name = metadata.get("utm_campaign") or metadata.get("utm_name")
     found = campaigns.lookup(metadata.get("utm_source"), metadata.get("utm_medium"), campaign_name)
     campaign: dict[str, str | None] = dict.fromkeys(CAMPAIGN_FIELDS)

@@ -127,17 +127,27 @@ def demo(total: int, users: int, batch_size: int, seed: int | None, url: str | N
         sys.exit(1)
 
 
-def _parse_time(value: str | None) -> datetime | None:
+def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
+    """An ISO 8601 time option (UTC unless it names a zone); a usage error otherwise."""
     if value is None:
         return None
-    parsed = datetime.fromisoformat(value)
+    try:
+        parsed = datetime.fromisoformat(value[:-1] + "Z" if value.endswith("z") else value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time, e.g. 2024-05-01 or 2024-05-01T12:00:00Z") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+class CommandFailed(click.ClickException):
+    """The command could not do its work (an unreachable service, say): exit status 2, not 1."""
+
+    exit_code = 2
+
+
 @cli.command()
-@click.option("--start", default=None, help="Event time to start at, ISO 8601 (default: the beginning). UTC unless a zone is given.")
-@click.option("--end", default=None, help="Event time to stop before, ISO 8601 (default: the end).")
-def replay(start: str | None, end: str | None) -> None:
+@click.option("--start", default=None, callback=_parse_time, help="Event time to start at, ISO 8601 (default: the beginning). UTC unless a zone is given.")
+@click.option("--end", default=None, callback=_parse_time, help="Event time to stop before, ISO 8601 (default: the end).")
+def replay(start: datetime | None, end: datetime | None) -> None:
     """Replay archived events into the events topic (idempotent: nothing counts twice)."""
     from rich.progress import Progress
 
@@ -146,22 +156,33 @@ def replay(start: str | None, end: str | None) -> None:
     settings = PulseSettings()
     with Progress() as bar:
         task = bar.add_task("replaying", total=None)
-        summary = run_replay(settings, _parse_time(start), _parse_time(end), lambda done, total: bar.update(task, completed=done, total=total))
+        summary = run_replay(settings, start, end, lambda done, total: bar.update(task, completed=done, total=total))
     click.echo(f"replayed {summary.replayed} events to {settings.topic_events}; skipped {summary.skipped_forgotten} of forgotten users")
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def reconcile(as_json: bool) -> None:
-    """Compare live profiles with a batch recompute from the archive; exit 1 on any drift."""
+    """Compare live profiles with a batch recompute from the archive; exit 1 on any drift, 2 when it cannot run."""
+    import duckdb
+    import redis
     from rich.console import Console
     from rich.progress import Progress
 
     from orchestration.batch import reconcile as run_reconcile
+    from orchestration.service_registry import ServiceNotConfigured
 
-    with Progress(console=Console(stderr=True), transient=True) as bar:  # stdout carries the report only
-        task = bar.add_task("reading live profiles", total=None)
-        report = run_reconcile(PulseSettings(), lambda done, total: bar.update(task, completed=done, total=total))
+    settings = PulseSettings()
+    try:
+        with Progress(console=Console(stderr=True), transient=True) as bar:  # stdout carries the report only
+            task = bar.add_task("reading live profiles", total=None)
+            report = run_reconcile(settings, lambda done, total: bar.update(task, completed=done, total=total))
+    except ServiceNotConfigured as exc:
+        raise CommandFailed(str(exc)) from None
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise CommandFailed(f"cannot reach Redis ({exc}); is `pulse up` running, or PULSE_REDIS_URL set? (`pulse doctor` checks)") from None
+    except duckdb.Error as exc:
+        raise CommandFailed(f"cannot read the archive under {settings.archive_path}: {exc}") from None
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2, default=str))
     else:
@@ -231,17 +252,17 @@ def rules_check(rules_file: Path) -> None:
 
 @rules.command(name="test")
 @click.argument("rules_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--start", default=None, help="Event time to start at, ISO 8601 (default: the beginning of the archive).")
-@click.option("--end", default=None, help="Event time to stop before, ISO 8601 (default: the end).")
+@click.option("--start", default=None, callback=_parse_time, help="Event time to start at, ISO 8601 (default: the beginning of the archive).")
+@click.option("--end", default=None, callback=_parse_time, help="Event time to stop before, ISO 8601 (default: the end).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def rules_test(rules_file: Path, start: str | None, end: str | None, as_json: bool) -> None:
+def rules_test(rules_file: Path, start: datetime | None, end: datetime | None, as_json: bool) -> None:
     """Back-test a rule file on the archive: how many people each rule would have fired for, when, on which events."""
     from orchestration.batch import backtest_rules
     from streaming.rules.loader import RuleFileError
 
     settings = PulseSettings()
     try:
-        report = backtest_rules(settings, rules_file, _parse_time(start), _parse_time(end))
+        report = backtest_rules(settings, rules_file, start, end)
     except RuleFileError as exc:
         click.echo(str(exc), err=True)
         sys.exit(2)

@@ -15,7 +15,10 @@ from typing import Any, NamedTuple
 import msgspec
 
 SCHEMA_VERSION = "1"
+#: The largest event, as its producer encodes it; a ``received_at`` added on the way does not count.
 MAX_EVENT_BYTES = 32 * 1024
+#: The most a producer's ``received_at`` (an ISO 8601 string) may add to a topic message.
+RECEIVED_AT_ALLOWANCE = 96
 
 STANDARD_EVENT_TYPES: tuple[str, ...] = (
     "page_view",
@@ -113,6 +116,7 @@ class Event(NamedTuple):
 
 
 _decoder = msgspec.json.Decoder()
+_RECEIVED_AT_KEY = b'"received_at":'
 
 
 def decode_json(raw: bytes | str) -> Any:
@@ -129,9 +133,25 @@ def decode_json(raw: bytes | str) -> Any:
 
 def parse_event(raw: bytes) -> Event:
     """Decode and validate one event from its JSON bytes (as read from the topic)."""
-    if len(raw) > MAX_EVENT_BYTES:
+    if len(raw) > MAX_EVENT_BYTES + RECEIVED_AT_ALLOWANCE:
         raise EventContractError(f"event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}")
-    return validate_event(decode_json(raw))
+    obj = decode_json(raw)
+    if len(raw) > MAX_EVENT_BYTES:
+        check_event_size(len(raw), obj)
+    return validate_event(obj)
+
+
+def check_event_size(encoded_bytes: int, obj: Any) -> None:
+    """Raise unless the event, without a ``received_at`` its encoding of ``encoded_bytes`` carries, fits.
+
+    Assumes compact JSON (``"received_at":"..."`` plus one comma), as the collector writes it.
+    """
+    size = encoded_bytes
+    received_at = obj.get("received_at") if isinstance(obj, dict) else None
+    if isinstance(received_at, str):
+        size -= len(_RECEIVED_AT_KEY) + len(msgspec.json.encode(received_at)) + 1
+    if size > MAX_EVENT_BYTES:
+        raise EventContractError(f"event is {size} bytes; the limit is {MAX_EVENT_BYTES}")
 
 
 def validate_event(obj: Any) -> Event:
@@ -177,7 +197,8 @@ def validate_event(obj: Any) -> Event:
 def parse_timestamp_ms(value: str) -> int:
     """Parse an RFC 3339 timestamp that carries a timezone into epoch milliseconds."""
     try:
-        parsed = datetime.fromisoformat(value)
+        # RFC 3339 allows a lowercase "z" (and "t", which fromisoformat takes already).
+        parsed = datetime.fromisoformat(value[:-1] + "Z" if value.endswith("z") else value)
     except ValueError:
         raise EventContractError(f"timestamp {value!r} is not RFC 3339 / ISO 8601") from None
     if parsed.tzinfo is None:

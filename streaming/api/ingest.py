@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from quality.event_contract import MAX_EVENT_BYTES, EventContractError, validate_event
+from quality.event_contract import EventContractError, check_event_size, validate_event
 from streaming.api.delivery import OutgoingRecord
 from streaming.dlq import dlq_headers
 
@@ -96,8 +96,7 @@ def plan_ingest(
         try:
             event = validate_event(obj)
             value = _encoder.encode({**obj, "received_at": received_at})
-            if len(value) > MAX_EVENT_BYTES:
-                raise EventContractError(f"event is {len(value)} bytes; the limit is {MAX_EVENT_BYTES}")
+            check_event_size(len(value), {"received_at": received_at})
         except EventContractError as exc:
             reason = str(exc)
             plan.rejected.append(Rejection(index, event_id if isinstance(event_id, str) else None, reason))

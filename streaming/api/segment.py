@@ -38,7 +38,8 @@ def load_track_mapping(path: Path = DEFAULT_MAPPING_FILE) -> dict[str, str]:
 
 #: Track event names with a standard Pulse type; any other name becomes its snake_case.
 DEFAULT_TRACK_MAPPING: dict[str, str] = load_track_mapping()
-CAMPAIGN_FIELDS = ("name", "source", "medium", "term", "content")
+#: Segment's context.campaign fields and the UTM parameters they come from (name is utm_campaign).
+CAMPAIGN_FIELDS = {"name": "utm_campaign", "source": "utm_source", "medium": "utm_medium", "term": "utm_term", "content": "utm_content"}
 
 
 class SegmentMappingError(EventContractError):
@@ -149,6 +150,6 @@ def _context_metadata(metadata: dict[str, Any], context: dict[str, Any]) -> None
         if page.get(source):
             metadata.setdefault(target, page[source])
     campaign = context.get("campaign") if isinstance(context.get("campaign"), dict) else {}
-    for name in CAMPAIGN_FIELDS:
+    for name, target in CAMPAIGN_FIELDS.items():
         if campaign.get(name):
-            metadata.setdefault(f"utm_{name}", campaign[name])
+            metadata.setdefault(target, campaign[name])

@@ -15,9 +15,6 @@ import msgspec
 
 from quality.event_contract import MAX_EVENT_BYTES, EventContractError, validate_event
 
-#: What the collector adds to each event before its size check (``"received_at"`` with a ms timestamp).
-RECEIVED_AT_OVERHEAD = len(',"received_at":"2024-04-25T14:23:05.123Z"')
-
 _encoder = msgspec.json.Encoder()
 
 
@@ -75,8 +72,6 @@ def encode_event(event: Mapping[str, Any]) -> bytes:
         raise EventContractError(f"event is not JSON-serializable: {exc}") from None
     # Validate the decoded JSON, i.e. exactly what the collector will see.
     validate_event(msgspec.json.decode(raw))
-    if len(raw) + RECEIVED_AT_OVERHEAD > MAX_EVENT_BYTES:
-        raise EventContractError(
-            f"event is {len(raw)} bytes; with received_at added it must fit in {MAX_EVENT_BYTES}"
-        )
+    if len(raw) > MAX_EVENT_BYTES:
+        raise EventContractError(f"event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}")
     return raw

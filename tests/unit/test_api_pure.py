@@ -42,6 +42,19 @@ def test_plan_rejects_events_over_32kb_after_encoding():
     assert "limit is 32768" in plan.rejected[0].error
 
 
+def test_plan_accepts_an_event_of_exactly_32kb_though_received_at_takes_its_message_past_it():
+    from quality.event_contract import MAX_EVENT_BYTES, parse_event
+
+    base = event(metadata={"note": ""})
+    exact = event(metadata={"note": "x" * (MAX_EVENT_BYTES - len(json.dumps(base, separators=(",", ":"))))})
+    over = event(metadata={"note": exact["metadata"]["note"] + "x"})
+    plan = plan_ingest([exact, over], received_at="2024-01-01T00:00:00.000Z", events_topic="ev", dlq_topic="dlq")
+    assert plan.accepted == 1 and [r.index for r in plan.rejected] == [1]
+    assert "32769 bytes; the limit is 32768" in plan.rejected[0].error
+    message = plan.records[0].value
+    assert len(message) > MAX_EVENT_BYTES and parse_event(message).event_id == exact["event_id"]  # the profile app takes it
+
+
 def test_key_ring_scopes_and_dev_fallback():
     ring = KeyRing.from_settings(PulseSettings(write_keys="w1,w2", read_keys="r1"))
     assert ring.scopes_of("w2") == {Scope.WRITE}

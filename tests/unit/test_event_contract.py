@@ -1,6 +1,7 @@
 import json
 
 import jsonschema
+import msgspec
 import pytest
 
 from quality.event_contract import MAX_EVENT_BYTES, EventContractError, parse_event, validate_event
@@ -109,3 +110,27 @@ def test_json_schema_agrees_with_validator():
         assert not validator.is_valid(bad), bad
         with pytest.raises(EventContractError):
             validate_event(bad)
+
+
+def test_the_size_limit_is_the_events_own_and_received_at_does_not_count():
+    """32 KB is the event as sent: the collector's received_at may take a topic message past it."""
+    from quality.event_contract import check_event_size
+
+    base = event()
+    base["metadata"] = {"blob": ""}
+    padding = MAX_EVENT_BYTES - len(msgspec.json.encode(base))
+    at_limit = {**base, "metadata": {"blob": "x" * padding}}
+    assert len(msgspec.json.encode(at_limit)) == MAX_EVENT_BYTES
+    with_received_at = msgspec.json.encode({**at_limit, "received_at": "2024-04-25T14:23:05.123Z"})
+    assert len(with_received_at) > MAX_EVENT_BYTES
+    assert parse_event(with_received_at).event_id == at_limit["event_id"]
+    over = msgspec.json.encode({**at_limit, "metadata": {"blob": "x" * (padding + 1)}, "received_at": "2024-04-25T14:23:05.123Z"})
+    with pytest.raises(EventContractError, match="32769 bytes; the limit is 32768"):
+        parse_event(over)
+    with pytest.raises(EventContractError, match="limit"):
+        check_event_size(MAX_EVENT_BYTES + 1, {})
+
+
+@pytest.mark.parametrize("text", ["2024-04-25t14:23:05z", "2024-04-25T14:23:05.123z", "2024-04-25t14:23:05+02:00"])
+def test_rfc3339_lowercase_t_and_z_are_accepted(text):
+    assert validate_event(event(timestamp=text)).timestamp_ms > 0

@@ -22,7 +22,7 @@ def test_page_with_category_and_context():
     })
     assert event["event_type"] == "page_view" and event["anonymous_id"] == "a1"
     assert event["metadata"] == {"category": "shoes", "path": "/s", "page_name": "Shoes", "ip": "1.2.3.4", "user_agent": "UA",
-                                 "url": "https://x/s", "referrer": "https://g", "utm_name": "spring", "utm_source": "news"}
+                                 "url": "https://x/s", "referrer": "https://g", "utm_campaign": "spring", "utm_source": "news"}
 
 
 def test_screen_category_from_the_call():

@@ -7,7 +7,7 @@
   var EVENT_TYPE = /^[a-z][a-z0-9_]{0,63}$/;
   var MAX_BATCH_EVENTS = 500; // collector limit per request
   var MAX_REQUEST_BYTES = 60000; // under the 64 KB that sendBeacon/keepalive may have in flight
-  var MAX_EVENT_BYTES = 32000; // contract: 32 KB per event, leaving room for the collector's received_at
+  var MAX_EVENT_BYTES = 32000; // contract: 32 KB per event; a margin, as JSON encoders differ slightly
   var MAX_ID_LENGTH = 256;
   var PREFIX = "pulse:";
   var QUEUE_PREFIX = PREFIX + "q:";
