@@ -74,7 +74,14 @@ def test_redis_outage_the_app_waits_the_api_answers_503_nothing_is_lost(settings
     time.sleep(rng.uniform(2.0, 5.0))
     wait_for(lambda: poster.acknowledged, 30, "a first acknowledged batch")
     known = poster.acknowledged[0].get("user_id") or poster.acknowledged[0]["anonymous_id"]
-    keys_before = client.dbsize()
+    # Keys that outlive the outage: not the rate limiter's token buckets, which expire in seconds,
+    # nor session zsets, which a late event's merge may legitimately empty (and so delete).
+    lasting_ms = (REDIS_OUTAGE_SECONDS + 120) * 1000
+    lasting = [
+        key for key in client.scan_iter(count=1000)
+        if not key.endswith(b":sessions") and ((ttl := client.pttl(key)) == -1 or ttl > lasting_ms)
+    ]
+    keys_before = len(lasting)
     client.close()
     acked_before = len(poster.acknowledged)
     own_redis.crash()
@@ -92,7 +99,7 @@ def test_redis_outage_the_app_waits_the_api_answers_503_nothing_is_lost(settings
     alive_during = apps.all_alive() and not apps.unplanned
     own_redis.start()
     client = redis.Redis.from_url(own_redis.url)
-    keys_after_restart = client.dbsize()
+    lost = [key for key in lasting if not client.exists(key)]
     fault_run.inject(f"restarted Redis on port {own_redis.port} after {time.monotonic() - down_at:.1f}s")
 
     fault_run.check(
@@ -118,8 +125,8 @@ def test_redis_outage_the_app_waits_the_api_answers_503_nothing_is_lost(settings
     )
     fault_run.check(
         "Redis came back with its data (append-only file, after a SIGKILL)",
-        keys_after_restart >= keys_before,
-        f"{keys_before} keys before the kill, {keys_after_restart} after the restart",
+        not lost,
+        f"{keys_before} lasting keys before the kill, {len(lost)} of them missing after the restart {lost[:3]}",
     )
 
     acknowledged = poster.join_and_check(120)
