@@ -146,6 +146,20 @@ class ReferenceFollower(Generic[T]):
         self._clock = clock
         self._checked_at = float("-inf")
 
+    def prime(self) -> T:
+        """Read the live version now, at start-up; raises ``redis.RedisError`` when Redis cannot be read.
+
+        An app that starts without it would enrich its first events with nothing if Redis
+        went down before its first ``current()``, and for ``refresh_seconds`` after Redis came
+        back: those events would be applied without their categories.
+        """
+        version = current_version(self._client, self._dataset)
+        if version is not None and version != self._value.version:
+            self._value = self._load(self._client)
+            logger.info("%s %s loaded (%d rows)", self._dataset, self._value.version, self._size(self._value))
+        self._checked_at = self._clock()
+        return self._value
+
     def current(self) -> T:
         now = self._clock()
         if now - self._checked_at >= self._refresh_seconds:

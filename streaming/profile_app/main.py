@@ -62,8 +62,12 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
     events = app.topic(settings.topic_events, value_deserializer="bytes", key_deserializer="bytes", config=topic_config)
     dlq_producer = Producer(durable_producer_config(settings, brokers))
     rules = RulesFollower(settings.rules_file, settings.rules_refresh_seconds)
+    # Reference data is read before the first event: see ReferenceFollower.prime.
     geo = GeoFollower(client, settings.catalog_refresh_seconds)
     campaigns = CampaignFollower(client, settings.catalog_refresh_seconds)
+    catalog = CatalogFollower(client, settings.catalog_refresh_seconds)
+    for follower in (geo, campaigns, catalog):
+        follower.prime()
     sink = ProfileSink(
         store,
         dlq_producer,
@@ -73,7 +77,6 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
         prefilter=settings.rules_prefilter,
         enrich=lambda metadata: enrich_context(metadata, geo=geo.current(), campaigns=campaigns.current()),
     )
-    catalog = CatalogFollower(client, settings.catalog_refresh_seconds)
     build_pipeline(app.dataframe(events), catalog=catalog.current, sink=sink)
     return app, sink
 

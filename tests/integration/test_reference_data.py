@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from assets import pipeline_health
@@ -132,6 +133,20 @@ def test_geo_follower_switches_to_a_new_version_without_restart(settings, redis_
     second = follower.current()
     assert second.version != first.version and second.lookup("198.51.100.1")["city"] == "Vienna"
     assert first.lookup("198.51.100.1")["city"] == "Berlin"  # a reader holding the old version keeps a whole one
+
+
+def test_prime_reads_the_live_version_now_and_fails_loudly_without_redis(settings, redis_client):
+    """The profile app primes its followers before its first event (see ReferenceFollower.prime)."""
+    now = [0.0]
+    follower = GeoFollower(redis_client, refresh_seconds=5, clock=lambda: now[0])
+    assert len(follower.current()) == 0
+    assert _materialize(settings.redis_url, dg.DagsterInstance.ephemeral(), selection=[enrichment_assets.geo_ranges]).success
+    assert len(follower.current()) == 0  # current() waits for refresh_seconds
+    assert follower.prime().lookup("198.51.100.1")["city"] == "Berlin"  # prime() reads now
+    unreachable = GeoFollower(redis.Redis(port=1, socket_connect_timeout=1), refresh_seconds=5)
+    with pytest.raises(redis.ConnectionError):
+        unreachable.prime()
+    assert len(unreachable.current()) == 0  # current() keeps what it has, as before
 
 
 def test_pulse_up_publishes_every_missing_sample_once(redis_client):
