@@ -31,11 +31,13 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
     brokers = service_registry.kafka_brokers(settings)
     ensure_topics(AdminClient(client_config(settings, brokers)), topic_specs(settings), settings.topic_replication_factor)
     client = redis_from_url(service_registry.redis_url(settings), socket_timeout=10)
+    intent_model = IntentModelFollower(client, settings.catalog_refresh_seconds)
+    intent_model.prime()  # before the first event, as the reference data below
     store = RedisProfileStore(
         client,
         dedupe_window_seconds=settings.dedupe_window_seconds,
         session_gap_ms=settings.session_timeout_seconds * 1000,
-        intent_model=IntentModelFollower(client, settings.catalog_refresh_seconds).current,
+        intent_model=intent_model.current,
     )
     app = Application(
         broker_address=brokers,
@@ -62,7 +64,7 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
     events = app.topic(settings.topic_events, value_deserializer="bytes", key_deserializer="bytes", config=topic_config)
     dlq_producer = Producer(durable_producer_config(settings, brokers))
     rules = RulesFollower(settings.rules_file, settings.rules_refresh_seconds)
-    # Reference data is read before the first event: see ReferenceFollower.prime.
+    # Reference data (and the intent model above) is read before the first event: see ReferenceFollower.prime.
     geo = GeoFollower(client, settings.catalog_refresh_seconds)
     campaigns = CampaignFollower(client, settings.catalog_refresh_seconds)
     catalog = CatalogFollower(client, settings.catalog_refresh_seconds)

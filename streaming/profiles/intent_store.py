@@ -42,6 +42,15 @@ class IntentModelFollower:
         self._checked_at = -refresh_seconds
         self._model: IntentModel | None = None
 
+    def prime(self) -> IntentModel | None:
+        """Read the model now, at start-up; raises ``redis.RedisError`` when Redis cannot be read
+        (see enrichment.reference_store.ReferenceFollower.prime)."""
+        self._model = load_intent_model(self._client)
+        self._checked_at = time.monotonic()
+        if self._model is not None:
+            logger.info("scoring with intent model %s", self._model.version)
+        return self._model
+
     def current(self) -> IntentModel | None:
         now = time.monotonic()
         if now - self._checked_at >= self._refresh:

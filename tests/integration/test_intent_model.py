@@ -6,6 +6,7 @@ import json
 
 import dagster as dg
 import pytest
+import redis
 
 from assets import analyst_views, batch_tables, intent_model
 from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, read_catalog_csv
@@ -59,3 +60,18 @@ def test_too_few_sessions_fail_with_a_clear_message(settings, redis_client):
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "cannot train the intent model" in str(failure.event_specific_data.error)
     assert load_intent_model(redis_client) is None
+
+
+def test_the_model_follower_primes_at_start_up_and_fails_loudly_without_redis(redis_client):
+    from streaming.profiles.intent import IntentModel
+    from streaming.profiles.intent_store import MODEL_POINTER, publish_intent_model
+
+    redis_client.delete(MODEL_POINTER)
+    follower = IntentModelFollower(redis_client, refresh_seconds=60)
+    assert follower.current() is None
+    model = IntentModel(-3.0, (0.2, 0.3, 1.1, -0.5, 0.1, 0.1, 0.2), {"note": 0.0})
+    publish_intent_model(redis_client, model)
+    assert follower.current() is None  # current() waits for refresh_seconds
+    assert follower.prime().version == model.version  # prime() reads now
+    with pytest.raises(redis.ConnectionError):
+        IntentModelFollower(redis.Redis(port=1, socket_connect_timeout=1)).prime()
