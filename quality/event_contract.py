@@ -137,17 +137,16 @@ def parse_event(raw: bytes) -> Event:
         raise EventContractError(f"event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}")
     obj = decode_json(raw)
     if len(raw) > MAX_EVENT_BYTES:
-        check_event_size(len(raw), obj)
+        check_event_size(len(raw), obj.get("received_at") if isinstance(obj, dict) else None)
     return validate_event(obj)
 
 
-def check_event_size(encoded_bytes: int, obj: Any) -> None:
-    """Raise unless the event, without a ``received_at`` its encoding of ``encoded_bytes`` carries, fits.
+def check_event_size(encoded_bytes: int, received_at: object = None) -> None:
+    """Raise unless the event fits once the ``received_at`` its encoding carries is taken out.
 
     Assumes compact JSON (``"received_at":"..."`` plus one comma), as the collector writes it.
     """
     size = encoded_bytes
-    received_at = obj.get("received_at") if isinstance(obj, dict) else None
     if isinstance(received_at, str):
         size -= len(_RECEIVED_AT_KEY) + len(msgspec.json.encode(received_at)) + 1
     if size > MAX_EVENT_BYTES:

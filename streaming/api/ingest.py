@@ -96,7 +96,7 @@ def plan_ingest(
         try:
             event = validate_event(obj)
             value = _encoder.encode({**obj, "received_at": received_at})
-            check_event_size(len(value), {"received_at": received_at})
+            check_event_size(len(value), received_at)
         except EventContractError as exc:
             reason = str(exc)
             plan.rejected.append(Rejection(index, event_id if isinstance(event_id, str) else None, reason))

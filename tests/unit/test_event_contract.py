@@ -128,7 +128,7 @@ def test_the_size_limit_is_the_events_own_and_received_at_does_not_count():
     with pytest.raises(EventContractError, match="32769 bytes; the limit is 32768"):
         parse_event(over)
     with pytest.raises(EventContractError, match="limit"):
-        check_event_size(MAX_EVENT_BYTES + 1, {})
+        check_event_size(MAX_EVENT_BYTES + 1)
 
 
 @pytest.mark.parametrize("text", ["2024-04-25t14:23:05z", "2024-04-25T14:23:05.123z", "2024-04-25t14:23:05+02:00"])
