@@ -131,8 +131,10 @@ def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
     """An ISO 8601 time option (UTC unless it names a zone); a usage error otherwise."""
     if value is None:
         return None
+    from quality.event_contract import parse_iso_datetime
+
     try:
-        parsed = datetime.fromisoformat(value[:-1] + "Z" if value.endswith("z") else value)
+        parsed = parse_iso_datetime(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not an ISO 8601 time, e.g. 2024-05-01 or 2024-05-01T12:00:00Z") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

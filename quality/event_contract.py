@@ -193,11 +193,15 @@ def validate_event(obj: Any) -> Event:
     return Event(event_id, event_type, user_id, anonymous_id, timestamp, timestamp_ms, metadata)
 
 
+def parse_iso_datetime(value: str) -> datetime:
+    """``datetime.fromisoformat`` that also takes RFC 3339's lowercase "z" (it takes "t" already)."""
+    return datetime.fromisoformat(value[:-1] + "Z" if value.endswith("z") else value)
+
+
 def parse_timestamp_ms(value: str) -> int:
     """Parse an RFC 3339 timestamp that carries a timezone into epoch milliseconds."""
     try:
-        # RFC 3339 allows a lowercase "z" (and "t", which fromisoformat takes already).
-        parsed = datetime.fromisoformat(value[:-1] + "Z" if value.endswith("z") else value)
+        parsed = parse_iso_datetime(value)
     except ValueError:
         raise EventContractError(f"timestamp {value!r} is not RFC 3339 / ISO 8601") from None
     if parsed.tzinfo is None:
