@@ -9,6 +9,7 @@ RUN pip install --no-cache-dir "uv==${UV_VERSION}"
 WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
+COPY core ./core
 COPY orchestration ./orchestration
 COPY streaming ./streaming
 COPY assets ./assets

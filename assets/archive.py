@@ -9,6 +9,8 @@ from pathlib import Path
 
 import duckdb
 
+from core.archive_layout import archive_records_sql, has_archive
+
 logger = logging.getLogger(__name__)
 
 
@@ -19,15 +21,9 @@ class ArchivedEvent:
     event_time_ms: int
 
 
-def archive_glob(root: Path) -> str:
-    return str(root / "events" / "dt=*" / "hour=*" / "*.parquet")
-
-
-def has_archive(root: Path) -> bool:
-    return any((root / "events").glob("dt=*/hour=*/*.parquet"))
-
-
-def read_valid_events(root: Path, start: datetime | None = None, end: datetime | None = None) -> list[ArchivedEvent]:
+def read_valid_events(
+    root: Path, start: datetime | None = None, end: datetime | None = None
+) -> list[ArchivedEvent]:
     """Valid archived events with event time in [start, end), each Kafka record once, in event-time order."""
     if not has_archive(root):
         return []
@@ -41,11 +37,9 @@ def read_valid_events(root: Path, start: datetime | None = None, end: datetime |
         params.append(end)
     query = f"""
         SELECT raw, coalesce(user_id, anonymous_id) AS key, epoch_ms(event_time) AS ms
-        FROM read_parquet(?, hive_partitioning = true, union_by_name = true)
-        WHERE {' AND '.join(conditions)}
-        QUALIFY row_number() OVER (PARTITION BY kafka_topic, kafka_partition, kafka_offset) = 1
+        FROM ({archive_records_sql(root, " AND ".join(conditions))})
         ORDER BY event_time, kafka_partition, kafka_offset
     """
     with duckdb.connect() as con:
-        rows = con.execute(query, [archive_glob(root), *params]).fetchall()
+        rows = con.execute(query, params).fetchall()
     return [ArchivedEvent(bytes(raw), key, int(ms)) for raw, key, ms in rows]

@@ -15,7 +15,9 @@ from streaming.profile_app.pipeline import check_record
 from streaming.profiles.reference import reference_profiles
 
 
-def recompute_profiles(raw_events: Iterable[bytes], catalog: Catalog, session_gap_ms: int, exclude: set[str] = frozenset()) -> dict[str, dict[str, Any]]:
+def recompute_profiles(
+    raw_events: Iterable[bytes], catalog: Catalog, session_gap_ms: int, exclude: set[str] = frozenset()
+) -> dict[str, dict[str, Any]]:
     """Profile documents (without ``updated_at``) keyed by profile id."""
     deltas = []
     for raw in raw_events:

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import duckdb
 import pyarrow as pa
 
-from assets.archive import archive_glob, has_archive
+from core.archive_layout import archive_glob, has_archive
 from streaming.profiles.delta import DEFAULT_ENGAGEMENT_POINTS, ENGAGEMENT_POINTS, MICROS
 from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile
 
@@ -101,8 +101,15 @@ SELECT profile_id, 'p', p.product_id, p.ts FROM (
 """
 
 PROFILE_COLUMNS = (
-    "profile_id", "user_id", "event_count", "first_seen", "last_seen",
-    "purchase_micros", "engagement", "session_count", "last_session_start",
+    "profile_id",
+    "user_id",
+    "event_count",
+    "first_seen",
+    "last_seen",
+    "purchase_micros",
+    "engagement",
+    "session_count",
+    "last_session_start",
 )
 ENTRY_COLUMNS = ("profile_id", "kind", "key", "value")
 
@@ -154,8 +161,11 @@ def documents(tables: ProfileTables) -> Iterator[tuple[str, dict[str, Any]]]:
         *columns, strict=True
     ):
         fields = {
-            "event_count": str(count), "first_seen": str(first_seen), "last_seen": str(last_seen),
-            "purchase_micros": str(micros), "engagement": str(engagement),
+            "event_count": str(count),
+            "first_seen": str(first_seen),
+            "last_seen": str(last_seen),
+            "purchase_micros": str(micros),
+            "engagement": str(engagement),
         }
         if user_id:
             fields["user_id"] = user_id

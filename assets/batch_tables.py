@@ -7,9 +7,9 @@ import duckdb
 
 from assets.batch_sql import recompute_documents
 from assets.reconciliation import forgotten_ids
+from core.redis_client import redis_from_url
+from core.resources import PulseResource
 from enrichment.reference_store import load_catalog
-from orchestration.resources import PulseResource
-from streaming.profiles.redis_client import redis_from_url
 
 SESSIONS_SQL = """
 CREATE OR REPLACE TABLE sessions AS
@@ -36,8 +36,23 @@ def profiles_batch(pulse: PulseResource) -> dg.MaterializeResult:
     settings = pulse.settings()
     client = redis_from_url(settings.redis_url)
     gap_ms = settings.session_timeout_seconds * 1000
-    documents = recompute_documents(settings.archive_path, load_catalog(client).categories, gap_ms, exclude=forgotten_ids(client))
-    rows = [(pid, doc["user_id"], doc["event_count"], doc["session_count"], doc["purchase_total"], doc["engagement_score"], doc["first_seen"], doc["last_seen"], json.dumps(doc)) for pid, doc in documents.items()]
+    documents = recompute_documents(
+        settings.archive_path, load_catalog(client).categories, gap_ms, exclude=forgotten_ids(client)
+    )
+    rows = [
+        (
+            pid,
+            doc["user_id"],
+            doc["event_count"],
+            doc["session_count"],
+            doc["purchase_total"],
+            doc["engagement_score"],
+            doc["first_seen"],
+            doc["last_seen"],
+            json.dumps(doc),
+        )
+        for pid, doc in documents.items()
+    ]
     with duckdb.connect(str(settings.data_path / "pulse.duckdb")) as con:
         con.execute(
             "CREATE OR REPLACE TABLE profiles_batch (profile_id VARCHAR PRIMARY KEY, user_id VARCHAR, event_count BIGINT, "
@@ -45,7 +60,9 @@ def profiles_batch(pulse: PulseResource) -> dg.MaterializeResult:
         )
         if rows:
             con.executemany("INSERT INTO profiles_batch VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-    return dg.MaterializeResult(metadata={"profiles": len(rows), "events": sum(doc["event_count"] for doc in documents.values())})
+    return dg.MaterializeResult(
+        metadata={"profiles": len(rows), "events": sum(doc["event_count"] for doc in documents.values())}
+    )
 
 
 @dg.asset(kinds={"duckdb"}, group_name="archive", deps=["analyst_views"])

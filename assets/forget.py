@@ -24,7 +24,10 @@ def purge_archive(root: Path, forgotten: set[str]) -> dict[str, int]:
     files = rows = 0
     for path in sorted((root / "events").glob("dt=*/hour=*/*.parquet")):
         table = pq.read_table(path)
-        doomed = pc.or_kleene(pc.is_in(table["user_id"], value_set=_array(ids)), pc.is_in(table["anonymous_id"], value_set=_array(ids)))
+        doomed = pc.or_kleene(
+            pc.is_in(table["user_id"], value_set=_array(ids)),
+            pc.is_in(table["anonymous_id"], value_set=_array(ids)),
+        )
         doomed = pc.fill_null(doomed, False)
         removed = pc.sum(doomed).as_py() or 0
         if not removed:

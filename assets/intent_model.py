@@ -5,10 +5,10 @@ from datetime import UTC, datetime
 import dagster as dg
 import duckdb
 
-from orchestration.resources import PulseResource
+from core.redis_client import redis_from_url
+from core.resources import PulseResource
 from streaming.profiles.intent import FEATURES, NotEnoughData, train_intent_model
 from streaming.profiles.intent_store import publish_intent_model
-from streaming.profiles.redis_client import redis_from_url
 
 SESSION_ROWS_SQL = """
 SELECT page_views, clicks, adds_to_cart, removes_from_cart, searches, events - purchases AS events,
@@ -43,7 +43,9 @@ def intent_model(context: dg.AssetExecutionContext, pulse: PulseResource) -> dg.
     try:
         model = train_intent_model(sessions, trained_at=datetime.now(UTC).isoformat(timespec="seconds"))
     except NotEnoughData as exc:
-        raise dg.Failure(description=f"cannot train the intent model: {exc}. Send more traffic (`pulse demo`) and materialize `sessions` again.") from exc
+        raise dg.Failure(
+            description=f"cannot train the intent model: {exc}. Send more traffic (`pulse demo`) and materialize `sessions` again."
+        ) from exc
     auc = model.metrics["roc_auc"]
     good = auc >= MIN_ROC_AUC
     version = None

@@ -20,11 +20,18 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
-from orchestration.kafka_config import client_config
-from orchestration.settings import PulseSettings
+from core.kafka_config import client_config
+from core.settings import PulseSettings
 
 PROBE_GROUP = "pulse-health-probe"  # never commits, never subscribes: it only assigns partitions
 
@@ -41,7 +48,9 @@ class PartitionProbe:
     first_timestamp_ms: int | None  # timestamp of the record at ``start``; None when start == end
 
 
-def _probe(settings: PulseSettings, brokers: str, topic: str, starts: dict[int, int] | None, timeout: float) -> dict[int, PartitionProbe]:
+def _probe(
+    settings: PulseSettings, brokers: str, topic: str, starts: dict[int, int] | None, timeout: float
+) -> dict[int, PartitionProbe]:
     """One PartitionProbe per partition of ``topic``, starting at ``starts`` (default: the beginning)."""
     consumer = Consumer(
         {
@@ -61,15 +70,21 @@ def _probe(settings: PulseSettings, brokers: str, topic: str, starts: dict[int, 
             raise BrokerUnavailable(f"no metadata for {topic} from {brokers}: {exc}") from None
         topic_meta = metadata.topics.get(topic)
         if topic_meta is None or topic_meta.error is not None or not topic_meta.partitions:
-            raise BrokerUnavailable(f"topic {topic} does not exist on {brokers}: {topic_meta.error if topic_meta else 'unknown topic'}")
+            raise BrokerUnavailable(
+                f"topic {topic} does not exist on {brokers}: {topic_meta.error if topic_meta else 'unknown topic'}"
+            )
         partitions = sorted(topic_meta.partitions)
         begin = {p: (starts or {}).get(p, OFFSET_BEGINNING) for p in partitions}
-        consumer.assign([TopicPartition(topic, p, begin[p] if begin[p] >= 0 else OFFSET_BEGINNING) for p in partitions])
+        consumer.assign(
+            [TopicPartition(topic, p, begin[p] if begin[p] >= 0 else OFFSET_BEGINNING) for p in partitions]
+        )
         first: dict[int, tuple[int, int | None]] = {}
         deadline = time.monotonic() + timeout
         while len(first) < len(partitions):
             if time.monotonic() > deadline:
-                raise BrokerUnavailable(f"{topic}: no fetch answer for partition(s) {sorted(set(partitions) - set(first))} within {timeout}s")
+                raise BrokerUnavailable(
+                    f"{topic}: no fetch answer for partition(s) {sorted(set(partitions) - set(first))} within {timeout}s"
+                )
             message = consumer.poll(0.2)
             if message is None or message.partition() in first:
                 continue
@@ -102,17 +117,27 @@ class GroupLag:
     partitions: dict[int, int] = field(default_factory=dict)  # partition -> messages behind
 
 
-def committed_offsets(settings: PulseSettings, brokers: str, group: str, topic: str, timeout: float) -> dict[int, int]:
+def committed_offsets(
+    settings: PulseSettings, brokers: str, group: str, topic: str, timeout: float
+) -> dict[int, int]:
     """Committed offset per partition of ``topic`` (absent where the group never committed)."""
     admin = AdminClient(client_config(settings, brokers))
     try:
-        result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=timeout)[group].result(timeout=timeout)
+        result = admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group)], request_timeout=timeout
+        )[group].result(timeout=timeout)
     except KafkaException as exc:
         raise BrokerUnavailable(f"committed offsets of {group}: {exc}") from None
-    return {tp.partition: tp.offset for tp in result.topic_partitions or [] if tp.topic == topic and tp.offset >= 0}
+    return {
+        tp.partition: tp.offset
+        for tp in result.topic_partitions or []
+        if tp.topic == topic and tp.offset >= 0
+    }
 
 
-def group_lag(settings: PulseSettings, brokers: str, group: str, topic: str, now: float, timeout: float = 10.0) -> GroupLag:
+def group_lag(
+    settings: PulseSettings, brokers: str, group: str, topic: str, now: float, timeout: float = 10.0
+) -> GroupLag:
     """Lag of ``group`` on ``topic``: records after its committed offsets and the age of the oldest of them."""
     committed = committed_offsets(settings, brokers, group, topic, timeout)
     probes = _probe(settings, brokers, topic, committed, timeout)
@@ -147,10 +172,14 @@ class OffsetSnapshot:
             return None
 
 
-def offset_snapshot(settings: PulseSettings, brokers: str, now: float, timeout: float = 10.0) -> OffsetSnapshot:
+def offset_snapshot(
+    settings: PulseSettings, brokers: str, now: float, timeout: float = 10.0
+) -> OffsetSnapshot:
     events = _probe(settings, brokers, settings.topic_events, None, timeout)
     dlq = _probe(settings, brokers, settings.topic_dlq, None, timeout)
-    stamps = [p.first_timestamp_ms for p in (*events.values(), *dlq.values()) if p.first_timestamp_ms is not None]
+    stamps = [
+        p.first_timestamp_ms for p in (*events.values(), *dlq.values()) if p.first_timestamp_ms is not None
+    ]
     return OffsetSnapshot(
         at=now,
         events_start=sum(p.start for p in events.values()),
@@ -186,12 +215,21 @@ class DlqRate:
 
 def dlq_rate(previous: OffsetSnapshot | None, current: OffsetSnapshot) -> DlqRate:
     """Rate since ``previous``; over the retained topics when there is none or offsets went back (broker reset)."""
-    grew = previous is not None and previous.events_end <= current.events_end and previous.dlq_end <= current.dlq_end
+    grew = (
+        previous is not None
+        and previous.events_end <= current.events_end
+        and previous.dlq_end <= current.dlq_end
+    )
     if previous is not None and grew and previous.at < current.at:
         events, dead_letters = current.events_end - previous.events_end, current.dlq_end - previous.dlq_end
         return DlqRate("since previous measurement", current.at - previous.at, events, dead_letters)
     window = current.at - current.oldest_ms / 1000 if current.oldest_ms is not None else 0.0
-    return DlqRate("retained topics", max(window, 0.0), current.events_end - current.events_start, current.dlq_end - current.dlq_start)
+    return DlqRate(
+        "retained topics",
+        max(window, 0.0),
+        current.events_end - current.events_start,
+        current.dlq_end - current.dlq_start,
+    )
 
 
 @dataclass(frozen=True)
@@ -231,14 +269,22 @@ class StreamHealth:
 
 
 def measure_stream_health(
-    settings: PulseSettings, brokers: str, previous: OffsetSnapshot | None, now: float | None = None, timeout: float = 10.0
+    settings: PulseSettings,
+    brokers: str,
+    previous: OffsetSnapshot | None,
+    now: float | None = None,
+    timeout: float = 10.0,
 ) -> StreamHealth:
     """Lag of the profile app and the archiver on the events topic, and the dead-letter rate."""
     now = time.time() if now is None else now
     snapshot = offset_snapshot(settings, brokers, now, timeout)
     return StreamHealth(
-        profile_app=group_lag(settings, brokers, settings.consumer_group, settings.topic_events, now, timeout),
-        archiver=group_lag(settings, brokers, settings.archiver_consumer_group, settings.topic_events, now, timeout),
+        profile_app=group_lag(
+            settings, brokers, settings.consumer_group, settings.topic_events, now, timeout
+        ),
+        archiver=group_lag(
+            settings, brokers, settings.archiver_consumer_group, settings.topic_events, now, timeout
+        ),
         dlq=dlq_rate(previous, snapshot),
         snapshot=snapshot,
     )

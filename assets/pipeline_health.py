@@ -6,10 +6,10 @@ from dataclasses import asdict
 import dagster as dg
 
 from assets.kafka_health import Limits, OffsetSnapshot, StreamHealth, measure_stream_health
-from orchestration import service_registry
-from orchestration.resources import PulseResource
+from core import service_registry
+from core.redis_client import RedisClient, redis_from_url
+from core.resources import PulseResource
 from streaming.profile_app.sink import HEARTBEAT_KEY
-from streaming.profiles.redis_client import RedisClient, redis_from_url
 
 MAX_HEARTBEAT_AGE_S = 120
 MAX_ARCHIVE_AGE_S = 900
@@ -40,11 +40,19 @@ def pipeline_health(pulse: PulseResource):
     now = time.time()
     heartbeat = heartbeat_age_seconds(redis_from_url(settings.redis_url, socket_timeout=5), now)
     archive = newest_archive_file_age_seconds(settings.archive_path, now)
-    yield dg.MaterializeResult(metadata={"heartbeat_age_s": heartbeat if heartbeat is not None else -1, "archive_age_s": archive if archive is not None else -1})
+    yield dg.MaterializeResult(
+        metadata={
+            "heartbeat_age_s": heartbeat if heartbeat is not None else -1,
+            "archive_age_s": archive if archive is not None else -1,
+        }
+    )
     yield dg.AssetCheckResult(
         check_name="profile_app_alive",
         passed=heartbeat is not None and heartbeat <= MAX_HEARTBEAT_AGE_S,
-        metadata={"heartbeat_age_s": heartbeat if heartbeat is not None else -1, "limit_s": MAX_HEARTBEAT_AGE_S},
+        metadata={
+            "heartbeat_age_s": heartbeat if heartbeat is not None else -1,
+            "limit_s": MAX_HEARTBEAT_AGE_S,
+        },
         description="The profile app writes a heartbeat at start-up and with every batch; an idle app's heartbeat ages too.",
     )
     yield dg.AssetCheckResult(
@@ -61,7 +69,9 @@ LIMITS = Limits()
 def previous_snapshot(instance: dg.DagsterInstance) -> OffsetSnapshot | None:
     """The offsets recorded by the last ``stream_health`` materialization, so rates cover the time since."""
     event = instance.get_latest_materialization_event(dg.AssetKey("stream_health"))
-    recorded = event.asset_materialization.metadata.get("offsets") if event and event.asset_materialization else None
+    recorded = (
+        event.asset_materialization.metadata.get("offsets") if event and event.asset_materialization else None
+    )
     return OffsetSnapshot.from_json(recorded.value if recorded is not None else None)
 
 
@@ -70,7 +80,11 @@ def stream_health_checks(health: StreamHealth, limits: Limits = LIMITS) -> list[
     app, archiver, dlq = health.profile_app, health.archiver, health.dlq
     lag_metadata: dict[str, object] = {"limit_s": limits.consumer_lag_s}
     for name, lag in (("profile_app", app), ("archiver", archiver)):
-        lag_metadata |= {f"{name}_group": lag.group, f"{name}_messages": lag.messages, f"{name}_lag_s": round(lag.oldest_unconsumed_age_s, 1)}
+        lag_metadata |= {
+            f"{name}_group": lag.group,
+            f"{name}_messages": lag.messages,
+            f"{name}_lag_s": round(lag.oldest_unconsumed_age_s, 1),
+        }
     return [
         dg.AssetCheckResult(
             check_name="profiles_fresh",
@@ -128,7 +142,9 @@ def stream_health(context: dg.AssetExecutionContext, pulse: PulseResource):
     fetch responses (Tansu).
     """
     settings = pulse.settings()
-    health = measure_stream_health(settings, service_registry.kafka_brokers(settings), previous_snapshot(context.instance))
+    health = measure_stream_health(
+        settings, service_registry.kafka_brokers(settings), previous_snapshot(context.instance)
+    )
     yield dg.MaterializeResult(
         metadata={
             "offsets": dg.MetadataValue.json(asdict(health.snapshot)),

@@ -7,8 +7,8 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from core.redis_client import RedisClient, primaries
 from streaming.profiles.keys import FORGET_STREAM, KEY_PREFIX, decode_id
-from streaming.profiles.redis_client import RedisClient, primaries
 from streaming.profiles.store import RedisProfileStore
 
 MAX_EXAMPLES = 10
@@ -36,7 +36,9 @@ class ReconcileReport:
         return {**asdict(self), "drift": self.drifted}
 
 
-def diff_profiles(batch: Mapping[str, Mapping[str, Any]], live: Mapping[str, Mapping[str, Any] | None]) -> ReconcileReport:
+def diff_profiles(
+    batch: Mapping[str, Mapping[str, Any]], live: Mapping[str, Mapping[str, Any] | None]
+) -> ReconcileReport:
     """Compare per profile and field; ``live`` maps every id seen on either side (None = absent)."""
     report = ReconcileReport()
     fields: Counter[str] = Counter()
@@ -50,11 +52,20 @@ def diff_profiles(batch: Mapping[str, Mapping[str, Any]], live: Mapping[str, Map
             report.missing_in_redis += 1
             _example(report, profile_id, "missing_in_redis")
         else:
-            differing = sorted(k for k in expected.keys() | actual.keys() if k not in IGNORED_FIELDS and expected.get(k) != actual.get(k))
+            differing = sorted(
+                k
+                for k in expected.keys() | actual.keys()
+                if k not in IGNORED_FIELDS and expected.get(k) != actual.get(k)
+            )
             if differing:
                 report.mismatched += 1
                 fields.update(differing)
-                _example(report, profile_id, "mismatched", {k: {"batch": expected.get(k), "redis": actual.get(k)} for k in differing})
+                _example(
+                    report,
+                    profile_id,
+                    "mismatched",
+                    {k: {"batch": expected.get(k), "redis": actual.get(k)} for k in differing},
+                )
             else:
                 report.matched += 1
     report.mismatched_fields = dict(fields.most_common())
@@ -63,7 +74,9 @@ def diff_profiles(batch: Mapping[str, Mapping[str, Any]], live: Mapping[str, Map
 
 def _example(report: ReconcileReport, profile_id: str, kind: str, fields: dict | None = None) -> None:
     if len(report.examples) < MAX_EXAMPLES:
-        report.examples.append({"profile_id": profile_id, "kind": kind, **({"fields": fields} if fields else {})})
+        report.examples.append(
+            {"profile_id": profile_id, "kind": kind, **({"fields": fields} if fields else {})}
+        )
 
 
 def live_profile_ids(client: RedisClient) -> Iterator[str]:

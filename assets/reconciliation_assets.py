@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from orchestration.batch import reconcile
-from orchestration.resources import PulseResource
+from assets.batch_runs import reconcile
+from core.resources import PulseResource
 
 
 @dg.asset(kinds={"redis", "duckdb"}, group_name="reconciliation")
@@ -28,5 +28,9 @@ def no_profile_drift(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckRes
     """Fails when the latest report found any mismatched, missing or extra profile."""
     event = context.instance.get_latest_materialization_event(profile_drift_report.key)
     metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
-    counts = {k: int(metadata[k].value) for k in ("mismatched", "missing_in_redis", "extra_in_redis") if k in metadata}
+    counts = {
+        k: int(metadata[k].value)
+        for k in ("mismatched", "missing_in_redis", "extra_in_redis")
+        if k in metadata
+    }
     return dg.AssetCheckResult(passed=bool(counts) and not any(counts.values()), metadata=counts)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from core.settings import PulseSettings
 from orchestration.local_services import ManagedProcess
 from orchestration.platform import pulse_app_process, settings_process_env
-from orchestration.settings import PulseSettings
 
 
 def start_app(settings: PulseSettings, app: str) -> ManagedProcess:

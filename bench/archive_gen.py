@@ -107,7 +107,9 @@ def generate_archive(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("out", type=Path, help="archive root (files go to OUT/events/dt=/hour=)")
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--users", type=int, default=1_000_000)
@@ -126,8 +128,10 @@ def main() -> None:
         checkpoint=args.checkpoint,
         workers=args.workers,
     )
-    print(f"{totals['records']:,} records ({totals['records'] - totals['valid']:,} invalid) in {totals['files']:,} files, "
-          f"{totals['bytes'] / 2**20:,.0f} MiB, in {time.perf_counter() - began:.0f} s")
+    print(
+        f"{totals['records']:,} records ({totals['records'] - totals['valid']:,} invalid) in {totals['files']:,} files, "
+        f"{totals['bytes'] / 2**20:,.0f} MiB, in {time.perf_counter() - began:.0f} s"
+    )
 
 
 if __name__ == "__main__":

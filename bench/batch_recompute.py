@@ -37,10 +37,11 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
-from assets.archive import archive_glob, read_valid_events
+from assets.archive import read_valid_events
 from assets.batch_profiles import recompute_profiles
 from assets.batch_sql import ENTRY_COLUMNS, PROFILE_COLUMNS, ProfileTables, documents, recompute_tables
 from bench.archive_gen import generate_archive
+from core.archive_layout import archive_glob
 from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, read_catalog_csv
 from streaming.profiles.delta import DEFAULT_ENGAGEMENT_POINTS, ENGAGEMENT_POINTS, MICROS
 from streaming.profiles.document import LAST_PRODUCTS_LIMIT
@@ -51,7 +52,10 @@ SUBSET_EVENTS = 20_000
 JSON_CHUNK = 1_000_000
 LOAD_BATCH = 10_000
 _METADATA_FIELDS = [
-    ("product_id", pa.string()), ("category", pa.string()), ("quantity", pa.int64()), ("price", pa.float64())
+    ("product_id", pa.string()),
+    ("category", pa.string()),
+    ("quantity", pa.int64()),
+    ("price", pa.float64()),
 ]
 _METADATA = pa.schema([("metadata", pa.struct(_METADATA_FIELDS))])
 
@@ -96,7 +100,14 @@ def pandas_recompute(
         phases[name], clock[0] = now - clock[0], now
 
     columns = [
-        "raw", "event_id", "event_type", "user_id", "anonymous_id", "event_time", "kafka_partition", "kafka_offset"
+        "raw",
+        "event_id",
+        "event_type",
+        "user_id",
+        "anonymous_id",
+        "event_time",
+        "kafka_partition",
+        "kafka_offset",
     ]
     table = pq.read_table(root / "events", columns=columns, filters=[("valid", "=", True)])
     ts = table["event_time"].cast(pa.timestamp("ms", "UTC")).cast(pa.int64())
@@ -132,16 +143,18 @@ def pandas_recompute(
     ev = ev.sort_values(["pcode", "ts"], kind="stable")
     starts = (ev["pcode"] != ev["pcode"].shift()) | (ev["ts"].diff() > session_gap_ms)
     grouped = ev.groupby("pcode", sort=True)
-    profiles = pd.DataFrame({
-        "user_id": grouped["user_id"].first(),
-        "event_count": grouped.size(),
-        "first_seen": grouped["ts"].min(),
-        "last_seen": grouped["ts"].max(),
-        "purchase_micros": grouped["purchase_micros"].sum(),
-        "engagement": grouped["engagement"].sum(),
-        "session_count": starts.groupby(ev["pcode"]).sum(),
-        "last_session_start": ev["ts"].where(starts).groupby(ev["pcode"]).max().astype("int64"),
-    })
+    profiles = pd.DataFrame(
+        {
+            "user_id": grouped["user_id"].first(),
+            "event_count": grouped.size(),
+            "first_seen": grouped["ts"].min(),
+            "last_seen": grouped["ts"].max(),
+            "purchase_micros": grouped["purchase_micros"].sum(),
+            "engagement": grouped["engagement"].sum(),
+            "session_count": starts.groupby(ev["pcode"]).sum(),
+            "last_session_start": ev["ts"].where(starts).groupby(ev["pcode"]).max().astype("int64"),
+        }
+    )
     profiles.insert(0, "profile_id", profile_ids[profiles.index])
 
     def entries(kind: str, frame: pd.DataFrame) -> pd.DataFrame:
@@ -158,7 +171,13 @@ def pandas_recompute(
     latest = latest.sort_values(["pcode", "ts", "product_id"], ascending=[True, False, False])
     latest = latest.groupby("pcode").head(LAST_PRODUCTS_LIMIT)[["pcode", "product_id", "ts"]]
     keyed = pd.concat(
-        [entries("t", counts), entries("v", views), entries("c", cart), entries("a", linked), entries("p", latest)]
+        [
+            entries("t", counts),
+            entries("v", views),
+            entries("c", cart),
+            entries("a", linked),
+            entries("p", latest),
+        ]
     )
     keyed.insert(0, "profile_id", profile_ids[keyed["pcode"].to_numpy()])
     tables = ProfileTables(
@@ -243,7 +262,9 @@ def _store(redis_url: str) -> Any:
     from streaming.profiles.store import RedisProfileStore
 
     client = redis.Redis.from_url(redis_url)
-    return RedisProfileStore(client, dedupe_window_seconds=DEDUPE_WINDOW_SECONDS, session_gap_ms=SESSION_GAP_MS)
+    return RedisProfileStore(
+        client, dedupe_window_seconds=DEDUPE_WINDOW_SECONDS, session_gap_ms=SESSION_GAP_MS
+    )
 
 
 def child_load(root: Path, redis_url: str) -> dict[str, Any]:
@@ -306,7 +327,10 @@ def child_reconcile(root: Path, redis_url: str) -> dict[str, Any]:
     return {
         "seconds": seconds,
         "steps": steps,
-        "injected_drift_found": {"mismatched": injected.mismatched, "extra_in_redis": injected.extra_in_redis},
+        "injected_drift_found": {
+            "mismatched": injected.mismatched,
+            "extra_in_redis": injected.extra_in_redis,
+        },
         "peak_rss_mib": _peak_mib(),
         "report": report.as_dict(),
     }
@@ -330,12 +354,16 @@ def compare_outputs(left: Path, right: Path) -> dict[str, int]:
         for name in ("profiles", "entries"):
             a, b = f"read_parquet('{left / name}.parquet')", f"read_parquet('{right / name}.parquet')"
             for label, x, y in ((f"{name}_only_duckdb", a, b), (f"{name}_only_pandas", b, a)):
-                result[label] = con.execute(f"SELECT count(*) FROM (FROM {x} EXCEPT ALL FROM {y})").fetchone()[0]
+                result[label] = con.execute(
+                    f"SELECT count(*) FROM (FROM {x} EXCEPT ALL FROM {y})"
+                ).fetchone()[0]
         totals = con.execute(
             "SELECT count(*), sum(event_count), sum(purchase_micros), sum(engagement), sum(session_count) "
             f"FROM read_parquet('{left}/profiles.parquet')"
         ).fetchone()
-    result.update(zip(("profiles", "events", "purchase_micros", "engagement", "sessions"), totals, strict=True))
+    result.update(
+        zip(("profiles", "events", "purchase_micros", "engagement", "sessions"), totals, strict=True)
+    )
     return result
 
 
@@ -366,7 +394,9 @@ def subset_check(root: Path, work: Path, target_events: int) -> dict[str, Any]:
     sub.mkdir()
     source = f"read_parquet('{archive_glob(root)}', hive_partitioning = true, hive_types_autocast = false)"
     with duckdb.connect() as con:
-        modulus = max(1, con.execute(f"SELECT count(*) FROM {source} WHERE valid").fetchone()[0] // target_events)
+        modulus = max(
+            1, con.execute(f"SELECT count(*) FROM {source} WHERE valid").fetchone()[0] // target_events
+        )
         con.execute(
             f"COPY (FROM {source} WHERE hash(coalesce(user_id, anonymous_id, kafka_offset::VARCHAR)) % {modulus} = 0) "
             f"TO '{sub / 'events'}' (FORMAT parquet, PARTITION_BY (dt, hour))"
@@ -399,16 +429,27 @@ def _recompute_runs(root: Path, work: Path, repeat: int, memory_limit: str | Non
             result = run_child(impl, str(root), str(work / impl))
             runs[impl].append(result["seconds"])
             phases = "".join(f", {k} {v:.1f}" for k, v in result["phases"].items())
-            print(f"{impl}: {result['seconds']:.1f} s{phases}, peak RSS {result['peak_rss_mib']:,.0f} MiB "
-                  f"(after imports {result['rss_before_mib']:,.0f}), {result['profiles']:,} profiles, "
-                  f"{result['entries']:,} entries", flush=True)
+            print(
+                f"{impl}: {result['seconds']:.1f} s{phases}, peak RSS {result['peak_rss_mib']:,.0f} MiB "
+                f"(after imports {result['rss_before_mib']:,.0f}), {result['profiles']:,} profiles, "
+                f"{result['entries']:,} entries",
+                flush=True,
+            )
     if memory_limit:
         result = run_child("duckdb", str(root), str(work / "duckdb-limited"), memory_limit)
-        print(f"duckdb with memory_limit={memory_limit}: {result['seconds']:.1f} s, "
-              f"peak RSS {result['peak_rss_mib']:,.0f} MiB", flush=True)
+        print(
+            f"duckdb with memory_limit={memory_limit}: {result['seconds']:.1f} s, "
+            f"peak RSS {result['peak_rss_mib']:,.0f} MiB",
+            flush=True,
+        )
     duck, pand = min(runs["duckdb"]), min(runs["pandas"])
-    print(f"DuckDB / pandas time (best of {repeat}) = {duck / pand:.3f} (pandas {pand / duck:.1f}x slower)", flush=True)
-    print("duckdb vs pandas outputs:", json.dumps(compare_outputs(work / "duckdb", work / "pandas")), flush=True)
+    print(
+        f"DuckDB / pandas time (best of {repeat}) = {duck / pand:.3f} (pandas {pand / duck:.1f}x slower)",
+        flush=True,
+    )
+    print(
+        "duckdb vs pandas outputs:", json.dumps(compare_outputs(work / "duckdb", work / "pandas")), flush=True
+    )
 
 
 def _reconcile_runs(root: Path, work: Path) -> None:
@@ -417,30 +458,50 @@ def _reconcile_runs(root: Path, work: Path) -> None:
     proc, url = start_redis(work, persist=False)
     try:
         load = run_child("load", str(root), url)
-        print(f"redis load (check_record + apply_deltas): {load['seconds']:.0f} s for {load['records']:,} records "
-              f"({load['applied']:,} applied, check_record {load['check_seconds']:.0f} s)", flush=True)
+        print(
+            f"redis load (check_record + apply_deltas): {load['seconds']:.0f} s for {load['records']:,} records "
+            f"({load['applied']:,} applied, check_record {load['check_seconds']:.0f} s)",
+            flush=True,
+        )
         result = run_child("reconcile", str(root), url)
         steps = ", ".join(f"{k} {v:.1f} s" for k, v in result["steps"].items())
-        print(f"reconcile: {result['seconds']:.1f} s ({steps}), peak RSS {result['peak_rss_mib']:,.0f} MiB", flush=True)
+        print(
+            f"reconcile: {result['seconds']:.1f} s ({steps}), peak RSS {result['peak_rss_mib']:,.0f} MiB",
+            flush=True,
+        )
         report = {k: v for k, v in result["report"].items() if k != "examples"}
-        print("reconcile report:", json.dumps(report), json.dumps(result["report"]["examples"][:3]), flush=True)
-        print("injected drift (100 wrong counts, 10 profiles missing from the batch side) found:", json.dumps(result["injected_drift_found"]), flush=True)
+        print(
+            "reconcile report:", json.dumps(report), json.dumps(result["report"]["examples"][:3]), flush=True
+        )
+        print(
+            "injected drift (100 wrong counts, 10 profiles missing from the batch side) found:",
+            json.dumps(result["injected_drift_found"]),
+            flush=True,
+        )
     finally:
         proc.stop()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--archive", type=Path, help="reuse this archive root instead of generating one")
     parser.add_argument("--workdir", type=Path, help="parent of the temporary folder (default: the system's)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (and a generated archive)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary folder (and a generated archive)"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="recompute runs per implementation")
-    parser.add_argument("--duckdb-memory-limit", help="one more SQL run under this DuckDB memory_limit (e.g. 4GB)")
+    parser.add_argument(
+        "--duckdb-memory-limit", help="one more SQL run under this DuckDB memory_limit (e.g. 4GB)"
+    )
     parser.add_argument("--no-redis", action="store_true", help="skip loading Redis and reconciling")
     parser.add_argument(
-        "--python-baseline", action="store_true", help="also time recompute_profiles (what `pulse reconcile` runs)"
+        "--python-baseline",
+        action="store_true",
+        help="also time recompute_profiles (what `pulse reconcile` runs)",
     )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -467,11 +528,16 @@ def main() -> None:
             print(f"archive generated in {time.perf_counter() - began:.0f} s at {root}", flush=True)
         print("archive:", json.dumps(archive_stats(root)), flush=True)
         _recompute_runs(root, work, args.repeat, args.duckdb_memory_limit)
-        print("sample vs recompute_profiles:", json.dumps(subset_check(root, work, SUBSET_EVENTS)), flush=True)
+        print(
+            "sample vs recompute_profiles:", json.dumps(subset_check(root, work, SUBSET_EVENTS)), flush=True
+        )
         if args.python_baseline:
             result = run_child("python", str(root))
-            print(f"python recompute_profiles: {result['seconds']:.1f} s (reading {result['read_seconds']:.1f} s), "
-                  f"peak RSS {result['peak_rss_mib']:,.0f} MiB, {result['profiles']:,} profiles", flush=True)
+            print(
+                f"python recompute_profiles: {result['seconds']:.1f} s (reading {result['read_seconds']:.1f} s), "
+                f"peak RSS {result['peak_rss_mib']:,.0f} MiB, {result['profiles']:,} profiles",
+                flush=True,
+            )
         if not args.no_redis:
             _reconcile_runs(root, work)
     finally:

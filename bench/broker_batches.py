@@ -42,8 +42,16 @@ def produce(brokers: str, topic: str, records: int, per_batch: int) -> int:
 
 def consume_rates(brokers: str, topic: str, records: int, timeout: float) -> tuple[int, float, list[float]]:
     """(records read, seconds, records/s per eighth of the topic) for one fresh consumer."""
-    consumer = Consumer({"bootstrap.servers": brokers, "group.id": f"bench-{uuid.uuid4().hex[:6]}", "auto.offset.reset": "earliest",
-                         "fetch.wait.max.ms": 5, "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": brokers,
+            "group.id": f"bench-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 5,
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 1000,
+        }
+    )
     consumer.subscribe([topic])
     step, read, rates = max(1, records // 8), 0, []
     began = last = time.monotonic()
@@ -73,11 +81,15 @@ def main() -> None:
             admin = AdminClient({"bootstrap.servers": brokers})
             for per_batch in (args.large, args.small):
                 topic = f"batches-{per_batch}-{uuid.uuid4().hex[:6]}"
-                admin.create_topics([NewTopic(topic, 1, 1, config={"retention.ms": "-1", "retention.bytes": "-1"})])[topic].result()
+                admin.create_topics(
+                    [NewTopic(topic, 1, 1, config={"retention.ms": "-1", "retention.bytes": "-1"})]
+                )[topic].result()
                 written = produce(brokers, topic, args.records, per_batch)
                 read, seconds, rates = consume_rates(brokers, topic, written, args.timeout)
                 shown = ", ".join(f"{rate:,.0f}" for rate in rates)
-                print(f"{written // per_batch:>7,} batches of {per_batch:>3}: read {read:,} of {written:,} in {seconds:.1f} s; records/s per eighth: {shown}")
+                print(
+                    f"{written // per_batch:>7,} batches of {per_batch:>3}: read {read:,} of {written:,} in {seconds:.1f} s; records/s per eighth: {shown}"
+                )
         finally:
             proc.stop()
 

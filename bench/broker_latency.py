@@ -27,8 +27,14 @@ def main() -> None:
     windows: dict[int, list[float]] = {}
     for offset, latency in samples:
         windows.setdefault(int(offset // WINDOW_S), []).append(latency)
-    print(f"partitions={args.partitions} rate={args.rate}/s: median (max) produce->consume ms per {WINDOW_S}s window")
-    print("  ".join(f"{w * WINDOW_S}s: {statistics.median(v):.0f} ({max(v):.0f})" for w, v in sorted(windows.items())))
+    print(
+        f"partitions={args.partitions} rate={args.rate}/s: median (max) produce->consume ms per {WINDOW_S}s window"
+    )
+    print(
+        "  ".join(
+            f"{w * WINDOW_S}s: {statistics.median(v):.0f} ({max(v):.0f})" for w, v in sorted(windows.items())
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ from confluent_kafka import Producer
 
 from bench.apps import start_app
 from bench.stack import demo_events, local_stack
-from orchestration.kafka_config import durable_producer_config
-from orchestration.settings import PulseSettings
+from core.kafka_config import durable_producer_config
+from core.settings import PulseSettings
 
 
 async def post_all(base: str, bodies: list[bytes], concurrency: int) -> tuple[float, int]:
@@ -66,11 +66,15 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--partitions", type=int, default=1, help="partitions of the events topic (the embedded default is 1)")
+    parser.add_argument(
+        "--partitions", type=int, default=1, help="partitions of the events topic (the embedded default is 1)"
+    )
     args = parser.parse_args()
 
     events = demo_events(args.events, users=5000, seed=8)
-    bodies = [msgspec.json.encode({"events": events[i : i + args.batch]}) for i in range(0, len(events), args.batch)]
+    bodies = [
+        msgspec.json.encode({"events": events[i : i + args.batch]}) for i in range(0, len(events), args.batch)
+    ]
     with local_stack(args.partitions) as settings:
         api = start_app(settings, "api")
         try:
@@ -82,10 +86,14 @@ def main() -> None:
         ceiling = bare_producer(settings, events)
     rate = len(events) / seconds
     print(f"{'run':<44}{'events/s':>12}")
-    print(f"{'collector (1 worker, %d-event batches, %d conns)' % (args.batch, args.concurrency):<44}{rate:>12,.0f}")
+    print(
+        f"{'collector (1 worker, %d-event batches, %d conns)' % (args.batch, args.concurrency):<44}{rate:>12,.0f}"
+    )
     print(f"{'baseline: bare durable producer':<44}{ceiling:>12,.0f}")
     print(f"\naccepted {accepted} of {len(events)} events (the rest are the demo's invalid ones)")
-    print(f"collector / bare producer = {rate / ceiling:.2f}; collector = {rate:,.0f} events/s (target >= 15,000)")
+    print(
+        f"collector / bare producer = {rate / ceiling:.2f}; collector = {rate:,.0f} events/s (target >= 15,000)"
+    )
 
 
 if __name__ == "__main__":

@@ -34,14 +34,29 @@ def seed_people(settings, users: int) -> list[str]:
     """Profiles from demo traffic plus one decision per person; returns ids to query (users and anonymous)."""
     client = redis.Redis.from_url(settings.redis_url)
     store = RedisProfileStore(client, dedupe_window_seconds=3600, session_gap_ms=1_800_000)
-    deltas = [r.delta for r in (check_record(json.dumps(e).encode(), Catalog()) for e in demo_events(users * 5, users)) if r.delta]
+    deltas = [
+        r.delta
+        for r in (check_record(json.dumps(e).encode(), Catalog()) for e in demo_events(users * 5, users))
+        if r.delta
+    ]
     store.apply_deltas(deltas)
     ids = sorted({d.profile_id for d in deltas} | {d.anonymous_id for d in deltas if d.anonymous_id})
     now = int(time.time() * 1000)
     decisions = [
-        {"decision_id": f"d-{pid}", "rule": "category_affinity", "key": "category_affinity:shoes", "action": "banner",
-         "message": "New in shoes", "params": {"category": "shoes"}, "profile_id": pid, "user_id": pid,
-         "event_id": "e", "fired_at_ms": now, "fire_count": 1, "expires_at_ms": now + 3_600_000}
+        {
+            "decision_id": f"d-{pid}",
+            "rule": "category_affinity",
+            "key": "category_affinity:shoes",
+            "action": "banner",
+            "message": "New in shoes",
+            "params": {"category": "shoes"},
+            "profile_id": pid,
+            "user_id": pid,
+            "event_id": "e",
+            "fired_at_ms": now,
+            "fire_count": 1,
+            "expires_at_ms": now + 3_600_000,
+        }
         for pid in {d.profile_id for d in deltas}
     ]
     store.record_decisions(decisions, {})
@@ -79,7 +94,9 @@ async def load(
     gc.freeze()
     gc.disable()
     try:
-        return await _load(pool_size=connections, host=host, port=port, paths=paths, rate=rate, seconds=seconds)
+        return await _load(
+            pool_size=connections, host=host, port=port, paths=paths, rate=rate, seconds=seconds
+        )
     finally:
         gc.enable()
         gc.unfreeze()
@@ -134,7 +151,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of the API (PULSE_API_WORKERS)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="uvicorn workers of the API (PULSE_API_WORKERS)"
+    )
     args = parser.parse_args()
     with local_stack() as settings:
         settings = settings.model_copy(update={"api_workers": args.workers})
@@ -144,22 +163,33 @@ def main() -> None:
         try:
             api.wait_for_port(settings.api_host, settings.api_port, timeout=60)
             host, port = settings.api_host, settings.api_port
-            asyncio.run(load(host, port, [f"/v1/decisions/{pid}" for pid in ids[:200]], args.rate, 3))  # warm-up
+            asyncio.run(
+                load(host, port, [f"/v1/decisions/{pid}" for pid in ids[:200]], args.rate, 3)
+            )  # warm-up
             results = {}
-            for name, paths in (("baseline GET /v1/schema/event", ["/v1/schema/event"]), ("GET /v1/decisions/{id}", [f"/v1/decisions/{pid}" for pid in ids])):
+            for name, paths in (
+                ("baseline GET /v1/schema/event", ["/v1/schema/event"]),
+                ("GET /v1/decisions/{id}", [f"/v1/decisions/{pid}" for pid in ids]),
+            ):
                 results[name] = asyncio.run(load(host, port, paths, args.rate, args.seconds))
         finally:
             api.stop()
-    print(f"{len(ids)} ids ({args.users} people, some stitched), {args.rate:.0f} requests/s for {args.seconds:.0f} s each, "
-          f"{args.workers} API worker(s)\n")
-    print(f"{'endpoint':<34}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}   (from the scheduled time | from the actual send)")
+    print(
+        f"{len(ids)} ids ({args.users} people, some stitched), {args.rate:.0f} requests/s for {args.seconds:.0f} s each, "
+        f"{args.workers} API worker(s)\n"
+    )
+    print(
+        f"{'endpoint':<34}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}   (from the scheduled time | from the actual send)"
+    )
     for name, (scheduled, sent) in results.items():
         row = "".join(f"{percentile(scheduled, q):>9.2f}" for q in (50, 95, 99))
         row_sent = "".join(f"{percentile(sent, q):>9.2f}" for q in (50, 95, 99))
         print(f"{name:<34}{row}   |{row_sent}")
     decisions, baseline = results["GET /v1/decisions/{id}"][0], results["baseline GET /v1/schema/event"][0]
-    print(f"\ndecisions p99 = {percentile(decisions, 99):.2f} ms from the scheduled time (target <= 5 ms); "
-          f"{percentile(decisions, 99) / percentile(baseline, 99):.1f}x the baseline's p99")
+    print(
+        f"\ndecisions p99 = {percentile(decisions, 99):.2f} ms from the scheduled time (target <= 5 ms); "
+        f"{percentile(decisions, 99) / percentile(baseline, 99):.1f}x the baseline's p99"
+    )
 
 
 if __name__ == "__main__":

@@ -26,10 +26,10 @@ from confluent_kafka import Consumer, Producer
 
 from bench.apps import start_app
 from bench.stack import demo_events, local_stack
+from core.kafka_config import consumer_tuning, durable_producer_config
+from core.settings import PulseSettings
 from enrichment.catalog import SAMPLE_CATALOG, read_catalog_csv
 from enrichment.reference_store import CATALOG, publish_reference
-from orchestration.kafka_config import consumer_tuning, durable_producer_config
-from orchestration.settings import PulseSettings
 from streaming.profiles.keys import profile_keys
 
 BATCH_EVERY_S = 0.01
@@ -42,10 +42,18 @@ def percentiles(values: list[float]) -> dict[str, float]:
     def pick(q: float) -> float:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
-    return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99), "max": ordered[-1], "mean": statistics.fmean(ordered)}
+    return {
+        "p50": pick(0.50),
+        "p95": pick(0.95),
+        "p99": pick(0.99),
+        "max": ordered[-1],
+        "mean": statistics.fmean(ordered),
+    }
 
 
-def watch_visibility(url: str, ready: mp.Event, stop: mp.Event, results: mp.Queue, id_prefix: str = "") -> None:
+def watch_visibility(
+    url: str, ready: mp.Event, stop: mp.Event, results: mp.Queue, id_prefix: str = ""
+) -> None:
     """In its own process (so the load generator cannot delay it): record when each
     event_id marker appears in Redis, via keyspace notifications; CLOCK_MONOTONIC is
     shared by all processes of the machine.
@@ -73,7 +81,9 @@ class VisibilityWatcher:
         ctx = mp.get_context("spawn")
         self._ready, self._stop, self._results = ctx.Event(), ctx.Event(), ctx.Queue()
         self._process = ctx.Process(
-            target=watch_visibility, args=(url, self._ready, self._stop, self._results, id_prefix), daemon=True
+            target=watch_visibility,
+            args=(url, self._ready, self._stop, self._results, id_prefix),
+            daemon=True,
         )
         self._process.start()
         self._ready.wait(30)
@@ -99,7 +109,11 @@ async def send_steady(
 
         async def post(batch: list[dict]) -> None:
             sent = time.monotonic()
-            response = await client.post("/v1/events", content=msgspec.json.encode({"events": batch}), headers={"Content-Type": "application/json"})
+            response = await client.post(
+                "/v1/events",
+                content=msgspec.json.encode({"events": batch}),
+                headers={"Content-Type": "application/json"},
+            )
             acked = time.monotonic()
             if response.status_code == 202:
                 for event in batch:
@@ -121,7 +135,12 @@ def kafka_baseline(settings: PulseSettings, rate: int, seconds: float) -> list[t
     """(seconds into the run, produce -> consume ms) of bare Kafka at the same rate, fresh topic."""
     topic = settings.topic_events
     consumer = Consumer(
-        {"bootstrap.servers": settings.kafka_brokers, "group.id": f"lat-{uuid.uuid4().hex[:6]}", "auto.offset.reset": "latest", **consumer_tuning(settings)}
+        {
+            "bootstrap.servers": settings.kafka_brokers,
+            "group.id": f"lat-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "latest",
+            **consumer_tuning(settings),
+        }
     )
     consumer.subscribe([topic])
     while not consumer.assignment():
@@ -146,7 +165,9 @@ def kafka_baseline(settings: PulseSettings, rate: int, seconds: float) -> list[t
     tick = 0
     while time.monotonic() < stop:
         for i in range(per_batch):
-            producer.produce(topic, value=repr(time.monotonic()).encode(), key=f"user-{tick % 997}-{i}".encode())
+            producer.produce(
+                topic, value=repr(time.monotonic()).encode(), key=f"user-{tick % 997}-{i}".encode()
+            )
         producer.poll(0)
         tick += 1
         time.sleep(max(0.0, start + tick * BATCH_EVERY_S - time.monotonic()))
@@ -161,7 +182,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=2000, help="events per second")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--users", type=int, default=5000)
-    parser.add_argument("--partitions", type=int, default=1, help="partitions of the events topic (the embedded default is 1)")
+    parser.add_argument(
+        "--partitions", type=int, default=1, help="partitions of the events topic (the embedded default is 1)"
+    )
     args = parser.parse_args()
 
     events = [e for e in demo_events(int(args.rate * args.seconds) + 1000, args.users, seed=3)]
@@ -182,7 +205,9 @@ def main() -> None:
     with local_stack(args.partitions) as settings:
         baseline = kafka_baseline(settings, args.rate, args.seconds)
     with local_stack(args.partitions) as settings:
-        publish_reference(redis.Redis.from_url(settings.redis_url), CATALOG, read_catalog_csv(SAMPLE_CATALOG), "product_id")
+        publish_reference(
+            redis.Redis.from_url(settings.redis_url), CATALOG, read_catalog_csv(SAMPLE_CATALOG), "product_id"
+        )
         watcher = VisibilityWatcher(settings.redis_url)
         api = start_app(settings, "api")
         app = start_app(settings, "profile-app")
@@ -195,7 +220,10 @@ def main() -> None:
             asyncio.run(send_steady(base, "bench-write", events[:200], 200, 1.0))
             probe = redis.Redis.from_url(settings.redis_url)
             deadline = time.monotonic() + 60
-            while not probe.exists(profile_keys(events[199].get("user_id") or events[199]["anonymous_id"]).seen_prefix + events[199]["event_id"]):
+            while not probe.exists(
+                profile_keys(events[199].get("user_id") or events[199]["anonymous_id"]).seen_prefix
+                + events[199]["event_id"]
+            ):
                 assert time.monotonic() < deadline, "the profile app did not start"
                 time.sleep(0.1)
             times = asyncio.run(send_steady(base, "bench-write", events[200:], args.rate, args.seconds))
@@ -221,7 +249,9 @@ def main() -> None:
     for offset, latency in baseline:
         baseline_windows.setdefault(int(offset // WINDOW_S), []).append(latency)
     acked_rate = len(times) / args.seconds
-    print(f"events acknowledged: {len(times)} (~{acked_rate:,.0f}/s); not visible: {missing}; visible before their 202 arrived: {early}")
+    print(
+        f"events acknowledged: {len(times)} (~{acked_rate:,.0f}/s); not visible: {missing}; visible before their 202 arrived: {early}"
+    )
     rows = {
         "202 -> visible in Redis": percentiles(from_ack),
         "request sent -> visible": percentiles(from_send),
@@ -230,11 +260,27 @@ def main() -> None:
     print(f"\n{'latency (ms)':<40}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>9}")
     for name, p in rows.items():
         print(f"{name:<40}{p['p50']:>8.1f}{p['p95']:>8.1f}{p['p99']:>8.1f}{p['max']:>9.1f}")
-    print(f"\n{'p99 per %ds window (ms)' % WINDOW_S:<40}" + "".join(f"{f'{w * WINDOW_S}s':>8}" for w in sorted(windows)))
-    print(f"{'pulse 202 -> visible':<40}" + "".join(f"{percentiles(windows[w])['p99']:>8.1f}" for w in sorted(windows)))
-    print(f"{'bare Kafka produce->consume':<40}" + "".join(f"{percentiles(baseline_windows[w])['p99'] if w in baseline_windows else float('nan'):>8.1f}" for w in sorted(windows)))
-    ratio = rows["202 -> visible in Redis"]["p99"] / max(rows["baseline: bare Kafka produce->consume"]["p99"], 0.001)
-    print(f"\np99 202->visible = {rows['202 -> visible in Redis']['p99']:.1f} ms (target <= 50 ms); {ratio:.1f}x the bare-Kafka p99")
+    print(
+        f"\n{'p99 per %ds window (ms)' % WINDOW_S:<40}"
+        + "".join(f"{f'{w * WINDOW_S}s':>8}" for w in sorted(windows))
+    )
+    print(
+        f"{'pulse 202 -> visible':<40}"
+        + "".join(f"{percentiles(windows[w])['p99']:>8.1f}" for w in sorted(windows))
+    )
+    print(
+        f"{'bare Kafka produce->consume':<40}"
+        + "".join(
+            f"{percentiles(baseline_windows[w])['p99'] if w in baseline_windows else float('nan'):>8.1f}"
+            for w in sorted(windows)
+        )
+    )
+    ratio = rows["202 -> visible in Redis"]["p99"] / max(
+        rows["baseline: bare Kafka produce->consume"]["p99"], 0.001
+    )
+    print(
+        f"\np99 202->visible = {rows['202 -> visible in Redis']['p99']:.1f} ms (target <= 50 ms); {ratio:.1f}x the bare-Kafka p99"
+    )
 
 
 if __name__ == "__main__":

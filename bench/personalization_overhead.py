@@ -23,7 +23,7 @@ import redis
 
 from bench.profile_app_throughput import pulse
 from bench.stack import demo_events, distinct_valid, fill_topic, local_stack
-from enrichment.catalog import SAMPLE_CATALOG, categories_from_rows, read_catalog_csv
+from enrichment.catalog import SAMPLE_CATALOG, read_catalog_csv
 from enrichment.reference_store import CATALOG, publish_reference
 from streaming.profiles.intent import IntentModel
 from streaming.profiles.intent_store import MODEL_POINTER, publish_intent_model
@@ -41,7 +41,7 @@ def fifty_rules(categories: list[str]) -> str:
         lines += [
             f"  - id: likes_{i}",
             "    on: [page_view]",
-            f"    when: 'event.category == \"{category}\" && profile.category_views[\"{category}\"] >= {4 + i % 4}'",
+            f'    when: \'event.category == "{category}" && profile.category_views["{category}"] >= {4 + i % 4}\'',
             "    action: {type: banner, message: 'More " + category.replace("'", "") + "'}",
             "    cooldown: 2h",
             "    max_fires: 1",
@@ -51,9 +51,17 @@ def fifty_rules(categories: list[str]) -> str:
         ("page_view", "profile.event_count >= {k} * 25 && profile.session_count >= 2", "offer"),
         ("add_to_cart", "profile.cart.size() >= {k} + 2 && profile.purchase_total < 50.0", "offer"),
         ("purchase", "profile.purchase_total >= {k}.0 * 300.0", "segment"),
-        ("search", "\"search\" in profile.counts_by_type && profile.counts_by_type[\"search\"] >= {k} + 3", "banner"),
+        (
+            "search",
+            '"search" in profile.counts_by_type && profile.counts_by_type["search"] >= {k} + 3',
+            "banner",
+        ),
         ("click", "profile.engagement_score >= {k} * 60 && profile.intent_score > 0.5", "banner"),
-        ("remove_from_cart", "\"remove_from_cart\" in profile.counts_by_type && profile.counts_by_type[\"remove_from_cart\"] >= {k} + 2", "offer"),
+        (
+            "remove_from_cart",
+            '"remove_from_cart" in profile.counts_by_type && profile.counts_by_type["remove_from_cart"] >= {k} + 2',
+            "offer",
+        ),
     ]
     k = 1
     while n < 50:
@@ -94,7 +102,9 @@ def main() -> None:
     with local_stack() as settings:
         client = redis.Redis.from_url(settings.redis_url)
         fill_topic(settings, events)
-        print(f"topic filled with {len(events)} events ({len(distinct)} distinct valid), {args.users} users; {len(ruleset)} rules")
+        print(
+            f"topic filled with {len(events)} events ({len(distinct)} distinct valid), {args.users} users; {len(ruleset)} rules"
+        )
         rates: dict[str, list[float]] = {"off": [], "on": [], "python": []}
         fired: dict[str, list[int]] = {"on": [], "python": []}
         for trial in range(args.repeat):
@@ -116,17 +126,36 @@ def main() -> None:
                 rates[mode].append(rate)
                 if mode != "off":
                     fired[mode].append(sink.decisions_fired)
-                    scored = sum(1 for key in client.scan_iter("pulse:{*}:p", count=5000) if client.hexists(key, "intent_score"))
-                print(f"trial {trial} {mode:>6}: {rate:,.0f} events/s" + (f"  ({sink.decisions_fired} decisions, {scored} profiles scored)" if mode != "off" else ""))
+                    scored = sum(
+                        1
+                        for key in client.scan_iter("pulse:{*}:p", count=5000)
+                        if client.hexists(key, "intent_score")
+                    )
+                print(
+                    f"trial {trial} {mode:>6}: {rate:,.0f} events/s"
+                    + (
+                        f"  ({sink.decisions_fired} decisions, {scored} profiles scored)"
+                        if mode != "off"
+                        else ""
+                    )
+                )
     off, on, python = (statistics.median(rates[mode]) for mode in ("off", "on", "python"))
     print(f"\nwithout rules/intent (median): {off:,.0f} events/s")
-    print(f"with 50 rules + intent (median): {on:,.0f} events/s  ({statistics.median(fired['on']):,.0f} decisions per run)")
-    print(f"same, prefilter off (median): {python:,.0f} events/s  ({statistics.median(fired['python']):,.0f} decisions per run)")
+    print(
+        f"with 50 rules + intent (median): {on:,.0f} events/s  ({statistics.median(fired['on']):,.0f} decisions per run)"
+    )
+    print(
+        f"same, prefilter off (median): {python:,.0f} events/s  ({statistics.median(fired['python']):,.0f} decisions per run)"
+    )
     print(f"ratio on/off = {on / off:.2f}  (target >= 0.8); prefilter off: {python / off:.2f}")
     # Each trial runs the modes back to back, so its own ratio is the least exposed to the
     # machine's drift between trials.
     paired = [on_rate / off_rate for on_rate, off_rate in zip(rates["on"], rates["off"], strict=True)]
-    print("ratio on/off per trial: " + ", ".join(f"{r:.2f}" for r in paired) + f"  (median {statistics.median(paired):.2f})")
+    print(
+        "ratio on/off per trial: "
+        + ", ".join(f"{r:.2f}" for r in paired)
+        + f"  (median {statistics.median(paired):.2f})"
+    )
 
 
 if __name__ == "__main__":

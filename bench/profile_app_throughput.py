@@ -10,8 +10,8 @@ Usage: .venv/bin/python -m bench.profile_app_throughput [--events 200000] [--nai
 from __future__ import annotations
 
 import argparse
-import statistics
 import json
+import statistics
 import time
 import uuid
 
@@ -21,10 +21,10 @@ from quixstreams import Application
 from quixstreams.models import TopicConfig
 
 from bench.stack import demo_events, distinct_valid, fill_topic, local_stack
+from core.kafka_config import consumer_tuning
+from core.settings import PulseSettings
 from enrichment.catalog import SAMPLE_CATALOG, read_catalog_csv
 from enrichment.reference_store import CATALOG, publish_reference
-from orchestration.kafka_config import consumer_tuning
-from orchestration.settings import PulseSettings
 from streaming.profile_app.main import build_application
 
 
@@ -66,7 +66,9 @@ def naive(settings: PulseSettings, total: int) -> float:
         state_dir=settings.data_path / "naive-state",
         loglevel="WARNING",
     )
-    topic = app.topic(settings.topic_events, value_deserializer="json", config=TopicConfig(settings.topic_partitions, 1))
+    topic = app.topic(
+        settings.topic_events, value_deserializer="json", config=TopicConfig(settings.topic_partitions, 1)
+    )
     state = {"n": 0, "start": None}
 
     def update(event: dict) -> None:
@@ -117,15 +119,21 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--naive-events", type=int, default=20_000)
     parser.add_argument("--users", type=int, default=20_000)
-    parser.add_argument("--repeat", type=int, default=3, help="runs of the ceiling and of Pulse (the median is reported)")
-    parser.add_argument("--partitions", type=int, default=1, help="partitions of the events topic (the embedded default is 1)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of the ceiling and of Pulse (the median is reported)"
+    )
+    parser.add_argument(
+        "--partitions", type=int, default=1, help="partitions of the events topic (the embedded default is 1)"
+    )
     args = parser.parse_args()
 
     events = demo_events(args.events, args.users)
     distinct = distinct_valid(events)
 
     with local_stack(args.partitions) as settings:
-        publish_reference(redis.Redis.from_url(settings.redis_url), CATALOG, read_catalog_csv(SAMPLE_CATALOG), "product_id")
+        publish_reference(
+            redis.Redis.from_url(settings.redis_url), CATALOG, read_catalog_csv(SAMPLE_CATALOG), "product_id"
+        )
         fill_topic(settings, events)
         print(f"topic filled with {len(events)} events ({len(distinct)} distinct valid), {args.users} users")
         client = redis.Redis.from_url(settings.redis_url)
@@ -135,7 +143,9 @@ def main() -> None:
             ceilings.append(ceiling(settings, args.events))
             client.flushdb()  # every trial applies every event, none is a duplicate of the last
             publish_reference(client, CATALOG, read_catalog_csv(SAMPLE_CATALOG), "product_id")
-            trial_settings = settings.model_copy(update={"consumer_group": f"{settings.consumer_group}-{trial}"})
+            trial_settings = settings.model_copy(
+                update={"consumer_group": f"{settings.consumer_group}-{trial}"}
+            )
             pulses.append(pulse(trial_settings, args.events, len(distinct)))
         print("ceiling runs:", ", ".join(f"{r:,.0f}" for r in ceilings))
         print("pulse runs:  ", ", ".join(f"{r:,.0f}" for r in pulses))

@@ -51,7 +51,11 @@ def shopper_events(rng: random.Random, user: int, count: int) -> Iterator[dict]:
         product = f"p{rng.randrange(1, 2001):05d}"
         metadata: dict = {}
         if event_type == "page_view":
-            metadata = {"product_id": product, "category": rng.choice(categories), "url": f"https://shop.example/p/{product}"}
+            metadata = {
+                "product_id": product,
+                "category": rng.choice(categories),
+                "url": f"https://shop.example/p/{product}",
+            }
         elif event_type == "search":
             metadata = {"query": rng.choice(categories)}
         elif event_type == "add_to_cart":
@@ -111,7 +115,9 @@ def delete_markers(client: redis.Redis) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--profiles", type=int, default=200_000)
     parser.add_argument("--events", type=int, default=10, help="events per profile (at least 5)")
     parser.add_argument("--seed", type=int, default=7)
@@ -131,7 +137,11 @@ def main() -> None:
                 applied += store.apply_deltas(batch)
             elapsed = time.perf_counter() - began
             cpu_seconds = main_thread_cpu(client) - cpu_before
-            script_usec = sum(int(stat["usec"]) for name, stat in client.info("commandstats").items() if name in ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_fcall"))
+            script_usec = sum(
+                int(stat["usec"])
+                for name, stat in client.info("commandstats").items()
+                if name in ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_fcall")
+            )
             loaded = used_memory(client)
             keys_loaded = client.dbsize()
             markers = delete_markers(client)
@@ -142,17 +152,25 @@ def main() -> None:
     per_profile = (profiles_only - baseline) / args.profiles
     per_marker = (loaded - profiles_only) / markers
     per_profile_with_markers = (loaded - baseline) / args.profiles
-    print(f"{server.get('server_name', 'redis')} {server.get('valkey_version') or server.get('redis_version')}, "
-          f"{args.profiles:,} profiles x {args.events} events: {applied:,} deltas applied in {elapsed:.1f} s "
-          f"({applied / elapsed:,.0f}/s, one client)")
-    print(f"Redis main thread: {cpu_seconds * 1e6 / applied:.1f} us CPU per delta (of which {script_usec / applied:.1f} us "
-          f"wall time inside update.lua) -> one Redis core applies at most ~{applied / cpu_seconds:,.0f} deltas/s")
+    print(
+        f"{server.get('server_name', 'redis')} {server.get('valkey_version') or server.get('redis_version')}, "
+        f"{args.profiles:,} profiles x {args.events} events: {applied:,} deltas applied in {elapsed:.1f} s "
+        f"({applied / elapsed:,.0f}/s, one client)"
+    )
+    print(
+        f"Redis main thread: {cpu_seconds * 1e6 / applied:.1f} us CPU per delta (of which {script_usec / applied:.1f} us "
+        f"wall time inside update.lua) -> one Redis core applies at most ~{applied / cpu_seconds:,.0f} deltas/s"
+    )
     print(f"keys: {keys_loaded:,} with markers, {keys_loaded - markers:,} without ({markers:,} markers)")
     print(f"used_memory: baseline {baseline:,} B, loaded {loaded:,} B, markers deleted {profiles_only:,} B")
-    print(f"per profile, state only:          {per_profile:,.0f} B  -> {per_profile * 1e6 / 2**30:.2f} GiB per million profiles")
+    print(
+        f"per profile, state only:          {per_profile:,.0f} B  -> {per_profile * 1e6 / 2**30:.2f} GiB per million profiles"
+    )
     print(f"per event marker (dedupe window): {per_marker:,.0f} B")
-    print(f"per profile with its {args.events} markers:   {per_profile_with_markers:,.0f} B  -> "
-          f"{per_profile_with_markers * 1e6 / 2**30:.2f} GiB per million profiles")
+    print(
+        f"per profile with its {args.events} markers:   {per_profile_with_markers:,.0f} B  -> "
+        f"{per_profile_with_markers * 1e6 / 2**30:.2f} GiB per million profiles"
+    )
 
 
 if __name__ == "__main__":

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from bench.stack import demo_events
+from core.redis_client import primaries, redis_from_url
 from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, read_catalog_csv
 from orchestration.local_services import start_redis, start_redis_cluster
 from quality.event_contract import EventContractError, validate_event
 from streaming.profile_app.sink import SEND_EVERY
 from streaming.profiles.delta import ProfileDelta, event_category, profile_delta
 from streaming.profiles.keys import profile_slot
-from streaming.profiles.redis_client import primaries, redis_from_url
 from streaming.profiles.store import RedisProfileStore
 
 T = TypeVar("T")
@@ -55,7 +55,9 @@ def deltas_of(events: list[dict]) -> list[ProfileDelta]:
             event = validate_event(raw)
         except EventContractError:
             continue
-        deltas.append(profile_delta(event, event_category(event, catalog.category_of(event.metadata.get("product_id")))))
+        deltas.append(
+            profile_delta(event, event_category(event, catalog.category_of(event.metadata.get("product_id"))))
+        )
     return deltas
 
 
@@ -77,10 +79,14 @@ def run(store: RedisProfileStore, deltas: list[ProfileDelta], confirm_every: int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--users", type=int, default=20_000)
-    parser.add_argument("--confirm-every", type=int, default=2_000, help="deltas between confirms (checkpoints)")
+    parser.add_argument(
+        "--confirm-every", type=int, default=2_000, help="deltas between confirms (checkpoints)"
+    )
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     deltas = deltas_of(demo_events(args.events, args.users))
@@ -94,7 +100,9 @@ def main() -> None:
                 "cluster, a call per node": lambda: RedisProfileStore(redis_from_url(cluster_url), **options),
                 "cluster, a call per slot": lambda: SlotGroupedStore(redis_from_url(cluster_url), **options),
             }
-            print(f"{len(deltas)} deltas of {args.users} users, {SEND_EVERY} per send, confirmed every {args.confirm_every}")
+            print(
+                f"{len(deltas)} deltas of {args.users} users, {SEND_EVERY} per send, confirmed every {args.confirm_every}"
+            )
             print(f"{'write path':<28}{'deltas/s (runs)':>40}{'script calls':>14}")
             for name, make in stores.items():
                 rates = []

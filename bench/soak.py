@@ -34,7 +34,6 @@ from enrichment.reference_store import CATALOG, publish_reference
 from quality.event_contract import EventContractError, validate_event
 from streaming.api.ingest import MAX_BATCH_EVENTS
 
-
 #: One collector request (= about one Kafka record batch) every 50 ms, as a batching tracker or
 #: SDK sends. The embedded broker (Tansu 0.6, memory storage) slows down sharply once a partition
 #: holds ~10k record batches (bench/RESULTS.md), which 10 ms requests reach within two minutes.
@@ -110,8 +109,10 @@ class SoakReport:
         def cell(value: float | None, width: int, digits: int) -> str:
             return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
 
-        lines = [f"{'window':>8}{'events':>9}{'timed':>7}{'p50 ms':>9}{'p99 ms':>9}{'api MiB':>9}{'app MiB':>9}{'redis MiB':>10}{'max lag':>9}"
-                 + "".join(f"{name + ' cpu%':>12}" for name in CPU_PROCESSES)]
+        lines = [
+            f"{'window':>8}{'events':>9}{'timed':>7}{'p50 ms':>9}{'p99 ms':>9}{'api MiB':>9}{'app MiB':>9}{'redis MiB':>10}{'max lag':>9}"
+            + "".join(f"{name + ' cpu%':>12}" for name in CPU_PROCESSES)
+        ]
         for w in self.windows:
             lines.append(
                 f"{w['end']:>7.0f}s{w['events']:>9.0f}{w['timed']:>7.0f}{cell(w['p50'], 9, 1)}{cell(w['p99'], 9, 1)}{w['api_mib']:>9.1f}"
@@ -172,8 +173,12 @@ def run_soak(
         samples: list[Sample] = []
         stop = threading.Event()
 
-        pids = {"api": api.process.pid, "app": app.process.pid, "broker": broker_pid(settings.kafka_brokers),
-                "redis": int(client.info("server")["process_id"])}
+        pids = {
+            "api": api.process.pid,
+            "app": app.process.pid,
+            "broker": broker_pid(settings.kafka_brokers),
+            "redis": int(client.info("server")["process_id"]),
+        }
 
         def sample() -> None:
             # Lag as the stream_health asset measures it (a fetch's high watermark, right on Tansu
@@ -183,12 +188,27 @@ def run_soak(
                 lag = -1
                 if tick % 5 == 0:
                     try:
-                        lag = group_lag(settings, settings.kafka_brokers, settings.consumer_group, settings.topic_events, time.time()).messages
+                        lag = group_lag(
+                            settings,
+                            settings.kafka_brokers,
+                            settings.consumer_group,
+                            settings.topic_events,
+                            time.time(),
+                        ).messages
                     except BrokerUnavailable:
                         pass
                 tick += 1
                 cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
-                samples.append(Sample(time.monotonic(), rss_mib(pids["api"]), rss_mib(pids["app"]), client.info("memory")["used_memory"] / 2**20, lag, cpu))
+                samples.append(
+                    Sample(
+                        time.monotonic(),
+                        rss_mib(pids["api"]),
+                        rss_mib(pids["app"]),
+                        client.info("memory")["used_memory"] / 2**20,
+                        lag,
+                        cpu,
+                    )
+                )
 
         sampler = threading.Thread(target=sample, daemon=True)
         try:
@@ -196,12 +216,17 @@ def run_soak(
             os.nice(5)  # the load generator stands in for other machines: let Pulse have the cores
             asyncio.run(send_steady(base, "bench-write", events[:1000], 500, 2.0))  # warm-up: group join
             deadline = time.monotonic() + 60
-            while sum(1 for _ in client.scan_iter("pulse:{*}:seen:*", count=10_000)) < 1000 and time.monotonic() < deadline:
+            while (
+                sum(1 for _ in client.scan_iter("pulse:{*}:seen:*", count=10_000)) < 1000
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.2)
             seen_count = lambda: sum(1 for _ in client.scan_iter("pulse:{*}:seen:*", count=10_000))  # noqa: E731
             before = seen_count()
             sampler.start()
-            times = asyncio.run(send_steady(base, "bench-write", events[1000:], rate, seconds, batch_every=request_every))
+            times = asyncio.run(
+                send_steady(base, "bench-write", events[1000:], rate, seconds, batch_every=request_every)
+            )
             load_ended = time.monotonic()
             while seen_count() < before + len(times) and time.monotonic() - load_ended < 60:
                 time.sleep(0.5)
@@ -215,7 +240,9 @@ def run_soak(
             app.stop()
             api.stop()
     if not times:
-        raise RuntimeError(f"the collector accepted no request (at most {MAX_BATCH_EVENTS} events each: lower --request-every)")
+        raise RuntimeError(
+            f"the collector accepted no request (at most {MAX_BATCH_EVENTS} events each: lower --request-every)"
+        )
     report.acknowledged = len(times)
     report.visible = applied
     report.timed_acknowledged = sum(1 for event_id in times if event_id in timed)
@@ -231,12 +258,27 @@ def run_soak(
         lags = [s.lag for s in samples if end - window < s.at <= end and s.lag >= 0]
         stats = percentiles(latencies[index]) if latencies.get(index) else {}
         before = ([s for s in samples if s.at <= end - window] or samples[:1])[-1]
-        busy = {name: 100 * (last.cpu[name] - before.cpu[name]) / max(last.at - before.at, 1e-9) for name in last.cpu} if last.at > before.at else {}
+        busy = (
+            {
+                name: 100 * (last.cpu[name] - before.cpu[name]) / max(last.at - before.at, 1e-9)
+                for name in last.cpu
+            }
+            if last.at > before.at
+            else {}
+        )
         report.windows.append(
-            {"end": (index + 1) * window, "events": sum(1 for sent, _ in times.values() if start + index * window <= sent < end),
-             "timed": len(latencies.get(index, [])), "p50": stats.get("p50"), "p99": stats.get("p99"),
-             "api_mib": last.api_mib, "app_mib": last.app_mib, "redis_mib": last.redis_mib, "max_lag": max(lags) if lags else None,
-             **{f"{name}_cpu": busy.get(name) for name in CPU_PROCESSES}}
+            {
+                "end": (index + 1) * window,
+                "events": sum(1 for sent, _ in times.values() if start + index * window <= sent < end),
+                "timed": len(latencies.get(index, [])),
+                "p50": stats.get("p50"),
+                "p99": stats.get("p99"),
+                "api_mib": last.api_mib,
+                "app_mib": last.app_mib,
+                "redis_mib": last.redis_mib,
+                "max_lag": max(lags) if lags else None,
+                **{f"{name}_cpu": busy.get(name) for name in CPU_PROCESSES},
+            }
         )
     return report
 
@@ -246,21 +288,36 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=3000)
     parser.add_argument("--seconds", type=float, default=1800)
     parser.add_argument("--window", type=float, default=60)
-    parser.add_argument("--request-every", type=float, default=REQUEST_EVERY_S, help="seconds between collector requests")
-    parser.add_argument("--time-every", type=int, default=TIME_EVERY, help="time the latency of one event in this many")
-    parser.add_argument("--no-latency", action="store_true", help="skip the keyspace-notification latency watcher")
+    parser.add_argument(
+        "--request-every", type=float, default=REQUEST_EVERY_S, help="seconds between collector requests"
+    )
+    parser.add_argument(
+        "--time-every", type=int, default=TIME_EVERY, help="time the latency of one event in this many"
+    )
+    parser.add_argument(
+        "--no-latency", action="store_true", help="skip the keyspace-notification latency watcher"
+    )
     args = parser.parse_args()
     report = run_soak(
-        args.rate, args.seconds, args.window, latency=not args.no_latency, request_every=args.request_every, time_every=args.time_every
+        args.rate,
+        args.seconds,
+        args.window,
+        latency=not args.no_latency,
+        request_every=args.request_every,
+        time_every=args.time_every,
     )
-    print(f"{args.rate} events/s for {args.seconds:.0f} s: {report.acknowledged} acknowledged, {report.visible} applied; "
-          f"backlog drained {report.drained_after_s and f'{report.drained_after_s:.1f} s' or 'NOT'} after the load stopped; "
-          f"{report.timed_seen} of {report.timed_acknowledged} timed events seen by the latency watcher\n")
+    print(
+        f"{args.rate} events/s for {args.seconds:.0f} s: {report.acknowledged} acknowledged, {report.visible} applied; "
+        f"backlog drained {report.drained_after_s and f'{report.drained_after_s:.1f} s' or 'NOT'} after the load stopped; "
+        f"{report.timed_seen} of {report.timed_acknowledged} timed events seen by the latency watcher\n"
+    )
     print(report.table())
     first, last = report.windows[1] if len(report.windows) > 2 else report.windows[0], report.windows[-1]
     latency = f"p99 {last['p99'] / max(first['p99'], 0.1):.2f}x, " if first["p99"] and last["p99"] else ""
-    print(f"\nlast window vs the second: {latency}profile app memory "
-          f"{last['app_mib'] / first['app_mib']:.2f}x, API memory {last['api_mib'] / first['api_mib']:.2f}x")
+    print(
+        f"\nlast window vs the second: {latency}profile app memory "
+        f"{last['app_mib'] / first['app_mib']:.2f}x, API memory {last['api_mib'] / first['api_mib']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

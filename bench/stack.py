@@ -12,11 +12,11 @@ import msgspec
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
+from core.settings import PulseSettings
+from core.topics import ensure_topics, topic_specs
 from enrichment.catalog import SAMPLE_CATALOG, categories_from_rows, read_catalog_csv
 from orchestration.demo_traffic import TrafficGenerator
 from orchestration.local_services import free_port, start_broker, start_redis
-from orchestration.settings import PulseSettings
-from orchestration.topics import ensure_topics, topic_specs
 
 
 @contextlib.contextmanager

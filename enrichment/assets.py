@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from core.resources import RedisResource
 from enrichment.campaigns import SAMPLE_CAMPAIGNS, WILDCARD
 from enrichment.catalog import SAMPLE_CATALOG
 from enrichment.geo import SAMPLE_GEO
@@ -19,28 +20,36 @@ from enrichment.reference_publish import (
     is_url,
     validate_and_publish,
 )
-from orchestration.resources import RedisResource
 
 CHECK = "no_rejected_rows"
 SOURCE_HELP = "A CSV file path or an http(s) URL serving one."
 
 
 class CatalogConfig(dg.Config):
-    path: str = Field(str(SAMPLE_CATALOG), description=f"{SOURCE_HELP} Columns product_id and category (price optional).")
+    path: str = Field(
+        str(SAMPLE_CATALOG), description=f"{SOURCE_HELP} Columns product_id and category (price optional)."
+    )
 
 
 class GeoConfig(dg.Config):
-    source: str = Field(str(SAMPLE_GEO), description=f"{SOURCE_HELP} Columns start_ip, end_ip, country, region, city.")
+    source: str = Field(
+        str(SAMPLE_GEO), description=f"{SOURCE_HELP} Columns start_ip, end_ip, country, region, city."
+    )
 
 
 class CampaignsConfig(dg.Config):
     source: str = Field(
-        str(SAMPLE_CAMPAIGNS), description=f"{SOURCE_HELP} Columns utm_source, utm_medium, utm_campaign, campaign_id, name, channel."
+        str(SAMPLE_CAMPAIGNS),
+        description=f"{SOURCE_HELP} Columns utm_source, utm_medium, utm_campaign, campaign_id, name, channel.",
     )
 
 
 def _rows_check(asset: str) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(CHECK, asset=asset, description="Every row passed the Pandera schema; otherwise nothing was published.")
+    return dg.AssetCheckSpec(
+        CHECK,
+        asset=asset,
+        description="Every row passed the Pandera schema; otherwise nothing was published.",
+    )
 
 
 def _publish(
@@ -70,24 +79,40 @@ def _publish(
             **stats(frame),
         }
     )
-    yield dg.AssetCheckResult(check_name=CHECK, passed=True, metadata={"rows": len(frame), "rejects": 0, "version": published.version})
+    yield dg.AssetCheckResult(
+        check_name=CHECK,
+        passed=True,
+        metadata={"rows": len(frame), "rejects": 0, "version": published.version},
+    )
 
 
-@dg.asset(kinds={"redis", "csv", "pandera"}, group_name="reference_data", check_specs=[_rows_check("product_catalog")])
+@dg.asset(
+    kinds={"redis", "csv", "pandera"},
+    group_name="reference_data",
+    check_specs=[_rows_check("product_catalog")],
+)
 def product_catalog(config: CatalogConfig, redis: RedisResource):
     """Validate the catalog CSV (Pandera), then publish it to Redis as a new version and switch the pointer.
 
     A file that fails validation publishes nothing: the live version stays as it was.
     """
-    yield from _publish(CATALOG_SPEC, config.path, redis, lambda f: {"categories": ", ".join(sorted(f["category"].unique()))})
+    yield from _publish(
+        CATALOG_SPEC, config.path, redis, lambda f: {"categories": ", ".join(sorted(f["category"].unique()))}
+    )
 
 
 def _geo_stats(frame: pd.DataFrame) -> dict[str, object]:
     ipv6 = frame["start_ip"].str.contains(":")
-    return {"ipv4_ranges": int((~ipv6).sum()), "ipv6_ranges": int(ipv6.sum()), "countries": int(frame["country"].nunique())}
+    return {
+        "ipv4_ranges": int((~ipv6).sum()),
+        "ipv6_ranges": int(ipv6.sum()),
+        "countries": int(frame["country"].nunique()),
+    }
 
 
-@dg.asset(kinds={"redis", "csv", "pandera"}, group_name="reference_data", check_specs=[_rows_check("geo_ranges")])
+@dg.asset(
+    kinds={"redis", "csv", "pandera"}, group_name="reference_data", check_specs=[_rows_check("geo_ranges")]
+)
 def geo_ranges(config: GeoConfig, redis: RedisResource):
     """IP ranges (IPv4 and IPv6) -> country, region, city; validated (valid IPs, no overlaps), then published as a new version.
 
@@ -99,10 +124,16 @@ def geo_ranges(config: GeoConfig, redis: RedisResource):
 
 def _campaign_stats(frame: pd.DataFrame) -> dict[str, object]:
     fallback = frame["utm_campaign"] == WILDCARD
-    return {"campaigns": int((~fallback).sum()), "fallback_rows": int(fallback.sum()), "channels": ", ".join(sorted(frame["channel"].unique()))}
+    return {
+        "campaigns": int((~fallback).sum()),
+        "fallback_rows": int(fallback.sum()),
+        "channels": ", ".join(sorted(frame["channel"].unique())),
+    }
 
 
-@dg.asset(kinds={"redis", "csv", "pandera"}, group_name="reference_data", check_specs=[_rows_check("campaigns")])
+@dg.asset(
+    kinds={"redis", "csv", "pandera"}, group_name="reference_data", check_specs=[_rows_check("campaigns")]
+)
 def campaigns(config: CampaignsConfig, redis: RedisResource):
     """UTM (source, medium, campaign) -> campaign; validated (unique keys and ids, known channels), then published as a new version.
 

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from quality.campaign_format import CAMPAIGN_WILDCARD as WILDCARD
+from quality.campaign_format import UTM_FIELDS
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_CAMPAIGNS = Path(__file__).resolve().parent.parent / "data" / "reference" / "campaigns.csv"
-UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign")
-WILDCARD = "*"
 #: Tried in this order; a row with ``*`` matches any value in that position.
 FALLBACKS = (
     ("exact", lambda s, m, c: (s, m, c)),
@@ -32,7 +33,9 @@ def normalize_utm(value: object) -> str:
 
 def campaign_key(source: object, medium: object, campaign: object) -> str:
     """The unique key of a campaign row (JSON of the normalized triple, so no separator can collide)."""
-    return json.dumps([normalize_utm(source), normalize_utm(medium), normalize_utm(campaign)], ensure_ascii=False)
+    return json.dumps(
+        [normalize_utm(source), normalize_utm(medium), normalize_utm(campaign)], ensure_ascii=False
+    )
 
 
 @dataclass(frozen=True)
@@ -52,15 +55,23 @@ class CampaignIndex:
             if not key[0] and not key[1] or not row.get("campaign_id") or key in by_key:
                 skipped += 1
                 continue
-            by_key[key] = MappingProxyType({k: (v if v != "" else None) for k, v in row.items() if k not in UTM_FIELDS})  # type: ignore[index]
+            by_key[key] = MappingProxyType(
+                {k: (v if v != "" else None) for k, v in row.items() if k not in UTM_FIELDS}
+            )  # type: ignore[index]
         if skipped:
-            logger.warning("campaigns %s: skipped %d row(s) without keys or duplicated", version or "(unversioned)", skipped)
+            logger.warning(
+                "campaigns %s: skipped %d row(s) without keys or duplicated",
+                version or "(unversioned)",
+                skipped,
+            )
         return cls(version, by_key)
 
     def __len__(self) -> int:
         return len(self.by_key)
 
-    def lookup(self, source: object, medium: object, campaign: object) -> tuple[Mapping[str, str], str] | None:
+    def lookup(
+        self, source: object, medium: object, campaign: object
+    ) -> tuple[Mapping[str, str], str] | None:
         """(campaign attributes, how it matched) or None; tries exact, then (source, medium, *), (source, *, *), (*, medium, *)."""
         s, m, c = normalize_utm(source), normalize_utm(medium), normalize_utm(campaign)
         if not s and not m:

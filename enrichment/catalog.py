@@ -35,4 +35,6 @@ def read_catalog_csv(path: Path) -> list[dict[str, str]]:
 
 
 def categories_from_rows(rows: Iterable[Mapping[str, str]]) -> dict[str, str]:
-    return {row["product_id"]: row["category"] for row in rows if row.get("product_id") and row.get("category")}
+    return {
+        row["product_id"]: row["category"] for row in rows if row.get("product_id") and row.get("category")
+    }

@@ -11,7 +11,9 @@ from enrichment.geo import GEO_FIELDS, GeoIndex
 CAMPAIGN_FIELDS = ("campaign_id", "name", "channel", "match")
 
 
-def enrich_context(metadata: Mapping[str, Any] | None, *, geo: GeoIndex, campaigns: CampaignIndex) -> dict[str, dict[str, str | None]]:
+def enrich_context(
+    metadata: Mapping[str, Any] | None, *, geo: GeoIndex, campaigns: CampaignIndex
+) -> dict[str, dict[str, str | None]]:
     """``{"geo": {country, region, city}, "campaign": {campaign_id, name, channel, match}}`` for an event's metadata.
 
     The shape never changes: unknown values are None, so a rule can test

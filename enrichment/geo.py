@@ -3,43 +3,18 @@
 from __future__ import annotations
 
 import logging
-import socket
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from core.ip_address import parse_ip
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_GEO = Path(__file__).resolve().parent.parent / "data" / "reference" / "geo_ranges.csv"
 GEO_FIELDS = ("country", "region", "city")
-
-_V4_MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
-
-
-def parse_ip(value: object) -> tuple[int, int] | None:
-    """(version, integer) of an IPv4/IPv6 address, or None when ``value`` is not one.
-
-    IPv4-mapped IPv6 addresses (``::ffff:192.0.2.1``) count as IPv4, and a zone
-    (``fe80::1%eth0``) is ignored. ``socket.inet_pton`` is several times faster than
-    ``ipaddress`` and just as strict.
-    """
-    if not isinstance(value, str):
-        return None
-    text = value.strip()
-    if ":" not in text:
-        try:
-            return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, text))
-        except OSError:
-            return None
-    try:
-        packed = socket.inet_pton(socket.AF_INET6, text.partition("%")[0])
-    except OSError:
-        return None
-    if packed.startswith(_V4_MAPPED_PREFIX):
-        return 4, int.from_bytes(packed[12:])
-    return 6, int.from_bytes(packed)
 
 
 @dataclass(frozen=True)
@@ -92,7 +67,9 @@ class GeoIndex:
                 table.places.append(place)
             tables[ip_version] = table
         if skipped:
-            logger.warning("geo %s: skipped %d invalid or overlapping range(s)", version or "(unversioned)", skipped)
+            logger.warning(
+                "geo %s: skipped %d invalid or overlapping range(s)", version or "(unversioned)", skipped
+            )
         return cls(version, tables[4], tables[6])
 
     def __len__(self) -> int:

@@ -93,10 +93,14 @@ def failure_summary(failures: pd.DataFrame, limit: int = 20) -> pd.DataFrame:
         return failures.head(limit)
     frame = failures.assign(line=failures["index"].map(lambda i: None if pd.isna(i) else int(i) + 2))
     frame = frame.drop_duplicates(subset=["index", "check"]).sort_values("line", na_position="first")
-    return frame.reindex(columns=["line", "column", "check", "failure_case"]).head(limit).reset_index(drop=True)
+    return (
+        frame.reindex(columns=["line", "column", "check", "failure_case"]).head(limit).reset_index(drop=True)
+    )
 
 
-def validate_reference(spec: ReferenceSpec, frame: pd.DataFrame, source: str | Path, live: str | None) -> pd.DataFrame:
+def validate_reference(
+    spec: ReferenceSpec, frame: pd.DataFrame, source: str | Path, live: str | None
+) -> pd.DataFrame:
     """The prepared frame, or ReferenceInvalid naming the problems."""
     prepared = spec.prepare(frame)
     try:
@@ -117,14 +121,30 @@ def validate_and_publish(client: redis.Redis, spec: ReferenceSpec, source: str |
     live = current_version(client, spec.dataset)
     try:
         frame = read_reference(source)
-    except (OSError, httpx.HTTPError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        reason = f"HTTP {exc.response.status_code}" if isinstance(exc, httpx.HTTPStatusError) else f"{type(exc).__name__}: {exc}"
+    except (
+        OSError,
+        httpx.HTTPError,
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        UnicodeDecodeError,
+    ) as exc:
+        reason = (
+            f"HTTP {exc.response.status_code}"
+            if isinstance(exc, httpx.HTTPStatusError)
+            else f"{type(exc).__name__}: {exc}"
+        )
         failures = pd.DataFrame([{"check": "readable CSV", "failure_case": reason, "index": None}])
-        raise ReferenceInvalid(f"cannot read {source} ({reason}); the live {spec.dataset} stays {live}", failures, 0, 0) from None
+        raise ReferenceInvalid(
+            f"cannot read {source} ({reason}); the live {spec.dataset} stays {live}", failures, 0, 0
+        ) from None
     prepared = validate_reference(spec, frame, source, live)
     if prepared.empty:
-        raise ReferenceInvalid(f"{source} has no rows; the live {spec.dataset} stays {live}", pd.DataFrame(), 0, 0)
-    version = publish_reference(client, spec.dataset, prepared.fillna("").astype(str).to_dict("records"), ROW_IDS[spec.dataset])
+        raise ReferenceInvalid(
+            f"{source} has no rows; the live {spec.dataset} stays {live}", pd.DataFrame(), 0, 0
+        )
+    version = publish_reference(
+        client, spec.dataset, prepared.fillna("").astype(str).to_dict("records"), ROW_IDS[spec.dataset]
+    )
     return Published(version, live, prepared)
 
 

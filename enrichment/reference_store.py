@@ -51,7 +51,11 @@ def _version_key(dataset: str, version: str) -> str:
 
 
 def publish_reference(
-    client: redis.Redis, dataset: str, rows: Iterable[Mapping[str, str]], id_field: str | Callable[[Mapping[str, str]], str], keep: int = 2
+    client: redis.Redis,
+    dataset: str,
+    rows: Iterable[Mapping[str, str]],
+    id_field: str | Callable[[Mapping[str, str]], str],
+    keep: int = 2,
 ) -> str:
     """Write a new version of a dataset, switch the pointer to it, drop versions beyond ``keep``.
 
@@ -83,7 +87,9 @@ def current_version(client: redis.Redis, dataset: str) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def load_rows(client: redis.Redis, dataset: str, attempts: int = 3) -> tuple[str | None, list[dict[str, str]]]:
+def load_rows(
+    client: redis.Redis, dataset: str, attempts: int = 3
+) -> tuple[str | None, list[dict[str, str]]]:
     """(live version, its rows); (None, []) when nothing is published.
 
     A version can be dropped between reading the pointer and reading the hash (two newer
@@ -97,7 +103,9 @@ def load_rows(client: redis.Redis, dataset: str, attempts: int = 3) -> tuple[str
         raw = client.hgetall(_version_key(dataset, version))
         if raw:
             return version, [json.loads(row) for row in raw.values()]
-    raise redis.RedisError(f"{dataset} version {version} vanished while being read {attempts} times; retry later")
+    raise redis.RedisError(
+        f"{dataset} version {version} vanished while being read {attempts} times; retry later"
+    )
 
 
 def load_catalog(client: redis.Redis) -> Catalog:
@@ -105,7 +113,10 @@ def load_catalog(client: redis.Redis) -> Catalog:
     version, rows = load_rows(client, CATALOG)
     if version is None:
         return Catalog()
-    return Catalog(version, {row["product_id"]: row["category"] for row in rows if row.get("product_id") and row.get("category")})
+    return Catalog(
+        version,
+        {row["product_id"]: row["category"] for row in rows if row.get("product_id") and row.get("category")},
+    )
 
 
 def load_geo(client: redis.Redis) -> GeoIndex:
@@ -168,28 +179,46 @@ class ReferenceFollower(Generic[T]):
                 version = current_version(self._client, self._dataset)
                 if version != self._value.version and version is not None:
                     self._value = self._load(self._client)
-                    logger.info("%s %s loaded (%d rows)", self._dataset, self._value.version, self._size(self._value))
+                    logger.info(
+                        "%s %s loaded (%d rows)", self._dataset, self._value.version, self._size(self._value)
+                    )
             except redis.RedisError as exc:
-                logger.warning("%s refresh failed, keeping %s: %s", self._dataset, self._value.version or "none", exc)
+                logger.warning(
+                    "%s refresh failed, keeping %s: %s", self._dataset, self._value.version or "none", exc
+                )
         return self._value
 
 
 class CatalogFollower(ReferenceFollower[Catalog]):
     """Follows the live product catalog."""
 
-    def __init__(self, client: redis.Redis, refresh_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(client, CATALOG, load_catalog, Catalog(), refresh_seconds, clock, size=lambda catalog: len(catalog.categories))
+    def __init__(
+        self, client: redis.Redis, refresh_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__(
+            client,
+            CATALOG,
+            load_catalog,
+            Catalog(),
+            refresh_seconds,
+            clock,
+            size=lambda catalog: len(catalog.categories),
+        )
 
 
 class GeoFollower(ReferenceFollower[GeoIndex]):
     """Follows the live geo ranges."""
 
-    def __init__(self, client: redis.Redis, refresh_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, client: redis.Redis, refresh_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         super().__init__(client, GEO, load_geo, GeoIndex(), refresh_seconds, clock)
 
 
 class CampaignFollower(ReferenceFollower[CampaignIndex]):
     """Follows the live campaigns."""
 
-    def __init__(self, client: redis.Redis, refresh_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, client: redis.Redis, refresh_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         super().__init__(client, CAMPAIGNS, load_campaigns, CampaignIndex(), refresh_seconds, clock)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import click
 
-from orchestration import service_registry
+from core import service_registry
+from core.settings import PulseSettings, settings_markdown, settings_reference
 from orchestration.keys_cli import keys
-from orchestration.settings import PulseSettings, settings_markdown, settings_reference
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -94,8 +94,17 @@ def run_app(app: str) -> None:
 
 @cli.command()
 @click.argument("app", type=click.Choice(["profile-app", "archiver"]))
-@click.option("--max-age", default=60.0, show_default=True, help="Seconds since the app last polled Kafka before it counts as stuck.")
-@click.option("--ready", is_flag=True, help="Also require a settled consumer-group membership (readiness, not liveness).")
+@click.option(
+    "--max-age",
+    default=60.0,
+    show_default=True,
+    help="Seconds since the app last polled Kafka before it counts as stuck.",
+)
+@click.option(
+    "--ready",
+    is_flag=True,
+    help="Also require a settled consumer-group membership (readiness, not liveness).",
+)
 def probe(app: str, max_age: float, ready: bool) -> None:
     """Exit 0 if a consumer app on this machine polls Kafka (and with --ready, has joined its group).
 
@@ -104,7 +113,9 @@ def probe(app: str, max_age: float, ready: bool) -> None:
     """
     from streaming.liveness import judge, read_status, status_path
 
-    healthy, why = judge(read_status(status_path(PulseSettings().data_path, app)), time.time(), max_age, ready)
+    healthy, why = judge(
+        read_status(status_path(PulseSettings().data_path, app)), time.time(), max_age, ready
+    )
     click.echo(f"{app}: {'ok' if healthy else 'FAIL'}: {why}")
     if not healthy:
         sys.exit(1)
@@ -116,7 +127,9 @@ def probe(app: str, max_age: float, ready: bool) -> None:
 @click.option("--batch-size", default=100, show_default=True, help="Events per request.")
 @click.option("--seed", default=None, type=int, help="Random seed for repeatable traffic.")
 @click.option("--url", default=None, help="Collector base URL (default: the running `pulse up`).")
-@click.option("--key", default=None, help="Write key (default: first of PULSE_WRITE_KEYS, else dev-write-key).")
+@click.option(
+    "--key", default=None, help="Write key (default: first of PULSE_WRITE_KEYS, else dev-write-key)."
+)
 def demo(total: int, users: int, batch_size: int, seed: int | None, url: str | None, key: str | None) -> None:
     """Send realistic shop traffic to the collector, with a progress bar and a summary."""
     from orchestration.demo import run_demo
@@ -136,7 +149,9 @@ def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
     try:
         parsed = parse_iso_datetime(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time, e.g. 2024-05-01 or 2024-05-01T12:00:00Z") from None
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 time, e.g. 2024-05-01 or 2024-05-01T12:00:00Z"
+        ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -147,19 +162,33 @@ class CommandFailed(click.ClickException):
 
 
 @cli.command()
-@click.option("--start", default=None, callback=_parse_time, help="Event time to start at, ISO 8601 (default: the beginning). UTC unless a zone is given.")
-@click.option("--end", default=None, callback=_parse_time, help="Event time to stop before, ISO 8601 (default: the end).")
+@click.option(
+    "--start",
+    default=None,
+    callback=_parse_time,
+    help="Event time to start at, ISO 8601 (default: the beginning). UTC unless a zone is given.",
+)
+@click.option(
+    "--end",
+    default=None,
+    callback=_parse_time,
+    help="Event time to stop before, ISO 8601 (default: the end).",
+)
 def replay(start: datetime | None, end: datetime | None) -> None:
     """Replay archived events into the events topic (idempotent: nothing counts twice)."""
     from rich.progress import Progress
 
-    from orchestration.batch import replay as run_replay
+    from assets.batch_runs import replay as run_replay
 
     settings = PulseSettings()
     with Progress() as bar:
         task = bar.add_task("replaying", total=None)
-        summary = run_replay(settings, start, end, lambda done, total: bar.update(task, completed=done, total=total))
-    click.echo(f"replayed {summary.replayed} events to {settings.topic_events}; skipped {summary.skipped_forgotten} of forgotten users")
+        summary = run_replay(
+            settings, start, end, lambda done, total: bar.update(task, completed=done, total=total)
+        )
+    click.echo(
+        f"replayed {summary.replayed} events to {settings.topic_events}; skipped {summary.skipped_forgotten} of forgotten users"
+    )
 
 
 @cli.command()
@@ -171,18 +200,22 @@ def reconcile(as_json: bool) -> None:
     from rich.console import Console
     from rich.progress import Progress
 
-    from orchestration.batch import reconcile as run_reconcile
-    from orchestration.service_registry import ServiceNotConfigured
+    from assets.batch_runs import reconcile as run_reconcile
+    from core.service_registry import ServiceNotConfigured
 
     settings = PulseSettings()
     try:
         with Progress(console=Console(stderr=True), transient=True) as bar:  # stdout carries the report only
             task = bar.add_task("reading live profiles", total=None)
-            report = run_reconcile(settings, lambda done, total: bar.update(task, completed=done, total=total))
+            report = run_reconcile(
+                settings, lambda done, total: bar.update(task, completed=done, total=total)
+            )
     except ServiceNotConfigured as exc:
         raise CommandFailed(str(exc)) from None
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise CommandFailed(f"cannot reach Redis ({exc}); is `pulse up` running, or PULSE_REDIS_URL set? (`pulse doctor` checks)") from None
+        raise CommandFailed(
+            f"cannot reach Redis ({exc}); is `pulse up` running, or PULSE_REDIS_URL set? (`pulse doctor` checks)"
+        ) from None
     except duckdb.Error as exc:
         raise CommandFailed(f"cannot read the archive under {settings.archive_path}: {exc}") from None
     if as_json:
@@ -254,12 +287,22 @@ def rules_check(rules_file: Path) -> None:
 
 @rules.command(name="test")
 @click.argument("rules_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--start", default=None, callback=_parse_time, help="Event time to start at, ISO 8601 (default: the beginning of the archive).")
-@click.option("--end", default=None, callback=_parse_time, help="Event time to stop before, ISO 8601 (default: the end).")
+@click.option(
+    "--start",
+    default=None,
+    callback=_parse_time,
+    help="Event time to start at, ISO 8601 (default: the beginning of the archive).",
+)
+@click.option(
+    "--end",
+    default=None,
+    callback=_parse_time,
+    help="Event time to stop before, ISO 8601 (default: the end).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def rules_test(rules_file: Path, start: datetime | None, end: datetime | None, as_json: bool) -> None:
     """Back-test a rule file on the archive: how many people each rule would have fired for, when, on which events."""
-    from orchestration.batch import backtest_rules
+    from assets.batch_runs import backtest_rules
     from streaming.rules.loader import RuleFileError
 
     settings = PulseSettings()
@@ -273,10 +316,16 @@ def rules_test(rules_file: Path, start: datetime | None, end: datetime | None, a
         return
     click.echo(f"{report.events} distinct events of {report.people} people in {settings.archive_path}")
     for result in report.results.values():
-        span = f"first {result.first_fired_at}, last {result.last_fired_at}" if result.fired else "never fired"
-        click.echo(f"{result.rule:<28} fired {result.fired:>6} times for {len(result.people):>6} people  ({span})")
+        span = (
+            f"first {result.first_fired_at}, last {result.last_fired_at}" if result.fired else "never fired"
+        )
+        click.echo(
+            f"{result.rule:<28} fired {result.fired:>6} times for {len(result.people):>6} people  ({span})"
+        )
         for example in result.examples:
-            click.echo(f"    {example['at']}  {example['person']}  event {example['event_id']}  {example['message']}")
+            click.echo(
+                f"    {example['at']}  {example['person']}  event {example['event_id']}  {example['message']}"
+            )
     for rule_id, count in report.runtime_errors.items():
         click.echo(click.style(f"{rule_id}: {count} runtime errors (see the log)", fg="yellow"))
 

@@ -3,14 +3,24 @@
 import dagster as dg
 
 from assets import analyst_views, batch_tables, intent_model, pipeline_health, reconciliation_assets
+from core.resources import default_resources
 from enrichment import assets as enrichment_assets
 from orchestration.jobs import forget_job, forget_schedule, replay_job
-from orchestration.resources import default_resources
 from orchestration.sensors import health_job, health_schedule, post_run_failures, stream_health_sensor
 from quality import archive_assets
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([enrichment_assets, analyst_views, batch_tables, reconciliation_assets, archive_assets, pipeline_health, intent_model]),
+    assets=dg.load_assets_from_modules(
+        [
+            enrichment_assets,
+            analyst_views,
+            batch_tables,
+            reconciliation_assets,
+            archive_assets,
+            pipeline_health,
+            intent_model,
+        ]
+    ),
     asset_checks=dg.load_asset_checks_from_modules([reconciliation_assets]),
     jobs=[replay_job, health_job, forget_job],
     schedules=[health_schedule, forget_schedule],

@@ -12,10 +12,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from core import service_registry
+from core.settings import DEV_READ_KEY, DEV_WRITE_KEY, PulseSettings
 from enrichment.catalog import SAMPLE_CATALOG, categories_from_rows, read_catalog_csv
-from orchestration import service_registry
 from orchestration.demo_traffic import TrafficGenerator
-from orchestration.settings import DEV_READ_KEY, DEV_WRITE_KEY, PulseSettings
 
 logger = logging.getLogger(__name__)
 
@@ -44,16 +44,25 @@ def run_demo(
     """Send ``total`` events in batches, with a progress bar; print and return a summary."""
     console = console or Console()
     base = (url or service_registry.api_url(settings)).rstrip("/")
-    plain_keys = [k for k in settings.write_keys if not k.startswith("sha256:")]  # a stored hash cannot be sent
+    plain_keys = [
+        k for k in settings.write_keys if not k.startswith("sha256:")
+    ]  # a stored hash cannot be sent
     write_key = key or (plain_keys[0] if plain_keys else DEV_WRITE_KEY)
     products = categories_from_rows(read_catalog_csv(SAMPLE_CATALOG))
     generator = TrafficGenerator(products, users=users, seed=seed)
     summary = DemoSummary()
     batch: list[dict] = []
     started = time.perf_counter()
-    with httpx.Client(base_url=base, headers={"X-Pulse-Key": write_key}, timeout=30) as client, Progress(
-        TextColumn("[bold]sending events"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
-    ) as progress:
+    with (
+        httpx.Client(base_url=base, headers={"X-Pulse-Key": write_key}, timeout=30) as client,
+        Progress(
+            TextColumn("[bold]sending events"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress,
+    ):
         task = progress.add_task("send", total=total)
 
         def flush() -> None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from core.time_format import iso_millis
+
 DUPLICATE_RATE = 0.02
 INVALID_RATE = 0.01
 SEARCH_TERMS = ["running shoes", "headphones", "coffee", "yoga mat", "gift", "lamp", "novel", "serum"]
@@ -25,10 +27,6 @@ class Visitor:
     favourite_category: str = ""
     cart: dict[str, int] = field(default_factory=dict)
     clock: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _invalid_variant(event: dict[str, Any], rng: random.Random) -> dict[str, Any]:
@@ -54,7 +52,9 @@ def _invalid_variant(event: dict[str, Any], rng: random.Random) -> dict[str, Any
 class TrafficGenerator:
     """Yields event dicts; ``products`` maps product_id -> category."""
 
-    def __init__(self, products: Mapping[str, str], users: int, seed: int | None = None, start: datetime | None = None) -> None:
+    def __init__(
+        self, products: Mapping[str, str], users: int, seed: int | None = None, start: datetime | None = None
+    ) -> None:
         if not products:
             raise ValueError("the demo needs a product catalog")
         self.rng = random.Random(seed)
@@ -83,7 +83,7 @@ class TrafficGenerator:
             "event_id": self._event_id(),
             "event_type": event_type,
             "anonymous_id": visitor.anonymous_id,
-            "timestamp": _iso(visitor.clock),
+            "timestamp": iso_millis(visitor.clock),
             "metadata": metadata,
         }
         if visitor.user_id:
@@ -111,7 +111,11 @@ class TrafficGenerator:
         if roll < 0.88 or not visitor.cart:
             quantity = rng.choice([1, 1, 1, 2, 3])
             visitor.cart[product] = visitor.cart.get(product, 0) + quantity
-            return self._base(visitor, "add_to_cart", {"product_id": product, "quantity": quantity, "price": round(rng.uniform(5, 300), 2)})
+            return self._base(
+                visitor,
+                "add_to_cart",
+                {"product_id": product, "quantity": quantity, "price": round(rng.uniform(5, 300), 2)},
+            )
         in_cart = rng.choice(sorted(visitor.cart))
         if roll < 0.93:
             quantity = visitor.cart.pop(in_cart)
@@ -120,7 +124,13 @@ class TrafficGenerator:
         return self._base(
             visitor,
             "purchase",
-            {"order_id": f"o-{self._event_id()[:8]}", "product_id": in_cart, "quantity": quantity, "price": round(rng.uniform(5, 300), 2), "currency": "USD"},
+            {
+                "order_id": f"o-{self._event_id()[:8]}",
+                "product_id": in_cart,
+                "quantity": quantity,
+                "price": round(rng.uniform(5, 300), 2),
+                "currency": "USD",
+            },
         )
 
     def events(self, total: int) -> Iterator[dict[str, Any]]:

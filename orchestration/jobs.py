@@ -1,15 +1,14 @@
 """Dagster jobs: replay archived events into Kafka, purge forgotten users from the archive."""
 
-
 from datetime import datetime
 
 import dagster as dg
 
+from assets.batch_runs import replay
 from assets.forget import purge_archive
 from assets.reconciliation import forgotten_ids
-from orchestration.batch import replay
-from orchestration.resources import PulseResource
-from streaming.profiles.redis_client import redis_from_url
+from core.redis_client import redis_from_url
+from core.resources import PulseResource
 
 
 class ReplayConfig(dg.Config):
@@ -18,12 +17,19 @@ class ReplayConfig(dg.Config):
 
 
 @dg.op
-def replay_archive(context: dg.OpExecutionContext, config: ReplayConfig, pulse: PulseResource) -> dg.Output[int]:
+def replay_archive(
+    context: dg.OpExecutionContext, config: ReplayConfig, pulse: PulseResource
+) -> dg.Output[int]:
     """Republish archived events for [start, end) to the events topic (idempotent)."""
     start = datetime.fromisoformat(config.start) if config.start else None
     end = datetime.fromisoformat(config.end) if config.end else None
-    summary = replay(pulse.settings(), start, end, lambda done, total: context.log.info(f"replayed {done}/{total}"))
-    return dg.Output(summary.replayed, metadata={"replayed": summary.replayed, "skipped_forgotten": summary.skipped_forgotten})
+    summary = replay(
+        pulse.settings(), start, end, lambda done, total: context.log.info(f"replayed {done}/{total}")
+    )
+    return dg.Output(
+        summary.replayed,
+        metadata={"replayed": summary.replayed, "skipped_forgotten": summary.skipped_forgotten},
+    )
 
 
 @dg.op
@@ -35,12 +41,16 @@ def purge_forgotten_users(pulse: PulseResource) -> dg.Output[int]:
     return dg.Output(result["rows_removed"], metadata={**result, "forgotten_ids": len(forgotten)})
 
 
-@dg.job(description="Purge archived rows of forgotten users; the forget stream stays as replay's suppression list.")
+@dg.job(
+    description="Purge archived rows of forgotten users; the forget stream stays as replay's suppression list."
+)
 def forget_job() -> None:
     purge_forgotten_users()
 
 
-forget_schedule = dg.ScheduleDefinition(job=forget_job, cron_schedule="0 * * * *", default_status=dg.DefaultScheduleStatus.RUNNING)
+forget_schedule = dg.ScheduleDefinition(
+    job=forget_job, cron_schedule="0 * * * *", default_status=dg.DefaultScheduleStatus.RUNNING
+)
 
 
 @dg.job(description="Replay archived events into the events topic (`pulse replay`).")

@@ -49,6 +49,10 @@ def hash_command(key: str | None) -> None:
 def new_command(scopes: tuple[str, ...], name: str | None) -> None:
     """Generate a random key: print it once, then its keys-file entry (stderr and stdout)."""
     key = secrets.token_urlsafe(KEY_BYTES)
-    entry = {"name": name or f"{'-'.join(scopes)}-key", "hash": hash_key(key), "scopes": list(dict.fromkeys(scopes))}
+    entry = {
+        "name": name or f"{'-'.join(scopes)}-key",
+        "hash": hash_key(key),
+        "scopes": list(dict.fromkeys(scopes)),
+    }
     click.echo(f"key (shown once; give it to its client, store only the hash): {key}", err=True)
     click.echo(yaml.safe_dump([entry], sort_keys=False), nl=False)

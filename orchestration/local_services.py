@@ -126,7 +126,9 @@ class ManagedProcess:
             if port_accepts(host, port):
                 return
             time.sleep(0.05)
-        raise ServiceStartError(f"{self.name} did not listen on {host}:{port} in {timeout}s; see {self.log_path}")
+        raise ServiceStartError(
+            f"{self.name} did not listen on {host}:{port} in {timeout}s; see {self.log_path}"
+        )
 
 
 def tansu_binary() -> str:
@@ -149,7 +151,9 @@ def valkey_binary() -> str:
     return path
 
 
-def start_broker(data_dir: Path, port: int | None = None, timeout: float = 30.0) -> tuple[ManagedProcess, str]:
+def start_broker(
+    data_dir: Path, port: int | None = None, timeout: float = 30.0
+) -> tuple[ManagedProcess, str]:
     """Start Tansu (memory storage) on loopback; return the process and its bootstrap address."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
@@ -158,9 +162,12 @@ def start_broker(data_dir: Path, port: int | None = None, timeout: float = 30.0)
         [
             tansu_binary(),
             "broker",
-            "--listener-url", url,
-            "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
         ],
         data_dir / "logs" / "broker.log",
     )
@@ -169,20 +176,29 @@ def start_broker(data_dir: Path, port: int | None = None, timeout: float = 30.0)
     return proc, f"127.0.0.1:{port}"
 
 
-def start_redis(data_dir: Path, port: int | None = None, timeout: float = 30.0, *, persist: bool = True) -> tuple[ManagedProcess, str]:
+def start_redis(
+    data_dir: Path, port: int | None = None, timeout: float = 30.0, *, persist: bool = True
+) -> tuple[ManagedProcess, str]:
     """Start valkey-server on loopback (append-only file under ``data_dir/redis``)."""
     port = port or free_port()
     redis_dir = data_dir / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         valkey_binary(),
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--daemonize", "no",
-        "--dir", str(redis_dir),
-        "--save", "",
-        "--appendonly", "yes" if persist else "no",
-        "--appendfsync", "everysec",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--daemonize",
+        "no",
+        "--dir",
+        str(redis_dir),
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if persist else "no",
+        "--appendfsync",
+        "everysec",
     ]
     proc = ManagedProcess("redis (valkey)", argv, data_dir / "logs" / "redis.log")
     proc.start()
@@ -213,19 +229,32 @@ def start_redis_cluster(
             node_dir.mkdir(parents=True, exist_ok=True)
             argv = [
                 valkey_binary(),
-                "--port", str(port),
-                "--bind", "127.0.0.1",
-                "--daemonize", "no",
-                "--dir", str(node_dir),
-                "--cluster-enabled", "yes",
-                "--cluster-port", str(bus_port),  # port + 10000 may be taken or beyond 65535
-                "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", "5000",
-                "--save", "",
-                "--appendonly", "yes" if persist else "no",
-                "--appendfsync", "everysec",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--daemonize",
+                "no",
+                "--dir",
+                str(node_dir),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                str(bus_port),  # port + 10000 may be taken or beyond 65535
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "5000",
+                "--save",
+                "",
+                "--appendonly",
+                "yes" if persist else "no",
+                "--appendfsync",
+                "everysec",
             ]
-            proc = ManagedProcess(f"redis cluster node {i} (valkey)", argv, data_dir / "logs" / f"redis-cluster-{i}.log")
+            proc = ManagedProcess(
+                f"redis cluster node {i} (valkey)", argv, data_dir / "logs" / f"redis-cluster-{i}.log"
+            )
             proc.start()
             servers.append((proc, port, bus_port))
         for proc, port, _ in servers:
@@ -234,7 +263,9 @@ def start_redis_cluster(
         for i, client in enumerate(clients):
             start, end = i * CLUSTER_SLOTS // masters, (i + 1) * CLUSTER_SLOTS // masters - 1
             client.execute_command("CLUSTER", "ADDSLOTSRANGE", start, end)
-            client.execute_command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)  # distinct epochs: no collision round
+            client.execute_command(
+                "CLUSTER", "SET-CONFIG-EPOCH", i + 1
+            )  # distinct epochs: no collision round
         for _, port, bus_port in servers[1:]:
             clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", port, bus_port)
         _wait_for_cluster(clients, masters, timeout, servers[0][0].log_path)

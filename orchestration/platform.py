@@ -16,13 +16,13 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+from core import service_registry
+from core.kafka_config import client_config
+from core.redis_client import redis_from_url
+from core.settings import DEV_READ_KEY, DEV_WRITE_KEY, PulseSettings, settings_to_env
+from core.topics import ensure_topics, topic_specs
 from enrichment.reference_publish import publish_missing_samples
-from orchestration import service_registry
-from orchestration.kafka_config import client_config
 from orchestration.local_services import ManagedProcess, port_accepts, start_broker, start_redis
-from orchestration.settings import DEV_READ_KEY, DEV_WRITE_KEY, PulseSettings, settings_to_env
-from orchestration.topics import ensure_topics, topic_specs
-from streaming.profiles.redis_client import redis_from_url
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,10 @@ def pulse_app_process(name: str, env: dict[str, str], log_dir: Path) -> ManagedP
 
 def settings_process_env(settings: PulseSettings) -> dict[str, str]:
     """This process's environment with its PULSE_* variables replaced by ``settings``."""
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}, **settings_to_env(settings)}
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PULSE_")},
+        **settings_to_env(settings),
+    }
 
 
 class PlatformError(RuntimeError):
@@ -124,7 +127,9 @@ class LocalPlatform:
         if self.env.get("PULSE_DEV_MODE") == "true" or s.dev_mode or s.demo_shop:
             urls["demo_shop"] = f"http://{s.api_host}:{s.api_port}/demo"
 
-        self.apps = [App(name, lambda name=name: self._pulse_app(name)) for name in ("api", "profile-app", "archiver")]
+        self.apps = [
+            App(name, lambda name=name: self._pulse_app(name)) for name in ("api", "profile-app", "archiver")
+        ]
         urls["archive"] = str(s.archive_path)
         if self.with_dagster:
             s.dagster_home.mkdir(parents=True, exist_ok=True)
@@ -143,7 +148,16 @@ class LocalPlatform:
         dagster = Path(sys.executable).with_name("dagster")
         return ManagedProcess(
             "dagster",
-            [str(dagster), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(self.settings.dagster_port)],
+            [
+                str(dagster),
+                "dev",
+                "-w",
+                str(PROJECT_ROOT / "workspace.yaml"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.settings.dagster_port),
+            ],
             self.settings.data_path / "logs" / "dagster.log",
             env=self.env,
             cwd=PROJECT_ROOT,
@@ -161,8 +175,10 @@ class LocalPlatform:
         now = time.monotonic()
         for app in self.apps:
             if app.process is not None and not app.process.alive():
-                delay = min(30.0, 2.0 ** app.restarts)
-                self.say(f"{app.name} exited (code {app.process.process.returncode}); restarting in {delay:.0f}s — log: {app.process.log_path}")  # type: ignore[union-attr]
+                delay = min(30.0, 2.0**app.restarts)
+                self.say(
+                    f"{app.name} exited (code {app.process.process.returncode}); restarting in {delay:.0f}s — log: {app.process.log_path}"
+                )  # type: ignore[union-attr]
                 app.process, app.next_start = None, now + delay
                 app.restarts += 1
             elif app.process is None and now >= app.next_start:

@@ -7,9 +7,9 @@ import httpx
 
 from assets.kafka_health import BrokerUnavailable, OffsetSnapshot, measure_stream_health
 from assets.pipeline_health import LIMITS
-from orchestration import service_registry
-from orchestration.resources import PulseResource
-from orchestration.settings import PulseSettings
+from core import service_registry
+from core.resources import PulseResource
+from core.settings import PulseSettings
 
 #: A problem that persists asks for at most one health run per this many seconds.
 ALERT_EVERY_SECONDS = 900
@@ -17,11 +17,15 @@ ALERT_EVERY_SECONDS = 900
 PROBE_TIMEOUT_SECONDS = 10.0
 
 health_job = dg.define_asset_job("pipeline_health_job", selection=["pipeline_health", "stream_health"])
-health_schedule = dg.ScheduleDefinition(job=health_job, cron_schedule="*/5 * * * *", default_status=dg.DefaultScheduleStatus.RUNNING)
+health_schedule = dg.ScheduleDefinition(
+    job=health_job, cron_schedule="*/5 * * * *", default_status=dg.DefaultScheduleStatus.RUNNING
+)
 
 
 def failure_message(run: dg.DagsterRun, error: str | None) -> dict[str, str]:
-    return {"text": f"Pulse: Dagster run {run.run_id} of job {run.job_name} failed: {error or 'see the Dagster UI'}"}
+    return {
+        "text": f"Pulse: Dagster run {run.run_id} of job {run.job_name} failed: {error or 'see the Dagster UI'}"
+    }
 
 
 @dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING)
@@ -40,8 +44,14 @@ def post_run_failures(context: dg.RunFailureSensorContext) -> dg.SkipReason | No
     return None
 
 
-@dg.sensor(asset_selection=["stream_health"], minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
-def stream_health_sensor(context: dg.SensorEvaluationContext, pulse: PulseResource) -> dg.RunRequest | dg.SkipReason:
+@dg.sensor(
+    asset_selection=["stream_health"],
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def stream_health_sensor(
+    context: dg.SensorEvaluationContext, pulse: PulseResource
+) -> dg.RunRequest | dg.SkipReason:
     """Measures lag, profile freshness and the DLQ rate every minute; materializes ``stream_health`` when one fails.
 
     The cursor keeps the previous offsets, so the DLQ rate covers the last minute. The run
@@ -54,10 +64,14 @@ def stream_health_sensor(context: dg.SensorEvaluationContext, pulse: PulseResour
     bucket = int(now // ALERT_EVERY_SECONDS)
     try:
         previous = OffsetSnapshot.from_json(context.cursor)
-        health = measure_stream_health(settings, service_registry.kafka_brokers(settings), previous, now, PROBE_TIMEOUT_SECONDS)
+        health = measure_stream_health(
+            settings, service_registry.kafka_brokers(settings), previous, now, PROBE_TIMEOUT_SECONDS
+        )
     except BrokerUnavailable as exc:
         context.log.warning("stream health probe failed: %s", exc)
-        return dg.RunRequest(run_key=f"broker_unavailable@{bucket}", tags={"pulse/health": "broker_unavailable"})
+        return dg.RunRequest(
+            run_key=f"broker_unavailable@{bucket}", tags={"pulse/health": "broker_unavailable"}
+        )
     context.update_cursor(health.snapshot.to_json())
     problems = health.problems(LIMITS)
     if not problems:

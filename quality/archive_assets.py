@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from orchestration.resources import PulseResource
+from core.resources import PulseResource
 from quality.archive_checks import measure_archive
 
 ARCHIVE_DAYS = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_offset=1)
@@ -25,7 +25,13 @@ def archive_day_quality(context: dg.AssetExecutionContext, pulse: PulseResource)
     day = context.partition_key
     quality = measure_archive(pulse.settings().archive_path, where=f"dt = '{day}'")
     metadata = quality.as_metadata()
-    yield dg.MaterializeResult(metadata={k: dg.MetadataValue.json(v) if isinstance(v, list) else v for k, v in metadata.items() if v is not None})
+    yield dg.MaterializeResult(
+        metadata={
+            k: dg.MetadataValue.json(v) if isinstance(v, list) else v
+            for k, v in metadata.items()
+            if v is not None
+        }
+    )
     yield dg.AssetCheckResult(
         check_name="schema_matches_event_contract",
         passed=quality.schema_failures == 0,

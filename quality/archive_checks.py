@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 import pandera.errors
 
-from assets.archive import archive_glob, has_archive
+from core.archive_layout import archive_records_sql, has_archive
 from quality.archive_schema import valid_events_schema
 
 LATE_AFTER = "1 hour"
@@ -32,7 +32,11 @@ class ArchiveQuality:
         return self.duplicate_events / self.records if self.records else 0.0
 
     def as_metadata(self) -> dict[str, object]:
-        return {**asdict(self), "invalid_rate": round(self.invalid_rate, 4), "duplicate_rate": round(self.duplicate_rate, 4)}
+        return {
+            **asdict(self),
+            "invalid_rate": round(self.invalid_rate, 4),
+            "duplicate_rate": round(self.duplicate_rate, 4),
+        }
 
 
 def measure_archive(root: Path, where: str = "TRUE") -> ArchiveQuality:
@@ -41,11 +45,7 @@ def measure_archive(root: Path, where: str = "TRUE") -> ArchiveQuality:
     if not has_archive(root):
         return quality
     with duckdb.connect() as con:
-        glob = archive_glob(root).replace("'", "''")
-        con.execute(
-            f"CREATE TEMP VIEW a AS SELECT * FROM read_parquet('{glob}', hive_partitioning = true, union_by_name = true) "
-            "QUALIFY row_number() OVER (PARTITION BY kafka_topic, kafka_partition, kafka_offset) = 1"
-        )
+        con.execute(f"CREATE TEMP VIEW a AS {archive_records_sql(root)}")
         quality.records, quality.invalid, quality.late_events = con.execute(
             f"SELECT count(*), count(*) FILTER (NOT valid), "
             f"count(*) FILTER (valid AND event_time < kafka_timestamp - INTERVAL '{LATE_AFTER}') FROM a WHERE {where}"

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import pandera.pandas as pa
 
-from quality.event_contract import CUSTOM_EVENT_TYPE_PATTERN, MAX_ID_LENGTH, STANDARD_EVENT_TYPES, UUID_PATTERN
+from quality.event_contract import (
+    CUSTOM_EVENT_TYPE_PATTERN,
+    MAX_ID_LENGTH,
+    STANDARD_EVENT_TYPES,
+    UUID_PATTERN,
+)
 
 
 def _event_type_ok(series):
@@ -25,7 +30,9 @@ def valid_events_schema() -> pa.DataFrameSchema:
     return pa.DataFrameSchema(
         {
             "event_id": pa.Column(str, checks=pa.Check.str_matches(f"^{UUID_PATTERN}$")),
-            "event_type": pa.Column(str, checks=pa.Check(_event_type_ok, error="standard type or custom pattern")),
+            "event_type": pa.Column(
+                str, checks=pa.Check(_event_type_ok, error="standard type or custom pattern")
+            ),
             "user_id": _id_column(),
             "anonymous_id": _id_column(),
             "event_time": pa.Column("datetime64[ns, UTC]", coerce=True),
@@ -33,9 +40,14 @@ def valid_events_schema() -> pa.DataFrameSchema:
             "kafka_offset": pa.Column(int, checks=pa.Check.ge(0), coerce=True),
         },
         checks=[
-            pa.Check(lambda df: df["user_id"].notna() | df["anonymous_id"].notna(), error="user_id or anonymous_id is required"),
             pa.Check(
-                lambda df: (df["event_type"] != "identify") | (df["user_id"].notna() & df["anonymous_id"].notna()),
+                lambda df: df["user_id"].notna() | df["anonymous_id"].notna(),
+                error="user_id or anonymous_id is required",
+            ),
+            pa.Check(
+                lambda df: (
+                    (df["event_type"] != "identify") | (df["user_id"].notna() & df["anonymous_id"].notna())
+                ),
                 error="identify needs both user_id and anonymous_id",
             ),
         ],

@@ -168,8 +168,7 @@ def validate_event(obj: Any) -> Event:
     event_type = _require_string(obj, "event_type")
     if event_type not in _STANDARD_EVENT_TYPES and not _CUSTOM_EVENT_TYPE.fullmatch(event_type):
         raise EventContractError(
-            f"event_type {event_type!r} is not a standard type and does not match "
-            f"{CUSTOM_EVENT_TYPE_PATTERN}"
+            f"event_type {event_type!r} is not a standard type and does not match {CUSTOM_EVENT_TYPE_PATTERN}"
         )
 
     user_id = _optional_id(obj, "user_id")
@@ -227,9 +226,7 @@ def _check_metadata(event_type: str, metadata: Mapping[str, Any]) -> None:
                 raise EventContractError(f"{event_type} needs metadata.{rule.field}")
             continue
         if not _matches_kind(value, rule.kind):
-            raise EventContractError(
-                f"metadata.{rule.field} must be a {rule.kind}, got {_json_type(value)}"
-            )
+            raise EventContractError(f"metadata.{rule.field} must be a {rule.kind}, got {_json_type(value)}")
         if rule.minimum is not None and value < rule.minimum:
             raise EventContractError(f"metadata.{rule.field} must be >= {rule.minimum}, got {value}")
         if rule.maximum is not None and value > rule.maximum:

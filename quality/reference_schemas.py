@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pandera.pandas as pa
 
-from enrichment.campaigns import WILDCARD
-from enrichment.geo import parse_ip
+from core.ip_address import parse_ip
+from quality.campaign_format import CAMPAIGN_WILDCARD, UTM_FIELDS
 
 CATALOG_SCHEMA = pa.DataFrameSchema(
     {
@@ -20,8 +20,20 @@ CATALOG_SCHEMA = pa.DataFrameSchema(
 
 CHANNELS = frozenset(
     {
-        "paid_search", "organic_search", "paid_social", "organic_social", "email", "display", "native",
-        "video", "affiliate", "referral", "sms", "push", "partner", "other",
+        "paid_search",
+        "organic_search",
+        "paid_social",
+        "organic_social",
+        "email",
+        "display",
+        "native",
+        "video",
+        "affiliate",
+        "referral",
+        "sms",
+        "push",
+        "partner",
+        "other",
     }
 )
 
@@ -33,7 +45,10 @@ def _parsed(series: pd.Series) -> list[tuple[int, int] | None]:
 
 def _range_well_formed(df: pd.DataFrame) -> pd.Series:
     """Start and end are the same IP version and start <= end (rows with an invalid IP fail elsewhere)."""
-    ok = [a is None or b is None or (a[0] == b[0] and a[1] <= b[1]) for a, b in zip(_parsed(df["start_ip"]), _parsed(df["end_ip"]), strict=True)]
+    ok = [
+        a is None or b is None or (a[0] == b[0] and a[1] <= b[1])
+        for a, b in zip(_parsed(df["start_ip"]), _parsed(df["end_ip"]), strict=True)
+    ]
     return pd.Series(ok, index=df.index)
 
 
@@ -61,7 +76,9 @@ GEO_SCHEMA = pa.DataFrameSchema(
     {
         "start_ip": pa.Column(str, checks=pa.Check(_valid_ip, error="an IPv4 or IPv6 address")),
         "end_ip": pa.Column(str, checks=pa.Check(_valid_ip, error="an IPv4 or IPv6 address")),
-        "country": pa.Column(str, checks=pa.Check.str_matches(r"^[A-Z]{2}$", error="ISO 3166-1 alpha-2 code")),
+        "country": pa.Column(
+            str, checks=pa.Check.str_matches(r"^[A-Z]{2}$", error="ISO 3166-1 alpha-2 code")
+        ),
         "region": pa.Column(str, nullable=True, checks=pa.Check.str_length(1, 128)),
         "city": pa.Column(str, nullable=True, checks=pa.Check.str_length(1, 128)),
     },
@@ -76,14 +93,17 @@ GEO_SCHEMA = pa.DataFrameSchema(
 
 def _wildcards_well_placed(df: pd.DataFrame) -> pd.Series:
     """``*`` may stand for the campaign, the medium and campaign, or the source and campaign, never alone in the middle."""
-    source, medium, campaign = (df[c] == WILDCARD for c in ("utm_source", "utm_medium", "utm_campaign"))
+    source, medium, campaign = (df[c] == CAMPAIGN_WILDCARD for c in UTM_FIELDS)
     return ~(source & medium) & (~medium | campaign) & (~source | campaign)
 
 
 def _dates_ordered(df: pd.DataFrame) -> pd.Series:
     if "start_date" not in df or "end_date" not in df:
         return pd.Series(True, index=df.index)
-    start, end = pd.to_datetime(df["start_date"], errors="coerce"), pd.to_datetime(df["end_date"], errors="coerce")
+    start, end = (
+        pd.to_datetime(df["start_date"], errors="coerce"),
+        pd.to_datetime(df["end_date"], errors="coerce"),
+    )
     return start.isna() | end.isna() | (start <= end)
 
 

@@ -27,7 +27,9 @@ logger = logging.getLogger(__name__)
 REJOINABLE: tuple[type[BaseException], ...] = (CheckpointConsumerCommitError,)
 
 
-def run_rejoining(build: Callable[[], Application], *, max_rejoins: int = 100, pause_seconds: float = 1.0) -> int:
+def run_rejoining(
+    build: Callable[[], Application], *, max_rejoins: int = 100, pause_seconds: float = 1.0
+) -> int:
     """Run ``build()``'s application until it stops; rebuild it after a lost group membership.
 
     Returns how many times it rejoined. A stop request (SIGTERM/SIGINT) ends the loop, also when
@@ -49,7 +51,9 @@ def run_rejoining(build: Callable[[], Application], *, max_rejoins: int = 100, p
             return rejoins
         except REJOINABLE as exc:
             if stop_requested:
-                logger.warning("the last commit failed while stopping (%s); its records will be redelivered", exc)
+                logger.warning(
+                    "the last commit failed while stopping (%s); its records will be redelivered", exc
+                )
                 return rejoins
             # Quix's own handlers point at the app that just failed: catch a stop request meanwhile.
             signal.signal(signal.SIGTERM, request_stop)
@@ -57,7 +61,9 @@ def run_rejoining(build: Callable[[], Application], *, max_rejoins: int = 100, p
             rejoins += 1
             if rejoins > max_rejoins:
                 raise
-            logger.warning("consumer lost its group membership (%s); rejoining as a new member (%d)", exc, rejoins)
+            logger.warning(
+                "consumer lost its group membership (%s); rejoining as a new member (%d)", exc, rejoins
+            )
             deadline = time.monotonic() + pause_seconds
             while not stop_requested and time.monotonic() < deadline:
                 time.sleep(0.05)

@@ -17,6 +17,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from core.kafka_config import consumer_tuning
+from core.settings import PulseSettings
+
 logger = logging.getLogger(__name__)
 
 #: How often librdkafka emits statistics, and so how often the status file is rewritten.
@@ -88,11 +91,26 @@ def read_status(path: Path) -> AppStatus | None:
 def judge(status: AppStatus | None, now: float, max_age: float, ready: bool) -> tuple[bool, str]:
     """(healthy, why) for a liveness probe, or a readiness probe when ``ready``."""
     if status is None:
-        return False, "no status yet: the app has not polled Kafka since it started (or runs on another data directory)"
+        return (
+            False,
+            "no status yet: the app has not polled Kafka since it started (or runs on another data directory)",
+        )
     age = now - status.at
     if age > max_age:
-        return False, f"last poll {age:.0f}s ago (limit {max_age:.0f}s): the processing loop is stuck or the app has stopped"
+        return (
+            False,
+            f"last poll {age:.0f}s ago (limit {max_age:.0f}s): the processing loop is stuck or the app has stopped",
+        )
     seen = f"polled {age:.0f}s ago; group {status.group_state}/{status.join_state}, {status.assigned} partition(s), pid {status.pid}"
     if ready and not status.joined:
         return False, f"not ready, still joining its consumer group: {seen}"
     return True, seen
+
+
+def app_consumer_config(settings: PulseSettings, app: str) -> dict[str, Any]:
+    """``consumer_tuning`` plus the statistics callback that writes the status file `pulse probe APP` reads."""
+    return {
+        "statistics.interval.ms": STATS_INTERVAL_MS,
+        **consumer_tuning(settings),
+        "stats_cb": StatusWriter(status_path(settings.data_path, app)),
+    }

@@ -8,20 +8,24 @@ from pathlib import Path
 
 import pytest
 import redis
-from hypothesis import Phase, settings as hypothesis_settings
+from confluent_kafka.admin import AdminClient
+from hypothesis import Phase
+from hypothesis import settings as hypothesis_settings
+
+from core.settings import PulseSettings
+from core.topics import ensure_topics, topic_specs
+from orchestration.local_services import ManagedProcess, free_port, start_broker, start_redis
+from orchestration.platform import pulse_app_process, settings_process_env
 
 # Property tests: no wall-clock deadline on shared CI cores, and a failure prints the blob that
 # replays it (`@reproduce_failure`) without the slow "explain" phase.
 hypothesis_settings.register_profile(
-    "pulse", deadline=None, print_blob=True, phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]
+    "pulse",
+    deadline=None,
+    print_blob=True,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
 )
 hypothesis_settings.load_profile("pulse")
-from confluent_kafka.admin import AdminClient
-
-from orchestration.local_services import ManagedProcess, free_port, start_broker, start_redis
-from orchestration.platform import pulse_app_process, settings_process_env
-from orchestration.settings import PulseSettings
-from orchestration.topics import ensure_topics, topic_specs
 
 
 @pytest.fixture(scope="session")
@@ -90,4 +94,3 @@ def pulse_apps(settings: PulseSettings, tmp_path: Path) -> Iterator[Callable[[st
         proc.stop()
         if proc.process is not None and proc.process.returncode not in (0, -15, None):
             print(f"--- {proc.name} log ---\n{proc.log_path.read_text()[-3000:]}")
-

@@ -19,9 +19,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from orchestration import service_registry
-from orchestration.kafka_config import durable_producer_config
-from orchestration.settings import PulseSettings
+from core import service_registry
+from core.kafka_config import durable_producer_config
+from core.redis_client import redis_from_url
+from core.settings import PulseSettings
+from core.time_format import now_iso
 from quality.event_contract import MAX_EVENT_BYTES, EventContractError, decode_json
 from quality.json_schema import event_json_schema
 from streaming.api import metrics
@@ -41,8 +43,12 @@ from streaming.api.ingest import (
 from streaming.api.ip_privacy import IPAnonymizer
 from streaming.api.keys_file import KeysFollower
 from streaming.api.rate_limit import RateLimiter, SharedRateLimiter
-from streaming.api.segment import DEFAULT_TRACK_MAPPING, SegmentMappingError, load_track_mapping, segment_to_event
-from streaming.profiles.redis_client import redis_from_url
+from streaming.api.segment import (
+    DEFAULT_TRACK_MAPPING,
+    SegmentMappingError,
+    load_track_mapping,
+    segment_to_event,
+)
 from streaming.profiles.store import RedisProfileStore
 
 logger = logging.getLogger(__name__)
@@ -53,7 +59,7 @@ _encoder = msgspec.json.Encoder()
 EVENTS_BODY_DOC: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "description": f"One event, or {{\"events\": [...]}} with at most {MAX_BATCH_EVENTS} events "
+        "description": f'One event, or {{"events": [...]}} with at most {MAX_BATCH_EVENTS} events '
         f"and {MAX_BODY_BYTES // 1024} KB.",
         "content": {
             "application/json": {
@@ -79,10 +85,6 @@ EVENTS_BODY_DOC: dict[str, Any] = {
 }
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def create_app(
     settings: PulseSettings,
     *,
@@ -92,7 +94,11 @@ def create_app(
     """Build the API. Without ``producer``/``store`` they are created from settings at start-up."""
     keys = KeysFollower.from_settings(settings)  # PULSE_*_KEYS plus PULSE_KEYS_FILE, reloaded when it changes
     anonymizer = IPAnonymizer.from_settings(settings)
-    track_mapping = load_track_mapping(settings.segment_mapping_file) if settings.segment_mapping_file else DEFAULT_TRACK_MAPPING
+    track_mapping = (
+        load_track_mapping(settings.segment_mapping_file)
+        if settings.segment_mapping_file
+        else DEFAULT_TRACK_MAPPING
+    )
     services: dict[str, Any] = {"producer": producer, "store": store}
     services["limiter"] = RateLimiter(settings.rate_limit_events_per_second, settings.rate_limit_burst)
 
@@ -111,8 +117,12 @@ def create_app(
                 session_gap_ms=settings.session_timeout_seconds * 1000,
             )
             if settings.rate_limit_shared:  # short timeouts: ingestion must not wait on Redis
-                limiter_client = redis_from_url(service_registry.redis_url(settings), socket_timeout=0.25, socket_connect_timeout=0.25)
-                services["limiter"] = SharedRateLimiter(limiter_client, settings.rate_limit_events_per_second, settings.rate_limit_burst)
+                limiter_client = redis_from_url(
+                    service_registry.redis_url(settings), socket_timeout=0.25, socket_connect_timeout=0.25
+                )
+                services["limiter"] = SharedRateLimiter(
+                    limiter_client, settings.rate_limit_events_per_second, settings.rate_limit_burst
+                )
         # Everything built so far lives as long as the process: move it out of the collector's
         # reach, or each full collection walks it (~50 ms here) while requests queue behind it.
         gc.collect()
@@ -135,7 +145,11 @@ def create_app(
     async def redis_unavailable(_request: Request, exc: redis.RedisError) -> JSONResponse:
         """Profiles and decisions live in Redis: while it is down, ask the client to retry."""
         logger.warning("Redis unavailable: %s", type(exc).__name__)
-        return JSONResponse({"detail": "the profile store (Redis) is unavailable; retry shortly"}, status_code=503, headers={"Retry-After": "1"})
+        return JSONResponse(
+            {"detail": "the profile store (Redis) is unavailable; retry shortly"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
 
     def require(scope: Scope):
         async def check(  # async: pure CPU, so FastAPI need not hop to its thread pool
@@ -145,7 +159,9 @@ def create_app(
         ) -> str:
             key = key_from_headers(x_pulse_key, authorization)
             if key is None and scope is Scope.WRITE:
-                key = request.query_params.get("key") or None  # sendBeacon cannot set headers; never for reads
+                key = (
+                    request.query_params.get("key") or None
+                )  # sendBeacon cannot set headers; never for reads
             if key is None:
                 raise HTTPException(401, "missing API key: send it in X-Pulse-Key or Authorization: Bearer")
             scopes = keys.scopes_of(key)
@@ -160,7 +176,9 @@ def create_app(
     def current_store() -> RedisProfileStore:
         return services["store"]
 
-    async def store_() -> RedisProfileStore:  # async: as a dependency, a plain lookup needs no thread-pool hop
+    async def store_() -> (
+        RedisProfileStore
+    ):  # async: as a dependency, a plain lookup needs no thread-pool hop
         return current_store()
 
     app.include_router(browser_router(settings, current_store))
@@ -179,7 +197,9 @@ def create_app(
             metrics.REQUESTS.labels("413").inc()
             raise HTTPException(413, str(exc)) from None
         plan = await ingest(key, events, "collector")
-        return JSONResponse({"accepted": plan.accepted, "rejected": [asdict(r) for r in plan.rejected]}, status_code=202)
+        return JSONResponse(
+            {"accepted": plan.accepted, "rejected": [asdict(r) for r in plan.rejected]}, status_code=202
+        )
 
     async def ingest(key: str, events: list[Any], source: str) -> IngestPlan:
         """Rate-limit, validate, and hand events to the broker; raise the HTTP error on failure."""
@@ -199,7 +219,9 @@ def create_app(
         except DeliveryFailed as exc:
             logger.warning("503: %s", exc)
             metrics.REQUESTS.labels("503").inc()
-            raise HTTPException(503, f"events could not be stored, retry: {exc}", headers={"Retry-After": "1"}) from None
+            raise HTTPException(
+                503, f"events could not be stored, retry: {exc}", headers={"Retry-After": "1"}
+            ) from None
         metrics.EVENTS_ACCEPTED.inc(plan.accepted)
         metrics.EVENTS_REJECTED.inc(len(plan.rejected))
         metrics.REQUESTS.labels("202").inc()
@@ -235,12 +257,20 @@ def create_app(
                 if len(_encoder.encode(message)) > MAX_EVENT_BYTES:
                     raise SegmentMappingError(f"message larger than {MAX_EVENT_BYTES} bytes")
                 events.append(
-                    segment_to_event(message, call=call, sent_at=payload.get("sentAt"), received_at=received, track_mapping=track_mapping)
+                    segment_to_event(
+                        message,
+                        call=call,
+                        sent_at=payload.get("sentAt"),
+                        received_at=received,
+                        track_mapping=track_mapping,
+                    )
                 )
             except SegmentMappingError as exc:
                 events.append(Unmappable(message, str(exc)))
         plan = await ingest(key, events, "segment")
-        return JSONResponse({"success": True, "accepted": plan.accepted, "rejected": [asdict(r) for r in plan.rejected]})
+        return JSONResponse(
+            {"success": True, "accepted": plan.accepted, "rejected": [asdict(r) for r in plan.rejected]}
+        )
 
     @app.post("/v1/batch", tags=["segment"])
     async def segment_batch(request: Request) -> JSONResponse:
@@ -254,7 +284,13 @@ def create_app(
         return single
 
     for call in ("track", "page", "screen", "identify", "alias"):
-        app.add_api_route(f"/v1/{call}", single_call_endpoint(call), methods=["POST"], tags=["segment"], summary=f"Segment {call} call")
+        app.add_api_route(
+            f"/v1/{call}",
+            single_call_endpoint(call),
+            methods=["POST"],
+            tags=["segment"],
+            summary=f"Segment {call} call",
+        )
 
     @app.get("/v1/profiles/{profile_id}", tags=["profiles"], dependencies=[require(Scope.READ)])
     def get_profile(profile_id: str, store: RedisProfileStore = Depends(store_)) -> dict[str, Any]:
@@ -271,11 +307,17 @@ def create_app(
         view = store.decisions_view(profile_id)
         if view is None:
             raise HTTPException(404, f"no profile for {profile_id!r}")
-        return Response(msgspec.json.encode(view), media_type="application/json")  # hot path: skip re-validation
+        return Response(
+            msgspec.json.encode(view), media_type="application/json"
+        )  # hot path: skip re-validation
 
-    forget_scope = Scope.ADMIN if settings.forget_requires_admin else Scope.READ  # admin keys may forget either way
+    forget_scope = (
+        Scope.ADMIN if settings.forget_requires_admin else Scope.READ
+    )  # admin keys may forget either way
 
-    @app.delete("/v1/profiles/{profile_id}", status_code=202, tags=["profiles"], dependencies=[require(forget_scope)])
+    @app.delete(
+        "/v1/profiles/{profile_id}", status_code=202, tags=["profiles"], dependencies=[require(forget_scope)]
+    )
     def forget_profile(profile_id: str, store: RedisProfileStore = Depends(store_)) -> dict[str, Any]:
         """Forget a user: profile, decisions and identity links now; archive rows in the next batch run."""
         existed = store.forget(profile_id)
@@ -294,7 +336,9 @@ def create_app(
             "broker": await run_in_threadpool(services["producer"].broker_reachable, 2.0),
         }
         healthy = all(checks.values())
-        return JSONResponse({"status": "ok" if healthy else "degraded", **checks}, status_code=200 if healthy else 503)
+        return JSONResponse(
+            {"status": "ok" if healthy else "degraded", **checks}, status_code=200 if healthy else 503
+        )
 
     @app.get("/metrics", tags=["operations"])
     def prometheus_metrics() -> Response:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
-from orchestration.settings import DEV_READ_KEY, DEV_WRITE_KEY, PulseSettings
+from core.settings import DEV_READ_KEY, DEV_WRITE_KEY, PulseSettings
 
 HASH_PREFIX = "sha256:"
 _HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
@@ -93,7 +93,11 @@ class KeyRing:
     @classmethod
     def from_settings(cls, settings: PulseSettings) -> KeyRing:
         """The keys of PULSE_WRITE_KEYS / READ_KEYS / ADMIN_KEYS, or the dev keys in dev mode when none is set."""
-        configured = {Scope.WRITE: settings.write_keys, Scope.READ: settings.read_keys, Scope.ADMIN: settings.admin_keys}
+        configured = {
+            Scope.WRITE: settings.write_keys,
+            Scope.READ: settings.read_keys,
+            Scope.ADMIN: settings.admin_keys,
+        }
         if not any(configured.values()):
             if settings.dev_mode:
                 configured = {Scope.WRITE: [DEV_WRITE_KEY], Scope.READ: [DEV_READ_KEY], Scope.ADMIN: []}
@@ -106,7 +110,13 @@ class KeyRing:
         for scope, keys in configured.items():
             variable = f"PULSE_{scope.value.upper()}_KEYS"
             for number, entry in enumerate(keys, 1):
-                entries.append(KeyEntry(digest_of_entry(entry, f"{variable} entry {number}"), frozenset({scope}), f"{variable}[{number}]"))
+                entries.append(
+                    KeyEntry(
+                        digest_of_entry(entry, f"{variable} entry {number}"),
+                        frozenset({scope}),
+                        f"{variable}[{number}]",
+                    )
+                )
         plain_write = tuple(k for k in configured[Scope.WRITE] if not k.startswith(HASH_PREFIX))
         return cls(tuple(entries), plain_write)
 

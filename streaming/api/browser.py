@@ -19,8 +19,8 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from core.settings import PulseSettings
 from enrichment.catalog import SAMPLE_CATALOG, read_catalog_csv
-from orchestration.settings import PulseSettings
 from streaming.api.auth import KeyRing
 from streaming.profiles.store import RedisProfileStore
 
@@ -31,7 +31,16 @@ DEMO_PRODUCTS_PER_CATEGORY = 5
 #: Endpoints a browser on another origin may call: event ingestion and the tracker itself.
 #: Profiles and decisions never get CORS headers, so a web page cannot read them cross-origin.
 COLLECTOR_PATHS = frozenset(
-    {"/v1/events", "/v1/batch", "/v1/track", "/v1/page", "/v1/screen", "/v1/identify", "/v1/alias", "/v1/tracker.js"}
+    {
+        "/v1/events",
+        "/v1/batch",
+        "/v1/track",
+        "/v1/page",
+        "/v1/screen",
+        "/v1/identify",
+        "/v1/alias",
+        "/v1/tracker.js",
+    }
 )
 
 
@@ -81,7 +90,9 @@ def demo_shop_enabled(settings: PulseSettings) -> bool:
     return settings.dev_mode or settings.demo_shop
 
 
-def demo_catalog(path: Path = SAMPLE_CATALOG, per_category: int = DEMO_PRODUCTS_PER_CATEGORY) -> dict[str, list[dict[str, Any]]]:
+def demo_catalog(
+    path: Path = SAMPLE_CATALOG, per_category: int = DEMO_PRODUCTS_PER_CATEGORY
+) -> dict[str, list[dict[str, Any]]]:
     """A few products of each category of the catalog CSV, grouped by category."""
     grouped: dict[str, list[dict[str, Any]]] = {}
     for row in read_catalog_csv(path):
@@ -136,14 +147,20 @@ def browser_router(settings: PulseSettings, store: Callable[[], RedisProfileStor
     @router.get("/v1/tracker.js", tags=["collector"], response_class=Response)
     def tracker_js() -> Response:
         """The browser tracker (docs/tracker.md)."""
-        return Response(tracker, media_type="text/javascript; charset=utf-8", headers={"Cache-Control": "public, max-age=300"})
+        return Response(
+            tracker,
+            media_type="text/javascript; charset=utf-8",
+            headers={"Cache-Control": "public, max-age=300"},
+        )
 
     if not demo_shop_enabled(settings):
         return router
 
     write_keys = KeyRing.from_settings(settings).write
     if not write_keys:
-        raise DemoShopError("the demo shop sends events from the browser: set PULSE_WRITE_KEYS or turn PULSE_DEMO_SHOP off")
+        raise DemoShopError(
+            "the demo shop sends events from the browser: set PULSE_WRITE_KEYS or turn PULSE_DEMO_SHOP off"
+        )
     write_key = write_keys[0]
     catalog = demo_catalog()
     assets = {name: (STATIC / name).read_bytes() for name in DEMO_ASSETS}

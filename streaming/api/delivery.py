@@ -20,7 +20,12 @@ logger = logging.getLogger(__name__)
 
 #: Delivery errors after which the producer is replaced rather than reused.
 _REPLACE_ON = frozenset(
-    {KafkaError._FENCED, KafkaError.INVALID_PRODUCER_EPOCH, KafkaError.PRODUCER_FENCED, KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER}
+    {
+        KafkaError._FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+    }
 )
 
 
@@ -125,7 +130,9 @@ class AcknowledgedProducer:
     def _new_producer(self) -> None:
         old, self._producer = self._producer, Producer(self._config)
         self._replace = False
-        logger.warning("replaced the Kafka producer after a fatal or fencing error; unacknowledged requests got 503")
+        logger.warning(
+            "replaced the Kafka producer after a fatal or fencing error; unacknowledged requests got 503"
+        )
         threading.Thread(target=_retire, args=(old,), name="kafka-old-producer", daemon=True).start()
 
     def broker_reachable(self, timeout: float = 2.0) -> bool:

@@ -57,14 +57,14 @@ class IngestPlan:
 def events_of_body(body: Any) -> list[Any]:
     """The events of a body: one event object, or ``{"events": [...]}``."""
     if not isinstance(body, dict):
-        raise BadRequestBody("body must be a JSON object: one event or {\"events\": [...]}")
+        raise BadRequestBody('body must be a JSON object: one event or {"events": [...]}')
     if "events" not in body:
         return [body]
     events = body["events"]
     if not isinstance(events, list):
-        raise BadRequestBody("\"events\" must be an array")
+        raise BadRequestBody('"events" must be an array')
     if len(body) > 1:
-        raise BadRequestBody("a batch body has only the \"events\" field")
+        raise BadRequestBody('a batch body has only the "events" field')
     if len(events) > MAX_BATCH_EVENTS:
         raise BatchTooLarge(f"a batch holds at most {MAX_BATCH_EVENTS} events, got {len(events)}")
     return events
@@ -89,7 +89,11 @@ def plan_ingest(
         if isinstance(obj, Unmappable):
             plan.rejected.append(Rejection(index, None, obj.reason))
             original = anonymize(obj.original)
-            plan.records.append(OutgoingRecord(dlq_topic, _encoder.encode(original), None, dlq_headers(obj.reason, source, received_at)))
+            plan.records.append(
+                OutgoingRecord(
+                    dlq_topic, _encoder.encode(original), None, dlq_headers(obj.reason, source, received_at)
+                )
+            )
             continue
         obj = anonymize(obj)
         event_id = obj.get("event_id") if isinstance(obj, dict) else None
@@ -101,7 +105,9 @@ def plan_ingest(
             reason = str(exc)
             plan.rejected.append(Rejection(index, event_id if isinstance(event_id, str) else None, reason))
             plan.records.append(
-                OutgoingRecord(dlq_topic, _encoder.encode(obj), None, dlq_headers(reason, source, received_at))
+                OutgoingRecord(
+                    dlq_topic, _encoder.encode(obj), None, dlq_headers(reason, source, received_at)
+                )
             )
             continue
         plan.accepted += 1

@@ -14,31 +14,20 @@ import hmac
 import socket
 from typing import Any, Literal
 
-from orchestration.settings import PulseSettings
+from core.ip_address import packed_ip
+from core.settings import PulseSettings
 
 Mode = Literal["none", "truncate", "hash"]
 HASH_PREFIX = "iphash:"
-_V4_MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
 
 
 class IPHashKeyMissing(ValueError):
     """Start-up error: PULSE_IP_ANONYMIZATION=hash needs PULSE_IP_HASH_KEY."""
 
 
-def _packed(value: str) -> bytes | None:
-    """The address as 4 or 16 bytes (an IPv4-mapped IPv6 address as IPv4), or None."""
-    text = value.strip()
-    family = socket.AF_INET6 if ":" in text else socket.AF_INET
-    try:
-        packed = socket.inet_pton(family, text.partition("%")[0])  # drop an IPv6 zone (fe80::1%eth0)
-    except (OSError, ValueError):  # ValueError: embedded NUL
-        return None
-    return packed[12:] if packed.startswith(_V4_MAPPED_PREFIX) else packed
-
-
 def truncate_ip(value: str) -> str | None:
     """The /24 (IPv4) or /48 (IPv6) network address of ``value``; None when it is not an IP address."""
-    packed = _packed(value)
+    packed = packed_ip(value)
     if packed is None:
         return None
     if len(packed) == 4:
@@ -48,7 +37,7 @@ def truncate_ip(value: str) -> str | None:
 
 def hash_ip(value: str, key: bytes) -> str | None:
     """``iphash:<32 hex>``: HMAC-SHA256 of the address's canonical bytes; None when it is not an IP address."""
-    packed = _packed(value)
+    packed = packed_ip(value)
     if packed is None:
         return None
     return HASH_PREFIX + hmac.new(key, packed, hashlib.sha256).hexdigest()[:32]
@@ -59,7 +48,9 @@ class IPAnonymizer:
 
     def __init__(self, mode: Mode, hash_key: bytes | None = None) -> None:
         if mode == "hash" and not hash_key:
-            raise IPHashKeyMissing("PULSE_IP_ANONYMIZATION=hash needs PULSE_IP_HASH_KEY (a long random secret)")
+            raise IPHashKeyMissing(
+                "PULSE_IP_ANONYMIZATION=hash needs PULSE_IP_HASH_KEY (a long random secret)"
+            )
         self.mode = mode
         self._key = hash_key or b""
 

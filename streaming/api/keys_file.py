@@ -23,12 +23,22 @@ from typing import Any
 import yaml
 from prometheus_client import Counter, Gauge
 
-from orchestration.settings import PulseSettings
-from streaming.api.auth import HASH_PREFIX, KeyConfigError, KeyEntry, KeyRing, MissingKeysError, Scope, digest_of_entry
+from core.settings import PulseSettings
+from streaming.api.auth import (
+    HASH_PREFIX,
+    KeyConfigError,
+    KeyEntry,
+    KeyRing,
+    MissingKeysError,
+    Scope,
+    digest_of_entry,
+)
 
 logger = logging.getLogger(__name__)
 
-RELOAD_ERRORS = Counter("pulse_api_keys_file_errors_total", "Keys file loads rejected (the previous keys stay)")
+RELOAD_ERRORS = Counter(
+    "pulse_api_keys_file_errors_total", "Keys file loads rejected (the previous keys stay)"
+)
 FILE_KEYS = Gauge("pulse_api_keys_file_keys", "Keys loaded from PULSE_KEYS_FILE")
 
 _FIELDS = {"name", "hash", "scopes"}
@@ -47,7 +57,9 @@ def parse_keys_file(text: str, source: str = "keys file") -> tuple[KeyEntry, ...
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise KeysFileError(f"{source} is not valid YAML or JSON{where}: {getattr(exc, 'problem', None) or 'parse error'}") from None
+        raise KeysFileError(
+            f"{source} is not valid YAML or JSON{where}: {getattr(exc, 'problem', None) or 'parse error'}"
+        ) from None
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise KeysFileError(f'{source} must be an object with a "keys" list')
     if set(document) - {"keys"}:
@@ -59,7 +71,9 @@ def _entry(item: Any, where: str) -> KeyEntry:
     if not isinstance(item, dict):
         raise KeysFileError(f"{where}: must be an object with hash and scopes")
     if "key" in item:
-        raise KeysFileError(f"{where}: store the key's hash, not the key (`pulse keys hash`), as hash: {HASH_PREFIX}<hex>")
+        raise KeysFileError(
+            f"{where}: store the key's hash, not the key (`pulse keys hash`), as hash: {HASH_PREFIX}<hex>"
+        )
     unknown = set(item) - _FIELDS
     if unknown:
         raise KeysFileError(f"{where}: unknown field(s) {sorted(unknown)}; allowed: {sorted(_FIELDS)}")
@@ -78,7 +92,11 @@ def _entry(item: Any, where: str) -> KeyEntry:
     if isinstance(scopes, str):
         scopes = [scopes]
     allowed = {scope.value for scope in Scope}
-    if not isinstance(scopes, list) or not scopes or not all(isinstance(s, str) and s in allowed for s in scopes):
+    if (
+        not isinstance(scopes, list)
+        or not scopes
+        or not all(isinstance(s, str) and s in allowed for s in scopes)
+    ):
         raise KeysFileError(f"{label}: scopes must be a non-empty list of {sorted(allowed)}")
     return KeyEntry(digest, frozenset(Scope(s) for s in scopes), name)
 
@@ -88,7 +106,9 @@ def load_keys_file(path: Path) -> tuple[KeyEntry, ...]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise KeysFileError(f"cannot read keys file {path}: {exc.__class__.__name__}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise KeysFileError(
+            f"cannot read keys file {path}: {exc.__class__.__name__}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
     return parse_keys_file(text, f"keys file {path}")
 
 
@@ -96,7 +116,11 @@ class KeysFollower:
     """The current KeyRing: the settings' keys plus the keys file, checked for changes at most every ``refresh_seconds``."""
 
     def __init__(
-        self, base: KeyRing, path: Path | None, refresh_seconds: float = 2.0, clock: Callable[[], float] = time.monotonic
+        self,
+        base: KeyRing,
+        path: Path | None,
+        refresh_seconds: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
         self._base = base
@@ -117,7 +141,9 @@ class KeysFollower:
     def from_settings(cls, settings: PulseSettings) -> KeysFollower:
         follower = cls(KeyRing.from_settings(settings), settings.keys_file, settings.keys_refresh_seconds)
         if not len(follower.current()) and not settings.dev_mode:
-            raise MissingKeysError(f"No API keys: the keys file {settings.keys_file} holds none and PULSE_*_KEYS are unset.")
+            raise MissingKeysError(
+                f"No API keys: the keys file {settings.keys_file} holds none and PULSE_*_KEYS are unset."
+            )
         return follower
 
     def current(self) -> KeyRing:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uvicorn
 from fastapi import FastAPI
 
-from orchestration.settings import PulseSettings
+from core.settings import PulseSettings
 from streaming.api.app import create_app
 
 

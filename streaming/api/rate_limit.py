@@ -17,7 +17,7 @@ from importlib import resources
 
 import redis
 
-from streaming.profiles.redis_client import RedisClient
+from core.redis_client import RedisClient
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,15 @@ class RateLimiter:
 class SharedRateLimiter:
     """The same buckets in Redis (one script call per request); ``fallback`` while Redis is unreachable."""
 
-    def __init__(self, client: RedisClient, rate: float, burst: float, *, retry_seconds: float = 5.0, clock=time.monotonic) -> None:
+    def __init__(
+        self,
+        client: RedisClient,
+        rate: float,
+        burst: float,
+        *,
+        retry_seconds: float = 5.0,
+        clock=time.monotonic,
+    ) -> None:
         self._script = client.register_script(_TOKEN_BUCKET_SCRIPT)
         self._rate = rate
         self._burst = burst
@@ -75,10 +83,15 @@ class SharedRateLimiter:
         if self._clock() < self._redis_again_at:
             return self._fallback.allow(key, cost)
         try:
-            return self._script(keys=[BUCKET_PREFIX + _digest(key).hex()], args=[self._rate, self._burst, cost]) == 1
+            return (
+                self._script(keys=[BUCKET_PREFIX + _digest(key).hex()], args=[self._rate, self._burst, cost])
+                == 1
+            )
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._redis_again_at = self._clock() + self._retry_seconds
             logger.warning(
-                "rate limits: Redis unavailable (%s); this process counts alone for %.0f s", type(exc).__name__, self._retry_seconds
+                "rate limits: Redis unavailable (%s); this process counts alone for %.0f s",
+                type(exc).__name__,
+                self._retry_seconds,
             )
             return self._fallback.allow(key, cost)

@@ -31,15 +31,25 @@ def load_track_mapping(path: Path = DEFAULT_MAPPING_FILE) -> dict[str, str]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not a Segment mapping file ({exc})") from None
     for name, event_type in mapping.items():
-        if not isinstance(event_type, str) or not (event_type in STANDARD_EVENT_TYPES or re.fullmatch(CUSTOM_EVENT_TYPE_PATTERN, event_type)):
-            raise ValueError(f"{path}: {name!r} maps to {event_type!r}, which is not an event type of the contract")
+        if not isinstance(event_type, str) or not (
+            event_type in STANDARD_EVENT_TYPES or re.fullmatch(CUSTOM_EVENT_TYPE_PATTERN, event_type)
+        ):
+            raise ValueError(
+                f"{path}: {name!r} maps to {event_type!r}, which is not an event type of the contract"
+            )
     return dict(mapping)
 
 
 #: Track event names with a standard Pulse type; any other name becomes its snake_case.
 DEFAULT_TRACK_MAPPING: dict[str, str] = load_track_mapping()
 #: Segment's context.campaign fields and the UTM parameters they come from (name is utm_campaign).
-CAMPAIGN_FIELDS = {"name": "utm_campaign", "source": "utm_source", "medium": "utm_medium", "term": "utm_term", "content": "utm_content"}
+CAMPAIGN_FIELDS = {
+    "name": "utm_campaign",
+    "source": "utm_source",
+    "medium": "utm_medium",
+    "term": "utm_term",
+    "content": "utm_content",
+}
 
 
 class SegmentMappingError(EventContractError):

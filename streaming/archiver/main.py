@@ -7,20 +7,25 @@ import logging
 from confluent_kafka.admin import AdminClient
 from quixstreams import Application
 
-from orchestration import service_registry
-from orchestration.kafka_config import app_consumer_config, client_config
-from orchestration.settings import PulseSettings
+from core import service_registry
+from core.kafka_config import client_config
+from core.settings import PulseSettings
+from core.topics import ensure_topics, topic_specs
 from streaming.app_runner import frozen_after, run_rejoining
-from orchestration.topics import ensure_topics, topic_specs
 from streaming.archiver.pipeline import build_pipeline
 from streaming.archiver.sink import ParquetArchiveSink
+from streaming.liveness import app_consumer_config
 
 logger = logging.getLogger(__name__)
 
 
 def build_application(settings: PulseSettings) -> tuple[Application, ParquetArchiveSink]:
     brokers = service_registry.kafka_brokers(settings)
-    ensure_topics(AdminClient(client_config(settings, brokers)), topic_specs(settings), settings.topic_replication_factor)
+    ensure_topics(
+        AdminClient(client_config(settings, brokers)),
+        topic_specs(settings),
+        settings.topic_replication_factor,
+    )
     app = Application(
         broker_address=brokers,
         consumer_group=settings.archiver_consumer_group,

@@ -27,7 +27,9 @@ ARCHIVE_SCHEMA = pa.schema(
 )
 
 
-def archive_row(raw: bytes | None, topic: str, partition: int, offset: int, kafka_ts_ms: int) -> dict[str, Any]:
+def archive_row(
+    raw: bytes | None, topic: str, partition: int, offset: int, kafka_ts_ms: int
+) -> dict[str, Any]:
     """The archive row of a record; valid events are partitioned by event time, others by arrival."""
     raw = raw or b""
     row: dict[str, Any] = {

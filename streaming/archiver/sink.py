@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from quixstreams.sinks import BatchingSink, SinkBatch
 
-from streaming.archiver.rows import ARCHIVE_SCHEMA, archive_row, hive_partition
+from core.archive_layout import partition_folder
+from streaming.archiver.rows import ARCHIVE_SCHEMA, hive_partition
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +36,16 @@ class ParquetArchiveSink(BatchingSink):
             groups[hive_partition(row["event_time"])].append(row)
         first, last = batch.start_offset, max(item.offset for item in batch)
         for (dt, hour), rows in groups.items():
-            folder = self._root / "events" / f"dt={dt}" / f"hour={hour}"
+            folder = partition_folder(self._root, dt, hour)
             folder.mkdir(parents=True, exist_ok=True)
             name = f"part-{batch.topic}-{batch.partition}-{first:012d}-{last:012d}.parquet"
             tmp = folder / f".{name}.tmp"
             pq.write_table(pa.Table.from_pylist(rows, schema=ARCHIVE_SCHEMA), tmp)
             os.replace(tmp, folder / name)
-        logger.debug("archived %d records of %s[%d] into %d files", batch.size, batch.topic, batch.partition, len(groups))
-
+        logger.debug(
+            "archived %d records of %s[%d] into %d files",
+            batch.size,
+            batch.topic,
+            batch.partition,
+            len(groups),
+        )

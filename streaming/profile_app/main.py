@@ -9,17 +9,18 @@ from confluent_kafka.admin import AdminClient
 from quixstreams import Application
 from quixstreams.models import TopicConfig
 
+from core import service_registry
+from core.kafka_config import client_config, durable_producer_config
+from core.redis_client import redis_from_url
+from core.settings import PulseSettings
+from core.topics import ensure_topics, topic_specs
 from enrichment.context import enrich_context
 from enrichment.reference_store import CampaignFollower, CatalogFollower, GeoFollower
-from orchestration import service_registry
-from orchestration.kafka_config import app_consumer_config, client_config, durable_producer_config
-from orchestration.topics import ensure_topics, topic_specs
-from orchestration.settings import PulseSettings
 from streaming.app_runner import frozen_after, run_rejoining
+from streaming.liveness import app_consumer_config
 from streaming.profile_app.pipeline import build_pipeline
 from streaming.profile_app.sink import ProfileSink
 from streaming.profiles.intent_store import IntentModelFollower
-from streaming.profiles.redis_client import redis_from_url
 from streaming.profiles.store import RedisProfileStore
 from streaming.rules.follower import RulesFollower
 
@@ -29,7 +30,11 @@ logger = logging.getLogger(__name__)
 def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink]:
     """The Quix application with the profile dataflow attached."""
     brokers = service_registry.kafka_brokers(settings)
-    ensure_topics(AdminClient(client_config(settings, brokers)), topic_specs(settings), settings.topic_replication_factor)
+    ensure_topics(
+        AdminClient(client_config(settings, brokers)),
+        topic_specs(settings),
+        settings.topic_replication_factor,
+    )
     client = redis_from_url(service_registry.redis_url(settings), socket_timeout=10)
     intent_model = IntentModelFollower(client, settings.catalog_refresh_seconds)
     intent_model.prime()  # before the first event, as the reference data below
@@ -61,7 +66,9 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
             "retention.bytes": str(settings.topic_retention_bytes),
         },
     )
-    events = app.topic(settings.topic_events, value_deserializer="bytes", key_deserializer="bytes", config=topic_config)
+    events = app.topic(
+        settings.topic_events, value_deserializer="bytes", key_deserializer="bytes", config=topic_config
+    )
     dlq_producer = Producer(durable_producer_config(settings, brokers))
     rules = RulesFollower(settings.rules_file, settings.rules_refresh_seconds)
     # Reference data (and the intent model above) is read before the first event: see ReferenceFollower.prime.

@@ -41,7 +41,9 @@ def check_record(raw: bytes | None, catalog: Catalog) -> CheckedRecord:
     return CheckedRecord(raw, delta=profile_delta(event, category), event=event)
 
 
-def build_pipeline(sdf: StreamingDataFrame, *, catalog: Callable[[], Catalog], sink: BaseSink) -> StreamingDataFrame:
+def build_pipeline(
+    sdf: StreamingDataFrame, *, catalog: Callable[[], Catalog], sink: BaseSink
+) -> StreamingDataFrame:
     """Wire the profile dataflow onto ``sdf`` (a stream of raw bytes)."""
     checked = sdf.apply(lambda raw: check_record(raw, catalog()))
     checked.sink(sink)

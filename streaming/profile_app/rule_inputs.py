@@ -59,18 +59,28 @@ def rule_inputs(
     owned_elsewhere = [pid for pid, report in reports.items() if report.owner and report.owner != pid]
     own = {pid: report for pid, report in reports.items() if not (report.owner and report.owner != pid)}
     cache.forget(set(reports))  # these parts just changed
-    anonymous = cache.get_many(store, {a for r in own.values() for a in r.part.anonymous_ids if a != r.part.profile_id})
+    anonymous = cache.get_many(
+        store, {a for r in own.values() for a in r.part.anonymous_ids if a != r.part.profile_id}
+    )
     # A part's report is taken when its own event is applied; a link applied later in the same
     # batch (an identify) can have given it an owner since. The fresh read above knows: such a
     # part belongs to its owner's person, or both "people" would fire the same rule.
-    for pid in [pid for pid in own if pid in anonymous and anonymous[pid].owner and anonymous[pid].owner != pid]:
+    for pid in [
+        pid for pid in own if pid in anonymous and anonymous[pid].owner and anonymous[pid].owner != pid
+    ]:
         del own[pid]
         owned_elsewhere.append(pid)
     for pid, report in own.items():
-        owned = [anonymous[a] for a in sorted(report.part.anonymous_ids) if a in anonymous and anonymous[a].owner == pid]
+        owned = [
+            anonymous[a]
+            for a in sorted(report.part.anonymous_ids)
+            if a in anonymous and anonymous[a].owner == pid
+        ]
         user_id = report.part.fields.get("user_id") or (pid if owned else None)
         person_of[pid] = pid
-        documents[pid] = merged_view(pid, user_id, [report.part, *(o.part for o in owned)], session_gap_ms, names)
+        documents[pid] = merged_view(
+            pid, user_id, [report.part, *(o.part for o in owned)], session_gap_ms, names
+        )
         states[pid] = merge_decision_states([report.decisions, *(o.decisions for o in owned)])
     if owned_elsewhere:
         people = store.read_people(owned_elsewhere)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -13,11 +12,12 @@ import redis
 from confluent_kafka import Producer
 from quixstreams.sinks import BaseSink, SinkBackpressureError
 
+from core.time_format import now_iso
 from streaming.dlq import dlq_headers
 from streaming.profile_app.pipeline import CheckedRecord
+from streaming.profile_app.rule_inputs import AnonymousPartCache, rule_inputs
 from streaming.profiles.delta import ProfileDelta
 from streaming.profiles.store import PartReport, RedisProfileStore
-from streaming.profile_app.rule_inputs import AnonymousPartCache, rule_inputs
 from streaming.rules.checkpoint import UpdateOrder, decide_checkpoint
 from streaming.rules.engine import RuleEngine
 from streaming.rules.model import EMPTY_RULESET
@@ -113,7 +113,16 @@ class ProfileSink(BaseSink):
         """Called by Quix at start-up: check Redis answers and announce the app is alive."""
         self._beat()
 
-    def add(self, value: CheckedRecord, key: Any, timestamp: int, headers: Any, topic: str, partition: int, offset: int) -> None:
+    def add(
+        self,
+        value: CheckedRecord,
+        key: Any,
+        timestamp: int,
+        headers: Any,
+        topic: str,
+        partition: int,
+        offset: int,
+    ) -> None:
         self.received += 1
         if value.delta is None:
             self._send_dead_letter(value, key)
@@ -152,8 +161,12 @@ class ProfileSink(BaseSink):
                     self._writer.confirm()
                     redecided |= late
             reports = self._writer.take_reports()
-            if not prefiltering:  # a report from before a later link may miss the profile's owner: read it again
-                reports = {pid: r for pid, r in reports.items() if not self._order.linked_since_last_update(pid)}
+            if (
+                not prefiltering
+            ):  # a report from before a later link may miss the profile's owner: read it again
+                reports = {
+                    pid: r for pid, r in reports.items() if not self._order.linked_since_last_update(pid)
+                }
             prefiltered, sent_ms = self._writer.take_prefiltered()
             triggering = self._triggering
             candidates = None
@@ -165,7 +178,9 @@ class ProfileSink(BaseSink):
             self._beat()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._writer.abort()
-            logger.warning("Redis unavailable (%s); pausing %ss and retrying the batch", exc, self._retry_after)
+            logger.warning(
+                "Redis unavailable (%s); pausing %ss and retrying the batch", exc, self._retry_after
+            )
             raise SinkBackpressureError(retry_after=self._retry_after) from exc
         finally:
             self._reset_checkpoint()
@@ -178,7 +193,9 @@ class ProfileSink(BaseSink):
         self._batch_triggers = False
         self._linked = set()
 
-    def _decide_again(self, parts_of: Callable[[ProfileDelta], Iterable[str]], skip: Collection[str] = ()) -> set[str]:
+    def _decide_again(
+        self, parts_of: Callable[[ProfileDelta], Iterable[str]], skip: Collection[str] = ()
+    ) -> set[str]:
         """Queue a decide call for the triggering events whose person (``parts_of``) changed later."""
         deltas = [
             delta
@@ -211,7 +228,11 @@ class ProfileSink(BaseSink):
         of the checkpoint's first script call, which the script judges fire states at too, so
         both see the same cooldowns.
         """
-        undecided = triggering if candidates is None else [pair for pair in triggering if candidates[pair[1].event_id].uncertain()]
+        undecided = (
+            triggering
+            if candidates is None
+            else [pair for pair in triggering if candidates[pair[1].event_id].uncertain()]
+        )
         person_of: dict[str, str] = {}
         documents: dict[str, dict[str, Any] | None] = {}
         states: dict[str, dict[str, dict[str, Any]]] = {}
@@ -221,7 +242,9 @@ class ProfileSink(BaseSink):
             missing = {delta.profile_id for _, delta in undecided} - reports.keys()
             if missing:  # e.g. sent before a rule reload started watching them
                 reports.update(self._store.read_reports(sorted(missing)))
-            person_of, documents, states = rule_inputs(self._store, reports, self._anonymous_parts, names, self._store.session_gap_ms)
+            person_of, documents, states = rule_inputs(
+                self._store, reports, self._anonymous_parts, names, self._store.session_gap_ms
+            )
         now_ms = sent_ms if sent_ms is not None else int(time.time() * 1000)
         fired, segments = decide_checkpoint(
             self._engine, triggering, person_of, documents, states, now_ms, self._enrich, candidates
@@ -265,7 +288,7 @@ class ProfileSink(BaseSink):
 
     def _send_dead_letter(self, record: CheckedRecord, key: Any) -> None:
         """Produce a reject now; ``_confirm_deliveries`` waits for the broker at the checkpoint."""
-        received_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        received_at = now_iso()
         self._dlq.produce(
             self._dlq_topic,
             value=record.raw,
@@ -289,7 +312,9 @@ class ProfileSink(BaseSink):
         dead, self._dead_letters_in_flight = self._dead_letters_in_flight, 0
         self._triggers_in_flight = 0
         if remaining or errors:
-            raise DeadLetterError(f"the broker did not acknowledge {remaining or len(errors)} record(s): {errors[:1]}")
+            raise DeadLetterError(
+                f"the broker did not acknowledge {remaining or len(errors)} record(s): {errors[:1]}"
+            )
         self.dead_lettered += dead
 
     def _beat(self) -> None:

@@ -11,23 +11,12 @@ Stored parts, as kept in Redis (see ``streaming/profiles/update.lua``):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
+from core.time_format import iso_from_ms
 from streaming.profiles.delta import MICROS
 
 LAST_PRODUCTS_LIMIT = 10
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@lru_cache(maxsize=4096)  # decisions of one checkpoint share their times
-def iso_from_ms(ms: int | None) -> str | None:
-    """Epoch milliseconds to ISO 8601 UTC with millisecond precision and a Z suffix."""
-    if ms is None:
-        return None
-    # Integer arithmetic: float seconds would round some far-future times down a millisecond.
-    return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def build_profile(
@@ -87,7 +76,11 @@ def session_facts(session: tuple[int, int] | None) -> dict[str, Any] | None:
     if session is None:
         return None
     start, end = session
-    return {"started_at": iso_from_ms(start), "ended_at": iso_from_ms(end), "duration_seconds": (end - start) // 1000}
+    return {
+        "started_at": iso_from_ms(start),
+        "ended_at": iso_from_ms(end),
+        "duration_seconds": (end - start) // 1000,
+    }
 
 
 def _int_or_none(value: str | None) -> int | None:

@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
+from core.time_format import iso_from_ms
 from streaming.profiles.delta import MICROS
-from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile, iso_from_ms, session_facts
+from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile, session_facts
 
 #: Fields added up when parts merge (besides the t:/v:/c: families).
 SUMMED_FIELDS = frozenset({"event_count", "engagement", "purchase_micros"})
@@ -72,7 +73,9 @@ def merge_fields(person_fields: Mapping[str, str], others: Iterable[Mapping[str,
     return merged
 
 
-def merge_parts(person_id: str, user_id: str | None, parts: list[ProfilePart], session_gap_ms: int) -> dict[str, Any] | None:
+def merge_parts(
+    person_id: str, user_id: str | None, parts: list[ProfilePart], session_gap_ms: int
+) -> dict[str, Any] | None:
     """The profile document of a person from its parts (the person's own part first, if any).
 
     ``user_id`` is the person's user id (None for an anonymous visitor nobody owns).
@@ -116,7 +119,9 @@ def merge_decision_states(states: Iterable[Mapping[str, Mapping[str, Any]]]) -> 
             if current is None:
                 merged[key] = dict(decision)
                 continue
-            latest = dict(decision) if decision.get("fired_at_ms", 0) > current.get("fired_at_ms", 0) else current
+            latest = (
+                dict(decision) if decision.get("fired_at_ms", 0) > current.get("fired_at_ms", 0) else current
+            )
             latest["fire_count"] = max(int(current.get("fire_count", 1)), int(decision.get("fire_count", 1)))
             merged[key] = latest
     return merged
@@ -136,7 +141,11 @@ def merged_view(
         return None
     own = parts[0] if parts[0].profile_id == person_id else None
     others = parts[1:] if own is not None else parts
-    fields = merge_fields(own.fields if own else {}, (part.fields for part in others)) if others else parts[0].fields
+    fields = (
+        merge_fields(own.fields if own else {}, (part.fields for part in others))
+        if others
+        else parts[0].fields
+    )
     view: dict[str, Any] = {
         "profile_id": person_id,
         "user_id": user_id or fields.get("user_id") or None,
@@ -192,7 +201,9 @@ _VIEW_BUILDERS = {
     "engagement_score": lambda f, _p, _g: int(f.get("engagement", 0)),
     "intent_score": lambda f, _p, _g: float(f.get("intent_score", 0.0)),
     "session_count": lambda _f, p, g: len(merge_sessions((i for part in p for i in part.sessions), g)),
-    "last_session": lambda _f, p, g: session_facts((merge_sessions((i for part in p for i in part.sessions), g) or [None])[-1]),
+    "last_session": lambda _f, p, g: session_facts(
+        (merge_sessions((i for part in p for i in part.sessions), g) or [None])[-1]
+    ),
     "first_seen": _time("first_seen"),
     "last_seen": _time("last_seen"),
     "updated_at": _time("updated_at"),

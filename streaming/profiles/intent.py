@@ -45,7 +45,9 @@ class IntentModel:
         return hashlib.sha256(json.dumps([self.bias, self.weights]).encode()).hexdigest()[:12]
 
     def score(self, counts: Mapping[str, int], minutes: float) -> float:
-        z = self.bias + sum(w * x for w, x in zip(self.weights, session_features(counts, minutes), strict=True))
+        z = self.bias + sum(
+            w * x for w, x in zip(self.weights, session_features(counts, minutes), strict=True)
+        )
         return 1.0 / (1.0 + math.exp(-z))
 
     def script_argument(self) -> bytes:
@@ -54,16 +56,28 @@ class IntentModel:
 
     def to_json(self) -> str:
         return json.dumps(
-            {"features": list(FEATURES), "bias": self.bias, "weights": list(self.weights),
-             "metrics": dict(self.metrics), "trained_at": self.trained_at}
+            {
+                "features": list(FEATURES),
+                "bias": self.bias,
+                "weights": list(self.weights),
+                "metrics": dict(self.metrics),
+                "trained_at": self.trained_at,
+            }
         )
 
     @classmethod
     def from_json(cls, text: str | bytes) -> IntentModel:
         data = json.loads(text)
         if data.get("features") != list(FEATURES):
-            raise ValueError(f"model features {data.get('features')} do not match this version's {list(FEATURES)}")
-        return cls(float(data["bias"]), tuple(float(w) for w in data["weights"]), data.get("metrics", {}), data.get("trained_at", ""))
+            raise ValueError(
+                f"model features {data.get('features')} do not match this version's {list(FEATURES)}"
+            )
+        return cls(
+            float(data["bias"]),
+            tuple(float(w) for w in data["weights"]),
+            data.get("metrics", {}),
+            data.get("trained_at", ""),
+        )
 
 
 class NotEnoughData(ValueError):
@@ -85,9 +99,13 @@ def train_intent_model(
     labels = [bool(purchased) for _, _, purchased in sessions]
     positives = sum(labels)
     if len(sessions) < min_sessions or positives < 5 or len(sessions) - positives < 5:
-        raise NotEnoughData(f"{len(sessions)} sessions with {positives} purchasing; need {min_sessions}+ and 5+ of each class")
+        raise NotEnoughData(
+            f"{len(sessions)} sessions with {positives} purchasing; need {min_sessions}+ and 5+ of each class"
+        )
     features = [session_features(counts, minutes) for counts, minutes, _ in sessions]
-    x_train, x_test, y_train, y_test = train_test_split(features, labels, test_size=0.25, random_state=seed, stratify=labels)
+    x_train, x_test, y_train, y_test = train_test_split(
+        features, labels, test_size=0.25, random_state=seed, stratify=labels
+    )
     model = LogisticRegression(max_iter=1000).fit(x_train, y_train)
     probabilities = model.predict_proba(x_test)[:, 1]
     metrics: dict[str, Any] = {
@@ -98,4 +116,6 @@ def train_intent_model(
         "accuracy": round(float(accuracy_score(y_test, probabilities >= 0.5)), 4),
         "log_loss": round(float(log_loss(y_test, probabilities, labels=[False, True])), 4),
     }
-    return IntentModel(float(model.intercept_[0]), tuple(float(w) for w in model.coef_[0]), metrics, trained_at)
+    return IntentModel(
+        float(model.intercept_[0]), tuple(float(w) for w in model.coef_[0]), metrics, trained_at
+    )

@@ -15,12 +15,19 @@ import msgspec
 import redis
 from redis.cluster import ClusterNode
 
+from core.redis_client import RedisClient
 from streaming.profiles.delta import ProfileDelta
 from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile
-from streaming.profiles.intent import IntentModel
 from streaming.profiles.identity import ProfilePart, merge_decision_states, merge_parts
-from streaming.profiles.keys import FORGET_STREAM, decision_keys, fields_key, owner_key, profile_keys, profile_slot
-from streaming.profiles.redis_client import RedisClient
+from streaming.profiles.intent import IntentModel
+from streaming.profiles.keys import (
+    FORGET_STREAM,
+    decision_keys,
+    fields_key,
+    owner_key,
+    profile_keys,
+    profile_slot,
+)
 from streaming.rules.prefilter import Prefilter, Prefiltered
 
 logger = logging.getLogger(__name__)
@@ -28,9 +35,9 @@ logger = logging.getLogger(__name__)
 _UPDATE_LIBRARY_TEXT = resources.files("streaming.profiles").joinpath("update.lua").read_text()
 #: The update function, named after a digest of its library: an app only ever calls its own version.
 UPDATE_FUNCTION = f"pulse_update_{hashlib.sha1(_UPDATE_LIBRARY_TEXT.encode()).hexdigest()[:12]}"
-_UPDATE_LIBRARY = _UPDATE_LIBRARY_TEXT.replace("#!lua name=pulse_update\n", f"#!lua name={UPDATE_FUNCTION}\n", 1).replace(
-    "function_name = 'pulse_update'", f"function_name = '{UPDATE_FUNCTION}'", 1
-)
+_UPDATE_LIBRARY = _UPDATE_LIBRARY_TEXT.replace(
+    "#!lua name=pulse_update\n", f"#!lua name={UPDATE_FUNCTION}\n", 1
+).replace("function_name = 'pulse_update'", f"function_name = '{UPDATE_FUNCTION}'", 1)
 #: Fired decisions stored in one call on a standalone server.
 _RECORD_SCRIPT = resources.files("streaming.profiles").joinpath("record.lua").read_text()
 #: GET /v1/decisions in one call on a standalone server (it reads keys of several ids).
@@ -102,9 +109,16 @@ def parse_report(profile_id: str, entry: list[Any]) -> PartReport:
     intervals = [_interval(_decode(member)) for member in sessions]
     if "ss" in fields:
         intervals.append((int(fields["ss"]), int(fields["se"])))
-    products = {_decode(flat_products[i]): int(float(flat_products[i + 1])) for i in range(0, len(flat_products), 2)}
-    decisions = {_decode(flat_fires[i]): parse_fire_state(_decode(flat_fires[i + 1])) for i in range(0, len(flat_fires), 2)}
-    part = ProfilePart(profile_id, fields, frozenset(_decode(a) for a in anonymous_ids), products, sorted(intervals))
+    products = {
+        _decode(flat_products[i]): int(float(flat_products[i + 1])) for i in range(0, len(flat_products), 2)
+    }
+    decisions = {
+        _decode(flat_fires[i]): parse_fire_state(_decode(flat_fires[i + 1]))
+        for i in range(0, len(flat_fires), 2)
+    }
+    part = ProfilePart(
+        profile_id, fields, frozenset(_decode(a) for a in anonymous_ids), products, sorted(intervals)
+    )
     owned = owner and "user_id" not in fields  # a user's own profile is nobody's part
     return PartReport(part, _decode(owner[0]) if owned else None, decisions)
 
@@ -199,7 +213,13 @@ class RedisProfileStore:
                     ids.append(delta.profile_id)
                     key_index = index[delta.profile_id] = len(ids)
                 rows.append(delta_row(key_index, delta))
-            args: tuple[Any, ...] = (self._dedupe_window_seconds, now_ms, self._session_gap_ms, _pack(rows), model_argument)
+            args: tuple[Any, ...] = (
+                self._dedupe_window_seconds,
+                now_ms,
+                self._session_gap_ms,
+                _pack(rows),
+                model_argument,
+            )
             calls.append(ScriptCall([fields_key(pid) for pid in ids], args, ids))
         last_call = {pid: call for call in calls for pid in call.ids if pid in watch} if watch else {}
         for call in calls:
@@ -247,7 +267,9 @@ class RedisProfileStore:
             self._client.function_load(_UPDATE_LIBRARY, replace=True)
         except redis.ResponseError as exc:
             if "unknown command" in str(exc).lower():
-                raise RedisTooOld(f"Pulse needs Redis or Valkey 7.0 or newer (profile updates are a Redis function): {exc}") from exc
+                raise RedisTooOld(
+                    f"Pulse needs Redis or Valkey 7.0 or newer (profile updates are a Redis function): {exc}"
+                ) from exc
             raise
         self._functions_loaded = True
 
@@ -256,7 +278,9 @@ class RedisProfileStore:
         self.load_functions()  # on every master of a cluster
         return StreamingWriter(self)
 
-    def by_node(self, items: Sequence[T], profile_id: Callable[[T], str]) -> list[tuple[ClusterNode | None, Sequence[T]]]:
+    def by_node(
+        self, items: Sequence[T], profile_id: Callable[[T], str]
+    ) -> list[tuple[ClusterNode | None, Sequence[T]]]:
         """``items`` grouped by the master holding their profile's slot; one group (None) on one server."""
         if not self._cluster:
             return [(None, items)]
@@ -313,12 +337,16 @@ class RedisProfileStore:
         """``get_profile`` of each id, in one pipelined round trip."""
         profiles: dict[str, dict[str, Any] | None] = {}
         for profile_id, part in self._read_parts(ids).items():
-            profiles[profile_id] = None if not part.fields else build_profile(
-                profile_id,
-                part.fields,
-                part.anonymous_ids,
-                [p for p, _ in sorted(part.products.items(), key=lambda i: (i[1], i[0]), reverse=True)],
-                len(part.sessions),
+            profiles[profile_id] = (
+                None
+                if not part.fields
+                else build_profile(
+                    profile_id,
+                    part.fields,
+                    part.anonymous_ids,
+                    [p for p, _ in sorted(part.products.items(), key=lambda i: (i[1], i[0]), reverse=True)],
+                    len(part.sessions),
+                )
             )
         return profiles
 
@@ -341,7 +369,10 @@ class RedisProfileStore:
     def get_people(self, ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
         """Merged profiles for user or anonymous ids (see streaming/profiles/identity.py)."""
         people = self.read_people(ids)
-        return {pid: None if (doc := people.documents[people.person_of[pid]]) is None else dict(doc) for pid in ids}
+        return {
+            pid: None if (doc := people.documents[people.person_of[pid]]) is None else dict(doc)
+            for pid in ids
+        }
 
     def read_people(self, ids: Sequence[str]) -> People:
         """The people the ids belong to and their merged profiles, in three pipelined round trips."""
@@ -407,7 +438,15 @@ class RedisProfileStore:
         for i, profile_id in enumerate(ids):
             fields, anonymous_ids, sessions, owner, fires, products = replies[6 * i : 6 * i + 6]
             flat = lambda mapping: [x for pair in mapping.items() for x in pair]  # noqa: E731
-            entry = [0, flat(fields), list(anonymous_ids), sessions, owner, flat(fires), [x for pair in products for x in pair]]
+            entry = [
+                0,
+                flat(fields),
+                list(anonymous_ids),
+                sessions,
+                owner,
+                flat(fires),
+                [x for pair in products for x in pair],
+            ]
             reports[profile_id] = parse_report(profile_id, entry)
         return reports
 
@@ -447,7 +486,10 @@ class RedisProfileStore:
     def _person_decision_parts(self, profile_id: str) -> dict[str, dict[str, Any]]:
         """Decision parts of the id, of its owner (when another user owns it) and of that person's anonymous ids."""
         if self._read_decisions is not None:
-            return {_decode(reply[0]): _decision_part(*reply[1:]) for reply in self._read_decisions(args=[profile_id])}
+            return {
+                _decode(reply[0]): _decision_part(*reply[1:])
+                for reply in self._read_decisions(args=[profile_id])
+            }
         parts = self._decision_parts([profile_id])
         person = parts[profile_id]["owner"] or profile_id
         if person not in parts:
@@ -469,7 +511,9 @@ class RedisProfileStore:
         parts = {}
         for i, pid in enumerate(ids):
             owner, (count, user_id, intent, segments), anonymous, decisions = replies[4 * i : 4 * i + 4]
-            parts[pid] = _decision_part(owner[0] if owner else None, count, user_id, intent, segments, anonymous, decisions)
+            parts[pid] = _decision_part(
+                owner[0] if owner else None, count, user_id, intent, segments, anonymous, decisions
+            )
         return parts
 
     def current_decisions(self, member_ids: Sequence[str], now_ms: int | None = None) -> list[dict[str, Any]]:
@@ -485,11 +529,19 @@ class RedisProfileStore:
         pipe = self._client.pipeline(transaction=False)
         for pid in ids:
             pipe.hgetall(profile_keys(pid).decisions)
-        by_id = {pid: {_decode(k): json.loads(v) for k, v in raw.items()} for pid, raw in zip(ids, pipe.execute(), strict=True)}
-        return {person: merge_decision_states(by_id[pid] for pid in group) for person, group in members.items()}
+        by_id = {
+            pid: {_decode(k): json.loads(v) for k, v in raw.items()}
+            for pid, raw in zip(ids, pipe.execute(), strict=True)
+        }
+        return {
+            person: merge_decision_states(by_id[pid] for pid in group) for person, group in members.items()
+        }
 
     def record_decisions(
-        self, decisions: Sequence[dict[str, Any]], segments: dict[str, list[str]], encoded: Sequence[bytes] | None = None
+        self,
+        decisions: Sequence[dict[str, Any]],
+        segments: dict[str, list[str]],
+        encoded: Sequence[bytes] | None = None,
     ) -> None:
         """Store fired decisions as each person's latest per rule key, and updated segment lists.
 
@@ -558,7 +610,9 @@ def topology_error(exc: BaseException) -> bool:
     The script touches a delta's marker first, so the deltas before it were applied whole
     and the rest not at all.
     """
-    if isinstance(exc, (redis.exceptions.AskError, redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)):
+    if isinstance(
+        exc, (redis.exceptions.AskError, redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)
+    ):
         return True  # MovedError is an AskError
     text = str(exc) if isinstance(exc, redis.ResponseError) else ""
     return "non local key" in text or "cluster is down" in text
@@ -588,7 +642,11 @@ def _decision_part(
     decisions: dict[bytes, bytes] | list[bytes],
 ) -> dict[str, Any]:
     """One id's share of a person's decisions (``decisions`` as a map, or flat as a script returns it)."""
-    pairs = decisions.items() if isinstance(decisions, dict) else zip(decisions[::2], decisions[1::2], strict=True)
+    pairs = (
+        decisions.items()
+        if isinstance(decisions, dict)
+        else zip(decisions[::2], decisions[1::2], strict=True)
+    )
     return {
         "owner": _decode(owner) if owner and not user_id else None,  # a user's own profile is nobody's part
         "known": count is not None,
@@ -667,7 +725,13 @@ class StreamingWriter:
             raise
 
     def _send(
-        self, deltas: Sequence[ProfileDelta], watch: Collection[str], with_products: bool, plan: Prefilter | None, *, decide_only: bool
+        self,
+        deltas: Sequence[ProfileDelta],
+        watch: Collection[str],
+        with_products: bool,
+        plan: Prefilter | None,
+        *,
+        decide_only: bool,
     ) -> None:
         store = self._store
         sent = self._sent
@@ -686,8 +750,14 @@ class StreamingWriter:
             connection = self._connection(node)
             # Fire states are judged at the time Python's evaluation uses: cooldowns agree exactly.
             calls = store._script_calls(
-                group, now_ms, watch, with_products, declare_keys=node is None, plan=plan,
-                decide_only=decide_only, rules_now_ms=self.first_sent_ms,
+                group,
+                now_ms,
+                watch,
+                with_products,
+                declare_keys=node is None,
+                plan=plan,
+                decide_only=decide_only,
+                rules_now_ms=self.first_sent_ms,
             )
             for call in calls:
                 connection.send_command("FCALL", UPDATE_FUNCTION, len(call.keys), *call.keys, *call.args)
@@ -734,7 +804,9 @@ class StreamingWriter:
                 self._store.slots_changed()  # a master may have failed over
             elif self._store.is_cluster and topology_error(exc):
                 self._store.slots_changed()
-                raise ClusterTopologyChanged(f"the cluster's slots moved under a batch; send it again: {exc}") from exc
+                raise ClusterTopologyChanged(
+                    f"the cluster's slots moved under a batch; send it again: {exc}"
+                ) from exc
             raise
         finally:
             self._release()

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.time_format import iso_from_ms
 from enrichment.catalog import Catalog
 from streaming.profile_app.pipeline import check_record
-from streaming.profiles.document import iso_from_ms
 from streaming.profiles.identity import merge_decision_states, merge_parts
 from streaming.profiles.reference import DEFAULT_SESSION_GAP_MS, ReferenceProfile
 from streaming.rules.engine import RuleEngine, event_view
@@ -111,7 +111,9 @@ def backtest(
     identities = _Identities()
     states: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for event, delta in checked:
-        part = parts.get(delta.profile_id) or parts.setdefault(delta.profile_id, ReferenceProfile(delta.profile_id))
+        part = parts.get(delta.profile_id) or parts.setdefault(
+            delta.profile_id, ReferenceProfile(delta.profile_id)
+        )
         if not part.apply(delta, session_gap_ms):
             continue  # a duplicate event_id
         report.events += 1
@@ -127,8 +129,14 @@ def backtest(
             continue
         members = [person, *identities.owned(person)]
         person_states = merge_decision_states(states[pid] for pid in members if pid in states)
-        extra = enrich(event.metadata) if enrich is not None and engine.reads_enrichment(event.event_type) else None
-        for decision in engine.evaluate(profile, event_view(event, delta.category, extra), person_states, delta.timestamp_ms):
+        extra = (
+            enrich(event.metadata)
+            if enrich is not None and engine.reads_enrichment(event.event_type)
+            else None
+        )
+        for decision in engine.evaluate(
+            profile, event_view(event, delta.category, extra), person_states, delta.timestamp_ms
+        ):
             person_states[decision["key"]] = decision
             states[person][decision["key"]] = decision
             _record(report.results[decision["rule"]], person, decision)
@@ -156,5 +164,11 @@ def _record(result: RuleResult, person: str, decision: dict[str, Any]) -> None:
     result.last_fired_at = fired_at
     if len(result.examples) < EXAMPLES_PER_RULE:
         result.examples.append(
-            {"person": person, "at": fired_at, "event_id": decision["event_id"], "message": decision["message"], "key": decision["key"]}
+            {
+                "person": person,
+                "at": fired_at,
+                "event_id": decision["event_id"],
+                "message": decision["message"],
+                "key": decision["key"],
+            }
         )

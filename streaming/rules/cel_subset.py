@@ -36,7 +36,7 @@ def tokenize(expression: str) -> list[tuple[str, Any]]:
     while position < end:
         match = _TOKEN.match(expression, position)
         if match is None or match.end() == position:
-            raise Unsupported(f"unexpected text at {position}: {expression[position:position + 10]!r}")
+            raise Unsupported(f"unexpected text at {position}: {expression[position : position + 10]!r}")
         kind = match.lastgroup
         text = match.group(kind)
         if kind == "int":
@@ -48,7 +48,9 @@ def tokenize(expression: str) -> list[tuple[str, Any]]:
         elif kind == "string":
             tokens.append(("lit", re.sub(r"\\(.)", r"\1", text[1:-1])))
         elif kind == "name":
-            tokens.append(("lit", {"true": True, "false": False}[text]) if text in ("true", "false") else ("name", text))
+            tokens.append(
+                ("lit", {"true": True, "false": False}[text]) if text in ("true", "false") else ("name", text)
+            )
         else:
             tokens.append(("op", text))
         position = match.end()

@@ -39,7 +39,9 @@ def decide_checkpoint(
             if certain:
                 person_states = states.setdefault(candidate.person, {})
                 person = {"profile_id": candidate.person, "user_id": candidate.user_id}
-                for decision in engine.fire_certain(certain, person, event_view(event, delta.category), person_states, now_ms):
+                for decision in engine.fire_certain(
+                    certain, person, event_view(event, delta.category), person_states, now_ms
+                ):
                     person_states[decision["key"]] = decision
                     fired.append(decision)
             only: set[int] | None = candidate.uncertain()
@@ -52,8 +54,14 @@ def decide_checkpoint(
         if profile is None:
             continue  # forgotten meanwhile
         person_states = states.setdefault(person, {})
-        extra = enrich(event.metadata) if enrich is not None and engine.reads_enrichment(event.event_type) else None
-        for decision in engine.evaluate(profile, event_view(event, delta.category, extra), person_states, now_ms, only):
+        extra = (
+            enrich(event.metadata)
+            if enrich is not None and engine.reads_enrichment(event.event_type)
+            else None
+        )
+        for decision in engine.evaluate(
+            profile, event_view(event, delta.category, extra), person_states, now_ms, only
+        ):
             person_states[decision["key"]] = decision
             fired.append(decision)
             if decision["action"] == "segment":

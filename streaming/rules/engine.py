@@ -17,8 +17,8 @@ from collections import Counter
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from core.time_format import iso_from_ms
 from quality.event_contract import Event
-from streaming.profiles.document import iso_from_ms
 from streaming.rules.cel import compile_expression, context
 from streaming.rules.model import EVENT_FIELDS, Rule, RuleSet, referenced_fields
 from streaming.rules.prefilter import Prefilter
@@ -64,7 +64,9 @@ def state_key(rule: Rule, per_value: Any) -> str:
 
 
 #: ``event.<field>`` alone, for a field every event view has as a string: read without CEL.
-_EVENT_FIELD = re.compile(r"^\s*event\s*\.\s*(event_id|event_type|timestamp|user_id|anonymous_id|category|product_id)\s*$")
+_EVENT_FIELD = re.compile(
+    r"^\s*event\s*\.\s*(event_id|event_type|timestamp|user_id|anonymous_id|category|product_id)\s*$"
+)
 
 
 class _CompiledRule:
@@ -79,7 +81,9 @@ class _CompiledRule:
         # The event field each of ``per`` and the params names, when that is all it does.
         expressions = {"": rule.per, **rule.action.params} if rule.per else dict(rule.action.params)
         fields = {name: _EVENT_FIELD.match(expr) for name, expr in expressions.items()}
-        self.event_only = {name: m.group(1) for name, m in fields.items() if m} if all(fields.values()) else None
+        self.event_only = (
+            {name: m.group(1) for name, m in fields.items() if m} if all(fields.values()) else None
+        )
 
 
 class RuleEngine:
@@ -202,7 +206,11 @@ class RuleEngine:
             except Exception as exc:  # noqa: BLE001 - a rule's runtime error must never stop the stream
                 self._runtime_error(rule, exc)
                 continue
-            previous = local if local is not None else ({"fire_count": counts[number]} if counts.get(number) else None)
+            previous = (
+                local
+                if local is not None
+                else ({"fire_count": counts[number]} if counts.get(number) else None)
+            )
             decisions.append(_decision(rule, key, params, person, event, previous, now_ms))
             self.fired[rule.id] += 1
         return decisions
@@ -214,11 +222,16 @@ class RuleEngine:
             self._last_warning[rule.id] = now
             logger.warning(
                 "rule %r failed at run time (%s: %s); it is skipped for this event (%d errors so far)",
-                rule.id, type(exc).__name__, exc, self.errors[rule.id],
+                rule.id,
+                type(exc).__name__,
+                exc,
+                self.errors[rule.id],
             )
 
 
-def _subset(values: Mapping[str, Any], names: set[str] | None, allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
+def _subset(
+    values: Mapping[str, Any], names: set[str] | None, allowed: tuple[str, ...] | None = None
+) -> dict[str, Any]:
     if names is None:
         return dict(values)
     return {name: values[name] for name in names if name in values and (allowed is None or name in allowed)}
@@ -249,7 +262,9 @@ def _decision(
         "rule": rule.id,
         "key": key,
         "action": action.type,
-        "message": action.message.format(**{k: _text(v) for k, v in params.items()}) if action.message else "",
+        "message": action.message.format(**{k: _text(v) for k, v in params.items()})
+        if action.message
+        else "",
         "params": params,
         "profile_id": profile.get("profile_id"),
         "user_id": profile.get("user_id"),

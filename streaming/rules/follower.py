@@ -39,7 +39,9 @@ class RulesFollower:
             stat = self.path.stat()
         except OSError:
             if self._stamp is not None:
-                logger.error("rule file %s is gone; keeping the %d rules loaded", self.path, len(self._engine))
+                logger.error(
+                    "rule file %s is gone; keeping the %d rules loaded", self.path, len(self._engine)
+                )
                 self._stamp = None
             return
         stamp = (stat.st_mtime_ns, stat.st_size)

@@ -28,7 +28,9 @@ _Yaml12Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 class RuleFileError(ValueError):
@@ -105,7 +107,9 @@ def _parse_rule(raw: Any, where: str, problems: list[str]) -> Rule | None:
     on = raw.get("on", [])
     if isinstance(on, str):
         on = [on]
-    if not isinstance(on, list) or not all(isinstance(t, str) and re.match(CUSTOM_EVENT_TYPE_PATTERN, t) for t in on):
+    if not isinstance(on, list) or not all(
+        isinstance(t, str) and re.match(CUSTOM_EVENT_TYPE_PATTERN, t) for t in on
+    ):
         problems.append(f"{where}: `on` must be a list of event types")
         on = []
     when = raw.get("when")
@@ -126,7 +130,11 @@ def _parse_rule(raw: Any, where: str, problems: list[str]) -> Rule | None:
         problems.append(f"{where}: `max_fires` must be a non-negative integer (0 = no cap)")
         max_fires = 0
     action = _parse_action(raw.get("action"), where, problems)
-    for label, expression in (("when", when), ("per", per), *((f"action.params.{k}", v) for k, v in (action.params if action else {}).items())):
+    for label, expression in (
+        ("when", when),
+        ("per", per),
+        *((f"action.params.{k}", v) for k, v in (action.params if action else {}).items()),
+    ):
         if isinstance(expression, str) and expression.strip():
             try:
                 dry_run(compile_expression(expression))
@@ -159,7 +167,9 @@ def _parse_action(raw: Any, where: str, problems: list[str]) -> Action | None:
         problems.append(f"{where}: action `type` must be one of {', '.join(ACTION_TYPES)}, not {kind!r}")
         return None
     params = raw.get("params", {}) or {}
-    if not isinstance(params, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in params.items()):
+    if not isinstance(params, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in params.items()
+    ):
         problems.append(f"{where}: `action.params` must map names to CEL expression strings")
         params = {}
     message = raw.get("message", "")
@@ -177,4 +187,6 @@ def _parse_action(raw: Any, where: str, problems: list[str]) -> Action | None:
     if kind == "offer" and not isinstance(offer, dict):
         problems.append(f"{where}: `action.offer` must be a mapping (e.g. code, discount)")
         offer = {}
-    return Action(type=kind, message=message, params=dict(params), url=str(url), segment=str(segment), offer=dict(offer))
+    return Action(
+        type=kind, message=message, params=dict(params), url=str(url), segment=str(segment), offer=dict(offer)
+    )

@@ -9,8 +9,16 @@ from typing import Any
 ACTION_TYPES = ("banner", "offer", "webhook", "segment")
 #: Fields of the triggering event a condition can read as ``event.<name>``.
 EVENT_FIELDS = (
-    "event_id", "event_type", "timestamp", "user_id", "anonymous_id", "category", "product_id", "metadata",
-    "geo", "campaign",  # from the published geo ranges and campaigns (enrichment/context.py)
+    "event_id",
+    "event_type",
+    "timestamp",
+    "user_id",
+    "anonymous_id",
+    "category",
+    "product_id",
+    "metadata",
+    "geo",
+    "campaign",  # from the published geo ranges and campaigns (enrichment/context.py)
 )
 _REFERENCE = re.compile(r"\b(profile|event)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
 _WHOLE = re.compile(r"\b(profile|event)\b(?!\s*\.)")

@@ -56,6 +56,7 @@ PROFILE_MAPS = {"counts_by_type": "t", "category_views": "v", "cart": "c"}
 UNKNOWN: list[Any] = ["?"]
 _NUMBER = ("int", "double")
 
+
 def _kind(value: Any) -> str:
     if isinstance(value, bool):
         return "bool"
@@ -194,7 +195,15 @@ def certain_fires(rule: Rule) -> bool:
 
 def rule_plan(number: int, rule: Rule) -> list[Any]:
     """[rule number, rule id, condition plan, state key plan, max_fires, cooldown ms, certain fires allowed]."""
-    return [number, rule.id, compile_condition(rule.when), state_key_plan(rule), rule.max_fires, rule.cooldown_ms, certain_fires(rule)]
+    return [
+        number,
+        rule.id,
+        compile_condition(rule.when),
+        state_key_plan(rule),
+        rule.max_fires,
+        rule.cooldown_ms,
+        certain_fires(rule),
+    ]
 
 
 def guard(condition: list[Any]) -> tuple[str, str] | None:
@@ -283,15 +292,31 @@ def _type_plan(plans: list[list[Any]]) -> bytes:
             node, bound, strict = tier
             tiers.setdefault(msgspec.msgpack.encode(node), (node, []))[1].append((bound, strict, plan))
     tier_list = [
-        [_packed(node), [[bound, strict, _lazy(plan)] for bound, strict, plan in sorted(entries, key=lambda e: (e[0], e[1]))]]
+        [
+            _packed(node),
+            [
+                [bound, strict, _lazy(plan)]
+                for bound, strict, plan in sorted(entries, key=lambda e: (e[0], e[1]))
+            ],
+        ]
         for node, entries in tiers.values()
     ]
     lazy_by = {
-        name: {value: {"rules": [_lazy(plan) for plan in group], **_reads(group)} for value, group in values.items()}
+        name: {
+            value: {"rules": [_lazy(plan) for plan in group], **_reads(group)}
+            for value, group in values.items()
+        }
         for name, values in by.items()
     }
     tiered = [plan for _, entries in tiers.values() for _, _, plan in entries]
-    return msgspec.msgpack.encode({"all": [_lazy(plan) for plan in unguarded], "by": lazy_by, "tiers": tier_list, **_reads(unguarded + tiered)})
+    return msgspec.msgpack.encode(
+        {
+            "all": [_lazy(plan) for plan in unguarded],
+            "by": lazy_by,
+            "tiers": tier_list,
+            **_reads(unguarded + tiered),
+        }
+    )
 
 
 def _packed(node: list[Any]) -> str:

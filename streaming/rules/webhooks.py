@@ -33,7 +33,10 @@ class WebhookDispatcher:
             self._queue.put_nowait(decision)
         except queue.Full:
             self.dropped += 1
-            logger.warning("webhook queue full: decision %s not posted (it is on the triggers topic)", decision["decision_id"])
+            logger.warning(
+                "webhook queue full: decision %s not posted (it is on the triggers topic)",
+                decision["decision_id"],
+            )
 
     def _run(self) -> None:
         with httpx.Client(timeout=self._timeout) as client:
@@ -44,13 +47,17 @@ class WebhookDispatcher:
     def _post(self, client: httpx.Client, decision: dict[str, Any]) -> None:
         for attempt in range(self._attempts):
             try:
-                response = client.post(decision["url"], json=decision, headers={"Idempotency-Key": decision["decision_id"]})
+                response = client.post(
+                    decision["url"], json=decision, headers={"Idempotency-Key": decision["decision_id"]}
+                )
                 if response.status_code < 500 and response.status_code != 429:
                     if response.is_success:
                         self.delivered += 1
                     else:
                         self.failed += 1
-                        logger.warning("webhook for rule %r answered %s", decision["rule"], response.status_code)
+                        logger.warning(
+                            "webhook for rule %r answered %s", decision["rule"], response.status_code
+                        )
                     return
             except httpx.HTTPError as exc:
                 logger.debug("webhook attempt %d failed: %s", attempt + 1, exc)

@@ -1,9 +1,9 @@
 """Python SDK for sending server-side events to the Pulse collector (see docs/sdk.md).
 
-    from streaming.sdk import PulseClient
+from streaming.sdk import PulseClient
 
-    with PulseClient("http://127.0.0.1:8080", "dev-write-key") as pulse:
-        pulse.track("add_to_cart", user_id="u-42", metadata={"product_id": "p1", "quantity": 1})
+with PulseClient("http://127.0.0.1:8080", "dev-write-key") as pulse:
+    pulse.track("add_to_cart", user_id="u-42", metadata={"product_id": "p1", "quantity": 1})
 """
 
 from quality.event_contract import EventContractError

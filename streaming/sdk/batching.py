@@ -78,7 +78,9 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
-def retry_delay(attempt: int, retry_after: float | None, *, base: float, cap: float, rng: random.Random) -> float:
+def retry_delay(
+    attempt: int, retry_after: float | None, *, base: float, cap: float, rng: random.Random
+) -> float:
     """The wait before a retry: the backoff, but never shorter than what the server asked for."""
     delay = backoff_delay(attempt, base=base, cap=cap, rng=rng)
     return max(delay, retry_after) if retry_after is not None else delay
@@ -132,7 +134,11 @@ def _rejections(body: bytes) -> tuple[Rejected, ...]:
     for item in rejected:
         if isinstance(item, dict) and isinstance(item.get("index"), int):
             event_id = item.get("event_id")
-            out.append(Rejected(item["index"], event_id if isinstance(event_id, str) else None, str(item.get("error", ""))))
+            out.append(
+                Rejected(
+                    item["index"], event_id if isinstance(event_id, str) else None, str(item.get("error", ""))
+                )
+            )
     return tuple(out)
 
 

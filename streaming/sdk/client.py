@@ -102,7 +102,9 @@ class PulseClient:
         if max_queue < 1:
             raise ValueError(f"max_queue must be at least 1, got {max_queue}")
         if flush_interval <= 0 or backoff_base <= 0 or max_backoff < backoff_base:
-            raise ValueError("flush_interval and backoff_base must be positive and max_backoff >= backoff_base")
+            raise ValueError(
+                "flush_interval and backoff_base must be positive and max_backoff >= backoff_base"
+            )
         if max_retries is not None and max_retries < 0:
             raise ValueError(f"max_retries must be None (retry until close) or >= 0, got {max_retries}")
         self.batch_size = batch_size
@@ -118,7 +120,11 @@ class PulseClient:
         base_url = host if "://" in host else f"http://{host}"
         self._http = httpx.Client(
             base_url=base_url,
-            headers={"X-Pulse-Key": write_key, "Content-Type": "application/json", "User-Agent": "pulse-python-sdk/1"},
+            headers={
+                "X-Pulse-Key": write_key,
+                "Content-Type": "application/json",
+                "User-Agent": "pulse-python-sdk/1",
+            },
             timeout=timeout,
             transport=transport,
         )
@@ -138,7 +144,9 @@ class PulseClient:
         self._rng = random.Random()
         if self._spool_dirty:
             assert self._spool is not None
-            logger.info("resending %d spooled segment(s) from %s", len(self._spool.segments()), self._spool.directory)
+            logger.info(
+                "resending %d spooled segment(s) from %s", len(self._spool.segments()), self._spool.directory
+            )
 
         self._worker = threading.Thread(target=self._run, name="pulse-sdk-sender", daemon=True)
         self._worker.start()
@@ -187,7 +195,12 @@ class PulseClient:
         named = {"url": url, "category": category, "product_id": product_id, "referrer": referrer}
         merged = {**(metadata or {}), **{k: v for k, v in named.items() if v is not None}}
         return self.track(
-            "page_view", user_id=user_id, anonymous_id=anonymous_id, metadata=merged, timestamp=timestamp, event_id=event_id
+            "page_view",
+            user_id=user_id,
+            anonymous_id=anonymous_id,
+            metadata=merged,
+            timestamp=timestamp,
+            event_id=event_id,
         )
 
     def identify(
@@ -201,7 +214,12 @@ class PulseClient:
     ) -> str:
         """Queue an ``identify`` linking ``anonymous_id`` to ``user_id``; ``traits`` go into ``metadata``."""
         return self.track(
-            "identify", user_id=user_id, anonymous_id=anonymous_id, metadata=traits, timestamp=timestamp, event_id=event_id
+            "identify",
+            user_id=user_id,
+            anonymous_id=anonymous_id,
+            metadata=traits,
+            timestamp=timestamp,
+            event_id=event_id,
         )
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -245,7 +263,9 @@ class PulseClient:
             self._outstanding -= len(leftovers)
             self._park(leftovers, "the client closed before they were delivered")
         if self._worker.is_alive():
-            logger.warning("the sender thread is still in a request; its events are lost if the process exits now")
+            logger.warning(
+                "the sender thread is still in a request; its events are lost if the process exits now"
+            )
             return
         self._http.close()
         if self._spool is not None:
@@ -384,7 +404,9 @@ class PulseClient:
                 if undelivered:
                     self._spool.write([e.raw for e in undelivered])
                 self._spool.remove(work.segment)
-                logger.info("resent %d spooled events from %s", len(events) - len(undelivered), work.segment.name)
+                logger.info(
+                    "resent %d spooled events from %s", len(events) - len(undelivered), work.segment.name
+                )
             if undelivered:
                 self._spool_retry_at = time.monotonic() + self.max_backoff
             self._cond.notify_all()
@@ -411,7 +433,11 @@ class PulseClient:
                 return []
             if answer.outcome is Outcome.TOO_LARGE:
                 if len(chunk) == 1:
-                    logger.error("collector refused event %s as too large (%s); dropped", chunk[0].event_id, answer.detail)
+                    logger.error(
+                        "collector refused event %s as too large (%s); dropped",
+                        chunk[0].event_id,
+                        answer.detail,
+                    )
                     self._count(dropped=1)
                     return []
                 middle = len(chunk) // 2
@@ -419,16 +445,26 @@ class PulseClient:
                 first = self._send(chunk[:middle])
                 return first + chunk[middle:] if first else self._send(chunk[middle:])
             if answer.outcome is Outcome.FATAL:
-                logger.error("collector refused %d events (%s); dropped: retrying cannot help", len(chunk), answer.detail)
+                logger.error(
+                    "collector refused %d events (%s); dropped: retrying cannot help",
+                    len(chunk),
+                    answer.detail,
+                )
                 self._count(dropped=len(chunk))
                 return []
             attempt += 1
             self._count(retries=1)
             if self.max_retries is not None and attempt > self.max_retries:
-                logger.error("giving up on %d events after %d attempts: %s", len(chunk), attempt, answer.detail)
+                logger.error(
+                    "giving up on %d events after %d attempts: %s", len(chunk), attempt, answer.detail
+                )
                 return chunk
-            delay = retry_delay(attempt, answer.retry_after, base=self.backoff_base, cap=self.max_backoff, rng=self._rng)
-            logger.warning("%s; retrying %d events in %.2fs (attempt %d)", answer.detail, len(chunk), delay, attempt)
+            delay = retry_delay(
+                attempt, answer.retry_after, base=self.backoff_base, cap=self.max_backoff, rng=self._rng
+            )
+            logger.warning(
+                "%s; retrying %d events in %.2fs (attempt %d)", answer.detail, len(chunk), delay, attempt
+            )
             if self._stop.wait(delay):
                 return chunk
 
@@ -451,7 +487,11 @@ class PulseClient:
             event_id = rejection.event_id
             if event_id is None and 0 <= rejection.index < len(chunk):
                 event_id = chunk[rejection.index].event_id
-            logger.warning("collector rejected event %s: %s (dropped; resending cannot fix it)", event_id, rejection.error)
+            logger.warning(
+                "collector rejected event %s: %s (dropped; resending cannot fix it)",
+                event_id,
+                rejection.error,
+            )
         rejected = len(answer.rejected)
         self._count(delivered=len(chunk) - rejected, rejected=rejected)
         with self._cond:

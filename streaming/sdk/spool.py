@@ -98,7 +98,9 @@ class Spool:
             events = _complete_lines(tmp.read_bytes(), tmp)
             if events:
                 self.write(events)
-                logger.warning("recovered %d events from the unfinished spool segment %s", len(events), tmp.name)
+                logger.warning(
+                    "recovered %d events from the unfinished spool segment %s", len(events), tmp.name
+                )
             tmp.unlink(missing_ok=True)
 
     def _sync_directory(self) -> None:

@@ -50,7 +50,9 @@ class PacedPoster(threading.Thread):
     ``acknowledged`` holds the events of every batch answered 202: the ground truth.
     """
 
-    def __init__(self, base_url: str, key: str, events: list[dict[str, Any]], *, batch_size: int, seconds: float) -> None:
+    def __init__(
+        self, base_url: str, key: str, events: list[dict[str, Any]], *, batch_size: int, seconds: float
+    ) -> None:
         super().__init__(name="paced-poster", daemon=True)
         self.base_url, self.key, self.events = base_url, key, events
         self.batch_size, self.seconds = batch_size, seconds
@@ -89,7 +91,9 @@ class PacedPoster(threading.Thread):
     def join_and_check(self, timeout: float) -> list[dict[str, Any]]:
         self.join(timeout)
         if self.is_alive():
-            raise AssertionError(f"traffic did not finish in {timeout:.0f}s ({len(self.acknowledged)} of {len(self.events)} acknowledged)")
+            raise AssertionError(
+                f"traffic did not finish in {timeout:.0f}s ({len(self.acknowledged)} of {len(self.events)} acknowledged)"
+            )
         if self.error is not None:
             raise self.error
         return self.acknowledged
@@ -155,7 +159,9 @@ def committed_offsets(brokers: str, group: str, topic: str) -> dict[int, int]:
     """Offsets the consumer group has committed on ``topic``, by partition."""
     admin = AdminClient({"bootstrap.servers": brokers})
     offsets = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(10)
-    return {tp.partition: tp.offset for tp in offsets.topic_partitions if tp.topic == topic and tp.offset >= 0}
+    return {
+        tp.partition: tp.offset for tp in offsets.topic_partitions if tp.topic == topic and tp.offset >= 0
+    }
 
 
 def log_tail(proc: ManagedProcess, chars: int = 3000) -> str:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import PulseSettings
 from orchestration.local_services import ManagedProcess
 from orchestration.platform import pulse_app_process, settings_process_env
-from orchestration.settings import PulseSettings
 from tests.faults.chaos import Supervisor, log_tail, resume
 from tests.faults.report import RUNS, FaultRun, markdown_table
 
@@ -47,7 +47,9 @@ def launch(tmp_path: Path) -> Iterator[Launch]:
     started: list[ManagedProcess] = []
 
     def start(app: str, settings: PulseSettings, *, wait_for_port: bool = True) -> ManagedProcess:
-        proc = pulse_app_process(app, settings_process_env(settings), tmp_path / "logs" / f"{app}-{len(started)}")
+        proc = pulse_app_process(
+            app, settings_process_env(settings), tmp_path / "logs" / f"{app}-{len(started)}"
+        )
         proc.start()
         started.append(proc)
         if app == "api" and wait_for_port:
@@ -78,7 +80,9 @@ def supervise(launch: Launch) -> Iterator[Callable[[Callable[[str], ManagedProce
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "fault(name): the fault a fault-injection test injects (for the report table)")
+    config.addinivalue_line(
+        "markers", "fault(name): the fault a fault-injection test injects (for the report table)"
+    )
 
 
 @pytest.hookimpl(hookwrapper=True)

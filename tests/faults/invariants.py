@@ -11,9 +11,10 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from assets.archive import archive_glob, has_archive, read_valid_events
+from assets.archive import read_valid_events
+from core.archive_layout import archive_glob, has_archive
+from core.settings import PulseSettings
 from enrichment.catalog import Catalog
-from orchestration.settings import PulseSettings
 from quality.event_contract import EventContractError, validate_event
 from tests.faults.chaos import Supervisor
 from tests.faults.report import FaultRun
@@ -31,7 +32,13 @@ def is_valid(event: dict[str, Any]) -> bool:
     return True
 
 
-def check_profiles(run: FaultRun, settings: PulseSettings, catalog: Catalog, acknowledged: list[dict[str, Any]], timeout: float = 120) -> None:
+def check_profiles(
+    run: FaultRun,
+    settings: PulseSettings,
+    catalog: Catalog,
+    acknowledged: list[dict[str, Any]],
+    timeout: float = 120,
+) -> None:
     """Live profiles equal a batch recompute of the acknowledged events; each valid event counted once."""
     gap_ms = settings.session_timeout_seconds * 1000
     expected = ground_truth(acknowledged, catalog, gap_ms)
@@ -47,11 +54,16 @@ def check_profiles(run: FaultRun, settings: PulseSettings, catalog: Catalog, ack
         counted == distinct,
         f"sum(event_count) {counted} = {distinct} distinct valid events of {len(acknowledged)} acknowledged",
     )
-    ordered = [pid for pid in expected if live[pid] is None or any(live[pid][f] != expected[pid][f] for f in ORDER_SENSITIVE)]
+    ordered = [
+        pid
+        for pid in expected
+        if live[pid] is None or any(live[pid][f] != expected[pid][f] for f in ORDER_SENSITIVE)
+    ]
     run.check(
         "per-person order: last_seen, first_seen, cart, last_products, sessions = truth",
         not ordered,
-        f"{len(expected) - len(ordered)}/{len(expected)} people" + (f"; differ e.g. {_diff(live, expected, ordered[:2])}" if ordered else ""),
+        f"{len(expected) - len(ordered)}/{len(expected)} people"
+        + (f"; differ e.g. {_diff(live, expected, ordered[:2])}" if ordered else ""),
     )
     wrong = [pid for pid in expected if live[pid] != expected[pid]]
     run.check(
@@ -80,7 +92,9 @@ def observe_unplanned_exits(run: FaultRun, supervisor: Supervisor) -> None:
     )
 
 
-def read_topic_to_end(settings: PulseSettings, topic: str, partitions: int, idle_seconds: float = 2.0, timeout: float = 30) -> list[Any]:
+def read_topic_to_end(
+    settings: PulseSettings, topic: str, partitions: int, idle_seconds: float = 2.0, timeout: float = 30
+) -> list[Any]:
     """Every record of ``topic`` (all partitions, from the beginning), read until idle for ``idle_seconds``."""
     consumer = Consumer(
         {
@@ -105,7 +119,9 @@ def read_topic_to_end(settings: PulseSettings, topic: str, partitions: int, idle
         consumer.close()
 
 
-def check_dlq(run: FaultRun, settings: PulseSettings, acknowledged: list[dict[str, Any]], exact: bool) -> None:
+def check_dlq(
+    run: FaultRun, settings: PulseSettings, acknowledged: list[dict[str, Any]], exact: bool
+) -> None:
     """No valid event is dead-lettered; every invalid acknowledged event is, by the collector.
 
     ``exact``: no request was refused, so each invalid acknowledged event is in the DLQ exactly once
@@ -124,7 +140,9 @@ def check_dlq(run: FaultRun, settings: PulseSettings, acknowledged: list[dict[st
     run.check(
         "no DLQ record for a valid event",
         not valid_in_dlq,
-        f"{len(records)} DLQ records, {len(valid_in_dlq)} valid" + (f", e.g. {valid_in_dlq[0]!r}" if valid_in_dlq else "") + f"; by source {dict(sources)}",
+        f"{len(records)} DLQ records, {len(valid_in_dlq)} valid"
+        + (f", e.g. {valid_in_dlq[0]!r}" if valid_in_dlq else "")
+        + f"; by source {dict(sources)}",
     )
     from_collector = sources.get("collector", 0)
     held = from_collector == invalid_acked if exact else from_collector >= invalid_acked
@@ -135,7 +153,9 @@ def check_dlq(run: FaultRun, settings: PulseSettings, acknowledged: list[dict[st
     )
 
 
-def check_archive(run: FaultRun, settings: PulseSettings, acknowledged: list[dict[str, Any]], timeout: float = 90) -> None:
+def check_archive(
+    run: FaultRun, settings: PulseSettings, acknowledged: list[dict[str, Any]], timeout: float = 90
+) -> None:
     """The archive holds every acknowledged valid event once per Kafka record, after dedupe by coordinates."""
     wanted = Counter(e["event_id"] for e in acknowledged if is_valid(e))
     root = settings.archive_path
@@ -164,4 +184,9 @@ def _raw_valid_rows(root: Any) -> int:
     if not has_archive(root):
         return 0
     with duckdb.connect() as con:
-        return int(con.execute("SELECT count(*) FROM read_parquet(?, hive_partitioning = true) WHERE valid", [archive_glob(root)]).fetchone()[0])
+        return int(
+            con.execute(
+                "SELECT count(*) FROM read_parquet(?, hive_partitioning = true) WHERE valid",
+                [archive_glob(root)],
+            ).fetchone()[0]
+        )

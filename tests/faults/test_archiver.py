@@ -77,7 +77,9 @@ def test_archivers_killed_and_stopped_at_random_points(settings, launch, supervi
     sleep_until(stopped_at + STOP_SECONDS)
     committed_late = _committed(settings)
     archivers.resume("b")
-    fault_run.inject(f"SIGSTOP b for {STOP_SECONDS:.0f}s (> session 3s, max.poll.interval {MAX_POLL_INTERVAL_MS / 1000:.0f}s) at {when}; SIGCONT")
+    fault_run.inject(
+        f"SIGSTOP b for {STOP_SECONDS:.0f}s (> session 3s, max.poll.interval {MAX_POLL_INTERVAL_MS / 1000:.0f}s) at {when}; SIGCONT"
+    )
 
     sleep_until(t0 + rng.uniform(TRAFFIC_SECONDS - 5.0, TRAFFIC_SECONDS - 1.0))
     when = at()
@@ -86,7 +88,9 @@ def test_archivers_killed_and_stopped_at_random_points(settings, launch, supervi
 
     acknowledged = warmup + poster.join_and_check(120)
     check_archive(fault_run, settings, acknowledged)
-    advanced = {p: (committed_early.get(p, -1), committed_late.get(p, -1)) for p in range(settings.topic_partitions)}
+    advanced = {
+        p: (committed_early.get(p, -1), committed_late.get(p, -1)) for p in range(settings.topic_partitions)
+    }
     # Observed, not asserted: survivors sometimes exit on "Unknown member" and their restarts stall
     # the group for a while (see docs/reliability.md, known issues); the data invariants still hold.
     fault_run.observe(
@@ -100,6 +104,8 @@ def test_archivers_killed_and_stopped_at_random_points(settings, launch, supervi
     fault_run.check(
         "no torn Parquet file visible to readers",
         not torn,
-        f"{len(files)} files, all readable; {len(tmp)} hidden .tmp files left by kills (readers skip them)" if not torn else f"torn: {torn[:3]}",
+        f"{len(files)} files, all readable; {len(tmp)} hidden .tmp files left by kills (readers skip them)"
+        if not torn
+        else f"torn: {torn[:3]}",
     )
     observe_unplanned_exits(fault_run, archivers)

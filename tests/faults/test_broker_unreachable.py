@@ -23,9 +23,9 @@ import httpx
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from core.topics import ensure_topics, topic_specs
 from orchestration.demo_traffic import TrafficGenerator
 from orchestration.local_services import ManagedProcess, free_port, start_broker
-from orchestration.topics import ensure_topics, topic_specs
 from streaming.sdk import PulseClient
 from tests.faults.chaos import pause, publish_sample_catalog, resume, sleep_until, wait_for
 from tests.faults.invariants import check_dlq, check_profiles, is_valid, observe_unplanned_exits
@@ -94,7 +94,9 @@ class Prober:
 RECOVERY_SECONDS = 30.0
 
 
-def _check_delivered(fault_run, sdk: PulseClient, sent: list[dict[str, Any]], prober: Prober, base: str) -> None:
+def _check_delivered(
+    fault_run, sdk: PulseClient, sent: list[dict[str, Any]], prober: Prober, base: str
+) -> None:
     """The SDK and the prober get every event acknowledged within RECOVERY_SECONDS of the broker's return."""
     flushed = sdk.flush(timeout=RECOVERY_SECONDS)
     if flushed:
@@ -110,7 +112,8 @@ def _check_delivered(fault_run, sdk: PulseClient, sent: list[dict[str, Any]], pr
     sdk.close()
     fault_run.check(
         "the SDK delivered every event (nothing dropped or spooled)",
-        stats.delivered == stats.enqueued == len(sent) and (stats.dropped, stats.rejected, stats.spooled) == (0, 0, 0),
+        stats.delivered == stats.enqueued == len(sent)
+        and (stats.dropped, stats.rejected, stats.spooled) == (0, 0, 0),
         f"{stats.delivered}/{stats.enqueued} delivered, {stats.retries} retries",
     )
 
@@ -148,17 +151,27 @@ def _start_broker(tmp_path: Path, port: int, settings, started: list[ManagedProc
 
 @pytest.mark.fault("broker unreachable: nothing listens at its address, then it starts")
 @pytest.mark.usefixtures("redis_client")  # a clean session Redis for the profile app
-def test_no_broker_collector_refuses_fast_sdk_delivers_once_it_starts(settings, launch, supervise, own_broker, sdk_for, rng, fault_run, tmp_path: Path):
+def test_no_broker_collector_refuses_fast_sdk_delivers_once_it_starts(
+    settings, launch, supervise, own_broker, sdk_for, rng, fault_run, tmp_path: Path
+):
     port, brokers = own_broker
     catalog = publish_sample_catalog(settings.redis_url)
-    s = settings.model_copy(update={"kafka_brokers": f"127.0.0.1:{port}", "delivery_timeout_ms": DELIVERY_TIMEOUT_MS})
+    s = settings.model_copy(
+        update={"kafka_brokers": f"127.0.0.1:{port}", "delivery_timeout_ms": DELIVERY_TIMEOUT_MS}
+    )
     launch("api", s)
     base = f"http://{s.api_host}:{s.api_port}"
-    valid = [e for e in TrafficGenerator(catalog.categories, users=60, seed=rng.randrange(10**6)).events(1200) if is_valid(e)]
+    valid = [
+        e
+        for e in TrafficGenerator(catalog.categories, users=60, seed=rng.randrange(10**6)).events(1200)
+        if is_valid(e)
+    ]
     sent, prober = valid[:800], Prober(base, valid[800:])
     sdk = sdk_for(base)
 
-    fault_run.inject(f"collector started against 127.0.0.1:{port}, where nothing listens (PULSE_DELIVERY_TIMEOUT_MS={DELIVERY_TIMEOUT_MS})")
+    fault_run.inject(
+        f"collector started against 127.0.0.1:{port}, where nothing listens (PULSE_DELIVERY_TIMEOUT_MS={DELIVERY_TIMEOUT_MS})"
+    )
     for event in sent:
         _send(sdk, event)
     refused = [prober.probe() for _ in range(4)]
@@ -192,17 +205,27 @@ def test_no_broker_collector_refuses_fast_sdk_delivers_once_it_starts(settings, 
     observe_unplanned_exits(fault_run, apps)
 
 
-@pytest.mark.fault(f"broker SIGSTOPped {BROKER_PAUSE_SECONDS:.0f}s (connections open, no answers), then SIGCONT")
+@pytest.mark.fault(
+    f"broker SIGSTOPped {BROKER_PAUSE_SECONDS:.0f}s (connections open, no answers), then SIGCONT"
+)
 @pytest.mark.usefixtures("redis_client")
-def test_broker_stopped_collector_refuses_then_recovers(settings, launch, supervise, own_broker, sdk_for, rng, fault_run, tmp_path: Path):
+def test_broker_stopped_collector_refuses_then_recovers(
+    settings, launch, supervise, own_broker, sdk_for, rng, fault_run, tmp_path: Path
+):
     port, brokers = own_broker
     catalog = publish_sample_catalog(settings.redis_url)
-    s = settings.model_copy(update={"kafka_brokers": f"127.0.0.1:{port}", "delivery_timeout_ms": DELIVERY_TIMEOUT_MS})
+    s = settings.model_copy(
+        update={"kafka_brokers": f"127.0.0.1:{port}", "delivery_timeout_ms": DELIVERY_TIMEOUT_MS}
+    )
     broker = _start_broker(tmp_path, port, s, brokers)
     api = launch("api", s)
     apps = supervise(lambda _name: launch("profile-app", s), ["profile-app"])
     base = f"http://{s.api_host}:{s.api_port}"
-    valid = [e for e in TrafficGenerator(catalog.categories, users=60, seed=rng.randrange(10**6)).events(1200) if is_valid(e)]
+    valid = [
+        e
+        for e in TrafficGenerator(catalog.categories, users=60, seed=rng.randrange(10**6)).events(1200)
+        if is_valid(e)
+    ]
     before, during_pause, prober = valid[:400], valid[400:800], Prober(base, valid[800:])
     sdk = sdk_for(base)
     for event in before:
@@ -220,7 +243,9 @@ def test_broker_stopped_collector_refuses_then_recovers(settings, launch, superv
     health = httpx.get(f"{base}/healthz", timeout=15)
     sleep_until(paused_at + BROKER_PAUSE_SECONDS)
     resume(broker)
-    fault_run.inject(f"broker SIGSTOPped for {BROKER_PAUSE_SECONDS:.0f}s with SDK batches and probes in flight; SIGCONT")
+    fault_run.inject(
+        f"broker SIGSTOPped for {BROKER_PAUSE_SECONDS:.0f}s with SDK batches and probes in flight; SIGCONT"
+    )
 
     fault_run.check(
         "broker stopped: never 202, every request answered 503 within the delivery timeout",
@@ -238,14 +263,17 @@ def test_broker_stopped_collector_refuses_then_recovers(settings, launch, superv
     if not recovered:
         api.stop()  # what an operator would do; the SDK keeps retrying meanwhile
         api = launch("api", s)
-        fault_run.inject(f"API restarted: it had not recovered {RECOVERY_SECONDS:.0f}s after the broker's return")
+        fault_run.inject(
+            f"API restarted: it had not recovered {RECOVERY_SECONDS:.0f}s after the broker's return"
+        )
     assert sdk.flush(timeout=60), sdk.stats
     prober.deliver_the_rest()
     sdk.close()
     stats = sdk.stats
     fault_run.check(
         "the SDK delivered every event (nothing dropped or spooled)",
-        stats.delivered == stats.enqueued == len(sent) and (stats.dropped, stats.rejected, stats.spooled) == (0, 0, 0),
+        stats.delivered == stats.enqueued == len(sent)
+        and (stats.dropped, stats.rejected, stats.spooled) == (0, 0, 0),
         f"{stats.delivered}/{stats.enqueued} delivered, {stats.retries} retries",
     )
     acknowledged = sent + prober.acknowledged

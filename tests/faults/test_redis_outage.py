@@ -58,8 +58,12 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
     server.stop()
 
 
-@pytest.mark.fault(f"Redis killed, down {REDIS_OUTAGE_SECONDS:.0f}s, restarted on the same port with its data")
-def test_redis_outage_the_app_waits_the_api_answers_503_nothing_is_lost(settings, own_redis, launch, supervise, rng, fault_run):
+@pytest.mark.fault(
+    f"Redis killed, down {REDIS_OUTAGE_SECONDS:.0f}s, restarted on the same port with its data"
+)
+def test_redis_outage_the_app_waits_the_api_answers_503_nothing_is_lost(
+    settings, own_redis, launch, supervise, rng, fault_run
+):
     s = settings.model_copy(update={"redis_url": own_redis.url})
     catalog = publish_sample_catalog(own_redis.url)
     client = redis.Redis.from_url(own_redis.url)
@@ -78,7 +82,8 @@ def test_redis_outage_the_app_waits_the_api_answers_503_nothing_is_lost(settings
     # nor session zsets, which a late event's merge may legitimately empty (and so delete).
     lasting_ms = (REDIS_OUTAGE_SECONDS + 120) * 1000
     lasting = [
-        key for key in client.scan_iter(count=1000)
+        key
+        for key in client.scan_iter(count=1000)
         if not key.endswith(b":sessions") and ((ttl := client.pttl(key)) == -1 or ttl > lasting_ms)
     ]
     keys_before = len(lasting)
@@ -86,7 +91,9 @@ def test_redis_outage_the_app_waits_the_api_answers_503_nothing_is_lost(settings
     acked_before = len(poster.acknowledged)
     own_redis.crash()
     down_at = time.monotonic()
-    fault_run.inject(f"SIGKILL Redis at {poster.progress:.0%} acknowledged ({keys_before} keys), {REDIS_OUTAGE_SECONDS:.0f}s down")
+    fault_run.inject(
+        f"SIGKILL Redis at {poster.progress:.0%} acknowledged ({keys_before} keys), {REDIS_OUTAGE_SECONDS:.0f}s down"
+    )
 
     health, reads = [], []
     with httpx.Client(base_url=base, headers={"X-Pulse-Key": "test-read"}, timeout=15) as api:
@@ -121,7 +128,9 @@ def test_redis_outage_the_app_waits_the_api_answers_503_nothing_is_lost(settings
     fault_run.check(
         "the profile app waits (no exit) and retries",
         alive_during and waited > 0,
-        f"alive throughout, logged 'Redis unavailable ... retrying the batch' {waited} times" if alive_during else f"exits: {apps.unplanned}",
+        f"alive throughout, logged 'Redis unavailable ... retrying the batch' {waited} times"
+        if alive_during
+        else f"exits: {apps.unplanned}",
     )
     fault_run.check(
         "Redis came back with its data (append-only file, after a SIGKILL)",
@@ -131,7 +140,11 @@ def test_redis_outage_the_app_waits_the_api_answers_503_nothing_is_lost(settings
 
     acknowledged = poster.join_and_check(120)
     wait_for(lambda: httpx.get(f"{base}/healthz").status_code == 200, 30, "a healthy API")
-    fault_run.check("GET /healthz and GET /v1/profiles back to 200 without an API restart", httpx.get(f"{base}/v1/profiles/{known}", headers={"X-Pulse-Key": "test-read"}).status_code == 200, "")
+    fault_run.check(
+        "GET /healthz and GET /v1/profiles back to 200 without an API restart",
+        httpx.get(f"{base}/v1/profiles/{known}", headers={"X-Pulse-Key": "test-read"}).status_code == 200,
+        "",
+    )
     check_profiles(fault_run, s, catalog, acknowledged)
     check_dlq(fault_run, s, acknowledged, exact=poster.refused == 0)
     client.close()
@@ -141,7 +154,9 @@ def _status(base: str, call: str) -> int | str:
     """Status of one call ("GET /path") on a fresh connection (the API closes a connection after a 500), or the error."""
     method, path = call.split(" ", 1) if " " in call else ("GET", call)
     try:
-        return httpx.request(method, f"{base}{path}", headers={"X-Pulse-Key": "test-read"}, timeout=15).status_code
+        return httpx.request(
+            method, f"{base}{path}", headers={"X-Pulse-Key": "test-read"}, timeout=15
+        ).status_code
     except httpx.HTTPError as exc:
         return type(exc).__name__
 
@@ -178,7 +193,11 @@ def test_api_reads_answer_503_while_redis_is_down(settings, own_redis, launch, f
     except AssertionError as exc:
         raise AssertionError(f"{exc}; last /healthz: {last}") from exc
     again = {path: _status(base, path) for path in paths}
-    fault_run.check("reads answer 404 (forget: 202) for an unknown person while Redis is up", list(up.values()) == [404, 404, 202], f"{up}")
+    fault_run.check(
+        "reads answer 404 (forget: 202) for an unknown person while Redis is up",
+        list(up.values()) == [404, 404, 202],
+        f"{up}",
+    )
     fault_run.check("reads recover without an API restart", again == up, f"after the restart: {again}")
     fault_run.check(
         "profile reads, forget and /healthz answer 503 (retryable) while Redis is down, fast",

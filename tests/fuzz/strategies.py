@@ -45,9 +45,17 @@ HOSTILE_IDS = (
 )
 #: Custom event types are lower-case identifiers (``CUSTOM_EVENT_TYPE_PATTERN`` without anchors).
 CUSTOM_TYPE_BODY = r"[a-z][a-z0-9_]{0,63}"
-FIELDS_OF_RULES = frozenset(r.field for rules in (COMMON_METADATA_RULES, *METADATA_RULES.values()) for r in rules)
+FIELDS_OF_RULES = frozenset(
+    r.field for rules in (COMMON_METADATA_RULES, *METADATA_RULES.values()) for r in rules
+)
 
-json_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
 json_values = st.recursive(
     json_scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
@@ -56,7 +64,9 @@ json_values = st.recursive(
 
 ids = st.text(min_size=1, max_size=MAX_ID_LENGTH).filter(lambda s: s.strip()) | st.sampled_from(HOSTILE_IDS)
 event_types = st.sampled_from(STANDARD_EVENT_TYPES) | st.from_regex(CUSTOM_TYPE_BODY, fullmatch=True)
-offsets = st.sampled_from([timezone.utc, timezone(timedelta(hours=2)), timezone(timedelta(hours=-7, minutes=-30))])
+offsets = st.sampled_from(
+    [timezone.utc, timezone(timedelta(hours=2)), timezone(timedelta(hours=-7, minutes=-30))]
+)
 
 
 def rules_for(event_type: str) -> dict[str, MetadataRule]:
@@ -102,7 +112,11 @@ def valid_events(draw: st.DrawFn, *, moments: st.SearchStrategy[datetime] | None
     for field, rule in rules_for(event_type).items():
         if rule.required or draw(st.booleans()):
             metadata[field] = draw(rule_values(rule))
-    extra = draw(st.dictionaries(st.text(max_size=10).filter(lambda k: k not in FIELDS_OF_RULES), json_values, max_size=3))
+    extra = draw(
+        st.dictionaries(
+            st.text(max_size=10).filter(lambda k: k not in FIELDS_OF_RULES), json_values, max_size=3
+        )
+    )
     metadata.update(extra)
     if metadata or draw(st.booleans()):
         body["metadata"] = metadata
@@ -133,12 +147,28 @@ CATEGORIES = ("shoes", "books", "a:b")
 
 
 @st.composite
-def profile_events(draw: st.DrawFn, people: tuple[str, ...] = PEOPLE, visitors: tuple[str, ...] = VISITORS) -> dict[str, Any]:
+def profile_events(
+    draw: st.DrawFn, people: tuple[str, ...] = PEOPLE, visitors: tuple[str, ...] = VISITORS
+) -> dict[str, Any]:
     """A valid event for profile arithmetic: few people, products and categories, so they collide.
 
     Times fall within ten hours in clusters, so sessions form, split and merge.
     """
-    event_type = draw(st.sampled_from(["page_view", "page_view", "click", "add_to_cart", "remove_from_cart", "purchase", "search", "identify", "wishlist_add"]))
+    event_type = draw(
+        st.sampled_from(
+            [
+                "page_view",
+                "page_view",
+                "click",
+                "add_to_cart",
+                "remove_from_cart",
+                "purchase",
+                "search",
+                "identify",
+                "wishlist_add",
+            ]
+        )
+    )
     cluster = draw(st.integers(0, 9)) * 60 * MINUTE
     ts = BASE_MS + cluster + draw(st.integers(0, 50 * MINUTE))
     tz = draw(offsets)
@@ -153,7 +183,9 @@ def profile_events(draw: st.DrawFn, people: tuple[str, ...] = PEOPLE, visitors: 
     if who in ("anon", "both"):
         body["anonymous_id"] = draw(st.sampled_from(visitors))
     meta: dict[str, Any] = {}
-    if event_type != "identify" and (event_type in ("add_to_cart", "remove_from_cart") or draw(st.booleans())):
+    if event_type != "identify" and (
+        event_type in ("add_to_cart", "remove_from_cart") or draw(st.booleans())
+    ):
         meta["product_id"] = draw(st.sampled_from(PRODUCTS))
     if draw(st.booleans()):
         meta["quantity"] = draw(st.integers(1, 5))
@@ -173,7 +205,14 @@ def event_streams(
     draw: st.DrawFn, *, min_size: int = 1, max_size: int = 40, visitors: tuple[str, ...] = VISITORS
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(distinct events, the same events delivered with duplicates in any order)."""
-    events = draw(st.lists(profile_events(PEOPLE, visitors), min_size=min_size, max_size=max_size, unique_by=lambda e: e["event_id"]))
+    events = draw(
+        st.lists(
+            profile_events(PEOPLE, visitors),
+            min_size=min_size,
+            max_size=max_size,
+            unique_by=lambda e: e["event_id"],
+        )
+    )
     duplicates = draw(st.lists(st.sampled_from(events), max_size=len(events))) if events else []
     delivered = draw(st.permutations(events + duplicates))
     return events, delivered

@@ -22,9 +22,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
-from orchestration.kafka_config import durable_producer_config
-from orchestration.settings import PulseSettings
-from orchestration.topics import ensure_topics, topic_specs
+from core.kafka_config import durable_producer_config
+from core.settings import PulseSettings
+from core.topics import ensure_topics, topic_specs
 from streaming.api.app import create_app
 from streaming.api.delivery import AcknowledgedProducer
 from streaming.profiles.store import RedisProfileStore
@@ -42,7 +42,18 @@ SEGMENT_MESSAGE: dict[str, Any] = {
     "type": "object",
     "properties": {
         "type": {"enum": ["track", "page", "screen", "identify", "alias", "group", "unknown"]},
-        "event": {"enum": ["Product Clicked", "Product Added", "Product Removed", "Order Completed", "Products Searched", "Product Viewed", "", "  "]},
+        "event": {
+            "enum": [
+                "Product Clicked",
+                "Product Added",
+                "Product Removed",
+                "Order Completed",
+                "Products Searched",
+                "Product Viewed",
+                "",
+                "  ",
+            ]
+        },
         "messageId": {"anyOf": [{"type": "string", "format": "uuid"}, _text, {"type": "integer"}]},
         "userId": {"anyOf": [_text, {"type": "number"}, {"type": "null"}]},
         "anonymousId": _text,
@@ -90,7 +101,10 @@ def fuzzable_openapi(app: FastAPI) -> dict[str, Any]:
     schema = copy.deepcopy(app.openapi())
     for path in SEGMENT_PATHS:
         body = SEGMENT_BATCH if path == "/v1/batch" else SEGMENT_MESSAGE
-        schema["paths"][path]["post"]["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        schema["paths"][path]["post"]["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": body}},
+        }
     return schema
 
 
@@ -178,5 +192,9 @@ def test_segment_single_call_routes_take_no_call_parameter(api):
     message = {"messageId": str(uuid.uuid4()), "userId": "u1", "timestamp": "2024-04-25T14:23:05Z"}
     with TestClient(api) as client:
         answer = client.post("/v1/track?call=page", json=message, headers=key_headers("/v1/track")).json()
-    parameters = {p["name"] for path in SEGMENT_PATHS[1:] for p in api.openapi()["paths"][path]["post"].get("parameters", [])}
+    parameters = {
+        p["name"]
+        for path in SEGMENT_PATHS[1:]
+        for p in api.openapi()["paths"][path]["post"].get("parameters", [])
+    }
     assert (answer["accepted"], "call" in parameters) == (0, False)

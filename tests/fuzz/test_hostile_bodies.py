@@ -25,9 +25,9 @@ from confluent_kafka.admin import AdminClient
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from orchestration.kafka_config import durable_producer_config
-from orchestration.settings import PulseSettings
-from orchestration.topics import ensure_topics, topic_specs
+from core.kafka_config import durable_producer_config
+from core.settings import PulseSettings
+from core.topics import ensure_topics, topic_specs
 from quality.event_contract import MAX_ID_LENGTH, parse_event
 from streaming.api.app import SEGMENT_MAX_BODY_BYTES, create_app
 from streaming.api.delivery import AcknowledgedProducer
@@ -46,7 +46,9 @@ SEGMENT_AUTH = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".enc
 class Collector:
     """The in-process API plus the pieces a test reads back."""
 
-    def __init__(self, app: FastAPI, client: TestClient, store: RedisProfileStore, redis_client: redis.Redis) -> None:
+    def __init__(
+        self, app: FastAPI, client: TestClient, store: RedisProfileStore, redis_client: redis.Redis
+    ) -> None:
         self.app, self.client, self.store, self.redis = app, client, store, redis_client
 
     def request_exact_path(self, method: str, path: str, headers: dict[str, str]) -> httpx.Response:
@@ -57,7 +59,9 @@ class Collector:
         """
 
         async def call() -> httpx.Response:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://testserver") as client:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=self.app), base_url="http://testserver"
+            ) as client:
                 return await client.request(method, path, headers=headers)
 
         return asyncio.run(call())
@@ -117,16 +121,24 @@ def good_event(**changes: Any) -> dict[str, Any]:
 
 def in_a_batch(hostile: str) -> str:
     """A batch: valid, the hostile event (JSON text), valid."""
-    return '{"events": [%s, %s, %s]}' % (json.dumps(good_event()), hostile, json.dumps(good_event(user_id="u2")))
+    return '{"events": [%s, %s, %s]}' % (
+        json.dumps(good_event()),
+        hostile,
+        json.dumps(good_event(user_id="u2")),
+    )
 
 
 def event_text(metadata_json: str, **changes: Any) -> str:
     """An event as JSON text whose metadata is raw JSON (for literals Python cannot produce)."""
     head = json.dumps(good_event(**changes))[:-1]
-    return head.replace(', "metadata": {"product_id": "p1", "category": "shoes"}', "") + f', "metadata": {metadata_json}}}'
+    return (
+        head.replace(', "metadata": {"product_id": "p1", "category": "shoes"}', "")
+        + f', "metadata": {metadata_json}}}'
+    )
 
 
 # -- bodies the parser must refuse ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "body",
@@ -138,7 +150,9 @@ def event_text(metadata_json: str, **changes: Any) -> str:
         event_text('{"price": Infinity}').encode(),
         event_text('{"price": -Infinity}').encode(),
         b"\xff\xfe\xfd",
-        json.dumps(good_event(user_id="u-\u00e9"), ensure_ascii=False).encode().replace(b"\xc3\xa9", b"\xe9"),  # latin-1 byte inside a string
+        json.dumps(good_event(user_id="u-\u00e9"), ensure_ascii=False)
+        .encode()
+        .replace(b"\xc3\xa9", b"\xe9"),  # latin-1 byte inside a string
         json.dumps(good_event()).encode().replace(b'"u1"', b'"u\xed\xa0\x80"'),  # an encoded surrogate
         b"\xef\xbb\xbf" + json.dumps(good_event()).encode(),  # byte-order mark
         b"[" * 100_000 + b"]" * 100_000,
@@ -162,7 +176,9 @@ HOSTILE_EVENTS: dict[str, str] = {
     "quantity 2**70": json.dumps(good_event(metadata={"quantity": 2**70})),
     "price 2**70": json.dumps(good_event(metadata={"price": 2**70})),
     "price 1e308": json.dumps(good_event(metadata={"price": 1e308})),
-    "purchase price -0.0 and no order": json.dumps(good_event(event_type="purchase", metadata={"price": -0.0})),
+    "purchase price -0.0 and no order": json.dumps(
+        good_event(event_type="purchase", metadata={"price": -0.0})
+    ),
     "10k top-level keys": json.dumps({**good_event(), **{f"k{i}": i for i in range(10_000)}}),
     "10k metadata keys": json.dumps(good_event(metadata={f"k{i}": i for i in range(10_000)})),
     "user_id too long": json.dumps(good_event(user_id="u" * (MAX_ID_LENGTH + 1))),
@@ -222,7 +238,10 @@ def test_nesting_up_to_the_parser_limit_never_fails_the_server(collector):
     """Around the decoder's recursion limit every depth is either accepted or a 400, never a 500."""
     outcomes = set()
     for depth in [*range(1, 800, 97), *range(800, 1100, 3), 5_000, 50_000]:
-        for body in (event_text('{"x": %s}' % ("[" * depth + "]" * depth)), in_a_batch(event_text('{"x": %s}' % ("[" * depth + "]" * depth)))):
+        for body in (
+            event_text('{"x": %s}' % ("[" * depth + "]" * depth)),
+            in_a_batch(event_text('{"x": %s}' % ("[" * depth + "]" * depth))),
+        ):
             response = collector.post("/v1/events", body)
             outcomes.add(response.status_code)
     assert outcomes == {202, 400}
@@ -230,11 +249,16 @@ def test_nesting_up_to_the_parser_limit_never_fails_the_server(collector):
 
 # -- ids crafted to collide Redis keys --------------------------------------------------------------
 
+
 def test_ids_crafted_to_collide_redis_keys_stay_separate_people(collector):
     """Hostile ids are accepted, stored under their own keys, and read back one person each."""
     collector.redis.flushdb()
     ids = [*HOSTILE_IDS, "%257B", "a:b:p", "{tag}:p", "pulse:{a}:p", "*:seen:*"]
-    events = [good_event(user_id=pid, metadata={"product_id": f"p-{i}"}) for i, pid in enumerate(ids) for _ in range(i % 3 + 1)]
+    events = [
+        good_event(user_id=pid, metadata={"product_id": f"p-{i}"})
+        for i, pid in enumerate(ids)
+        for _ in range(i % 3 + 1)
+    ]
     response = collector.post("/v1/events", json.dumps({"events": events}))
     assert response.json() == {"accepted": len(events), "rejected": []}
     # What the profile app would do with the records it reads (no app runs in this test).
@@ -247,12 +271,24 @@ def test_ids_crafted_to_collide_redis_keys_stay_separate_people(collector):
         assert (profile["profile_id"], profile["user_id"], profile["event_count"]) == (pid, pid, i % 3 + 1)
         assert profile["last_products"] == [f"p-{i}"]
     # Glob characters in ids are data, not patterns.
-    assert collector.request_exact_path("DELETE", f"/v1/profiles/{quote('*', safe='')}", READ).json()["forgotten"] is True
-    assert collector.request_exact_path("GET", f"/v1/profiles/{quote('a:b', safe='')}", READ).json()["event_count"] == 1
+    assert (
+        collector.request_exact_path("DELETE", f"/v1/profiles/{quote('*', safe='')}", READ).json()[
+            "forgotten"
+        ]
+        is True
+    )
+    assert (
+        collector.request_exact_path("GET", f"/v1/profiles/{quote('a:b', safe='')}", READ).json()[
+            "event_count"
+        ]
+        == 1
+    )
     assert collector.request_exact_path("GET", f"/v1/profiles/{quote('*', safe='')}", READ).status_code == 404
 
 
-@pytest.mark.parametrize("pid", ["x" * 10_000, "%00", "%FF%FE", "..", "%2F..%2Fetc", "\u202e", "%0d%0aSet-Cookie:%20a=b"])
+@pytest.mark.parametrize(
+    "pid", ["x" * 10_000, "%00", "%FF%FE", "..", "%2F..%2Fetc", "\u202e", "%0d%0aSet-Cookie:%20a=b"]
+)
 def test_strange_profile_ids_in_the_path_are_404_not_500(collector, pid):
     for method in ("GET", "DELETE"):
         response = collector.client.request(method, f"/v1/profiles/{pid}", headers=READ)
@@ -262,6 +298,7 @@ def test_strange_profile_ids_in_the_path_are_404_not_500(collector, pid):
 
 
 # -- the Segment endpoint: gzip bombs and odd messages ------------------------------------------
+
 
 def segment_post(collector: Collector, body: bytes, *, gzipped: bool = False, path: str = "/v1/batch"):
     headers = {**SEGMENT_AUTH, "Content-Type": "application/json"}
@@ -292,9 +329,14 @@ def test_gzip_bomb_on_segment_batch_is_413_fast_and_small(collector):
 
 def test_nested_gzip_and_lies_about_encoding(collector):
     inner = gzip.compress(json.dumps({"batch": []}).encode())
-    assert segment_post(collector, gzip.compress(inner), gzipped=True).status_code == 400  # gzip of gzip: not JSON
+    assert (
+        segment_post(collector, gzip.compress(inner), gzipped=True).status_code == 400
+    )  # gzip of gzip: not JSON
     assert segment_post(collector, b"not gzip at all", gzipped=True).status_code == 400
-    assert segment_post(collector, gzip.compress(b"{}")[:-10], gzipped=True).status_code in (200, 400)  # truncated
+    assert segment_post(collector, gzip.compress(b"{}")[:-10], gzipped=True).status_code in (
+        200,
+        400,
+    )  # truncated
     assert segment_post(collector, inner).status_code == 400  # gzip without the header
     deflate = zlib.compress(json.dumps({"batch": []}).encode())
     assert segment_post(collector, deflate, gzipped=True).status_code == 400
@@ -304,7 +346,15 @@ def test_nested_gzip_and_lies_about_encoding(collector):
 
 
 def segment_message(**fields: Any) -> dict[str, Any]:
-    return {"type": "track", "event": "Product Clicked", "messageId": str(uuid.uuid4()), "userId": "u1", "timestamp": "2024-04-25T14:23:05Z", "properties": {"product_id": "p1"}, **fields}
+    return {
+        "type": "track",
+        "event": "Product Clicked",
+        "messageId": str(uuid.uuid4()),
+        "userId": "u1",
+        "timestamp": "2024-04-25T14:23:05Z",
+        "properties": {"product_id": "p1"},
+        **fields,
+    }
 
 
 @pytest.mark.parametrize(
@@ -333,7 +383,12 @@ def segment_message(**fields: Any) -> dict[str, Any]:
     ],
 )
 def test_odd_segment_messages_are_rejected_or_mapped_and_batch_mates_go_through(collector, message):
-    body = json.dumps({"batch": [segment_message(), message, segment_message(userId="u2")], "sentAt": "2024-04-25T14:23:06Z"}).encode()
+    body = json.dumps(
+        {
+            "batch": [segment_message(), message, segment_message(userId="u2")],
+            "sentAt": "2024-04-25T14:23:06Z",
+        }
+    ).encode()
     response = segment_post(collector, body)
     assert response.status_code == 200, response.text
     result = response.json()
@@ -368,6 +423,7 @@ def test_a_segment_batch_of_many_tiny_messages_is_answered_without_a_5xx(collect
 
 # -- hostile credentials ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("path", "headers", "body"),
     [
@@ -400,5 +456,10 @@ def test_bad_credentials_are_401_with_a_reason(collector, path, headers, body):
 def test_non_ascii_keys_are_401_not_500(collector, path, headers, body):
     payload = json.dumps(body if body is not None else good_event()).encode()
     method = "GET" if path.startswith("/v1/profiles") else "POST"
-    response = collector.client.request(method, path, content=payload if method == "POST" else None, headers={"Content-Type": "application/json", **headers})
+    response = collector.client.request(
+        method,
+        path,
+        content=payload if method == "POST" else None,
+        headers={"Content-Type": "application/json", **headers},
+    )
     assert response.status_code == 401, response.text

@@ -13,12 +13,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from assets.batch_profiles import recompute_profiles
 from assets.batch_sql import recompute_documents
@@ -34,7 +33,11 @@ from tests.fuzz.strategies import BASE_MS, PEOPLE, SESSION_GAP_MS, VISITORS, eve
 CATALOG = Catalog("fuzz", {"p1": "shoes", "p2": "books", "p:1": "a:b", "{p}": "{cat}"})
 ALL_IDS = sorted({*PEOPLE, *VISITORS, "nobody"})
 PURE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-WITH_REDIS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+WITH_REDIS = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 def delta_of(body: dict[str, Any]) -> ProfileDelta:
@@ -60,6 +63,7 @@ def without_updated_at(doc: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 # -- the reference alone ---------------------------------------------------------------------
+
 
 @PURE
 @given(event_streams())
@@ -112,7 +116,9 @@ def test_an_id_used_as_user_and_as_anonymous_id_is_counted_in_one_person():
         {"event_type": "page_view", "anonymous_id": "x"},
     ]
     deltas = [
-        delta_of({"event_id": f"00000000-0000-4000-8000-00000000000{i}", "timestamp": "2024-01-01T00:00:00Z", **b})
+        delta_of(
+            {"event_id": f"00000000-0000-4000-8000-00000000000{i}", "timestamp": "2024-01-01T00:00:00Z", **b}
+        )
         for i, b in enumerate(bodies)
     ]
     owners = reference_owners(deltas)
@@ -127,7 +133,17 @@ def raw_records(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[bytes]]:
     raw = [to_bytes(e) for e in delivered]
     junk = draw(
         st.lists(
-            st.sampled_from([b"", b"{", b"null", b"[]", b'{"event_type": "page_view"}', b"\xff\xfe", b'{"event_id": "x", "event_type": "click", "user_id": "u1", "timestamp": "2024-01-01T00:00:00Z"}'])
+            st.sampled_from(
+                [
+                    b"",
+                    b"{",
+                    b"null",
+                    b"[]",
+                    b'{"event_type": "page_view"}',
+                    b"\xff\xfe",
+                    b'{"event_id": "x", "event_type": "click", "user_id": "u1", "timestamp": "2024-01-01T00:00:00Z"}',
+                ]
+            )
             | events_broken(events),
             max_size=5,
         )
@@ -165,7 +181,9 @@ def write_archive(root: Path, raw: list[bytes], files: int, archived_twice: bool
         for (dt, hour), rows in groups.items():
             folder = root / "events" / f"dt={dt}" / f"hour={hour}"
             folder.mkdir(parents=True, exist_ok=True)
-            names = [f"part-events-0-{first:012d}.parquet"] + (["redelivered.parquet"] if archived_twice and first == 0 else [])
+            names = [f"part-events-0-{first:012d}.parquet"] + (
+                ["redelivered.parquet"] if archived_twice and first == 0 else []
+            )
             for name in names:
                 pq.write_table(pa.Table.from_pylist(rows, schema=ARCHIVE_SCHEMA), folder / name)
 
@@ -186,6 +204,7 @@ def test_the_sql_recompute_of_no_archive_is_empty(tmp_path):
 
 
 # -- the Redis script against the reference ---------------------------------------------------
+
 
 def _store(client) -> RedisProfileStore:
     client.flushdb()
@@ -209,7 +228,9 @@ def test_redis_script_equals_the_reference(redis_client, stream, chunk, rng: ran
     expected = documents(deltas)
     for pid, document in expected.items():
         live_doc, want = without_updated_at(store.get_profile(pid)), without_updated_at(document)
-        assert live_doc == want, {k: (live_doc.get(k), want.get(k)) for k in {*live_doc, *want} if live_doc.get(k) != want.get(k)}
+        assert live_doc == want, {
+            k: (live_doc.get(k), want.get(k)) for k in {*live_doc, *want} if live_doc.get(k) != want.get(k)
+        }
     # A full replay changes nothing.
     assert store.apply_deltas(deltas) == 0
 
@@ -235,7 +256,10 @@ def test_redis_people_equal_the_reference(redis_client, stream, chunk, rng: rand
     want = {pid: without_updated_at(doc) for pid, doc in people(deltas, ALL_IDS).items()}
     for pid in want:
         got, exp = live.get(pid) or {}, want[pid] or {}
-        assert got == exp, (pid, {k: (got.get(k), exp.get(k)) for k in {*got, *exp} if got.get(k) != exp.get(k)})
+        assert got == exp, (
+            pid,
+            {k: (got.get(k), exp.get(k)) for k in {*got, *exp} if got.get(k) != exp.get(k)},
+        )
     # Every distinct event is counted in exactly one person.
     persons = {doc["profile_id"]: doc["event_count"] for doc in live.values() if doc}
     assert sum(persons.values()) == len({d.event_id for d in deltas})
@@ -266,6 +290,7 @@ def test_stream_through_the_sink_writer_equals_the_batch_recompute(redis_client,
 
 # -- bugs found by fuzzing ---------------------------------------------------------------------
 
+
 def _purchase(price: float, quantity: int = 1) -> tuple[str, dict[str, Any]]:
     return "purchase", {"order_id": "o1", "price": price, "quantity": quantity}
 
@@ -288,7 +313,13 @@ def test_large_valid_amounts_keep_exact_totals(redis_client, events):
     """Found by fuzzing: amounts past 2**53 micros broke update.lua; the contract now bounds them."""
     store = _store(redis_client)
     bodies = [
-        {"event_id": f"123e4567-e89b-12d3-a456-42661417400{i}", "event_type": kind, "user_id": "big-spender", "timestamp": "2024-04-25T14:23:05Z", "metadata": meta}
+        {
+            "event_id": f"123e4567-e89b-12d3-a456-42661417400{i}",
+            "event_type": kind,
+            "user_id": "big-spender",
+            "timestamp": "2024-04-25T14:23:05Z",
+            "metadata": meta,
+        }
         for i, (kind, meta) in enumerate(events)
     ]
     deltas = [delta_of(b) for b in bodies]
@@ -297,8 +328,18 @@ def test_large_valid_amounts_keep_exact_totals(redis_client, events):
     assert without_updated_at(store.get_profile("big-spender")) == expected
 
 
-@pytest.mark.parametrize(("field", "value"), [("price", MAX_PRICE * 1.5), ("quantity", MAX_QUANTITY + 1), ("price", 1e13)])
+@pytest.mark.parametrize(
+    ("field", "value"), [("price", MAX_PRICE * 1.5), ("quantity", MAX_QUANTITY + 1), ("price", 1e13)]
+)
 def test_amounts_past_the_bounds_are_rejected_with_the_field_named(field, value):
     metadata = {"order_id": "o", "price": 1.0, field: value}
     with pytest.raises(EventContractError, match=f"metadata.{field} must be <="):
-        validate_event({"event_id": "123e4567-e89b-12d3-a456-426614174009", "event_type": "purchase", "user_id": "u", "timestamp": "2024-04-25T14:23:05Z", "metadata": metadata})
+        validate_event(
+            {
+                "event_id": "123e4567-e89b-12d3-a456-426614174009",
+                "event_type": "purchase",
+                "user_id": "u",
+                "timestamp": "2024-04-25T14:23:05Z",
+                "metadata": metadata,
+            }
+        )

@@ -10,9 +10,9 @@ import httpx
 import msgspec
 import redis
 
-from enrichment.catalog import Catalog
 from assets.batch_profiles import recompute_profiles
 from assets.reconciliation import IGNORED_FIELDS
+from enrichment.catalog import Catalog
 from streaming.profiles.store import RedisProfileStore
 
 
@@ -21,9 +21,13 @@ def comparable(document: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in document.items() if k not in IGNORED_FIELDS}
 
 
-def ground_truth(acknowledged: Iterable[Mapping[str, Any]], catalog: Catalog, session_gap_ms: int) -> dict[str, dict]:
+def ground_truth(
+    acknowledged: Iterable[Mapping[str, Any]], catalog: Catalog, session_gap_ms: int
+) -> dict[str, dict]:
     """Profiles (without derived fields) that the acknowledged valid events must produce."""
-    documents = recompute_profiles((msgspec.json.encode(obj) for obj in acknowledged), catalog, session_gap_ms)
+    documents = recompute_profiles(
+        (msgspec.json.encode(obj) for obj in acknowledged), catalog, session_gap_ms
+    )
     return {pid: comparable(doc) for pid, doc in documents.items()}
 
 
@@ -38,7 +42,9 @@ def live_profiles(store: RedisProfileStore, ids: Iterable[str]) -> dict[str, dic
     return docs
 
 
-def wait_for_profiles(store: RedisProfileStore, expected: dict[str, dict], timeout: float) -> dict[str, dict | None]:
+def wait_for_profiles(
+    store: RedisProfileStore, expected: dict[str, dict], timeout: float
+) -> dict[str, dict | None]:
     """Poll Redis until the live profiles equal ``expected`` or the timeout passes; return the last read."""
     deadline = time.monotonic() + timeout
     while True:
@@ -67,7 +73,9 @@ def post_batches(base_url: str, key: str, events: list[dict], batch_size: int = 
 
 
 def store_for(url: str, session_gap_ms: int) -> RedisProfileStore:
-    return RedisProfileStore(redis.Redis.from_url(url), dedupe_window_seconds=3600, session_gap_ms=session_gap_ms)
+    return RedisProfileStore(
+        redis.Redis.from_url(url), dedupe_window_seconds=3600, session_gap_ms=session_gap_ms
+    )
 
 
 def eventually(check: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:

@@ -19,14 +19,27 @@ def test_documented_queries_run(tmp_path):
     batch = SinkBatch(topic="t", partition=0)
     events = list(TrafficGenerator({"p1": "shoes", "p2": "books"}, users=5, seed=1).events(300))
     for offset, event in enumerate(events):
-        batch.append(value=archive_row(json.dumps(event).encode(), "t", 0, offset, 1_700_000_000_000), key=None, timestamp=0, headers=[], offset=offset)
+        batch.append(
+            value=archive_row(json.dumps(event).encode(), "t", 0, offset, 1_700_000_000_000),
+            key=None,
+            timestamp=0,
+            headers=[],
+            offset=offset,
+        )
     sink.write(batch)
     sink.write(batch)  # a redelivered batch must not duplicate rows
     counts = create_views(tmp_path / "db.duckdb", tmp_path / "archive")
     assert counts["archive_raw"] == 300
     assert counts["events"] + counts["events_invalid"] <= 300
     sql = DOC.read_text().split("```sql")[1].split("```")[0]
-    queries = [q for q in ("\n".join(l for l in part.splitlines() if not l.strip().startswith("--")) for part in sql.split(";")) if q.strip()]
+    queries = [
+        q
+        for q in (
+            "\n".join(line for line in part.splitlines() if not line.strip().startswith("--"))
+            for part in sql.split(";")
+        )
+        if q.strip()
+    ]
     assert len(queries) == 4
     with duckdb.connect(str(tmp_path / "db.duckdb")) as con:
         for query in queries:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from assets.archive import read_valid_events
+from assets.batch_runs import reconcile, replay
 from enrichment.catalog import SAMPLE_CATALOG, read_catalog_csv
 from enrichment.reference_store import CATALOG, publish_reference
-from orchestration.batch import reconcile, replay
 from orchestration.demo_traffic import TrafficGenerator
 from orchestration.platform import settings_process_env
 from streaming.profiles.keys import profile_keys
@@ -46,7 +46,11 @@ def test_reconcile_replay_and_drift(settings, pulse_apps, redis_client):
     store = store_for(settings.redis_url, settings.session_timeout_seconds * 1000)
     assert wait_for_profiles(store, expected, timeout=60) == expected
     distinct_valid = sum(doc["event_count"] for doc in expected.values())
-    wait_until(lambda: len({e.raw for e in read_valid_events(settings.archive_path)}) >= distinct_valid, 60, "the archive")
+    wait_until(
+        lambda: len({e.raw for e in read_valid_events(settings.archive_path)}) >= distinct_valid,
+        60,
+        "the archive",
+    )
 
     report = reconcile(settings)
     assert not report.drifted, report.as_dict()
@@ -62,10 +66,21 @@ def test_reconcile_replay_and_drift(settings, pulse_apps, redis_client):
     assert report.mismatched_fields == {"event_count": 1}
 
     # The CLI contract: JSON with the counts, exit status 1 on drift.
-    result = subprocess.run([sys.executable, "-m", "orchestration.cli", "reconcile", "--json"], env=settings_process_env(settings), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestration.cli", "reconcile", "--json"],
+        env=settings_process_env(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1, result.stderr
     body = json.loads(result.stdout)
-    assert {k: body[k] for k in ("mismatched", "missing_in_redis", "extra_in_redis")} == {"mismatched": 1, "missing_in_redis": 1, "extra_in_redis": 1}
+    assert {k: body[k] for k in ("mismatched", "missing_in_redis", "extra_in_redis")} == {
+        "mismatched": 1,
+        "missing_in_redis": 1,
+        "extra_in_redis": 1,
+    }
 
     # Redis loses everything; replay rebuilds every profile exactly (the catalog is republished first).
     redis_client.flushdb()

@@ -8,26 +8,25 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
-
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Route, sync_playwright
 
+from core.settings import PulseSettings
 from enrichment.catalog import SAMPLE_CATALOG, read_catalog_csv
 from enrichment.reference_store import CATALOG, publish_reference
 from orchestration.local_services import free_port
-from orchestration.settings import PulseSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -72,7 +71,9 @@ def api(settings: PulseSettings, pulse_apps, redis_client) -> str:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/install-browser (apt-get install chromium) and rerun")
+        pytest.fail(
+            f"{CHROMIUM} is missing: run scripts/install-browser (apt-get install chromium) and rerun"
+        )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
@@ -117,7 +118,9 @@ def profile(api: str, profile_id: str) -> dict[str, Any] | None:
     return response.json() if response.status_code == 200 else None
 
 
-def wait_for_profile(api: str, profile_id: str, condition: Callable[[dict[str, Any]], bool], timeout: float = 30) -> dict[str, Any]:
+def wait_for_profile(
+    api: str, profile_id: str, condition: Callable[[dict[str, Any]], bool], timeout: float = 30
+) -> dict[str, Any]:
     last: dict[str, Any] = {}
 
     def check() -> dict[str, Any] | None:
@@ -128,7 +131,9 @@ def wait_for_profile(api: str, profile_id: str, condition: Callable[[dict[str, A
     try:
         return wait_for(check, timeout, f"the profile of {profile_id}")
     except pytest.fail.Exception:
-        pytest.fail(f"profile of {profile_id} never matched; last seen: {json.dumps(last.get('doc'), indent=1)}")
+        pytest.fail(
+            f"profile of {profile_id} never matched; last seen: {json.dumps(last.get('doc'), indent=1)}"
+        )
 
 
 def screenshot(page: Page, tmp_path: Path, name: str) -> Path:
@@ -203,7 +208,9 @@ def test_events_buffered_through_503s_an_outage_and_a_reload_arrive_exactly_once
     def collector(route: Route) -> None:
         if mode["now"] == "503":
             failures["503"] += 1
-            route.fulfill(status=503, json={"detail": "events could not be stored, retry"}, headers={"Retry-After": "1"})
+            route.fulfill(
+                status=503, json={"detail": "events could not be stored, retry"}, headers={"Retry-After": "1"}
+            )
         elif mode["now"] == "down":
             failures["down"] += 1
             route.abort("connectionrefused")
@@ -235,7 +242,9 @@ def test_events_buffered_through_503s_an_outage_and_a_reload_arrive_exactly_once
     page.wait_for_timeout(3000)
     devtools.send("Network.setBlockedURLs", {"urls": []})  # the route refuses fetches from here on
     assert page.evaluate("pulse.anonymousId()") == anonymous_id
-    assert page.evaluate("pulse.pending()") == 5  # the buffer survived the reload, plus the reloaded product view
+    assert (
+        page.evaluate("pulse.pending()") == 5
+    )  # the buffer survived the reload, plus the reloaded product view
     wait_for(lambda: failures["down"] >= 2, 20, "two refused connections", page)
     # Only the pagehide beacon can have got through (DevTools blocking does not always catch it
     # in time on a busy machine); it carries the 4 buffered events, which stay buffered for a
@@ -244,13 +253,17 @@ def test_events_buffered_through_503s_an_outage_and_a_reload_arrive_exactly_once
     assert early is None or early["event_count"] <= 4, early
 
     mode["now"] = "up"
-    wait_for(lambda: page.evaluate("pulse.pending()") == 0, 60, "the tracker to drain its buffer by itself", page)
+    wait_for(
+        lambda: page.evaluate("pulse.pending()") == 0, 60, "the tracker to drain its buffer by itself", page
+    )
     doc = wait_for_profile(api, anonymous_id, lambda d: d["event_count"] >= 5)
     assert doc["event_count"] == 5
     assert doc["counts_by_type"] == {"page_view": 3, "click": 1, "add_to_cart": 1}
     assert doc["cart"] == {product_id: 1}
     assert doc["category_views"] == {"toys": 2}
-    assert len(acknowledged) == 5 and set(acknowledged.values()) == {1}, acknowledged  # no acknowledged event resent
+    assert len(acknowledged) == 5 and set(acknowledged.values()) == {1}, (
+        acknowledged
+    )  # no acknowledged event resent
     screenshot(page, tmp_path, "demo-shop-after-outage")
 
 
@@ -322,7 +335,9 @@ def test_tracker_on_another_origin_sends_contract_events_through_cors(api, other
     assert [e["event_type"] for e in events] == ["page_view", "identify", "newsletter_signup", "purchase"]
     for event in events:
         assert UUID4.match(event["event_id"])
-        assert event["timestamp"].endswith("Z") and datetime.fromisoformat(event["timestamp"]).tzinfo is not None
+        assert (
+            event["timestamp"].endswith("Z") and datetime.fromisoformat(event["timestamp"]).tzinfo is not None
+        )
         assert event["anonymous_id"] == anonymous_id
     page_view, identify, signup, purchase = events
     assert "user_id" not in page_view
@@ -341,8 +356,16 @@ def test_tracker_on_another_origin_sends_contract_events_through_cors(api, other
     assert page.evaluate("for (let n = 0; n < 8; n++) pulse.track('tick', {n}); pulse.pending()") == 5
     assert any("dropping the 1 oldest" in m for m in tracker_messages(page, "warning"))
     page.unroute(f"{api}/v1/events*")
-    wait_for(lambda: page.evaluate("pulse.flush().then(() => pulse.pending())") == 0, 30, "the buffer to drain")
-    ticks = [e["metadata"]["n"] for r in sent if r.status == 202 for e in json.loads(r.request.post_data)["events"] if e["event_type"] == "tick"]
+    wait_for(
+        lambda: page.evaluate("pulse.flush().then(() => pulse.pending())") == 0, 30, "the buffer to drain"
+    )
+    ticks = [
+        e["metadata"]["n"]
+        for r in sent
+        if r.status == 202
+        for e in json.loads(r.request.post_data)["events"]
+        if e["event_type"] == "tick"
+    ]
     assert sorted(ticks) == [3, 4, 5, 6, 7]
     wait_for_profile(api, user_id, lambda d: d["counts_by_type"].get("tick") == 5)
 

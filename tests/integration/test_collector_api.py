@@ -73,7 +73,13 @@ def test_batch_with_invalid_events_accepts_the_valid_ones(client, settings):
     assert response.status_code == 202
     body = response.json()
     assert body["accepted"] == 2
-    assert body["rejected"] == [{"index": 1, "event_id": bad["event_id"], "error": "timestamp 'not a time' is not RFC 3339 / ISO 8601"}]
+    assert body["rejected"] == [
+        {
+            "index": 1,
+            "event_id": bad["event_id"],
+            "error": "timestamp 'not a time' is not RFC 3339 / ISO 8601",
+        }
+    ]
 
     events = read_topic(settings.kafka_brokers, settings.topic_events, 2)
     assert sorted(m.key() for m in events) == [b"u1", b"u2"]
@@ -104,14 +110,16 @@ def test_single_event_body(client):
         (b'"just a string"', WRITE, 400),
         (b'{"events": {"a": 1}}', WRITE, 400),
         (json.dumps({"events": [good_event() for _ in range(501)]}).encode(), WRITE, 413),
-        (b"{\"events\": []}" + b" " * (1024 * 1024), WRITE, 413),
+        (b'{"events": []}' + b" " * (1024 * 1024), WRITE, 413),
         (json.dumps(good_event()).encode(), {}, 401),
         (json.dumps(good_event()).encode(), {"X-Pulse-Key": "wrong"}, 401),
         (json.dumps(good_event()).encode(), {"X-Pulse-Key": "test-read"}, 403),
     ],
 )
 def test_bad_requests_get_their_status_and_the_server_keeps_serving(client, body, headers, status):
-    response = client.post("/v1/events", content=body, headers={**headers, "Content-Type": "application/json"})
+    response = client.post(
+        "/v1/events", content=body, headers={**headers, "Content-Type": "application/json"}
+    )
     assert response.status_code == status, response.text
     assert response.json()["detail"]
     assert client.post("/v1/events", json=good_event(), headers=WRITE).status_code == 202
@@ -134,28 +142,52 @@ def test_rate_limit_per_key_is_shared_by_every_api_process(settings):
     """Two API instances (as two workers or replicas) draw on one bucket per key, kept in Redis."""
     key = {"X-Pulse-Key": f"limited-{uuid.uuid4().hex[:8]}"}  # a bucket of its own in the shared Redis
     limited = settings.model_copy(
-        update={"write_keys": [*settings.write_keys, key["X-Pulse-Key"]], "rate_limit_events_per_second": 0.001, "rate_limit_burst": 3}
+        update={
+            "write_keys": [*settings.write_keys, key["X-Pulse-Key"]],
+            "rate_limit_events_per_second": 0.001,
+            "rate_limit_burst": 3,
+        }
     )
     with TestClient(create_app(limited)) as first, TestClient(create_app(limited)) as second:
-        assert first.post("/v1/events", json={"events": [good_event(), good_event()]}, headers=key).status_code == 202
+        assert (
+            first.post("/v1/events", json={"events": [good_event(), good_event()]}, headers=key).status_code
+            == 202
+        )
         response = second.post("/v1/events", json={"events": [good_event(), good_event()]}, headers=key)
         assert response.status_code == 429
         assert response.headers["Retry-After"] == "1"
-        assert second.post("/v1/events", json=good_event(), headers=key).status_code == 202  # the third of the burst
+        assert (
+            second.post("/v1/events", json=good_event(), headers=key).status_code == 202
+        )  # the third of the burst
         assert first.post("/v1/events", json=good_event(), headers=key).status_code == 429
-        assert second.post("/v1/events", json=good_event(), headers=WRITE).status_code == 202  # other keys unaffected
+        assert (
+            second.post("/v1/events", json=good_event(), headers=WRITE).status_code == 202
+        )  # other keys unaffected
 
 
 def test_rate_limit_per_process_when_not_shared(settings):
     key = {"X-Pulse-Key": f"limited-{uuid.uuid4().hex[:8]}"}
     limited = settings.model_copy(
-        update={"write_keys": [*settings.write_keys, key["X-Pulse-Key"]], "rate_limit_events_per_second": 0.001,
-                "rate_limit_burst": 3, "rate_limit_shared": False}
+        update={
+            "write_keys": [*settings.write_keys, key["X-Pulse-Key"]],
+            "rate_limit_events_per_second": 0.001,
+            "rate_limit_burst": 3,
+            "rate_limit_shared": False,
+        }
     )
     with TestClient(create_app(limited)) as first, TestClient(create_app(limited)) as second:
-        assert first.post("/v1/events", json={"events": [good_event(), good_event()]}, headers=key).status_code == 202
-        assert first.post("/v1/events", json={"events": [good_event(), good_event()]}, headers=key).status_code == 429
-        assert second.post("/v1/events", json={"events": [good_event(), good_event()]}, headers=key).status_code == 202
+        assert (
+            first.post("/v1/events", json={"events": [good_event(), good_event()]}, headers=key).status_code
+            == 202
+        )
+        assert (
+            first.post("/v1/events", json={"events": [good_event(), good_event()]}, headers=key).status_code
+            == 429
+        )
+        assert (
+            second.post("/v1/events", json={"events": [good_event(), good_event()]}, headers=key).status_code
+            == 202
+        )
 
 
 def test_profiles_need_a_read_key_and_unknown_is_404(client):
@@ -186,7 +218,9 @@ def test_missing_keys_outside_dev_mode_is_a_start_up_error(settings):
 def test_unreachable_broker_answers_503_not_202(settings):
     from orchestration.local_services import free_port
 
-    dead = settings.model_copy(update={"kafka_brokers": f"127.0.0.1:{free_port()}", "delivery_timeout_ms": 1500})
+    dead = settings.model_copy(
+        update={"kafka_brokers": f"127.0.0.1:{free_port()}", "delivery_timeout_ms": 1500}
+    )
     with TestClient(create_app(dead)) as c:
         response = c.post("/v1/events", json=good_event(), headers=WRITE)
         assert response.status_code == 503

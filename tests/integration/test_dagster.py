@@ -10,11 +10,11 @@ import pytest
 from quixstreams.sinks import SinkBatch
 
 from assets import analyst_views, batch_tables, reconciliation, reconciliation_assets
+from core.resources import PulseResource, RedisResource
 from enrichment import assets as enrichment_assets
 from enrichment.reference_store import current_version, load_catalog
 from orchestration.definitions import defs
 from orchestration.demo_traffic import TrafficGenerator
-from orchestration.resources import PulseResource, RedisResource
 from streaming.archiver.rows import archive_row
 from streaming.archiver.sink import ParquetArchiveSink
 from streaming.profile_app.pipeline import check_record
@@ -26,7 +26,9 @@ pytestmark = pytest.mark.integration
 def test_definitions_load():
     dg.Definitions.validate_loadable(defs)
     repo = defs.get_repository_def()
-    assert {"product_catalog", "analyst_views", "profile_drift_report"} <= {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
+    assert {"product_catalog", "analyst_views", "profile_drift_report"} <= {
+        k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()
+    }
     assert repo.get_job("replay_job")
 
 
@@ -34,28 +36,48 @@ def write_archive(settings, raws: list[bytes]) -> None:
     sink = ParquetArchiveSink(settings.archive_path)
     batch = SinkBatch(topic=settings.topic_events, partition=0)
     for offset, raw in enumerate(raws):
-        batch.append(value=archive_row(raw, settings.topic_events, 0, offset, 1_700_000_000_000), key=None, timestamp=0, headers=[], offset=offset)
+        batch.append(
+            value=archive_row(raw, settings.topic_events, 0, offset, 1_700_000_000_000),
+            key=None,
+            timestamp=0,
+            headers=[],
+            offset=offset,
+        )
     sink.write(batch)
 
 
 def test_assets_materialize_and_drift_check_fails_on_drift(settings, redis_client):
     resources = {
         "redis": RedisResource(url=settings.redis_url),
-        "pulse": PulseResource(data_dir=str(settings.data_path), redis_url=settings.redis_url, kafka_brokers=settings.kafka_brokers),
+        "pulse": PulseResource(
+            data_dir=str(settings.data_path),
+            redis_url=settings.redis_url,
+            kafka_brokers=settings.kafka_brokers,
+        ),
     }
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize(dg.load_assets_from_modules([enrichment_assets]), resources=resources, instance=instance)
+    result = dg.materialize(
+        dg.load_assets_from_modules([enrichment_assets]), resources=resources, instance=instance
+    )
     assert result.success and current_version(redis_client, "catalog")
     catalog = load_catalog(redis_client)
 
     events = list(TrafficGenerator(catalog.categories, users=15, seed=2).events(400))
     raws = [json.dumps(e).encode() for e in events] + [b"not json"]
     write_archive(settings, raws)
-    store = RedisProfileStore(redis_client, dedupe_window_seconds=3600, session_gap_ms=settings.session_timeout_seconds * 1000)
+    store = RedisProfileStore(
+        redis_client, dedupe_window_seconds=3600, session_gap_ms=settings.session_timeout_seconds * 1000
+    )
     store.apply_deltas([c.delta for c in (check_record(r, catalog) for r in raws) if c.delta])
 
-    assets = [analyst_views.analyst_views, reconciliation_assets.profile_drift_report, reconciliation_assets.no_profile_drift]
-    result = dg.materialize([*assets, batch_tables.profiles_batch, batch_tables.sessions], resources=resources, instance=instance)
+    assets = [
+        analyst_views.analyst_views,
+        reconciliation_assets.profile_drift_report,
+        reconciliation_assets.no_profile_drift,
+    ]
+    result = dg.materialize(
+        [*assets, batch_tables.profiles_batch, batch_tables.sessions], resources=resources, instance=instance
+    )
     assert result.success
     with duckdb.connect(str(settings.data_path / "pulse.duckdb"), read_only=True) as con:
         live_ids = set(reconciliation.live_profile_ids(redis_client))
@@ -70,7 +92,13 @@ def test_assets_materialize_and_drift_check_fails_on_drift(settings, redis_clien
     assert checks["no_profile_drift"].passed
     with duckdb.connect(str(settings.data_path / "pulse.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM events_invalid").fetchone()[0] >= 1
-        distinct = len({(e.get("user_id") or e.get("anonymous_id"), e.get("event_id")) for e in events if check_record(json.dumps(e).encode(), catalog).delta})
+        distinct = len(
+            {
+                (e.get("user_id") or e.get("anonymous_id"), e.get("event_id"))
+                for e in events
+                if check_record(json.dumps(e).encode(), catalog).delta
+            }
+        )
         assert con.execute("SELECT count(*) FROM events").fetchone()[0] == distinct
 
     some = sorted(p for p in redis_client.scan_iter(match="pulse:{*}:p"))[0]
@@ -87,11 +115,26 @@ def test_archive_day_quality_checks(settings):
     from quality import archive_assets
     from quality.archive_checks import measure_archive
 
-    events = list(TrafficGenerator({"p1": "shoes"}, users=5, seed=3, start=datetime(2026, 3, 1, 10, tzinfo=UTC)).events(200))
+    events = list(
+        TrafficGenerator({"p1": "shoes"}, users=5, seed=3, start=datetime(2026, 3, 1, 10, tzinfo=UTC)).events(
+            200
+        )
+    )
     raws = [json.dumps(e).encode() for e in events]
     write_archive(settings, raws)
-    resources = {"pulse": PulseResource(data_dir=str(settings.data_path), redis_url=settings.redis_url, kafka_brokers=settings.kafka_brokers)}
-    result = dg.materialize([archive_assets.archive_day_quality], partition_key="2026-03-01", resources=resources, instance=dg.DagsterInstance.ephemeral())
+    resources = {
+        "pulse": PulseResource(
+            data_dir=str(settings.data_path),
+            redis_url=settings.redis_url,
+            kafka_brokers=settings.kafka_brokers,
+        )
+    }
+    result = dg.materialize(
+        [archive_assets.archive_day_quality],
+        partition_key="2026-03-01",
+        resources=resources,
+        instance=dg.DagsterInstance.ephemeral(),
+    )
     assert result.success
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert checks["schema_matches_event_contract"].passed
@@ -116,14 +159,24 @@ def test_pipeline_health_checks(settings, redis_client):
     from assets import pipeline_health
     from streaming.profile_app.sink import HEARTBEAT_KEY
 
-    resources = {"pulse": PulseResource(data_dir=str(settings.data_path), redis_url=settings.redis_url, kafka_brokers=settings.kafka_brokers)}
-    result = dg.materialize([pipeline_health.pipeline_health], resources=resources, instance=dg.DagsterInstance.ephemeral())
+    resources = {
+        "pulse": PulseResource(
+            data_dir=str(settings.data_path),
+            redis_url=settings.redis_url,
+            kafka_brokers=settings.kafka_brokers,
+        )
+    }
+    result = dg.materialize(
+        [pipeline_health.pipeline_health], resources=resources, instance=dg.DagsterInstance.ephemeral()
+    )
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks == {"profile_app_alive": False, "archive_fresh": False}
 
     redis_client.set(HEARTBEAT_KEY, int(time.time() * 1000))
     write_archive(settings, [b"{}"])
-    result = dg.materialize([pipeline_health.pipeline_health], resources=resources, instance=dg.DagsterInstance.ephemeral())
+    result = dg.materialize(
+        [pipeline_health.pipeline_health], resources=resources, instance=dg.DagsterInstance.ephemeral()
+    )
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks == {"profile_app_alive": True, "archive_fresh": True}
 
@@ -162,7 +215,10 @@ def test_run_failure_sensor_posts_to_the_webhook(monkeypatch):
     result = failing_job.execute_in_process(instance=instance, raise_on_error=False)
     failure = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
     context = dg.build_run_status_sensor_context(
-        sensor_name="post_run_failures", dagster_instance=instance, dagster_run=result.dagster_run, dagster_event=failure
+        sensor_name="post_run_failures",
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        dagster_event=failure,
     ).for_run_failure()
 
     monkeypatch.delenv("PULSE_ALERT_WEBHOOK_URL", raising=False)
@@ -176,7 +232,9 @@ def test_run_failure_sensor_posts_to_the_webhook(monkeypatch):
 def test_malformed_catalog_fails_and_keeps_the_published_version(settings, redis_client, tmp_path):
     resources = {"redis": RedisResource(url=settings.redis_url)}
     instance = dg.DagsterInstance.ephemeral()
-    assert dg.materialize(dg.load_assets_from_modules([enrichment_assets]), resources=resources, instance=instance).success
+    assert dg.materialize(
+        dg.load_assets_from_modules([enrichment_assets]), resources=resources, instance=instance
+    ).success
     published = current_version(redis_client, "catalog")
 
     bad = tmp_path / "bad.csv"
@@ -199,13 +257,23 @@ def test_forget_job_purges_archive_rows_and_replay_suppresses(settings, redis_cl
 
     events = list(TrafficGenerator({"p1": "shoes"}, users=6, seed=5).events(200))
     write_archive(settings, [json.dumps(e).encode() for e in events])
-    victim = next(e.get("user_id") or e["anonymous_id"] for e in events if "event_id" in e and (e.get("user_id") or e.get("anonymous_id")))
+    victim = next(
+        e.get("user_id") or e["anonymous_id"]
+        for e in events
+        if "event_id" in e and (e.get("user_id") or e.get("anonymous_id"))
+    )
     store = RedisProfileStore(redis_client, dedupe_window_seconds=3600, session_gap_ms=1_800_000)
     store.forget(victim)
     before = read_valid_events(settings.archive_path)
     assert any(e.key == victim for e in before)
 
-    resources = {"pulse": PulseResource(data_dir=str(settings.data_path), redis_url=settings.redis_url, kafka_brokers=settings.kafka_brokers)}
+    resources = {
+        "pulse": PulseResource(
+            data_dir=str(settings.data_path),
+            redis_url=settings.redis_url,
+            kafka_brokers=settings.kafka_brokers,
+        )
+    }
     result = forget_job.execute_in_process(resources=resources, instance=dg.DagsterInstance.ephemeral())
     assert result.success
     after = read_valid_events(settings.archive_path)

@@ -9,9 +9,9 @@ import pytest
 import redis
 
 from assets import analyst_views, batch_tables, intent_model
+from core.resources import PulseResource
 from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, read_catalog_csv
 from orchestration.demo_traffic import TrafficGenerator
-from orchestration.resources import PulseResource
 from streaming.profile_app.pipeline import check_record
 from streaming.profiles.intent_store import IntentModelFollower, load_intent_model
 from streaming.profiles.store import RedisProfileStore
@@ -20,11 +20,21 @@ from tests.integration.test_dagster import write_archive
 pytestmark = pytest.mark.integration
 
 
-def test_intent_model_trains_on_archived_sessions_publishes_and_the_stream_scores_with_it(settings, redis_client):
+def test_intent_model_trains_on_archived_sessions_publishes_and_the_stream_scores_with_it(
+    settings, redis_client
+):
     catalog = Catalog("sample", categories_from_rows(read_catalog_csv(SAMPLE_CATALOG)))
-    raws = [json.dumps(e).encode() for e in TrafficGenerator(catalog.categories, users=150, seed=4).events(6000)]
+    raws = [
+        json.dumps(e).encode() for e in TrafficGenerator(catalog.categories, users=150, seed=4).events(6000)
+    ]
     write_archive(settings, raws)
-    resources = {"pulse": PulseResource(data_dir=str(settings.data_path), redis_url=settings.redis_url, kafka_brokers=settings.kafka_brokers)}
+    resources = {
+        "pulse": PulseResource(
+            data_dir=str(settings.data_path),
+            redis_url=settings.redis_url,
+            kafka_brokers=settings.kafka_brokers,
+        )
+    }
     result = dg.materialize(
         [analyst_views.analyst_views, batch_tables.sessions, intent_model.intent_model],
         resources=resources,
@@ -40,21 +50,37 @@ def test_intent_model_trains_on_archived_sessions_publishes_and_the_stream_score
 
     # The profile app's store scores every update with the published model.
     store = RedisProfileStore(
-        redis_client, dedupe_window_seconds=3600, session_gap_ms=1_800_000,
+        redis_client,
+        dedupe_window_seconds=3600,
+        session_gap_ms=1_800_000,
         intent_model=IntentModelFollower(redis_client, refresh_seconds=0).current,
     )
     store.apply_deltas([c.delta for c in (check_record(r, catalog) for r in raws[:500]) if c.delta])
-    scores = {store.get_profile(pid)["intent_score"] for pid in {c.delta.profile_id for c in (check_record(r, catalog) for r in raws[:500]) if c.delta}}
+    scores = {
+        store.get_profile(pid)["intent_score"]
+        for pid in {c.delta.profile_id for c in (check_record(r, catalog) for r in raws[:500]) if c.delta}
+    }
     assert len(scores) > 5 and all(0.0 < s < 1.0 for s in scores)
 
 
 def test_too_few_sessions_fail_with_a_clear_message(settings, redis_client):
     catalog = Catalog("sample", categories_from_rows(read_catalog_csv(SAMPLE_CATALOG)))
-    write_archive(settings, [json.dumps(e).encode() for e in TrafficGenerator(catalog.categories, users=3, seed=1).events(20)])
-    resources = {"pulse": PulseResource(data_dir=str(settings.data_path), redis_url=settings.redis_url, kafka_brokers=settings.kafka_brokers)}
+    write_archive(
+        settings,
+        [json.dumps(e).encode() for e in TrafficGenerator(catalog.categories, users=3, seed=1).events(20)],
+    )
+    resources = {
+        "pulse": PulseResource(
+            data_dir=str(settings.data_path),
+            redis_url=settings.redis_url,
+            kafka_brokers=settings.kafka_brokers,
+        )
+    }
     result = dg.materialize(
         [analyst_views.analyst_views, batch_tables.sessions, intent_model.intent_model],
-        resources=resources, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+        resources=resources,
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
     )
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")

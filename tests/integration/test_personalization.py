@@ -52,7 +52,12 @@ class _Hooks(BaseHTTPRequestHandler):
 
 
 def event(kind, ts, *, user=None, anon=None, **metadata):
-    body = {"event_id": str(uuid.uuid4()), "event_type": kind, "timestamp": ts.isoformat(), "metadata": metadata}
+    body = {
+        "event_id": str(uuid.uuid4()),
+        "event_type": kind,
+        "timestamp": ts.isoformat(),
+        "metadata": metadata,
+    }
     if user:
         body["user_id"] = user
     if anon:
@@ -69,7 +74,9 @@ def wait_for(fetch, predicate, timeout=30.0):
         time.sleep(0.2)
 
 
-def test_anonymous_browsing_then_identify_fires_a_banner_for_the_merged_person(settings, pulse_apps, tmp_path):
+def test_anonymous_browsing_then_identify_fires_a_banner_for_the_merged_person(
+    settings, pulse_apps, tmp_path
+):
     hooks = HTTPServer(("127.0.0.1", free_port()), _Hooks)
     threading.Thread(target=hooks.serve_forever, daemon=True).start()
     rules_file = tmp_path / "rules.yaml"
@@ -121,9 +128,15 @@ def test_anonymous_browsing_then_identify_fires_a_banner_for_the_merged_person(s
     # A new rule in the file is picked up without restarting the profile app.
     rules_file.write_text(rules_file.read_text() + SEARCH_RULE)
     time.sleep(1.0)
-    assert write.post("/v1/events", json=event("search", t0 + timedelta(minutes=4), user=user, anon=anon, query="boots")).status_code == 202
+    assert (
+        write.post(
+            "/v1/events", json=event("search", t0 + timedelta(minutes=4), user=user, anon=anon, query="boots")
+        ).status_code
+        == 202
+    )
     offers = wait_for(
-        lambda: read.get(f"/v1/decisions/{user}").json()["decisions"], lambda ds: any(d["rule"] == "searcher" for d in ds)
+        lambda: read.get(f"/v1/decisions/{user}").json()["decisions"],
+        lambda ds: any(d["rule"] == "searcher" for d in ds),
     )
     assert any(d["rule"] == "searcher" and d["offer"] == {"code": "HELP"} for d in offers)
 
@@ -156,7 +169,9 @@ rules:
 
 
 @pytest.mark.parametrize("prefilter", [True, False], ids=["prefilter", "python-only"])
-def test_stream_decisions_equal_the_backtest_of_the_same_events(settings, pulse_apps, redis_client, tmp_path, prefilter):
+def test_stream_decisions_equal_the_backtest_of_the_same_events(
+    settings, pulse_apps, redis_client, tmp_path, prefilter
+):
     """Monotonic rules that fire once per key: the stream and `pulse rules test` agree on who fired.
 
     With the update script's prefilter (the default) and without it (PULSE_RULES_PREFILTER=false).
@@ -173,7 +188,9 @@ def test_stream_decisions_equal_the_backtest_of_the_same_events(settings, pulse_
     from tests.integration.helpers import post_batches, store_for
 
     rows = read_catalog_csv(SAMPLE_CATALOG)
-    catalog = Catalog(publish_reference(redis_client, CATALOG, rows, "product_id"), categories_from_rows(rows))
+    catalog = Catalog(
+        publish_reference(redis_client, CATALOG, rows, "product_id"), categories_from_rows(rows)
+    )
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(ONCE_RULES)
     settings.rules_file = rules_file
@@ -181,9 +198,13 @@ def test_stream_decisions_equal_the_backtest_of_the_same_events(settings, pulse_
     pulse_apps("profile-app")
     pulse_apps("api")
     events = list(TrafficGenerator(catalog.categories, users=40, seed=21).events(2500))
-    acknowledged = post_batches(f"http://{settings.api_host}:{settings.api_port}", "test-write", events, batch_size=100)
+    acknowledged = post_batches(
+        f"http://{settings.api_host}:{settings.api_port}", "test-write", events, batch_size=100
+    )
 
-    report = backtest(RuleEngine(parse_rules(ONCE_RULES)), (msgspec.json.encode(e) for e in acknowledged), catalog)
+    report = backtest(
+        RuleEngine(parse_rules(ONCE_RULES)), (msgspec.json.encode(e) for e in acknowledged), catalog
+    )
     assert report.results["category_affinity"].fired > 10 and report.results["two_adds"].fired > 5
     store = store_for(settings.redis_url, settings.session_timeout_seconds * 1000)
 
@@ -206,7 +227,9 @@ def test_stream_decisions_equal_the_backtest_of_the_same_events(settings, pulse_
 
     wait_for(settled, bool, timeout=60)
     expected = people_fires(pair for r in report.results.values() for pair in _all_fires(r))
-    assert wait_for(lambda: people_fires(live_fires()), lambda fires: fires == expected, timeout=30) == expected
+    assert (
+        wait_for(lambda: people_fires(live_fires()), lambda fires: fires == expected, timeout=30) == expected
+    )
     vip = {person for person, key in expected if key == "spender"}
     assert vip and all("vip" in store.get_person(person)["segments"] for person in vip)
 

@@ -17,7 +17,13 @@ pytestmark = pytest.mark.integration
 
 def probe(settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = settings_process_env(settings)
-    return subprocess.run([sys.executable, "-m", "orchestration.cli", "probe", *args], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestration.cli", "probe", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_probes_follow_the_apps_polling_loop(settings, pulse_apps):
@@ -25,7 +31,9 @@ def test_probes_follow_the_apps_polling_loop(settings, pulse_apps):
     profile_app = pulse_apps("profile-app")
     pulse_apps("archiver")
     for app in ("profile-app", "archiver"):
-        assert eventually(lambda app=app: probe(settings, app, "--ready").returncode == 0, 90), probe(settings, app, "--ready").stdout
+        assert eventually(lambda app=app: probe(settings, app, "--ready").returncode == 0, 90), probe(
+            settings, app, "--ready"
+        ).stdout
     ready = probe(settings, "profile-app", "--ready").stdout
     assert "group up/steady" in ready and "3 partition(s)" in ready
 

@@ -19,7 +19,18 @@ def store_for(client):
 def random_deltas(rng, n, users=6):
     deltas = []
     for i in range(n):
-        kind = rng.choice(["page_view", "page_view", "click", "add_to_cart", "remove_from_cart", "purchase", "search", "identify"])
+        kind = rng.choice(
+            [
+                "page_view",
+                "page_view",
+                "click",
+                "add_to_cart",
+                "remove_from_cart",
+                "purchase",
+                "search",
+                "identify",
+            ]
+        )
         meta = {"product_id": f"p{rng.randrange(14)}"}
         user, anon = f"u{rng.randrange(users)}", None
         if kind == "purchase":
@@ -32,7 +43,9 @@ def random_deltas(rng, n, users=6):
             meta["category"] = rng.choice(["shoes", "books", "home"])
         if kind != "identify" and rng.random() < 0.2:
             user, anon = None, f"a{rng.randrange(20)}"
-        event = make_event(kind, ts_ms=rng.randrange(0, 900 * MINUTE), user_id=user, anonymous_id=anon, **meta)
+        event = make_event(
+            kind, ts_ms=rng.randrange(0, 900 * MINUTE), user_id=user, anonymous_id=anon, **meta
+        )
         deltas.append(delta_of(event, rng.choice([None, "catalog-cat"])))
     return deltas
 
@@ -133,7 +146,10 @@ def test_keys_of_one_profile_share_a_hash_tag():
     assert decode_id(encode_id("a}b{c%7B")) == "a}b{c%7B"
     assert fields_key("a}b{c") == profile_keys("a}b{c").fields
     keys = profile_keys("a}b{c")
-    tags = {k[k.index("{") + 1 : k.index("}")] for k in (*keys.state_keys, keys.decisions, keys.fires, keys.owner, keys.seen_prefix)}
+    tags = {
+        k[k.index("{") + 1 : k.index("}")]
+        for k in (*keys.state_keys, keys.decisions, keys.fires, keys.owner, keys.seen_prefix)
+    }
     assert tags == {"a%7Db%7Bc"}
 
 
@@ -141,7 +157,9 @@ def test_intent_score_in_the_script_equals_the_python_model_on_the_latest_sessio
     from streaming.profiles.intent import IntentModel
 
     model = IntentModel(-2.0, (0.3, 0.2, 0.9, -0.4, 0.1, 0.05, 0.2), {})
-    store = RedisProfileStore(redis_client, dedupe_window_seconds=3600, session_gap_ms=30 * MINUTE, intent_model=lambda: model)
+    store = RedisProfileStore(
+        redis_client, dedupe_window_seconds=3600, session_gap_ms=30 * MINUTE, intent_model=lambda: model
+    )
     kinds = ["page_view", "page_view", "click", "add_to_cart", "search", "remove_from_cart", "add_to_cart"]
     ts = 0
     counts: dict[str, int] = {}
@@ -161,16 +179,33 @@ def test_intent_score_in_the_script_equals_the_python_model_on_the_latest_sessio
 
 # Ids with the characters keys.py percent-encodes: decisions.lua must build the same keys.
 @pytest.mark.parametrize(("anonymous_id", "user_id"), [("a-d", "u-d"), ("a{d}%25:*", "u}d{%7B")])
-def test_the_decisions_view_agrees_with_the_merged_profile_and_decision_states(redis_client, anonymous_id, user_id):
+def test_the_decisions_view_agrees_with_the_merged_profile_and_decision_states(
+    redis_client, anonymous_id, user_id
+):
     store = store_for(redis_client)
     anon = delta_of(make_event(user_id=None, anonymous_id=anonymous_id, category="shoes"))
     identify = delta_of(make_event("identify", user_id=user_id, anonymous_id=anonymous_id))
     lone = delta_of(make_event(user_id=None, anonymous_id="a-lone"))
     store.apply_deltas([anon, identify, lone])
     now = 10_000
-    decision = {"decision_id": "d1", "key": "k1", "rule": "k1", "profile_id": anonymous_id, "event_id": "e1",
-                "fired_at_ms": now - 5, "fire_count": 1, "expires_at_ms": now + 100}
-    expired = {**decision, "decision_id": "d2", "key": "k2", "rule": "k2", "profile_id": user_id, "expires_at_ms": now - 1}
+    decision = {
+        "decision_id": "d1",
+        "key": "k1",
+        "rule": "k1",
+        "profile_id": anonymous_id,
+        "event_id": "e1",
+        "fired_at_ms": now - 5,
+        "fire_count": 1,
+        "expires_at_ms": now + 100,
+    }
+    expired = {
+        **decision,
+        "decision_id": "d2",
+        "key": "k2",
+        "rule": "k2",
+        "profile_id": user_id,
+        "expires_at_ms": now - 1,
+    }
     store.record_decisions([decision, expired], {user_id: ["vip"]})
     for pid in (anonymous_id, user_id):
         view = store.decisions_view(pid, now_ms=now)
@@ -204,10 +239,20 @@ def test_a_user_id_sent_as_another_users_anonymous_id_stays_a_person_of_its_own(
     profiles, owners = reference_profiles(deltas), reference_owners(deltas)
     for pid in ("u-A", "u-B", "a-x"):
         want, got = reference_person(pid, profiles, owners), people[pid]
-        assert {k: v for k, v in got.items() if k != "updated_at"} == {k: v for k, v in want.items() if k != "updated_at"}
+        assert {k: v for k, v in got.items() if k != "updated_at"} == {
+            k: v for k, v in want.items() if k != "updated_at"
+        }
     now = 10_000
-    decision = {"decision_id": "d1", "key": "k1", "rule": "k1", "profile_id": "u-B", "event_id": "e1",
-                "fired_at_ms": now - 5, "fire_count": 1, "expires_at_ms": now + 100}
+    decision = {
+        "decision_id": "d1",
+        "key": "k1",
+        "rule": "k1",
+        "profile_id": "u-B",
+        "event_id": "e1",
+        "fired_at_ms": now - 5,
+        "fire_count": 1,
+        "expires_at_ms": now + 100,
+    }
     store.record_decisions([decision], {})
     pipelined = store_for(redis_client)
     pipelined._read_decisions = None  # the reads a Redis Cluster does instead of decisions.lua

@@ -21,15 +21,33 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def pulse(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestration.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestration.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_pulse_up_demo_doctor_and_clean_stop(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
     api_port, dagster_port = free_port(), free_port()
-    env.update(PULSE_DATA_DIR=str(tmp_path / "data"), PULSE_API_PORT=str(api_port), PULSE_DAGSTER_PORT=str(dagster_port))
+    env.update(
+        PULSE_DATA_DIR=str(tmp_path / "data"),
+        PULSE_API_PORT=str(api_port),
+        PULSE_DAGSTER_PORT=str(dagster_port),
+    )
     log = open(tmp_path / "up.log", "w")
-    up = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "up"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "orchestration.cli", "up"],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         services_file = tmp_path / "data" / "services.json"
         deadline = time.monotonic() + 120
@@ -49,7 +67,9 @@ def test_pulse_up_demo_doctor_and_clean_stop(tmp_path):
 
         deadline = time.monotonic() + 60
         while True:
-            response = httpx.get(f"{services['api_url']}/v1/profiles/{profile_id}", headers={"X-Pulse-Key": "dev-read-key"})
+            response = httpx.get(
+                f"{services['api_url']}/v1/profiles/{profile_id}", headers={"X-Pulse-Key": "dev-read-key"}
+            )
             if response.status_code == 200 or time.monotonic() > deadline:
                 break
             time.sleep(0.3)

@@ -11,16 +11,17 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from hypothesis import HealthCheck, given, settings as hypothesis_settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
 
 from assets.reconciliation import live_profile_ids
+from core.redis_client import RedisClient, is_cluster_url, primaries, redis_from_url
+from core.settings import PulseSettings
 from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, read_catalog_csv
 from enrichment.reference_store import CATALOG, publish_reference
 from orchestration.demo_traffic import TrafficGenerator
 from orchestration.local_services import start_redis_cluster
-from orchestration.settings import PulseSettings
 from streaming.profiles.keys import profile_keys, profile_slot
-from streaming.profiles.redis_client import RedisClient, is_cluster_url, primaries, redis_from_url
 from streaming.profiles.reference import reference_owners, reference_person, reference_profiles
 from streaming.profiles.store import ClusterTopologyChanged, RedisProfileStore
 from tests.integration.helpers import comparable, ground_truth, post_batches, wait_for_profiles
@@ -80,7 +81,11 @@ def test_the_url_chooses_the_client_and_slots_are_computed_like_the_server(clust
     assert isinstance(redis_from_url("redis://127.0.0.1:1/0"), redis.Redis)
     assert len(primaries(cluster)) == 3
     for pid in ("u1", "a}b{c", "ünï", "x" * 200):
-        assert profile_slot(pid) == cluster.keyslot(profile_keys(pid).fields) == cluster.keyslot(profile_keys(pid).owner)
+        assert (
+            profile_slot(pid)
+            == cluster.keyslot(profile_keys(pid).fields)
+            == cluster.keyslot(profile_keys(pid).owner)
+        )
 
 
 @pytest.mark.parametrize("how", ["apply_deltas", "writer"])
@@ -151,8 +156,16 @@ def test_reports_decisions_and_forget_route_per_key(cluster):
     assert reports["a-d"].owner == "u-d" and reports["u-d"].part.anonymous_ids == {"a-d"}
     assert store.read_reports(["a-d", "u-d"]) == reports
     now = 10_000
-    decision = {"decision_id": "d1", "key": "k1", "rule": "k1", "profile_id": "a-d", "event_id": "e1",
-                "fired_at_ms": now - 5, "fire_count": 1, "expires_at_ms": now + 100}
+    decision = {
+        "decision_id": "d1",
+        "key": "k1",
+        "rule": "k1",
+        "profile_id": "a-d",
+        "event_id": "e1",
+        "fired_at_ms": now - 5,
+        "fire_count": 1,
+        "expires_at_ms": now + 100,
+    }
     store.record_decisions([decision], {"u-d": ["vip"]})
     for pid in ("a-d", "u-d"):
         view = store.decisions_view(pid, now_ms=now)
@@ -238,11 +251,15 @@ def test_the_sink_retries_a_checkpoint_whose_slots_moved(cluster):
     sink = ProfileSink(store, Producer({"bootstrap.servers": "127.0.0.1:9"}), "unused-dlq")
     pid = "u-sink-moving"
     migration = SlotMigration(cluster, profile_slot(pid))
-    batch = [delta_of(make_event(user_id=pid, ts_ms=i)) for i in range(3)] + [delta_of(make_event(user_id="u-calm"))]
+    batch = [delta_of(make_event(user_id=pid, ts_ms=i)) for i in range(3)] + [
+        delta_of(make_event(user_id="u-calm"))
+    ]
 
     def checkpoint() -> None:
         for offset, delta in enumerate(batch):
-            sink.add(CheckedRecord(b"{}", delta=delta), delta.profile_id.encode(), 0, None, "events", 0, offset)
+            sink.add(
+                CheckedRecord(b"{}", delta=delta), delta.profile_id.encode(), 0, None, "events", 0, offset
+            )
         sink.flush()
 
     migration.begin()
@@ -319,10 +336,22 @@ def test_the_apps_run_on_the_cluster_with_exact_profiles(settings, pulse_apps, c
     assert health.status_code == 200 and health.json()["redis"] is True
 
 
-@hypothesis_settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None)
+@hypothesis_settings(
+    max_examples=60,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    deadline=None,
+)
 @given(**checkpoint_streams)
 def test_the_sink_decides_as_without_the_prefilter_on_a_cluster(
-    cluster, dlq_producer, monkeypatch, rule_specs, event_specs, cuts, send_every
+    cluster,
+    dlq_producer,
+    monkeypatch,
+    rule_specs,
+    event_specs,
+    cuts,
+    send_every,  # noqa: F811 - the fixture
 ):
     """As on one server: the people's parts live on different masters, links go to other nodes."""
-    assert_sink_decides_as_without_the_prefilter(cluster, dlq_producer, monkeypatch, rule_specs, event_specs, cuts, send_every)
+    assert_sink_decides_as_without_the_prefilter(
+        cluster, dlq_producer, monkeypatch, rule_specs, event_specs, cuts, send_every
+    )

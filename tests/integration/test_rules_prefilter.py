@@ -12,7 +12,8 @@ import copy
 import uuid
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from streaming.profiles.intent import IntentModel
 from streaming.profiles.store import RedisProfileStore
@@ -26,17 +27,35 @@ pytestmark = pytest.mark.integration
 MODEL = IntentModel(-1.0, (0.2, 0.3, 1.1, -0.5, 0.1, 0.1, 0.2), {"note": 0.0})
 TYPES = ["page_view", "add_to_cart", "remove_from_cart", "purchase", "click", "identify"]
 ATOMS = [
-    "profile.event_count >= 2", "profile.event_count < 3", "profile.session_count >= 2", "profile.session_count == 1",
-    "profile.purchase_total >= 10.0", "profile.purchase_total == 0.0", "profile.purchase_total > 5",
-    "profile.intent_score >= 0.3", "profile.engagement_score > 2",
-    'profile.category_views["shoes"] >= 2', "profile.category_views[event.category] >= 2",
-    '"books" in profile.category_views', "event.category in profile.category_views",
-    "profile.cart.size() >= 1", "size(profile.cart) > 1", '"p1" in profile.cart', 'profile.cart["p1"] >= 2',
-    'profile.counts_by_type["page_view"] >= 2', '"purchase" in profile.counts_by_type',
-    'event.category == "shoes"', 'event.category != ""', 'event.event_type == "click"',
+    "profile.event_count >= 2",
+    "profile.event_count < 3",
+    "profile.session_count >= 2",
+    "profile.session_count == 1",
+    "profile.purchase_total >= 10.0",
+    "profile.purchase_total == 0.0",
+    "profile.purchase_total > 5",
+    "profile.intent_score >= 0.3",
+    "profile.engagement_score > 2",
+    'profile.category_views["shoes"] >= 2',
+    "profile.category_views[event.category] >= 2",
+    '"books" in profile.category_views',
+    "event.category in profile.category_views",
+    "profile.cart.size() >= 1",
+    "size(profile.cart) > 1",
+    '"p1" in profile.cart',
+    'profile.cart["p1"] >= 2',
+    'profile.counts_by_type["page_view"] >= 2',
+    '"purchase" in profile.counts_by_type',
+    'event.category == "shoes"',
+    'event.category != ""',
+    'event.event_type == "click"',
     # not modelled: unknown to the prefilter
-    "profile.last_products.size() > 0", "event.metadata.price > 10.0", "profile.segments.size() == 0",
-    "(profile.event_count > 2 ? true : false)", "profile.event_count + 1 > 3", 'profile.user_id != ""',
+    "profile.last_products.size() > 0",
+    "event.metadata.price > 10.0",
+    "profile.segments.size() == 0",
+    "(profile.event_count > 2 ? true : false)",
+    "profile.event_count + 1 > 3",
+    'profile.user_id != ""',
 ]
 conditions = st.recursive(
     st.sampled_from(ATOMS),
@@ -73,11 +92,16 @@ events = st.lists(event, min_size=1, max_size=10)
 
 
 #: Params read through CEL, and params the engine reads from the event directly.
-PARAMS = ({"c": "event.category", "t": "event.event_type"}, {"c": "event.category + '!'", "t": "size(event.event_id)"})
+PARAMS = (
+    {"c": "event.category", "t": "event.event_type"},
+    {"c": "event.category + '!'", "t": "size(event.event_id)"},
+)
 
 
 def store_for(client) -> RedisProfileStore:
-    return RedisProfileStore(client, dedupe_window_seconds=3600, session_gap_ms=30 * MINUTE, intent_model=lambda: MODEL)
+    return RedisProfileStore(
+        client, dedupe_window_seconds=3600, session_gap_ms=30 * MINUTE, intent_model=lambda: MODEL
+    )
 
 
 def make(event_type, who, category, product, ts_ms, ns):
@@ -94,7 +118,11 @@ def make(event_type, who, category, product, ts_ms, ns):
     elif category:
         metadata["category"] = category
     return make_event(
-        event_type, ts_ms=ts_ms, user_id=f"{ns}{user}" if user else None, anonymous_id=f"{ns}{anonymous}" if anonymous else None, **metadata
+        event_type,
+        ts_ms=ts_ms,
+        user_id=f"{ns}{user}" if user else None,
+        anonymous_id=f"{ns}{anonymous}" if anonymous else None,
+        **metadata,
     )
 
 
@@ -119,9 +147,18 @@ def apply_and_decide(store, engine, event, in_update=True):
     people = store.read_people([delta.profile_id])
     person = people.person_of[delta.profile_id]
     states = store.decision_states({person: people.members[person]})
-    exact = engine.evaluate(people.documents[person], event_view(event, delta.category), states[person], sent_ms)
+    exact = engine.evaluate(
+        people.documents[person], event_view(event, delta.category), states[person], sent_ms
+    )
     prefiltered, _ = decide_checkpoint(
-        engine, [(event, delta)], people.person_of, people.documents, copy.deepcopy(states), sent_ms, None, candidates
+        engine,
+        [(event, delta)],
+        people.person_of,
+        people.documents,
+        copy.deepcopy(states),
+        sent_ms,
+        None,
+        candidates,
     )
     assert sorted(prefiltered, key=lambda d: d["key"]) == sorted(exact, key=lambda d: d["key"])
     store.record_decisions(exact, {})
@@ -137,8 +174,15 @@ def apply_and_decide(store, engine, event, in_update=True):
 def test_every_rule_the_engine_fires_is_a_candidate(redis_client, rule_specs, event_specs):
     ruleset = RuleSet(
         tuple(
-            Rule(id=f"r{i}", when=when, action=Action(type="banner", message="m {c} {t}", params=PARAMS[i % 2]), on=on, per=per,
-                 cooldown_ms=cooldown * MINUTE, max_fires=max_fires)
+            Rule(
+                id=f"r{i}",
+                when=when,
+                action=Action(type="banner", message="m {c} {t}", params=PARAMS[i % 2]),
+                on=on,
+                per=per,
+                cooldown_ms=cooldown * MINUTE,
+                max_fires=max_fires,
+            )
             for i, (when, on, per, cooldown, max_fires) in enumerate(rule_specs)
         )
     )
@@ -148,7 +192,9 @@ def test_every_rule_the_engine_fires_is_a_candidate(redis_client, rule_specs, ev
     ts, previous = 0, None
     for event_type, who, category, product, minutes, again, decide_call in event_specs:
         ts += minutes * MINUTE
-        event = previous if again and previous is not None else make(event_type, who, category, product, ts, ns)
+        event = (
+            previous if again and previous is not None else make(event_type, who, category, product, ts, ns)
+        )
         candidates, certain, fired = apply_and_decide(store, engine, event, in_update=not decide_call)
         assert fired <= candidates, (event, [ruleset.rules[n].when for n in fired - candidates])
         assert certain <= fired, (event, [ruleset.rules[n].when for n in certain - fired])
@@ -156,12 +202,31 @@ def test_every_rule_the_engine_fires_is_a_candidate(redis_client, rule_specs, ev
 
 
 def one_rule(when: str, **options) -> RuleEngine:
-    return RuleEngine(RuleSet((Rule(id="r", when=when, action=Action(type="banner", message="m"), on=frozenset({"page_view"}), **options),)))
+    return RuleEngine(
+        RuleSet(
+            (
+                Rule(
+                    id="r",
+                    when=when,
+                    action=Action(type="banner", message="m"),
+                    on=frozenset({"page_view"}),
+                    **options,
+                ),
+            )
+        )
+    )
 
 
 def test_a_threshold_not_reached_is_dropped_and_a_reached_one_kept(redis_client):
-    engine, store, ns = one_rule('profile.category_views["shoes"] >= 3'), store_for(redis_client), uuid.uuid4().hex
-    seen = [apply_and_decide(store, engine, make("page_view", "u1", "shoes", "p1", i * MINUTE, ns)) for i in range(4)]
+    engine, store, ns = (
+        one_rule('profile.category_views["shoes"] >= 3'),
+        store_for(redis_client),
+        uuid.uuid4().hex,
+    )
+    seen = [
+        apply_and_decide(store, engine, make("page_view", "u1", "shoes", "p1", i * MINUTE, ns))
+        for i in range(4)
+    ]
     assert seen == [(set(), set(), set()), (set(), set(), set()), ({0}, {0}, {0}), ({0}, {0}, {0})]
 
 
@@ -169,11 +234,14 @@ def test_a_cap_and_a_running_cooldown_drop_the_rule(redis_client):
     store, ns = store_for(redis_client), uuid.uuid4().hex
     capped = one_rule("profile.event_count >= 1", max_fires=1)
     assert [apply_and_decide(store, capped, make("page_view", "u1", "", "p1", i, ns)) for i in range(3)] == [
-        ({0}, {0}, {0}), (set(), set(), set()), (set(), set(), set())
+        ({0}, {0}, {0}),
+        (set(), set(), set()),
+        (set(), set(), set()),
     ]
     cooling = one_rule("profile.event_count >= 1", cooldown_ms=3_600_000)
     assert [apply_and_decide(store, cooling, make("page_view", "u2", "", "p1", i, ns)) for i in range(2)] == [
-        ({0}, {0}, {0}), (set(), set(), set())
+        ({0}, {0}, {0}),
+        (set(), set(), set()),
     ]
     # The same event again: it already fired the rule, so it is dropped (a redelivery).
     again = one_rule("profile.event_count >= 1")
@@ -183,18 +251,40 @@ def test_a_cap_and_a_running_cooldown_drop_the_rule(redis_client):
 
 
 def test_a_stitched_person_is_counted_over_all_its_parts(redis_client):
-    engine, store, ns = one_rule("profile.event_count >= 3", max_fires=1), store_for(redis_client), uuid.uuid4().hex
+    engine, store, ns = (
+        one_rule("profile.event_count >= 3", max_fires=1),
+        store_for(redis_client),
+        uuid.uuid4().hex,
+    )
     assert apply_and_decide(store, engine, make("page_view", "a1", "", "p1", 0, ns)) == (set(), set(), set())
-    assert apply_and_decide(store, engine, make("identify", "u1+a1", "", "p1", MINUTE, ns))[0] == set()  # not a page view
+    assert (
+        apply_and_decide(store, engine, make("identify", "u1+a1", "", "p1", MINUTE, ns))[0] == set()
+    )  # not a page view
     # Two parts: the user's identify and the anonymous page view, now a third event.
-    assert apply_and_decide(store, engine, make("page_view", "u1", "", "p1", 2 * MINUTE, ns)) == ({0}, {0}, {0})
+    assert apply_and_decide(store, engine, make("page_view", "u1", "", "p1", 2 * MINUTE, ns)) == (
+        {0},
+        {0},
+        {0},
+    )
     # An anonymous event of the stitched person sees the person's fire state: capped.
-    assert apply_and_decide(store, engine, make("page_view", "a1", "", "p1", 3 * MINUTE, ns)) == (set(), set(), set())
+    assert apply_and_decide(store, engine, make("page_view", "a1", "", "p1", 3 * MINUTE, ns)) == (
+        set(),
+        set(),
+        set(),
+    )
     # Another anonymous id, linked later, brings its own count: a new person's threshold is met at once.
     other = one_rule("profile.event_count >= 3")
     assert apply_and_decide(store, other, make("page_view", "a2", "", "p1", 0, ns)) == (set(), set(), set())
-    assert apply_and_decide(store, other, make("click", "u2+a2", "", "p1", MINUTE, ns)) == (set(), set(), set())
-    assert apply_and_decide(store, other, make("page_view", "a2", "", "p1", 2 * MINUTE, ns)) == ({0}, {0}, {0})
+    assert apply_and_decide(store, other, make("click", "u2+a2", "", "p1", MINUTE, ns)) == (
+        set(),
+        set(),
+        set(),
+    )
+    assert apply_and_decide(store, other, make("page_view", "a2", "", "p1", 2 * MINUTE, ns)) == (
+        {0},
+        {0},
+        {0},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +306,11 @@ checkpoint_streams = dict(
 )
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None)
+@settings(
+    max_examples=300,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    deadline=None,
+)
 @given(**checkpoint_streams)
 def test_the_sink_decides_as_without_the_prefilter_over_whole_checkpoints(
     redis_client, dlq_producer, monkeypatch, rule_specs, event_specs, cuts, send_every
@@ -228,10 +322,14 @@ def test_the_sink_decides_as_without_the_prefilter_over_whole_checkpoints(
     later identity link) decided again on the people as the checkpoint left them. Without it,
     Python evaluates every event on those people. Both must fire the same rules on the same events.
     """
-    assert_sink_decides_as_without_the_prefilter(redis_client, dlq_producer, monkeypatch, rule_specs, event_specs, cuts, send_every)
+    assert_sink_decides_as_without_the_prefilter(
+        redis_client, dlq_producer, monkeypatch, rule_specs, event_specs, cuts, send_every
+    )
 
 
-def assert_sink_decides_as_without_the_prefilter(client, dlq_producer, monkeypatch, rule_specs, event_specs, cuts, send_every):
+def assert_sink_decides_as_without_the_prefilter(
+    client, dlq_producer, monkeypatch, rule_specs, event_specs, cuts, send_every
+):
     """Feed the profile app's sink the events, cut into checkpoints, with and without the prefilter."""
     from streaming.profile_app import sink as sink_module
     from streaming.profile_app.pipeline import CheckedRecord
@@ -240,8 +338,15 @@ def assert_sink_decides_as_without_the_prefilter(client, dlq_producer, monkeypat
     engine = RuleEngine(
         RuleSet(
             tuple(
-                Rule(id=f"r{i}", when=when, action=Action(type="banner", message="m {c} {t}", params=PARAMS[i % 2]), on=on,
-                     per=per, cooldown_ms=cooldown * MINUTE, max_fires=max_fires)
+                Rule(
+                    id=f"r{i}",
+                    when=when,
+                    action=Action(type="banner", message="m {c} {t}", params=PARAMS[i % 2]),
+                    on=on,
+                    per=per,
+                    cooldown_ms=cooldown * MINUTE,
+                    max_fires=max_fires,
+                )
                 for i, (when, on, per, cooldown, max_fires) in enumerate(rule_specs)
             )
         )
@@ -257,14 +362,24 @@ def assert_sink_decides_as_without_the_prefilter(client, dlq_producer, monkeypat
             RedisProfileStore.record_decisions(store, decisions, segments, encoded)
 
         store.record_decisions = record
-        sink = sink_module.ProfileSink(store, dlq_producer, "unused", rules=lambda: engine, prefilter=prefilter,
-                                       anonymous_part_ttl_seconds=0.0)
+        sink = sink_module.ProfileSink(
+            store,
+            dlq_producer,
+            "unused",
+            rules=lambda: engine,
+            prefilter=prefilter,
+            anonymous_part_ttl_seconds=0.0,
+        )
         index_of, ts, previous = {}, 0, None
         checkpoint = iter(cuts * 20)
         left = next(checkpoint)
         for event_type, who, category, product, minutes, again, _ in event_specs:
             ts += minutes * MINUTE
-            event = previous if again and previous is not None else make(event_type, who, category, product, ts, ns)
+            event = (
+                previous
+                if again and previous is not None
+                else make(event_type, who, category, product, ts, ns)
+            )
             index_of.setdefault(event.event_id, len(index_of))
             sink.add(CheckedRecord(b"", delta_of(event), event=event), None, 0, None, "events", 0, 0)
             previous, left = event, left - 1

@@ -17,12 +17,12 @@ import redis
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from core.settings import PulseSettings
 from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, read_catalog_csv
 from enrichment.reference_store import CATALOG, publish_reference
 from orchestration.demo_traffic import TrafficGenerator
 from orchestration.local_services import ManagedProcess
 from orchestration.platform import pulse_app_process, settings_process_env
-from orchestration.settings import PulseSettings
 from tests.integration.helpers import ground_truth, post_batches, store_for, wait_for_profiles
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -49,7 +49,9 @@ def profile_app_group(settings: PulseSettings, tmp_path: Path) -> Iterator[Calla
     no_rules.write_text("rules: []\n")
 
     def start(i: int) -> ManagedProcess:
-        named = settings.model_copy(update={"redis_url": f"{settings.redis_url}?client_name=profile-app-{i}", "rules_file": no_rules})
+        named = settings.model_copy(
+            update={"redis_url": f"{settings.redis_url}?client_name=profile-app-{i}", "rules_file": no_rules}
+        )
         proc = pulse_app_process("profile-app", settings_process_env(named), tmp_path / f"profile-app-{i}")
         proc.start()
         started.append(proc)
@@ -62,11 +64,17 @@ def profile_app_group(settings: PulseSettings, tmp_path: Path) -> Iterator[Calla
             print(f"--- {proc.log_path} ---\n{proc.log_path.read_text()[-3000:]}")
 
 
-def test_instances_split_the_partitions_and_survivors_take_over_exactly(settings, pulse_apps, profile_app_group, catalog, redis_client):
+def test_instances_split_the_partitions_and_survivors_take_over_exactly(
+    settings, pulse_apps, profile_app_group, catalog, redis_client
+):
     assert settings.topic_partitions == INSTANCES
     pulse_apps("api")
     apps = [profile_app_group(i) for i in range(INSTANCES)]
-    _wait_for(lambda: len(_bytes_in(redis_client)) == INSTANCES, timeout=60, what="every instance connected to Redis")
+    _wait_for(
+        lambda: len(_bytes_in(redis_client)) == INSTANCES,
+        timeout=60,
+        what="every instance connected to Redis",
+    )
 
     base = f"http://{settings.api_host}:{settings.api_port}"
     events = list(TrafficGenerator(catalog.categories, users=600, seed=11).events(EVENTS))
@@ -81,7 +89,10 @@ def test_instances_split_the_partitions_and_survivors_take_over_exactly(settings
     # gets its partition at the next rebalance) and about a third of the events are in.
     baseline_keys = redis_client.dbsize()
     _wait_for(
-        lambda: min(_bytes_in(redis_client).values()) >= BUSY_BYTES and redis_client.dbsize() - baseline_keys >= total * 0.3,
+        lambda: (
+            min(_bytes_in(redis_client).values()) >= BUSY_BYTES
+            and redis_client.dbsize() - baseline_keys >= total * 0.3
+        ),
         timeout=60,
         what="every instance busy and a third of the events applied",
     )
@@ -90,7 +101,9 @@ def test_instances_split_the_partitions_and_survivors_take_over_exactly(settings
     victim = 1
     apps[victim].kill()
     applied_at_kill = redis_client.dbsize() - baseline_keys
-    assert poster.is_alive() or applied_at_kill < total * 0.8, "the stream ended before the kill: nothing left to take over"
+    assert poster.is_alive() or applied_at_kill < total * 0.8, (
+        "the stream ended before the kill: nothing left to take over"
+    )
     assert all(before_kill[f"profile-app-{i}"] >= BUSY_BYTES for i in range(INSTANCES)), before_kill
     assert all(committed_before.get(p, 0) > 0 for p in range(INSTANCES)), committed_before
 
@@ -104,7 +117,11 @@ def test_instances_split_the_partitions_and_survivors_take_over_exactly(settings
 
     # Take-over: the victim's partition is consumed to its end, by the survivors only.
     ends = _end_offsets(settings)
-    _wait_for(lambda: _caught_up(_committed(settings), ends), timeout=30, what="every partition committed to its end")
+    _wait_for(
+        lambda: _caught_up(_committed(settings), ends),
+        timeout=30,
+        what="every partition committed to its end",
+    )
     committed_after = _committed(settings)
     after = _bytes_in(redis_client)
     assert f"profile-app-{victim}" not in after
@@ -113,7 +130,7 @@ def test_instances_split_the_partitions_and_survivors_take_over_exactly(settings
     assert all(apps[i].alive() for i in range(INSTANCES) if i != victim)
     print(
         f"\n{len(acknowledged)} events sent ({total} distinct valid) over {INSTANCES} partitions; bytes sent to Redis "
-        f"before the kill {before_kill}, by the survivors at the end {({n: after[n] for n in survivors})}; "
+        f"before the kill {before_kill}, by the survivors at the end { ({n: after[n] for n in survivors}) }; "
         f"committed offsets at the kill {committed_before}, at the end {committed_after}"
     )
 
@@ -141,7 +158,11 @@ def _committed(settings: PulseSettings) -> dict[int, int]:
     admin = AdminClient({"bootstrap.servers": settings.kafka_brokers})
     result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(settings.consumer_group)])
     offsets = result[settings.consumer_group].result(10)
-    return {tp.partition: tp.offset for tp in offsets.topic_partitions if tp.topic == settings.topic_events and tp.offset >= 0}
+    return {
+        tp.partition: tp.offset
+        for tp in offsets.topic_partitions
+        if tp.topic == settings.topic_events and tp.offset >= 0
+    }
 
 
 def _caught_up(committed: dict[int, int], ends: dict[int, int]) -> bool:
@@ -152,7 +173,10 @@ def _caught_up(committed: dict[int, int], ends: dict[int, int]) -> bool:
 def _end_offsets(settings: PulseSettings) -> dict[int, int]:
     consumer = Consumer({"bootstrap.servers": settings.kafka_brokers, "group.id": "scale-out-watermarks"})
     try:
-        return {p: consumer.get_watermark_offsets(TopicPartition(settings.topic_events, p), timeout=10)[1] for p in range(settings.topic_partitions)}
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(settings.topic_events, p), timeout=10)[1]
+            for p in range(settings.topic_partitions)
+        }
     finally:
         consumer.close()
 

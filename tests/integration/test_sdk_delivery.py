@@ -73,14 +73,18 @@ def assert_profiles_count_each_event_once(settings, catalog: Catalog, sent: list
             break
         time.sleep(0.25)
     diffs = {
-        pid: {k: (live[pid] or {}).get(k) for k in expected[pid] if (live[pid] or {}).get(k) != expected[pid][k]}
+        pid: {
+            k: (live[pid] or {}).get(k) for k in expected[pid] if (live[pid] or {}).get(k) != expected[pid][k]
+        }
         for pid in expected
         if live[pid] != expected[pid]
     }
     assert not diffs, f"{len(diffs)} profiles differ: {diffs}"
 
 
-def test_collector_down_then_503_then_healthy_loses_and_duplicates_nothing(settings, pulse_apps, catalog, tmp_path):
+def test_collector_down_then_503_then_healthy_loses_and_duplicates_nothing(
+    settings, pulse_apps, catalog, tmp_path
+):
     pulse_apps("profile-app")
     base = f"http://{settings.api_host}:{settings.api_port}"
     valid, invalid = traffic(catalog, 600, seed=11)
@@ -97,7 +101,9 @@ def test_collector_down_then_503_then_healthy_loses_and_duplicates_nothing(setti
     wait_until(lambda: "ConnectError" in (client.stats.last_error or ""), 30, "connection errors")
 
     # 2. A collector whose broker is unreachable answers 503.
-    dead = settings.model_copy(update={"kafka_brokers": f"127.0.0.1:{free_port()}", "delivery_timeout_ms": 1500})
+    dead = settings.model_copy(
+        update={"kafka_brokers": f"127.0.0.1:{free_port()}", "delivery_timeout_ms": 1500}
+    )
     broken = pulse_app_process("api", settings_process_env(dead), tmp_path / "logs-broken")
     broken.start()
     try:
@@ -126,7 +132,9 @@ def test_collector_down_then_503_then_healthy_loses_and_duplicates_nothing(setti
     assert_profiles_count_each_event_once(settings, catalog, sent)  # ... and each counted once
 
 
-def test_spooled_events_survive_a_restart_and_are_delivered_by_the_next_client(settings, pulse_apps, catalog, tmp_path):
+def test_spooled_events_survive_a_restart_and_are_delivered_by_the_next_client(
+    settings, pulse_apps, catalog, tmp_path
+):
     spool_dir = tmp_path / "spool"
     base = f"http://{settings.api_host}:{settings.api_port}"
     valid, _ = traffic(catalog, 300, seed=12)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from orchestration.settings import PulseSettings
+from core.settings import PulseSettings
 from streaming.api.auth import hash_key
 from tests.integration.test_collector_api import read_topic
 
@@ -80,18 +80,30 @@ def test_keys_file_rotation_without_restart(settings, pulse_apps):
         assert status(client, FILE_ADMIN) == 403  # admin is not write
 
         # Rotation, step 1: add the new key next to the old one; both work.
-        replace_file(keys_file, keys_text(("shop-web", FILE_WRITE_OLD, ["write"]), ("shop-web-2", FILE_WRITE_NEW, ["write"]), ("ops", FILE_ADMIN, ["admin"])))
+        replace_file(
+            keys_file,
+            keys_text(
+                ("shop-web", FILE_WRITE_OLD, ["write"]),
+                ("shop-web-2", FILE_WRITE_NEW, ["write"]),
+                ("ops", FILE_ADMIN, ["admin"]),
+            ),
+        )
         assert wait_for(lambda: status(client, FILE_WRITE_NEW) == 202)
         assert status(client, FILE_WRITE_OLD) == 202
         # Step 2: clients moved; remove the old key.
-        replace_file(keys_file, keys_text(("shop-web-2", FILE_WRITE_NEW, ["write"]), ("ops", FILE_ADMIN, ["admin"])))
+        replace_file(
+            keys_file, keys_text(("shop-web-2", FILE_WRITE_NEW, ["write"]), ("ops", FILE_ADMIN, ["admin"]))
+        )
         assert wait_for(lambda: status(client, FILE_WRITE_OLD) == 401)
         assert status(client, FILE_WRITE_NEW) == 202 and status(client, ENV_WRITE) == 202
 
         # A broken file (half written in place) keeps the keys loaded before it, and says so.
         keys_file.write_text("keys:\n- {name: half, hash: sha256:")
         assert wait_for(  # the file is checked when a key is (at most every PULSE_KEYS_REFRESH_SECONDS)
-            lambda: status(client, FILE_WRITE_NEW) == 202 and "keeping the 2 key(s) loaded from it before" in api.log_path.read_text()
+            lambda: (
+                status(client, FILE_WRITE_NEW) == 202
+                and "keeping the 2 key(s) loaded from it before" in api.log_path.read_text()
+            )
         )
         assert status(client, FILE_WRITE_OLD) == 401
         # Fixed again: loaded.
@@ -111,7 +123,9 @@ def test_scopes_and_ip_truncation_through_a_real_api(settings, pulse_apps):
     valid = event(ip="203.0.113.77")
     invalid = {**event(ip="2001:db8:1:2:3:4:5:6"), "event_type": ""}
     with httpx.Client(base_url=base, timeout=10) as client:
-        answer = client.post("/v1/events", json={"events": [valid, invalid]}, headers={"X-Pulse-Key": ENV_WRITE})
+        answer = client.post(
+            "/v1/events", json={"events": [valid, invalid]}, headers={"X-Pulse-Key": ENV_WRITE}
+        )
         assert answer.status_code == 202 and answer.json()["accepted"] == 1
 
         read, admin, write = ({"Authorization": f"Bearer {k}"} for k in (ENV_READ, FILE_ADMIN, ENV_WRITE))
@@ -119,7 +133,9 @@ def test_scopes_and_ip_truncation_through_a_real_api(settings, pulse_apps):
         assert client.get("/v1/profiles/nobody", headers=admin).status_code == 404
         assert client.get("/v1/decisions/nobody", headers=admin).status_code == 404
         assert client.get("/v1/profiles/nobody", headers=write).status_code == 403
-        assert client.delete("/v1/profiles/nobody", headers=read).status_code == 202  # the contract: read keys forget
+        assert (
+            client.delete("/v1/profiles/nobody", headers=read).status_code == 202
+        )  # the contract: read keys forget
         assert client.delete("/v1/profiles/nobody", headers=admin).status_code == 202
         assert client.delete("/v1/profiles/nobody", headers=write).status_code == 403
 

@@ -43,10 +43,19 @@ def shop_session(client, prefix: str, bulk: int = 0) -> None:
         client.page(anonymous_id=anon, category="shoes", name="Shoes", properties={"product_id": "p1"})
     client.track(anonymous_id=anon, event="Product Clicked", properties={"product_id": "p1"})
     client.track(anonymous_id=anon, event="Products Searched", properties={"query": "running shoes"})
-    client.track(anonymous_id=anon, event="Product Added", properties={"product_id": "p1", "quantity": 2, "price": 10.0})
+    client.track(
+        anonymous_id=anon,
+        event="Product Added",
+        properties={"product_id": "p1", "quantity": 2, "price": 10.0},
+    )
     client.track(anonymous_id=anon, event="Product Removed", properties={"product_id": "p1", "quantity": 1})
     client.identify(user_id=user, anonymous_id=anon, traits={"plan": "pro"})
-    client.track(user_id=user, anonymous_id=anon, event="Order Completed", properties={"order_id": "o1", "revenue": 25.0, "product_id": "p1", "quantity": 1})
+    client.track(
+        user_id=user,
+        anonymous_id=anon,
+        event="Order Completed",
+        properties={"order_id": "o1", "revenue": 25.0, "product_id": "p1", "quantity": 1},
+    )
     client.alias(previous_id=f"{prefix}-old", user_id=user)
     fixed = {"user_id": user, "event": "Product Viewed", "properties": {"product_id": "p2"}}
     fixed["message_id"] = f"{prefix}-fixed-1"
@@ -62,7 +71,13 @@ def expected(prefix: str, bulk: int = 0) -> dict[str, dict]:
     profiles = {
         f"{prefix}-anon": {
             "event_count": 7,
-            "counts_by_type": {"add_to_cart": 1, "click": 1, "page_view": 3, "remove_from_cart": 1, "search": 1},
+            "counts_by_type": {
+                "add_to_cart": 1,
+                "click": 1,
+                "page_view": 3,
+                "remove_from_cart": 1,
+                "search": 1,
+            },
             "category_views": {"shoes": 3},
             "cart": {"p1": 1},
         },
@@ -94,7 +109,9 @@ def wait_for_fields(settings, want: dict[str, dict], timeout: float = 30) -> dic
 @pytest.fixture(scope="session")
 def node_deps() -> Path:
     """The locked @segment/analytics-node in tests/node; fails (never skips) when Node.js is missing."""
-    done = subprocess.run([ROOT / "scripts" / "install-node-deps"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [ROOT / "scripts" / "install-node-deps"], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, f"scripts/install-node-deps failed:\n{done.stderr}"
     return NODE_SCRIPT
 
@@ -139,7 +156,9 @@ def start_node_client(
     command += ["--prefix", prefix, "--bulk", str(bulk)]
     if retrying:
         command += ["--max-retries", str(NODE_RETRYING_MAX_RETRIES), "--flush-timeout-ms", "50000"]
-    proc = subprocess.Popen(command, cwd=script.parent, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        command, cwd=script.parent, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
     def finish(timeout: float) -> list:
         try:
@@ -168,7 +187,9 @@ def send_session(request, settings) -> Iterator[Callable[..., Finish]]:
     def start(sdk: str, prefix: str, *, bulk: int = 0, retrying: bool = False) -> Finish:
         if sdk != "node":
             return start_python_client(sdk, base, prefix, bulk=bulk, retrying=retrying)
-        finish, child = start_node_client(request.getfixturevalue("node_deps"), base, prefix, bulk=bulk, retrying=retrying)
+        finish, child = start_node_client(
+            request.getfixturevalue("node_deps"), base, prefix, bulk=bulk, retrying=retrying
+        )
         children.append(child)
         return finish
 
@@ -200,13 +221,17 @@ def refused_503s(base: str) -> int:
 
 
 @pytest.mark.parametrize("sdk", SDKS)
-def test_503s_then_a_healthy_collector_lose_and_duplicate_nothing(settings, pulse_apps, send_session, tmp_path, sdk):
+def test_503s_then_a_healthy_collector_lose_and_duplicate_nothing(
+    settings, pulse_apps, send_session, tmp_path, sdk
+):
     pulse_apps("profile-app")
     base = f"http://{settings.api_host}:{settings.api_port}"
     prefix, bulk = f"{sdk}-retry", 30
 
     # A collector whose broker is unreachable answers 503 (with Retry-After: 1) to every batch.
-    dead = settings.model_copy(update={"kafka_brokers": f"127.0.0.1:{free_port()}", "delivery_timeout_ms": 1500})
+    dead = settings.model_copy(
+        update={"kafka_brokers": f"127.0.0.1:{free_port()}", "delivery_timeout_ms": 1500}
+    )
     broken = pulse_app_process("api", settings_process_env(dead), tmp_path / "logs-broken")
     broken.start()
     try:
@@ -229,10 +254,19 @@ def test_503s_then_a_healthy_collector_lose_and_duplicate_nothing(settings, puls
 def test_segment_endpoints_reject_per_message_and_check_keys(settings, pulse_apps):
     pulse_apps("api")
     base = f"http://{settings.api_host}:{settings.api_port}"
-    batch = {"batch": [
-        {"type": "track", "event": "X", "messageId": "m1", "userId": "u", "timestamp": "2024-04-25T11:00:00Z"},
-        {"type": "group", "messageId": "m2", "userId": "u", "groupId": "g"},
-    ], "sentAt": "2024-04-25T11:00:01Z"}
+    batch = {
+        "batch": [
+            {
+                "type": "track",
+                "event": "X",
+                "messageId": "m1",
+                "userId": "u",
+                "timestamp": "2024-04-25T11:00:00Z",
+            },
+            {"type": "group", "messageId": "m2", "userId": "u", "groupId": "g"},
+        ],
+        "sentAt": "2024-04-25T11:00:01Z",
+    }
     response = httpx.post(f"{base}/v1/batch", json=batch, auth=("test-write", ""))
     assert response.status_code == 200
     assert response.json()["accepted"] == 1
@@ -242,7 +276,16 @@ def test_segment_endpoints_reject_per_message_and_check_keys(settings, pulse_app
     assert httpx.post(f"{base}/v1/batch", json=batch, auth=("wrong", "")).status_code == 401
     # A gzip bomb (a few KB that inflate past the limit) is refused without inflating it all.
     bomb = gzip.compress(b"{" + b" " * (50 * 1024 * 1024) + b"}")
-    response = httpx.post(f"{base}/v1/batch", content=bomb, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}, auth=("test-write", ""))
+    response = httpx.post(
+        f"{base}/v1/batch",
+        content=bomb,
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        auth=("test-write", ""),
+    )
     assert response.status_code == 413
-    single = httpx.post(f"{base}/v1/track", json={"event": "Signed Up", "messageId": "m3", "userId": "u", "timestamp": "2024-04-25T11:00:00Z"}, auth=("test-write", ""))
+    single = httpx.post(
+        f"{base}/v1/track",
+        json={"event": "Signed Up", "messageId": "m3", "userId": "u", "timestamp": "2024-04-25T11:00:00Z"},
+        auth=("test-write", ""),
+    )
     assert single.status_code == 200 and single.json()["accepted"] == 1

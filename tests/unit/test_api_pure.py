@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from orchestration.settings import PulseSettings
+from core.settings import PulseSettings
 from streaming.api.auth import KeyRing, MissingKeysError, Scope, key_from_headers
 from streaming.api.ingest import BadRequestBody, BatchTooLarge, events_of_body, plan_ingest
 from streaming.api.rate_limit import RateLimiter
@@ -48,11 +48,15 @@ def test_plan_accepts_an_event_of_exactly_32kb_though_received_at_takes_its_mess
     base = event(metadata={"note": ""})
     exact = event(metadata={"note": "x" * (MAX_EVENT_BYTES - len(json.dumps(base, separators=(",", ":"))))})
     over = event(metadata={"note": exact["metadata"]["note"] + "x"})
-    plan = plan_ingest([exact, over], received_at="2024-01-01T00:00:00.000Z", events_topic="ev", dlq_topic="dlq")
+    plan = plan_ingest(
+        [exact, over], received_at="2024-01-01T00:00:00.000Z", events_topic="ev", dlq_topic="dlq"
+    )
     assert plan.accepted == 1 and [r.index for r in plan.rejected] == [1]
     assert "32769 bytes; the limit is 32768" in plan.rejected[0].error
     message = plan.records[0].value
-    assert len(message) > MAX_EVENT_BYTES and parse_event(message).event_id == exact["event_id"]  # the profile app takes it
+    assert (
+        len(message) > MAX_EVENT_BYTES and parse_event(message).event_id == exact["event_id"]
+    )  # the profile app takes it
 
 
 def test_key_ring_scopes_and_dev_fallback():
@@ -90,7 +94,9 @@ def test_shared_rate_limiter_counts_alone_while_redis_does_not_answer():
     from streaming.api.rate_limit import SharedRateLimiter
 
     now = [100.0]
-    closed = redis.Redis(host="127.0.0.1", port=1, socket_timeout=0.25, socket_connect_timeout=0.25)  # nothing listens on port 1
+    closed = redis.Redis(
+        host="127.0.0.1", port=1, socket_timeout=0.25, socket_connect_timeout=0.25
+    )  # nothing listens on port 1
     limiter = SharedRateLimiter(closed, rate=1, burst=2, retry_seconds=5, clock=lambda: now[0])
     assert limiter.allow("k") and limiter.allow("k")
     assert not limiter.allow("k")  # the process's own bucket, not an error

@@ -45,7 +45,9 @@ def keep_signal_handlers():
 
 
 def commit_error() -> CheckpointConsumerCommitError:
-    return CheckpointConsumerCommitError(KafkaError(KafkaError.UNKNOWN_MEMBER_ID, "Commit failed: Broker: Unknown member"))
+    return CheckpointConsumerCommitError(
+        KafkaError(KafkaError.UNKNOWN_MEMBER_ID, "Commit failed: Broker: Unknown member")
+    )
 
 
 def test_a_lost_membership_rebuilds_the_app_until_it_stops_cleanly():

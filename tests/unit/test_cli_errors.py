@@ -6,7 +6,9 @@ from orchestration.cli import cli
 
 
 def test_a_time_that_is_not_iso_8601_is_a_usage_error(tmp_path):
-    result = CliRunner().invoke(cli, ["replay", "--start", "yesterday"], env={"PULSE_DATA_DIR": str(tmp_path)})
+    result = CliRunner().invoke(
+        cli, ["replay", "--start", "yesterday"], env={"PULSE_DATA_DIR": str(tmp_path)}
+    )
     assert result.exit_code == 2
     assert "'yesterday' is not an ISO 8601 time" in result.output
 
@@ -17,5 +19,7 @@ def test_reconcile_without_redis_says_so_and_exits_2_not_1(tmp_path):
     result = CliRunner().invoke(cli, ["reconcile", "--json"], env=env)
     assert result.exit_code == 2
     assert "cannot reach Redis" in result.output
-    unconfigured = CliRunner().invoke(cli, ["reconcile", "--json"], env={"PULSE_DATA_DIR": str(tmp_path), "PULSE_REDIS_URL": ""})
+    unconfigured = CliRunner().invoke(
+        cli, ["reconcile", "--json"], env={"PULSE_DATA_DIR": str(tmp_path), "PULSE_REDIS_URL": ""}
+    )
     assert unconfigured.exit_code == 2 and "No redis url configured" in unconfigured.output

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core.settings import PulseSettings
 from orchestration.cli import cli
-from orchestration.settings import PulseSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -47,7 +47,11 @@ def _named(kind: str) -> dict[str, dict]:
 
 
 def _containers() -> list[tuple[str, dict]]:
-    return [(name, c) for name, d in _named("Deployment").items() for c in d["spec"]["template"]["spec"]["containers"]]
+    return [
+        (name, c)
+        for name, d in _named("Deployment").items()
+        for c in d["spec"]["template"]["spec"]["containers"]
+    ]
 
 
 # --- Dockerfile and compose --------------------------------------------------------------
@@ -62,7 +66,10 @@ def test_every_pulse_service_runs_an_existing_app():
 
 def test_every_pulse_variable_in_deploy_files_is_a_setting():
     text = COMPOSE_TEXT + DOCKERFILE + ENV_EXAMPLE
-    text += "".join(p.read_text() for p in K8S.glob("*.yaml")) + (DEPLOY / "dagster" / "helm-values.yaml").read_text()
+    text += (
+        "".join(p.read_text() for p in K8S.glob("*.yaml"))
+        + (DEPLOY / "dagster" / "helm-values.yaml").read_text()
+    )
     used = set(re.findall(r"PULSE_[A-Z_]+", text))
     assert used and used <= SETTINGS, used - SETTINGS
 
@@ -119,7 +126,9 @@ def test_dagster_home_is_the_same_in_the_image_compose_and_the_helm_chart():
     assert image_home == "/opt/dagster/dagster_home"  # the Dagster Helm chart's global.dagsterHome
     for name in ("dagster-webserver", "dagster-daemon"):
         assert COMPOSE["services"][name]["environment"]["DAGSTER_HOME"] == image_home
-    assert re.search(rf"mkdir -p .*{image_home}", DOCKERFILE) and re.search(rf"chown -R pulse .*{image_home}", DOCKERFILE)
+    assert re.search(rf"mkdir -p .*{image_home}", DOCKERFILE) and re.search(
+        rf"chown -R pulse .*{image_home}", DOCKERFILE
+    )
 
 
 def test_dagster_yaml_is_a_valid_postgres_instance(tmp_path, monkeypatch):
@@ -164,8 +173,13 @@ def test_every_deployment_runs_an_app_of_the_image_as_its_user():
     assert {c["args"][1] for _, c in _containers()} == set(APPS)
     for name, deployment in deployments.items():
         pod = deployment["spec"]["template"]["spec"]
-        assert deployment["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
-        assert str(pod["securityContext"]["runAsUser"]) == IMAGE_UID and pod["securityContext"]["runAsNonRoot"]
+        assert (
+            deployment["spec"]["selector"]["matchLabels"].items()
+            <= deployment["spec"]["template"]["metadata"]["labels"].items()
+        )
+        assert (
+            str(pod["securityContext"]["runAsUser"]) == IMAGE_UID and pod["securityContext"]["runAsNonRoot"]
+        )
         for container in pod["containers"]:
             assert container["image"] in image_names, name
             assert container["args"][0] == "run" and container["args"][1] in APPS
@@ -184,9 +198,14 @@ def test_config_and_secret_hold_documented_settings_the_pods_read():
     for name, container in _containers():
         sources = [next(iter(source.items())) for source in container["envFrom"]]
         refs = {(kind, ref["name"]) for kind, ref in sources}
-        assert refs == {("configMapRef", config["metadata"]["name"]), ("secretRef", secret["metadata"]["name"])}, name
+        assert refs == {
+            ("configMapRef", config["metadata"]["name"]),
+            ("secretRef", secret["metadata"]["name"]),
+        }, name
     # What the apps need to start outside local dev is configured.
-    assert {"PULSE_KAFKA_BROKERS", "PULSE_REDIS_URL", "PULSE_WRITE_KEYS", "PULSE_READ_KEYS"} <= config["data"].keys() | secret["stringData"].keys()
+    assert {"PULSE_KAFKA_BROKERS", "PULSE_REDIS_URL", "PULSE_WRITE_KEYS", "PULSE_READ_KEYS"} <= config[
+        "data"
+    ].keys() | secret["stringData"].keys()
 
 
 def test_api_probes_and_service_use_its_port():
@@ -199,7 +218,10 @@ def test_api_probes_and_service_use_its_port():
     for probe in ("startupProbe", "livenessProbe"):
         assert api[probe]["httpGet"]["port"] == "http"
     service = _named("Service")["pulse-api"]
-    assert service["spec"]["selector"].items() <= _named("Deployment")["pulse-api"]["spec"]["template"]["metadata"]["labels"].items()
+    assert (
+        service["spec"]["selector"].items()
+        <= _named("Deployment")["pulse-api"]["spec"]["template"]["metadata"]["labels"].items()
+    )
     assert {p["targetPort"] for p in service["spec"]["ports"]} <= ports.keys()
 
 
@@ -258,10 +280,14 @@ def test_dagster_helm_values_use_our_image_config_and_volume():
     args = deployment["codeServerArgs"]
     module = args[args.index("--module-name") + 1]
     assert (ROOT / (module.replace(".", "/") + ".py")).exists()
-    assert args[args.index("--working-directory") + 1] == re.search(r"^WORKDIR (\S+)", DOCKERFILE, re.MULTILINE).group(1)
+    assert args[args.index("--working-directory") + 1] == re.search(
+        r"^WORKDIR (\S+)", DOCKERFILE, re.MULTILINE
+    ).group(1)
     assert {c["name"] for c in deployment["envConfigMaps"]} <= _named("ConfigMap").keys()
     assert {s["name"] for s in deployment["envSecrets"]} <= _named("Secret").keys()
-    assert {v["persistentVolumeClaim"]["claimName"] for v in deployment["volumes"]} <= _named("PersistentVolumeClaim").keys()
+    assert {v["persistentVolumeClaim"]["claimName"] for v in deployment["volumes"]} <= _named(
+        "PersistentVolumeClaim"
+    ).keys()
     assert str(deployment["podSecurityContext"]["runAsUser"]) == IMAGE_UID
     assert HELM_VALUES["postgresql"]["postgresqlScheme"] == "postgresql+psycopg2"
     assert HELM_VALUES["runLauncher"]["type"] == "K8sRunLauncher"
@@ -269,9 +295,17 @@ def test_dagster_helm_values_use_our_image_config_and_volume():
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
 def test_kustomize_renders_the_manifests():
-    result = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60, check=True)
+    result = subprocess.run(
+        ["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60, check=True
+    )
     rendered = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-    assert {doc["kind"] for doc in rendered} >= {"Namespace", "ConfigMap", "Deployment", "Service", "PersistentVolumeClaim"}
+    assert {doc["kind"] for doc in rendered} >= {
+        "Namespace",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "PersistentVolumeClaim",
+    }
     for doc in rendered:
         if doc["kind"] == "Deployment":
             image = doc["spec"]["template"]["spec"]["containers"][0]["image"]

@@ -4,8 +4,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from core.settings import settings_markdown
 from orchestration.cli import cli
-from orchestration.settings import settings_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 

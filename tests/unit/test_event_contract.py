@@ -54,7 +54,10 @@ def test_anonymous_event_is_keyed_by_anonymous_id():
         ({"surprise": 1}, "unknown field(s): surprise"),
         ({"event_type": "identify"}, "identify needs both user_id and anonymous_id"),
         ({"event_type": "purchase", "metadata": {"price": 3}}, "purchase needs metadata.order_id"),
-        ({"event_type": "purchase", "metadata": {"order_id": "o1", "price": -1}}, "metadata.price must be >= 0"),
+        (
+            {"event_type": "purchase", "metadata": {"order_id": "o1", "price": -1}},
+            "metadata.price must be >= 0",
+        ),
         ({"event_type": "purchase", "metadata": {"order_id": "o1"}}, "purchase needs metadata.price"),
         ({"event_type": "add_to_cart", "metadata": {}}, "add_to_cart needs metadata.product_id"),
         ({"event_type": "remove_from_cart", "metadata": {}}, "remove_from_cart needs metadata.product_id"),
@@ -124,13 +127,17 @@ def test_the_size_limit_is_the_events_own_and_received_at_does_not_count():
     with_received_at = msgspec.json.encode({**at_limit, "received_at": "2024-04-25T14:23:05.123Z"})
     assert len(with_received_at) > MAX_EVENT_BYTES
     assert parse_event(with_received_at).event_id == at_limit["event_id"]
-    over = msgspec.json.encode({**at_limit, "metadata": {"blob": "x" * (padding + 1)}, "received_at": "2024-04-25T14:23:05.123Z"})
+    over = msgspec.json.encode(
+        {**at_limit, "metadata": {"blob": "x" * (padding + 1)}, "received_at": "2024-04-25T14:23:05.123Z"}
+    )
     with pytest.raises(EventContractError, match="32769 bytes; the limit is 32768"):
         parse_event(over)
     with pytest.raises(EventContractError, match="limit"):
         check_event_size(MAX_EVENT_BYTES + 1)
 
 
-@pytest.mark.parametrize("text", ["2024-04-25t14:23:05z", "2024-04-25T14:23:05.123z", "2024-04-25t14:23:05+02:00"])
+@pytest.mark.parametrize(
+    "text", ["2024-04-25t14:23:05z", "2024-04-25T14:23:05.123z", "2024-04-25t14:23:05+02:00"]
+)
 def test_rfc3339_lowercase_t_and_z_are_accepted(text):
     assert validate_event(event(timestamp=text)).timestamp_ms > 0

@@ -14,7 +14,15 @@ from assets.kafka_health import DlqRate, GroupLag, Limits, OffsetSnapshot, Strea
 from enrichment.campaigns import CampaignIndex, normalize_utm
 from enrichment.context import enrich_context
 from enrichment.geo import GeoIndex, parse_ip
-from enrichment.reference_publish import CAMPAIGNS_SPEC, GEO_SPEC, SPECS, ReferenceInvalid, failure_summary, read_reference, validate_reference
+from enrichment.reference_publish import (
+    CAMPAIGNS_SPEC,
+    GEO_SPEC,
+    SPECS,
+    ReferenceInvalid,
+    failure_summary,
+    read_reference,
+    validate_reference,
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +32,9 @@ def sample_geo() -> GeoIndex:
 
 @pytest.fixture(scope="module")
 def sample_campaigns() -> CampaignIndex:
-    return CampaignIndex.from_rows(CAMPAIGNS_SPEC.prepare(read_reference(CAMPAIGNS_SPEC.sample)).to_dict("records"), "sample")
+    return CampaignIndex.from_rows(
+        CAMPAIGNS_SPEC.prepare(read_reference(CAMPAIGNS_SPEC.sample)).to_dict("records"), "sample"
+    )
 
 
 def test_parse_ip_accepts_both_versions_and_rejects_junk():
@@ -39,9 +49,21 @@ def test_parse_ip_accepts_both_versions_and_rejects_junk():
 def test_geo_index_finds_ranges_and_their_edges():
     index = GeoIndex.from_rows(
         [
-            {"start_ip": "10.0.0.0", "end_ip": "10.0.0.255", "country": "DE", "region": "Berlin", "city": "Berlin"},
+            {
+                "start_ip": "10.0.0.0",
+                "end_ip": "10.0.0.255",
+                "country": "DE",
+                "region": "Berlin",
+                "city": "Berlin",
+            },
             {"start_ip": "10.0.2.0", "end_ip": "10.0.2.9", "country": "FR", "region": "", "city": ""},
-            {"start_ip": "2001:db8::", "end_ip": "2001:db8::ffff", "country": "GB", "region": "England", "city": "London"},
+            {
+                "start_ip": "2001:db8::",
+                "end_ip": "2001:db8::ffff",
+                "country": "GB",
+                "region": "England",
+                "city": "London",
+            },
         ]
     )
     assert len(index) == 3
@@ -81,9 +103,22 @@ def disjoint_ranges(draw):
 @settings(max_examples=60, deadline=None)
 @given(disjoint_ranges(), st.lists(st.integers(0, 2**32 - 1), max_size=50))
 def test_geo_index_agrees_with_a_linear_scan(ranges, probes):
-    rows = [{"start_ip": str(ipaddress.IPv4Address(s)), "end_ip": str(ipaddress.IPv4Address(e)), "country": "US", "city": c} for s, e, c in ranges]
+    rows = [
+        {
+            "start_ip": str(ipaddress.IPv4Address(s)),
+            "end_ip": str(ipaddress.IPv4Address(e)),
+            "country": "US",
+            "city": c,
+        }
+        for s, e, c in ranges
+    ]
     index = GeoIndex.from_rows(rows)
-    for address in probes + [s for s, _, _ in ranges] + [e for _, e, _ in ranges] + [e + 1 for _, e, _ in ranges if e < 2**32 - 1]:
+    for address in (
+        probes
+        + [s for s, _, _ in ranges]
+        + [e for _, e, _ in ranges]
+        + [e + 1 for _, e, _ in ranges if e < 2**32 - 1]
+    ):
         expected = next((c for s, e, c in ranges if s <= address <= e), None)
         found = index.lookup(str(ipaddress.IPv4Address(address)))
         assert (found["city"] if found else None) == expected
@@ -91,10 +126,16 @@ def test_geo_index_agrees_with_a_linear_scan(ranges, probes):
 
 def test_sample_geo_has_thousands_of_ranges_and_documented_addresses(sample_geo):
     assert len(sample_geo.v4.starts) > 3000 and len(sample_geo.v6.starts) > 1000
-    assert dict(sample_geo.lookup("192.0.2.10")) == {"country": "US", "region": "California", "city": "San Francisco"}
+    assert dict(sample_geo.lookup("192.0.2.10")) == {
+        "country": "US",
+        "region": "California",
+        "city": "San Francisco",
+    }
     assert sample_geo.lookup("203.0.113.200")["city"] == "Sydney"
     assert sample_geo.lookup("2001:db8:1::42")["city"] == "Paris"
-    assert sample_geo.lookup("10.1.2.3") is None and sample_geo.lookup("127.0.0.1") is None  # private, loopback
+    assert (
+        sample_geo.lookup("10.1.2.3") is None and sample_geo.lookup("127.0.0.1") is None
+    )  # private, loopback
     addresses = [f"{a}.{b}.7.9" for a in range(1, 224) for b in range(0, 256, 16)]
     started = time.perf_counter()
     for address in addresses:
@@ -111,15 +152,43 @@ def test_normalize_utm():
 
 def test_campaign_lookup_falls_back_from_exact_to_wildcards():
     rows = [
-        {"utm_source": "google", "utm_medium": "cpc", "utm_campaign": "spring", "campaign_id": "c1", "name": "Spring", "channel": "paid_search"},
-        {"utm_source": "google", "utm_medium": "cpc", "utm_campaign": "*", "campaign_id": "c2", "name": "Google other", "channel": "paid_search"},
-        {"utm_source": "google", "utm_medium": "*", "utm_campaign": "*", "campaign_id": "c3", "name": "Google any", "channel": "other"},
-        {"utm_source": "*", "utm_medium": "email", "utm_campaign": "*", "campaign_id": "c4", "name": "Email", "channel": "email"},
+        {
+            "utm_source": "google",
+            "utm_medium": "cpc",
+            "utm_campaign": "spring",
+            "campaign_id": "c1",
+            "name": "Spring",
+            "channel": "paid_search",
+        },
+        {
+            "utm_source": "google",
+            "utm_medium": "cpc",
+            "utm_campaign": "*",
+            "campaign_id": "c2",
+            "name": "Google other",
+            "channel": "paid_search",
+        },
+        {
+            "utm_source": "google",
+            "utm_medium": "*",
+            "utm_campaign": "*",
+            "campaign_id": "c3",
+            "name": "Google any",
+            "channel": "other",
+        },
+        {
+            "utm_source": "*",
+            "utm_medium": "email",
+            "utm_campaign": "*",
+            "campaign_id": "c4",
+            "name": "Email",
+            "channel": "email",
+        },
     ]
     index = CampaignIndex.from_rows(rows)
     assert index.lookup(" Google", "CPC", "Spring")[0]["campaign_id"] == "c1"
     assert index.lookup("google", "cpc", "spring")[1] == "exact"
-    assert index.lookup("google", "cpc", "summer") [0]["campaign_id"] == "c2"
+    assert index.lookup("google", "cpc", "summer")[0]["campaign_id"] == "c2"
     assert index.lookup("google", "cpc", None)[1] == "source_medium"
     assert index.lookup("google", "display", "x")[0]["campaign_id"] == "c3"
     assert index.lookup("klaviyo", "email", "welcome") == (index.by_key[("*", "email", "*")], "medium")
@@ -138,17 +207,34 @@ def test_sample_campaigns_resolve(sample_campaigns):
 
 def test_enrich_context_has_a_stable_shape(sample_geo, sample_campaigns):
     context = enrich_context(
-        {"ip": "198.51.100.7", "utm_source": "Google", "utm_medium": "cpc", "utm_campaign": "black_friday_2024_books_jp"},
+        {
+            "ip": "198.51.100.7",
+            "utm_source": "Google",
+            "utm_medium": "cpc",
+            "utm_campaign": "black_friday_2024_books_jp",
+        },
         geo=sample_geo,
         campaigns=sample_campaigns,
     )
     assert context == {
         "geo": {"country": "DE", "region": "Berlin", "city": "Berlin"},
-        "campaign": {"campaign_id": "cmp_00001", "name": "Black Friday 2024 · Books · JP (Google Ads)", "channel": "paid_search", "match": "exact"},
+        "campaign": {
+            "campaign_id": "cmp_00001",
+            "name": "Black Friday 2024 · Books · JP (Google Ads)",
+            "channel": "paid_search",
+            "match": "exact",
+        },
     }
-    segment = enrich_context({"utm_source": "google", "utm_medium": "cpc", "utm_name": "black_friday_2024_books_jp"}, geo=sample_geo, campaigns=sample_campaigns)
+    segment = enrich_context(
+        {"utm_source": "google", "utm_medium": "cpc", "utm_name": "black_friday_2024_books_jp"},
+        geo=sample_geo,
+        campaigns=sample_campaigns,
+    )
     assert segment["campaign"]["campaign_id"] == "cmp_00001"
-    empty = {"geo": dict.fromkeys(("country", "region", "city")), "campaign": dict.fromkeys(("campaign_id", "name", "channel", "match"))}
+    empty = {
+        "geo": dict.fromkeys(("country", "region", "city")),
+        "campaign": dict.fromkeys(("campaign_id", "name", "channel", "match")),
+    }
     assert enrich_context(None, geo=sample_geo, campaigns=sample_campaigns) == empty
     assert enrich_context({"ip": 12, "utm_source": ["x"]}, geo=GeoIndex(), campaigns=CampaignIndex()) == empty
 
@@ -203,19 +289,39 @@ def test_campaign_schema_rejects_duplicates_after_normalizing_and_misplaced_wild
 
 def test_missing_columns_reject_every_row():
     with pytest.raises(ReferenceInvalid) as caught:
-        validate_reference(GEO_SPEC, _frame("start_ip,country\n192.0.2.1,US\n192.0.2.2,US\n"), "bad.csv", None)
+        validate_reference(
+            GEO_SPEC, _frame("start_ip,country\n192.0.2.1,US\n192.0.2.2,US\n"), "bad.csv", None
+        )
     assert caught.value.rejects == 2
 
 
 def _snapshot(at, events, dlq, events_start=0, dlq_start=0, oldest_ms=None):
-    return OffsetSnapshot(at=at, events_start=events_start, events_end=events, dlq_start=dlq_start, dlq_end=dlq, oldest_ms=oldest_ms)
+    return OffsetSnapshot(
+        at=at,
+        events_start=events_start,
+        events_end=events,
+        dlq_start=dlq_start,
+        dlq_end=dlq,
+        oldest_ms=oldest_ms,
+    )
 
 
 def test_dlq_rate_since_the_previous_measurement_or_over_the_retained_topics():
     rate = dlq_rate(_snapshot(1000.0, 100, 5), _snapshot(1120.0, 1100, 35))
-    assert (rate.basis, rate.events, rate.dead_letters, rate.per_minute, rate.ratio) == ("since previous measurement", 1000, 30, 15.0, 0.03)
+    assert (rate.basis, rate.events, rate.dead_letters, rate.per_minute, rate.ratio) == (
+        "since previous measurement",
+        1000,
+        30,
+        15.0,
+        0.03,
+    )
     first = dlq_rate(None, _snapshot(1120.0, 500, 20, events_start=100, oldest_ms=1_000_000))
-    assert (first.basis, first.events, first.dead_letters, first.window_s) == ("retained topics", 400, 20, 120.0)
+    assert (first.basis, first.events, first.dead_letters, first.window_s) == (
+        "retained topics",
+        400,
+        20,
+        120.0,
+    )
     reset = dlq_rate(_snapshot(1000.0, 9000, 50), _snapshot(1120.0, 10, 0))  # the broker lost its topics
     assert reset.basis == "retained topics"
     assert dlq_rate(None, _snapshot(1.0, 0, 3)).ratio == 1.0  # dead letters without events
@@ -228,7 +334,18 @@ def test_stream_health_problems_follow_the_limits():
     snapshot = _snapshot(0.0, 0, 0)
     quiet = StreamHealth(lag(0.0), lag(0.0), DlqRate("retained topics", 60, 0, 0), snapshot)
     assert quiet.problems() == []
-    assert StreamHealth(lag(61.0), lag(0.0), DlqRate("x", 60, 1000, 9), snapshot).problems() == ["profiles_fresh"]
-    assert StreamHealth(lag(0.0), lag(301.0), DlqRate("x", 60, 1000, 9), snapshot).problems() == ["consumer_lag"]
-    assert StreamHealth(lag(400.0), lag(0.0), DlqRate("x", 60, 100, 10), snapshot).problems() == ["profiles_fresh", "consumer_lag", "dlq_rate"]
-    assert StreamHealth(lag(0.0), lag(0.0), DlqRate("x", 60, 100, 10), snapshot).problems(Limits(dlq_ratio=0.2)) == []
+    assert StreamHealth(lag(61.0), lag(0.0), DlqRate("x", 60, 1000, 9), snapshot).problems() == [
+        "profiles_fresh"
+    ]
+    assert StreamHealth(lag(0.0), lag(301.0), DlqRate("x", 60, 1000, 9), snapshot).problems() == [
+        "consumer_lag"
+    ]
+    assert StreamHealth(lag(400.0), lag(0.0), DlqRate("x", 60, 100, 10), snapshot).problems() == [
+        "profiles_fresh",
+        "consumer_lag",
+        "dlq_rate",
+    ]
+    assert (
+        StreamHealth(lag(0.0), lag(0.0), DlqRate("x", 60, 100, 10), snapshot).problems(Limits(dlq_ratio=0.2))
+        == []
+    )

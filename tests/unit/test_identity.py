@@ -14,11 +14,18 @@ def person(deltas, profile_id):
 
 
 def browse_then_identify():
-    before = [delta_of(make_event("page_view", ts_ms=i * MINUTE, user_id=None, anonymous_id="a1", category="shoes")) for i in range(3)]
+    before = [
+        delta_of(make_event("page_view", ts_ms=i * MINUTE, user_id=None, anonymous_id="a1", category="shoes"))
+        for i in range(3)
+    ]
     identify = delta_of(make_event("identify", ts_ms=5 * MINUTE, user_id="u1", anonymous_id="a1"))
     after = [
-        delta_of(make_event("add_to_cart", ts_ms=6 * MINUTE, user_id="u1", anonymous_id="a1", product_id="p9")),
-        delta_of(make_event("page_view", ts_ms=7 * MINUTE, user_id=None, anonymous_id="a1", category="shoes")),
+        delta_of(
+            make_event("add_to_cart", ts_ms=6 * MINUTE, user_id="u1", anonymous_id="a1", product_id="p9")
+        ),
+        delta_of(
+            make_event("page_view", ts_ms=7 * MINUTE, user_id=None, anonymous_id="a1", category="shoes")
+        ),
     ]
     return before + [identify] + after
 
@@ -55,7 +62,9 @@ def test_an_unlinked_anonymous_visitor_has_its_own_profile():
 
 
 def test_a_shared_device_belongs_to_the_earliest_linked_user_whatever_the_order():
-    anon_view = delta_of(make_event("page_view", ts_ms=MINUTE, user_id=None, anonymous_id="a1", category="home"))
+    anon_view = delta_of(
+        make_event("page_view", ts_ms=MINUTE, user_id=None, anonymous_id="a1", category="home")
+    )
     late = delta_of(make_event("identify", ts_ms=9 * MINUTE, user_id="u-late", anonymous_id="a1"))
     early = delta_of(make_event("identify", ts_ms=2 * MINUTE, user_id="u-early", anonymous_id="a1"))
     for stream in ([anon_view, late, early], [early, anon_view, late], [late, early, anon_view]):
@@ -77,12 +86,28 @@ def test_the_rules_view_of_a_person_equals_the_full_document_field_by_field():
 
     deltas = random_deltas(random.Random(8), 600, users=4)
     profiles, owners = reference_profiles(deltas, GAP), reference_owners(deltas)
-    names = {"last_session", "event_count", "counts_by_type", "category_views", "cart", "purchase_total", "engagement_score",
-             "intent_score", "session_count", "first_seen", "last_seen", "updated_at", "last_products", "anonymous_ids"}
+    names = {
+        "last_session",
+        "event_count",
+        "counts_by_type",
+        "category_views",
+        "cart",
+        "purchase_total",
+        "engagement_score",
+        "intent_score",
+        "session_count",
+        "first_seen",
+        "last_seen",
+        "updated_at",
+        "last_products",
+        "anonymous_ids",
+    }
     for person in {owners.get(pid, pid) for pid in profiles}:
         owned = sorted(a for a, u in owners.items() if u == person and a != person)
         parts = [profiles[pid].part() for pid in [person, *owned] if pid in profiles]
-        user_id = person if (profiles.get(person) and profiles[person].fields.get("user_id")) or owned else None
+        user_id = (
+            person if (profiles.get(person) and profiles[person].fields.get("user_id")) or owned else None
+        )
         full = merge_parts(person, user_id, parts, GAP)
         view = merged_view(person, user_id, parts, GAP, names)
         assert view == {k: full[k] for k in view}, person

@@ -22,7 +22,9 @@ def test_the_writer_records_the_group_state_atomically(tmp_path):
 
 
 def test_a_fresh_steady_member_is_live_and_ready():
-    status = AppStatus(at=100.0, pid=1, group_state="up", join_state="steady", assigned=0)  # idle member: still ready
+    status = AppStatus(
+        at=100.0, pid=1, group_state="up", join_state="steady", assigned=0
+    )  # idle member: still ready
     assert judge(status, 110.0, 60, ready=True)[0]
 
 

@@ -3,7 +3,7 @@
 import json
 
 from enrichment.catalog import Catalog
-from streaming.profile_app.pipeline import build_pipeline, check_record
+from streaming.profile_app.pipeline import check_record
 from tests.unit.test_event_contract import event
 
 

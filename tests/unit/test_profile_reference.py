@@ -101,7 +101,9 @@ def test_any_order_and_any_duplicates_give_the_same_profiles():
             meta = {"query": "x"}
         if rng.random() < 0.5 and kind == "page_view":
             meta["category"] = rng.choice(["a", "b"])
-        events.append(make_event(kind, ts_ms=rng.randrange(0, 600 * MINUTE), user_id=f"u{rng.randrange(4)}", **meta))
+        events.append(
+            make_event(kind, ts_ms=rng.randrange(0, 600 * MINUTE), user_id=f"u{rng.randrange(4)}", **meta)
+        )
     deltas = [delta_of(e, "catalog-cat") for e in events]
     expected = {k: p.document() for k, p in reference_profiles(deltas).items()}
     for _ in range(5):

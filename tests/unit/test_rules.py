@@ -5,7 +5,8 @@ import time
 import uuid
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streaming.rules.checkpoint import decide_checkpoint
 from streaming.rules.engine import DECISION_NAMESPACE, RuleEngine, decision_id
@@ -31,7 +32,13 @@ def profile(**views):
 
 
 def view(category, event_id="e1"):
-    return {"event_id": event_id, "event_type": "page_view", "category": category, "metadata": {}, "timestamp": "t"}
+    return {
+        "event_id": event_id,
+        "event_type": "page_view",
+        "category": category,
+        "metadata": {},
+        "timestamp": "t",
+    }
 
 
 def test_the_shipped_rule_file_is_valid_and_has_category_affinity():
@@ -62,7 +69,8 @@ def test_cooldown_cap_per_key_and_redelivery():
 
 
 def test_a_runtime_cel_error_skips_the_rule_and_is_counted(caplog):
-    engine = RuleEngine(parse_rules("""
+    engine = RuleEngine(
+        parse_rules("""
 rules:
   - id: broken_at_runtime
     when: 'profile.category_views["books"] > 1'
@@ -70,7 +78,8 @@ rules:
   - id: fine
     when: 'profile.user_id == "u1"'
     action: {type: banner, message: ok}
-"""))
+""")
+    )
     fired = engine.evaluate(profile(shoes=1), view("shoes"), {}, 0)
     assert [d["rule"] for d in fired] == ["fine"]
     assert engine.errors["broken_at_runtime"] == 1
@@ -81,14 +90,23 @@ rules:
     ("text", "problem"),
     [
         ("rules: [{id: x, when: 'profile.(', action: {type: banner}}]", "Syntax error"),
-        ("rules: [{id: x, when: 'nope > 1', action: {type: banner}}]", "Undefined variable or function: 'nope'"),
+        (
+            "rules: [{id: x, when: 'nope > 1', action: {type: banner}}]",
+            "Undefined variable or function: 'nope'",
+        ),
         ("rules: [{id: x, when: 'true', action: {type: explode}}]", "action `type` must be one of"),
         ("rules: [{id: x, when: 'true', action: {type: webhook}}]", "needs an http(s) `url`"),
         ("rules: [{id: x, when: 'true', cooldown: soon, action: {type: banner}}]", "not a duration"),
-        ("rules: [{id: x, when: 'true', action: {type: banner, message: 'hi {who}'}}]", "does not define them"),
+        (
+            "rules: [{id: x, when: 'true', action: {type: banner, message: 'hi {who}'}}]",
+            "does not define them",
+        ),
         ("rules: [{id: X-1, when: 'true', action: {type: banner}}]", "`id` must match"),
         ("rules: [{id: x, when: 'true', colour: red, action: {type: banner}}]", "unknown key(s) ['colour']"),
-        ("rules: [{id: x, when: 'true', action: {type: banner}}, {id: x, when: 'true', action: {type: banner}}]", "duplicate id"),
+        (
+            "rules: [{id: x, when: 'true', action: {type: banner}}, {id: x, when: 'true', action: {type: banner}}]",
+            "duplicate id",
+        ),
         ("rules: {", "not valid YAML"),
         ("- just a list", "must be a mapping with a `rules:` list"),
     ],
@@ -106,7 +124,11 @@ def test_every_problem_is_listed_and_nothing_is_half_loaded():
 
 
 def test_durations():
-    assert parse_duration_ms("90s") == 90_000 and parse_duration_ms("2h") == 2 * HOUR and parse_duration_ms(5) == 5000
+    assert (
+        parse_duration_ms("90s") == 90_000
+        and parse_duration_ms("2h") == 2 * HOUR
+        and parse_duration_ms(5) == 5000
+    )
     with pytest.raises(ValueError):
         parse_duration_ms("1 week")
 
@@ -126,13 +148,18 @@ def test_follower_reloads_a_changed_file_and_keeps_the_old_rules_on_a_bad_one(tm
 
 
 def test_checkpoint_cooldown_holds_within_a_batch_and_segments_are_added():
-    engine = RuleEngine(parse_rules(AFFINITY + """
+    engine = RuleEngine(
+        parse_rules(
+            AFFINITY
+            + """
   - id: vip
     on: [purchase]
     when: 'profile.purchase_total >= 100.0'
     action: {type: segment, segment: vip}
     max_fires: 1
-"""))
+"""
+        )
+    )
     views = [make_event("page_view", ts_ms=i, user_id="u1", category="shoes") for i in range(4)]
     buy = make_event("purchase", ts_ms=9, user_id="u1", order_id="o1", price=150.0)
     triggering = [(e, delta_of(e)) for e in [*views, buy]]
@@ -147,8 +174,13 @@ def raw(kind: str, minute: int, **fields) -> bytes:
     """An archived event record at 2024-05-01T10:<minute>, its event_id numbered by the minute."""
     import msgspec
 
-    body = {"event_id": f"00000000-0000-4000-8000-{minute:012d}", "event_type": kind,
-            "timestamp": f"2024-05-01T10:{minute:02d}:00Z", "metadata": fields.pop("metadata", {}), **fields}
+    body = {
+        "event_id": f"00000000-0000-4000-8000-{minute:012d}",
+        "event_type": kind,
+        "timestamp": f"2024-05-01T10:{minute:02d}:00Z",
+        "metadata": fields.pop("metadata", {}),
+        **fields,
+    }
     return msgspec.json.encode(body)
 
 
@@ -194,7 +226,8 @@ def test_backtest_keeps_a_user_id_sent_as_another_users_anonymous_id_a_person_of
 
 
 def test_rules_can_read_geo_and_campaign_and_enrichment_runs_only_when_read():
-    engine = RuleEngine(parse_rules("""
+    engine = RuleEngine(
+        parse_rules("""
 rules:
   - id: german_spring
     on: [page_view]
@@ -204,7 +237,8 @@ rules:
     on: [click]
     when: 'true'
     action: {type: banner, message: "hi"}
-"""))
+""")
+    )
     calls = []
 
     def enrich(metadata):

@@ -3,15 +3,21 @@
 import msgspec
 import pytest
 
-from streaming.rules.follower import DEFAULT_RULES_FILE
-from streaming.rules.loader import load_rules
-from streaming.rules.model import Action, Rule
 from streaming.rules.cel_subset import parse
 from streaming.rules.checkpoint import decide_checkpoint
 from streaming.rules.engine import RuleEngine
-from streaming.rules.loader import parse_rules
+from streaming.rules.follower import DEFAULT_RULES_FILE
+from streaming.rules.loader import load_rules, parse_rules
+from streaming.rules.model import Action, Rule
 from streaming.rules.prefilter import (
-    UNKNOWN, Candidate, Prefilter, add_candidates, certain_fires, compile_condition, guard, state_key_plan,
+    UNKNOWN,
+    Candidate,
+    Prefilter,
+    add_candidates,
+    certain_fires,
+    compile_condition,
+    guard,
+    state_key_plan,
 )
 from tests.unit.test_profile_reference import delta_of, make_event
 
@@ -29,7 +35,12 @@ def test_the_sample_rules_compile_to_exact_plans():
         ["cmp", ">=", ["m", "v", ["e", "category"]], ["k", 3]],
     ]
     assert compile_condition(SAMPLE["cart_saver"].when)[1][1] == ["cmp", ">", ["size", "c"], ["k", 0]]
-    assert compile_condition(SAMPLE["big_spender"].when) == ["cmp", ">=", ["p", "purchase_total"], ["k", 500.0]]
+    assert compile_condition(SAMPLE["big_spender"].when) == [
+        "cmp",
+        ">=",
+        ["p", "purchase_total"],
+        ["k", 500.0],
+    ]
     assert compile_condition(SAMPLE["high_intent"].when)[2] == ["not", ["in", "t", ["k", "purchase"]]]
     assert state_key_plan(SAMPLE["category_affinity"]) == [1, "category"]
     assert state_key_plan(SAMPLE["big_spender"]) == [0]
@@ -69,7 +80,9 @@ def test_what_is_not_modelled_is_unknown(expression):
 
 def test_unknown_parts_stay_inside_a_known_structure():
     assert compile_condition("profile.event_count >= 3 && event.metadata.x == 1") == [
-        "and", ["cmp", ">=", ["p", "event_count"], ["k", 3]], ["?"]
+        "and",
+        ["cmp", ">=", ["p", "event_count"], ["k", 3]],
+        ["?"],
     ]
     assert compile_condition("!(profile.last_products.size() > 0)") == ["not", ["?"]]
 
@@ -88,13 +101,24 @@ def test_precedence_and_constant_folding_follow_cel():
 
 
 def test_numbers_of_either_kind_compare_as_cel_compares_them():
-    assert compile_condition("profile.purchase_total >= 500") == ["cmp", ">=", ["p", "purchase_total"], ["k", 500]]
+    assert compile_condition("profile.purchase_total >= 500") == [
+        "cmp",
+        ">=",
+        ["p", "purchase_total"],
+        ["k", 500],
+    ]
     assert compile_condition('profile.category_views["x"] == 3.0')[0] == "cmp"
 
 
 def test_guards_index_rules_by_an_event_field():
-    assert guard(compile_condition('event.category == "shoes" && profile.event_count > 1')) == ("category", "shoes")
-    assert guard(compile_condition('profile.event_count > 1 && "shoes" == event.category')) == ("category", "shoes")
+    assert guard(compile_condition('event.category == "shoes" && profile.event_count > 1')) == (
+        "category",
+        "shoes",
+    )
+    assert guard(compile_condition('profile.event_count > 1 && "shoes" == event.category')) == (
+        "category",
+        "shoes",
+    )
     assert guard(compile_condition('event.category == "shoes" || profile.event_count > 1')) is None
     assert guard(compile_condition("profile.event_count > 1")) is None
 
@@ -102,7 +126,9 @@ def test_guards_index_rules_by_an_event_field():
 def test_the_script_argument_carries_every_type_and_the_rules_for_any_type():
     rules = [
         rule('event.category == "a" && profile.event_count > 1', "guarded"),
-        rule("profile.cart.size() > 0 || profile.event_count > 1", "typed", frozenset({"page_view", "click"})),
+        rule(
+            "profile.cart.size() > 0 || profile.event_count > 1", "typed", frozenset({"page_view", "click"})
+        ),
         rule("profile.event_count > 5", "every_type", frozenset()),
     ]
     prefilter = Prefilter(rules)
@@ -133,13 +159,21 @@ def test_thresholds_on_one_number_form_a_tier_in_ascending_order():
         tuple(map(str, msgspec.json.decode(node))): [(bound, strict, p[1]) for bound, strict, p in entries]
         for node, entries in plan["tiers"]
     }
-    assert tiers[("p", "event_count")] == [(25, False, "from_25"), (25, True, "over_25"), (50, False, "fifty")]
+    assert tiers[("p", "event_count")] == [
+        (25, False, "from_25"),
+        (25, True, "over_25"),
+        (50, False, "fifty"),
+    ]
     assert tiers[("m", "t", "['k', 'search']")] == [(3, False, "searches")]
     assert [p[1] for p in plan["all"]] == ["not_a_tier"]
 
 
 def test_the_fields_a_type_reads_are_listed_for_one_read():
-    rules = [rule('profile.category_views[event.category] >= 3 && "buy" in profile.counts_by_type && profile.session_count > 1')]
+    rules = [
+        rule(
+            'profile.category_views[event.category] >= 3 && "buy" in profile.counts_by_type && profile.session_count > 1'
+        )
+    ]
     plan = msgspec.msgpack.decode(Prefilter(rules).argument())["types"]["page_view"]
     assert plan["fields"] == ["ss", "t:buy"]
     assert plan["keyed"] == [["v", "category"]]
@@ -148,7 +182,10 @@ def test_the_fields_a_type_reads_are_listed_for_one_read():
 def test_a_guarded_group_lists_its_own_fields_so_an_event_reads_only_its_groups():
     rules = [
         rule('event.category == "shoes" && profile.category_views["shoes"] >= 3', "shoes"),
-        rule('event.category == "books" && profile.category_views["books"] >= 3 && profile.session_count > 1', "books"),
+        rule(
+            'event.category == "books" && profile.category_views["books"] >= 3 && profile.session_count > 1',
+            "books",
+        ),
         rule("profile.event_count >= 10", "ten"),
     ]
     plan = msgspec.msgpack.decode(Prefilter(rules).argument())["types"]["page_view"]
@@ -166,7 +203,9 @@ def test_per_keys_other_than_an_event_field_skip_the_state_check():
 def test_only_rules_whose_decision_needs_no_profile_may_be_decided_by_the_script():
     assert certain_fires(SAMPLE["category_affinity"])  # params read the event only
     assert not certain_fires(SAMPLE["big_spender"])  # a segment reads the profile's segments
-    profile_param = Rule(id="r", when="true", action=Action(type="banner", message="{n}", params={"n": "profile.event_count"}))
+    profile_param = Rule(
+        id="r", when="true", action=Action(type="banner", message="{n}", params={"n": "profile.event_count"})
+    )
     assert not certain_fires(profile_param)
     assert not certain_fires(rule("true", per="event.metadata.sku"))
 
@@ -201,12 +240,25 @@ def test_a_certain_rule_becomes_the_decision_python_would_make():
     event = make_event("page_view", user_id="u1", category="shoes")
     delta = delta_of(event)
     full_profile = {"profile_id": "u1", "user_id": "u1", "category_views": {"shoes": 3}, "segments": []}
-    exact, _ = decide_checkpoint(engine, [(event, delta)], {"u1": "u1"}, {"u1": full_profile}, {"u1": {}}, 1000)
+    exact, _ = decide_checkpoint(
+        engine, [(event, delta)], {"u1": "u1"}, {"u1": full_profile}, {"u1": {}}, 1000
+    )
     certain = {event.event_id: Candidate("u1", "u1", {0: (True, 0)})}
     decided, _ = decide_checkpoint(engine, [(event, delta)], {}, {}, {}, 1000, None, certain)
-    assert decided == exact and decided[0]["message"] == "More shoes" and decided[0]["key"] == "affinity:shoes"
+    assert (
+        decided == exact and decided[0]["message"] == "More shoes" and decided[0]["key"] == "affinity:shoes"
+    )
     # The person's earlier fires count: this is the second, and the cap is two.
-    (second,) = decide_checkpoint(engine, [(event, delta)], {}, {}, {}, 1000, None, {event.event_id: Candidate("u1", "u1", {0: (True, 1)})})[0]
+    (second,) = decide_checkpoint(
+        engine,
+        [(event, delta)],
+        {},
+        {},
+        {},
+        1000,
+        None,
+        {event.event_id: Candidate("u1", "u1", {0: (True, 1)})},
+    )[0]
     assert second["fire_count"] == 2
 
 
@@ -214,21 +266,37 @@ def test_within_a_checkpoint_a_certain_rule_still_respects_its_cooldown():
     engine = certain_engine()
     events = [make_event("page_view", ts_ms=i, user_id="u1", category="shoes") for i in range(3)]
     candidates = {e.event_id: Candidate("u1", "u1", {0: (True, 0)}) for e in events}
-    fired, _ = decide_checkpoint(engine, [(e, delta_of(e)) for e in events], {}, {}, {}, 1000, None, candidates)
+    fired, _ = decide_checkpoint(
+        engine, [(e, delta_of(e)) for e in events], {}, {}, {}, 1000, None, candidates
+    )
     assert len(fired) == 1 and fired[0]["event_id"] == events[0].event_id  # the earliest in event time
 
 
 def test_an_uncertain_rule_is_evaluated_on_the_profile_and_unnamed_rules_not_at_all():
-    engine = RuleEngine(parse_rules(AFFINITY_ONCE + """
+    engine = RuleEngine(
+        parse_rules(
+            AFFINITY_ONCE
+            + """
   - id: anything
     on: [page_view]
     when: 'true'
     action: {type: banner, message: "x"}
-"""))
+"""
+        )
+    )
     event = make_event("page_view", user_id="u1", category="shoes")
     full_profile = {"profile_id": "u1", "user_id": "u1", "category_views": {"shoes": 3}, "segments": []}
     only_affinity = {event.event_id: Candidate("u1", "u1", {0: (False, 0)})}
-    fired, _ = decide_checkpoint(engine, [(event, delta_of(event))], {"u1": "u1"}, {"u1": full_profile}, {"u1": {}}, 1000, None, only_affinity)
+    fired, _ = decide_checkpoint(
+        engine,
+        [(event, delta_of(event))],
+        {"u1": "u1"},
+        {"u1": full_profile},
+        {"u1": {}},
+        1000,
+        None,
+        only_affinity,
+    )
     assert [d["rule"] for d in fired] == ["affinity"]
 
 

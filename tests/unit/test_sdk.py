@@ -86,7 +86,9 @@ def test_timestamps_are_utc_with_milliseconds_and_z():
 
 
 def test_encoded_event_is_what_the_collector_validates():
-    event = build_event("purchase", user_id="u1", metadata={"order_id": "o1", "price": 9.5}, timestamp="2024-04-25T14:23:05Z")
+    event = build_event(
+        "purchase", user_id="u1", metadata={"order_id": "o1", "price": 9.5}, timestamp="2024-04-25T14:23:05Z"
+    )
     assert validate_event(json.loads(encode_event(event))).event_type == "purchase"
 
 
@@ -173,9 +175,18 @@ def test_retry_after_seconds_and_http_dates():
 
 @pytest.mark.parametrize(
     ("status", "outcome"),
-    [(202, Outcome.ACCEPTED), (400, Outcome.FATAL), (401, Outcome.FATAL), (403, Outcome.FATAL),
-     (413, Outcome.TOO_LARGE), (429, Outcome.RETRY), (500, Outcome.RETRY), (503, Outcome.RETRY),
-     (408, Outcome.RETRY), (404, Outcome.FATAL)],
+    [
+        (202, Outcome.ACCEPTED),
+        (400, Outcome.FATAL),
+        (401, Outcome.FATAL),
+        (403, Outcome.FATAL),
+        (413, Outcome.TOO_LARGE),
+        (429, Outcome.RETRY),
+        (500, Outcome.RETRY),
+        (503, Outcome.RETRY),
+        (408, Outcome.RETRY),
+        (404, Outcome.FATAL),
+    ],
 )
 def test_status_classification(status, outcome):
     answer = classify_response(status, {"retry-after": "2"}, b'{"detail": "why"}')
@@ -263,7 +274,9 @@ def test_413_splits_the_batch_into_halves_until_it_fits():
 
 def test_rejected_events_are_logged_and_not_retried(caplog):
     def respond(events, attempt):
-        return accepted(events, [{"index": 1, "event_id": events[1]["event_id"], "error": "schema v2 says no"}])
+        return accepted(
+            events, [{"index": 1, "event_id": events[1]["event_id"], "error": "schema v2 says no"}]
+        )
 
     collector = FakeCollector(respond)
     with caplog.at_level(logging.WARNING, logger="streaming.sdk"):
@@ -442,7 +455,9 @@ def test_events_are_flushed_at_interpreter_exit():
         "print(c.track('click', user_id='u1'))\n"
     )
     try:
-        out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
     finally:
         server.shutdown()
     assert out.returncode == 0, out.stderr

@@ -16,9 +16,9 @@ import yaml
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
+from core.settings import PulseSettings, settings_to_env
 from enrichment.geo import SAMPLE_GEO, GeoIndex
 from orchestration.cli import cli
-from orchestration.settings import PulseSettings, settings_to_env
 from streaming.api.app import create_app
 from streaming.api.auth import KeyConfigError, KeyRing, MissingKeysError, Scope, grants, hash_key
 from streaming.api.ingest import Unmappable, plan_ingest
@@ -43,7 +43,9 @@ def keys_yaml(*entries: tuple[str, str, list[str]]) -> str:
 
 
 def test_plain_and_hashed_entries_grant_the_same_scopes():
-    ring = KeyRing.from_settings(PulseSettings(write_keys=f"w-plain,{hash_key('w-hashed')}", read_keys="r1", admin_keys=hash_key("a1")))
+    ring = KeyRing.from_settings(
+        PulseSettings(write_keys=f"w-plain,{hash_key('w-hashed')}", read_keys="r1", admin_keys=hash_key("a1"))
+    )
     assert ring.scopes_of("w-plain") == ring.scopes_of("w-hashed") == {Scope.WRITE}
     assert ring.scopes_of("r1") == {Scope.READ}
     assert ring.scopes_of("a1") == {Scope.ADMIN}
@@ -91,7 +93,10 @@ def test_keys_file_in_yaml_and_json():
     text = keys_yaml(("web", "k-web", ["write"]), ("ops", "k-ops", ["admin", "write"]))
     for source in (text, json.dumps(yaml.safe_load(text))):
         entries = parse_keys_file(source)
-        assert [(e.name, sorted(e.scopes)) for e in entries] == [("web", [Scope.WRITE]), ("ops", [Scope.ADMIN, Scope.WRITE])]
+        assert [(e.name, sorted(e.scopes)) for e in entries] == [
+            ("web", [Scope.WRITE]),
+            ("ops", [Scope.ADMIN, Scope.WRITE]),
+        ]
     ring = KeyRing(()).with_entries(parse_keys_file(text))
     assert ring.scopes_of("k-ops") == {Scope.ADMIN, Scope.WRITE}
 
@@ -137,7 +142,9 @@ def test_keys_file_is_reloaded_when_it_changes_at_most_every_refresh(tmp_path, c
     path = tmp_path / "keys.yaml"
     path.write_text(keys_yaml(("old", "k-old", ["write"])))
     clock = Clock()
-    follower = KeysFollower(KeyRing.from_settings(PulseSettings(read_keys="env-read")), path, refresh_seconds=2, clock=clock)
+    follower = KeysFollower(
+        KeyRing.from_settings(PulseSettings(read_keys="env-read")), path, refresh_seconds=2, clock=clock
+    )
     assert follower.scopes_of("k-old") == {Scope.WRITE}
 
     replace_file(path, keys_yaml(("new", "k-new", ["write"])))
@@ -200,7 +207,9 @@ class FakeStore:
 
 
 def api(**overrides: Any) -> tuple[TestClient, FakeProducer, FakeStore]:
-    settings = PulseSettings(**{"write_keys": "w", "read_keys": "r", "admin_keys": hash_key("a"), **overrides})
+    settings = PulseSettings(
+        **{"write_keys": "w", "read_keys": "r", "admin_keys": hash_key("a"), **overrides}
+    )
     producer, store = FakeProducer(), FakeStore()
     return TestClient(create_app(settings, producer=producer, store=store)), producer, store  # type: ignore[arg-type]
 
@@ -218,8 +227,12 @@ def test_scopes_over_http_keep_the_contract_and_add_admin():
             assert client.get(path, headers=key("w")).status_code == 403
         assert client.post("/v1/events", json=EVENT, headers=key("w")).status_code == 202
         denied = client.post("/v1/events", json=EVENT, headers=key("a"))
-        assert denied.status_code == 403 and denied.json()["detail"] == "this key may not write: use a write key"
-        assert client.delete("/v1/profiles/u1", headers=key("r")).status_code == 202  # DESIGN: read keys forget
+        assert (
+            denied.status_code == 403 and denied.json()["detail"] == "this key may not write: use a write key"
+        )
+        assert (
+            client.delete("/v1/profiles/u1", headers=key("r")).status_code == 202
+        )  # DESIGN: read keys forget
         assert client.delete("/v1/profiles/u2", headers=key("a")).status_code == 202
         assert client.delete("/v1/profiles/u3", headers=key("w")).status_code == 403
         assert client.get("/v1/profiles/u1", headers=key(hash_key("a"))).status_code == 401
@@ -238,7 +251,11 @@ def test_forget_can_be_reserved_to_admin_keys():
 
 def test_nothing_secret_or_personal_reaches_the_logs(caplog):
     client, producer, _ = api()
-    segment = {"batch": [{"type": "track", "event": "Product Viewed", "userId": "u1", "context": {"ip": "198.51.100.23"}}]}
+    segment = {
+        "batch": [
+            {"type": "track", "event": "Product Viewed", "userId": "u1", "context": {"ip": "198.51.100.23"}}
+        ]
+    }
     basic = {"Authorization": "Basic " + base64.b64encode(b"w:").decode()}
     with caplog.at_level(logging.DEBUG), client:
         client.post("/v1/events", json=EVENT, headers=key("w"))
@@ -306,9 +323,15 @@ def test_anonymizer_modes_and_the_hash_key():
 
 def test_plan_ingest_anonymizes_events_and_dead_letters_alike():
     invalid = {**EVENT, "event_type": "", "metadata": {"ip": "198.51.100.23"}}
-    segment = Unmappable({"type": "group", "context": {"ip": "2001:db8:1:2::9"}}, "group calls are not mapped")
+    segment = Unmappable(
+        {"type": "group", "context": {"ip": "2001:db8:1:2::9"}}, "group calls are not mapped"
+    )
     plan = plan_ingest(
-        [EVENT, invalid, segment], received_at="t", events_topic="ev", dlq_topic="dlq", anonymize=IPAnonymizer("truncate").scrub
+        [EVENT, invalid, segment],
+        received_at="t",
+        events_topic="ev",
+        dlq_topic="dlq",
+        anonymize=IPAnonymizer("truncate").scrub,
     )
     values = [msgspec.json.decode(r.value) for r in plan.records]
     assert [r.topic for r in plan.records] == ["ev", "dlq", "dlq"]
@@ -335,7 +358,9 @@ def test_truncation_keeps_every_sample_geo_answer_except_the_two_split_documenta
 
 
 def test_secrets_reach_child_processes_but_not_reprs():
-    settings = PulseSettings(ip_anonymization="hash", ip_hash_key="s3cret", admin_keys="a1,a2", keys_file="/k.yaml")
+    settings = PulseSettings(
+        ip_anonymization="hash", ip_hash_key="s3cret", admin_keys="a1,a2", keys_file="/k.yaml"
+    )
     env = settings_to_env(settings)
     assert env["PULSE_IP_HASH_KEY"] == "s3cret" and env["PULSE_ADMIN_KEYS"] == "a1,a2"
     assert env["PULSE_IP_ANONYMIZATION"] == "hash" and env["PULSE_KEYS_FILE"] == "/k.yaml"

@@ -15,28 +15,75 @@ def mapped(message, call=None, sent_at=None):
 
 
 def test_page_with_category_and_context():
-    event = mapped({
-        "type": "page", "messageId": "m-1", "anonymousId": "a1", "name": "Shoes", "properties": {"category": "shoes", "path": "/s"},
-        "context": {"ip": "1.2.3.4", "userAgent": "UA", "page": {"url": "https://x/s", "referrer": "https://g"}, "campaign": {"name": "spring", "source": "news"}},
-        "timestamp": "2024-04-25T11:59:00Z",
-    })
+    event = mapped(
+        {
+            "type": "page",
+            "messageId": "m-1",
+            "anonymousId": "a1",
+            "name": "Shoes",
+            "properties": {"category": "shoes", "path": "/s"},
+            "context": {
+                "ip": "1.2.3.4",
+                "userAgent": "UA",
+                "page": {"url": "https://x/s", "referrer": "https://g"},
+                "campaign": {"name": "spring", "source": "news"},
+            },
+            "timestamp": "2024-04-25T11:59:00Z",
+        }
+    )
     assert event["event_type"] == "page_view" and event["anonymous_id"] == "a1"
-    assert event["metadata"] == {"category": "shoes", "path": "/s", "page_name": "Shoes", "ip": "1.2.3.4", "user_agent": "UA",
-                                 "url": "https://x/s", "referrer": "https://g", "utm_campaign": "spring", "utm_source": "news"}
+    assert event["metadata"] == {
+        "category": "shoes",
+        "path": "/s",
+        "page_name": "Shoes",
+        "ip": "1.2.3.4",
+        "user_agent": "UA",
+        "url": "https://x/s",
+        "referrer": "https://g",
+        "utm_campaign": "spring",
+        "utm_source": "news",
+    }
 
 
 def test_screen_category_from_the_call():
-    assert mapped({"type": "screen", "messageId": "m", "userId": "u", "category": "home", "timestamp": "2024-04-25T11:00:00Z"})["metadata"]["category"] == "home"
+    assert (
+        mapped(
+            {
+                "type": "screen",
+                "messageId": "m",
+                "userId": "u",
+                "category": "home",
+                "timestamp": "2024-04-25T11:00:00Z",
+            }
+        )["metadata"]["category"]
+        == "home"
+    )
 
 
 @pytest.mark.parametrize(
     ("name", "event_type"),
-    [("Product Clicked", "click"), ("Product Added", "add_to_cart"), ("Product Removed", "remove_from_cart"),
-     ("Order Completed", "purchase"), ("Products Searched", "search"), ("Product Viewed", "product_viewed"), ("Signed Up!", "signed_up")],
+    [
+        ("Product Clicked", "click"),
+        ("Product Added", "add_to_cart"),
+        ("Product Removed", "remove_from_cart"),
+        ("Order Completed", "purchase"),
+        ("Products Searched", "search"),
+        ("Product Viewed", "product_viewed"),
+        ("Signed Up!", "signed_up"),
+    ],
 )
 def test_track_names(name, event_type):
     props = {"product_id": "p1", "order_id": "o1", "revenue": 12.5, "query": "q"}
-    event = mapped({"type": "track", "event": name, "messageId": "m", "userId": "u", "properties": props, "timestamp": "2024-04-25T11:00:00Z"})
+    event = mapped(
+        {
+            "type": "track",
+            "event": name,
+            "messageId": "m",
+            "userId": "u",
+            "properties": props,
+            "timestamp": "2024-04-25T11:00:00Z",
+        }
+    )
     assert event["event_type"] == event_type
     if event_type == "purchase":
         assert event["metadata"]["price"] == 12.5
@@ -50,21 +97,46 @@ def test_message_id_maps_to_a_stable_uuid():
 
 
 def test_identify_and_alias_link_ids():
-    identify = mapped({"type": "identify", "messageId": "m", "userId": "u", "anonymousId": "a", "traits": {"plan": "pro", "email": "x@y"}, "timestamp": "2024-04-25T11:00:00Z"})
+    identify = mapped(
+        {
+            "type": "identify",
+            "messageId": "m",
+            "userId": "u",
+            "anonymousId": "a",
+            "traits": {"plan": "pro", "email": "x@y"},
+            "timestamp": "2024-04-25T11:00:00Z",
+        }
+    )
     assert (identify["event_type"], identify["user_id"], identify["anonymous_id"]) == ("identify", "u", "a")
     assert identify["metadata"] == {"plan": "pro"}  # no e-mail in events
-    alias = mapped({"type": "alias", "messageId": "m2", "userId": "u", "previousId": "old", "timestamp": "2024-04-25T11:00:00Z"})
+    alias = mapped(
+        {
+            "type": "alias",
+            "messageId": "m2",
+            "userId": "u",
+            "previousId": "old",
+            "timestamp": "2024-04-25T11:00:00Z",
+        }
+    )
     assert (alias["event_type"], alias["user_id"], alias["anonymous_id"]) == ("identify", "u", "old")
 
 
 def test_clock_skew_correction():
     # The device clock is 10 minutes fast: the event happened 1 minute before sending.
-    event = mapped({"type": "track", "event": "X", "messageId": "m", "userId": "u", "timestamp": "2024-04-25T12:09:00Z"}, sent_at="2024-04-25T12:10:00Z")
+    event = mapped(
+        {"type": "track", "event": "X", "messageId": "m", "userId": "u", "timestamp": "2024-04-25T12:09:00Z"},
+        sent_at="2024-04-25T12:10:00Z",
+    )
     assert datetime.fromisoformat(event["timestamp"]) == datetime(2024, 4, 25, 11, 59, tzinfo=UTC)
 
 
 def test_unmappable_messages_say_why():
-    for message, reason in (({"type": "group", "messageId": "m"}, "group"), ({"type": "track", "messageId": "m"}, "event name"), ("x", "JSON object"), ({"type": "nope", "messageId": "m"}, "unknown")):
+    for message, reason in (
+        ({"type": "group", "messageId": "m"}, "group"),
+        ({"type": "track", "messageId": "m"}, "event name"),
+        ("x", "JSON object"),
+        ({"type": "nope", "messageId": "m"}, "unknown"),
+    ):
         with pytest.raises(SegmentMappingError, match=reason):
             segment_to_event(message, call=None, sent_at=None, received_at=NOW)
 

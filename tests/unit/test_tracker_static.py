@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from orchestration.settings import PulseSettings
+from core.settings import PulseSettings
 from quality.event_contract import CUSTOM_EVENT_TYPE_PATTERN, MAX_EVENT_BYTES
 from streaming.api.app import create_app
 from streaming.api.browser import STATIC, DemoShopError, banner_decisions, demo_catalog
@@ -53,7 +53,10 @@ class FakeStore:
         return None
 
     def get_decisions(self, profile_id: str) -> list[dict[str, Any]]:
-        return [BANNER, {"rule": "cart_saver", "action": "offer", "message": "10% off", "offer": {"code": "SAVE10"}}]
+        return [
+            BANNER,
+            {"rule": "cart_saver", "action": "offer", "message": "10% off", "offer": {"code": "SAVE10"}},
+        ]
 
 
 def client(**overrides: Any) -> TestClient:
@@ -73,7 +76,17 @@ def test_tracker_limits_match_the_contract_and_collector():
 
 def test_tracker_is_dependency_free():
     assert not re.search(r"\b(import|require)\s*\(|^import |https?://", TRACKER, re.MULTILINE)
-    for name in ("init", "page", "track", "identify", "flush", "sendBeacon", "localStorage", "randomUUID", "getRandomValues"):
+    for name in (
+        "init",
+        "page",
+        "track",
+        "identify",
+        "flush",
+        "sendBeacon",
+        "localStorage",
+        "randomUUID",
+        "getRandomValues",
+    ):
         assert name in TRACKER
 
 
@@ -89,7 +102,11 @@ def test_tracker_is_served_as_javascript():
 def test_write_key_in_query_is_accepted_for_events_only():
     with client() as c:
         # What the tracker sends: the key in the URL, a text/plain body (no CORS preflight).
-        ok = c.post("/v1/events?key=w", content=json.dumps({"events": [EVENT]}), headers={"Content-Type": "text/plain;charset=UTF-8"})
+        ok = c.post(
+            "/v1/events?key=w",
+            content=json.dumps({"events": [EVENT]}),
+            headers={"Content-Type": "text/plain;charset=UTF-8"},
+        )
         assert ok.status_code == 202 and ok.json() == {"accepted": 1, "rejected": []}
         assert c.post("/v1/events?key=r", json=EVENT).status_code == 403
         assert c.post("/v1/events?key=nope", json=EVENT).status_code == 401
@@ -105,7 +122,11 @@ def test_cors_only_for_configured_origins_and_only_on_collector_paths():
         assert sent.headers["access-control-allow-origin"] == origin
         preflight = c.options(
             "/v1/events",
-            headers={"Origin": origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-pulse-key, content-type"},
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "x-pulse-key, content-type",
+            },
         )
         assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == origin
         stranger = c.post("/v1/events?key=w", json=EVENT, headers={"Origin": "https://evil.example"})
@@ -113,12 +134,17 @@ def test_cors_only_for_configured_origins_and_only_on_collector_paths():
         read = c.get("/v1/decisions/a-1", headers={"Origin": origin, "X-Pulse-Key": "r"})
         assert "access-control-allow-origin" not in read.headers
     with client() as c:
-        assert "access-control-allow-origin" not in c.post("/v1/events?key=w", json=EVENT, headers={"Origin": origin}).headers
+        assert (
+            "access-control-allow-origin"
+            not in c.post("/v1/events?key=w", json=EVENT, headers={"Origin": origin}).headers
+        )
 
 
 def test_dev_mode_allows_the_api_origin():
     with client(write_keys="", read_keys="", dev_mode=True, api_port=8123) as c:
-        response = c.post("/v1/events?key=dev-write-key", json=EVENT, headers={"Origin": "http://localhost:8123"})
+        response = c.post(
+            "/v1/events?key=dev-write-key", json=EVENT, headers={"Origin": "http://localhost:8123"}
+        )
     assert response.headers["access-control-allow-origin"] == "http://localhost:8123"
 
 
@@ -134,7 +160,10 @@ def test_demo_shop_is_mounted_only_when_enabled():
         assert c.get("/demo/static/demo.js").status_code == 200
         assert c.get("/demo/static/tracker.js").status_code == 404
         assert c.get("/demo/catalog").json()["categories"] == demo_catalog()
-        assert c.get("/demo/decisions/a-1").json() == {"profile_id": "a-1", "decisions": banner_decisions([BANNER])}
+        assert c.get("/demo/decisions/a-1").json() == {
+            "profile_id": "a-1",
+            "decisions": banner_decisions([BANNER]),
+        }
 
 
 def test_demo_shop_needs_a_write_key():
@@ -157,5 +186,10 @@ def test_demo_catalog_groups_a_few_products_per_category():
 
 def test_banner_decisions_expose_only_what_a_banner_shows():
     assert banner_decisions([BANNER, {"action": "offer"}]) == [
-        {"rule": "category_affinity", "action": "banner", "message": "New in shoes: picked for you", "params": {"category": "shoes"}}
+        {
+            "rule": "category_affinity",
+            "action": "banner",
+            "message": "New in shoes: picked for you",
+            "params": {"category": "shoes"},
+        }
     ]

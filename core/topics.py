@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from orchestration.settings import PulseSettings
+from core.settings import PulseSettings
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +38,21 @@ def topic_specs(settings: PulseSettings) -> list[TopicSpec]:
     ]
 
 
-def ensure_topics(admin: AdminClient, specs: list[TopicSpec], replication_factor: int = 1, timeout: float = 30.0) -> list[str]:
+def ensure_topics(
+    admin: AdminClient, specs: list[TopicSpec], replication_factor: int = 1, timeout: float = 30.0
+) -> list[str]:
     """Create the topics that do not exist yet; return the names created."""
     existing = set(admin.list_topics(timeout=timeout).topics)
     missing = [spec for spec in specs if spec.name not in existing]
     if not missing:
         return []
     futures = admin.create_topics(
-        [NewTopic(s.name, num_partitions=s.partitions, replication_factor=replication_factor, config=s.config) for s in missing],
+        [
+            NewTopic(
+                s.name, num_partitions=s.partitions, replication_factor=replication_factor, config=s.config
+            )
+            for s in missing
+        ],
         request_timeout=timeout,
     )
     created = []

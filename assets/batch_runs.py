@@ -13,16 +13,22 @@ from confluent_kafka import Producer
 
 from assets.archive import read_valid_events
 from assets.batch_sql import recompute_documents
-from assets.reconciliation import ReconcileReport, diff_profiles, forgotten_ids, live_documents, live_profile_ids
-from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, read_catalog_csv
+from assets.reconciliation import (
+    ReconcileReport,
+    diff_profiles,
+    forgotten_ids,
+    live_documents,
+    live_profile_ids,
+)
+from core import service_registry
+from core.kafka_config import durable_producer_config
+from core.redis_client import redis_from_url
+from core.settings import PulseSettings
 from enrichment.campaigns import CampaignIndex
+from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, read_catalog_csv
 from enrichment.context import enrich_context
 from enrichment.geo import GeoIndex
 from enrichment.reference_store import load_campaigns, load_catalog, load_geo
-from orchestration import service_registry
-from orchestration.kafka_config import durable_producer_config
-from orchestration.settings import PulseSettings
-from streaming.profiles.redis_client import redis_from_url
 from streaming.profiles.store import RedisProfileStore
 from streaming.rules.backtest import BacktestReport, backtest
 from streaming.rules.engine import RuleEngine
@@ -37,10 +43,16 @@ def reconcile(settings: PulseSettings, progress: Callable[[int, int], None] | No
     ``progress(done, total)`` follows the reading of live profiles, the long part.
     """
     client = redis_from_url(service_registry.redis_url(settings))
-    store = RedisProfileStore(client, dedupe_window_seconds=settings.dedupe_window_seconds, session_gap_ms=settings.session_timeout_seconds * 1000)
+    store = RedisProfileStore(
+        client,
+        dedupe_window_seconds=settings.dedupe_window_seconds,
+        session_gap_ms=settings.session_timeout_seconds * 1000,
+    )
     forgotten = forgotten_ids(client)
     catalog = load_catalog(client)
-    batch = recompute_documents(settings.archive_path, catalog.categories, settings.session_timeout_seconds * 1000, exclude=forgotten)
+    batch = recompute_documents(
+        settings.archive_path, catalog.categories, settings.session_timeout_seconds * 1000, exclude=forgotten
+    )
     ids = (set(live_profile_ids(client)) | set(batch)) - forgotten
     logger.info("recomputed %d profiles from the archive; reading %d live profiles", len(batch), len(ids))
     return diff_profiles(batch, live_documents(store, ids, progress))
@@ -52,7 +64,12 @@ class ReplaySummary:
     skipped_forgotten: int = 0
 
 
-def replay(settings: PulseSettings, start: datetime | None, end: datetime | None, progress: Callable[[int, int], None] | None = None) -> ReplaySummary:
+def replay(
+    settings: PulseSettings,
+    start: datetime | None,
+    end: datetime | None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReplaySummary:
     """Republish archived valid events with event time in [start, end) to the events topic.
 
     Replaying over live profiles counts nothing twice: every event keeps its event_id.
@@ -75,7 +92,9 @@ def replay(settings: PulseSettings, start: datetime | None, end: datetime | None
             continue
         while True:
             try:
-                producer.produce(settings.topic_events, value=event.raw, key=event.key.encode(), on_delivery=on_delivery)
+                producer.produce(
+                    settings.topic_events, value=event.raw, key=event.key.encode(), on_delivery=on_delivery
+                )
                 break
             except BufferError:
                 producer.poll(0.1)
@@ -87,11 +106,15 @@ def replay(settings: PulseSettings, start: datetime | None, end: datetime | None
     if progress:
         progress(len(events), len(events))
     if remaining or failures:
-        raise RuntimeError(f"replay incomplete: {remaining} undelivered, {len(failures)} failed ({failures[:1]}); run it again (it is idempotent)")
+        raise RuntimeError(
+            f"replay incomplete: {remaining} undelivered, {len(failures)} failed ({failures[:1]}); run it again (it is idempotent)"
+        )
     return summary
 
 
-def backtest_rules(settings: PulseSettings, rules_file: Path, start: datetime | None, end: datetime | None) -> BacktestReport:
+def backtest_rules(
+    settings: PulseSettings, rules_file: Path, start: datetime | None, end: datetime | None
+) -> BacktestReport:
     """Run a rule file over the archive (``RuleFileError`` when the file is invalid)."""
     engine = RuleEngine(load_rules(rules_file))
     events = read_valid_events(settings.archive_path, start, end)

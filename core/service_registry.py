@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from orchestration.settings import PulseSettings
+from core.settings import PulseSettings
 
 logger = logging.getLogger(__name__)
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestration.settings import LOCAL_CONSUMER_DEFAULTS, PulseSettings
-from streaming.liveness import STATS_INTERVAL_MS, StatusWriter, status_path
+from core.settings import LOCAL_CONSUMER_DEFAULTS, PulseSettings
 
 
 def client_config(settings: PulseSettings, brokers: str) -> dict[str, Any]:
@@ -29,12 +28,3 @@ def durable_producer_config(settings: PulseSettings, brokers: str) -> dict[str, 
 def consumer_tuning(settings: PulseSettings) -> dict[str, Any]:
     """Low-latency consumer defaults; PULSE_KAFKA_CONFIG overrides any of them."""
     return {**LOCAL_CONSUMER_DEFAULTS, **settings.kafka_config}
-
-
-def app_consumer_config(settings: PulseSettings, app: str) -> dict[str, Any]:
-    """``consumer_tuning`` plus the statistics callback behind `pulse probe APP` (streaming/liveness.py)."""
-    return {
-        "statistics.interval.ms": STATS_INTERVAL_MS,
-        **consumer_tuning(settings),
-        "stats_cb": StatusWriter(status_path(settings.data_path, app)),
-    }

@@ -37,40 +37,66 @@ class PulseSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PULSE_", extra="ignore")
 
-    data_dir: Path = Field(Path(".pulse"), description="All local state: services, archive, DuckDB, DAGSTER_HOME.")
-    kafka_brokers: str | None = Field(None, description="Kafka bootstrap servers; unset = embedded broker of `pulse up`.")
+    data_dir: Path = Field(
+        Path(".pulse"), description="All local state: services, archive, DuckDB, DAGSTER_HOME."
+    )
+    kafka_brokers: str | None = Field(
+        None, description="Kafka bootstrap servers; unset = embedded broker of `pulse up`."
+    )
     kafka_config: dict[str, Any] = Field(
         default_factory=dict,
         description='Extra librdkafka settings as JSON, e.g. {"security.protocol": "SASL_SSL"}.',
     )
-    redis_url: str | None = Field(None, description="Redis URL (redis://, rediss://; redis+cluster://h1:p1,h2:p2 for Redis Cluster); unset = embedded server of `pulse up`.")
+    redis_url: str | None = Field(
+        None,
+        description="Redis URL (redis://, rediss://; redis+cluster://h1:p1,h2:p2 for Redis Cluster); unset = embedded server of `pulse up`.",
+    )
 
     api_host: str = Field("127.0.0.1", description="Address the collector/API listens on.")
     api_port: int = Field(8080, description="Port the collector/API listens on.")
-    api_workers: int = Field(1, ge=1, description="Collector/API worker processes (uvicorn); 2+ for more than ~500 reads/s per host.")
+    api_workers: int = Field(
+        1,
+        ge=1,
+        description="Collector/API worker processes (uvicorn); 2+ for more than ~500 reads/s per host.",
+    )
     write_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated keys allowed to send events; an entry sha256:<hex> is a key's hash (`pulse keys hash`).",
     )
     read_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Comma-separated keys allowed to read and forget profiles; sha256:<hex> entries as above."
+        default_factory=list,
+        description="Comma-separated keys allowed to read and forget profiles; sha256:<hex> entries as above.",
     )
     admin_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated keys that may do what read keys do (and forget users when PULSE_FORGET_REQUIRES_ADMIN is on); sha256:<hex> entries as above.",
     )
     keys_file: Path | None = Field(
-        None, description="JSON or YAML file of hashed keys with scopes (docs/security.md), added to the keys above; reloaded when it changes."
+        None,
+        description="JSON or YAML file of hashed keys with scopes (docs/security.md), added to the keys above; reloaded when it changes.",
     )
-    keys_refresh_seconds: float = Field(2.0, gt=0, description="How often the API checks the keys file for changes.")
-    forget_requires_admin: bool = Field(False, description="Only admin keys may forget users (DELETE /v1/profiles); off = read keys may too.")
-    dev_mode: bool = Field(False, description="Local dev: missing keys fall back to dev-write-key/dev-read-key.")
+    keys_refresh_seconds: float = Field(
+        2.0, gt=0, description="How often the API checks the keys file for changes."
+    )
+    forget_requires_admin: bool = Field(
+        False, description="Only admin keys may forget users (DELETE /v1/profiles); off = read keys may too."
+    )
+    dev_mode: bool = Field(
+        False, description="Local dev: missing keys fall back to dev-write-key/dev-read-key."
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated origins whose pages may send events (CORS on the collector only); unset = none, in dev mode the API's own origin.",
     )
-    demo_shop: bool = Field(False, description="Serve the demo shop at /demo (always on in dev mode); it embeds a write key: local use only.")
-    rate_limit_events_per_second: float = Field(50_000, gt=0, description="Per write key, sustained events/s (across API processes, see PULSE_RATE_LIMIT_SHARED).")
+    demo_shop: bool = Field(
+        False,
+        description="Serve the demo shop at /demo (always on in dev mode); it embeds a write key: local use only.",
+    )
+    rate_limit_events_per_second: float = Field(
+        50_000,
+        gt=0,
+        description="Per write key, sustained events/s (across API processes, see PULSE_RATE_LIMIT_SHARED).",
+    )
     rate_limit_burst: float = Field(100_000, gt=0, description="Per write key, events allowed in a burst.")
     rate_limit_shared: bool = Field(
         True,
@@ -81,36 +107,71 @@ class PulseSettings(BaseSettings):
         "truncate",
         description="What the collector does to metadata.ip before Kafka: truncate (IPv4 /24, IPv6 /48), hash (HMAC with PULSE_IP_HASH_KEY), none.",
     )
-    ip_hash_key: SecretStr | None = Field(None, description="Secret of PULSE_IP_ANONYMIZATION=hash (required then); changing it changes every hash.")
-    delivery_timeout_ms: int = Field(10_000, description="How long the collector waits for the broker before answering 503.")
+    ip_hash_key: SecretStr | None = Field(
+        None,
+        description="Secret of PULSE_IP_ANONYMIZATION=hash (required then); changing it changes every hash.",
+    )
+    delivery_timeout_ms: int = Field(
+        10_000, description="How long the collector waits for the broker before answering 503."
+    )
 
-    segment_mapping_file: Path | None = Field(None, description="Segment track-name mapping (JSON); default data/segment/mapping.json.")
+    segment_mapping_file: Path | None = Field(
+        None, description="Segment track-name mapping (JSON); default data/segment/mapping.json."
+    )
     dagster_port: int = Field(3000, description="Port of `dagster dev` started by `pulse up`.")
 
     topic_events: str = Field("pulse.events", description="Events topic.")
     topic_dlq: str = Field("pulse.events.dlq", description="Dead-letter topic for invalid events.")
     topic_triggers: str = Field("pulse.triggers", description="Fired decisions.")
-    topic_profile_changes: str = Field("pulse.profiles.changes", description="Profile change events (optional).")
-    topic_partitions: int = Field(6, description="Partitions of the topics Pulse creates (embedded broker: 1 unless set).")
+    topic_profile_changes: str = Field(
+        "pulse.profiles.changes", description="Profile change events (optional)."
+    )
+    topic_partitions: int = Field(
+        6, description="Partitions of the topics Pulse creates (embedded broker: 1 unless set)."
+    )
     topic_replication_factor: int = Field(1, description="Replication factor of topics Pulse creates.")
     topic_retention_ms: int = Field(7 * 24 * 3600 * 1000, description="retention.ms of topics Pulse creates.")
-    topic_retention_bytes: int = Field(-1, description="retention.bytes of topics Pulse creates (-1 = unlimited).")
+    topic_retention_bytes: int = Field(
+        -1, description="retention.bytes of topics Pulse creates (-1 = unlimited)."
+    )
 
     consumer_group: str = Field("pulse-profile-app", description="Consumer group of the profile app.")
-    commit_interval_seconds: float = Field(0.01, description="Profile app checkpoint interval: Redis writes and offset commits.")
-    commit_every: int = Field(5000, description="Profile app checkpoints after this many events at the latest.")
+    commit_interval_seconds: float = Field(
+        0.01, description="Profile app checkpoint interval: Redis writes and offset commits."
+    )
+    commit_every: int = Field(
+        5000, description="Profile app checkpoints after this many events at the latest."
+    )
     dedupe_window_seconds: int = Field(7 * 24 * 3600, description="How long an event_id is remembered.")
     session_timeout_seconds: int = Field(1800, description="Inactivity (event time) that ends a session.")
-    archive_dir: Path | None = Field(None, description="Event archive (Parquet, dt=/hour=); default $PULSE_DATA_DIR/archive.")
+    archive_dir: Path | None = Field(
+        None, description="Event archive (Parquet, dt=/hour=); default $PULSE_DATA_DIR/archive."
+    )
     archiver_consumer_group: str = Field("pulse-archiver", description="Consumer group of the archiver.")
-    archive_commit_interval_seconds: float = Field(5.0, description="Archiver checkpoint interval: one Parquet file per partition and hour each time.")
-    alert_webhook_url: str | None = Field(None, description="Dagster run failures are posted here (Slack-compatible JSON) when set.")
-    catalog_refresh_seconds: float = Field(5.0, description="How often the profile app checks for a new catalog version.")
-    rules_file: Path | None = Field(None, description="Personalization rules (YAML, docs/rules.md); default data/rules/rules.yaml. Reloaded when it changes.")
-    rules_prefilter: bool = Field(True, description="Let the profile update script drop rules that cannot fire before Python evaluates them (docs/rules.md); false evaluates every triggering event in Python.")
-    rules_refresh_seconds: float = Field(2.0, description="How often the profile app checks the rules file for changes.")
+    archive_commit_interval_seconds: float = Field(
+        5.0, description="Archiver checkpoint interval: one Parquet file per partition and hour each time."
+    )
+    alert_webhook_url: str | None = Field(
+        None, description="Dagster run failures are posted here (Slack-compatible JSON) when set."
+    )
+    catalog_refresh_seconds: float = Field(
+        5.0, description="How often the profile app checks for a new catalog version."
+    )
+    rules_file: Path | None = Field(
+        None,
+        description="Personalization rules (YAML, docs/rules.md); default data/rules/rules.yaml. Reloaded when it changes.",
+    )
+    rules_prefilter: bool = Field(
+        True,
+        description="Let the profile update script drop rules that cannot fire before Python evaluates them (docs/rules.md); false evaluates every triggering event in Python.",
+    )
+    rules_refresh_seconds: float = Field(
+        2.0, description="How often the profile app checks the rules file for changes."
+    )
 
-    _split_keys = field_validator("write_keys", "read_keys", "admin_keys", "cors_origins", mode="before")(_split_csv)
+    _split_keys = field_validator("write_keys", "read_keys", "admin_keys", "cors_origins", mode="before")(
+        _split_csv
+    )
 
     @field_validator("kafka_config", mode="before")
     @classmethod
@@ -169,5 +230,7 @@ def settings_markdown() -> str:
     """The settings table of docs/configuration.md."""
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     for variable, default, description in settings_reference():
-        lines.append(f"| `{variable}` | {f'`{default}`' if default else '(unset)'} | {description.replace('|', '/')} |")
+        lines.append(
+            f"| `{variable}` | {f'`{default}`' if default else '(unset)'} | {description.replace('|', '/')} |"
+        )
     return "\n".join(lines) + "\n"

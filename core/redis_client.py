@@ -63,5 +63,7 @@ def _host_port(seed: str) -> tuple[str, int]:
     if not colon or host.endswith(":"):  # no port (a bare IPv6 address has colons but no brackets)
         host, port = seed, "6379"
     if not host or not port.isdigit():
-        raise ValueError(f"bad Redis Cluster seed {seed!r}: write host:port, e.g. redis+cluster://h1:6379,h2:6379")
+        raise ValueError(
+            f"bad Redis Cluster seed {seed!r}: write host:port, e.g. redis+cluster://h1:6379,h2:6379"
+        )
     return host.strip("[]"), int(port)

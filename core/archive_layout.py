@@ -1,0 +1,42 @@
+"""Where the event archive's Parquet files live, and the one way to read each Kafka record once.
+
+The archiver writes ``<root>/events/dt=YYYY-MM-DD/hour=HH/part-<topic>-<partition>-<first>-<last>.parquet``;
+a checkpoint archived twice (a crash between the file and the offset commit) leaves two files
+holding the same Kafka records, so every reader deduplicates by Kafka coordinates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: The deduplication every reader of archive rows applies: one row per Kafka record.
+ONE_ROW_PER_RECORD = "QUALIFY row_number() OVER (PARTITION BY kafka_topic, kafka_partition, kafka_offset) = 1"
+
+
+def events_folder(root: Path) -> Path:
+    """The folder of the hive-partitioned event files."""
+    return root / "events"
+
+
+def partition_folder(root: Path, dt: str, hour: str) -> Path:
+    """The folder of one UTC hour of event time."""
+    return events_folder(root) / f"dt={dt}" / f"hour={hour}"
+
+
+def archive_glob(root: Path) -> str:
+    """Every archive file, as a glob DuckDB reads."""
+    return str(events_folder(root) / "dt=*" / "hour=*" / "*.parquet")
+
+
+def has_archive(root: Path) -> bool:
+    """True once the archiver has written at least one file."""
+    return any(events_folder(root).glob("dt=*/hour=*/*.parquet"))
+
+
+def archive_records_sql(root: Path, where: str = "TRUE") -> str:
+    """A SELECT of the archive rows matching ``where`` (SQL over archive columns), each Kafka record once."""
+    glob = archive_glob(root).replace("'", "''")
+    return (
+        f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true, union_by_name = true) "
+        f"WHERE {where} {ONE_ROW_PER_RECORD}"
+    )
