@@ -11,6 +11,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from core import service_registry
 from core.settings import DEV_READ_KEY, DEV_WRITE_KEY, PulseSettings
@@ -73,7 +74,7 @@ def run_demo(
             if response is None or response.status_code != 202:
                 summary.failed_requests += 1
                 detail = response.text[:200] if response is not None else "no response"
-                console.print(f"[red]request failed[/red]: {detail}")
+                console.print(Text("request failed", style="red"), Text(f": {detail}"), sep="")
             else:
                 body = response.json()
                 summary.accepted += body["accepted"]
@@ -116,12 +117,14 @@ def _print_summary(console: Console, summary: DemoSummary, base: str) -> None:
     table.add_row("accepted (incl. ~2% re-sent duplicates)", str(summary.accepted))
     table.add_row("rejected → dead-letter topic", str(sum(summary.rejected.values())))
     for reason, count in summary.rejected.most_common():
-        table.add_row(f"  {reason}", str(count))
+        table.add_row(Text(f"  {reason}"), str(count))  # Text: a reason is not markup
     table.add_row("failed requests", str(summary.failed_requests))
     rate = summary.sent / summary.seconds if summary.seconds else 0.0
     table.add_row("time", f"{summary.seconds:.1f}s ({rate:,.0f} events/s)")
     console.print(table)
     if summary.sample_profile:
         console.print(
-            f"See a profile: curl -H 'X-Pulse-Key: {DEV_READ_KEY}' {base}/v1/profiles/{summary.sample_profile}"
+            f"See a profile: curl -H 'X-Pulse-Key: {DEV_READ_KEY}' "
+            f"{base}/v1/profiles/{summary.sample_profile}",
+            markup=False,
         )

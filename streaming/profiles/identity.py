@@ -34,11 +34,6 @@ class ProfilePart(NamedTuple):
     sessions: list[tuple[int, int]]  # (start, end) ms of every session, the latest included
 
 
-def owner_of(links: Iterable[tuple[int, str]]) -> str | None:
-    """The owning user among (event time ms, user_id) links: the earliest, ties by user id."""
-    return min(links, default=(0, None))[1]
-
-
 def merge_sessions(intervals: Iterable[tuple[int, int]], gap_ms: int) -> list[tuple[int, int]]:
     """Union of session intervals; two sessions at most ``gap_ms`` apart become one."""
     merged: list[tuple[int, int]] = []
