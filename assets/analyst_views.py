@@ -11,7 +11,8 @@ from core.resources import PulseResource
 VIEWS = {
     "archive_raw": "{records}",
     "events": "SELECT * EXCLUDE (error), CAST(decode(raw) AS JSON) AS payload FROM archive_raw WHERE valid "
-    "QUALIFY row_number() OVER (PARTITION BY coalesce(user_id, anonymous_id), event_id ORDER BY kafka_timestamp) = 1",
+    "QUALIFY row_number() OVER (PARTITION BY coalesce(user_id, anonymous_id), event_id "
+    "ORDER BY kafka_timestamp) = 1",
     "events_invalid": "SELECT * FROM archive_raw WHERE NOT valid",
 }
 

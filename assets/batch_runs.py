@@ -107,7 +107,8 @@ def replay(
         progress(len(events), len(events))
     if remaining or failures:
         raise RuntimeError(
-            f"replay incomplete: {remaining} undelivered, {len(failures)} failed ({failures[:1]}); run it again (it is idempotent)"
+            f"replay incomplete: {remaining} undelivered, {len(failures)} failed ({failures[:1]}); "
+            "run it again (it is idempotent)"
         )
     return summary
 

@@ -92,7 +92,8 @@ UNION ALL
 SELECT profile_id, 'p', p.product_id, p.ts FROM (
     -- the newest products, ties by product id descending (update.lua's ZREVRANGE)
     SELECT profile_id,
-           unnest(max_by({{'product_id': product_id, 'ts': ts}}, (ts, product_id), {LAST_PRODUCTS_LIMIT})) AS p
+           unnest(max_by({{'product_id': product_id, 'ts': ts}}, (ts, product_id), {LAST_PRODUCTS_LIMIT}))
+               AS p
     FROM (
         SELECT profile_id, product_id, max(ts) AS ts FROM profile_events WHERE product_id <> '' GROUP BY ALL
     )

@@ -18,14 +18,19 @@ WITH ordered AS (
            CASE WHEN event_time - lag(event_time) OVER w > to_seconds(?) THEN 1 ELSE 0 END AS starts_new
     FROM events WINDOW w AS (PARTITION BY coalesce(user_id, anonymous_id) ORDER BY event_time)
 ), numbered AS (
-    SELECT *, sum(starts_new) OVER (PARTITION BY profile_id ORDER BY event_time ROWS UNBOUNDED PRECEDING) AS session_number
+    SELECT *,
+           sum(starts_new) OVER (PARTITION BY profile_id ORDER BY event_time ROWS UNBOUNDED PRECEDING)
+               AS session_number
     FROM ordered
 )
-SELECT profile_id, session_number + 1 AS session_number, min(event_time) AS started_at, max(event_time) AS ended_at,
+SELECT profile_id, session_number + 1 AS session_number,
+       min(event_time) AS started_at, max(event_time) AS ended_at,
        count(*) AS events, count(*) FILTER (event_type = 'page_view') AS page_views,
-       count(*) FILTER (event_type = 'click') AS clicks, count(*) FILTER (event_type = 'add_to_cart') AS adds_to_cart,
+       count(*) FILTER (event_type = 'click') AS clicks,
+       count(*) FILTER (event_type = 'add_to_cart') AS adds_to_cart,
        count(*) FILTER (event_type = 'remove_from_cart') AS removes_from_cart,
-       count(*) FILTER (event_type = 'search') AS searches, count(*) FILTER (event_type = 'purchase') AS purchases
+       count(*) FILTER (event_type = 'search') AS searches,
+       count(*) FILTER (event_type = 'purchase') AS purchases
 FROM numbered GROUP BY ALL
 """
 
@@ -55,8 +60,9 @@ def profiles_batch(pulse: PulseResource) -> dg.MaterializeResult:
     ]
     with duckdb.connect(str(settings.data_path / "pulse.duckdb")) as con:
         con.execute(
-            "CREATE OR REPLACE TABLE profiles_batch (profile_id VARCHAR PRIMARY KEY, user_id VARCHAR, event_count BIGINT, "
-            "session_count BIGINT, purchase_total DOUBLE, engagement_score BIGINT, first_seen TIMESTAMPTZ, last_seen TIMESTAMPTZ, profile JSON)"
+            "CREATE OR REPLACE TABLE profiles_batch (profile_id VARCHAR PRIMARY KEY, user_id VARCHAR, "
+            "event_count BIGINT, session_count BIGINT, purchase_total DOUBLE, engagement_score BIGINT, "
+            "first_seen TIMESTAMPTZ, last_seen TIMESTAMPTZ, profile JSON)"
         )
         if rows:
             con.executemany("INSERT INTO profiles_batch VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
@@ -67,7 +73,8 @@ def profiles_batch(pulse: PulseResource) -> dg.MaterializeResult:
 
 @dg.asset(kinds={"duckdb"}, group_name="archive", deps=["analyst_views"])
 def sessions(pulse: PulseResource) -> dg.MaterializeResult:
-    """Sessions per profile from `events`: a gap over PULSE_SESSION_TIMEOUT_SECONDS in event time starts a new one."""
+    """Sessions per profile from `events`: a gap over PULSE_SESSION_TIMEOUT_SECONDS in event time starts a
+    new one."""
     settings = pulse.settings()
     with duckdb.connect(str(settings.data_path / "pulse.duckdb")) as con:
         con.execute(SESSIONS_SQL, [settings.session_timeout_seconds])

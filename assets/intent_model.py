@@ -44,7 +44,8 @@ def intent_model(context: dg.AssetExecutionContext, pulse: PulseResource) -> dg.
         model = train_intent_model(sessions, trained_at=datetime.now(UTC).isoformat(timespec="seconds"))
     except NotEnoughData as exc:
         raise dg.Failure(
-            description=f"cannot train the intent model: {exc}. Send more traffic (`pulse demo`) and materialize `sessions` again."
+            description=f"cannot train the intent model: {exc}. "
+            "Send more traffic (`pulse demo`) and materialize `sessions` again."
         ) from exc
     auc = model.metrics["roc_auc"]
     good = auc >= MIN_ROC_AUC

@@ -60,7 +60,8 @@ def _probe(
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": 10,
-            "max.partition.fetch.bytes": 4096,  # one record is enough; larger records are still returned whole
+            # one record is enough; larger records are still returned whole
+            "max.partition.fetch.bytes": 4096,
         }
     )
     try:
@@ -71,7 +72,8 @@ def _probe(
         topic_meta = metadata.topics.get(topic)
         if topic_meta is None or topic_meta.error is not None or not topic_meta.partitions:
             raise BrokerUnavailable(
-                f"topic {topic} does not exist on {brokers}: {topic_meta.error if topic_meta else 'unknown topic'}"
+                f"topic {topic} does not exist on {brokers}: "
+                f"{topic_meta.error if topic_meta else 'unknown topic'}"
             )
         partitions = sorted(topic_meta.partitions)
         begin = {p: (starts or {}).get(p, OFFSET_BEGINNING) for p in partitions}
@@ -83,7 +85,8 @@ def _probe(
         while len(first) < len(partitions):
             if time.monotonic() > deadline:
                 raise BrokerUnavailable(
-                    f"{topic}: no fetch answer for partition(s) {sorted(set(partitions) - set(first))} within {timeout}s"
+                    f"{topic}: no fetch answer for partition(s) {sorted(set(partitions) - set(first))} "
+                    f"within {timeout}s"
                 )
             message = consumer.poll(0.2)
             if message is None or message.partition() in first:
@@ -138,7 +141,8 @@ def committed_offsets(
 def group_lag(
     settings: PulseSettings, brokers: str, group: str, topic: str, now: float, timeout: float = 10.0
 ) -> GroupLag:
-    """Lag of ``group`` on ``topic``: records after its committed offsets and the age of the oldest of them."""
+    """Lag of ``group`` on ``topic``: records after its committed offsets and the age of the oldest of
+    them."""
     committed = committed_offsets(settings, brokers, group, topic, timeout)
     probes = _probe(settings, brokers, topic, committed, timeout)
     behind = {p: max(0, probe.end - probe.start) for p, probe in probes.items()}
@@ -163,7 +167,8 @@ class OffsetSnapshot:
 
     @classmethod
     def from_json(cls, recorded: str | dict | None) -> OffsetSnapshot | None:
-        """The snapshot in a sensor cursor (text) or asset metadata (a dict); None when absent or unreadable."""
+        """The snapshot in a sensor cursor (text) or asset metadata (a dict); None when absent or
+        unreadable."""
         if not recorded:
             return None
         try:
@@ -214,7 +219,8 @@ class DlqRate:
 
 
 def dlq_rate(previous: OffsetSnapshot | None, current: OffsetSnapshot) -> DlqRate:
-    """Rate since ``previous``; over the retained topics when there is none or offsets went back (broker reset)."""
+    """Rate since ``previous``; over the retained topics when there is none or offsets went back (broker
+    reset)."""
     grew = (
         previous is not None
         and previous.events_end <= current.events_end
@@ -262,7 +268,8 @@ class StreamHealth:
 
     def summary(self) -> str:
         return (
-            f"profile app {self.profile_app.messages} behind ({self.profile_app.oldest_unconsumed_age_s:.0f}s), "
+            f"profile app {self.profile_app.messages} behind "
+            f"({self.profile_app.oldest_unconsumed_age_s:.0f}s), "
             f"archiver {self.archiver.messages} behind ({self.archiver.oldest_unconsumed_age_s:.0f}s), "
             f"{self.dlq.dead_letters} dead letters / {self.dlq.events} events ({self.dlq.basis})"
         )

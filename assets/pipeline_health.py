@@ -1,4 +1,5 @@
-"""Pipeline health as assets: profile-app heartbeat and archive freshness; consumer lag, profile freshness, DLQ rate."""
+"""Pipeline health as assets: profile-app heartbeat and archive freshness; consumer lag, profile freshness,
+DLQ rate."""
 
 import time
 from dataclasses import asdict
@@ -53,7 +54,8 @@ def pipeline_health(pulse: PulseResource):
             "heartbeat_age_s": heartbeat if heartbeat is not None else -1,
             "limit_s": MAX_HEARTBEAT_AGE_S,
         },
-        description="The profile app writes a heartbeat at start-up and with every batch; an idle app's heartbeat ages too.",
+        description="The profile app writes a heartbeat at start-up and with every batch; "
+        "an idle app's heartbeat ages too.",
     )
     yield dg.AssetCheckResult(
         check_name="archive_fresh",
@@ -102,7 +104,8 @@ def stream_health_checks(health: StreamHealth, limits: Limits = LIMITS) -> list[
             passed="consumer_lag" not in problems,
             severity=dg.AssetCheckSeverity.WARN,
             metadata=lag_metadata,
-            description="Records after each group's committed offsets on the events topic, and the age of the oldest.",
+            description="Records after each group's committed offsets on the events topic, "
+            "and the age of the oldest.",
         ),
         dg.AssetCheckResult(
             check_name="dlq_rate",
@@ -135,7 +138,8 @@ def stream_health_checks(health: StreamHealth, limits: Limits = LIMITS) -> list[
     ],
 )
 def stream_health(context: dg.AssetExecutionContext, pulse: PulseResource):
-    """Consumer lag of the profile app and the archiver, profile freshness and the dead-letter rate, read from the broker.
+    """Consumer lag of the profile app and the archiver, profile freshness and the dead-letter rate, read
+    from the broker.
 
     Rates cover the time since the previous materialization (offsets recorded in its metadata),
     or the retained topics the first time. See assets/kafka_health.py for why offsets come from

@@ -49,7 +49,8 @@ class PulseSettings(BaseSettings):
     )
     redis_url: str | None = Field(
         None,
-        description="Redis URL (redis://, rediss://; redis+cluster://h1:p1,h2:p2 for Redis Cluster); unset = embedded server of `pulse up`.",
+        description="Redis URL (redis://, rediss://; redis+cluster://h1:p1,h2:p2 for Redis Cluster); "
+        "unset = embedded server of `pulse up`.",
     )
 
     api_host: str = Field("127.0.0.1", description="Address the collector/API listens on.")
@@ -61,19 +62,23 @@ class PulseSettings(BaseSettings):
     )
     write_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated keys allowed to send events; an entry sha256:<hex> is a key's hash (`pulse keys hash`).",
+        description="Comma-separated keys allowed to send events; "
+        "an entry sha256:<hex> is a key's hash (`pulse keys hash`).",
     )
     read_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated keys allowed to read and forget profiles; sha256:<hex> entries as above.",
+        description="Comma-separated keys allowed to read and forget profiles; "
+        "sha256:<hex> entries as above.",
     )
     admin_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated keys that may do what read keys do (and forget users when PULSE_FORGET_REQUIRES_ADMIN is on); sha256:<hex> entries as above.",
+        description="Comma-separated keys that may do what read keys do "
+        "(and forget users when PULSE_FORGET_REQUIRES_ADMIN is on); sha256:<hex> entries as above.",
     )
     keys_file: Path | None = Field(
         None,
-        description="JSON or YAML file of hashed keys with scopes (docs/security.md), added to the keys above; reloaded when it changes.",
+        description="JSON or YAML file of hashed keys with scopes (docs/security.md), "
+        "added to the keys above; reloaded when it changes.",
     )
     keys_refresh_seconds: float = Field(
         2.0, gt=0, description="How often the API checks the keys file for changes."
@@ -86,11 +91,13 @@ class PulseSettings(BaseSettings):
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated origins whose pages may send events (CORS on the collector only); unset = none, in dev mode the API's own origin.",
+        description="Comma-separated origins whose pages may send events (CORS on the collector only); "
+        "unset = none, in dev mode the API's own origin.",
     )
     demo_shop: bool = Field(
         False,
-        description="Serve the demo shop at /demo (always on in dev mode); it embeds a write key: local use only.",
+        description="Serve the demo shop at /demo (always on in dev mode); "
+        "it embeds a write key: local use only.",
     )
     rate_limit_events_per_second: float = Field(
         50_000,
@@ -100,12 +107,14 @@ class PulseSettings(BaseSettings):
     rate_limit_burst: float = Field(100_000, gt=0, description="Per write key, events allowed in a burst.")
     rate_limit_shared: bool = Field(
         True,
-        description="Count rate limits in Redis, shared by every API worker and replica; false: each process counts apart. "
+        description="Count rate limits in Redis, shared by every API worker and replica; "
+        "false: each process counts apart. "
         "While Redis does not answer, each process counts alone.",
     )
     ip_anonymization: Literal["none", "truncate", "hash"] = Field(
         "truncate",
-        description="What the collector does to metadata.ip before Kafka: truncate (IPv4 /24, IPv6 /48), hash (HMAC with PULSE_IP_HASH_KEY), none.",
+        description="What the collector does to metadata.ip before Kafka: truncate (IPv4 /24, IPv6 /48), "
+        "hash (HMAC with PULSE_IP_HASH_KEY), none.",
     )
     ip_hash_key: SecretStr | None = Field(
         None,
@@ -159,11 +168,13 @@ class PulseSettings(BaseSettings):
     )
     rules_file: Path | None = Field(
         None,
-        description="Personalization rules (YAML, docs/rules.md); default data/rules/rules.yaml. Reloaded when it changes.",
+        description="Personalization rules (YAML, docs/rules.md); default data/rules/rules.yaml. "
+        "Reloaded when it changes.",
     )
     rules_prefilter: bool = Field(
         True,
-        description="Let the profile update script drop rules that cannot fire before Python evaluates them (docs/rules.md); false evaluates every triggering event in Python.",
+        description="Let the profile update script drop rules that cannot fire before Python evaluates them "
+        "(docs/rules.md); false evaluates every triggering event in Python.",
     )
     rules_refresh_seconds: float = Field(
         2.0, description="How often the profile app checks the rules file for changes."

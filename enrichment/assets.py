@@ -1,4 +1,5 @@
-"""Reference-data assets: the product catalog, IP-range geo and campaigns the profile app enriches events with."""
+"""Reference-data assets: the product catalog, IP-range geo and campaigns the profile app enriches events
+with."""
 
 from collections.abc import Callable, Iterator
 
@@ -40,7 +41,8 @@ class GeoConfig(dg.Config):
 class CampaignsConfig(dg.Config):
     source: str = Field(
         str(SAMPLE_CAMPAIGNS),
-        description=f"{SOURCE_HELP} Columns utm_source, utm_medium, utm_campaign, campaign_id, name, channel.",
+        description=f"{SOURCE_HELP} Columns utm_source, utm_medium, utm_campaign, "
+        "campaign_id, name, channel.",
     )
 
 
@@ -55,7 +57,8 @@ def _rows_check(asset: str) -> dg.AssetCheckSpec:
 def _publish(
     spec: ReferenceSpec, source: str, redis: RedisResource, stats: Callable[[pd.DataFrame], dict[str, object]]
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    """Validate and publish, reporting rows and rejects on the check; a bad file fails the run and publishes nothing."""
+    """Validate and publish, reporting rows and rejects on the check; a bad file fails the run and publishes
+    nothing."""
     source_meta = dg.MetadataValue.url(source) if is_url(source) else dg.MetadataValue.path(source)
     try:
         published = validate_and_publish(redis.client(), spec, source)
@@ -114,7 +117,8 @@ def _geo_stats(frame: pd.DataFrame) -> dict[str, object]:
     kinds={"redis", "csv", "pandera"}, group_name="reference_data", check_specs=[_rows_check("geo_ranges")]
 )
 def geo_ranges(config: GeoConfig, redis: RedisResource):
-    """IP ranges (IPv4 and IPv6) -> country, region, city; validated (valid IPs, no overlaps), then published as a new version.
+    """IP ranges (IPv4 and IPv6) -> country, region, city; validated (valid IPs, no overlaps), then published
+    as a new version.
 
     The profile app looks up ``metadata.ip`` by bisection over the sorted ranges
     (``enrichment/geo.py``) and follows new versions without restart.
@@ -135,7 +139,8 @@ def _campaign_stats(frame: pd.DataFrame) -> dict[str, object]:
     kinds={"redis", "csv", "pandera"}, group_name="reference_data", check_specs=[_rows_check("campaigns")]
 )
 def campaigns(config: CampaignsConfig, redis: RedisResource):
-    """UTM (source, medium, campaign) -> campaign; validated (unique keys and ids, known channels), then published as a new version.
+    """UTM (source, medium, campaign) -> campaign; validated (unique keys and ids, known channels), then
+    published as a new version.
 
     Lookups try the exact triple, then (source, medium, *), (source, *, *) and (*, medium, *)
     (``enrichment/campaigns.py``).

@@ -47,7 +47,8 @@ class CampaignIndex:
 
     @classmethod
     def from_rows(cls, rows: Iterable[Mapping[str, str]], version: str = "") -> CampaignIndex:
-        """Build from rows with the three UTM columns and ``campaign_id`` (other columns become attributes)."""
+        """Build from rows with the three UTM columns and ``campaign_id`` (other columns become
+        attributes)."""
         by_key: dict[tuple[str, str, str], Mapping[str, str]] = {}
         skipped = 0
         for row in rows:
@@ -72,7 +73,8 @@ class CampaignIndex:
     def lookup(
         self, source: object, medium: object, campaign: object
     ) -> tuple[Mapping[str, str], str] | None:
-        """(campaign attributes, how it matched) or None; tries exact, then (source, medium, *), (source, *, *), (*, medium, *)."""
+        """(campaign attributes, how it matched) or None; tries exact, then (source, medium, *),
+        (source, *, *), (*, medium, *)."""
         s, m, c = normalize_utm(source), normalize_utm(medium), normalize_utm(campaign)
         if not s and not m:
             return None

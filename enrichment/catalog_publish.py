@@ -15,7 +15,8 @@ class CatalogInvalid(ReferenceInvalid):
 
 
 def validate_and_publish_catalog(client: redis.Redis, path: Path | str) -> tuple[str, pd.DataFrame]:
-    """Publish ``path`` (a file or an http(s) URL) when it passes the Pandera schema; return (version, rows)."""
+    """Publish ``path`` (a file or an http(s) URL) when it passes the Pandera schema; return
+    (version, rows)."""
     try:
         published = validate_and_publish(client, CATALOG_SPEC, path)
     except ReferenceInvalid as exc:

@@ -14,7 +14,8 @@ CAMPAIGN_FIELDS = ("campaign_id", "name", "channel", "match")
 def enrich_context(
     metadata: Mapping[str, Any] | None, *, geo: GeoIndex, campaigns: CampaignIndex
 ) -> dict[str, dict[str, str | None]]:
-    """``{"geo": {country, region, city}, "campaign": {campaign_id, name, channel, match}}`` for an event's metadata.
+    """``{"geo": {country, region, city}, "campaign": {campaign_id, name, channel, match}}`` for an event's
+    metadata.
 
     The shape never changes: unknown values are None, so a rule can test
     ``geo.country == "DE"`` without first checking the key exists. Geo comes from

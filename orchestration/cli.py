@@ -187,14 +187,16 @@ def replay(start: datetime | None, end: datetime | None) -> None:
             settings, start, end, lambda done, total: bar.update(task, completed=done, total=total)
         )
     click.echo(
-        f"replayed {summary.replayed} events to {settings.topic_events}; skipped {summary.skipped_forgotten} of forgotten users"
+        f"replayed {summary.replayed} events to {settings.topic_events}; "
+        f"skipped {summary.skipped_forgotten} of forgotten users"
     )
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def reconcile(as_json: bool) -> None:
-    """Compare live profiles with a batch recompute from the archive; exit 1 on any drift, 2 when it cannot run."""
+    """Compare live profiles with a batch recompute from the archive; exit 1 on any drift,
+    2 when it cannot run."""
     import duckdb
     import redis
     from rich.console import Console
@@ -214,7 +216,8 @@ def reconcile(as_json: bool) -> None:
         raise CommandFailed(str(exc)) from None
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise CommandFailed(
-            f"cannot reach Redis ({exc}); is `pulse up` running, or PULSE_REDIS_URL set? (`pulse doctor` checks)"
+            f"cannot reach Redis ({exc}); is `pulse up` running, or PULSE_REDIS_URL set? "
+            "(`pulse doctor` checks)"
         ) from None
     except duckdb.Error as exc:
         raise CommandFailed(f"cannot read the archive under {settings.archive_path}: {exc}") from None
@@ -222,7 +225,8 @@ def reconcile(as_json: bool) -> None:
         click.echo(json.dumps(report.as_dict(), indent=2, default=str))
     else:
         click.echo(
-            f"checked {report.profiles_checked} profiles: {report.matched} match, {report.mismatched} mismatched, "
+            f"checked {report.profiles_checked} profiles: {report.matched} match, "
+            f"{report.mismatched} mismatched, "
             f"{report.missing_in_redis} missing in Redis, {report.extra_in_redis} extra in Redis"
         )
         for field_name, count in report.mismatched_fields.items():
@@ -301,7 +305,8 @@ def rules_check(rules_file: Path) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def rules_test(rules_file: Path, start: datetime | None, end: datetime | None, as_json: bool) -> None:
-    """Back-test a rule file on the archive: how many people each rule would have fired for, when, on which events."""
+    """Back-test a rule file on the archive: how many people each rule would have fired for, when,
+    on which events."""
     from assets.batch_runs import backtest_rules
     from streaming.rules.loader import RuleFileError
 

@@ -42,7 +42,8 @@ def purge_forgotten_users(pulse: PulseResource) -> dg.Output[int]:
 
 
 @dg.job(
-    description="Purge archived rows of forgotten users; the forget stream stays as replay's suppression list."
+    description="Purge archived rows of forgotten users; "
+    "the forget stream stays as replay's suppression list."
 )
 def forget_job() -> None:
     purge_forgotten_users()

@@ -1,4 +1,5 @@
-"""`pulse keys`: make API keys and the hashes that PULSE_*_KEYS and PULSE_KEYS_FILE store (docs/security.md)."""
+"""`pulse keys`: make API keys and the hashes that PULSE_*_KEYS and PULSE_KEYS_FILE store
+(docs/security.md)."""
 
 from __future__ import annotations
 

@@ -177,7 +177,8 @@ class LocalPlatform:
             if app.process is not None and not app.process.alive():
                 delay = min(30.0, 2.0**app.restarts)
                 self.say(
-                    f"{app.name} exited (code {app.process.process.returncode}); restarting in {delay:.0f}s — log: {app.process.log_path}"
+                    f"{app.name} exited (code {app.process.process.returncode}); "
+                    f"restarting in {delay:.0f}s — log: {app.process.log_path}"
                 )  # type: ignore[union-attr]
                 app.process, app.next_start = None, now + delay
                 app.restarts += 1

@@ -1,4 +1,5 @@
-"""Schedules and sensors: health every 5 minutes, stream health every minute, run failures posted to a webhook."""
+"""Schedules and sensors: health every 5 minutes, stream health every minute, run failures posted to a
+webhook."""
 
 import time
 
@@ -24,7 +25,9 @@ health_schedule = dg.ScheduleDefinition(
 
 def failure_message(run: dg.DagsterRun, error: str | None) -> dict[str, str]:
     return {
-        "text": f"Pulse: Dagster run {run.run_id} of job {run.job_name} failed: {error or 'see the Dagster UI'}"
+        "text": (
+            f"Pulse: Dagster run {run.run_id} of job {run.job_name} failed: {error or 'see the Dagster UI'}"
+        )
     }
 
 
@@ -52,7 +55,8 @@ def post_run_failures(context: dg.RunFailureSensorContext) -> dg.SkipReason | No
 def stream_health_sensor(
     context: dg.SensorEvaluationContext, pulse: PulseResource
 ) -> dg.RunRequest | dg.SkipReason:
-    """Measures lag, profile freshness and the DLQ rate every minute; materializes ``stream_health`` when one fails.
+    """Measures lag, profile freshness and the DLQ rate every minute; materializes ``stream_health`` when one
+    fails.
 
     The cursor keeps the previous offsets, so the DLQ rate covers the last minute. The run
     makes the failing check visible in the UI; stale profiles or an unreachable broker also

@@ -48,13 +48,16 @@ def measure_archive(root: Path, where: str = "TRUE") -> ArchiveQuality:
         con.execute(f"CREATE TEMP VIEW a AS {archive_records_sql(root)}")
         quality.records, quality.invalid, quality.late_events = con.execute(
             f"SELECT count(*), count(*) FILTER (NOT valid), "
-            f"count(*) FILTER (valid AND event_time < kafka_timestamp - INTERVAL '{LATE_AFTER}') FROM a WHERE {where}"
+            f"count(*) FILTER (valid AND event_time < kafka_timestamp - INTERVAL '{LATE_AFTER}') "
+            f"FROM a WHERE {where}"
         ).fetchone()
         quality.duplicate_events = con.execute(
-            f"SELECT count(*) - count(DISTINCT (coalesce(user_id, anonymous_id), event_id)) FROM a WHERE valid AND {where}"
+            f"SELECT count(*) - count(DISTINCT (coalesce(user_id, anonymous_id), event_id)) "
+            f"FROM a WHERE valid AND {where}"
         ).fetchone()[0]
         frame = con.execute(
-            f"SELECT event_id, event_type, user_id, anonymous_id, event_time, kafka_partition, kafka_offset FROM a WHERE valid AND {where}"
+            f"SELECT event_id, event_type, user_id, anonymous_id, event_time, kafka_partition, kafka_offset "
+            f"FROM a WHERE valid AND {where}"
         ).df()
     try:
         valid_events_schema().validate(frame, lazy=True)

@@ -92,7 +92,8 @@ GEO_SCHEMA = pa.DataFrameSchema(
 
 
 def _wildcards_well_placed(df: pd.DataFrame) -> pd.Series:
-    """``*`` may stand for the campaign, the medium and campaign, or the source and campaign, never alone in the middle."""
+    """``*`` may stand for the campaign, the medium and campaign, or the source and campaign, never alone in
+    the middle."""
     source, medium, campaign = (df[c] == CAMPAIGN_WILDCARD for c in UTM_FIELDS)
     return ~(source & medium) & (~medium | campaign) & (~source | campaign)
 

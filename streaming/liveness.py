@@ -93,22 +93,28 @@ def judge(status: AppStatus | None, now: float, max_age: float, ready: bool) -> 
     if status is None:
         return (
             False,
-            "no status yet: the app has not polled Kafka since it started (or runs on another data directory)",
+            "no status yet: the app has not polled Kafka since it started "
+            "(or runs on another data directory)",
         )
     age = now - status.at
     if age > max_age:
         return (
             False,
-            f"last poll {age:.0f}s ago (limit {max_age:.0f}s): the processing loop is stuck or the app has stopped",
+            f"last poll {age:.0f}s ago (limit {max_age:.0f}s): "
+            "the processing loop is stuck or the app has stopped",
         )
-    seen = f"polled {age:.0f}s ago; group {status.group_state}/{status.join_state}, {status.assigned} partition(s), pid {status.pid}"
+    seen = (
+        f"polled {age:.0f}s ago; group {status.group_state}/{status.join_state}, "
+        f"{status.assigned} partition(s), pid {status.pid}"
+    )
     if ready and not status.joined:
         return False, f"not ready, still joining its consumer group: {seen}"
     return True, seen
 
 
 def app_consumer_config(settings: PulseSettings, app: str) -> dict[str, Any]:
-    """``consumer_tuning`` plus the statistics callback that writes the status file `pulse probe APP` reads."""
+    """``consumer_tuning`` plus the statistics callback that writes the status file `pulse probe APP`
+    reads."""
     return {
         "statistics.interval.ms": STATS_INTERVAL_MS,
         **consumer_tuning(settings),

@@ -420,7 +420,10 @@ def campaign_rows(rng: random.Random, count: int = 3200) -> list[dict[str, str]]
                 "utm_medium": medium,
                 "utm_campaign": campaign,
                 "campaign_id": f"cmp_{len(rows) + 1:05d}",
-                "name": f"{theme.replace('_', ' ').title()} {year} · {category.title()} · {market.upper()} ({platform})",
+                "name": (
+                    f"{theme.replace('_', ' ').title()} {year} · {category.title()} · "
+                    f"{market.upper()} ({platform})"
+                ),
                 "channel": channel,
                 "start_date": f"{year}-{start_month:02d}-01",
                 "end_date": f"{year}-{end_month:02d}-28",

@@ -484,7 +484,8 @@ class RedisProfileStore:
         }
 
     def _person_decision_parts(self, profile_id: str) -> dict[str, dict[str, Any]]:
-        """Decision parts of the id, of its owner (when another user owns it) and of that person's anonymous ids."""
+        """Decision parts of the id, of its owner (when another user owns it) and of that person's anonymous
+        ids."""
         if self._read_decisions is not None:
             return {
                 _decode(reply[0]): _decision_part(*reply[1:])
@@ -524,7 +525,8 @@ class RedisProfileStore:
         return sorted(current, key=lambda d: d.get("fired_at_ms", 0), reverse=True)
 
     def decision_states(self, members: Mapping[str, Sequence[str]]) -> dict[str, dict[str, dict[str, Any]]]:
-        """person -> {rule key -> latest decision} over the person's ids: cooldowns and caps follow a merge."""
+        """person -> {rule key -> latest decision} over the person's ids: cooldowns and caps follow a
+        merge."""
         ids = list(dict.fromkeys(pid for group in members.values() for pid in group))
         pipe = self._client.pipeline(transaction=False)
         for pid in ids:

@@ -178,9 +178,9 @@ class RuleEngine:
         """Decisions of rules the update script found certain to fire (condition true, state allowing).
 
         ``counts`` maps those rules' numbers to their fire count before the checkpoint;
-        ``person`` holds the person's ``profile_id`` and ``user_id``. ``states`` are the fires of this checkpoint so far, so
-        a cooldown or cap reached earlier in the checkpoint still holds. Such rules read no
-        profile in their ``per`` and params, so only the event is converted for CEL.
+        ``person`` holds the person's ``profile_id`` and ``user_id``. ``states`` are the fires of
+        this checkpoint so far, so a cooldown or cap reached earlier in the checkpoint still holds.
+        Such rules read no profile in their ``per`` and params, so only the event is converted for CEL.
         """
         ctx = None
         decisions = []

@@ -194,7 +194,8 @@ def certain_fires(rule: Rule) -> bool:
 
 
 def rule_plan(number: int, rule: Rule) -> list[Any]:
-    """[rule number, rule id, condition plan, state key plan, max_fires, cooldown ms, certain fires allowed]."""
+    """[rule number, rule id, condition plan, state key plan, max_fires, cooldown ms, certain fires
+    allowed]."""
     return [
         number,
         rule.id,
@@ -258,7 +259,8 @@ def threshold(condition: list[Any]) -> tuple[list[Any], float, bool] | None:
 
 
 def _reads(plans: Iterable[list[Any]]) -> dict[str, list[Any]]:
-    """{"fields": stored fields these plans read, "keyed": [prefix, event field] of those keyed by the event}."""
+    """{"fields": stored fields these plans read, "keyed": [prefix, event field] of those keyed by the
+    event}."""
     fields: set[str] = set()
     keyed: set[tuple[str, str]] = set()
     for plan in plans:
