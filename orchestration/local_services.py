@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +38,47 @@ class ServiceStartError(RuntimeError):
     """An embedded service did not come up; the message names its log file."""
 
 
+class PortTaken(ServiceStartError):
+    """Another process listens on the port a service was given (picked free, taken before the bind)."""
+
+
+#: Used when the kernel's ephemeral port range cannot be read (Linux's default).
+_DEFAULT_EPHEMERAL = (32768, 60999)
+#: Lowest port ``free_port`` picks from.
+_LOWEST_PICK = 10000
+#: Attempts at starting a service on a freshly picked port before giving up.
+START_ATTEMPTS = 3
+#: How long a foreign listener on a service's port is given to go away before ``PortTaken``.
+FOREIGN_LISTENER_GRACE = 5.0
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return _DEFAULT_EPHEMERAL
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now on ``host``."""
+    """A TCP port that is free right now on ``host``, below the kernel's ephemeral range.
+
+    A port the kernel handed out (bind to port 0) may be handed out again, as the source port
+    of any outgoing connection, before the service binds it. A port below the ephemeral range
+    is only ever taken by another explicit bind; ``wait_for_port`` detects that case and the
+    ``start_*`` functions then retry on a new port.
+    """
+    low, _ = _ephemeral_range()
+    rng = random.SystemRandom()
+    if low > _LOWEST_PICK + 100:
+        for _ in range(100):
+            port = rng.randrange(_LOWEST_PICK, low)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
@@ -119,16 +162,54 @@ class ManagedProcess:
             pass
 
     def wait_for_port(self, host: str, port: int, timeout: float) -> None:
+        """Return once this process (or a child of it) listens on ``port``.
+
+        Raises ``PortTaken`` when another process answers there instead, ``ServiceStartError``
+        when this one exits first or does not listen within ``timeout`` seconds.
+        """
         deadline = time.monotonic() + timeout
+        foreign_since: float | None = None
         while time.monotonic() < deadline:
-            if not self.alive():
-                raise ServiceStartError(f"{self.name} exited at start-up; see {self.log_path}")
             if port_accepts(host, port):
-                return
+                if self.listens_on(port) is not False:
+                    return
+                # Someone else answers. This process may still be starting: it fails to bind and
+                # exits, or (rarely) keeps retrying; either way the port is not ours.
+                foreign_since = foreign_since or time.monotonic()
+                if not self.alive() or time.monotonic() - foreign_since > FOREIGN_LISTENER_GRACE:
+                    self.stop(timeout=5)
+                    raise PortTaken(
+                        f"another process listens on {host}:{port}, where {self.name} should; "
+                        f"see {self.log_path}"
+                    )
+            elif not self.alive():
+                raise ServiceStartError(f"{self.name} exited at start-up; see {self.log_path}")
             time.sleep(0.05)
         raise ServiceStartError(
             f"{self.name} did not listen on {host}:{port} in {timeout}s; see {self.log_path}"
         )
+
+    def listens_on(self, port: int) -> bool | None:
+        """Whether this process or a child of it listens on ``port``; None when the OS will not say."""
+        if self.process is None:
+            return False
+        try:
+            root = psutil.Process(self.process.pid)
+            family = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return False
+        told = False
+        for member in family:
+            try:
+                sockets = member.net_connections(kind="tcp")
+            except psutil.NoSuchProcess:
+                continue
+            except psutil.AccessDenied:
+                continue
+            told = True
+            if any(s.status == psutil.CONN_LISTEN and s.laddr and s.laddr.port == port for s in sockets):
+                return True
+        return False if told else None
 
 
 def tansu_binary() -> str:
@@ -151,11 +232,24 @@ def valkey_binary() -> str:
     return path
 
 
+def _on_a_free_port(start: Callable[[int], tuple[ManagedProcess, str]]) -> tuple[ManagedProcess, str]:
+    """``start(port)`` on a freshly picked port, again on another one when the port was taken meanwhile."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return start(free_port())
+        except PortTaken as exc:
+            if attempt == START_ATTEMPTS:
+                raise
+            logger.warning("%s; retrying on another port", exc)
+    raise AssertionError("unreachable")
+
+
 def start_broker(
     data_dir: Path, port: int | None = None, timeout: float = 30.0
 ) -> tuple[ManagedProcess, str]:
     """Start Tansu (memory storage) on loopback; return the process and its bootstrap address."""
-    port = port or free_port()
+    if port is None:
+        return _on_a_free_port(lambda picked: start_broker(data_dir, picked, timeout))
     url = f"tcp://127.0.0.1:{port}"
     proc = ManagedProcess(
         "broker (tansu)",
@@ -180,7 +274,8 @@ def start_redis(
     data_dir: Path, port: int | None = None, timeout: float = 30.0, *, persist: bool = True
 ) -> tuple[ManagedProcess, str]:
     """Start valkey-server on loopback (append-only file under ``data_dir/redis``)."""
-    port = port or free_port()
+    if port is None:
+        return _on_a_free_port(lambda picked: start_redis(data_dir, picked, timeout, persist=persist))
     redis_dir = data_dir / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -210,6 +305,46 @@ def start_redis(
 CLUSTER_SLOTS = 16384
 
 
+def _start_cluster_node(
+    data_dir: Path, index: int, port: int, timeout: float, *, persist: bool
+) -> tuple[ManagedProcess, str]:
+    """One cluster-enabled valkey-server on ``port``; returns it and ``"port:bus_port"``."""
+    bus_port = free_port()  # port + 10000 may be taken or beyond 65535
+    node_dir = data_dir / "redis-cluster" / f"node-{index}"
+    node_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        valkey_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--daemonize",
+        "no",
+        "--dir",
+        str(node_dir),
+        "--cluster-enabled",
+        "yes",
+        "--cluster-port",
+        str(bus_port),
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "5000",
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if persist else "no",
+        "--appendfsync",
+        "everysec",
+    ]
+    proc = ManagedProcess(
+        f"redis cluster node {index} (valkey)", argv, data_dir / "logs" / f"redis-cluster-{index}.log"
+    )
+    proc.start()
+    proc.wait_for_port("127.0.0.1", port, timeout)
+    return proc, f"{port}:{bus_port}"
+
+
 def start_redis_cluster(
     data_dir: Path, masters: int = 3, timeout: float = 30.0, *, persist: bool = False
 ) -> tuple[list[ManagedProcess], str]:
@@ -224,41 +359,11 @@ def start_redis_cluster(
     servers: list[tuple[ManagedProcess, int, int]] = []
     try:
         for i in range(masters):
-            port, bus_port = free_port(), free_port()
-            node_dir = data_dir / "redis-cluster" / f"node-{i}"
-            node_dir.mkdir(parents=True, exist_ok=True)
-            argv = [
-                valkey_binary(),
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--daemonize",
-                "no",
-                "--dir",
-                str(node_dir),
-                "--cluster-enabled",
-                "yes",
-                "--cluster-port",
-                str(bus_port),  # port + 10000 may be taken or beyond 65535
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "5000",
-                "--save",
-                "",
-                "--appendonly",
-                "yes" if persist else "no",
-                "--appendfsync",
-                "everysec",
-            ]
-            proc = ManagedProcess(
-                f"redis cluster node {i} (valkey)", argv, data_dir / "logs" / f"redis-cluster-{i}.log"
+            proc, address = _on_a_free_port(
+                lambda port, i=i: _start_cluster_node(data_dir, i, port, timeout, persist=persist)
             )
-            proc.start()
+            port, bus_port = (int(part) for part in address.split(":"))
             servers.append((proc, port, bus_port))
-        for proc, port, _ in servers:
-            proc.wait_for_port("127.0.0.1", port, timeout)
         clients = [redis.Redis(host="127.0.0.1", port=port, socket_timeout=5) for _, port, _ in servers]
         for i, client in enumerate(clients):
             start, end = i * CLUSTER_SLOTS // masters, (i + 1) * CLUSTER_SLOTS // masters - 1

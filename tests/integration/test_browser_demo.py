@@ -26,7 +26,6 @@ from playwright.sync_api import Browser, Page, Route, sync_playwright
 from core.settings import PulseSettings
 from enrichment.catalog import SAMPLE_CATALOG, read_catalog_csv
 from enrichment.reference_store import CATALOG, publish_reference
-from orchestration.local_services import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -48,15 +47,35 @@ UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-
 READ = {"X-Pulse-Key": "test-read"}
 
 
-@pytest.fixture
-def shop_port() -> int:
-    return free_port()
+class _SitePage(BaseHTTPRequestHandler):
+    """Serves its server's ``page`` bytes as HTML."""
+
+    def do_GET(self) -> None:  # noqa: N802 - the handler API's name
+        page = self.server.page  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+    def log_message(self, *args: Any) -> None:
+        pass
 
 
 @pytest.fixture
-def settings(settings: PulseSettings, shop_port: int) -> PulseSettings:
+def shop_server() -> Iterator[ThreadingHTTPServer]:
+    """The other site's server, bound from the start, so its port (its origin) stays its own."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SitePage)
+    server.page = b""  # type: ignore[attr-defined]
+    yield server
+    server.server_close()
+
+
+@pytest.fixture
+def settings(settings: PulseSettings, shop_server: ThreadingHTTPServer) -> PulseSettings:
     """The shared test settings, with the demo shop on and the other site's origin allowed."""
-    return settings.model_copy(update={"demo_shop": True, "cors_origins": [f"http://127.0.0.1:{shop_port}"]})
+    origin = f"http://127.0.0.1:{shop_server.server_port}"
+    return settings.model_copy(update={"demo_shop": True, "cors_origins": [origin]})
 
 
 @pytest.fixture
@@ -268,7 +287,7 @@ def test_events_buffered_through_503s_an_outage_and_a_reload_arrive_exactly_once
 
 
 @pytest.fixture
-def other_site(api: str, shop_port: int) -> Iterator[str]:
+def other_site(api: str, shop_server: ThreadingHTTPServer) -> Iterator[str]:
     """Origin of another site (another port, so another origin) whose page embeds the tracker.
 
     A real local server: Chromium lets only loopback pages load from the loopback API.
@@ -282,23 +301,11 @@ def other_site(api: str, shop_port: int) -> Iterator[str]:
   pulse.init(options);
 </script></head><body>a shop on another origin</body></html>""".encode()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(html)))
-            self.end_headers()
-            self.wfile.write(html)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", shop_port), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    shop_server.page = html  # type: ignore[attr-defined]
+    thread = threading.Thread(target=shop_server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{shop_port}"
-    server.shutdown()
-    server.server_close()
+    yield f"http://127.0.0.1:{shop_server.server_port}"
+    shop_server.shutdown()
 
 
 def open_other_site(page: Page, origin: str, **options: Any) -> None:

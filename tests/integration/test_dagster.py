@@ -185,7 +185,6 @@ def test_run_failure_sensor_posts_to_the_webhook(monkeypatch):
     import http.server
     import threading
 
-    from orchestration.local_services import free_port
     from orchestration.sensors import post_run_failures
 
     received: list[dict] = []
@@ -199,8 +198,8 @@ def test_run_failure_sensor_posts_to_the_webhook(monkeypatch):
         def log_message(self, *args):
             pass
 
-    port = free_port()
-    server = http.server.HTTPServer(("127.0.0.1", port), Hook)
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)  # holds its port from the bind
+    port = server.server_port
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
     @dg.op

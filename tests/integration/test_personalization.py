@@ -12,7 +12,6 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import httpx
 import pytest
 
-from orchestration.local_services import free_port
 from tests.integration.test_collector_api import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -77,7 +76,7 @@ def wait_for(fetch, predicate, timeout=30.0):
 def test_anonymous_browsing_then_identify_fires_a_banner_for_the_merged_person(
     settings, pulse_apps, tmp_path
 ):
-    hooks = HTTPServer(("127.0.0.1", free_port()), _Hooks)
+    hooks = HTTPServer(("127.0.0.1", 0), _Hooks)  # holds its port from the bind
     threading.Thread(target=hooks.serve_forever, daemon=True).start()
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(RULES.replace("URL", f"http://127.0.0.1:{hooks.server_port}/hook"))

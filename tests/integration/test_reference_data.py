@@ -120,7 +120,7 @@ def reference_server(tmp_path: Path) -> Iterator[str]:
     shutil.copytree(REFERENCE_DIR, root, ignore=shutil.ignore_patterns("*.py"))
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
     handler.log_message = lambda *args: None  # type: ignore[method-assign]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)  # holds its port from the bind
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
