@@ -129,7 +129,8 @@ def main() -> None:
         workers=args.workers,
     )
     print(
-        f"{totals['records']:,} records ({totals['records'] - totals['valid']:,} invalid) in {totals['files']:,} files, "
+        f"{totals['records']:,} records ({totals['records'] - totals['valid']:,} invalid) "
+        f"in {totals['files']:,} files, "
         f"{totals['bytes'] / 2**20:,.0f} MiB, in {time.perf_counter() - began:.0f} s"
     )
 

@@ -274,7 +274,10 @@ def child_load(root: Path, redis_url: str) -> dict[str, Any]:
     store = _store(redis_url)
     catalog = Catalog("bench", catalog_categories())
     began, check_seconds, applied, records = time.perf_counter(), 0.0, 0, 0
-    query = f"FROM read_parquet('{archive_glob(root)}') SELECT raw ORDER BY kafka_topic, kafka_partition, kafka_offset"
+    query = (
+        f"FROM read_parquet('{archive_glob(root)}') "
+        "SELECT raw ORDER BY kafka_topic, kafka_partition, kafka_offset"
+    )
     with duckdb.connect() as con:
         for batch in con.sql(query).to_arrow_reader(LOAD_BATCH):
             records += batch.num_rows
@@ -398,7 +401,8 @@ def subset_check(root: Path, work: Path, target_events: int) -> dict[str, Any]:
             1, con.execute(f"SELECT count(*) FROM {source} WHERE valid").fetchone()[0] // target_events
         )
         con.execute(
-            f"COPY (FROM {source} WHERE hash(coalesce(user_id, anonymous_id, kafka_offset::VARCHAR)) % {modulus} = 0) "
+            f"COPY (FROM {source} "
+            f"WHERE hash(coalesce(user_id, anonymous_id, kafka_offset::VARCHAR)) % {modulus} = 0) "
             f"TO '{sub / 'events'}' (FORMAT parquet, PARTITION_BY (dt, hour))"
         )
     # A checkpoint archived twice (the archiver crashed after writing, before committing).
@@ -459,7 +463,8 @@ def _reconcile_runs(root: Path, work: Path) -> None:
     try:
         load = run_child("load", str(root), url)
         print(
-            f"redis load (check_record + apply_deltas): {load['seconds']:.0f} s for {load['records']:,} records "
+            f"redis load (check_record + apply_deltas): {load['seconds']:.0f} s "
+            f"for {load['records']:,} records "
             f"({load['applied']:,} applied, check_record {load['check_seconds']:.0f} s)",
             flush=True,
         )
@@ -534,7 +539,8 @@ def main() -> None:
         if args.python_baseline:
             result = run_child("python", str(root))
             print(
-                f"python recompute_profiles: {result['seconds']:.1f} s (reading {result['read_seconds']:.1f} s), "
+                f"python recompute_profiles: {result['seconds']:.1f} s "
+                f"(reading {result['read_seconds']:.1f} s), "
                 f"peak RSS {result['peak_rss_mib']:,.0f} MiB, {result['profiles']:,} profiles",
                 flush=True,
             )

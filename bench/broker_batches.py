@@ -88,7 +88,8 @@ def main() -> None:
                 read, seconds, rates = consume_rates(brokers, topic, written, args.timeout)
                 shown = ", ".join(f"{rate:,.0f}" for rate in rates)
                 print(
-                    f"{written // per_batch:>7,} batches of {per_batch:>3}: read {read:,} of {written:,} in {seconds:.1f} s; records/s per eighth: {shown}"
+                    f"{written // per_batch:>7,} batches of {per_batch:>3}: "
+                    f"read {read:,} of {written:,} in {seconds:.1f} s; records/s per eighth: {shown}"
                 )
         finally:
             proc.stop()

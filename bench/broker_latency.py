@@ -28,7 +28,8 @@ def main() -> None:
     for offset, latency in samples:
         windows.setdefault(int(offset // WINDOW_S), []).append(latency)
     print(
-        f"partitions={args.partitions} rate={args.rate}/s: median (max) produce->consume ms per {WINDOW_S}s window"
+        f"partitions={args.partitions} rate={args.rate}/s: "
+        f"median (max) produce->consume ms per {WINDOW_S}s window"
     )
     print(
         "  ".join(

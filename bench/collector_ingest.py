@@ -87,12 +87,14 @@ def main() -> None:
     rate = len(events) / seconds
     print(f"{'run':<44}{'events/s':>12}")
     print(
-        f"{'collector (1 worker, %d-event batches, %d conns)' % (args.batch, args.concurrency):<44}{rate:>12,.0f}"
+        f"{'collector (1 worker, %d-event batches, %d conns)' % (args.batch, args.concurrency):<44}"
+        f"{rate:>12,.0f}"
     )
     print(f"{'baseline: bare durable producer':<44}{ceiling:>12,.0f}")
     print(f"\naccepted {accepted} of {len(events)} events (the rest are the demo's invalid ones)")
     print(
-        f"collector / bare producer = {rate / ceiling:.2f}; collector = {rate:,.0f} events/s (target >= 15,000)"
+        f"collector / bare producer = {rate / ceiling:.2f}; "
+        f"collector = {rate:,.0f} events/s (target >= 15,000)"
     )
 
 

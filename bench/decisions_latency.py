@@ -175,11 +175,13 @@ def main() -> None:
         finally:
             api.stop()
     print(
-        f"{len(ids)} ids ({args.users} people, some stitched), {args.rate:.0f} requests/s for {args.seconds:.0f} s each, "
+        f"{len(ids)} ids ({args.users} people, some stitched), "
+        f"{args.rate:.0f} requests/s for {args.seconds:.0f} s each, "
         f"{args.workers} API worker(s)\n"
     )
     print(
-        f"{'endpoint':<34}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}   (from the scheduled time | from the actual send)"
+        f"{'endpoint':<34}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+        "   (from the scheduled time | from the actual send)"
     )
     for name, (scheduled, sent) in results.items():
         row = "".join(f"{percentile(scheduled, q):>9.2f}" for q in (50, 95, 99))

@@ -98,7 +98,9 @@ class VisibilityWatcher:
 async def send_steady(
     base: str, key: str, events: list[dict], rate: int, seconds: float, batch_every: float = BATCH_EVERY_S
 ) -> dict[str, tuple[float, float]]:
-    """Send `rate` events/s in one request every ``batch_every`` s; return event_id -> (sent, acknowledged)."""
+    """Send `rate` events/s in one request every ``batch_every`` s; return event_id -> (sent,
+    acknowledged).
+    """
     per_batch = max(1, int(rate * batch_every))
     times: dict[str, tuple[float, float]] = {}
     async with httpx.AsyncClient(base_url=base, headers={"X-Pulse-Key": key}, timeout=30) as client:
@@ -250,7 +252,8 @@ def main() -> None:
         baseline_windows.setdefault(int(offset // WINDOW_S), []).append(latency)
     acked_rate = len(times) / args.seconds
     print(
-        f"events acknowledged: {len(times)} (~{acked_rate:,.0f}/s); not visible: {missing}; visible before their 202 arrived: {early}"
+        f"events acknowledged: {len(times)} (~{acked_rate:,.0f}/s); not visible: {missing}; "
+        f"visible before their 202 arrived: {early}"
     )
     rows = {
         "202 -> visible in Redis": percentiles(from_ack),
@@ -279,7 +282,8 @@ def main() -> None:
         rows["baseline: bare Kafka produce->consume"]["p99"], 0.001
     )
     print(
-        f"\np99 202->visible = {rows['202 -> visible in Redis']['p99']:.1f} ms (target <= 50 ms); {ratio:.1f}x the bare-Kafka p99"
+        f"\np99 202->visible = {rows['202 -> visible in Redis']['p99']:.1f} ms (target <= 50 ms); "
+        f"{ratio:.1f}x the bare-Kafka p99"
     )
 
 

@@ -41,7 +41,10 @@ def fifty_rules(categories: list[str]) -> str:
         lines += [
             f"  - id: likes_{i}",
             "    on: [page_view]",
-            f'    when: \'event.category == "{category}" && profile.category_views["{category}"] >= {4 + i % 4}\'',
+            (
+                f'    when: \'event.category == "{category}" && '
+                f'profile.category_views["{category}"] >= {4 + i % 4}\''
+            ),
             "    action: {type: banner, message: 'More " + category.replace("'", "") + "'}",
             "    cooldown: 2h",
             "    max_fires: 1",
@@ -59,7 +62,10 @@ def fifty_rules(categories: list[str]) -> str:
         ("click", "profile.engagement_score >= {k} * 60 && profile.intent_score > 0.5", "banner"),
         (
             "remove_from_cart",
-            '"remove_from_cart" in profile.counts_by_type && profile.counts_by_type["remove_from_cart"] >= {k} + 2',
+            (
+                '"remove_from_cart" in profile.counts_by_type && '
+                'profile.counts_by_type["remove_from_cart"] >= {k} + 2'
+            ),
             "offer",
         ),
     ]
@@ -103,7 +109,8 @@ def main() -> None:
         client = redis.Redis.from_url(settings.redis_url)
         fill_topic(settings, events)
         print(
-            f"topic filled with {len(events)} events ({len(distinct)} distinct valid), {args.users} users; {len(ruleset)} rules"
+            f"topic filled with {len(events)} events ({len(distinct)} distinct valid), "
+            f"{args.users} users; {len(ruleset)} rules"
         )
         rates: dict[str, list[float]] = {"off": [], "on": [], "python": []}
         fired: dict[str, list[int]] = {"on": [], "python": []}
@@ -142,10 +149,12 @@ def main() -> None:
     off, on, python = (statistics.median(rates[mode]) for mode in ("off", "on", "python"))
     print(f"\nwithout rules/intent (median): {off:,.0f} events/s")
     print(
-        f"with 50 rules + intent (median): {on:,.0f} events/s  ({statistics.median(fired['on']):,.0f} decisions per run)"
+        f"with 50 rules + intent (median): {on:,.0f} events/s  "
+        f"({statistics.median(fired['on']):,.0f} decisions per run)"
     )
     print(
-        f"same, prefilter off (median): {python:,.0f} events/s  ({statistics.median(fired['python']):,.0f} decisions per run)"
+        f"same, prefilter off (median): {python:,.0f} events/s  "
+        f"({statistics.median(fired['python']):,.0f} decisions per run)"
     )
     print(f"ratio on/off = {on / off:.2f}  (target >= 0.8); prefilter off: {python / off:.2f}")
     # Each trial runs the modes back to back, so its own ratio is the least exposed to the

@@ -153,18 +153,21 @@ def main() -> None:
     per_marker = (loaded - profiles_only) / markers
     per_profile_with_markers = (loaded - baseline) / args.profiles
     print(
-        f"{server.get('server_name', 'redis')} {server.get('valkey_version') or server.get('redis_version')}, "
+        f"{server.get('server_name', 'redis')} "
+        f"{server.get('valkey_version') or server.get('redis_version')}, "
         f"{args.profiles:,} profiles x {args.events} events: {applied:,} deltas applied in {elapsed:.1f} s "
         f"({applied / elapsed:,.0f}/s, one client)"
     )
     print(
-        f"Redis main thread: {cpu_seconds * 1e6 / applied:.1f} us CPU per delta (of which {script_usec / applied:.1f} us "
-        f"wall time inside update.lua) -> one Redis core applies at most ~{applied / cpu_seconds:,.0f} deltas/s"
+        f"Redis main thread: {cpu_seconds * 1e6 / applied:.1f} us CPU per delta "
+        f"(of which {script_usec / applied:.1f} us wall time inside update.lua) "
+        f"-> one Redis core applies at most ~{applied / cpu_seconds:,.0f} deltas/s"
     )
     print(f"keys: {keys_loaded:,} with markers, {keys_loaded - markers:,} without ({markers:,} markers)")
     print(f"used_memory: baseline {baseline:,} B, loaded {loaded:,} B, markers deleted {profiles_only:,} B")
     print(
-        f"per profile, state only:          {per_profile:,.0f} B  -> {per_profile * 1e6 / 2**30:.2f} GiB per million profiles"
+        f"per profile, state only:          {per_profile:,.0f} B  "
+        f"-> {per_profile * 1e6 / 2**30:.2f} GiB per million profiles"
     )
     print(f"per event marker (dedupe window): {per_marker:,.0f} B")
     print(

@@ -101,7 +101,8 @@ def main() -> None:
                 "cluster, a call per slot": lambda: SlotGroupedStore(redis_from_url(cluster_url), **options),
             }
             print(
-                f"{len(deltas)} deltas of {args.users} users, {SEND_EVERY} per send, confirmed every {args.confirm_every}"
+                f"{len(deltas)} deltas of {args.users} users, {SEND_EVERY} per send, "
+                f"confirmed every {args.confirm_every}"
             )
             print(f"{'write path':<28}{'deltas/s (runs)':>40}{'script calls':>14}")
             for name, make in stores.items():

@@ -9,7 +9,8 @@ memory levels off, latency percentiles do not climb, the lag stays bounded and t
 drains when the load stops. The first window (start-up, group join) is the baseline the later
 ones are compared with.
 
-Usage: .venv/bin/python -m bench.soak [--rate 3000] [--seconds 1800] [--window 60] [--request-every 0.05] [--time-every 30] [--no-latency]
+Usage: .venv/bin/python -m bench.soak [--rate 3000] [--seconds 1800] [--window 60]
+       [--request-every 0.05] [--time-every 30] [--no-latency]
 (tests/integration/test_soak.py runs a 2-minute version in CI.)
 """
 
@@ -110,12 +111,14 @@ class SoakReport:
             return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
 
         lines = [
-            f"{'window':>8}{'events':>9}{'timed':>7}{'p50 ms':>9}{'p99 ms':>9}{'api MiB':>9}{'app MiB':>9}{'redis MiB':>10}{'max lag':>9}"
+            f"{'window':>8}{'events':>9}{'timed':>7}{'p50 ms':>9}{'p99 ms':>9}"
+            f"{'api MiB':>9}{'app MiB':>9}{'redis MiB':>10}{'max lag':>9}"
             + "".join(f"{name + ' cpu%':>12}" for name in CPU_PROCESSES)
         ]
         for w in self.windows:
             lines.append(
-                f"{w['end']:>7.0f}s{w['events']:>9.0f}{w['timed']:>7.0f}{cell(w['p50'], 9, 1)}{cell(w['p99'], 9, 1)}{w['api_mib']:>9.1f}"
+                f"{w['end']:>7.0f}s{w['events']:>9.0f}{w['timed']:>7.0f}"
+                f"{cell(w['p50'], 9, 1)}{cell(w['p99'], 9, 1)}{w['api_mib']:>9.1f}"
                 f"{w['app_mib']:>9.1f}{w['redis_mib']:>10.1f}{cell(w.get('max_lag'), 9, 0)}"
                 + "".join(cell(w.get(f"{name}_cpu"), 12, 0) for name in CPU_PROCESSES)
             )
@@ -249,7 +252,8 @@ def run_soak(
             api.stop()
     if not times:
         raise RuntimeError(
-            f"the collector accepted no request (at most {MAX_BATCH_EVENTS} events each: lower --request-every)"
+            "the collector accepted no request "
+            f"(at most {MAX_BATCH_EVENTS} events each: lower --request-every)"
         )
     report.acknowledged = len(times)
     report.visible = applied
@@ -316,8 +320,10 @@ def main() -> None:
         nice_load=5,
     )
     print(
-        f"{args.rate} events/s for {args.seconds:.0f} s: {report.acknowledged} acknowledged, {report.visible} applied; "
-        f"backlog drained {report.drained_after_s and f'{report.drained_after_s:.1f} s' or 'NOT'} after the load stopped; "
+        f"{args.rate} events/s for {args.seconds:.0f} s: {report.acknowledged} acknowledged, "
+        f"{report.visible} applied; "
+        f"backlog drained {report.drained_after_s and f'{report.drained_after_s:.1f} s' or 'NOT'} "
+        "after the load stopped; "
         f"{report.timed_seen} of {report.timed_acknowledged} timed events seen by the latency watcher\n"
     )
     print(report.table())

@@ -45,7 +45,8 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval:
 
 
 class PacedPoster(threading.Thread):
-    """Posts events in batches at a steady pace, retrying 429/503 like an SDK until each batch is acknowledged.
+    """Posts events in batches at a steady pace, retrying 429/503 like an SDK until each batch is
+    acknowledged.
 
     ``acknowledged`` holds the events of every batch answered 202: the ground truth.
     """
@@ -92,7 +93,8 @@ class PacedPoster(threading.Thread):
         self.join(timeout)
         if self.is_alive():
             raise AssertionError(
-                f"traffic did not finish in {timeout:.0f}s ({len(self.acknowledged)} of {len(self.events)} acknowledged)"
+                f"traffic did not finish in {timeout:.0f}s "
+                f"({len(self.acknowledged)} of {len(self.events)} acknowledged)"
             )
         if self.error is not None:
             raise self.error

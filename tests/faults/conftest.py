@@ -43,7 +43,9 @@ def fault_run(request: pytest.FixtureRequest, fault_seed: int) -> Iterator[Fault
 
 @pytest.fixture
 def launch(tmp_path: Path) -> Iterator[Launch]:
-    """Starts `pulse run <app>` with the given settings; every process is resumed and stopped after the test."""
+    """Starts `pulse run <app>` with the given settings; every process is resumed and stopped
+    after the test.
+    """
     started: list[ManagedProcess] = []
 
     def start(app: str, settings: PulseSettings, *, wait_for_port: bool = True) -> ManagedProcess:

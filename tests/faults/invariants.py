@@ -69,7 +69,8 @@ def check_profiles(
     run.check(
         "profiles == batch recompute of acknowledged events",
         not wrong,
-        f"{len(expected) - len(wrong)}/{len(expected)} profiles equal, converged {waited:.1f}s after the traffic ended"
+        f"{len(expected) - len(wrong)}/{len(expected)} profiles equal, "
+        f"converged {waited:.1f}s after the traffic ended"
         + (f"; differ e.g. {_diff(live, expected, wrong[:2])}" if wrong else ""),
     )
 
@@ -95,7 +96,9 @@ def observe_unplanned_exits(run: FaultRun, supervisor: Supervisor) -> None:
 def read_topic_to_end(
     settings: PulseSettings, topic: str, partitions: int, idle_seconds: float = 2.0, timeout: float = 30
 ) -> list[Any]:
-    """Every record of ``topic`` (all partitions, from the beginning), read until idle for ``idle_seconds``."""
+    """Every record of ``topic`` (all partitions, from the beginning), read until idle for
+    ``idle_seconds``.
+    """
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_brokers,
@@ -173,8 +176,9 @@ def check_archive(
     run.check(
         "archive = every acknowledged valid event, once per Kafka record (deduped by coordinates)",
         not missing and not extra,
-        f"{sum(archived.values())} archived records for {sum(wanted.values())} acknowledged; {sum(missing.values())} missing, "
-        f"{sum(extra.values())} extra; {raw_rows - sum(archived.values())} redelivered rows on disk removed by dedupe",
+        f"{sum(archived.values())} archived records for {sum(wanted.values())} acknowledged; "
+        f"{sum(missing.values())} missing, {sum(extra.values())} extra; "
+        f"{raw_rows - sum(archived.values())} redelivered rows on disk removed by dedupe",
     )
 
 

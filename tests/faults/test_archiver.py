@@ -78,7 +78,8 @@ def test_archivers_killed_and_stopped_at_random_points(settings, launch, supervi
     committed_late = _committed(settings)
     archivers.resume("b")
     fault_run.inject(
-        f"SIGSTOP b for {STOP_SECONDS:.0f}s (> session 3s, max.poll.interval {MAX_POLL_INTERVAL_MS / 1000:.0f}s) at {when}; SIGCONT"
+        f"SIGSTOP b for {STOP_SECONDS:.0f}s "
+        f"(> session 3s, max.poll.interval {MAX_POLL_INTERVAL_MS / 1000:.0f}s) at {when}; SIGCONT"
     )
 
     sleep_until(t0 + rng.uniform(TRAFFIC_SECONDS - 5.0, TRAFFIC_SECONDS - 1.0))

@@ -68,7 +68,8 @@ def test_profile_apps_killed_and_stopped_at_random_points(
     committed_late = _committed(settings)
     apps.resume("b")
     fault_run.inject(
-        f"SIGSTOP b for {STOP_SECONDS:.0f}s (> session 3s, max.poll.interval {MAX_POLL_INTERVAL_MS / 1000:.0f}s) at {at}; SIGCONT"
+        f"SIGSTOP b for {STOP_SECONDS:.0f}s "
+        f"(> session 3s, max.poll.interval {MAX_POLL_INTERVAL_MS / 1000:.0f}s) at {at}; SIGCONT"
     )
 
     # 3. SIGKILL both at once near the end of the traffic, restart both.
@@ -144,7 +145,8 @@ def test_state_directory_wiped_between_restarts(settings, launch, supervise, rng
         apps.kill("profile-app", "archiver", graceful=graceful, between=wipe)
         restarted = time.time()
         fault_run.inject(
-            f"{'SIGTERM' if graceful else 'SIGKILL'} both, `rm -r <data>/state` ({found[0]} files in it) at {at}"
+            f"{'SIGTERM' if graceful else 'SIGKILL'} both, `rm -r <data>/state` "
+            f"({found[0]} files in it) at {at}"
             f" (after waiting {waited:.1f}s for both to consume); restarted"
         )
 

@@ -94,7 +94,8 @@ def test_redis_outage_the_app_waits_the_api_answers_503_nothing_is_lost(
     own_redis.crash()
     down_at = time.monotonic()
     fault_run.inject(
-        f"SIGKILL Redis at {poster.progress:.0%} acknowledged ({keys_before} keys), {REDIS_OUTAGE_SECONDS:.0f}s down"
+        f"SIGKILL Redis at {poster.progress:.0%} acknowledged ({keys_before} keys), "
+        f"{REDIS_OUTAGE_SECONDS:.0f}s down"
     )
 
     health, reads = [], []
@@ -138,7 +139,8 @@ def test_redis_outage_the_app_waits_the_api_answers_503_nothing_is_lost(
     fault_run.check(
         "Redis came back with its data (append-only file, after a SIGKILL)",
         not lost,
-        f"{keys_before} lasting keys before the kill, {len(lost)} of them missing after the restart {lost[:3]}",
+        f"{keys_before} lasting keys before the kill, "
+        f"{len(lost)} of them missing after the restart {lost[:3]}",
     )
 
     acknowledged = poster.join_and_check(120)
@@ -154,7 +156,9 @@ def test_redis_outage_the_app_waits_the_api_answers_503_nothing_is_lost(
 
 
 def _status(base: str, call: str) -> int | str:
-    """Status of one call ("GET /path") on a fresh connection (the API closes a connection after a 500), or the error."""
+    """Status of one call ("GET /path") on a fresh connection (the API closes a connection after
+    a 500), or the error.
+    """
     method, path = call.split(" ", 1) if " " in call else ("GET", call)
     try:
         return httpx.request(
@@ -165,7 +169,9 @@ def _status(base: str, call: str) -> int | str:
 
 
 def _redis_healthy(base: str, last: list[object]) -> bool:
-    """Whether GET /healthz reports Redis reachable; ``last`` keeps the latest answer for the failure message."""
+    """Whether GET /healthz reports Redis reachable; ``last`` keeps the latest answer for the
+    failure message.
+    """
     try:
         response = httpx.get(f"{base}/healthz", timeout=ANSWER_TIMEOUT)
         last[:] = [response.status_code, response.json()]

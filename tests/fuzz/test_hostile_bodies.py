@@ -317,7 +317,9 @@ def gzip_bomb(inflated_mb: int) -> bytes:
 
 
 def test_gzip_bomb_on_segment_batch_is_413(collector):
-    """Refused by the inflated size; that inflating stops at the cap is not timed here (no wall clock in tests)."""
+    """Refused by the inflated size; that inflating stops at the cap is not timed here (no wall
+    clock in tests).
+    """
     bomb = gzip_bomb(100)
     assert len(bomb) < 200 * 1024  # 100 MB inflated from about 100 KB
     response = segment_post(collector, bomb, gzipped=True)

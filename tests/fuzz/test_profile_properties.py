@@ -141,7 +141,10 @@ def raw_records(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[bytes]]:
                     b"[]",
                     b'{"event_type": "page_view"}',
                     b"\xff\xfe",
-                    b'{"event_id": "x", "event_type": "click", "user_id": "u1", "timestamp": "2024-01-01T00:00:00Z"}',
+                    (
+                        b'{"event_id": "x", "event_type": "click", "user_id": "u1", '
+                        b'"timestamp": "2024-01-01T00:00:00Z"}'
+                    ),
                 ]
             )
             | events_broken(events),
@@ -191,7 +194,9 @@ def write_archive(root: Path, raw: list[bytes], files: int, archived_twice: bool
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(raw_records(), st.integers(1, 4), st.booleans(), st.sets(st.sampled_from(ALL_IDS), max_size=2))
 def test_the_sql_recompute_equals_the_stream_exact_recompute(case, files, archived_twice, forgotten):
-    """What `pulse reconcile` and profiles_batch run (DuckDB over the Parquet) == check_record + the reference."""
+    """What `pulse reconcile` and profiles_batch run (DuckDB over the Parquet) == check_record +
+    the reference.
+    """
     _, raw = case
     with tempfile.TemporaryDirectory() as tmp:
         write_archive(Path(tmp), raw, files, archived_twice)
@@ -271,7 +276,9 @@ def test_redis_people_equal_the_reference(redis_client, stream, chunk, rng: rand
 @WITH_REDIS
 @given(raw_records(), st.integers(1, 30))
 def test_stream_through_the_sink_writer_equals_the_batch_recompute(redis_client, case, chunk):
-    """What the profile app writes (check_record -> StreamingWriter) equals recompute_profiles of the same records."""
+    """What the profile app writes (check_record -> StreamingWriter) equals recompute_profiles of
+    the same records.
+    """
     _, raw = case
     store = _store(redis_client)
     writer = store.writer()

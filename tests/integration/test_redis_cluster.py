@@ -213,7 +213,9 @@ class SlotMigration:
 
 
 def test_a_slot_moving_under_a_batch_fails_it_and_the_retry_goes_to_the_new_master(cluster):
-    """Mid-migration (ASK) and after it (MOVED): the writer raises, re-reads the slot map, and a resend lands."""
+    """Mid-migration (ASK) and after it (MOVED): the writer raises, re-reads the slot map, and a
+    resend lands.
+    """
     store = store_on(cluster)
     pid = "u-moving"
     migration = SlotMigration(cluster, profile_slot(pid))

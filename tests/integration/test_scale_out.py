@@ -129,8 +129,9 @@ def test_instances_split_the_partitions_and_survivors_take_over_exactly(
     assert all(after[name] > before_kill[name] for name in survivors), (before_kill, after)
     assert all(apps[i].alive() for i in range(INSTANCES) if i != victim)
     print(
-        f"\n{len(acknowledged)} events sent ({total} distinct valid) over {INSTANCES} partitions; bytes sent to Redis "
-        f"before the kill {before_kill}, by the survivors at the end { ({n: after[n] for n in survivors}) }; "
+        f"\n{len(acknowledged)} events sent ({total} distinct valid) over {INSTANCES} partitions; "
+        f"bytes sent to Redis before the kill {before_kill}, "
+        f"by the survivors at the end { ({n: after[n] for n in survivors}) }; "
         f"committed offsets at the kill {committed_before}, at the end {committed_after}"
     )
 

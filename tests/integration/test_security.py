@@ -1,4 +1,6 @@
-"""A real `pulse run api` process: keys rotated by rewriting PULSE_KEYS_FILE, scopes, IPs truncated before Kafka, clean logs."""
+"""A real `pulse run api` process: keys rotated by rewriting PULSE_KEYS_FILE, scopes, IPs
+truncated before Kafka, clean logs.
+"""
 
 from __future__ import annotations
 

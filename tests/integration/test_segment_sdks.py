@@ -117,7 +117,9 @@ def node_deps() -> Path:
 
 
 def start_python_client(sdk: str, base: str, prefix: str, *, bulk: int, retrying: bool) -> Finish:
-    """Send the session with a Python SDK; when retrying, in its background mode (the only one that retries)."""
+    """Send the session with a Python SDK; when retrying, in its background mode (the only one
+    that retries).
+    """
     errors: list = []
     options = {"write_key": "test-write", "host": base, "gzip": True}
     options["on_error"] = lambda error, _batch: errors.append(error)

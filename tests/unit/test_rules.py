@@ -104,7 +104,10 @@ rules:
         ("rules: [{id: X-1, when: 'true', action: {type: banner}}]", "`id` must match"),
         ("rules: [{id: x, when: 'true', colour: red, action: {type: banner}}]", "unknown key(s) ['colour']"),
         (
-            "rules: [{id: x, when: 'true', action: {type: banner}}, {id: x, when: 'true', action: {type: banner}}]",
+            (
+                "rules: [{id: x, when: 'true', action: {type: banner}}, "
+                "{id: x, when: 'true', action: {type: banner}}]"
+            ),
             "duplicate id",
         ),
         ("rules: {", "not valid YAML"),

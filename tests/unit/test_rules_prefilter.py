@@ -171,7 +171,8 @@ def test_thresholds_on_one_number_form_a_tier_in_ascending_order():
 def test_the_fields_a_type_reads_are_listed_for_one_read():
     rules = [
         rule(
-            'profile.category_views[event.category] >= 3 && "buy" in profile.counts_by_type && profile.session_count > 1'
+            'profile.category_views[event.category] >= 3 && "buy" in profile.counts_by_type && '
+            "profile.session_count > 1"
         )
     ]
     plan = msgspec.msgpack.decode(Prefilter(rules).argument())["types"]["page_view"]

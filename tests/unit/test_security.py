@@ -1,4 +1,6 @@
-"""Keys (hashed, scoped, reloaded), IP anonymization and what reaches the logs, in process (docs/security.md)."""
+"""Keys (hashed, scoped, reloaded), IP anonymization and what reaches the logs, in process
+(docs/security.md).
+"""
 
 from __future__ import annotations
 
