@@ -84,7 +84,8 @@ def test_assets_materialize_and_drift_check_fails_on_drift(settings, redis_clien
         assert {r[0] for r in con.execute("SELECT profile_id FROM profiles_batch").fetchall()} == live_ids
         # The SQL sessionization agrees with the stream's interval merging, profile by profile.
         disagreements = con.execute(
-            "SELECT count(*) FROM profiles_batch p LEFT JOIN (SELECT profile_id, count(*) AS n FROM sessions GROUP BY 1) s USING (profile_id) "
+            "SELECT count(*) FROM profiles_batch p "
+            "LEFT JOIN (SELECT profile_id, count(*) AS n FROM sessions GROUP BY 1) s USING (profile_id) "
             "WHERE p.session_count IS DISTINCT FROM s.n"
         ).fetchone()[0]
         assert disagreements == 0

@@ -1,4 +1,6 @@
-"""Geo and campaign reference data through Dagster into real Redis; stream health and its sensor on a real broker."""
+"""Geo and campaign reference data through Dagster into real Redis; stream health and its
+sensor on a real broker.
+"""
 
 from __future__ import annotations
 
@@ -85,7 +87,10 @@ def test_geo_and_campaigns_publish_with_row_counts(settings, redis_client):
         ),
         (
             "campaigns",
-            "utm_source,utm_medium,utm_campaign,campaign_id,name,channel\ngoogle,cpc,x,c1,X,paid_search\nGoogle,CPC,X,c2,X again,paid_search\n",
+            (
+                "utm_source,utm_medium,utm_campaign,campaign_id,name,channel\n"
+                "google,cpc,x,c1,X,paid_search\nGoogle,CPC,X,c2,X again,paid_search\n"
+            ),
         ),
     ],
 )
