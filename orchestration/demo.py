@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from core import service_registry
+from core.http_retry import post_with_retry
 from core.settings import DEV_READ_KEY, DEV_WRITE_KEY, PulseSettings
 from enrichment.catalog import SAMPLE_CATALOG, categories_from_rows, read_catalog_csv
 from orchestration.demo_traffic import TrafficGenerator
@@ -69,7 +70,9 @@ def run_demo(
         def flush() -> None:
             if not batch:
                 return
-            response = _post_with_retry(client, batch)
+            response = post_with_retry(
+                client, "/v1/events", attempts=5, first_delay=0.2, max_delay=5.0, json={"events": batch}
+            )
             summary.sent += len(batch)
             if response is None or response.status_code != 202:
                 summary.failed_requests += 1
@@ -94,21 +97,6 @@ def run_demo(
     summary.seconds = time.perf_counter() - started
     _print_summary(console, summary, base)
     return summary
-
-
-def _post_with_retry(client: httpx.Client, batch: list[dict], attempts: int = 5) -> httpx.Response | None:
-    """POST a batch; retry 429/503 and connection errors with backoff (safe: event_ids dedupe)."""
-    response = None
-    for attempt in range(attempts):
-        try:
-            response = client.post("/v1/events", json={"events": batch})
-        except httpx.TransportError as exc:
-            logger.warning("collector unreachable (%s); retrying", exc)
-        else:
-            if response.status_code not in (429, 503):
-                return response
-        time.sleep(min(5.0, 0.2 * 2**attempt))
-    return response
 
 
 def _print_summary(console: Console, summary: DemoSummary, base: str) -> None:

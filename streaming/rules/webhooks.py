@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from typing import Any
 
 import httpx
+
+from core.http_retry import is_retryable, post_with_retry
 
 logger = logging.getLogger(__name__)
 
@@ -45,22 +46,20 @@ class WebhookDispatcher:
                 self._post(client, decision)
 
     def _post(self, client: httpx.Client, decision: dict[str, Any]) -> None:
-        for attempt in range(self._attempts):
-            try:
-                response = client.post(
-                    decision["url"], json=decision, headers={"Idempotency-Key": decision["decision_id"]}
-                )
-                if response.status_code < 500 and response.status_code != 429:
-                    if response.is_success:
-                        self.delivered += 1
-                    else:
-                        self.failed += 1
-                        logger.warning(
-                            "webhook for rule %r answered %s", decision["rule"], response.status_code
-                        )
-                    return
-            except httpx.HTTPError as exc:
-                logger.debug("webhook attempt %d failed: %s", attempt + 1, exc)
-            time.sleep(min(0.5 * 2**attempt, 10))
+        response = post_with_retry(
+            client,
+            decision["url"],
+            attempts=self._attempts,
+            first_delay=0.5,
+            max_delay=10,
+            json=decision,
+            headers={"Idempotency-Key": decision["decision_id"]},
+        )
+        if response is not None and response.is_success:
+            self.delivered += 1
+            return
         self.failed += 1
-        logger.warning("webhook for rule %r failed after %d attempts", decision["rule"], self._attempts)
+        if response is not None and not is_retryable(response.status_code):
+            logger.warning("webhook for rule %r answered %s", decision["rule"], response.status_code)
+        else:
+            logger.warning("webhook for rule %r failed after %d attempts", decision["rule"], self._attempts)
