@@ -11,10 +11,11 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import redis
 
+from core.follower import Follower
 from enrichment.campaigns import CampaignIndex, campaign_key
 from enrichment.catalog import Catalog
 from enrichment.geo import GeoIndex
@@ -131,12 +132,17 @@ def load_campaigns(client: redis.Redis) -> CampaignIndex:
     return CampaignIndex() if version is None else CampaignIndex.from_rows(rows, version)
 
 
-class ReferenceFollower(Generic[T]):
+class ReferenceFollower(Follower[T]):
     """Keeps the live version of a dataset in memory, checking the pointer at most every ``refresh_seconds``.
 
     The swap is a single assignment of an immutable object, so a reader sees the old
     version or the new one, never a mixture; a Redis error keeps the version it has.
+    ``prime()`` reads before an app's first event: one that started without it would enrich its
+    first events with nothing if Redis went down before its first ``current()``, and for
+    ``refresh_seconds`` after Redis came back (events applied without their categories).
     """
+
+    keep_on = (redis.RedisError,)
 
     def __init__(
         self,
@@ -148,45 +154,19 @@ class ReferenceFollower(Generic[T]):
         clock: Callable[[], float] = time.monotonic,
         size: Callable[[T], int] = len,  # type: ignore[assignment]
     ) -> None:
+        super().__init__(empty, refresh_seconds, clock)
         self._client = client
         self._dataset = dataset
         self._load = load
         self._size = size
-        self._value = empty
-        self._refresh_seconds = refresh_seconds
-        self._clock = clock
-        self._checked_at = float("-inf")
 
-    def prime(self) -> T:
-        """Read the live version now, at start-up; raises ``redis.RedisError`` when Redis cannot be read.
-
-        An app that starts without it would enrich its first events with nothing if Redis
-        went down before its first ``current()``, and for ``refresh_seconds`` after Redis came
-        back: those events would be applied without their categories.
-        """
+    def read(self, value: T) -> T:
         version = current_version(self._client, self._dataset)
-        if version is not None and version != self._value.version:
-            self._value = self._load(self._client)
-            logger.info("%s %s loaded (%d rows)", self._dataset, self._value.version, self._size(self._value))
-        self._checked_at = self._clock()
-        return self._value
-
-    def current(self) -> T:
-        now = self._clock()
-        if now - self._checked_at >= self._refresh_seconds:
-            self._checked_at = now
-            try:
-                version = current_version(self._client, self._dataset)
-                if version != self._value.version and version is not None:
-                    self._value = self._load(self._client)
-                    logger.info(
-                        "%s %s loaded (%d rows)", self._dataset, self._value.version, self._size(self._value)
-                    )
-            except redis.RedisError as exc:
-                logger.warning(
-                    "%s refresh failed, keeping %s: %s", self._dataset, self._value.version or "none", exc
-                )
-        return self._value
+        if version is None or version == value.version:  # type: ignore[attr-defined]
+            return value
+        loaded = self._load(self._client)
+        logger.info("%s %s loaded (%d rows)", self._dataset, loaded.version, self._size(loaded))  # type: ignore[attr-defined]
+        return loaded
 
 
 class CatalogFollower(ReferenceFollower[Catalog]):

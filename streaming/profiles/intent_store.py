@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import redis
 
+from core.follower import Follower
 from streaming.profiles.intent import IntentModel
 
 logger = logging.getLogger(__name__)
@@ -33,34 +33,20 @@ def load_intent_model(client: redis.Redis) -> IntentModel | None:
     return None if text is None else IntentModel.from_json(text)
 
 
-class IntentModelFollower:
-    """The current model, re-read at most every ``refresh_seconds``; errors keep the last good one."""
+class IntentModelFollower(Follower["IntentModel | None"]):
+    """The current model, re-read at most every ``refresh_seconds``; errors keep the last good one.
+
+    ``prime()`` reads it before the first event (see enrichment.reference_store.ReferenceFollower).
+    """
+
+    keep_on = (redis.RedisError, ValueError)
 
     def __init__(self, client: redis.Redis, refresh_seconds: float = 5.0) -> None:
+        super().__init__(None, refresh_seconds)
         self._client = client
-        self._refresh = refresh_seconds
-        self._checked_at = -refresh_seconds
-        self._model: IntentModel | None = None
 
-    def prime(self) -> IntentModel | None:
-        """Read the model now, at start-up; raises ``redis.RedisError`` when Redis cannot be read
-        (see enrichment.reference_store.ReferenceFollower.prime)."""
-        self._model = load_intent_model(self._client)
-        self._checked_at = time.monotonic()
-        if self._model is not None:
-            logger.info("scoring with intent model %s", self._model.version)
-        return self._model
-
-    def current(self) -> IntentModel | None:
-        now = time.monotonic()
-        if now - self._checked_at >= self._refresh:
-            self._checked_at = now
-            try:
-                model = load_intent_model(self._client)
-            except (redis.RedisError, ValueError) as exc:
-                logger.warning("could not read the intent model (%s); keeping the current one", exc)
-            else:
-                if model is not None and (self._model is None or model.version != self._model.version):
-                    logger.info("scoring with intent model %s", model.version)
-                self._model = model
-        return self._model
+    def read(self, value: IntentModel | None) -> IntentModel | None:
+        model = load_intent_model(self._client)
+        if model is not None and (value is None or model.version != value.version):
+            logger.info("scoring with intent model %s", model.version)
+        return model
