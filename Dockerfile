@@ -8,6 +8,7 @@ ENV UV_VERSION=0.13.9 UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy
 RUN pip install --no-cache-dir "uv==${UV_VERSION}"
 WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
+# --no-dev: the Python SDK (sdk/python, its own distribution) is a dev dependency only, not in the image.
 RUN uv sync --frozen --no-dev --no-install-project
 COPY core ./core
 COPY orchestration ./orchestration

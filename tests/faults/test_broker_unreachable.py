@@ -26,7 +26,7 @@ from confluent_kafka.admin import AdminClient
 from core.topics import ensure_topics, topic_specs
 from orchestration.demo_traffic import TrafficGenerator
 from orchestration.local_services import ManagedProcess, free_port, start_broker
-from streaming.sdk import PulseClient
+from pulse_sdk import PulseClient
 from tests.faults.chaos import pause, publish_sample_catalog, resume, sleep_until, wait_for
 from tests.faults.invariants import check_dlq, check_profiles, is_valid, observe_unplanned_exits
 
@@ -58,7 +58,7 @@ def _send(client: PulseClient, event: dict[str, Any]) -> None:
 
 
 class Prober:
-    """Posts small batches and times the answers; batches not acknowledged are retried later, as a client would."""
+    """Posts small batches and times the answers; unacknowledged batches are retried later, like a client."""
 
     def __init__(self, base: str, events: list[dict[str, Any]]) -> None:
         self.http = httpx.Client(base_url=base, headers={"X-Pulse-Key": "test-write"}, timeout=30)
@@ -120,7 +120,7 @@ def _check_delivered(
 
 @pytest.fixture
 def sdk_for() -> Iterator[Any]:
-    """Python SDK clients (streaming/sdk) closed after the test, even when it fails."""
+    """Python SDK clients (sdk/python) closed after the test, even when it fails."""
     clients: list[PulseClient] = []
 
     def make(base: str) -> PulseClient:
@@ -170,7 +170,8 @@ def test_no_broker_collector_refuses_fast_sdk_delivers_once_it_starts(
     sdk = sdk_for(base)
 
     fault_run.inject(
-        f"collector started against 127.0.0.1:{port}, where nothing listens (PULSE_DELIVERY_TIMEOUT_MS={DELIVERY_TIMEOUT_MS})"
+        f"collector started against 127.0.0.1:{port}, where nothing listens "
+        f"(PULSE_DELIVERY_TIMEOUT_MS={DELIVERY_TIMEOUT_MS})"
     )
     for event in sent:
         _send(sdk, event)

@@ -13,8 +13,8 @@ from enrichment.reference_store import CATALOG, publish_reference
 from orchestration.demo_traffic import TrafficGenerator
 from orchestration.local_services import free_port
 from orchestration.platform import pulse_app_process, settings_process_env
+from pulse_sdk import PulseClient
 from quality.event_contract import EventContractError, validate_event
-from streaming.sdk import PulseClient
 from tests.integration.helpers import ground_truth, live_profiles, store_for
 
 pytestmark = pytest.mark.integration
@@ -61,7 +61,7 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 
 
 def assert_profiles_count_each_event_once(settings, catalog: Catalog, sent: list[dict[str, Any]]) -> None:
-    """Live profiles equal a batch recompute of the distinct events (derived fields aside, as in reconciliation)."""
+    """Live profiles equal a batch recompute of the distinct events (derived fields aside, as reconciled)."""
     gap = settings.session_timeout_seconds * 1000
     expected = ground_truth(sent, catalog, gap)
     assert sum(doc["event_count"] for doc in expected.values()) == len({e["event_id"] for e in sent})

@@ -18,9 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from quality.event_contract import EventContractError, validate_event
-from streaming.sdk import ClientClosed, PulseClient, SpoolLocked
-from streaming.sdk.batching import (
+from pulse_sdk import ClientClosed, EventContractError, PulseClient, SpoolLocked
+from pulse_sdk.batching import (
     MAX_REQUEST_BYTES,
     Outcome,
     backoff_delay,
@@ -31,8 +30,9 @@ from streaming.sdk.batching import (
     request_body,
     retry_delay,
 )
-from streaming.sdk.events import build_event, encode_event, format_timestamp
-from streaming.sdk.spool import Spool
+from pulse_sdk.events import build_event, encode_event, format_timestamp
+from pulse_sdk.spool import Spool
+from quality.event_contract import validate_event
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -279,7 +279,7 @@ def test_rejected_events_are_logged_and_not_retried(caplog):
         )
 
     collector = FakeCollector(respond)
-    with caplog.at_level(logging.WARNING, logger="streaming.sdk"):
+    with caplog.at_level(logging.WARNING, logger="pulse_sdk"):
         with make_client(collector, flush_interval=60) as client:
             ids = [view(client) for _ in range(3)]
             assert client.flush(5)
@@ -291,7 +291,7 @@ def test_rejected_events_are_logged_and_not_retried(caplog):
 @pytest.mark.parametrize("status", [400, 401, 403])
 def test_client_errors_are_logged_and_dropped(status, caplog):
     collector = FakeCollector(lambda events, n: httpx.Response(status, json={"detail": "unknown API key"}))
-    with caplog.at_level(logging.ERROR, logger="streaming.sdk"):
+    with caplog.at_level(logging.ERROR, logger="pulse_sdk"):
         with make_client(collector) as client:
             view(client)
             assert client.flush(5)
@@ -326,7 +326,7 @@ def test_a_full_queue_drops_the_oldest_with_a_warning(caplog):
         return accepted(events)
 
     collector = FakeCollector(respond)
-    with caplog.at_level(logging.WARNING, logger="streaming.sdk"):
+    with caplog.at_level(logging.WARNING, logger="pulse_sdk"):
         client = make_client(collector, batch_size=1, max_queue=3, max_block=0.01)
         first = view(client)  # taken by the sender, which then blocks in the request
         while not collector.requests:
@@ -450,7 +450,7 @@ def test_events_are_flushed_at_interpreter_exit():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     script = (
-        "from streaming.sdk import PulseClient\n"
+        "from pulse_sdk import PulseClient\n"
         f"c = PulseClient('127.0.0.1:{server.server_port}', 'k', flush_interval=60)\n"
         "print(c.track('click', user_id='u1'))\n"
     )

@@ -10,11 +10,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import msgspec
-
-#: Per-request limits of ``POST /v1/events`` (DESIGN.md).
-MAX_REQUEST_EVENTS = 500
-MAX_REQUEST_BYTES = 512 * 1024
+from pulse_sdk import codec
+from pulse_sdk.contract import MAX_REQUEST_BYTES, MAX_REQUEST_EVENTS
 
 _ENVELOPE_HEAD = b'{"events":['
 _ENVELOPE_TAIL = b"]}"
@@ -124,8 +121,8 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> R
 
 def _rejections(body: bytes) -> tuple[Rejected, ...]:
     try:
-        payload = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+        payload = codec.decode(body)
+    except (ValueError, RecursionError):
         return ()
     rejected = payload.get("rejected") if isinstance(payload, dict) else None
     if not isinstance(rejected, list):
@@ -144,8 +141,8 @@ def _rejections(body: bytes) -> tuple[Rejected, ...]:
 
 def _error_text(body: bytes) -> str:
     try:
-        payload: Any = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+        payload: Any = codec.decode(body)
+    except (ValueError, RecursionError):
         return body[:200].decode("utf-8", "replace")
     if isinstance(payload, dict) and "detail" in payload:
         return str(payload["detail"])

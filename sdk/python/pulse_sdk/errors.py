@@ -1,14 +1,14 @@
-"""Exceptions of the Pulse SDK, rooted in ``PulseError``.
-
-An invalid event raises ``quality.event_contract.EventContractError`` (a ``ValueError``) instead,
-the same error the collector would report.
-"""
+"""Exceptions of the Pulse SDK, all rooted in ``PulseError``."""
 
 from __future__ import annotations
 
 
 class PulseError(Exception):
-    """Base class of the SDK's own errors."""
+    """Base class of the SDK's errors."""
+
+
+class EventContractError(PulseError, ValueError):
+    """An event does not satisfy the event contract; the message is the one the collector gives."""
 
 
 class ClientClosed(PulseError, RuntimeError):

@@ -21,11 +21,10 @@ from types import TracebackType
 from typing import Any
 
 import httpx
-import msgspec
 
-from streaming.sdk.batching import (
-    MAX_REQUEST_BYTES,
-    MAX_REQUEST_EVENTS,
+from pulse_sdk import codec
+from pulse_sdk._version import __version__
+from pulse_sdk.batching import (
     Outcome,
     Response,
     classify_response,
@@ -33,9 +32,10 @@ from streaming.sdk.batching import (
     request_body,
     retry_delay,
 )
-from streaming.sdk.errors import ClientClosed
-from streaming.sdk.events import build_event, encode_event
-from streaming.sdk.spool import Spool
+from pulse_sdk.contract import MAX_REQUEST_BYTES, MAX_REQUEST_EVENTS
+from pulse_sdk.errors import ClientClosed
+from pulse_sdk.events import build_event, encode_event
+from pulse_sdk.spool import Spool
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class PulseClient:
             headers={
                 "X-Pulse-Key": write_key,
                 "Content-Type": "application/json",
-                "User-Agent": "pulse-python-sdk/1",
+                "User-Agent": f"pulse-python-sdk/{__version__}",
             },
             timeout=timeout,
             transport=transport,
@@ -533,7 +533,7 @@ class PulseClient:
 
 def _event_id_of(raw: bytes) -> str:
     try:
-        value = msgspec.json.decode(raw).get("event_id")
-    except (msgspec.DecodeError, AttributeError):
+        value = codec.decode(raw).get("event_id")
+    except (ValueError, RecursionError, AttributeError):
         return "?"
     return value if isinstance(value, str) else "?"

@@ -1,6 +1,6 @@
 """Build, validate and encode one event at the call site (pure, no I/O).
 
-Validation goes through ``quality.event_contract``, the same code the collector runs, so an
+Validation goes through ``pulse_sdk.contract``, the SDK's copy of the collector's rules, so an
 event the SDK accepts is one the collector accepts.
 """
 
@@ -11,11 +11,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
-
-from quality.event_contract import MAX_EVENT_BYTES, EventContractError, validate_event
-
-_encoder = msgspec.json.Encoder()
+from pulse_sdk import codec
+from pulse_sdk.contract import MAX_EVENT_BYTES, validate_event
+from pulse_sdk.errors import EventContractError
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -62,16 +60,16 @@ def build_event(
 
 
 def encode_event(event: Mapping[str, Any]) -> bytes:
-    """Validate an event against the contract and return its compact JSON.
+    """Validate an event against the contract and return its compact UTF-8 JSON.
 
     Raises ``EventContractError`` (a ``ValueError``) saying what is wrong.
     """
     try:
-        raw = _encoder.encode(event)
-    except (TypeError, msgspec.EncodeError) as exc:
+        raw = codec.encode(event)
+    except (TypeError, ValueError, RecursionError) as exc:
         raise EventContractError(f"event is not JSON-serializable: {exc}") from None
     # Validate the decoded JSON, i.e. exactly what the collector will see.
-    validate_event(msgspec.json.decode(raw))
+    validate_event(codec.decode(raw))
     if len(raw) > MAX_EVENT_BYTES:
         raise EventContractError(f"event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}")
     return raw

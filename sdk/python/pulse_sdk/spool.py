@@ -14,9 +14,8 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-import msgspec
-
-from streaming.sdk.errors import SpoolLocked
+from pulse_sdk import codec
+from pulse_sdk.errors import SpoolLocked
 
 try:
     import fcntl
@@ -123,9 +122,10 @@ def _complete_lines(data: bytes, source: Path) -> list[bytes]:
         if not line.strip():
             continue
         try:
-            if not isinstance(msgspec.json.decode(line), dict):
-                raise msgspec.DecodeError("not an object")
-        except msgspec.DecodeError:
+            whole = isinstance(codec.decode(line), dict)
+        except (ValueError, RecursionError):
+            whole = False
+        if not whole:
             logger.warning("skipping corrupt line %d of %s", number, source.name)
             continue
         events.append(line)
