@@ -85,14 +85,14 @@ def denial(needed: Scope) -> str:
 
 @dataclass(frozen=True)
 class KeyRing:
-    """The configured keys. ``write`` holds the plain write keys of the settings (the demo shop embeds one)."""
+    """The configured keys. ``write`` holds the settings' plain write keys (the demo shop embeds one)."""
 
     entries: tuple[KeyEntry, ...]
     write: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: PulseSettings) -> KeyRing:
-        """The keys of PULSE_WRITE_KEYS / READ_KEYS / ADMIN_KEYS, or the dev keys in dev mode when none is set."""
+        """The keys of PULSE_WRITE_KEYS / READ_KEYS / ADMIN_KEYS, else in dev mode the dev keys."""
         configured = {
             Scope.WRITE: settings.write_keys,
             Scope.READ: settings.read_keys,
@@ -103,8 +103,8 @@ class KeyRing:
                 configured = {Scope.WRITE: [DEV_WRITE_KEY], Scope.READ: [DEV_READ_KEY], Scope.ADMIN: []}
             elif settings.keys_file is None:
                 raise MissingKeysError(
-                    "No API keys: set PULSE_WRITE_KEYS and PULSE_READ_KEYS (comma-separated) or PULSE_KEYS_FILE, "
-                    "or PULSE_DEV_MODE=true for the local dev keys."
+                    "No API keys: set PULSE_WRITE_KEYS and PULSE_READ_KEYS (comma-separated) "
+                    "or PULSE_KEYS_FILE, or PULSE_DEV_MODE=true for the local dev keys."
                 )
         entries = []
         for scope, keys in configured.items():

@@ -8,12 +8,12 @@ knows an anonymous id, which is fine on a laptop and not on a production host.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 from starlette.middleware.cors import CORSMiddleware
@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from core.settings import PulseSettings
 from enrichment.catalog import SAMPLE_CATALOG, read_catalog_csv
 from streaming.api.auth import KeyRing
-from streaming.profiles.store import RedisProfileStore
+from streaming.api.services import services_of
 
 STATIC = Path(__file__).resolve().parent / "static"
 DEMO_ASSETS = {"demo.js": "text/javascript; charset=utf-8", "demo.css": "text/css; charset=utf-8"}
@@ -139,7 +139,7 @@ def demo_page(write_key: str) -> str:
     return (STATIC / "demo.html").read_text().replace("{{PULSE_CONFIG}}", config)
 
 
-def browser_router(settings: PulseSettings, store: Callable[[], RedisProfileStore]) -> APIRouter:
+def browser_router(settings: PulseSettings) -> APIRouter:
     """``GET /v1/tracker.js`` always; the demo shop when enabled (see module docstring)."""
     router = APIRouter()
     tracker = (STATIC / "tracker.js").read_bytes()
@@ -182,9 +182,9 @@ def browser_router(settings: PulseSettings, store: Callable[[], RedisProfileStor
         return {"categories": catalog}
 
     @router.get("/demo/decisions/{profile_id}", tags=["demo"])
-    async def demo_decisions(profile_id: str) -> dict[str, Any]:
+    async def demo_decisions(request: Request, profile_id: str) -> dict[str, Any]:
         """Banner decisions of a profile, for the demo page (browsers cannot hold a read key)."""
-        decisions = await run_in_threadpool(store().get_decisions, profile_id)
+        decisions = await run_in_threadpool(services_of(request).store.get_decisions, profile_id)
         return {"profile_id": profile_id, "decisions": banner_decisions(decisions)}
 
     return router

@@ -36,7 +36,7 @@ def truncate_ip(value: str) -> str | None:
 
 
 def hash_ip(value: str, key: bytes) -> str | None:
-    """``iphash:<32 hex>``: HMAC-SHA256 of the address's canonical bytes; None when it is not an IP address."""
+    """``iphash:<32 hex>``: HMAC-SHA256 of the address's canonical bytes; None for a non-IP value."""
     packed = packed_ip(value)
     if packed is None:
         return None
@@ -44,7 +44,7 @@ def hash_ip(value: str, key: bytes) -> str | None:
 
 
 class IPAnonymizer:
-    """Applies the mode to ``metadata.ip`` of an event, and to ``context.ip`` of a Segment message kept for the DLQ."""
+    """Applies the mode to an event's ``metadata.ip`` and to a DLQ-bound Segment message's ``context.ip``."""
 
     def __init__(self, mode: Mode, hash_key: bytes | None = None) -> None:
         if mode == "hash" and not hash_key:

@@ -113,7 +113,7 @@ def load_keys_file(path: Path) -> tuple[KeyEntry, ...]:
 
 
 class KeysFollower:
-    """The current KeyRing: the settings' keys plus the keys file, checked for changes at most every ``refresh_seconds``."""
+    """The current KeyRing: settings' keys plus the keys file, checked at most every ``refresh_seconds``."""
 
     def __init__(
         self,
@@ -162,7 +162,8 @@ class KeysFollower:
             stat = self.path.stat()  # type: ignore[union-attr]
         except OSError:
             return None
-        # The inode too: an atomic replace (rename, or a Kubernetes secret's symlink swap) may keep mtime and size.
+        # The inode too: an atomic replace (rename, or a Kubernetes secret's symlink swap) may keep
+        # mtime and size.
         return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
     def _reload_if_changed(self) -> None:

@@ -11,6 +11,7 @@ import yaml
 
 from core.settings import PulseSettings
 from orchestration.cli import cli
+from streaming.api.app import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -226,7 +227,8 @@ def test_api_probes_and_service_use_its_port():
 
 
 def test_api_probe_paths_exist_in_the_app():
-    paths = set(re.findall(r'@app\.get\("([^"]+)"', (ROOT / "streaming" / "api" / "app.py").read_text()))
+    app = create_app(PulseSettings(dev_mode=True))
+    paths = {route.path for route in app.routes if "GET" in (getattr(route, "methods", None) or ())}
     assert "/healthz" in paths
     api = _named("Deployment")["pulse-api"]["spec"]["template"]["spec"]["containers"][0]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
