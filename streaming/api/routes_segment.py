@@ -75,6 +75,9 @@ async def segment_call(request: Request, call: str | None) -> JSONResponse:
         messages = payload.get("batch")
         if not isinstance(messages, list):
             raise HTTPException(400, '"batch" must be an array of messages')
+        if not isinstance(payload.get("sentAt", ""), str | None):
+            # It corrects every message's clock: a batch with a nonsense one is refused whole.
+            raise HTTPException(400, '"sentAt" must be an ISO 8601 time string')
     else:
         messages = [payload]
     received = datetime.now(UTC)
