@@ -245,12 +245,19 @@ def _on_a_free_port(start: Callable[[int], tuple[ManagedProcess, str]]) -> tuple
 
 
 def start_broker(
-    data_dir: Path, port: int | None = None, timeout: float = 30.0
+    data_dir: Path, port: int | None = None, timeout: float = 30.0, *, advertised_port: int | None = None
 ) -> tuple[ManagedProcess, str]:
-    """Start Tansu (memory storage) on loopback; return the process and its bootstrap address."""
-    if port is None:
-        return _on_a_free_port(lambda picked: start_broker(data_dir, picked, timeout))
+    """Start Tansu (memory storage) on loopback; return the process and its bootstrap address.
+
+    ``advertised_port`` is the port clients are told to connect to, when something (a proxy)
+    stands between them and the broker; by default the broker's own.
+    """
+    if not port:
+        return _on_a_free_port(
+            lambda picked: start_broker(data_dir, picked, timeout, advertised_port=advertised_port)
+        )
     url = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     proc = ManagedProcess(
         "broker (tansu)",
         [
@@ -259,7 +266,7 @@ def start_broker(
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            advertised,
             "--storage-engine",
             "memory://tansu/",
         ],
@@ -274,7 +281,7 @@ def start_redis(
     data_dir: Path, port: int | None = None, timeout: float = 30.0, *, persist: bool = True
 ) -> tuple[ManagedProcess, str]:
     """Start valkey-server on loopback (append-only file under ``data_dir/redis``)."""
-    if port is None:
+    if not port:
         return _on_a_free_port(lambda picked: start_redis(data_dir, picked, timeout, persist=persist))
     redis_dir = data_dir / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
