@@ -15,6 +15,7 @@ must not revoke every key); ``keys: []`` revokes every key of the file on purpos
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 import yaml
 from prometheus_client import Counter, Gauge
 
+from core.follower import Follower
 from core.settings import PulseSettings
 from streaming.api.auth import (
     HASH_PREFIX,
@@ -112,7 +114,7 @@ def load_keys_file(path: Path) -> tuple[KeyEntry, ...]:
     return parse_keys_file(text, f"keys file {path}")
 
 
-class KeysFollower:
+class KeysFollower(Follower[KeyRing]):
     """The current KeyRing: settings' keys plus the keys file, checked at most every ``refresh_seconds``."""
 
     def __init__(
@@ -122,17 +124,15 @@ class KeysFollower:
         refresh_seconds: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(base, refresh_seconds if path is not None else math.inf, clock)
         self.path = path
         self._base = base
-        self._refresh = refresh_seconds
-        self._clock = clock
         self._stamp: tuple[int, int, int] | None = None
-        self._ring = base
         self.load_errors = 0
         if path is not None:
             entries = load_keys_file(path)  # at start-up a bad file is an error, not a warning
             self._stamp = self._stat()
-            self._ring = base.with_entries(entries)
+            self._value = base.with_entries(entries)
             FILE_KEYS.set(len(entries))
             logger.info("loaded %s from %s", _describe(entries), path)
         self._checked_at = clock()
@@ -146,14 +146,6 @@ class KeysFollower:
             )
         return follower
 
-    def current(self) -> KeyRing:
-        if self.path is not None:
-            now = self._clock()
-            if now - self._checked_at >= self._refresh:
-                self._checked_at = now
-                self._reload_if_changed()
-        return self._ring
-
     def scopes_of(self, key: str) -> set[Scope]:
         return self.current().scopes_of(key)
 
@@ -166,31 +158,31 @@ class KeysFollower:
         # mtime and size.
         return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
-    def _reload_if_changed(self) -> None:
+    def read(self, ring: KeyRing) -> KeyRing:
         stamp = self._stat()
         if stamp is None:
             if self._stamp is not None:
-                self._fail(f"keys file {self.path} is gone")
+                self._fail(f"keys file {self.path} is gone", ring)
                 self._stamp = None
-            return
+            return ring
         if stamp == self._stamp:
-            return
+            return ring
         self._stamp = stamp
         try:
             entries = load_keys_file(self.path)  # type: ignore[arg-type]
         except KeysFileError as exc:
-            self._fail(str(exc))
-            return
-        self._ring = self._base.with_entries(entries)
+            self._fail(str(exc), ring)
+            return ring
         FILE_KEYS.set(len(entries))
         logger.info("reloaded %s from %s", _describe(entries), self.path)
         if not entries:
             logger.warning("keys file %s holds no keys: only PULSE_*_KEYS are accepted now", self.path)
+        return self._base.with_entries(entries)
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, ring: KeyRing) -> None:
         self.load_errors += 1
         RELOAD_ERRORS.inc()
-        kept = len(self._ring) - len(self._base)
+        kept = len(ring) - len(self._base)
         logger.error("%s; keeping the %d key(s) loaded from it before", reason, kept)
 
 
