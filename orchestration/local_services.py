@@ -277,15 +277,10 @@ def start_broker(
     return proc, f"127.0.0.1:{port}"
 
 
-def start_redis(
-    data_dir: Path, port: int | None = None, timeout: float = 30.0, *, persist: bool = True
-) -> tuple[ManagedProcess, str]:
-    """Start valkey-server on loopback (append-only file under ``data_dir/redis``)."""
-    if not port:
-        return _on_a_free_port(lambda picked: start_redis(data_dir, picked, timeout, persist=persist))
-    redis_dir = data_dir / "redis"
-    redis_dir.mkdir(parents=True, exist_ok=True)
-    argv = [
+def _valkey_argv(port: int, directory: Path, persist: bool) -> list[str]:
+    """valkey-server on loopback ``port``, in the foreground, its files in ``directory`` (created)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return [
         valkey_binary(),
         "--port",
         str(port),
@@ -294,7 +289,7 @@ def start_redis(
         "--daemonize",
         "no",
         "--dir",
-        str(redis_dir),
+        str(directory),
         "--save",
         "",
         "--appendonly",
@@ -302,6 +297,15 @@ def start_redis(
         "--appendfsync",
         "everysec",
     ]
+
+
+def start_redis(
+    data_dir: Path, port: int | None = None, timeout: float = 30.0, *, persist: bool = True
+) -> tuple[ManagedProcess, str]:
+    """Start valkey-server on loopback (append-only file under ``data_dir/redis``)."""
+    if not port:
+        return _on_a_free_port(lambda picked: start_redis(data_dir, picked, timeout, persist=persist))
+    argv = _valkey_argv(port, data_dir / "redis", persist)
     proc = ManagedProcess("redis (valkey)", argv, data_dir / "logs" / "redis.log")
     proc.start()
     proc.wait_for_port("127.0.0.1", port, timeout)
@@ -317,18 +321,7 @@ def _start_cluster_node(
 ) -> tuple[ManagedProcess, str]:
     """One cluster-enabled valkey-server on ``port``; returns it and ``"port:bus_port"``."""
     bus_port = free_port()  # port + 10000 may be taken or beyond 65535
-    node_dir = data_dir / "redis-cluster" / f"node-{index}"
-    node_dir.mkdir(parents=True, exist_ok=True)
-    argv = [
-        valkey_binary(),
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--daemonize",
-        "no",
-        "--dir",
-        str(node_dir),
+    argv = _valkey_argv(port, data_dir / "redis-cluster" / f"node-{index}", persist) + [
         "--cluster-enabled",
         "yes",
         "--cluster-port",
@@ -337,12 +330,6 @@ def _start_cluster_node(
         "nodes.conf",
         "--cluster-node-timeout",
         "5000",
-        "--save",
-        "",
-        "--appendonly",
-        "yes" if persist else "no",
-        "--appendfsync",
-        "everysec",
     ]
     proc = ManagedProcess(
         f"redis cluster node {index} (valkey)", argv, data_dir / "logs" / f"redis-cluster-{index}.log"
