@@ -27,10 +27,9 @@ from streaming.profiles.store import ClusterTopologyChanged, RedisProfileStore
 from tests.integration.helpers import comparable, ground_truth, post_batches, wait_for_profiles
 from tests.integration.test_personalization import event, wait_for
 from tests.integration.test_profile_store import expected_documents, random_deltas, redis_documents
-from tests.integration.test_rules_prefilter import (  # noqa: F401 - dlq_producer is a fixture
+from tests.integration.test_rules_prefilter import (
     assert_sink_decides_as_without_the_prefilter,
     checkpoint_streams,
-    dlq_producer,
 )
 from tests.unit.test_profile_reference import MINUTE, delta_of, make_event
 

@@ -287,16 +287,6 @@ def test_a_stitched_person_is_counted_over_all_its_parts(redis_client):
     )
 
 
-@pytest.fixture(scope="module")
-def dlq_producer(broker):
-    """The sink's producer, for rejects: the events here are all valid, so it sends nothing."""
-    from confluent_kafka import Producer
-
-    producer = Producer({"bootstrap.servers": broker})
-    yield producer
-    producer.flush(5)
-
-
 #: A checkpoint stream: rules, events, checkpoint sizes (cycled) and the sink's send batch.
 checkpoint_streams = dict(
     rule_specs=rules,
