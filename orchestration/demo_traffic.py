@@ -98,7 +98,7 @@ class TrafficGenerator:
         roll = rng.random()
         if visitor.user_id is None and roll < 0.03:
             visitor.user_id = f"user-{visitor.anonymous_id[5:]}"
-            return self._base(visitor, "identify", {"email_domain": "example.com"})
+            return self._base(visitor, "identify", {"traits": {"email_domain": "example.com"}})
         if roll < 0.55:
             meta: dict[str, Any] = {"product_id": product, "url": f"https://shop.example/p/{product}"}
             if rng.random() < 0.6:  # the rest get their category from the catalog

@@ -45,10 +45,8 @@ def valid_events_schema() -> pa.DataFrameSchema:
                 error="user_id or anonymous_id is required",
             ),
             pa.Check(
-                lambda df: (
-                    (df["event_type"] != "identify") | (df["user_id"].notna() & df["anonymous_id"].notna())
-                ),
-                error="identify needs both user_id and anonymous_id",
+                lambda df: (df["event_type"] != "identify") | df["user_id"].notna(),
+                error="identify needs user_id",
             ),
         ],
         unique=["kafka_partition", "kafka_offset"],

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 #: The largest event, as its producer encodes it; a ``received_at`` added on the way does not count.
 MAX_EVENT_BYTES = 32 * 1024
 #: The most a producer's ``received_at`` (an ISO 8601 string) may add to a topic message.
@@ -48,7 +48,7 @@ class MetadataRule:
     """A constraint on one metadata field of one event type."""
 
     field: str
-    kind: str  # "string" | "number" | "integer"
+    kind: str  # "string" | "number" | "integer" | "object"
     required: bool = False
     minimum: float | None = None
     maximum: float | None = None
@@ -82,6 +82,7 @@ METADATA_RULES: dict[str, tuple[MetadataRule, ...]] = {
         MetadataRule("quantity", "integer", minimum=1, maximum=MAX_QUANTITY),
     ),
     "search": (MetadataRule("query", "string", required=True),),
+    "identify": (MetadataRule("traits", "object"),),
 }
 
 #: Rules that apply to every event type when the field is present.
@@ -174,8 +175,8 @@ def validate_event(obj: Any) -> Event:
     user_id = _optional_id(obj, "user_id")
     anonymous_id = _optional_id(obj, "anonymous_id")
     if event_type == "identify":
-        if not (user_id and anonymous_id):
-            raise EventContractError("identify needs both user_id and anonymous_id")
+        if not user_id:
+            raise EventContractError("identify needs user_id")
     elif not (user_id or anonymous_id):
         raise EventContractError("user_id or anonymous_id is required")
 
@@ -236,6 +237,8 @@ def _check_metadata(event_type: str, metadata: Mapping[str, Any]) -> None:
 def _matches_kind(value: Any, kind: str) -> bool:
     if isinstance(value, bool):
         return False
+    if kind == "object":
+        return isinstance(value, dict)
     if kind == "string":
         return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH
     if kind == "integer":

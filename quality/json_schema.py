@@ -47,7 +47,7 @@ def event_json_schema() -> dict[str, Any]:
     ]
     identify = {
         "if": {"properties": {"event_type": {"const": "identify"}}},
-        "then": {"required": ["user_id", "anonymous_id"]},
+        "then": {"required": ["user_id"]},
         "else": {"anyOf": [{"required": ["user_id"]}, {"required": ["anonymous_id"]}]},
     }
     return {

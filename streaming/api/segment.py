@@ -115,7 +115,8 @@ def segment_to_event(
     elif kind == "identify":
         event_type = "identify"
         traits = message.get("traits") if isinstance(message.get("traits"), dict) else {}
-        metadata = {k: v for k, v in traits.items() if k not in ("email", "phone", "address")}
+        kept = {k: v for k, v in traits.items() if k not in ("email", "phone", "address")}
+        metadata = {"traits": kept} if kept else {}
     elif kind == "alias":
         event_type = "identify"  # an alias links previousId to userId, as identify links anonymous_id
         anonymous_id = message.get("previousId")

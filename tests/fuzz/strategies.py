@@ -78,6 +78,8 @@ def rule_values(rule: MetadataRule) -> st.SearchStrategy[Any]:
     """Values that satisfy one metadata rule."""
     if rule.kind == "string":
         return st.text(min_size=1, max_size=MAX_ID_LENGTH)
+    if rule.kind == "object":
+        return st.dictionaries(st.text(max_size=8), json_values, max_size=4)
     low = 0 if rule.minimum is None else rule.minimum
     high = 10**15 - 1 if rule.maximum is None else rule.maximum
     if rule.kind == "integer":
@@ -103,7 +105,7 @@ def valid_events(draw: st.DrawFn, *, moments: st.SearchStrategy[datetime] | None
     }
     if draw(st.booleans()):
         body["event_id"] = body["event_id"].upper()
-    who = "both" if event_type == "identify" else draw(st.sampled_from(["user", "anon", "both"]))
+    who = draw(st.sampled_from(["user", "both"] if event_type == "identify" else ["user", "anon", "both"]))
     if who in ("user", "both"):
         body["user_id"] = draw(ids)
     if who in ("anon", "both"):

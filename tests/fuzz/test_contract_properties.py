@@ -124,6 +124,8 @@ def _wrong_kind(kind: str) -> st.SearchStrategy[Any]:
         return others | st.integers() | st.floats() | st.just("") | st.just("s" * (MAX_ID_LENGTH + 1))
     if kind == "integer":
         return others | st.text(max_size=4) | st.floats() | st.sampled_from([2**53, -(2**53), 2**70, 1.0])
+    if kind == "object":
+        return st.booleans() | st.lists(st.integers(), max_size=2) | st.integers() | st.floats() | st.text()
     return (
         others
         | st.text(max_size=4)
@@ -158,9 +160,11 @@ def one_field_broken(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
             body[target] = draw(bad_ids)
         else:  # drop the id an event needs
             body.pop(target, None)
-            other = "anonymous_id" if target == "user_id" else "user_id"
-            if body["event_type"] != "identify":
-                body.pop(other, None)
+            if body["event_type"] == "identify":  # it needs its user_id; the anonymous_id is optional
+                body.pop("user_id", None)
+                target = "user_id"
+            else:
+                body.pop("anonymous_id" if target == "user_id" else "user_id", None)
     elif target == "timestamp":
         body["timestamp"] = draw(st.none() | not_strings | bad_timestamps)
     elif target == "metadata":

@@ -349,7 +349,7 @@ def test_tracker_on_another_origin_sends_contract_events_through_cors(api, other
     page_view, identify, signup, purchase = events
     assert "user_id" not in page_view
     assert page_view["metadata"] == {"url": page.url, "category": "books"}
-    assert identify["user_id"] == user_id and identify["metadata"] == {"plan": "pro"}
+    assert identify["user_id"] == user_id and identify["metadata"] == {"traits": {"plan": "pro"}}
     assert signup["user_id"] == user_id  # after identify, both ids
     assert sent[0].json()["rejected"][0]["event_id"] == purchase["event_id"]
     assert any("rejected by the collector" in m for m in tracker_messages(page, "warning"))

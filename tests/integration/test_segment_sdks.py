@@ -50,6 +50,7 @@ def shop_session(client, prefix: str, bulk: int = 0) -> None:
     )
     client.track(anonymous_id=anon, event="Product Removed", properties={"product_id": "p1", "quantity": 1})
     client.identify(user_id=user, anonymous_id=anon, traits={"plan": "pro"})
+    client.identify(user_id=f"{prefix}-server", traits={"plan": "team"})  # server-side: no anonymous id
     client.track(
         user_id=user,
         anonymous_id=anon,
@@ -89,6 +90,7 @@ def expected(prefix: str, bulk: int = 0) -> dict[str, dict]:
             "anonymous_ids": [f"{prefix}-anon", f"{prefix}-old"],
         },
     }
+    profiles[f"{prefix}-server"] = {"event_count": 1, "counts_by_type": {"identify": 1}, "anonymous_ids": []}
     if bulk:
         profiles[f"{prefix}-bulk"] = {"event_count": bulk, "counts_by_type": {"product_viewed": bulk}}
     return profiles
@@ -172,7 +174,7 @@ def start_node_client(
         assert lines, f"no summary from the Node client (exit {proc.returncode}):\n{err}"
         result = json.loads(lines[-1])
         assert result["version"] == locked_node_sdk_version(), result
-        assert result["sent"] == 12 + bulk, result
+        assert result["sent"] == 13 + bulk, result  # the calls of shop_session
         if proc.returncode != 0 and not result["failed"]:
             return [f"exit {proc.returncode}: {err}"]
         return result["failed"]

@@ -55,6 +55,7 @@ record('track', { anonymousId: anon, event: 'Products Searched', properties: { q
 record('track', { anonymousId: anon, event: 'Product Added', properties: { product_id: 'p1', quantity: 2, price: 10.0 } })
 record('track', { anonymousId: anon, event: 'Product Removed', properties: { product_id: 'p1', quantity: 1 } })
 record('identify', { userId: user, anonymousId: anon, traits: { plan: 'pro' } })
+record('identify', { userId: `${opts.prefix}-server`, traits: { plan: 'team' } }) // server-side: no anonymousId
 record('track', {
   userId: user,
   anonymousId: anon,

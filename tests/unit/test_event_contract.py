@@ -52,7 +52,8 @@ def test_anonymous_event_is_keyed_by_anonymous_id():
         ({"metadata": {"quantity": 0}}, "metadata.quantity must be >= 1"),
         ({"metadata": {"price": True}}, "metadata.price must be a number"),
         ({"surprise": 1}, "unknown field(s): surprise"),
-        ({"event_type": "identify"}, "identify needs both user_id and anonymous_id"),
+        ({"event_type": "identify", "user_id": ..., "anonymous_id": "a1"}, "identify needs user_id"),
+        ({"event_type": "identify", "metadata": {"traits": "pro"}}, "metadata.traits must be a object"),
         ({"event_type": "purchase", "metadata": {"price": 3}}, "purchase needs metadata.order_id"),
         (
             {"event_type": "purchase", "metadata": {"order_id": "o1", "price": -1}},
@@ -73,6 +74,12 @@ def test_each_rule_rejects_with_a_reason(changes, message):
 def test_custom_event_type_and_identify_are_accepted():
     assert validate_event(event(event_type="wishlist_add")).event_type == "wishlist_add"
     assert validate_event(event(event_type="identify", anonymous_id="a1")).anonymous_id == "a1"
+
+
+def test_identify_needs_only_a_user_id_and_carries_traits_as_an_object():
+    identify = validate_event(event(event_type="identify", metadata={"traits": {"plan": "pro", "seats": 3}}))
+    assert (identify.user_id, identify.anonymous_id) == ("u1", None)
+    assert identify.metadata["traits"] == {"plan": "pro", "seats": 3}
 
 
 @pytest.mark.parametrize(
@@ -103,9 +110,11 @@ def test_json_schema_agrees_with_validator():
     validator = jsonschema.Draft202012Validator(schema)
     assert validator.is_valid(event())
     assert validator.is_valid(event(event_type="purchase", metadata={"order_id": "o", "price": 1.5}))
+    assert validator.is_valid(event(event_type="identify", metadata={"traits": {"plan": "pro"}}))
     for bad in (
         event(event_type="purchase", metadata={"price": 3}),
-        event(event_type="identify"),
+        event(event_type="identify", user_id=..., anonymous_id="a1"),
+        event(event_type="identify", metadata={"traits": ["plan"]}),
         event(user_id=...),
         event(surprise=1),
         event(metadata={"quantity": 0}),

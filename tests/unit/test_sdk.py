@@ -128,7 +128,21 @@ def test_track_page_identify_build_contract_events():
     assert click["event_id"] == fixed and "user_id" not in click
     assert page["event_type"] == "page_view"
     assert page["metadata"] == {"utm_source": "mail", "url": "https://shop/p1", "category": "shoes"}
-    assert identify == {**identify, "user_id": "u1", "anonymous_id": "a1", "metadata": {"plan": "pro"}}
+    assert identify == {
+        **identify,
+        "user_id": "u1",
+        "anonymous_id": "a1",
+        "metadata": {"traits": {"plan": "pro"}},
+    }
+
+
+def test_identify_needs_only_the_user_id():
+    collector = FakeCollector()
+    with make_client(collector) as client:
+        client.identify("u1")
+        assert client.flush(5)
+    (identify,) = [e for batch in collector.requests for e in batch]
+    assert identify["user_id"] == "u1" and "anonymous_id" not in identify and "metadata" not in identify
 
 
 # -- batching and retry timing (pure) ---------------------------------------------------------

@@ -108,7 +108,17 @@ def test_identify_and_alias_link_ids():
         }
     )
     assert (identify["event_type"], identify["user_id"], identify["anonymous_id"]) == ("identify", "u", "a")
-    assert identify["metadata"] == {"plan": "pro"}  # no e-mail in events
+    assert identify["metadata"] == {"traits": {"plan": "pro"}}  # no e-mail in events
+    server_side = mapped(
+        {
+            "type": "identify",
+            "messageId": "m3",
+            "userId": "u",
+            "traits": {"plan": "pro"},
+            "timestamp": "2024-04-25T11:00:00Z",
+        }
+    )
+    assert "anonymous_id" not in server_side and server_side["metadata"] == {"traits": {"plan": "pro"}}
     alias = mapped(
         {
             "type": "alias",

@@ -206,18 +206,19 @@ class PulseClient:
     def identify(
         self,
         user_id: str,
-        anonymous_id: str,
+        anonymous_id: str | None = None,
         traits: Mapping[str, Any] | None = None,
         *,
         timestamp: datetime | str | None = None,
         event_id: str | uuid.UUID | None = None,
     ) -> str:
-        """Queue an ``identify`` linking ``anonymous_id`` to ``user_id``; ``traits`` go into ``metadata``."""
+        """Queue an ``identify`` of ``user_id`` (linking ``anonymous_id`` when given); ``traits`` go into
+        ``metadata.traits``."""
         return self.track(
             "identify",
             user_id=user_id,
             anonymous_id=anonymous_id,
-            metadata=traits,
+            metadata={"traits": dict(traits)} if traits else None,
             timestamp=timestamp,
             event_id=event_id,
         )

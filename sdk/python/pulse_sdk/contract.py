@@ -15,7 +15,7 @@ from typing import Any
 
 from pulse_sdk.errors import EventContractError
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 #: The largest event, as the SDK encodes it (compact JSON in UTF-8).
 MAX_EVENT_BYTES = 32 * 1024
 #: Per-request limits of ``POST /v1/events``.
@@ -50,7 +50,7 @@ class MetadataRule:
     """A constraint on one metadata field of one event type."""
 
     field: str
-    kind: str  # "string" | "number" | "integer"
+    kind: str  # "string" | "number" | "integer" | "object"
     required: bool = False
     minimum: float | None = None
     maximum: float | None = None
@@ -73,6 +73,7 @@ METADATA_RULES: dict[str, tuple[MetadataRule, ...]] = {
         MetadataRule("quantity", "integer", minimum=1, maximum=MAX_QUANTITY),
     ),
     "search": (MetadataRule("query", "string", required=True),),
+    "identify": (MetadataRule("traits", "object"),),
 }
 #: Rules for every event type, when the field is present.
 COMMON_METADATA_RULES: tuple[MetadataRule, ...] = (
@@ -109,8 +110,8 @@ def validate_event(obj: Any) -> None:
     user_id = _optional_id(obj, "user_id")
     anonymous_id = _optional_id(obj, "anonymous_id")
     if event_type == "identify":
-        if not (user_id and anonymous_id):
-            raise EventContractError("identify needs both user_id and anonymous_id")
+        if not user_id:
+            raise EventContractError("identify needs user_id")
     elif not (user_id or anonymous_id):
         raise EventContractError("user_id or anonymous_id is required")
     parse_timestamp_ms(_require_string(obj, "timestamp"))
@@ -157,6 +158,8 @@ def _check_metadata(event_type: str, metadata: Mapping[str, Any]) -> None:
 def _matches_kind(value: Any, kind: str) -> bool:
     if isinstance(value, bool):
         return False
+    if kind == "object":
+        return isinstance(value, dict)
     if kind == "string":
         return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH
     if kind == "integer":

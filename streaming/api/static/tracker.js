@@ -491,7 +491,7 @@
       return null;
     }
     if (state.ready) setItem(PREFIX + "user_id", id);
-    return enqueue("identify", traits, { user_id: id });
+    return enqueue("identify", traits && typeof traits === "object" ? { traits: traits } : null, { user_id: id });
   }
 
   /** Forget the user on this device (e.g. at logout): new anonymous id, no user id. */
