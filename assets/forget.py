@@ -9,6 +9,8 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from core.archive_layout import rewriting
+
 logger = logging.getLogger(__name__)
 
 
@@ -20,7 +22,13 @@ def purge_archive(root: Path, forgotten: set[str]) -> dict[str, int]:
     """
     if not forgotten:
         return {"files_rewritten": 0, "rows_removed": 0}
-    ids = list(forgotten)
+    with rewriting(root):
+        files, rows = _purge(root, list(forgotten))
+    logger.info("purged %d rows of %d forgotten ids from %d files", rows, len(forgotten), files)
+    return {"files_rewritten": files, "rows_removed": rows}
+
+
+def _purge(root: Path, ids: list[str]) -> tuple[int, int]:
     files = rows = 0
     for path in sorted((root / "events").glob("dt=*/hour=*/*.parquet")):
         table = pq.read_table(path)
@@ -37,8 +45,7 @@ def purge_archive(root: Path, forgotten: set[str]) -> dict[str, int]:
         os.replace(tmp, path)
         files += 1
         rows += removed
-    logger.info("purged %d rows of %d forgotten ids from %d files", rows, len(ids), files)
-    return {"files_rewritten": files, "rows_removed": rows}
+    return files, rows
 
 
 def _array(values: list[str]):

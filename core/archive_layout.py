@@ -7,6 +7,9 @@ holding the same Kafka records, so every reader deduplicates by Kafka coordinate
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 #: The deduplication every reader of archive rows applies: one row per Kafka record.
@@ -40,3 +43,24 @@ def archive_records_sql(root: Path, where: str = "TRUE") -> str:
         f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true, union_by_name = true) "
         f"WHERE {where} {ONE_ROW_PER_RECORD}"
     )
+
+
+def hour_folders(root: Path) -> list[Path]:
+    """Every ``dt=/hour=`` folder of the archive, oldest first."""
+    return sorted(events_folder(root).glob("dt=*/hour=*"))
+
+
+@contextmanager
+def rewriting(root: Path) -> Iterator[None]:
+    """Hold the archive's rewrite lock: one rewriter of existing files at a time (forget, compaction).
+
+    The archiver only adds files, so it never takes it. A lock file on the archive's own disk:
+    rewriters on other machines of a shared archive need a lock of their own.
+    """
+    events_folder(root).mkdir(parents=True, exist_ok=True)
+    with open(events_folder(root) / ".rewrite.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -2,7 +2,14 @@
 
 import dagster as dg
 
-from assets import analyst_views, batch_tables, intent_model, pipeline_health, reconciliation_assets
+from assets import (
+    analyst_views,
+    archive_compaction,
+    batch_tables,
+    intent_model,
+    pipeline_health,
+    reconciliation_assets,
+)
 from core.resources import default_resources
 from enrichment import assets as enrichment_assets
 from orchestration.jobs import forget_job, forget_schedule, replay_job
@@ -14,6 +21,7 @@ defs = dg.Definitions(
         [
             enrichment_assets,
             analyst_views,
+            archive_compaction,
             batch_tables,
             reconciliation_assets,
             archive_assets,
@@ -22,8 +30,8 @@ defs = dg.Definitions(
         ]
     ),
     asset_checks=dg.load_asset_checks_from_modules([reconciliation_assets]),
-    jobs=[replay_job, health_job, forget_job],
-    schedules=[health_schedule, forget_schedule],
+    jobs=[replay_job, health_job, forget_job, archive_compaction.archive_compaction_job],
+    schedules=[health_schedule, forget_schedule, archive_compaction.archive_compaction_schedule],
     sensors=[post_run_failures, stream_health_sensor],
     resources=default_resources(),
 )
