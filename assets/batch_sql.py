@@ -1,6 +1,6 @@
 """Profile recompute as DuckDB SQL over the archive's Parquet, with the stream's semantics.
 
-What ``assets.batch_profiles`` computes event by event in Python, set-based: each archived
+What the test oracle ``tests.reference_recompute`` computes event by event, set-based: each archived
 record becomes its ``profile_delta`` columns (category from metadata, else the catalog; amounts
 in integer micros, rounded half to even like Python's ``round``), each (profile, event_id)
 then counts once, the first in Kafka order as the stream applies it, and the aggregates

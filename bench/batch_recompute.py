@@ -38,13 +38,13 @@ import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from assets.archive import read_valid_events
-from assets.batch_profiles import recompute_profiles
 from assets.batch_sql import ENTRY_COLUMNS, PROFILE_COLUMNS, ProfileTables, documents, recompute_tables
 from bench.archive_gen import generate_archive
 from core.archive_layout import archive_glob
 from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, read_catalog_csv
 from streaming.profiles.delta import DEFAULT_ENGAGEMENT_POINTS, ENGAGEMENT_POINTS, MICROS
 from streaming.profiles.document import LAST_PRODUCTS_LIMIT
+from tests.reference_recompute import recompute_profiles
 
 SESSION_GAP_MS = 1_800_000
 DEDUPE_WINDOW_SECONDS = 7 * 86_400

@@ -1,7 +1,7 @@
 """Property tests of the profile arithmetic: any order, any duplicates, the same profiles.
 
 The plain-Python reference (streaming/profiles/reference.py) is the specification; the Redis
-script (update.lua through RedisProfileStore) and the batch recompute (assets/batch_profiles.py)
+script (update.lua through RedisProfileStore) and the batch recompute (tests/reference_recompute.py)
 must agree with it for every generated event sequence, with identity stitching included.
 """
 
@@ -19,7 +19,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from assets.batch_profiles import recompute_profiles
 from assets.batch_sql import recompute_documents
 from enrichment.catalog import Catalog
 from quality.event_contract import MAX_PRICE, MAX_QUANTITY, EventContractError, validate_event
@@ -29,6 +28,7 @@ from streaming.profiles.delta import ProfileDelta, event_category, profile_delta
 from streaming.profiles.reference import reference_owners, reference_person, reference_profiles
 from streaming.profiles.store import RedisProfileStore
 from tests.fuzz.strategies import BASE_MS, PEOPLE, SESSION_GAP_MS, VISITORS, event_streams, to_bytes
+from tests.reference_recompute import recompute_profiles
 
 CATALOG = Catalog("fuzz", {"p1": "shoes", "p2": "books", "p:1": "a:b", "{p}": "{cat}"})
 ALL_IDS = sorted({*PEOPLE, *VISITORS, "nobody"})

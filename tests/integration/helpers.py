@@ -10,10 +10,10 @@ import httpx
 import msgspec
 import redis
 
-from assets.batch_profiles import recompute_profiles
 from assets.reconciliation import IGNORED_FIELDS
 from enrichment.catalog import Catalog
 from streaming.profiles.store import RedisProfileStore
+from tests.reference_recompute import recompute_profiles
 
 
 def comparable(document: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""Recompute profiles from archived events with exactly the stream's semantics (pure).
+"""Test oracle: profiles recomputed from archived events with exactly the stream's semantics (pure).
 
 It runs the profile app's own ``check_record`` (the same validation, enrichment and delta)
 and the reference arithmetic that ``update.lua`` is tested against, so a live profile that
-differs from its recompute is drift, never a difference of definitions.
+differs from its recompute is drift, never a difference of definitions. Production recomputes
+in DuckDB SQL (``assets/batch_sql.py``); the property tests hold the two equal.
 """
 
 from __future__ import annotations
