@@ -43,3 +43,23 @@ def read_valid_events(
     with duckdb.connect() as con:
         rows = con.execute(query, params).fetchall()
     return [ArchivedEvent(bytes(raw), key, int(ms)) for raw, key, ms in rows]
+
+
+def profiles_arrived_before(
+    root: Path, arrived_before: datetime, start: datetime | None = None, end: datetime | None = None
+) -> set[str]:
+    """Profile ids with a valid event in [start, end) of event time that reached the broker
+    before ``arrived_before``."""
+    if not has_archive(root):
+        return set()
+    conditions, params = ["valid", "kafka_timestamp < ?"], [arrived_before]
+    if start is not None:
+        conditions.append("event_time >= ?")
+        params.append(start)
+    if end is not None:
+        conditions.append("event_time < ?")
+        params.append(end)
+    records = archive_records_sql(root, " AND ".join(conditions))
+    query = f"SELECT DISTINCT coalesce(user_id, anonymous_id) FROM ({records})"
+    with duckdb.connect() as con:
+        return {row[0] for row in con.execute(query, params).fetchall()}

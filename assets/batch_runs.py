@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import redis
 from confluent_kafka import Producer
 
-from assets.archive import read_valid_events
+from assets.archive import profiles_arrived_before, read_valid_events
 from assets.batch_sql import recompute_documents
 from assets.reconciliation import (
     ReconcileReport,
@@ -22,13 +22,14 @@ from assets.reconciliation import (
 )
 from core import service_registry
 from core.kafka_config import durable_producer_config
-from core.redis_client import redis_from_url
+from core.redis_client import RedisClient, redis_from_url
 from core.settings import PulseSettings
 from enrichment.campaigns import CampaignIndex
 from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, read_catalog_csv
 from enrichment.context import enrich_context
 from enrichment.geo import GeoIndex
 from enrichment.reference_store import load_campaigns, load_catalog, load_geo
+from streaming.profiles.keys import fields_key
 from streaming.profiles.store import RedisProfileStore
 from streaming.rules.backtest import BacktestReport, backtest
 from streaming.rules.engine import RuleEngine
@@ -58,6 +59,10 @@ def reconcile(settings: PulseSettings, progress: Callable[[int, int], None] | No
     return diff_profiles(batch, live_documents(store, ids, progress))
 
 
+class ReplayWouldRecount(RuntimeError):
+    """A replay would count events again: their event_id markers have expired over live profiles."""
+
+
 @dataclass
 class ReplaySummary:
     replayed: int = 0
@@ -72,11 +77,13 @@ def replay(
 ) -> ReplaySummary:
     """Republish archived valid events with event time in [start, end) to the events topic.
 
-    Replaying over live profiles counts nothing twice: every event keeps its event_id.
+    Replaying over live profiles counts nothing twice within the dedupe window: every event
+    keeps its event_id. Beyond it ``ReplayWouldRecount`` is raised before anything is sent.
     Events of forgotten users are skipped.
     """
     client = redis_from_url(service_registry.redis_url(settings))
     forgotten = forgotten_ids(client)
+    _refuse_recounting(settings, client, start, end, forgotten)
     events = read_valid_events(settings.archive_path, start, end)
     producer = Producer(durable_producer_config(settings, service_registry.kafka_brokers(settings)))
     summary = ReplaySummary()
@@ -111,6 +118,39 @@ def replay(
             "run it again (it is idempotent)"
         )
     return summary
+
+
+def _refuse_recounting(
+    settings: PulseSettings,
+    client: RedisClient,
+    start: datetime | None,
+    end: datetime | None,
+    forgotten: set[str],
+) -> None:
+    """Raise ``ReplayWouldRecount`` when an event to replay may be counted twice.
+
+    An event's marker lives ``PULSE_DEDUPE_WINDOW_SECONDS`` from when the stream applied it, about
+    when it reached the broker. An event that arrived longer ago than that, of a profile that is
+    live, may be in that profile already with its marker gone. (A profile that is absent, e.g.
+    after Redis was lost, is rebuilt exactly by a replay.)
+    """
+    window = timedelta(seconds=settings.dedupe_window_seconds)
+    # A minute of margin: an event applied a little after it arrived keeps its marker a little longer.
+    stale = profiles_arrived_before(
+        settings.archive_path, datetime.now(UTC) - window + timedelta(minutes=1), start, end
+    )
+    candidates = sorted(stale - forgotten)
+    pipe = client.pipeline(transaction=False)
+    for profile_id in candidates:
+        pipe.exists(fields_key(profile_id))
+    live = [p for p, found in zip(candidates, pipe.execute() if candidates else [], strict=True) if found]
+    if live:
+        raise ReplayWouldRecount(
+            f"{len(live)} live profiles (e.g. {', '.join(live[:3])}) have events in this window that "
+            f"arrived more than the dedupe window ({window}) ago: their event_id markers have expired, "
+            "so replaying them would count them again. Replay a window of events that arrived within "
+            "the dedupe window, or delete those profiles first (a replay rebuilds absent profiles exactly)."
+        )
 
 
 def backtest_rules(

@@ -175,17 +175,23 @@ class CommandFailed(click.ClickException):
     help="Event time to stop before, ISO 8601 (default: the end).",
 )
 def replay(start: datetime | None, end: datetime | None) -> None:
-    """Replay archived events into the events topic (idempotent: nothing counts twice)."""
+    """Replay archived events into the events topic (nothing counts twice: it refuses, with exit
+    status 2, events whose dedupe markers have expired over live profiles)."""
     from rich.progress import Progress
 
+    from assets.batch_runs import ReplayWouldRecount
     from assets.batch_runs import replay as run_replay
 
     settings = PulseSettings()
-    with Progress() as bar:
-        task = bar.add_task("replaying", total=None)
-        summary = run_replay(
-            settings, start, end, lambda done, total: bar.update(task, completed=done, total=total)
-        )
+    try:
+        with Progress() as bar:
+            task = bar.add_task("replaying", total=None)
+            summary = run_replay(
+                settings, start, end, lambda done, total: bar.update(task, completed=done, total=total)
+            )
+    except ReplayWouldRecount as exc:
+        click.echo(f"pulse replay: refused, nothing sent: {exc}", err=True)
+        sys.exit(2)
     click.echo(
         f"replayed {summary.replayed} events to {settings.topic_events}; "
         f"skipped {summary.skipped_forgotten} of forgotten users"

@@ -94,3 +94,45 @@ def test_reconcile_replay_and_drift(settings, pulse_apps, redis_client):
     assert wait_for_profiles(store, expected, timeout=10) == expected
     report = reconcile(settings)
     assert not report.drifted, report.as_dict()
+
+
+def test_replay_refuses_events_whose_dedupe_markers_expired_over_live_profiles(settings, redis_client):
+    """Archived 2023 (kafka_timestamp): their markers are long gone. Over a live profile a replay would
+    count them again, so it refuses and sends nothing; once that profile is absent, it rebuilds it."""
+    from assets.batch_runs import ReplayWouldRecount
+    from streaming.profiles.keys import fields_key
+    from tests.integration.test_collector_api import read_topic
+    from tests.integration.test_dagster import write_archive
+
+    events = [e for e in TrafficGenerator({"p1": "shoes"}, users=4, seed=8).events(80) if "event_id" in e]
+    write_archive(settings, [json.dumps(e).encode() for e in events])
+    live = events[0].get("user_id") or events[0]["anonymous_id"]
+    redis_client.hset(fields_key(live), "event_count", 1)  # the person the stream already counted
+
+    with pytest.raises(ReplayWouldRecount, match=f"1 live profiles \\(e.g. {live}\\)"):
+        replay(settings, None, None)
+    assert read_topic(settings.kafka_brokers, settings.topic_events, 1, timeout=3) == []
+
+    # Without that live profile, the replay rebuilds it exactly: nothing of it is counted yet.
+    redis_client.delete(fields_key(live))
+    summary = replay(settings, None, None)
+    assert summary.replayed == len(read_valid_events(settings.archive_path)) > 0
+
+
+def test_pulse_replay_says_why_it_refuses_and_exits_2(settings, redis_client):
+    from streaming.profiles.keys import fields_key
+    from tests.integration.test_dagster import write_archive
+
+    event = next(e for e in TrafficGenerator({"p1": "shoes"}, users=2, seed=9).events(20) if "event_id" in e)
+    write_archive(settings, [json.dumps(event).encode()])
+    redis_client.hset(fields_key(event.get("user_id") or event["anonymous_id"]), "event_count", 1)
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestration.cli", "replay"],
+        env=settings_process_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "refused, nothing sent" in result.stderr and "dedupe window" in result.stderr
