@@ -20,7 +20,7 @@ class ReplayConfig(dg.Config):
 def replay_archive(
     context: dg.OpExecutionContext, config: ReplayConfig, pulse: PulseResource
 ) -> dg.Output[int]:
-    """Republish archived events for [start, end) to the events topic (idempotent)."""
+    """Republish archived events for [start, end) to the events topic (see assets.batch_runs.replay)."""
     start = datetime.fromisoformat(config.start) if config.start else None
     end = datetime.fromisoformat(config.end) if config.end else None
     summary = replay(
