@@ -51,12 +51,12 @@ def test_pulse_up_demo_doctor_and_clean_stop(tmp_path):
     try:
         services_file = tmp_path / "data" / "services.json"
         deadline = time.monotonic() + 120
-        while not services_file.exists():
-            assert up.poll() is None, (tmp_path / "up.log").read_text()
-            assert time.monotonic() < deadline, "pulse up did not come up"
+        # Up once it has said so: it records services.json just before printing the URLs, then how to stop.
+        while "Stop: Ctrl-C" not in (output := (tmp_path / "up.log").read_text()):
+            assert up.poll() is None, output
+            assert time.monotonic() < deadline, f"pulse up did not come up:\n{output}"
             time.sleep(0.5)
         services = json.loads(services_file.read_text())
-        output = (tmp_path / "up.log").read_text()
         for url in (services["api_url"], services["dagster_url"], "dev-write-key", "dev-read-key"):
             assert url in output
 
