@@ -1,1 +1,1 @@
-"""Settings, local services, topics, the `pulse` CLI and the Dagster Definitions."""
+"""Wiring: the `pulse` CLI, embedded local services, and the Dagster Definitions, jobs, schedules and sensors."""
