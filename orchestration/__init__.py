@@ -1,1 +1,2 @@
-"""Wiring: the `pulse` CLI, embedded local services, and the Dagster Definitions, jobs, schedules and sensors."""
+"""Wiring: the `pulse` CLI, embedded local services, and the Dagster Definitions, jobs,
+schedules and sensors."""
