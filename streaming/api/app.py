@@ -18,11 +18,8 @@ from quality.json_schema import event_json_schema
 from streaming.api import routes_collector, routes_ops, routes_profiles, routes_segment
 from streaming.api.browser import add_cors, browser_router
 from streaming.api.delivery import AcknowledgedProducer
-from streaming.api.routes_segment import SEGMENT_MAX_BODY_BYTES
 from streaming.api.services import ApiServices, lifespan
 from streaming.profiles.store import RedisProfileStore
-
-__all__ = ["SEGMENT_MAX_BODY_BYTES", "create_app"]  # the limit too: tests import it from here
 
 logger = logging.getLogger(__name__)
 

@@ -28,8 +28,9 @@ from core.kafka_config import durable_producer_config
 from core.settings import PulseSettings
 from core.topics import ensure_topics, topic_specs
 from quality.event_contract import MAX_ID_LENGTH, parse_event
-from streaming.api.app import SEGMENT_MAX_BODY_BYTES, create_app
+from streaming.api.app import create_app
 from streaming.api.delivery import AcknowledgedProducer
+from streaming.api.routes_segment import SEGMENT_MAX_BODY_BYTES
 from streaming.profiles.delta import profile_delta
 from streaming.profiles.store import RedisProfileStore
 from tests.fuzz.strategies import HOSTILE_IDS
