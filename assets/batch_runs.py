@@ -29,11 +29,13 @@ from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, re
 from enrichment.context import enrich_context
 from enrichment.geo import GeoIndex
 from enrichment.reference_store import load_campaigns, load_catalog, load_geo
+from streaming.profiles.document import now
 from streaming.profiles.keys import fields_key
 from streaming.profiles.store import RedisProfileStore
 from streaming.rules.backtest import BacktestReport, backtest
 from streaming.rules.engine import RuleEngine
 from streaming.rules.loader import load_rules
+from streaming.traits.follower import load_configured_traits
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +53,20 @@ def reconcile(settings: PulseSettings, progress: Callable[[int, int], None] | No
     )
     forgotten = forgotten_ids(client)
     catalog = load_catalog(client)
+    traits = load_configured_traits(settings)
+    store.traits = lambda: traits
+    as_of = now()  # both sides read windows and decay at the same time
     batch = recompute_documents(
-        settings.archive_path, catalog.categories, settings.session_timeout_seconds * 1000, exclude=forgotten
+        settings.archive_path,
+        catalog.categories,
+        settings.session_timeout_seconds * 1000,
+        exclude=forgotten,
+        traits=traits,
+        now_ms=as_of,
     )
     ids = (set(live_profile_ids(client)) | set(batch)) - forgotten
     logger.info("recomputed %d profiles from the archive; reading %d live profiles", len(batch), len(ids))
-    return diff_profiles(batch, live_documents(store, ids, progress))
+    return diff_profiles(batch, live_documents(store, ids, progress, now_ms=as_of))
 
 
 class ReplayWouldRecount(RuntimeError):

@@ -21,7 +21,9 @@ import pyarrow as pa
 
 from core.archive_layout import archive_glob, has_archive
 from streaming.profiles.delta import DEFAULT_ENGAGEMENT_POINTS, ENGAGEMENT_POINTS, MICROS
-from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile
+from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile, now
+from streaming.traits.registry import BUILTIN_TRAITS, TraitSet
+from streaming.traits.sql import CELL_COLUMNS, cell_text, trait_cells_sql
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ _METADATA = (
 )
 _ENGAGEMENT = " ".join(f"WHEN '{t}' THEN {points}" for t, points in ENGAGEMENT_POINTS.items())
 
-PROFILE_EVENTS_SQL = f"""
+PROFILE_EVENTS_SQL = """
 CREATE OR REPLACE TEMP TABLE profile_events AS
 WITH records AS NOT MATERIALIZED (
     -- Kafka order as one number: partition, then offset, then the file, which tells apart the
@@ -45,7 +47,8 @@ WITH records AS NOT MATERIALIZED (
     -- `records` keeps the raw bytes out of this aggregate; only the survivors are parsed.
     SELECT profile_id, event_id, min(position) AS position FROM records GROUP BY ALL
 ), once AS (
-    SELECT * EXCLUDE (raw, position), json_transform(decode(raw), '{_METADATA}').metadata AS m
+    SELECT * EXCLUDE (raw, position), json_transform(decode(raw), '{metadata}').metadata AS m,
+           decode(raw)::JSON AS j
     FROM records SEMI JOIN firsts USING (profile_id, event_id, position)
 )
 -- profile_delta, per event
@@ -58,9 +61,10 @@ SELECT profile_id, event_id, event_type, ts, user_id, anonymous_id,
             WHEN event_type IN ('remove_from_cart', 'purchase') THEN -coalesce(m.quantity, 1)
             ELSE 0 END AS cart_change,
        CASE WHEN event_type = 'purchase'
-            THEN round_even(m.price * coalesce(m.quantity, 1) * {MICROS}, 0)::BIGINT
+            THEN round_even(m.price * coalesce(m.quantity, 1) * {micros}, 0)::BIGINT
             ELSE 0 END AS purchase_micros,
-       CASE event_type {_ENGAGEMENT} ELSE {DEFAULT_ENGAGEMENT_POINTS} END AS engagement
+       CASE event_type {engagement} ELSE {default_engagement} END AS engagement,
+       coalesce(nullif(m.category, ''), catalog.category, '') AS event_category{extractions}
 FROM once LEFT JOIN catalog ON catalog.product_id = m.product_id
 """
 
@@ -115,16 +119,28 @@ PROFILE_COLUMNS = (
 ENTRY_COLUMNS = ("profile_id", "kind", "key", "value")
 
 
+def profile_events_sql(extractions: list[str]) -> str:
+    """PROFILE_EVENTS_SQL with the event-JSON columns the traits read."""
+    return PROFILE_EVENTS_SQL.format(
+        metadata=_METADATA,
+        micros=MICROS,
+        engagement=_ENGAGEMENT,
+        default_engagement=DEFAULT_ENGAGEMENT_POINTS,
+        extractions="".join(f",\n       {e}" for e in extractions),
+    )
+
+
 class ProfileTables(NamedTuple):
     """``profiles``: PROFILE_COLUMNS, times in epoch ms (the last session ends at last_seen).
 
     ``entries``: ENTRY_COLUMNS; kind "t" counts by event type, "v" category views, "c" cart
     quantities (> 0 only), "a" linked anonymous ids (value 0), "p" last products (value = its
-    latest event ms).
+    latest event ms). ``cells``: the trait cells, CELL_COLUMNS (streaming/traits/sql.py).
     """
 
     profiles: pa.Table
     entries: pa.Table
+    cells: pa.Table
 
 
 def recompute_tables(
@@ -133,6 +149,7 @@ def recompute_tables(
     categories: Mapping[str, str],
     session_gap_ms: int,
     exclude: Collection[str] = (),
+    traits: TraitSet = BUILTIN_TRAITS,
 ) -> ProfileTables:
     """Read the archive under ``archive_root`` and aggregate every profile but ``exclude``'s.
 
@@ -141,18 +158,30 @@ def recompute_tables(
     con.register("catalog", pa.table({"product_id": list(categories), "category": list(categories.values())}))
     con.register("excluded", pa.table({"profile_id": pa.array(list(exclude), pa.string())}))
     try:
-        con.execute(PROFILE_EVENTS_SQL, {"glob": archive_glob(archive_root)})
+        trait_sql = trait_cells_sql(traits)
+        con.execute(profile_events_sql(trait_sql.extractions), {"glob": archive_glob(archive_root)})
         profiles = con.sql(PROFILES_SQL, params={"gap": session_gap_ms}).to_arrow_table()
         entries = con.sql(ENTRIES_SQL).to_arrow_table()
+        cells = con.sql(trait_sql.cells).to_arrow_table()
     finally:
         con.execute("DROP TABLE IF EXISTS profile_events")
         con.unregister("catalog")
         con.unregister("excluded")
-    return ProfileTables(profiles, entries)
+    return ProfileTables(profiles, entries, cells)
 
 
-def documents(tables: ProfileTables) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(profile_id, document without ``updated_at``) per profile, as ``recompute_profiles`` has them."""
+def documents(
+    tables: ProfileTables, traits: TraitSet = BUILTIN_TRAITS, now_ms: int | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(profile_id, document without ``updated_at``) per profile, as ``recompute_profiles`` has them.
+
+    Trait fields are read at ``now_ms`` (default: now).
+    """
+    now_ms = now() if now_ms is None else now_ms
+    cells: dict[str, dict[str, str]] = {}
+    columns = [tables.cells.column(n).to_pylist() for n in CELL_COLUMNS]
+    for pid, name, n, x, s in zip(*columns, strict=True):
+        cells.setdefault(pid, {})[name] = cell_text(n, x, s)
     keyed: dict[str, list[tuple[str, str, int]]] = {}
     entries = tables.entries
     for pid, kind, key, value in zip(*(entries.column(n).to_pylist() for n in ENTRY_COLUMNS), strict=True):
@@ -170,6 +199,7 @@ def documents(tables: ProfileTables) -> Iterator[tuple[str, dict[str, Any]]]:
         }
         if user_id:
             fields["user_id"] = user_id
+        fields.update(cells.get(pid, {}))
         anonymous_ids, products = [], []
         for kind, key, value in keyed.get(pid, ()):
             if kind == "a":
@@ -179,7 +209,9 @@ def documents(tables: ProfileTables) -> Iterator[tuple[str, dict[str, Any]]]:
             else:
                 fields[f"{kind}:{key}"] = str(value)
         recent = [p for _, p in sorted(products, reverse=True)]
-        document = build_profile(pid, fields, anonymous_ids, recent, sessions, (session_start, last_seen))
+        document = build_profile(
+            pid, fields, anonymous_ids, recent, sessions, (session_start, last_seen), traits, now_ms
+        )
         document.pop("updated_at")
         yield pid, document
 
@@ -189,6 +221,8 @@ def recompute_documents(
     categories: Mapping[str, str],
     session_gap_ms: int,
     exclude: Collection[str] = (),
+    traits: TraitSet = BUILTIN_TRAITS,
+    now_ms: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Every profile's document (without ``updated_at``) recomputed from the archive, by profile id.
 
@@ -199,6 +233,6 @@ def recompute_documents(
     if not has_archive(archive_root):
         return {}
     with duckdb.connect() as con:
-        tables = recompute_tables(con, archive_root, categories, session_gap_ms, exclude)
+        tables = recompute_tables(con, archive_root, categories, session_gap_ms, exclude, traits)
     logger.info("recomputed %d profiles from %s", tables.profiles.num_rows, archive_root)
-    return dict(documents(tables))
+    return dict(documents(tables, traits, now_ms))

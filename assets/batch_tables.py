@@ -10,6 +10,7 @@ from assets.reconciliation import forgotten_ids
 from core.redis_client import redis_from_url
 from core.resources import PulseResource
 from enrichment.reference_store import load_catalog
+from streaming.traits.follower import load_configured_traits
 
 SESSIONS_SQL = """
 CREATE OR REPLACE TABLE sessions AS
@@ -42,7 +43,11 @@ def profiles_batch(pulse: PulseResource) -> dg.MaterializeResult:
     client = redis_from_url(settings.redis_url)
     gap_ms = settings.session_timeout_seconds * 1000
     documents = recompute_documents(
-        settings.archive_path, load_catalog(client).categories, gap_ms, exclude=forgotten_ids(client)
+        settings.archive_path,
+        load_catalog(client).categories,
+        gap_ms,
+        exclude=forgotten_ids(client),
+        traits=load_configured_traits(settings),
     )
     rows = [
         (

@@ -97,15 +97,16 @@ def live_documents(
     ids: Collection[str],
     progress: Callable[[int, int], None] | None = None,
     chunk: int = READ_CHUNK,
+    now_ms: int | None = None,
 ) -> dict[str, dict[str, Any] | None]:
     """Each id's live profile part without ``updated_at`` (None = absent), ``chunk`` ids per round trip.
 
-    ``progress(done, total)`` is called after every round trip.
+    ``progress(done, total)`` is called after every round trip; trait fields are read at ``now_ms``.
     """
     ordered = list(ids)
     documents: dict[str, dict[str, Any] | None] = {}
     for start in range(0, len(ordered), chunk):
-        for profile_id, document in store.get_profiles(ordered[start : start + chunk]).items():
+        for profile_id, document in store.get_profiles(ordered[start : start + chunk], now_ms).items():
             if document is not None:
                 document.pop("updated_at", None)
             documents[profile_id] = document

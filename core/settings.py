@@ -179,6 +179,17 @@ class PulseSettings(BaseSettings):
     rules_refresh_seconds: float = Field(
         2.0, description="How often the profile app checks the rules file for changes."
     )
+    traits_file: Path | None = Field(
+        None,
+        description="Computed traits (YAML, docs/traits.md); default data/traits/traits.yaml. "
+        "Reloaded when it changes; a bad file is rejected whole and the traits loaded before stay.",
+    )
+    traits_refresh_seconds: float = Field(
+        2.0, description="How often the profile app and the API check the traits file for changes."
+    )
+    interest_half_life_days: float = Field(
+        7.0, gt=0, description="Half-life of the profile's decayed `interests` (days)."
+    )
 
     _split_keys = field_validator("write_keys", "read_keys", "admin_keys", "cors_origins", mode="before")(
         _split_csv

@@ -26,6 +26,7 @@ from streaming.api.keys_file import KeysFollower
 from streaming.api.rate_limit import RateLimiter, SharedRateLimiter
 from streaming.api.segment import DEFAULT_TRACK_MAPPING, load_track_mapping
 from streaming.profiles.store import RedisProfileStore
+from streaming.traits.follower import traits_follower
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +90,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned.append(services.producer)
     if services.store is None:
         client = redis_from_url(service_registry.redis_url(settings), socket_timeout=5)
+        traits = traits_follower(settings)  # a bad file is logged; the API serves the built-in traits
         services.store = RedisProfileStore(
             client,
             dedupe_window_seconds=settings.dedupe_window_seconds,
             session_gap_ms=settings.session_timeout_seconds * 1000,
+            traits=traits.current,
         )
         if settings.rate_limit_shared:  # short timeouts: ingestion must not wait on Redis
             limiter_client = redis_from_url(

@@ -23,6 +23,7 @@ from streaming.profile_app.sink import ProfileSink
 from streaming.profiles.intent_store import IntentModelFollower
 from streaming.profiles.store import RedisProfileStore
 from streaming.rules.follower import RulesFollower
+from streaming.traits.follower import traits_follower
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +39,14 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
     client = redis_from_url(service_registry.redis_url(settings), socket_timeout=10)
     intent_model = IntentModelFollower(client, settings.catalog_refresh_seconds)
     intent_model.prime()  # before the first event, as the reference data below
+    traits = traits_follower(settings)
+    traits.prime()  # a bad traits file stops the start, with every problem listed
     store = RedisProfileStore(
         client,
         dedupe_window_seconds=settings.dedupe_window_seconds,
         session_gap_ms=settings.session_timeout_seconds * 1000,
         intent_model=intent_model.current,
+        traits=traits.current,
     )
     app = Application(
         broker_address=brokers,
@@ -86,7 +90,7 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
         prefilter=settings.rules_prefilter,
         enrich=lambda metadata: enrich_context(metadata, geo=geo.current(), campaigns=campaigns.current()),
     )
-    build_pipeline(app.dataframe(events), catalog=catalog.current, sink=sink)
+    build_pipeline(app.dataframe(events), catalog=catalog.current, sink=sink, traits=traits.current)
     return app, sink
 
 

@@ -18,6 +18,7 @@ from quixstreams.sinks import BaseSink
 from enrichment.catalog import Catalog
 from quality.event_contract import Event, EventContractError, parse_event
 from streaming.profiles.delta import ProfileDelta, event_category, profile_delta
+from streaming.traits.registry import BUILTIN_TRAITS, TraitSet
 
 
 class CheckedRecord(NamedTuple):
@@ -29,7 +30,7 @@ class CheckedRecord(NamedTuple):
     event: Event | None = None  # the rules engine reads it
 
 
-def check_record(raw: bytes | None, catalog: Catalog) -> CheckedRecord:
+def check_record(raw: bytes | None, catalog: Catalog, traits: TraitSet = BUILTIN_TRAITS) -> CheckedRecord:
     """Validate and enrich one raw topic record; never raises for bad input."""
     if raw is None:
         return CheckedRecord(b"", error="empty record (null value)")
@@ -38,13 +39,17 @@ def check_record(raw: bytes | None, catalog: Catalog) -> CheckedRecord:
     except EventContractError as exc:
         return CheckedRecord(raw, error=str(exc))
     category = event_category(event, catalog.category_of(event.metadata.get("product_id")))
-    return CheckedRecord(raw, delta=profile_delta(event, category), event=event)
+    return CheckedRecord(raw, delta=profile_delta(event, category, traits), event=event)
 
 
 def build_pipeline(
-    sdf: StreamingDataFrame, *, catalog: Callable[[], Catalog], sink: BaseSink
+    sdf: StreamingDataFrame,
+    *,
+    catalog: Callable[[], Catalog],
+    sink: BaseSink,
+    traits: Callable[[], TraitSet] = lambda: BUILTIN_TRAITS,
 ) -> StreamingDataFrame:
-    """Wire the profile dataflow onto ``sdf`` (a stream of raw bytes)."""
-    checked = sdf.apply(lambda raw: check_record(raw, catalog()))
+    """Wire the profile dataflow onto ``sdf`` (a stream of raw bytes); ``traits`` are the current ones."""
+    checked = sdf.apply(lambda raw: check_record(raw, catalog(), traits()))
     checked.sink(sink)
     return checked

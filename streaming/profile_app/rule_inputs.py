@@ -79,7 +79,7 @@ def rule_inputs(
         user_id = report.part.fields.get("user_id") or (pid if owned else None)
         person_of[pid] = pid
         documents[pid] = merged_view(
-            pid, user_id, [report.part, *(o.part for o in owned)], session_gap_ms, names
+            pid, user_id, [report.part, *(o.part for o in owned)], session_gap_ms, names, store.traits()
         )
         states[pid] = merge_decision_states([report.decisions, *(o.decisions for o in owned)])
     if owned_elsewhere:

@@ -8,9 +8,12 @@ applies these deltas in Redis and ``streaming.profiles.reference`` in plain Pyth
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import time
+from typing import Any, NamedTuple
 
 from quality.event_contract import Event
+from streaming.traits.ops import trait_ops
+from streaming.traits.registry import BUILTIN_TRAITS, TraitSet
 
 MICROS = 1_000_000
 
@@ -41,6 +44,7 @@ class ProfileDelta(NamedTuple):
     cart_change: int  # +quantity add_to_cart, -quantity remove_from_cart / purchase
     purchase_micros: int  # price * quantity in millionths, purchases only
     engagement: int
+    ops: tuple[Any, ...] = ()  # trait cell ops, flat (see streaming/traits/ops.py)
 
 
 def event_category(event: Event, catalog_category: str | None) -> str:
@@ -51,8 +55,13 @@ def event_category(event: Event, catalog_category: str | None) -> str:
     return catalog_category or ""
 
 
-def profile_delta(event: Event, category: str) -> ProfileDelta:
-    """Compute the delta of a validated event; ``category`` comes from ``event_category``."""
+def profile_delta(
+    event: Event, category: str, traits: TraitSet = BUILTIN_TRAITS, now_ms: int | None = None
+) -> ProfileDelta:
+    """Compute the delta of a validated event; ``category`` comes from ``event_category``.
+
+    ``traits`` are the traits it updates, windows judged at ``now_ms`` (default: now).
+    """
     meta = event.metadata
     event_type = event.event_type
     product_id = meta.get("product_id") or ""
@@ -78,4 +87,5 @@ def profile_delta(event: Event, category: str) -> ProfileDelta:
         cart_change=cart_change,
         purchase_micros=purchase_micros,
         engagement=ENGAGEMENT_POINTS.get(event_type, DEFAULT_ENGAGEMENT_POINTS),
+        ops=trait_ops(event, category, traits, int(time.time() * 1000) if now_ms is None else now_ms),
     )

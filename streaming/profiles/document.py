@@ -3,7 +3,9 @@
 Stored parts, as kept in Redis (see ``streaming/profiles/update.lua``):
 - ``fields``: flat hash. ``user_id``, ``event_count``, ``first_seen``/``last_seen``/``updated_at``
   (epoch ms), ``purchase_micros``, ``engagement``, ``t:<type>`` counts, ``v:<category>`` views,
-  ``c:<product_id>`` cart quantity (adds minus removals and purchases; shown when > 0).
+  ``c:<product_id>`` cart quantity (adds minus removals and purchases; shown when > 0), and the
+  trait cells ``x<code>:...`` that ``traits``, ``interests``, ``counts_7d``, ``counts_30d`` and
+  ``computed`` are read from (``streaming/traits/cells.py``).
 - ``anonymous_ids``: anonymous ids linked to a user; ``last_products``: most recent first;
   ``session_count``.
 """
@@ -13,8 +15,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import time
+
 from core.time_format import iso_from_ms
 from streaming.profiles.delta import MICROS
+from streaming.traits.registry import BUILTIN_TRAITS, TraitSet
 
 LAST_PRODUCTS_LIMIT = 10
 
@@ -26,10 +31,13 @@ def build_profile(
     last_products: Iterable[str],
     session_count: int,
     last_session: tuple[int, int] | None = None,
+    traits: TraitSet = BUILTIN_TRAITS,
+    now_ms: int | None = None,
 ) -> dict[str, Any]:
     """Assemble the contract's profile document from stored parts.
 
     ``last_session`` is the latest session's (start, end) in ms; by default the stored ``ss``/``se``.
+    Trait fields are read with ``traits`` as of ``now_ms`` (default: now): windows and decay.
     """
     if last_session is None and "ss" in fields:
         last_session = (int(fields["ss"]), int(fields["se"]))
@@ -67,8 +75,14 @@ def build_profile(
         # intent_score and segments are set by the intent model and rules (issue 4).
         "intent_score": float(fields.get("intent_score", 0.0)),
         "segments": sorted(s for s in fields.get("segments", "").split(",") if s),
+        **traits.profile_fields(fields, now() if now_ms is None else now_ms),
         "updated_at": iso_from_ms(_int_or_none(fields.get("updated_at"))),
     }
+
+
+def now() -> int:
+    """The time trait fields are read at by default (epoch ms)."""
+    return int(time.time() * 1000)
 
 
 def session_facts(session: tuple[int, int] | None) -> dict[str, Any] | None:

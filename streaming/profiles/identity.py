@@ -17,7 +17,9 @@ from typing import Any, NamedTuple
 
 from core.time_format import iso_from_ms
 from streaming.profiles.delta import MICROS
-from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile, session_facts
+from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile, now, session_facts
+from streaming.traits.cells import combine, is_cell
+from streaming.traits.registry import BUILTIN_TRAITS, TraitSet
 
 #: Fields added up when parts merge (besides the t:/v:/c: families).
 SUMMED_FIELDS = frozenset({"event_count", "engagement", "purchase_micros"})
@@ -47,7 +49,8 @@ def merge_sessions(intervals: Iterable[tuple[int, int]], gap_ms: int) -> list[tu
 
 
 def merge_fields(person_fields: Mapping[str, str], others: Iterable[Mapping[str, str]]) -> dict[str, str]:
-    """Merge field hashes: counters add up, first_seen is the min, last_seen/updated_at the max.
+    """Merge field hashes: counters add up, first_seen is the min, last_seen/updated_at the max,
+    trait cells merge by their code (streaming/traits/cells.py).
 
     Anything else (user_id, intent_score, segments, rule state) is the person's own.
     """
@@ -57,6 +60,8 @@ def merge_fields(person_fields: Mapping[str, str], others: Iterable[Mapping[str,
             current = merged.get(name)
             if name in SUMMED_FIELDS or name.startswith(SUMMED_PREFIXES):
                 merged[name] = str(int(current or 0) + int(value))
+            elif is_cell(name):
+                merged[name] = combine(name[1 : name.index(":")], current, value)
             elif name == "first_seen":
                 merged[name] = value if current is None or int(value) < int(current) else current
             elif name in ("last_seen", "updated_at"):
@@ -69,11 +74,17 @@ def merge_fields(person_fields: Mapping[str, str], others: Iterable[Mapping[str,
 
 
 def merge_parts(
-    person_id: str, user_id: str | None, parts: list[ProfilePart], session_gap_ms: int
+    person_id: str,
+    user_id: str | None,
+    parts: list[ProfilePart],
+    session_gap_ms: int,
+    traits: TraitSet = BUILTIN_TRAITS,
+    now_ms: int | None = None,
 ) -> dict[str, Any] | None:
     """The profile document of a person from its parts (the person's own part first, if any).
 
-    ``user_id`` is the person's user id (None for an anonymous visitor nobody owns).
+    ``user_id`` is the person's user id (None for an anonymous visitor nobody owns); trait
+    fields are read with ``traits`` at ``now_ms`` (see ``build_profile``).
     """
     parts = [part for part in parts if part.fields]
     if not parts:
@@ -102,6 +113,8 @@ def merge_parts(
         [product for product, _ in recent],
         len(sessions),
         sessions[-1] if sessions else None,
+        traits,
+        now_ms,
     )
 
 
@@ -123,14 +136,20 @@ def merge_decision_states(states: Iterable[Mapping[str, Mapping[str, Any]]]) -> 
 
 
 def merged_view(
-    person_id: str, user_id: str | None, parts: list[ProfilePart], session_gap_ms: int, names: set[str] | None
+    person_id: str,
+    user_id: str | None,
+    parts: list[ProfilePart],
+    session_gap_ms: int,
+    names: set[str] | None,
+    traits: TraitSet = BUILTIN_TRAITS,
+    now_ms: int | None = None,
 ) -> dict[str, Any] | None:
     """Like ``merge_parts`` but only the profile fields in ``names`` (None = all), for the rules.
 
     ``profile_id``, ``user_id`` and ``segments`` are always included.
     """
     if names is None:
-        return merge_parts(person_id, user_id, parts, session_gap_ms)
+        return merge_parts(person_id, user_id, parts, session_gap_ms, traits, now_ms)
     parts = [part for part in parts if part.fields]
     if not parts:
         return None
@@ -150,7 +169,14 @@ def merged_view(
         builder = _VIEW_BUILDERS.get(name)
         if builder is not None:
             view[name] = builder(fields, parts, session_gap_ms)
+    if names & TRAIT_FIELDS:
+        read = traits.profile_fields(fields, now() if now_ms is None else now_ms)
+        view.update((name, read[name]) for name in names & TRAIT_FIELDS)
     return view
+
+
+#: Profile fields read from trait cells (streaming/traits/registry.py).
+TRAIT_FIELDS = frozenset({"traits", "interests", "counts_7d", "counts_30d", "computed"})
 
 
 def _prefixed(prefix: str, positive_only: bool = False):

@@ -13,6 +13,8 @@ from typing import Any
 from streaming.profiles.delta import ProfileDelta
 from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile
 from streaming.profiles.identity import ProfilePart, merge_parts
+from streaming.traits.cells import apply_ops
+from streaming.traits.registry import BUILTIN_TRAITS, TraitSet
 
 DEFAULT_SESSION_GAP_MS = 30 * 60 * 1000
 
@@ -56,6 +58,7 @@ class ReferenceProfile:
                 oldest = min(self.products.items(), key=lambda item: (item[1], item[0]))[0]
                 del self.products[oldest]
         self._add_to_sessions(ts, session_gap_ms)
+        apply_ops(f, delta.ops)  # type: ignore[arg-type]  # cells are the str-valued x... fields
         return True
 
     def _add_to_sessions(self, ts: int, gap_ms: int) -> None:
@@ -79,7 +82,7 @@ class ReferenceProfile:
             list(self.sessions),
         )
 
-    def document(self) -> dict[str, Any]:
+    def document(self, traits: TraitSet = BUILTIN_TRAITS, now_ms: int | None = None) -> dict[str, Any]:
         """The profile as the API returns it (``updated_at`` is None here)."""
         # Same order as ZREVRANGE: newest first, ties by product id descending.
         recent = sorted(self.products.items(), key=lambda item: (item[1], item[0]), reverse=True)
@@ -90,6 +93,8 @@ class ReferenceProfile:
             [product for product, _ in recent],
             len(self.sessions),
             self.sessions[-1] if self.sessions else None,
+            traits,
+            now_ms,
         )
 
 
@@ -133,6 +138,8 @@ def reference_person(
     profiles: dict[str, ReferenceProfile],
     owners: dict[str, str],
     session_gap_ms: int = DEFAULT_SESSION_GAP_MS,
+    traits: TraitSet = BUILTIN_TRAITS,
+    now_ms: int | None = None,
 ) -> dict[str, Any] | None:
     """The merged profile GET /v1/profiles/{profile_id} must return (None = 404)."""
     person = owners.get(profile_id, profile_id)
@@ -140,4 +147,4 @@ def reference_person(
     parts = [profiles[pid].part() for pid in [person, *owned] if pid in profiles]
     own = profiles.get(person)
     user_id = (own and own.fields.get("user_id")) or (person if owned or person != profile_id else None)
-    return merge_parts(person, str(user_id) if user_id else None, parts, session_gap_ms)
+    return merge_parts(person, str(user_id) if user_id else None, parts, session_gap_ms, traits, now_ms)

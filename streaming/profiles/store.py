@@ -29,6 +29,7 @@ from streaming.profiles.keys import (
     profile_slot,
 )
 from streaming.rules.prefilter import Prefilter, Prefiltered
+from streaming.traits.registry import BUILTIN_TRAITS, TraitSet
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def delta_row(key_index: int, delta: ProfileDelta) -> tuple[str | int, ...]:
         delta.cart_change,
         delta.purchase_micros,
         delta.engagement,
+        delta.ops,
     )
 
 
@@ -158,8 +160,10 @@ class RedisProfileStore:
         dedupe_window_seconds: int,
         session_gap_ms: int,
         intent_model: Callable[[], IntentModel | None] = lambda: None,
+        traits: Callable[[], TraitSet] = lambda: BUILTIN_TRAITS,
     ) -> None:
         self._client = client
+        self.traits = traits  # the trait fields profiles show (streaming/traits/follower.py)
         self._intent_model = intent_model
         self._dedupe_window_seconds = dedupe_window_seconds
         self._session_gap_ms = session_gap_ms
@@ -333,9 +337,12 @@ class RedisProfileStore:
         """
         return self.get_profiles([profile_id])[profile_id]
 
-    def get_profiles(self, ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
-        """``get_profile`` of each id, in one pipelined round trip."""
+    def get_profiles(
+        self, ids: Sequence[str], now_ms: int | None = None
+    ) -> dict[str, dict[str, Any] | None]:
+        """``get_profile`` of each id, in one pipelined round trip (trait fields read at ``now_ms``)."""
         profiles: dict[str, dict[str, Any] | None] = {}
+        traits = self.traits()
         for profile_id, part in self._read_parts(ids).items():
             profiles[profile_id] = (
                 None
@@ -346,6 +353,8 @@ class RedisProfileStore:
                     part.anonymous_ids,
                     [p for p, _ in sorted(part.products.items(), key=lambda i: (i[1], i[0]), reverse=True)],
                     len(part.sessions),
+                    traits=traits,
+                    now_ms=now_ms,
                 )
             )
         return profiles
@@ -384,13 +393,14 @@ class RedisProfileStore:
         owners = self.resolve_people(anon_ids) if anon_ids else {}
         documents: dict[str, dict[str, Any] | None] = {}
         members: dict[str, list[str]] = {}
+        traits = self.traits()
         for person in people:
             owned = [a for a in sorted(own[person].anonymous_ids) if a != person and owners.get(a) == person]
             members[person] = [person, *owned]
             stitched = any(person_of[pid] == person != pid for pid in ids)
             user_id = own[person].fields.get("user_id") or (person if owned or stitched else None)
             parts = [own[person], *(anon_parts[a] for a in owned)]
-            documents[person] = merge_parts(person, user_id, parts, self._session_gap_ms)
+            documents[person] = merge_parts(person, user_id, parts, self._session_gap_ms, traits)
         return People(person_of, documents, members)
 
     def get_person(self, profile_id: str) -> dict[str, Any] | None:

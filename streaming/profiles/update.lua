@@ -11,7 +11,8 @@
 --        touch several slots of that master; each profile stays in its own slot.
 -- ARGV:  1 dedupe TTL seconds, 2 now ms, 3 session gap ms,
 --        4 msgpack array of deltas: {key_index, event_id, event_type, ts_ms, user_id,
---          anonymous_id, category, product_id, cart_change, purchase_micros, engagement}
+--          anonymous_id, category, product_id, cart_change, purchase_micros, engagement, ops}
+--          ops: trait cell ops, flat {field, code, value, keep-from day, ...} (streaming/traits/cells.py)
 --        5 intent model, msgpack {bias, feature types, weights} (streaming/profiles/intent.py), or 
 --        6 msgpack array of key indices to report on (or ''), 7 '1' to report last products
 --        8 (cluster only) the keys, see KEYS, else ''
@@ -29,8 +30,9 @@
 -- uncertain candidate are reported.
 -- Semantics are those of streaming/profiles/reference.py; every change commutes.
 -- Fields: event_count, first_seen, last_seen, user_id, updated_at, engagement, purchase_micros,
--- t:<type>, v:<category>, c:<product>, and ss/se = the latest session's bounds; earlier
--- sessions are "<start>:<end>" members of the <base>:sessions zset (score = start).
+-- t:<type>, v:<category>, c:<product>, ss/se = the latest session's bounds, and the trait
+-- cells x<code>:<trait>:<day>:<key> (streaming/traits/cells.py); earlier sessions are
+-- "<start>:<end>" members of the <base>:sessions zset (score = start).
 -- The call being run, set by update() at the bottom; the helpers read them.
 local keys, ttl, now, gap, model, plan, rules_now, cluster
 -- What the prefilter found in this call (see prefilter below).
@@ -64,6 +66,54 @@ local function intent(counts, minutes)
   return string.format('%.4f', 1 / (1 + math.exp(-z)))
 end
 
+
+-- Trait cells (streaming/traits/cells.py, ``combine``): the merged cell, or nil when unchanged.
+local LN2 = math.log(2)
+local function bytes_less(a, b)  -- byte order, whatever the server's locale
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local function order_less(a, b)  -- "<ms>:<event_id>:<json>" by event time, ties by event_id
+  local ta, ea = string.match(a, '^(%-?%d+):([^:]*):')
+  local tb, eb = string.match(b, '^(%-?%d+):([^:]*):')
+  ta, tb = tonumber(ta), tonumber(tb)
+  if ta ~= tb then return ta < tb end
+  return bytes_less(ea, eb)
+end
+local function combine(code, cur, v)
+  if not cur then return v end
+  if code == 'n' then return tonumber(cur) + v
+  elseif code == 'lo' then if tonumber(v) < tonumber(cur) then return v end
+  elseif code == 'hi' then if tonumber(v) > tonumber(cur) then return v end
+  elseif code == 'f' then if order_less(v, cur) then return v end
+  elseif code == 'l' then if order_less(cur, v) then return v end
+  elseif code == 'd' then
+    local a, b = tonumber(cur), tonumber(v)
+    local hi, lo = math.max(a, b), math.min(a, b)
+    return string.format('%.17g', hi + math.log(1 + 2 ^ (lo - hi)) / LN2)
+  end
+  return nil
+end
+
+-- Drops the cells of windowed traits older than their keep-from day; called when a new day's
+-- cell was created, so at most once per trait, key and day.
+local function trim_cells(fields, trims)
+  local dels = {}
+  local names = redis.call('HKEYS', fields)
+  for _, trim in ipairs(trims) do
+    local prefix, keep = trim[1], trim[2]
+    for _, name in ipairs(names) do
+      if string.sub(name, 1, #prefix) == prefix then
+        local day = tonumber(string.match(name, '^x%a+:[^:]*:(%d*):'))
+        if day and day < keep then dels[#dels + 1] = name end
+      end
+    end
+  end
+  if #dels > 0 then redis.call('HDEL', fields, unpack(dels)) end
+end
 
 -- Merge t into the sessions zset (general, order-independent case).
 local function merge_into(sessions, t)
@@ -492,6 +542,8 @@ local function update(KEYS, ARGV)
       if micros ~= 0 then names[#names + 1] = 'purchase_micros' end
       if model then names[#names + 1] = 'sq' end
       local sq_index = #names
+      local ops, ops_from = d[12], #names + 1
+      if ops then for j = 1, #ops, 4 do names[#names + 1] = ops[j] end end
       local read_from = #names + 1
       if prefetch then for _, name in ipairs(prefetch) do names[#names + 1] = name end end
       local cur = redis.call('HMGET', fields, unpack(names))
@@ -538,7 +590,20 @@ local function update(KEYS, ARGV)
         out[#out + 1] = 'sq'; out[#out + 1] = format_counts(latest)
         out[#out + 1] = 'intent_score'; out[#out + 1] = intent(latest, (se - ss) / 60000)
       end
+      local trims = nil
+      if ops then
+        for j = 1, #ops, 4 do
+          local cur_cell = cur[ops_from + (j - 1) / 4]
+          local new = combine(ops[j + 1], cur_cell, ops[j + 2])
+          if new ~= nil then out[#out + 1] = ops[j]; out[#out + 1] = new end
+          if not cur_cell and ops[j + 3] > 0 then
+            trims = trims or {}
+            trims[#trims + 1] = {string.match(ops[j], '^(x%a+:[^:]*:)'), ops[j + 3]}
+          end
+        end
+      end
       redis.call('HSET', fields, unpack(out))
+      if trims then trim_cells(fields, trims) end
       if prefetch then  -- the rules' fields as this update left them
         updated = {}
         for i, name in ipairs(prefetch) do

@@ -1,0 +1,116 @@
+"""Trait definitions: what a profile trait counts, declared once for every engine (pure).
+
+A trait names its ``kind``, the event types it reads (``on``), an optional CEL ``where`` over
+the event, an optional ``field`` (a path into the event), an optional ``window`` of whole UTC
+days and, for ``decayed``, a ``half_life``. The stream (``update.lua`` through
+``streaming.traits.ops``), the Python reference, the DuckDB recompute
+(``streaming.traits.sql``) and the profile document (``streaming.traits.cells``) all derive
+from the same ``TraitDefinition``.
+
+Every trait is stored as *cells*: one mergeable value per (trait, UTC day when windowed, key
+when keyed). Each kind's cell merge is commutative and associative, so the stored state depends
+only on the set of distinct events applied, never on their order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+
+DAY_MS = 86_400_000
+
+KINDS = ("count", "sum", "min", "max", "first", "last", "decayed")
+#: The cell merge of each kind (see ``streaming.traits.cells``): n adds integers (sums in
+#: millionths), lo/hi keep the least/greatest number, f/l the value of the earliest/latest
+#: event (event time, ties by event_id), d adds 2^(t / half-life) as a base-2 log-sum.
+CELL_CODES = {"count": "n", "sum": "n", "min": "lo", "max": "hi", "first": "f", "last": "l", "decayed": "d"}
+#: Kinds reading a number from ``field``; first/last read any JSON value; count/decayed no field.
+NUMERIC_KINDS = frozenset({"sum", "min", "max"})
+VALUE_KINDS = frozenset({"first", "last"})
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+#: How a keyed trait keys its cells: by the event's type, by its category (page views: from
+#: metadata.category, else the catalog), or one cell per key of the object at ``field``.
+KEYED_BY = ("event_type", "category", "each")
+
+
+@dataclass(frozen=True)
+class TraitDefinition:
+    """One trait. ``on`` None means every event type; ``field`` is a dotted path (``metadata.price``)."""
+
+    name: str
+    kind: str
+    on: frozenset[str] | None = None
+    where: str | None = None
+    field: str | None = None
+    window_days: int | None = None
+    half_life_days: float | None = None
+    keyed_by: str | None = None  # built-ins only (see KEYED_BY)
+    storage_id: str = dataclass_field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Cells live under the name and a digest of what the trait means: a changed definition
+        # starts from empty cells (a backfill fills them) instead of mixing two meanings.
+        meaning = json.dumps(
+            [
+                self.kind,
+                sorted(self.on) if self.on is not None else None,
+                self.where,
+                self.field,
+                self.window_days,
+                self.half_life_days,
+                self.keyed_by,
+            ]
+        )
+        digest = hashlib.sha1(meaning.encode()).hexdigest()[:6]
+        object.__setattr__(self, "storage_id", f"{self.name}.{digest}")
+
+    @property
+    def code(self) -> str:
+        return CELL_CODES[self.kind]
+
+    @property
+    def half_life_ms(self) -> float:
+        return (self.half_life_days or 0.0) * DAY_MS
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        return tuple(self.field.split(".")) if self.field else ()
+
+
+@dataclass(frozen=True)
+class TraitRead:
+    """A profile field read from a trait's cells, over ``window_days`` (None: every cell)."""
+
+    profile_field: str
+    trait: TraitDefinition
+    window_days: int | None = None
+
+
+def builtin_traits(interest_half_life_days: float = 7.0) -> tuple[TraitDefinition, ...]:
+    """The built-in traits behind the profile's ``traits``, ``interests``, ``counts_7d``/``counts_30d``."""
+    return (
+        TraitDefinition("traits", "last", frozenset({"identify"}), field="metadata.traits", keyed_by="each"),
+        TraitDefinition(
+            "interests",
+            "decayed",
+            frozenset({"page_view"}),
+            half_life_days=interest_half_life_days,
+            keyed_by="category",
+        ),
+        TraitDefinition("counts", "count", None, window_days=30, keyed_by="event_type"),
+    )
+
+
+def builtin_reads(traits: tuple[TraitDefinition, ...]) -> tuple[TraitRead, ...]:
+    """The profile fields the built-in traits make (the ``counts`` cells serve two windows)."""
+    by_name = {trait.name: trait for trait in traits}
+    return (
+        TraitRead("traits", by_name["traits"]),
+        TraitRead("interests", by_name["interests"]),
+        TraitRead("counts_7d", by_name["counts"], 7),
+        TraitRead("counts_30d", by_name["counts"], 30),
+    )

@@ -1,0 +1,87 @@
+"""The trait registry: the built-in traits plus the user's, compiled for the hot path (pure).
+
+``TraitSet`` is what every engine takes: the stream turns an event into cell ops with it
+(``streaming.traits.ops``), the document builder reads the profile's trait fields from cells
+with it, and the DuckDB recompute generates its SQL from it (``streaming.traits.sql``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from streaming.traits.cells import grouped_cells, read_value
+from streaming.traits.definition import TraitDefinition, TraitRead, builtin_reads, builtin_traits
+from streaming.traits.where import Predicate, Resolver, compile_where, python_predicate, resolver
+
+
+@dataclass(frozen=True)
+class CompiledTrait:
+    """A trait with its ``where`` and ``field`` compiled to Python."""
+
+    trait: TraitDefinition
+    predicate: Predicate | None
+    read_field: Resolver | None
+
+
+def compile_trait(trait: TraitDefinition) -> CompiledTrait:
+    predicate = python_predicate(compile_where(trait.where)) if trait.where else None
+    return CompiledTrait(trait, predicate, resolver(trait.path) if trait.field else None)
+
+
+class TraitSet:
+    """Built-in and user-declared (``computed``) traits; immutable, swapped whole on reload."""
+
+    def __init__(
+        self, computed: tuple[TraitDefinition, ...] = (), *, interest_half_life_days: float = 7.0
+    ) -> None:
+        self.builtin = builtin_traits(interest_half_life_days)
+        self.computed = computed
+        self.interest_half_life_days = interest_half_life_days
+        self._reads = builtin_reads(self.builtin)
+        self._computed_reads = tuple(TraitRead(trait.name, trait) for trait in computed)
+        self._compiled = tuple(compile_trait(trait) for trait in (*self.builtin, *computed))
+        self._by_type: dict[str, tuple[CompiledTrait, ...]] = {}
+
+    @property
+    def all(self) -> tuple[TraitDefinition, ...]:
+        return (*self.builtin, *self.computed)
+
+    def for_type(self, event_type: str) -> tuple[CompiledTrait, ...]:
+        """The traits an event of this type may change (cached per type)."""
+        found = self._by_type.get(event_type)
+        if found is None:
+            found = tuple(c for c in self._compiled if c.trait.on is None or event_type in c.trait.on)
+            if len(self._by_type) < 1024:  # custom types are open-ended: bound the cache
+                self._by_type[event_type] = found
+        return found
+
+    def profile_fields(self, fields: Mapping[str, str], now_ms: int) -> dict[str, Any]:
+        """The profile's trait fields (``traits``, ``interests``, ``counts_7d``, ``counts_30d``, ``computed``)."""
+        groups = grouped_cells(fields)
+        document = {read.profile_field: read_value(read, groups.get(read.trait.storage_id, ()), now_ms) for read in self._reads}
+        computed = {}
+        for read in self._computed_reads:
+            value = read_value(read, groups.get(read.trait.storage_id, ()), now_ms)
+            if value is not None:
+                computed[read.profile_field] = value
+        document["computed"] = computed
+        return document
+
+    def __len__(self) -> int:
+        return len(self.computed)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, TraitSet)
+            and self.computed == other.computed
+            and self.interest_half_life_days == other.interest_half_life_days
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.computed, self.interest_half_life_days))
+
+
+#: The built-in traits alone, with the default interest half-life.
+BUILTIN_TRAITS = TraitSet()
