@@ -14,20 +14,26 @@ from typing import Any
 from enrichment.catalog import Catalog
 from streaming.profile_app.pipeline import check_record
 from streaming.profiles.reference import reference_profiles
+from streaming.traits.registry import BUILTIN_TRAITS, TraitSet
 
 
 def recompute_profiles(
-    raw_events: Iterable[bytes], catalog: Catalog, session_gap_ms: int, exclude: set[str] = frozenset()
+    raw_events: Iterable[bytes],
+    catalog: Catalog,
+    session_gap_ms: int,
+    exclude: set[str] = frozenset(),
+    traits: TraitSet = BUILTIN_TRAITS,
+    now_ms: int | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Profile documents (without ``updated_at``) keyed by profile id."""
+    """Profile documents (without ``updated_at``) keyed by profile id, traits read at ``now_ms``."""
     deltas = []
     for raw in raw_events:
-        checked = check_record(raw, catalog)
+        checked = check_record(raw, catalog, traits, now_ms)
         if checked.delta is not None and checked.delta.profile_id not in exclude:
             deltas.append(checked.delta)
     documents = {}
     for profile_id, profile in reference_profiles(deltas, session_gap_ms).items():
-        document = profile.document()
+        document = profile.document(traits, now_ms)
         document.pop("updated_at")
         documents[profile_id] = document
     return documents

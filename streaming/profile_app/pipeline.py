@@ -30,8 +30,13 @@ class CheckedRecord(NamedTuple):
     event: Event | None = None  # the rules engine reads it
 
 
-def check_record(raw: bytes | None, catalog: Catalog, traits: TraitSet = BUILTIN_TRAITS) -> CheckedRecord:
-    """Validate and enrich one raw topic record; never raises for bad input."""
+def check_record(
+    raw: bytes | None, catalog: Catalog, traits: TraitSet = BUILTIN_TRAITS, now_ms: int | None = None
+) -> CheckedRecord:
+    """Validate and enrich one raw topic record; never raises for bad input.
+
+    ``traits`` windows are judged at ``now_ms`` (default: now).
+    """
     if raw is None:
         return CheckedRecord(b"", error="empty record (null value)")
     try:
@@ -39,7 +44,7 @@ def check_record(raw: bytes | None, catalog: Catalog, traits: TraitSet = BUILTIN
     except EventContractError as exc:
         return CheckedRecord(raw, error=str(exc))
     category = event_category(event, catalog.category_of(event.metadata.get("product_id")))
-    return CheckedRecord(raw, delta=profile_delta(event, category, traits), event=event)
+    return CheckedRecord(raw, delta=profile_delta(event, category, traits, now_ms), event=event)
 
 
 def build_pipeline(

@@ -375,16 +375,21 @@ class RedisProfileStore:
             people[pid] = _decode(owner[0]) if owner and not is_user else pid
         return people
 
-    def get_people(self, ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+    def get_people(
+        self, ids: Sequence[str], now_ms: int | None = None
+    ) -> dict[str, dict[str, Any] | None]:
         """Merged profiles for user or anonymous ids (see streaming/profiles/identity.py)."""
-        people = self.read_people(ids)
+        people = self.read_people(ids, now_ms)
         return {
             pid: None if (doc := people.documents[people.person_of[pid]]) is None else dict(doc)
             for pid in ids
         }
 
-    def read_people(self, ids: Sequence[str]) -> People:
-        """The people the ids belong to and their merged profiles, in three pipelined round trips."""
+    def read_people(self, ids: Sequence[str], now_ms: int | None = None) -> People:
+        """The people the ids belong to and their merged profiles, in three pipelined round trips.
+
+        Trait fields are read at ``now_ms`` (default: now).
+        """
         person_of = self.resolve_people(ids)
         people = list(dict.fromkeys(person_of.values()))
         own = self._read_parts(people)
@@ -400,7 +405,7 @@ class RedisProfileStore:
             stitched = any(person_of[pid] == person != pid for pid in ids)
             user_id = own[person].fields.get("user_id") or (person if owned or stitched else None)
             parts = [own[person], *(anon_parts[a] for a in owned)]
-            documents[person] = merge_parts(person, user_id, parts, self._session_gap_ms, traits)
+            documents[person] = merge_parts(person, user_id, parts, self._session_gap_ms, traits, now_ms)
         return People(person_of, documents, members)
 
     def get_person(self, profile_id: str) -> dict[str, Any] | None:

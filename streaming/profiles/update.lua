@@ -68,7 +68,7 @@ end
 
 
 -- Trait cells (streaming/traits/cells.py, ``combine``): the merged cell, or nil when unchanged.
-local LN2 = math.log(2)
+local LN2 = 0.6931471805599453  -- math.log(2); the library's load step cannot call math
 local function bytes_less(a, b)  -- byte order, whatever the server's locale
   for i = 1, math.min(#a, #b) do
     local x, y = string.byte(a, i), string.byte(b, i)
