@@ -341,6 +341,32 @@ def rules_test(rules_file: Path, start: datetime | None, end: datetime | None, a
         click.echo(click.style(f"{rule_id}: {count} runtime errors (see the log)", fg="yellow"))
 
 
+@cli.group()
+def traits() -> None:
+    """Check computed-trait files (docs/traits.md)."""
+
+
+@traits.command(name="check")
+@click.argument("traits_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def traits_check(traits_file: Path) -> None:
+    """Validate a traits file; list every problem (exit 2) or the traits it defines."""
+    from streaming.traits.loader import TraitFileError, load_traits
+
+    try:
+        loaded = load_traits(traits_file)
+    except TraitFileError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    for trait in loaded.computed:
+        on = ", ".join(sorted(trait.on or ())) or "any event"
+        extras = [f"field {trait.field}"] if trait.field else []
+        extras += [f"window {trait.window_days}d"] if trait.window_days else []
+        extras += [f"half-life {trait.half_life_days:g}d"] if trait.half_life_days else []
+        extras += ["where"] if trait.where else []
+        click.echo(f"{trait.name:<28} {trait.kind:<8} on {on:<28} {', '.join(extras)}")
+    click.echo(f"{len(loaded)} traits OK")
+
+
 @cli.command()
 def schema() -> None:
     """Print the JSON Schema of the event contract."""

@@ -29,6 +29,11 @@ SAMPLE_CONTEXT: dict[str, Any] = {
         "engagement_score": 1,
         "intent_score": 0.0,
         "segments": [],
+        "traits": {"plan": "pro"},
+        "interests": {"shoes": 1.0},
+        "counts_7d": {"page_view": 1},
+        "counts_30d": {"page_view": 1},
+        "computed": {},  # the user's traits (docs/traits.md); absent values are omitted
         "updated_at": "2024-01-01T00:00:00.000Z",
     },
     "event": {
