@@ -12,10 +12,9 @@ Stored parts, as kept in Redis (see ``streaming/profiles/update.lua``):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
-
-import time
 
 from core.time_format import iso_from_ms
 from streaming.profiles.delta import MICROS

@@ -337,9 +337,7 @@ class RedisProfileStore:
         """
         return self.get_profiles([profile_id])[profile_id]
 
-    def get_profiles(
-        self, ids: Sequence[str], now_ms: int | None = None
-    ) -> dict[str, dict[str, Any] | None]:
+    def get_profiles(self, ids: Sequence[str], now_ms: int | None = None) -> dict[str, dict[str, Any] | None]:
         """``get_profile`` of each id, in one pipelined round trip (trait fields read at ``now_ms``)."""
         profiles: dict[str, dict[str, Any] | None] = {}
         traits = self.traits()
@@ -375,9 +373,7 @@ class RedisProfileStore:
             people[pid] = _decode(owner[0]) if owner and not is_user else pid
         return people
 
-    def get_people(
-        self, ids: Sequence[str], now_ms: int | None = None
-    ) -> dict[str, dict[str, Any] | None]:
+    def get_people(self, ids: Sequence[str], now_ms: int | None = None) -> dict[str, dict[str, Any] | None]:
         """Merged profiles for user or anonymous ids (see streaming/profiles/identity.py)."""
         people = self.read_people(ids, now_ms)
         return {

@@ -56,7 +56,9 @@ class TraitsFollower(Follower[TraitSet]):
 
 def traits_follower(settings: PulseSettings) -> TraitsFollower:
     """The follower of the configured traits file (``PULSE_TRAITS_FILE``)."""
-    return TraitsFollower(settings.traits_file, settings.traits_refresh_seconds, settings.interest_half_life_days)
+    return TraitsFollower(
+        settings.traits_file, settings.traits_refresh_seconds, settings.interest_half_life_days
+    )
 
 
 def load_configured_traits(settings: PulseSettings) -> TraitSet:

@@ -131,7 +131,9 @@ def _event_types(value: Any, where: str, problems: list[str]) -> frozenset[str] 
     if not isinstance(types, list) or not types:
         problems.append(f"{where}: `on` must be a non-empty list of event types")
         return None
-    bad = [t for t in types if not isinstance(t, str) or not (t in STANDARD_EVENT_TYPES or _EVENT_TYPE.match(t))]
+    bad = [
+        t for t in types if not isinstance(t, str) or not (t in STANDARD_EVENT_TYPES or _EVENT_TYPE.match(t))
+    ]
     if bad:
         problems.append(f"{where}: `on` has invalid event type(s) {bad}")
     return frozenset(t for t in types if isinstance(t, str))

@@ -72,4 +72,5 @@ def _cell_values(entry: CompiledTrait, event: Event, category: str) -> list[tupl
 
 
 def _ordered(event: Event, value: Any) -> str:
-    return f"{event.timestamp_ms}:{event.event_id}:{json.dumps(value, separators=(',', ':'), ensure_ascii=False)}"
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return f"{event.timestamp_ms}:{event.event_id}:{text}"

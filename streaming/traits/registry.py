@@ -58,9 +58,12 @@ class TraitSet:
         return found
 
     def profile_fields(self, fields: Mapping[str, str], now_ms: int) -> dict[str, Any]:
-        """The profile's trait fields (``traits``, ``interests``, ``counts_7d``, ``counts_30d``, ``computed``)."""
+        """The profile's trait fields: traits, interests, counts_7d, counts_30d and computed."""
         groups = grouped_cells(fields)
-        document = {read.profile_field: read_value(read, groups.get(read.trait.storage_id, ()), now_ms) for read in self._reads}
+        document = {
+            read.profile_field: read_value(read, groups.get(read.trait.storage_id, ()), now_ms)
+            for read in self._reads
+        }
         computed = {}
         for read in self._computed_reads:
             value = read_value(read, groups.get(read.trait.storage_id, ()), now_ms)

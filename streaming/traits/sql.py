@@ -59,7 +59,10 @@ def _trait_sql(trait: TraitDefinition, paths: SqlPaths) -> str:
         value = paths.json(trait.path)
         filters.append(f"{value} IS NOT NULL AND json_type({value}) <> 'NULL'")
     where = " AND ".join(filters) or "true"
-    rows = f"SELECT profile_id, event_id, ts, {day} AS day, {key} AS key, {value} AS v FROM profile_events WHERE {where}"
+    rows = (
+        f"SELECT profile_id, event_id, ts, {day} AS day, {key} AS key, {value} AS v "
+        f"FROM profile_events WHERE {where}"
+    )
     if trait.keyed_by == "each":
         rows = (
             "SELECT profile_id, event_id, ts, day, e.key AS key, e.value AS v FROM ("
@@ -73,7 +76,10 @@ def _trait_sql(trait: TraitDefinition, paths: SqlPaths) -> str:
         n = "count(*)"
     elif kind == "sum":
         rows = f"SELECT * REPLACE ({numeric_sql('v')} AS v) FROM ({rows})"
-        n, rows = f"sum(round_even(v::DOUBLE * {MICROS}, 0)::BIGINT)::BIGINT", f"SELECT * FROM ({rows}) WHERE v IS NOT NULL"
+        n, rows = (
+            f"sum(round_even(v::DOUBLE * {MICROS}, 0)::BIGINT)::BIGINT",
+            f"SELECT * FROM ({rows}) WHERE v IS NOT NULL",
+        )
     elif kind in ("min", "max"):
         rows = f"SELECT * REPLACE ({numeric_sql('v')} AS v) FROM ({rows})"
         x, rows = f"{kind}(v::DOUBLE)", f"SELECT * FROM ({rows}) WHERE v IS NOT NULL"
@@ -83,13 +89,11 @@ def _trait_sql(trait: TraitDefinition, paths: SqlPaths) -> str:
     else:  # decayed: log2 of the sum of 2^(ts / half-life), shifted by the group's max
         h = repr(trait.half_life_ms)
         rows = (
-            f"SELECT *, ts / {h}::DOUBLE AS e, max(ts / {h}::DOUBLE) OVER (PARTITION BY profile_id, day, key) AS m "
-            f"FROM ({rows})"
+            f"SELECT *, ts / {h}::DOUBLE AS e, "
+            f"max(ts / {h}::DOUBLE) OVER (PARTITION BY profile_id, day, key) AS m FROM ({rows})"
         )
         x = "any_value(m) + log2(sum(pow(2.0, e - m)))"
     return (
         f"SELECT profile_id, {field} AS field, {n} AS n, {x} AS x, {s} AS s "
         f"FROM ({rows}) GROUP BY profile_id, day, key"
     )
-
-

@@ -288,7 +288,10 @@ class SqlPaths:
         return alias
 
     def extractions(self) -> list[str]:
-        return [f"json_extract(j, {sql_string(json_path(path))}) AS {alias}" for path, alias in self.columns.items()]
+        return [
+            f"json_extract(j, {sql_string(json_path(path))}) AS {alias}"
+            for path, alias in self.columns.items()
+        ]
 
 
 def numeric_sql(x: str) -> str:
@@ -325,11 +328,14 @@ def where_sql(condition: Condition, paths: SqlPaths) -> str:
     if kind == "has":
         parent, key = paths.json(condition[1][:-1]), condition[1][-1]
         child = sql_string(json_path((key,)))
-        return f"(CASE WHEN json_type({parent}) = 'OBJECT' THEN json_extract({parent}, {child}) IS NOT NULL END)"
+        return (
+            f"(CASE WHEN json_type({parent}) = 'OBJECT' THEN json_extract({parent}, {child}) IS NOT NULL END)"
+        )
     if kind == "method":
         x = paths.json(condition[2])
         function = _STRING_METHODS[condition[1]]
-        return f"(CASE WHEN json_type({x}) = 'VARCHAR' THEN {function}({x} ->> '$', {sql_string(condition[3])}) END)"
+        literal = sql_string(condition[3])
+        return f"(CASE WHEN json_type({x}) = 'VARCHAR' THEN {function}({x} ->> '$', {literal}) END)"
     op, x, value = condition[1], paths.json(condition[2]), condition[3]
     same_kind, typed = _kind_test(x, value)
     other = "NULL" if op in _ORDERING else ("true" if op == "!=" else "false")

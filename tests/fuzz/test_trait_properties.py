@@ -36,7 +36,11 @@ TRAITS = parse_traits(
     """
 traits:
   views:          {kind: count, on: [page_view]}
-  shoe_views_7d:  {kind: count, on: [page_view], where: 'event.category == "shoes" || event.metadata.category == "hats"', window: 7d}
+  shoe_views_7d:
+    kind: count
+    on: [page_view]
+    where: 'event.category == "shoes" || event.metadata.category == "hats"'
+    window: 7d
   spend:          {kind: sum, on: [purchase], field: metadata.price}
   spend_3d:       {kind: sum, on: [purchase], field: metadata.price, window: 3d}
   cheapest:       {kind: min, on: [purchase, add_to_cart], field: metadata.price}
@@ -44,8 +48,14 @@ traits:
   first_ref:      {kind: first, on: [page_view, click], field: metadata.referrer}
   last_plan:      {kind: last, on: [identify], field: metadata.traits.plan}
   last_plan_1d:   {kind: last, on: [identify], field: metadata.traits.plan, window: 1d}
-  big_spender:    {kind: count, on: [purchase], where: 'event.metadata.price >= 50.5 && !(event.metadata.currency == "JPY")'}
-  ref_g:          {kind: count, on: [page_view, click], where: 'has(event.metadata.referrer) && event.metadata.referrer.startsWith("https://g")'}
+  big_spender:
+    kind: count
+    on: [purchase]
+    where: 'event.metadata.price >= 50.5 && !(event.metadata.currency == "JPY")'
+  ref_g:
+    kind: count
+    on: [page_view, click]
+    where: 'has(event.metadata.referrer) && event.metadata.referrer.startsWith("https://g")'
   not_five:       {kind: count, on: [click], where: 'event.metadata.referrer != 5'}
   shoe_interest:  {kind: decayed, on: [page_view], where: 'event.category == "shoes"', half_life: 2d}
   clicks_decay:   {kind: decayed, on: [click], half_life: 0.5d, window: 3d}
@@ -63,7 +73,12 @@ USERS = ("u1", "u2", "u3")
 VISITORS = ("a1", "a2")
 DECAYED = {"interests", "shoe_interest", "clicks_decay"}
 
-ANY_JSON = st.none() | st.booleans() | st.integers(-10, 10) | st.sampled_from(["https://g.com", "https://b.com", "g"])
+ANY_JSON = (
+    st.none()
+    | st.booleans()
+    | st.integers(-10, 10)
+    | st.sampled_from(["https://g.com", "https://b.com", "g"])
+)
 PLAN = st.sampled_from(["free", "pro"]) | st.none() | st.integers(0, 3) | st.just({"tier": 1})
 
 
@@ -77,7 +92,9 @@ def times(draw: st.DrawFn) -> int:
 
 @st.composite
 def events(draw: st.DrawFn) -> dict[str, Any]:
-    kind = draw(st.sampled_from(["page_view", "purchase", "add_to_cart", "identify", "search", "click", "level_up"]))
+    kind = draw(
+        st.sampled_from(["page_view", "purchase", "add_to_cart", "identify", "search", "click", "level_up"])
+    )
     user = draw(st.sampled_from(USERS))
     body: dict[str, Any] = {
         "event_id": str(uuid.UUID(int=draw(st.integers(0, 2**128 - 1)), version=4)),
@@ -201,11 +218,17 @@ def test_the_sql_recompute_equals_the_reference(case):
 
 def _store(client) -> RedisProfileStore:
     client.flushdb()
-    return RedisProfileStore(client, dedupe_window_seconds=3600, session_gap_ms=1_800_000, traits=lambda: TRAITS)
+    return RedisProfileStore(
+        client, dedupe_window_seconds=3600, session_gap_ms=1_800_000, traits=lambda: TRAITS
+    )
 
 
 @pytest.mark.integration
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(streams(), st.integers(1, 15), st.randoms(use_true_random=False))
 def test_redis_equals_the_reference_per_part_and_per_person(redis_client, case, chunk, rng: random.Random):
     distinct, delivered = case
