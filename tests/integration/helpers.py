@@ -13,7 +13,13 @@ import redis
 from assets.reconciliation import IGNORED_FIELDS
 from enrichment.catalog import Catalog
 from streaming.profiles.store import RedisProfileStore
+from streaming.traits.follower import TraitsFollower
 from tests.reference_recompute import recompute_profiles
+
+#: The traits the apps run with in these tests (the shipped file, the default).
+SHIPPED_TRAITS = TraitsFollower(None).prime()
+#: One instant every comparison reads windows and decayed values at, on both sides.
+AS_OF = int(time.time() * 1000)
 
 
 def comparable(document: dict[str, Any]) -> dict[str, Any]:
@@ -26,15 +32,18 @@ def ground_truth(
 ) -> dict[str, dict]:
     """Profiles (without derived fields) that the acknowledged valid events must produce."""
     documents = recompute_profiles(
-        (msgspec.json.encode(obj) for obj in acknowledged), catalog, session_gap_ms
+        (msgspec.json.encode(obj) for obj in acknowledged),
+        catalog,
+        session_gap_ms,
+        traits=SHIPPED_TRAITS,
+        now_ms=AS_OF,
     )
     return {pid: comparable(doc) for pid, doc in documents.items()}
 
 
 def live_profiles(store: RedisProfileStore, ids: Iterable[str]) -> dict[str, dict | None]:
     docs = {}
-    for pid in ids:
-        doc = store.get_profile(pid)
+    for pid, doc in store.get_profiles(list(ids), AS_OF).items():
         if doc is not None:
             assert doc["updated_at"] is not None
             doc = comparable(doc)
@@ -74,7 +83,10 @@ def post_batches(base_url: str, key: str, events: list[dict], batch_size: int = 
 
 def store_for(url: str, session_gap_ms: int) -> RedisProfileStore:
     return RedisProfileStore(
-        redis.Redis.from_url(url), dedupe_window_seconds=3600, session_gap_ms=session_gap_ms
+        redis.Redis.from_url(url),
+        dedupe_window_seconds=3600,
+        session_gap_ms=session_gap_ms,
+        traits=lambda: SHIPPED_TRAITS,
     )
 
 

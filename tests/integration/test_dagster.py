@@ -19,6 +19,7 @@ from streaming.archiver.rows import archive_row
 from streaming.archiver.sink import ParquetArchiveSink
 from streaming.profile_app.pipeline import check_record
 from streaming.profiles.store import RedisProfileStore
+from tests.integration.helpers import SHIPPED_TRAITS
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +69,9 @@ def test_assets_materialize_and_drift_check_fails_on_drift(settings, redis_clien
     store = RedisProfileStore(
         redis_client, dedupe_window_seconds=3600, session_gap_ms=settings.session_timeout_seconds * 1000
     )
-    store.apply_deltas([c.delta for c in (check_record(r, catalog) for r in raws) if c.delta])
+    # As the profile app does: with the traits it runs with (the shipped file, which reconcile reads too).
+    checked = (check_record(r, catalog, SHIPPED_TRAITS) for r in raws)
+    store.apply_deltas([c.delta for c in checked if c.delta])
 
     assets = [
         analyst_views.analyst_views,

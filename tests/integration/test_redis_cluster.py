@@ -24,7 +24,13 @@ from orchestration.local_services import start_redis_cluster
 from streaming.profiles.keys import profile_keys, profile_slot
 from streaming.profiles.reference import reference_owners, reference_person, reference_profiles
 from streaming.profiles.store import ClusterTopologyChanged, RedisProfileStore
-from tests.integration.helpers import comparable, ground_truth, post_batches, wait_for_profiles
+from tests.integration.helpers import (
+    SHIPPED_TRAITS,
+    comparable,
+    ground_truth,
+    post_batches,
+    wait_for_profiles,
+)
 from tests.integration.test_personalization import event, wait_for
 from tests.integration.test_profile_store import expected_documents, random_deltas, redis_documents
 from tests.integration.test_rules_prefilter import (
@@ -57,7 +63,9 @@ def cluster(cluster_url: str) -> Iterator[RedisClient]:
 
 
 def store_on(client: RedisClient) -> RedisProfileStore:
-    return RedisProfileStore(client, dedupe_window_seconds=3600, session_gap_ms=GAP_MS)
+    return RedisProfileStore(
+        client, dedupe_window_seconds=3600, session_gap_ms=GAP_MS, traits=lambda: SHIPPED_TRAITS
+    )
 
 
 def apply(store: RedisProfileStore, stream, how: str, batch: int) -> int:
