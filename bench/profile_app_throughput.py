@@ -4,6 +4,10 @@
 - naive: a Quix app that makes one Redis call per profile operation;
 - pulse: the real profile app (validate, enrich, idempotent pipelined Lua sink).
 
+The profile app runs as ``pulse up`` runs it: the shipped traits file (data/traits/traits.yaml,
+10 traits) and the built-in trait fields. ``--ab-user-traits`` alternates, in each trial, a run
+with no user traits (an empty traits file), to show what the user traits cost in the same run.
+
 Usage: .venv/bin/python -m bench.profile_app_throughput [--events 200000] [--naive-events 20000]
 """
 
@@ -125,6 +129,11 @@ def main() -> None:
     parser.add_argument(
         "--partitions", type=int, default=1, help="partitions of the events topic (the embedded default is 1)"
     )
+    parser.add_argument(
+        "--ab-user-traits",
+        action="store_true",
+        help="also run each trial with an empty traits file (built-in trait fields only)",
+    )
     args = parser.parse_args()
 
     events = demo_events(args.events, args.users)
@@ -137,18 +146,34 @@ def main() -> None:
         fill_topic(settings, events)
         print(f"topic filled with {len(events)} events ({len(distinct)} distinct valid), {args.users} users")
         client = redis.Redis.from_url(settings.redis_url)
-        ceilings, pulses = [], []
+        ceilings, pulses, bare = [], [], []
+        empty_traits = settings.data_path / "no-user-traits.yaml"
+        empty_traits.write_text("traits: {}\n")
         naive_rate = naive(settings, args.naive_events)
         for trial in range(args.repeat):
             ceilings.append(ceiling(settings, args.events))
-            client.flushdb()  # every trial applies every event, none is a duplicate of the last
-            publish_reference(client, CATALOG, read_catalog_csv(SAMPLE_CATALOG), "product_id")
-            trial_settings = settings.model_copy(
-                update={"consumer_group": f"{settings.consumer_group}-{trial}"}
+            variants = (
+                [("shipped", None), ("none", empty_traits)] if args.ab_user_traits else [("shipped", None)]
             )
-            pulses.append(pulse(trial_settings, args.events, len(distinct)))
+            if trial % 2:
+                variants.reverse()  # neither variant always runs first
+            for name, traits_file in variants:
+                client.flushdb()  # every trial applies every event, none is a duplicate of the last
+                publish_reference(client, CATALOG, read_catalog_csv(SAMPLE_CATALOG), "product_id")
+                trial_settings = settings.model_copy(
+                    update={
+                        "consumer_group": f"{settings.consumer_group}-{trial}-{name}",
+                        "traits_file": traits_file,
+                    }
+                )
+                rate = pulse(trial_settings, args.events, len(distinct))
+                (pulses if name == "shipped" else bare).append(rate)
         print("ceiling runs:", ", ".join(f"{r:,.0f}" for r in ceilings))
         print("pulse runs:  ", ", ".join(f"{r:,.0f}" for r in pulses))
+        if bare:
+            print("no user traits:", ", ".join(f"{r:,.0f}" for r in bare))
+            ratios = [p / b for p, b in zip(pulses, bare, strict=True)]
+            print("shipped traits / none, per trial:", ", ".join(f"{r:.2f}" for r in ratios))
         results = {
             "ceiling (raw consume+parse)": statistics.median(ceilings),
             "naive Quix + 1 Redis call/op": naive_rate,

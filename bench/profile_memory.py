@@ -14,7 +14,11 @@ inside the script (INFO commandstats), which bound how many events/s one Redis p
 Each profile is a known shopper with --events events over two sessions: an identify linking an
 anonymous id, page views over three categories, a search, two add-to-carts and a purchase.
 
-Usage: .venv/bin/python -m bench.profile_memory [--profiles 200000] [--events 10]
+Events fall in the last 25 days, so windowed traits (counts_7d/30d, windowed user traits) have
+cells; ``--traits FILE`` adds the user traits of FILE, ``--traits none`` runs without passing any
+(the built-in traits of this code, or a code version that has no traits at all).
+
+Usage: .venv/bin/python -m bench.profile_memory [--profiles 200000] [--events 10] [--traits none|FILE]
 """
 
 from __future__ import annotations
@@ -37,13 +41,14 @@ from streaming.profiles.store import RedisProfileStore
 CATEGORIES = ["electronics", "books", "fashion", "home", "sports", "toys", "beauty", "grocery"]
 DAY_MS = 86_400_000
 BATCH = 5_000
+NOW_MS = int(time.time() * 1000)
 
 
 def shopper_events(rng: random.Random, user: int, count: int) -> Iterator[dict]:
     """``count`` valid events of one user: two sessions a day apart."""
     user_id, anonymous_id = f"user-{user:08d}", f"anon-{uuid.UUID(int=rng.getrandbits(128)).hex[:16]}"
     categories = rng.sample(CATEGORIES, 3)
-    start = 1_780_000_000_000 + rng.randrange(30 * DAY_MS)
+    start = NOW_MS - 2 * DAY_MS - rng.randrange(23 * DAY_MS)
     plan = ["identify", "search", "add_to_cart", "add_to_cart", "purchase"]
     plan += ["page_view"] * max(0, count - len(plan))
     for i, event_type in enumerate(plan[:count]):
@@ -55,6 +60,7 @@ def shopper_events(rng: random.Random, user: int, count: int) -> Iterator[dict]:
                 "product_id": product,
                 "category": rng.choice(categories),
                 "url": f"https://shop.example/p/{product}",
+                "referrer": rng.choice(["https://www.google.com/", "https://news.example/"]),
             }
         elif event_type == "search":
             metadata = {"query": rng.choice(categories)}
@@ -71,17 +77,22 @@ def shopper_events(rng: random.Random, user: int, count: int) -> Iterator[dict]:
         }
         if event_type == "identify":
             event["anonymous_id"] = anonymous_id
+            event["metadata"] = {"traits": {"plan": rng.choice(["free", "pro"]), "company": f"c{user % 97}"}}
         yield event
 
 
-def deltas_for(profiles: range, events_per_profile: int, seed: int) -> Iterator[list[ProfileDelta]]:
+def deltas_for(
+    profiles: range, events_per_profile: int, seed: int, traits: object = None
+) -> Iterator[list[ProfileDelta]]:
     """Batches of deltas for the given profile numbers, as the profile app would compute them."""
     rng = random.Random(seed)
     batch: list[ProfileDelta] = []
     for user in profiles:
         for raw in shopper_events(rng, user, events_per_profile):
             event = validate_event(raw)
-            batch.append(profile_delta(event, event_category(event, None)))
+            category = event_category(event, None)
+            extra = () if traits is None else (traits,)
+            batch.append(profile_delta(event, category, *extra))
         if len(batch) >= BATCH:
             yield batch
             batch = []
@@ -121,7 +132,13 @@ def main() -> None:
     parser.add_argument("--profiles", type=int, default=200_000)
     parser.add_argument("--events", type=int, default=10, help="events per profile (at least 5)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--traits", default="data/traits/traits.yaml", help="a traits file, or none")
     args = parser.parse_args()
+    traits = None
+    if args.traits != "none":
+        from streaming.traits.loader import load_traits
+
+        traits = load_traits(args.traits)
 
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_redis(Path(tmp), persist=False)
@@ -133,7 +150,7 @@ def main() -> None:
             client.config_resetstat()
             cpu_before = main_thread_cpu(client)
             began, applied = time.perf_counter(), 0
-            for batch in deltas_for(range(args.profiles), args.events, args.seed):
+            for batch in deltas_for(range(args.profiles), args.events, args.seed, traits):
                 applied += store.apply_deltas(batch)
             elapsed = time.perf_counter() - began
             cpu_seconds = main_thread_cpu(client) - cpu_before
@@ -152,6 +169,7 @@ def main() -> None:
     per_profile = (profiles_only - baseline) / args.profiles
     per_marker = (loaded - profiles_only) / markers
     per_profile_with_markers = (loaded - baseline) / args.profiles
+    print(f"traits: {args.traits}")
     print(
         f"{server.get('server_name', 'redis')} "
         f"{server.get('valkey_version') or server.get('redis_version')}, "

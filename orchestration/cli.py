@@ -367,6 +367,47 @@ def traits_check(traits_file: Path) -> None:
     click.echo(f"{len(loaded)} traits OK")
 
 
+@traits.command(name="backfill")
+@click.argument("names", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def traits_backfill(names: tuple[str, ...], as_json: bool) -> None:
+    """Make live traits exact for history from the archive (default: every one not backfilled yet).
+
+    Safe while the stream runs and to run twice: nothing is counted twice. Dagster runs it by
+    itself when a new trait goes live (sensor new_traits_sensor).
+    """
+    import redis
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from assets.trait_backfill import TraitBackfillError, backfill_traits
+    from core.service_registry import ServiceNotConfigured
+    from streaming.traits.loader import TraitFileError
+
+    settings = PulseSettings()
+    try:
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("backfilling profiles", total=None)
+            report = backfill_traits(
+                settings, names, lambda done, total: bar.update(task, completed=done, total=total)
+            )
+    except (TraitBackfillError, TraitFileError, ServiceNotConfigured) as exc:
+        raise CommandFailed(str(exc)) from None
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise CommandFailed(
+            f"cannot reach Redis ({exc}); is `pulse up` running? (`pulse doctor` checks)"
+        ) from None
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    elif not report.traits:
+        click.echo("nothing to backfill: every live trait is backfilled")
+    else:
+        click.echo(
+            f"backfilled {', '.join(report.traits)}: {report.events} archived events of "
+            f"{report.profiles} profiles, {report.ops_applied} cell updates"
+        )
+
+
 @cli.command()
 def schema() -> None:
     """Print the JSON Schema of the event contract."""

@@ -9,6 +9,7 @@ from assets import (
     intent_model,
     pipeline_health,
     reconciliation_assets,
+    trait_backfill,
 )
 from core.resources import default_resources
 from enrichment import assets as enrichment_assets
@@ -27,11 +28,18 @@ defs = dg.Definitions(
             archive_assets,
             pipeline_health,
             intent_model,
+            trait_backfill,
         ]
     ),
     asset_checks=dg.load_asset_checks_from_modules([reconciliation_assets]),
-    jobs=[replay_job, health_job, forget_job, archive_compaction.archive_compaction_job],
+    jobs=[
+        replay_job,
+        health_job,
+        forget_job,
+        archive_compaction.archive_compaction_job,
+        trait_backfill.traits_backfill_job,
+    ],
     schedules=[health_schedule, forget_schedule, archive_compaction.archive_compaction_schedule],
-    sensors=[post_run_failures, stream_health_sensor],
+    sensors=[post_run_failures, stream_health_sensor, trait_backfill.new_traits_sensor],
     resources=default_resources(),
 )

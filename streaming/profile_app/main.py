@@ -24,6 +24,7 @@ from streaming.profiles.intent_store import IntentModelFollower
 from streaming.profiles.store import RedisProfileStore
 from streaming.rules.follower import RulesFollower
 from streaming.traits.follower import traits_follower
+from streaming.traits.registration import RegisteredTraits
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +40,10 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
     client = redis_from_url(service_registry.redis_url(settings), socket_timeout=10)
     intent_model = IntentModelFollower(client, settings.catalog_refresh_seconds)
     intent_model.prime()  # before the first event, as the reference data below
-    traits = traits_follower(settings)
-    traits.prime()  # a bad traits file stops the start, with every problem listed
+    follower = traits_follower(settings)
+    follower.prime()  # a bad traits file stops the start, with every problem listed
+    traits = RegisteredTraits(client, follower)  # each set registered before an event uses it
+    traits.current()
     store = RedisProfileStore(
         client,
         dedupe_window_seconds=settings.dedupe_window_seconds,

@@ -45,6 +45,7 @@ class ProfileDelta(NamedTuple):
     purchase_micros: int  # price * quantity in millionths, purchases only
     engagement: int
     ops: tuple[Any, ...] = ()  # trait cell ops, flat (see streaming/traits/ops.py)
+    marker: str = "1"  # the dedupe marker's value: g<generation> of the traits it was computed with
 
 
 def event_category(event: Event, catalog_category: str | None) -> str:
@@ -88,4 +89,5 @@ def profile_delta(
         purchase_micros=purchase_micros,
         engagement=ENGAGEMENT_POINTS.get(event_type, DEFAULT_ENGAGEMENT_POINTS),
         ops=trait_ops(event, category, traits, int(time.time() * 1000) if now_ms is None else now_ms),
+        marker=f"g{traits.generation}" if traits.generation else "1",
     )

@@ -39,6 +39,11 @@ UPDATE_FUNCTION = f"pulse_update_{hashlib.sha1(_UPDATE_LIBRARY_TEXT.encode()).he
 _UPDATE_LIBRARY = _UPDATE_LIBRARY_TEXT.replace(
     "#!lua name=pulse_update\n", f"#!lua name={UPDATE_FUNCTION}\n", 1
 ).replace("function_name = 'pulse_update'", f"function_name = '{UPDATE_FUNCTION}'", 1)
+#: Backfills of traits (streaming/traits/backfill.py), in the same library.
+BACKFILL_FUNCTION = UPDATE_FUNCTION.replace("pulse_update", "pulse_backfill")
+_UPDATE_LIBRARY = _UPDATE_LIBRARY.replace(
+    "function_name = 'pulse_backfill'", f"function_name = '{BACKFILL_FUNCTION}'", 1
+)
 #: Fired decisions stored in one call on a standalone server.
 _RECORD_SCRIPT = resources.files("streaming.profiles").joinpath("record.lua").read_text()
 #: GET /v1/decisions in one call on a standalone server (it reads keys of several ids).
@@ -74,6 +79,7 @@ def delta_row(key_index: int, delta: ProfileDelta) -> tuple[str | int, ...]:
         delta.purchase_micros,
         delta.engagement,
         delta.ops,
+        delta.marker,
     )
 
 
@@ -264,6 +270,28 @@ class RedisProfileStore:
         for call in self._script_calls(deltas, int(time.time() * 1000)):
             pipe.fcall(UPDATE_FUNCTION, len(call.keys), *call.keys, *call.args)
         return sum(pipe.execute()[len(links) :])
+
+    def backfill(self, jobs: Sequence[tuple[str, Any]]) -> list[int]:
+        """Run ``pulse_backfill`` for (profile id, job) pairs, pipelined; ops applied each (-1: no profile).
+
+        See update.lua and streaming/traits/backfill.py.
+        """
+        if not self._functions_loaded:
+            self.load_functions()
+
+        def run() -> list[int]:
+            pipe = self._client.pipeline(transaction=False)
+            for profile_id, job in jobs:
+                pipe.fcall(BACKFILL_FUNCTION, 1, fields_key(profile_id), _pack(job))
+            return [int(x) for x in pipe.execute()]
+
+        try:
+            return run()
+        except redis.ResponseError as exc:
+            if not function_missing(exc):
+                raise
+            self.load_functions()
+            return run()
 
     def load_functions(self) -> None:
         """Load the update function library (on every master of a cluster); idempotent."""

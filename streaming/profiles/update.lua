@@ -11,8 +11,9 @@
 --        touch several slots of that master; each profile stays in its own slot.
 -- ARGV:  1 dedupe TTL seconds, 2 now ms, 3 session gap ms,
 --        4 msgpack array of deltas: {key_index, event_id, event_type, ts_ms, user_id,
---          anonymous_id, category, product_id, cart_change, purchase_micros, engagement, ops}
+--          anonymous_id, category, product_id, cart_change, purchase_micros, engagement, ops, marker}
 --          ops: trait cell ops, flat {field, code, value, keep-from day, ...} (streaming/traits/cells.py)
+--          marker: the dedupe marker's value, g<generation> of its trait set (streaming/traits/registration.py)
 --        5 intent model, msgpack {bias, feature types, weights} (streaming/profiles/intent.py), or 
 --        6 msgpack array of key indices to report on (or ''), 7 '1' to report last products
 --        8 (cluster only) the keys, see KEYS, else ''
@@ -532,7 +533,7 @@ local function update(KEYS, ARGV)
     if plan and not decide_only and (plan['types'][d[3]] or any_rules) then prefetch = prefetch_names(d) end
     if decide_only then
       prefilter(d, base, prefetch_names(d))  -- nothing is applied
-    elseif redis.call('SET', base .. ':seen:' .. d[2], '1', 'NX', 'EX', ttl) then
+    elseif redis.call('SET', base .. ':seen:' .. d[2], d[13] or '1', 'NX', 'EX', ttl) then
       applied = applied + 1
       local event_type, ts, user_id, anon = d[3], d[4], d[5], d[6]
       local category, product, cart, micros, points = d[7], d[8], d[9], d[10], d[11]
@@ -645,4 +646,52 @@ local function update(KEYS, ARGV)
   return {applied, reports}
 end
 
+-- FCALL pulse_backfill (streaming/traits/backfill.py): add traits' cells for the events they have
+-- not counted, on one profile, atomically with its stream updates. KEYS[1]: the fields hash.
+-- ARGV[1]: msgpack {{storage id -> generation it went live with}, {{event_id, arrived long
+-- ago (1/0), {field, code, value, keep-from day, storage id, ...}}, ...}}. An event counts for a
+-- trait when its dedupe marker says it was applied by an older generation, or when it has no
+-- marker but arrived longer ago than the dedupe window (applied, its marker expired); one
+-- without a marker that arrived recently is not applied yet, and the stream will count it.
+-- "bf:<storage id>" marks the traits done on this profile: a second run adds nothing.
+-- Returns the number of ops applied, or -1 when the profile does not exist.
+local function backfill(KEYS, ARGV)
+  local fields = KEYS[1]
+  if redis.call('EXISTS', fields) == 0 then return -1 end
+  local base = string.sub(fields, 1, -3)
+  local job = cmsgpack.unpack(ARGV[1])
+  local live, events = job[1], job[2]
+  local done = {}
+  for sid, _ in pairs(live) do
+    if redis.call('HEXISTS', fields, 'bf:' .. sid) == 1 then done[sid] = true end
+  end
+  local pending, applied = {}, 0
+  for _, e in ipairs(events) do
+    local marker = redis.call('GET', base .. ':seen:' .. e[1])
+    local generation = nil
+    if marker then generation = tonumber(string.match(marker, '^g(%d+)$')) or 0 end
+    local ops = e[3]
+    for j = 1, #ops, 5 do
+      local sid = ops[j + 4]
+      local missing = (generation == nil and e[2] == 1) or (generation ~= nil and generation < live[sid])
+      if not done[sid] and missing then
+        local field = ops[j]
+        local cur = pending[field]
+        if cur == nil then cur = redis.call('HGET', fields, field) end
+        local new = combine(ops[j + 1], cur or nil, ops[j + 2])
+        if new ~= nil then pending[field] = new end
+        applied = applied + 1
+      end
+    end
+  end
+  local out = {}
+  for field, value in pairs(pending) do out[#out + 1] = field; out[#out + 1] = value end
+  for sid, _ in pairs(live) do
+    if not done[sid] then out[#out + 1] = 'bf:' .. sid; out[#out + 1] = '1' end
+  end
+  if #out > 0 then redis.call('HSET', fields, unpack(out)) end
+  return applied
+end
+
 redis.register_function{function_name = 'pulse_update', callback = update, flags = {'allow-cross-slot-keys'}}
+redis.register_function{function_name = 'pulse_backfill', callback = backfill}

@@ -43,6 +43,8 @@ class TraitSet:
         self._computed_reads = tuple(TraitRead(trait.name, trait) for trait in computed)
         self._compiled = tuple(compile_trait(trait) for trait in (*self.builtin, *computed))
         self._by_type: dict[str, tuple[CompiledTrait, ...]] = {}
+        #: Set once when an app registers the set (streaming/traits/registration.py); 0 = unregistered.
+        self.generation = 0
 
     @property
     def all(self) -> tuple[TraitDefinition, ...]:

@@ -14,6 +14,7 @@ from assets.reconciliation import IGNORED_FIELDS
 from enrichment.catalog import Catalog
 from streaming.profiles.store import RedisProfileStore
 from streaming.traits.follower import TraitsFollower
+from streaming.traits.registry import TraitSet
 from tests.reference_recompute import recompute_profiles
 
 #: The traits the apps run with in these tests (the shipped file, the default).
@@ -28,14 +29,17 @@ def comparable(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def ground_truth(
-    acknowledged: Iterable[Mapping[str, Any]], catalog: Catalog, session_gap_ms: int
+    acknowledged: Iterable[Mapping[str, Any]],
+    catalog: Catalog,
+    session_gap_ms: int,
+    traits: TraitSet = SHIPPED_TRAITS,
 ) -> dict[str, dict]:
     """Profiles (without derived fields) that the acknowledged valid events must produce."""
     documents = recompute_profiles(
         (msgspec.json.encode(obj) for obj in acknowledged),
         catalog,
         session_gap_ms,
-        traits=SHIPPED_TRAITS,
+        traits=traits,
         now_ms=AS_OF,
     )
     return {pid: comparable(doc) for pid, doc in documents.items()}
