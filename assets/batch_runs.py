@@ -176,6 +176,7 @@ def backtest_rules(
         _catalog_for_batch(settings),
         settings.session_timeout_seconds * 1000,
         enrich=lambda metadata: enrich_context(metadata, geo=geo, campaigns=campaigns),
+        traits=load_configured_traits(settings),
     )
 
 

@@ -18,9 +18,12 @@ from typing import Any
 from core.time_format import iso_from_ms
 from enrichment.catalog import Catalog
 from streaming.profile_app.pipeline import check_record
+from streaming.profiles.delta import event_category
 from streaming.profiles.identity import merge_decision_states, merge_parts
 from streaming.profiles.reference import DEFAULT_SESSION_GAP_MS, ReferenceProfile
 from streaming.rules.engine import RuleEngine, event_view
+from streaming.traits.ops import trait_ops
+from streaming.traits.registry import BUILTIN_TRAITS, TraitSet
 
 EXAMPLES_PER_RULE = 5
 
@@ -98,13 +101,20 @@ def backtest(
     catalog: Catalog,
     session_gap_ms: int = DEFAULT_SESSION_GAP_MS,
     enrich: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
+    traits: TraitSet = BUILTIN_TRAITS,
 ) -> BacktestReport:
-    """Replay events in event-time order through profiles and rules; nothing is written anywhere."""
+    """Replay events in event-time order through profiles and rules; nothing is written anywhere.
+
+    Each rule sees the profile as of its event's time: windowed and decayed traits are read then.
+    """
     checked = []
     for raw in raw_events:
         record = check_record(raw, catalog)
-        if record.delta is not None:
-            checked.append((record.event, record.delta))
+        if record.delta is not None and record.event is not None:
+            event = record.event
+            category = event_category(event, catalog.category_of(event.metadata.get("product_id")))
+            ops = trait_ops(event, category, traits, event.timestamp_ms)  # windows as of the event
+            checked.append((event, record.delta._replace(ops=ops)))
     checked.sort(key=lambda pair: (pair[1].timestamp_ms, pair[1].event_id))
     report = BacktestReport(results={rule.id: RuleResult(rule.id) for rule in engine.ruleset.rules})
     parts: dict[str, ReferenceProfile] = {}
@@ -124,7 +134,7 @@ def backtest(
         if not engine.triggers(delta.event_type):
             continue
         person = identities.person_of(delta.profile_id)
-        profile = _person_profile(person, parts, identities, session_gap_ms)
+        profile = _person_profile(person, parts, identities, session_gap_ms, traits, delta.timestamp_ms)
         if profile is None:
             continue
         members = [person, *identities.owned(person)]
@@ -146,13 +156,18 @@ def backtest(
 
 
 def _person_profile(
-    person: str, parts: dict[str, ReferenceProfile], identities: _Identities, session_gap_ms: int
+    person: str,
+    parts: dict[str, ReferenceProfile],
+    identities: _Identities,
+    session_gap_ms: int,
+    traits: TraitSet,
+    now_ms: int,
 ) -> dict[str, Any] | None:
     owned = identities.owned(person)
     own = parts.get(person)
     user_id = (own.fields.get("user_id") if own else None) or (person if owned else None)
     pieces = [parts[pid].part() for pid in [person, *owned] if pid in parts]
-    return merge_parts(person, str(user_id) if user_id else None, pieces, session_gap_ms)
+    return merge_parts(person, str(user_id) if user_id else None, pieces, session_gap_ms, traits, now_ms)
 
 
 def _record(result: RuleResult, person: str, decision: dict[str, Any]) -> None:
