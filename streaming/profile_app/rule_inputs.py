@@ -11,8 +11,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from streaming.profiles.codec import PartReport
 from streaming.profiles.identity import merge_decision_states, merged_view
-from streaming.profiles.store import PartReport, RedisProfileStore
+from streaming.profiles.store import RedisProfileStore
 
 
 class AnonymousPartCache:

@@ -16,8 +16,9 @@ from core.time_format import now_iso
 from streaming.dlq import dlq_headers
 from streaming.profile_app.pipeline import CheckedRecord
 from streaming.profile_app.rule_inputs import AnonymousPartCache, rule_inputs
+from streaming.profiles.codec import PartReport
 from streaming.profiles.delta import ProfileDelta
-from streaming.profiles.store import PartReport, RedisProfileStore
+from streaming.profiles.store import RedisProfileStore
 from streaming.rules.checkpoint import UpdateOrder, decide_checkpoint
 from streaming.rules.engine import RuleEngine
 from streaming.rules.model import EMPTY_RULESET

@@ -288,7 +288,7 @@ def test_a_server_without_functions_gets_a_clear_error(redis_client, monkeypatch
     """Redis 6 answers FUNCTION with "unknown command": the store says which version it needs."""
     import redis as redis_module
 
-    from streaming.profiles.store import RedisTooOld
+    from streaming.profiles.functions import RedisTooOld
 
     def refuse(*_args, **_kwargs):
         raise redis_module.ResponseError("unknown command 'FUNCTION', with args beginning with: 'LOAD'")

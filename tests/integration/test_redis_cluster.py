@@ -21,9 +21,10 @@ from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, re
 from enrichment.reference_store import CATALOG, publish_reference
 from orchestration.demo_traffic import TrafficGenerator
 from orchestration.local_services import start_redis_cluster
+from streaming.profiles.cluster import ClusterTopologyChanged
 from streaming.profiles.keys import profile_keys, profile_slot
 from streaming.profiles.reference import reference_owners, reference_person, reference_profiles
-from streaming.profiles.store import ClusterTopologyChanged, RedisProfileStore
+from streaming.profiles.store import RedisProfileStore
 from tests.integration.helpers import (
     SHIPPED_TRAITS,
     comparable,

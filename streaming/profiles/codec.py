@@ -1,0 +1,114 @@
+"""Wire formats between Python and the Redis scripts: what update.lua reads and what it reports."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import msgspec
+
+from streaming.profiles.delta import ProfileDelta
+from streaming.profiles.identity import ProfilePart
+from streaming.profiles.keys import owner_key
+
+#: msgpack, as the scripts' ``cmsgpack.unpack`` reads it.
+pack = msgspec.msgpack.Encoder().encode
+
+
+def decode(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def decode_map(mapping: dict[Any, Any]) -> dict[str, str]:
+    return {decode(k): decode(v) for k, v in mapping.items()}
+
+
+def interval(member: str) -> tuple[int, int]:
+    """A session as stored in the sessions zset: "<start>:<end>"."""
+    start, _, end = member.partition(":")
+    return int(start), int(end)
+
+
+def delta_row(key_index: int, delta: ProfileDelta) -> tuple[str | int, ...]:
+    """One delta as ``update.lua`` reads it (``key_index`` is 1-based into KEYS)."""
+    return (
+        key_index,
+        delta.event_id,
+        delta.event_type,
+        delta.timestamp_ms,
+        delta.user_id,
+        delta.anonymous_id,
+        delta.category,
+        delta.product_id,
+        delta.cart_change,
+        delta.purchase_micros,
+        delta.engagement,
+        delta.ops,
+        delta.marker,
+    )
+
+
+@dataclass(slots=True)
+class ScriptCall:
+    """One update.lua call: its KEYS, ARGV and the profile id of each key."""
+
+    keys: list[str]
+    args: tuple[Any, ...]
+    ids: list[str]
+
+
+class PartReport(NamedTuple):
+    """A profile's state right after an update, as update.lua reports it for the rules."""
+
+    part: ProfilePart
+    owner: str | None
+    decisions: dict[str, dict[str, Any]]  # fire state per rule key: fired_at_ms, fire_count, event_id
+
+
+def fire_state(decision: Mapping[str, Any]) -> str:
+    """The compact fire state the rules engine needs (cooldown, cap, redelivery) of a decision."""
+    return f"{decision['fired_at_ms']}:{decision['fire_count']}:{decision['event_id']}"
+
+
+def parse_fire_state(text: str) -> dict[str, Any]:
+    fired_at_ms, fire_count, event_id = text.split(":", 2)
+    return {"fired_at_ms": int(fired_at_ms), "fire_count": int(fire_count), "event_id": event_id}
+
+
+def parse_report(profile_id: str, entry: list[Any]) -> PartReport:
+    """Decode one update.lua report entry (see the script's header)."""
+    _, flat_fields, anonymous_ids, sessions, owner, flat_fires, flat_products = entry
+    fields = {decode(flat_fields[i]): decode(flat_fields[i + 1]) for i in range(0, len(flat_fields), 2)}
+    intervals = [interval(decode(member)) for member in sessions]
+    if "ss" in fields:
+        intervals.append((int(fields["ss"]), int(fields["se"])))
+    products = {
+        decode(flat_products[i]): int(float(flat_products[i + 1])) for i in range(0, len(flat_products), 2)
+    }
+    decisions = {
+        decode(flat_fires[i]): parse_fire_state(decode(flat_fires[i + 1]))
+        for i in range(0, len(flat_fires), 2)
+    }
+    part = ProfilePart(
+        profile_id, fields, frozenset(decode(a) for a in anonymous_ids), products, sorted(intervals)
+    )
+    owned = owner and "user_id" not in fields  # a user's own profile is nobody's part
+    return PartReport(part, decode(owner[0]) if owned else None, decisions)
+
+
+def identity_links(deltas: Sequence[ProfileDelta]) -> dict[str, tuple[int, str]]:
+    """anonymous_id -> earliest (event time ms, user_id) link among ``deltas``."""
+    links: dict[str, tuple[int, str]] = {}
+    for delta in deltas:
+        if delta.anonymous_id:
+            link = (delta.timestamp_ms, delta.user_id)
+            current = links.get(delta.anonymous_id)
+            if current is None or link < current:
+                links[delta.anonymous_id] = link
+    return links
+
+
+def link_command(anonymous_id: str, link: tuple[int, str]) -> tuple[str | int, ...]:
+    """Record a link; ``LT`` keeps each user's earliest time, so the write is idempotent."""
+    return ("ZADD", owner_key(anonymous_id), "LT", link[0], link[1])

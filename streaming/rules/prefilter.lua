@@ -1,0 +1,386 @@
+-- The rules prefilter of the pulse_update function library: not a library of its own. A Redis
+-- function library is one text, so the loader (streaming/profiles/functions.py) puts this file
+-- in place of the "-- @include streaming/rules/prefilter.lua" line of
+-- streaming/profiles/update.lua, and the function's name carries a digest of the composed text.
+-- It reads the call's state that update.lua declares before that line (gap, plan, rules_now,
+-- cluster, candidates, candidate_profiles, stitched, plans, plans_kept, PLANS_KEPT); update()
+-- calls plan_of, prefetch_names and prefilter. The plans it runs are built by
+-- streaming/rules/prefilter.py.
+
+-- Rules prefilter (streaming/rules/prefilter.py): three-valued conditions over each event's
+-- person right after its update (in a decide call: as the checkpoint's updates left it). A
+-- rule is dropped only when its condition is certainly false or its fire state certainly
+-- forbids it; a rule certainly true is marked so; everything else is left to the exact
+-- evaluation in Python.
+local UNKNOWN = {}
+local EVENT_FIELDS = {event_id = 2, event_type = 3, category = 7}
+-- The event being evaluated and what was read for it, afresh for each event (the profile
+-- changes between events): its profile's key base, its person's parts (false: not read yet;
+-- nil: not readable here), the person's numbers by field name, the fields to read at once,
+-- and those fields' values as the event's own update left them (nil: not updated here).
+local ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_uncertain, ev_updated
+
+local function encode_id(id) return (string.gsub(string.gsub(string.gsub(id, '%%', '%%25'), '{', '%%7B'), '}', '%%7D')) end
+local function decode_id(id) return (string.gsub(string.gsub(string.gsub(id, '%%7D', '}'), '%%7B', '{'), '%%25', '%%')) end
+
+-- Adds the parts' values of these fields up into ev_numbers (false when no part has one).
+local function read_numbers(names)
+  local sums = {}
+  for _, part in ipairs(ev_parts) do
+    local values = redis.call('HMGET', part .. ':p', unpack(names))
+    for i = 1, #names do
+      local x = values[i]
+      if x then sums[i] = (sums[i] or 0) + tonumber(x) end
+    end
+  end
+  for i, name in ipairs(names) do ev_numbers[name] = sums[i] or false end
+end
+
+-- The owner of a profile: the user of its earliest link, unless it is a user's own profile
+-- (it has a user_id field): a user id is a person of its own, whatever links name it.
+local function owner_of(base)
+  local owner = redis.call('ZRANGE', base .. ':owner', 0, 0)[1]
+  if owner and redis.call('HEXISTS', base .. ':p', 'user_id') == 1 then return nil end
+  return owner
+end
+
+-- The key bases of the person the profile belongs to (streaming/profiles/identity.py): its
+-- owning user, else itself; then the anonymous ids that person owns, in id order. On a
+-- cluster the other parts may live on other nodes: nil when the person has any. The fields
+-- the event's rules read are fetched with it, one call per part.
+local function find_parts(base)
+  if redis.call('EXISTS', base .. ':owner', base .. ':anon') == 0 then return {base} end  -- the usual case
+  if cluster then return nil end
+  local owner = owner_of(base)
+  local head, encoded = string.match(base, '^(.-{)(.*)}$')
+  local person, person_base = decode_id(encoded), base
+  if owner and owner ~= person then person, person_base = owner, head .. encode_id(owner) .. '}' end
+  local anonymous = redis.call('SMEMBERS', person_base .. ':anon')
+  local parts = {person_base}
+  table.sort(anonymous)
+  for _, id in ipairs(anonymous) do
+    if id ~= person then
+      local part = head .. encode_id(id) .. '}'
+      if owner_of(part) == person then parts[#parts + 1] = part end
+    end
+  end
+  return parts
+end
+
+local function person_parts()
+  if ev_parts == false then
+    ev_parts = find_parts(ev_base)
+    if ev_parts and #ev_prefetch > 0 then
+      if ev_updated and #ev_parts == 1 and ev_parts[1] == ev_base then ev_numbers = ev_updated else read_numbers(ev_prefetch) end
+    end
+  end
+  return ev_parts
+end
+
+-- A field of the person's fields hashes added up over its parts; nil when no part has it.
+local function number(name)
+  local v = ev_numbers[name]
+  if v == nil then
+    read_numbers({name})
+    v = ev_numbers[name]
+  end
+  return v or nil
+end
+
+-- The number of sessions over all parts: intervals at most the session gap apart merge
+-- (merge_sessions in streaming/profiles/identity.py).
+local function session_count()
+  local intervals = {}
+  for _, part in ipairs(ev_parts) do
+    for _, member in ipairs(redis.call('ZRANGE', part .. ':sessions', 0, -1)) do
+      local sep = string.find(member, ':', 1, true)
+      intervals[#intervals + 1] = {tonumber(string.sub(member, 1, sep - 1)), tonumber(string.sub(member, sep + 1))}
+    end
+    local bounds = redis.call('HMGET', part .. ':p', 'ss', 'se')
+    if bounds[1] then intervals[#intervals + 1] = {tonumber(bounds[1]), tonumber(bounds[2])} end
+  end
+  table.sort(intervals, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+  local count, last_end = 0, nil
+  for _, interval in ipairs(intervals) do
+    if last_end and interval[1] <= last_end + gap then
+      if interval[2] > last_end then last_end = interval[2] end
+    else
+      count, last_end = count + 1, interval[2]
+    end
+  end
+  return count
+end
+
+-- Profile numbers as merged_view computes them: counters add up over the parts; the intent
+-- score is the first part's that has one (the person's own first).
+local PROFILE_NUMBERS = {
+  event_count = function() return number('event_count') or 0 end,
+  engagement_score = function() return number('engagement') or 0 end,
+  purchase_total = function() return (number('purchase_micros') or 0) / 1000000 end,
+  intent_score = function()
+    if #ev_parts == 1 then return number('intent_score') or 0 end
+    for _, part in ipairs(ev_parts) do
+      local score = redis.call('HGET', part .. ':p', 'intent_score')
+      if score then return tonumber(score) end
+    end
+    return 0
+  end,
+  session_count = function()
+    if #ev_parts > 1 then return session_count() end
+    return redis.call('ZCARD', ev_parts[1] .. ':sessions') + (number('ss') and 1 or 0)
+  end,
+}
+
+-- How many entries a profile map shows (the cart: positive quantities only), over all parts.
+local function map_size(prefix)
+  local name = 'size:' .. prefix
+  if ev_numbers[name] == nil then
+    local sums, n = {}, 0
+    for _, part in ipairs(ev_parts) do
+      local flat = redis.call('HGETALL', part .. ':p')
+      for i = 1, #flat, 2 do
+        if string.sub(flat[i], 1, 2) == prefix .. ':' then sums[flat[i]] = (sums[flat[i]] or 0) + tonumber(flat[i + 1]) end
+      end
+    end
+    for _, v in pairs(sums) do
+      if prefix ~= 'c' or v > 0 then n = n + 1 end
+    end
+    ev_numbers[name] = n
+  end
+  return ev_numbers[name]
+end
+
+-- A plan node compiled into a function of the current event (once per call, not per event).
+local compile
+local COMPARE = {
+  ['<'] = function(x, y) return x < y end, ['<='] = function(x, y) return x <= y end,
+  ['>'] = function(x, y) return x > y end, ['>='] = function(x, y) return x >= y end,
+}
+compile = function(node)
+  local op = node[1]
+  if op == 'k' then
+    local value = node[2]
+    return function() return value end
+  elseif op == 'e' then
+    local index = EVENT_FIELDS[node[2]]
+    return function() return ev_delta[index] end
+  elseif op == 'and' or op == 'or' then
+    local stop = (op == 'or')  -- the value that decides: false for and, true for or
+    local a, b = compile(node[2]), compile(node[3])
+    return function()
+      local x = a()
+      if x == stop then return stop end
+      local y = b()
+      if y == stop then return stop end
+      if x == not stop and y == not stop then return not stop end
+      return UNKNOWN
+    end
+  elseif op == 'not' then
+    local a = compile(node[2])
+    return function()
+      local x = a()
+      if x == true then return false elseif x == false then return true end
+      return UNKNOWN
+    end
+  elseif op == 'cmp' then
+    local c, a, b = node[2], compile(node[3]), compile(node[4])
+    if c == '==' or c == '!=' then
+      local equal = (c == '==')
+      return function()
+        local x, y = a(), b()
+        if x == UNKNOWN or y == UNKNOWN or type(x) ~= type(y) then return UNKNOWN end
+        return (x == y) == equal
+      end
+    end
+    local compare = COMPARE[c]
+    if not compare then return function() return UNKNOWN end end
+    return function()
+      local x, y = a(), b()
+      if type(x) ~= 'number' or type(y) ~= 'number' then return UNKNOWN end  -- UNKNOWN is a table
+      return compare(x, y)
+    end
+  elseif op == 'p' then
+    local read = PROFILE_NUMBERS[node[2]]
+    return function()
+      if not person_parts() then return UNKNOWN end
+      return read()
+    end
+  elseif op == 'size' then
+    local prefix = node[2]
+    return function()
+      if not person_parts() then return UNKNOWN end
+      return map_size(prefix)
+    end
+  elseif op == 'm' or op == 'in' then
+    local prefix, key_of, membership = node[2], compile(node[3]), (op == 'in')
+    return function()
+      if not person_parts() then return UNKNOWN end
+      local key = key_of()
+      if type(key) ~= 'string' then return UNKNOWN end
+      local v = number(prefix .. ':' .. key)
+      if v ~= nil and prefix == 'c' and v <= 0 then v = nil end  -- the cart shows positive quantities only
+      if membership then return v ~= nil end
+      return v or UNKNOWN  -- a missing key is a CEL error
+    end
+  end
+  return function() return UNKNOWN end
+end
+
+-- Whether the rule's fire state (cooldown, cap, this very event) may let it fire: the
+-- person's latest fire over its parts, with the highest count (merge_decision_states).
+-- Returns (may fire, the state was read exactly, the person's fire count so far).
+local function may_fire(rule)
+  local how, key = rule[4], rule[2]
+  if how[1] == 1 then
+    local value = ev_delta[EVENT_FIELDS[how[2]]]
+    if value ~= '' then key = key .. ':' .. value end
+  elseif how[1] ~= 0 then
+    return true, false, 0
+  end
+  if not person_parts() then return true, false, 0 end
+  local latest, latest_event, count = nil, nil, 0
+  for _, part in ipairs(ev_parts) do
+    local state = redis.call('HGET', part .. ':fires', key)
+    if state then
+      local at, n, event_id = string.match(state, '^(%d+):(%d+):(.*)$')
+      if not at then return true, false, 0 end
+      at, n = tonumber(at), tonumber(n)
+      if latest == nil or at > latest then latest, latest_event = at, event_id end
+      if n > count then count = n end
+    end
+  end
+  if latest == nil then return true, true, 0 end
+  if latest_event == ev_delta[2] then return false end
+  if rule[5] > 0 and count >= rule[5] then return false end
+  return rules_now - latest >= rule[6], true, count
+end
+
+-- Runs a rule plan on the current event, adding it to ``may`` if it may fire, as {rule number,
+-- 1 when certain to fire (exact condition and state) else 0, fire count so far}. Only rules
+-- whose plan allows it (rule[7]: no profile in params, not a segment) are certain.
+local function run_one(rule, may)
+  local test = rule.condition
+  if not test then test = compile(cjson.decode(rule[3])); rule.condition = test end  -- on first use
+  local condition = test()
+  if condition ~= false then
+    local allowed, exact, count = may_fire(rule)
+    if allowed then
+      local certain = (condition == true and exact and rule[7]) and 1 or 0
+      may[#may + 1] = rule[1]; may[#may + 1] = certain; may[#may + 1] = count
+      if certain == 0 then ev_uncertain = true end
+    end
+  end
+end
+
+local function run(rules, may)
+  for _, rule in ipairs(rules) do run_one(rule, may) end
+end
+
+-- A type plan: rules for every event, rules guarded by ``event.<field> == value`` by value,
+-- and tiers of rules requiring ``number >= c`` in ascending c: those above the number are skipped.
+local function run_type_plan(type_plan, may)
+  if not type_plan then return end
+  run(type_plan['all'], may)
+  for name, by_value in pairs(type_plan['by']) do
+    local group = by_value[ev_delta[EVENT_FIELDS[name]]]
+    if group then run(group['rules'], may) end
+  end
+  for _, tier in ipairs(type_plan['tiers']) do
+    if not tier.number then tier.number = compile(cjson.decode(tier[1])) end
+    local value = tier.number()
+    local known = type(value) == 'number'
+    for _, entry in ipairs(tier[2]) do
+      if known and (entry[1] > value or (entry[1] == value and entry[2])) then break end
+      run_one(entry[3], may)
+    end
+  end
+end
+
+-- Adds the fields a plan part reads (fixed names, and prefix..':'..<event field>) to names,
+-- once each. Returns whether they depend on the event's type and category only.
+local function add_reads(reads, d, names)
+  local by_type_and_category = true
+  for _, name in ipairs(reads['fields']) do
+    if not names[name] then names[name] = true; names[#names + 1] = name end
+  end
+  for _, pair in ipairs(reads['keyed']) do
+    local name = pair[1] .. ':' .. d[EVENT_FIELDS[pair[2]]]
+    if not names[name] then names[name] = true; names[#names + 1] = name end
+    if pair[2] == 'event_id' then by_type_and_category = false end
+  end
+  return by_type_and_category
+end
+
+-- The fields a type plan's rules may read for this event: those of its unguarded rules and
+-- tiers, and those of the guarded group the event matches.
+local function add_fields(type_plan, d, names)
+  if not type_plan then return true end
+  local by_type_and_category = add_reads(type_plan, d, names)
+  for name, by_value in pairs(type_plan['by']) do
+    local group = by_value[d[EVENT_FIELDS[name]]]
+    if group then
+      if name == 'event_id' then by_type_and_category = false end
+      if not add_reads(group, d, names) then by_type_and_category = false end
+    end
+  end
+  return by_type_and_category
+end
+
+-- The fields the rules of a delta's event type read, read at once with the person's parts
+-- (kept with the plan, by event type and category).
+local function prefetch_names(d)
+  local key = d[3] .. '\0' .. d[7]
+  local prefetched = plan.prefetched
+  local names = prefetched[key]
+  if names then return names end
+  names = {}
+  local typed = add_fields(plan['types'][d[3]], d, names)
+  if add_fields(plan['any'], d, names) and typed then prefetched[key] = names end
+  return names
+end
+
+-- The person id and user id a decision names (merged_view's profile_id and user_id).
+local function person_ids()
+  local person = decode_id(string.match(ev_parts[1], '{(.*)}$'))
+  local user_id = redis.call('HGET', ev_parts[1] .. ':p', 'user_id')
+  if not user_id and #ev_parts > 1 then user_id = person end
+  return person, user_id or ''
+end
+
+-- Evaluates the rules of a delta's event type; an event with candidates adds
+-- {event_id, {rule, certain, count, ...}, person id, user id} (ids '' when not read) to the
+-- reply. Its profile is reported only when a candidate is uncertain (Python evaluates those).
+-- ``names`` are the fields its rules read and ``updated`` their values after the event's own
+-- update (nil in a decide call).
+local function prefilter(d, base, names, updated)
+  local typed, any = plan['types'][d[3]], plan['any']
+  ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_updated = d, base, false, {}, names, updated
+  ev_uncertain = false
+  local may = {}
+  run_type_plan(typed, may)
+  run_type_plan(any, may)
+  if #may > 0 then
+    local person, user_id = '', ''
+    if ev_parts then person, user_id = person_ids() end
+    candidates[#candidates + 1] = {d[2], may, person, user_id}
+    if ev_uncertain then candidate_profiles[d[1]] = true end
+  end
+  if ev_parts and (#ev_parts > 1 or ev_parts[1] ~= base) then  -- a person of other profiles
+    local ids = {}
+    for i, part in ipairs(ev_parts) do ids[i] = decode_id(string.match(part, '{(.*)}$')) end
+    stitched[#stitched + 1] = {d[2], ids}
+  end
+end
+
+-- The plan an argument encodes, decoded once and kept.
+local function plan_of(argument)
+  local found = plans[argument]
+  if found then return found end
+  if plans_kept >= PLANS_KEPT then plans, plans_kept = {}, 0 end
+  found = cmsgpack.unpack(argument)
+  local any = found['any']
+  found.prefetched = {}
+  found.any_rules = #any['all'] > 0 or next(any['by']) ~= nil or #any['tiers'] > 0
+  plans[argument], plans_kept = found, plans_kept + 1
+  return found
+end
