@@ -102,21 +102,21 @@ local function combine(code, cur, v)
   return nil
 end
 
--- Drops the cells of windowed traits older than their keep-from day; called when a new day's
--- cell was created, so at most once per trait, key and day.
-local function trim_cells(fields, trims)
-  local dels = {}
-  local names = redis.call('HKEYS', fields)
-  for _, trim in ipairs(trims) do
-    local prefix, keep = trim[1], trim[2]
-    for _, name in ipairs(names) do
-      if string.sub(name, 1, #prefix) == prefix then
-        local day = tonumber(string.match(name, '^x%a+:[^:]*:(%d*):'))
-        if day and day < keep then dels[#dels + 1] = name end
-      end
+-- Drops a windowed trait's cells of days before its keep-from day, and returns the oldest day
+-- left. Runs only when the trait's oldest day ("w:<trait>") fell out of its window: at most
+-- once a day per profile and trait.
+local function trim_cells(fields, trait, keep)
+  local dels, oldest = {}, nil
+  for _, name in ipairs(redis.call('HKEYS', fields)) do
+    local t, day = string.match(name, '^x%a+:([^:]*):(%d+):')
+    if t == trait then
+      day = tonumber(day)
+      if day < keep then dels[#dels + 1] = name
+      elseif not oldest or day < oldest then oldest = day end
     end
   end
   if #dels > 0 then redis.call('HDEL', fields, unpack(dels)) end
+  return oldest
 end
 
 -- Merge t into the sessions zset (general, order-independent case).
@@ -173,7 +173,13 @@ local function update(KEYS, ARGV)
       if model then names[#names + 1] = 'sq' end
       local sq_index = #names
       local ops, ops_from = d[12], #names + 1
-      if ops then for j = 1, #ops, 4 do names[#names + 1] = ops[j] end end
+      if ops then
+        for j = 1, #ops, 4 do names[#names + 1] = ops[j] end
+        for j = 1, #ops, 4 do  -- a windowed op's trait's oldest day
+          local w = ops[j + 3]
+          if w ~= 0 then names[#names + 1] = w[2] end
+        end
+      end
       local read_from = #names + 1
       if prefetch then for _, name in ipairs(prefetch) do names[#names + 1] = name end end
       local cur = redis.call('HMGET', fields, unpack(names))
@@ -222,18 +228,31 @@ local function update(KEYS, ARGV)
       end
       local trims = nil
       if ops then
+        local w_at = ops_from + #ops / 4
         for j = 1, #ops, 4 do
           local cur_cell = cur[ops_from + (j - 1) / 4]
           local new = combine(ops[j + 1], cur_cell, ops[j + 2])
           if new ~= nil then out[#out + 1] = ops[j]; out[#out + 1] = new end
-          if not cur_cell and ops[j + 3] > 0 then
-            trims = trims or {}
-            trims[#trims + 1] = {string.match(ops[j], '^(x%a+:[^:]*:)'), ops[j + 3]}
+          local w = ops[j + 3]  -- 0, or {keep-from day, "w:<trait>", the cell's day}
+          if w ~= 0 then
+            local oldest = tonumber(cur[w_at])
+            w_at = w_at + 1
+            if oldest and oldest < w[1] then
+              trims = trims or {}
+              trims[#trims + 1] = w
+            elseif not cur_cell and (not oldest or w[3] < oldest) then
+              out[#out + 1] = w[2]; out[#out + 1] = w[3]
+            end
           end
         end
       end
       redis.call('HSET', fields, unpack(out))
-      if trims then trim_cells(fields, trims) end
+      if trims then
+        for _, w in ipairs(trims) do
+          local oldest = trim_cells(fields, string.sub(w[2], 3), w[1])
+          redis.call('HSET', fields, w[2], oldest or w[3])
+        end
+      end
       if prefetch then  -- the rules' fields as this update left them
         updated = {}
         for i, name in ipairs(prefetch) do

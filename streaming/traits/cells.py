@@ -73,24 +73,33 @@ def combine(code: str, current: str | None, value: str) -> str:
     raise ValueError(f"unknown cell code {code!r}")
 
 
-def apply_ops(fields: MutableMapping[str, str], ops: tuple[Any, ...]) -> None:
-    """Apply an event's flat ops (field, code, value, keep-from day, ...) as ``update.lua`` does.
+def apply_ops(fields: MutableMapping[str, Any], ops: tuple[Any, ...]) -> None:
+    """Apply an event's flat ops (field, code, value, window, ...) as ``update.lua`` does.
 
-    A windowed cell created here drops its trait's cells of days before the keep-from day.
+    A windowed op's trait keeps its oldest day in ``w:<trait>``; when that day has fallen out of
+    the window, the trait's cells of days before the keep-from day are dropped.
     """
-    trims: list[tuple[str, int]] = []
+    trims = []
     for i in range(0, len(ops), 4):
-        name, code, value, keep_from = ops[i : i + 4]
+        name, code, value, window = ops[i : i + 4]
         current = fields.get(name)
         fields[name] = combine(code, current, str(value))
-        if current is None and keep_from > 0:
-            trims.append((name, keep_from))
-    for name, keep_from in trims:
-        prefix = name[: name.index(":", name.index(":") + 1) + 1]
-        for other in [n for n in fields if n.startswith(prefix)]:
-            day = parse_cell(other)[2]
-            if day is not None and day < keep_from:
+        if window:
+            keep_from, oldest_field, day = window
+            oldest = fields.get(oldest_field)
+            if oldest is not None and int(oldest) < keep_from:
+                trims.append(window)
+            elif current is None and (oldest is None or day < int(oldest)):
+                fields[oldest_field] = str(day)
+    for keep_from, oldest_field, day in trims:
+        storage_id, days = oldest_field[2:], []
+        for other in [n for n in fields if is_cell(n) and parse_cell(n)[1] == storage_id]:
+            cell_day = parse_cell(other)[2]
+            if cell_day is not None and cell_day < keep_from:
                 del fields[other]
+            elif cell_day is not None:
+                days.append(cell_day)
+        fields[oldest_field] = str(min(days, default=day))
 
 
 def merge_cells(into: MutableMapping[str, str], other: Mapping[str, str]) -> None:

@@ -49,6 +49,7 @@ class TraitDefinition:
     window_days: int | None = None
     half_life_days: float | None = None
     keyed_by: str | None = None  # built-ins only (see KEYED_BY)
+    short_name: str = ""  # built-ins: a shorter name in their cells' field names
     storage_id: str = dataclass_field(init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -65,8 +66,8 @@ class TraitDefinition:
                 self.keyed_by,
             ]
         )
-        digest = hashlib.sha1(meaning.encode()).hexdigest()[:6]
-        object.__setattr__(self, "storage_id", f"{self.name}.{digest}")
+        digest = hashlib.sha1(meaning.encode()).hexdigest()[:4]
+        object.__setattr__(self, "storage_id", f"{self.short_name or self.name}.{digest}")
 
     @property
     def code(self) -> str:
@@ -93,15 +94,23 @@ class TraitRead:
 def builtin_traits(interest_half_life_days: float = 7.0) -> tuple[TraitDefinition, ...]:
     """The built-in traits behind the profile's ``traits``, ``interests``, ``counts_7d``/``counts_30d``."""
     return (
-        TraitDefinition("traits", "last", frozenset({"identify"}), field="metadata.traits", keyed_by="each"),
+        TraitDefinition(
+            "traits",
+            "last",
+            frozenset({"identify"}),
+            field="metadata.traits",
+            keyed_by="each",
+            short_name="tr",
+        ),
         TraitDefinition(
             "interests",
             "decayed",
             frozenset({"page_view"}),
             half_life_days=interest_half_life_days,
             keyed_by="category",
+            short_name="in",
         ),
-        TraitDefinition("counts", "count", None, window_days=30, keyed_by="event_type"),
+        TraitDefinition("counts", "count", None, window_days=30, keyed_by="event_type", short_name="ct"),
     )
 
 

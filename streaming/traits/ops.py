@@ -1,9 +1,11 @@
 """Turn an event into the trait cell ops it causes (pure, on the profile app's hot path).
 
-Ops are flat: ``(field, code, value, keep_from_day, ...)``, applied once per event_id by
-``update.lua`` (and ``streaming.traits.cells.apply_ops`` in Python). A windowed trait skips
-events older than its window (they can never be read again) and carries the first day it
-keeps, so the cells of older days are dropped: memory per profile stays bounded.
+Ops are flat: ``(field, code, value, window, ...)``, applied once per event_id by
+``update.lua`` (and ``streaming.traits.cells.apply_ops`` in Python). ``window`` is 0, or for a
+windowed trait ``(keep-from day, "w:<trait>", the cell's day)``: such a trait skips events
+older than its window (they can never be read again), and the profile keeps the trait's oldest
+day in ``w:<trait>``, so once that day falls out of the window the older cells are dropped:
+memory per profile stays bounded.
 """
 
 from __future__ import annotations
@@ -27,16 +29,17 @@ def trait_ops(event: Event, category: str, traits: TraitSet, now_ms: int) -> tup
     day = event.timestamp_ms // DAY_MS
     for entry in compiled:
         trait = entry.trait
-        keep_from = 0
+        window: Any = 0
         if trait.window_days:
             keep_from = now_ms // DAY_MS - trait.window_days + 1
             if day < keep_from:
                 continue
+            window = (keep_from, f"w:{trait.storage_id}", day)
         if entry.predicate is not None and entry.predicate(event, category) is not True:
             continue
         cell_day = day if trait.window_days else None
         for key, value in _cell_values(entry, event, category):
-            ops += (cell_field(trait, cell_day, key), trait.code, value, keep_from)
+            ops += (cell_field(trait, cell_day, key), trait.code, value, window)
     return tuple(ops)
 
 

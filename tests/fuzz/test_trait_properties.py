@@ -287,3 +287,54 @@ def test_last_and_first_break_ties_by_the_larger_event_id():
         document = reference_profiles([delta_of(b) for b in order])["u1"].document(TRAITS, NOW)
         assert document["traits"] == {"plan": "pro"}
         assert document["computed"]["last_plan"] == "pro"
+
+
+@st.composite
+def arrivals_over_months(draw: st.DrawFn) -> list[tuple[int, dict[str, Any]]]:
+    """(processing time, event) of one person over 90 days: events arrive up to two days late, some twice."""
+    out = []
+    for _ in range(draw(st.integers(1, 150))):
+        body = draw(events())
+        body["user_id"] = "u1"
+        body.pop("anonymous_id", None)
+        ts = (TODAY - 90) * DAY_MS + draw(st.integers(0, 90 * DAY_MS))
+        body["timestamp"] = iso_from_ms(ts)
+        out.append((ts + draw(st.integers(0, 2 * DAY_MS)), body))
+    out += draw(st.lists(st.sampled_from(out), max_size=5)) if out else []
+    return sorted(out, key=lambda pair: pair[0])
+
+
+@pytest.mark.integration
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(arrivals_over_months())
+def test_windows_stay_exact_and_bounded_as_days_pass(redis_client, arrivals):
+    """Cells of days that left the window are dropped as time passes; what is read stays exact."""
+    store = _store(redis_client)
+    deltas = []
+    for processed_at, body in arrivals:
+        event = validate_event(body)
+        category = event_category(event, CATALOG.category_of(event.metadata.get("product_id")))
+        delta = profile_delta(event, category, TRAITS, processed_at)
+        deltas.append(delta)
+        store.apply_deltas([delta])
+    end = arrivals[-1][0] if arrivals else NOW
+    want = {pid: trait_view(p.document(TRAITS, end)) for pid, p in reference_profiles(deltas).items()}
+    live = store.get_profiles(list(want), end)
+    for pid, document in want.items():
+        assert_same(trait_view(live[pid]), document)
+    # Bounded: after each event of a windowed trait, its cells span at most its window (plus
+    # the two days an event may arrive late); nothing else adds cells.
+    windows = {t.storage_id: t.window_days for t in TRAITS.all if t.window_days}
+    for pid in want:
+        fields = {k.decode(): v for k, v in redis_client.hgetall(f"pulse:{{{pid}}}:p").items()}
+        days_kept = {
+            (name.split(":")[1], int(name.split(":")[2]))
+            for name in fields
+            if name.startswith("x") and name.split(":")[1] in windows
+        }
+        for sid, window in windows.items():
+            assert len({d for s, d in days_kept if s == sid}) <= window + 2, (sid, sorted(days_kept))
