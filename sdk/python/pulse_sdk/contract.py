@@ -148,6 +148,11 @@ def _check_metadata(event_type: str, metadata: Mapping[str, Any]) -> None:
                 raise EventContractError(f"{event_type} needs metadata.{rule.field}")
             continue
         if not _matches_kind(value, rule.kind):
+            if rule.kind == "string" and isinstance(value, str):
+                raise EventContractError(
+                    f"metadata.{rule.field} must be a string of 1 to {MAX_ID_LENGTH} characters, "
+                    f"got {len(value)}"
+                )
             raise EventContractError(f"metadata.{rule.field} must be a {rule.kind}, got {_json_type(value)}")
         if rule.minimum is not None and value < rule.minimum:
             raise EventContractError(f"metadata.{rule.field} must be >= {rule.minimum}, got {value}")
