@@ -296,6 +296,10 @@ def _valkey_argv(port: int, directory: Path, persist: bool) -> list[str]:
         "yes" if persist else "no",
         "--appendfsync",
         "everysec",
+        # A profile's fields hash stays a compact listpack with its trait cells (first/last
+        # cells carry "<ms>:<event_id>:" before the value); docs/operations.md, Redis settings.
+        "--hash-max-listpack-value",
+        "128",
     ]
 
 
