@@ -102,15 +102,14 @@ local function combine(code, cur, v)
   return nil
 end
 
--- Drops a windowed trait's cells of days before its keep-from day, and returns the oldest day
--- left. Runs only when the trait's oldest day ("w:<trait>") fell out of its window: at most
--- once a day per profile and trait.
-local function trim_cells(fields, trait, keep)
+-- Drops the windowed cells of days before ``keep`` and returns the oldest day left. Runs only
+-- when the profile's oldest windowed day (field "w") is before ``keep``: about once a day per
+-- active profile, and never for one whose cells all lie within the longest window.
+local function trim_cells(fields, keep)
   local dels, oldest = {}, nil
   for _, name in ipairs(redis.call('HKEYS', fields)) do
-    local t, day = string.match(name, '^x%a+:([^:]*):(%d+):')
-    if t == trait then
-      day = tonumber(day)
+    local day = tonumber(string.match(name, '^x%a+:[^:]*:(%d+):'))
+    if day then
       if day < keep then dels[#dels + 1] = name
       elseif not oldest or day < oldest then oldest = day end
     end
@@ -172,13 +171,13 @@ local function update(KEYS, ARGV)
       if micros ~= 0 then names[#names + 1] = 'purchase_micros' end
       if model then names[#names + 1] = 'sq' end
       local sq_index = #names
-      local ops, ops_from = d[12], #names + 1
+      local ops, ops_from, w_index = d[12], #names + 1, nil
       if ops then
-        for j = 1, #ops, 4 do names[#names + 1] = ops[j] end
-        for j = 1, #ops, 4 do  -- a windowed op's trait's oldest day
-          local w = ops[j + 3]
-          if w ~= 0 then names[#names + 1] = w[2] end
+        for j = 1, #ops, 4 do
+          names[#names + 1] = ops[j]
+          if ops[j + 3] > 0 then w_index = true end
         end
+        if w_index then names[#names + 1] = 'w'; w_index = #names end  -- the oldest windowed day
       end
       local read_from = #names + 1
       if prefetch then for _, name in ipairs(prefetch) do names[#names + 1] = name end end
@@ -226,33 +225,27 @@ local function update(KEYS, ARGV)
         out[#out + 1] = 'sq'; out[#out + 1] = format_counts(latest)
         out[#out + 1] = 'intent_score'; out[#out + 1] = intent(latest, (se - ss) / 60000)
       end
-      local trims = nil
+      local trim = 0
       if ops then
-        local w_at = ops_from + #ops / 4
+        local oldest = w_index and tonumber(cur[w_index])
+        local was = oldest
         for j = 1, #ops, 4 do
           local cur_cell = cur[ops_from + (j - 1) / 4]
           local new = combine(ops[j + 1], cur_cell, ops[j + 2])
           if new ~= nil then out[#out + 1] = ops[j]; out[#out + 1] = new end
-          local w = ops[j + 3]  -- 0, or {keep-from day, "w:<trait>", the cell's day}
-          if w ~= 0 then
-            local oldest = tonumber(cur[w_at])
-            w_at = w_at + 1
-            if oldest and oldest < w[1] then
-              trims = trims or {}
-              trims[#trims + 1] = w
-            elseif not cur_cell and (not oldest or w[3] < oldest) then
-              out[#out + 1] = w[2]; out[#out + 1] = w[3]
+          local keep = ops[j + 3]  -- windowed: the first day the longest window reads
+          if keep > 0 then
+            if not cur_cell then
+              local day = tonumber(string.match(ops[j], '^x%a+:[^:]*:(%d+):'))
+              if not oldest or day < oldest then oldest = day end
             end
+            if oldest and oldest < keep then trim = keep end
           end
         end
+        if trim == 0 and oldest ~= was then out[#out + 1] = 'w'; out[#out + 1] = oldest end
       end
       redis.call('HSET', fields, unpack(out))
-      if trims then
-        for _, w in ipairs(trims) do
-          local oldest = trim_cells(fields, string.sub(w[2], 3), w[1])
-          redis.call('HSET', fields, w[2], oldest or w[3])
-        end
-      end
+      if trim > 0 then redis.call('HSET', fields, 'w', trim_cells(fields, trim)) end
       if prefetch then  -- the rules' fields as this update left them
         updated = {}
         for i, name in ipairs(prefetch) do

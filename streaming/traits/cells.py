@@ -74,32 +74,30 @@ def combine(code: str, current: str | None, value: str) -> str:
 
 
 def apply_ops(fields: MutableMapping[str, Any], ops: tuple[Any, ...]) -> None:
-    """Apply an event's flat ops (field, code, value, window, ...) as ``update.lua`` does.
+    """Apply an event's flat ops (field, code, value, keep, ...) as ``update.lua`` does.
 
-    A windowed op's trait keeps its oldest day in ``w:<trait>``; when that day has fallen out of
-    the window, the trait's cells of days before the keep-from day are dropped.
+    ``w`` is the profile's oldest windowed day; once it is before an op's ``keep``, every
+    windowed cell of a day before ``keep`` is dropped and ``w`` becomes the oldest day left.
     """
-    trims = []
+    keep = 0
     for i in range(0, len(ops), 4):
-        name, code, value, window = ops[i : i + 4]
+        name, code, value, op_keep = ops[i : i + 4]
         current = fields.get(name)
         fields[name] = combine(code, current, str(value))
-        if window:
-            keep_from, oldest_field, day = window
-            oldest = fields.get(oldest_field)
-            if oldest is not None and int(oldest) < keep_from:
-                trims.append(window)
-            elif current is None and (oldest is None or day < int(oldest)):
-                fields[oldest_field] = str(day)
-    for keep_from, oldest_field, day in trims:
-        storage_id, days = oldest_field[2:], []
-        for other in [n for n in fields if is_cell(n) and parse_cell(n)[1] == storage_id]:
-            cell_day = parse_cell(other)[2]
-            if cell_day is not None and cell_day < keep_from:
-                del fields[other]
-            elif cell_day is not None:
-                days.append(cell_day)
-        fields[oldest_field] = str(min(days, default=day))
+        if op_keep:
+            keep = op_keep
+            day = parse_cell(name)[2]
+            if current is None and ("w" not in fields or day < int(fields["w"])):
+                fields["w"] = str(day)
+    if keep and int(fields.get("w", keep)) < keep:
+        days = []
+        for name in [n for n in fields if is_cell(n)]:
+            day = parse_cell(name)[2]
+            if day is not None and day < keep:
+                del fields[name]
+            elif day is not None:
+                days.append(day)
+        fields["w"] = str(min(days))
 
 
 def merge_cells(into: MutableMapping[str, str], other: Mapping[str, str]) -> None:

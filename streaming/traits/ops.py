@@ -1,11 +1,11 @@
 """Turn an event into the trait cell ops it causes (pure, on the profile app's hot path).
 
-Ops are flat: ``(field, code, value, window, ...)``, applied once per event_id by
-``update.lua`` (and ``streaming.traits.cells.apply_ops`` in Python). ``window`` is 0, or for a
-windowed trait ``(keep-from day, "w:<trait>", the cell's day)``: such a trait skips events
-older than its window (they can never be read again), and the profile keeps the trait's oldest
-day in ``w:<trait>``, so once that day falls out of the window the older cells are dropped:
-memory per profile stays bounded.
+Ops are flat: ``(field, code, value, keep, ...)``, applied once per event_id by ``update.lua``
+(and ``streaming.traits.cells.apply_ops`` in Python). A windowed trait skips events older than
+its window (they can never be read again); its ops carry ``keep``, the first day the longest
+window of the trait set still reads (0 for traits without a window). The profile keeps its
+oldest windowed day in the field ``w``; once that day is before ``keep``, the cells of days
+before ``keep`` are dropped, so memory per profile stays bounded by the longest window.
 """
 
 from __future__ import annotations
@@ -27,20 +27,33 @@ def trait_ops(event: Event, category: str, traits: TraitSet, now_ms: int) -> tup
         return ()
     ops: list[Any] = []
     day = event.timestamp_ms // DAY_MS
+    today = now_ms // DAY_MS
     for entry in compiled:
         trait = entry.trait
-        window: Any = 0
+        keep = 0
         if trait.window_days:
-            keep_from = now_ms // DAY_MS - trait.window_days + 1
-            if day < keep_from:
+            if day <= today - trait.window_days:
                 continue
-            window = (keep_from, f"w:{trait.storage_id}", day)
+            keep = today - traits.longest_window_days + 1
         if entry.predicate is not None and entry.predicate(event, category) is not True:
             continue
         cell_day = day if trait.window_days else None
         for key, value in _cell_values(entry, event, category):
-            ops += (cell_field(trait, cell_day, key), trait.code, value, window)
+            ops += (_field(trait, cell_day, key), trait.code, value, keep)
     return tuple(ops)
+
+
+_FIELDS: dict[tuple[str, int | None, str], str] = {}
+
+
+def _field(trait: Any, day: int | None, key: str) -> str:
+    """``cell_field``, remembered: the same few names recur on every event."""
+    found = _FIELDS.get((trait.storage_id, day, key))
+    if found is None:
+        if len(_FIELDS) > 100_000:
+            _FIELDS.clear()
+        found = _FIELDS[(trait.storage_id, day, key)] = cell_field(trait, day, key)
+    return found
 
 
 def _cell_values(entry: CompiledTrait, event: Event, category: str) -> list[tuple[str, Any]]:

@@ -45,6 +45,8 @@ class TraitSet:
         self._by_type: dict[str, tuple[CompiledTrait, ...]] = {}
         #: Set once when an app registers the set (streaming/traits/registration.py); 0 = unregistered.
         self.generation = 0
+        #: The longest window of any trait (cells older than it are dropped).
+        self.longest_window_days = max((t.window_days or 0 for t in self.all), default=0)
 
     @property
     def all(self) -> tuple[TraitDefinition, ...]:
