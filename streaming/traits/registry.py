@@ -8,26 +8,46 @@ with it, and the DuckDB recompute generates its SQL from it (``streaming.traits.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from streaming.traits.cells import grouped_cells, read_value
+from streaming.traits.cells import cell_field, grouped_cells, read_value
 from streaming.traits.definition import TraitDefinition, TraitRead, builtin_reads, builtin_traits
-from streaming.traits.where import Predicate, Resolver, compile_where, python_predicate, resolver
+from streaming.traits.values import ValueMaker, value_maker
+from streaming.traits.where import Predicate, compile_where, python_predicate
 
 
-@dataclass(frozen=True)
 class CompiledTrait:
-    """A trait with its ``where`` and ``field`` compiled to Python."""
+    """A trait with its ``where`` and its values compiled to Python, and its cell names remembered."""
 
-    trait: TraitDefinition
-    predicate: Predicate | None
-    read_field: Resolver | None
+    __slots__ = ("trait", "predicate", "values", "code", "window_days", "names")
+
+    def __init__(self, trait: TraitDefinition) -> None:
+        self.trait = trait
+        self.predicate: Predicate | None = (
+            python_predicate(compile_where(trait.where)) if trait.where else None
+        )
+        self.values: ValueMaker = value_maker(trait)
+        self.code = trait.code
+        self.window_days = trait.window_days or 0
+        #: cell day -> key -> cell name (the same few names recur on every event)
+        self.names: dict[int | None, dict[str, str]] = {}
+
+    def name(self, day: int | None, key: str) -> str:
+        by_day = self.names.get(day)
+        if by_day is None:
+            if len(self.names) > 64:  # days pass: forget the old ones
+                self.names.clear()
+            by_day = self.names[day] = {}
+        found = by_day.get(key)
+        if found is None:
+            if len(by_day) > 10_000:
+                by_day.clear()
+            found = by_day[key] = cell_field(self.trait, day, key)
+        return found
 
 
 def compile_trait(trait: TraitDefinition) -> CompiledTrait:
-    predicate = python_predicate(compile_where(trait.where)) if trait.where else None
-    return CompiledTrait(trait, predicate, resolver(trait.path) if trait.field else None)
+    return CompiledTrait(trait)
 
 
 class TraitSet:

@@ -1,0 +1,82 @@
+"""What one event gives one trait: its (cell key, op value) pairs, compiled per trait (pure, hot path).
+
+``value_maker(trait)`` returns a function of (event, resolved category) specialised for the
+trait's kind, key and field, so the profile app does no per-event dispatch on them. An empty
+result means the event contributes nothing (no category, a missing, ``null`` or non-numeric
+field): see docs/traits.md, Kinds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from streaming.traits.cells import MICROS
+from streaming.traits.definition import TraitDefinition
+from streaming.traits.where import MISSING, Resolver, json_kind, resolver
+
+Values = tuple[tuple[str, Any], ...]
+ValueMaker = Callable[[Any, str], Values]
+_ONE: Values = (("", 1),)
+
+
+def ordered(event: Any, value: Any) -> str:
+    """A first/last cell value: event time and event_id, then the JSON value."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return f"{event.timestamp_ms}:{event.event_id}:{text}"
+
+
+def value_maker(trait: TraitDefinition) -> ValueMaker:
+    kind, keyed_by = trait.kind, trait.keyed_by
+    if kind == "count":
+        if keyed_by == "event_type":
+            return lambda event, _category: ((event.event_type, 1),)
+        if keyed_by == "category":
+            return lambda _event, category: ((category, 1),) if category else ()
+        return lambda _event, _category: _ONE
+    if kind == "decayed":
+        half_life = trait.half_life_ms
+        if keyed_by == "category":
+            return lambda event, category: (
+                ((category, repr(event.timestamp_ms / half_life)),) if category else ()
+            )
+        return lambda event, _category: (("", repr(event.timestamp_ms / half_life)),)
+    read = resolver(trait.path)
+    if keyed_by == "each":
+        return _each(read)
+    if kind in ("first", "last"):
+        return _any_value(read)
+    return _number(read, kind)
+
+
+def _each(read: Resolver) -> ValueMaker:
+    def make(event: Any, category: str) -> Values:
+        value = read(event, category)
+        if not isinstance(value, dict):
+            return ()
+        return tuple((k, ordered(event, v)) for k, v in sorted(value.items()) if v is not None)
+
+    return make
+
+
+def _any_value(read: Resolver) -> ValueMaker:
+    def make(event: Any, category: str) -> Values:
+        value = read(event, category)
+        if value is MISSING or value is None:
+            return ()
+        return (("", ordered(event, value)),)
+
+    return make
+
+
+def _number(read: Resolver, kind: str) -> ValueMaker:
+    def make(event: Any, category: str) -> Values:
+        value = read(event, category)
+        if value is MISSING or json_kind(value) != "number":
+            return ()
+        if kind == "sum":
+            return (("", round(float(value) * MICROS)),)
+        return (("", repr(float(value))),)
+
+    return make
