@@ -108,6 +108,11 @@ def _probe(
         consumer.close()
 
 
+def end_offsets(settings: PulseSettings, brokers: str, topic: str, timeout: float) -> dict[int, int]:
+    """The end offset (high watermark, read from a fetch) of each partition of ``topic``."""
+    return {p: probe.end for p, probe in _probe(settings, brokers, topic, None, timeout).items()}
+
+
 @dataclass(frozen=True)
 class GroupLag:
     """How far one consumer group is behind on one topic."""

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-from confluent_kafka import Consumer, TopicPartition
 
+from assets.kafka_health import BrokerUnavailable, committed_offsets, end_offsets
 from assets.reconciliation import forgotten_ids
 from core import service_registry
 from core.archive_layout import archive_records_sql, has_archive
-from core.kafka_config import client_config
 from core.redis_client import redis_from_url
 from core.resources import PulseResource
 from core.settings import PulseSettings
@@ -100,34 +99,28 @@ def read_archived_records(root: Path, exclude: set[str]) -> Iterator[ArchivedRec
 def wait_for_archiver(settings: PulseSettings, timeout_seconds: float = 120.0) -> None:
     """Wait until the archiver has archived every record the events topic holds now.
 
-    Every event the stream applied before a trait went live is then in the archive.
+    Every event the stream applied before a trait went live is then in the archive. The end
+    offsets come from a fetch (``assets.kafka_health.end_offsets``: Tansu's ListOffsets stops
+    at the start of a partition's last batch).
     """
     brokers = service_registry.kafka_brokers(settings)
-    consumer = Consumer(
-        {
-            **client_config(settings, brokers),
-            "group.id": settings.archiver_consumer_group,
-            "enable.auto.commit": False,
-        }
-    )
+    topic, group = settings.topic_events, settings.archiver_consumer_group
     try:
-        topic = consumer.list_topics(settings.topic_events, timeout=10).topics[settings.topic_events]
-        partitions = [TopicPartition(settings.topic_events, p) for p in topic.partitions]
-        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions}
+        ends = end_offsets(settings, brokers, topic, 10.0)
         deadline = time.monotonic() + timeout_seconds
         while True:
-            committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}
-            behind = {p: end for p, end in ends.items() if end > 0 and committed.get(p, -1) < end}
+            committed = committed_offsets(settings, brokers, group, topic, 10.0)
+            behind = sorted(p for p, end in ends.items() if end > 0 and committed.get(p, -1) < end)
             if not behind:
                 return
             if time.monotonic() > deadline:
                 raise TraitBackfillError(
-                    "the archiver has not archived the events topic up to now "
-                    f"(partitions {sorted(behind)}); is it running? (`pulse doctor` checks)"
+                    f"the archiver has not archived the events topic up to now (partitions {behind}); "
+                    "is it running? (`pulse doctor` checks)"
                 )
             time.sleep(0.5)
-    finally:
-        consumer.close()
+    except BrokerUnavailable as exc:
+        raise TraitBackfillError(f"cannot read the events topic's offsets: {exc}") from None
 
 
 def backfill_traits(

@@ -61,20 +61,31 @@ def test_a_trait_added_under_traffic_is_exact_after_a_backfill(settings, pulse_a
     # More traffic while the trait goes live and the backfill runs: new events, client retries of old ones.
     traits_file.write_text(BEFORE + ADDED)
     final = load_traits(traits_file)
-    second_events = list(generator.events(3000)) + first[::7]
+    retries = first[::7]
     sent: list[dict] = []
-    sender = threading.Thread(
-        target=lambda: sent.extend(post_batches(base, "test-write", second_events, batch_size=20))
-    )
+    stop = threading.Event()
+
+    def send_until_stopped() -> None:  # traffic flows until the backfill has finished
+        while not stop.is_set():
+            batch = list(generator.events(200))
+            if retries:
+                batch += [retries.pop() for _ in range(min(30, len(retries)))]
+            sent.extend(post_batches(base, "test-write", batch, batch_size=20))
+        sent.extend(post_batches(base, "test-write", retries, batch_size=20))
+
+    sender = threading.Thread(target=send_until_stopped)
     sender.start()
     added = {t.storage_id for t in final.computed if t.name != "views"}
     deadline = time.monotonic() + 60
     while not added <= set(live_since(redis_client)):  # the app loads a file when events flow
         assert time.monotonic() < deadline, "the profile app did not load the new traits"
         time.sleep(0.1)
-    assert sender.is_alive(), "the traffic ended before the backfill: make it longer"
-    report = backfill_traits(settings)
-    sender.join()
+    try:
+        report = backfill_traits(settings)
+    finally:
+        stop.set()
+        sender.join()
+    assert len(sent) > 200, "no traffic ran during the backfill"
     assert sorted(report.traits) == ["biggest", "first_search", "shoe_views", "spend", "views"]
     assert report.profiles > 0 and report.ops_applied > 0, report
 
