@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import duckdb
 
-from core.archive_layout import archive_records_sql, has_archive
+from core.archive_layout import archive_records_sql, before_cut_sql, has_archive
 
 logger = logging.getLogger(__name__)
 
@@ -63,3 +64,13 @@ def profiles_arrived_before(
     query = f"SELECT DISTINCT coalesce(user_id, anonymous_id) FROM ({records})"
     with duckdb.connect() as con:
         return {row[0] for row in con.execute(query, params).fetchall()}
+
+
+def profiles_from(root: Path, cut: Mapping[int, int]) -> set[str]:
+    """Profile ids with a valid archived record at or after ``cut`` (partition -> offset)."""
+    if not has_archive(root):
+        return set()
+    records = archive_records_sql(root, f"valid AND NOT ({before_cut_sql(cut)})")
+    query = f"SELECT DISTINCT coalesce(user_id, anonymous_id) FROM ({records})"
+    with duckdb.connect() as con:
+        return {row[0] for row in con.execute(query).fetchall()}

@@ -11,8 +11,9 @@ from pathlib import Path
 import redis
 from confluent_kafka import Producer
 
-from assets.archive import profiles_arrived_before, read_valid_events
+from assets.archive import profiles_arrived_before, profiles_from, read_valid_events
 from assets.batch_sql import recompute_documents
+from assets.kafka_health import BrokerUnavailable, committed_offsets, end_offsets, wait_for_committed
 from assets.reconciliation import (
     ReconcileReport,
     diff_profiles,
@@ -23,6 +24,7 @@ from assets.reconciliation import (
 from core import service_registry
 from core.kafka_config import durable_producer_config
 from core.redis_client import RedisClient, redis_from_url
+from core.service_registry import ServiceNotConfigured
 from core.settings import PulseSettings
 from enrichment.campaigns import CampaignIndex
 from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, read_catalog_csv
@@ -40,11 +42,37 @@ from streaming.traits.follower import load_configured_traits
 logger = logging.getLogger(__name__)
 
 
-def reconcile(settings: PulseSettings, progress: Callable[[int, int], None] | None = None) -> ReconcileReport:
-    """Recompute every profile from the archive and diff it against Redis.
+def stream_cut(settings: PulseSettings) -> dict[int, int] | None:
+    """The profile app's committed offsets (partition -> next offset); None without any or a broker."""
+    try:
+        brokers = service_registry.kafka_brokers(settings)
+        committed = committed_offsets(settings, brokers, settings.consumer_group, settings.topic_events, 10.0)
+    except (BrokerUnavailable, ServiceNotConfigured) as exc:
+        logger.info("reconciling the whole archive: no committed offsets of the profile app (%s)", exc)
+        return None
+    return committed or None
 
-    ``progress(done, total)`` follows the reading of live profiles, the long part.
+
+def reconcile(settings: PulseSettings, progress: Callable[[int, int], None] | None = None) -> ReconcileReport:
+    """Recompute every profile from the archive and diff it against Redis, as of the stream's commits.
+
+    On a live system the comparison is cut at the profile app's committed offsets: the batch
+    side reads the archived records before them (after waiting for the archiver to get there),
+    and profiles with records at or after them, which the stream may be applying right now, are
+    left out of this run and counted as ``in_flight``. Without committed offsets (no broker,
+    a stopped system) the whole archive is compared. ``progress(done, total)`` follows the
+    reading of live profiles, the long part.
     """
+    cut = stream_cut(settings)
+    brokers = service_registry.kafka_brokers(settings) if cut else ""
+    if cut:
+        topic, archiver = settings.topic_events, settings.archiver_consumer_group
+        behind = wait_for_committed(settings, brokers, archiver, topic, cut, ARCHIVER_WAIT_SECONDS)
+        if behind:
+            raise ReconcileUnavailable(
+                f"the archiver has not archived up to the profile app's commits (partitions {behind}); "
+                "is it running? (`pulse doctor` checks)"
+            )
     client = redis_from_url(service_registry.redis_url(settings))
     store = RedisProfileStore(
         client,
@@ -63,10 +91,34 @@ def reconcile(settings: PulseSettings, progress: Callable[[int, int], None] | No
         exclude=forgotten,
         traits=traits,
         now_ms=as_of,
+        cut=cut,
     )
     ids = (set(live_profile_ids(client)) | set(batch)) - forgotten
     logger.info("recomputed %d profiles from the archive; reading %d live profiles", len(batch), len(ids))
-    return diff_profiles(batch, live_documents(store, ids, progress, now_ms=as_of))
+    live = live_documents(store, ids, progress, now_ms=as_of)
+    in_flight: set[str] = set()
+    if cut:
+        # Every record the stream could have applied before the read above is below the end
+        # offsets read now; once archived, the profiles with records from the cut on are known.
+        ends = end_offsets(settings, brokers, settings.topic_events, 10.0)
+        topic, archiver = settings.topic_events, settings.archiver_consumer_group
+        if wait_for_committed(settings, brokers, archiver, topic, ends, ARCHIVER_WAIT_SECONDS):
+            raise ReconcileUnavailable("the archiver did not archive the records that arrived during the run")
+        in_flight = profiles_from(settings.archive_path, cut) & (set(batch) | set(live))
+    report = diff_profiles(
+        {k: v for k, v in batch.items() if k not in in_flight},
+        {k: v for k, v in live.items() if k not in in_flight},
+    )
+    report.in_flight = len(in_flight)
+    return report
+
+
+class ReconcileUnavailable(RuntimeError):
+    """Reconciliation cannot compare as of the stream's commits (the archiver is behind or down)."""
+
+
+#: How long reconcile waits for the archiver to reach an offset.
+ARCHIVER_WAIT_SECONDS = 120.0
 
 
 class ReplayWouldRecount(RuntimeError):

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import duckdb
 import pyarrow as pa
 
-from core.archive_layout import archive_glob, has_archive
+from core.archive_layout import archive_glob, before_cut_sql, has_archive
 from streaming.profiles.delta import DEFAULT_ENGAGEMENT_POINTS, ENGAGEMENT_POINTS, MICROS
 from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile, now
 from streaming.traits.registry import BUILTIN_TRAITS, TraitSet
@@ -41,7 +41,7 @@ WITH records AS NOT MATERIALIZED (
            user_id, anonymous_id, raw,
            (kafka_partition::UHUGEINT << 96) | (kafka_offset::UHUGEINT << 32) | file_index AS position
     FROM read_parquet($glob, hive_partitioning = true, union_by_name = true)
-    WHERE valid AND coalesce(user_id, anonymous_id) NOT IN (SELECT profile_id FROM excluded)
+    WHERE valid AND coalesce(user_id, anonymous_id) NOT IN (SELECT profile_id FROM excluded) AND {cut}
 ), firsts AS (
     -- Each (profile, event_id) applies once, the first in Kafka order. Not materializing
     -- `records` keeps the raw bytes out of this aggregate; only the survivors are parsed.
@@ -119,9 +119,10 @@ PROFILE_COLUMNS = (
 ENTRY_COLUMNS = ("profile_id", "kind", "key", "value")
 
 
-def profile_events_sql(extractions: list[str]) -> str:
-    """PROFILE_EVENTS_SQL with the event-JSON columns the traits read."""
+def profile_events_sql(extractions: list[str], cut: Mapping[int, int] | None = None) -> str:
+    """PROFILE_EVENTS_SQL with the event-JSON columns the traits read, over the records before ``cut``."""
     return PROFILE_EVENTS_SQL.format(
+        cut=before_cut_sql(cut),
         metadata=_METADATA,
         micros=MICROS,
         engagement=_ENGAGEMENT,
@@ -150,6 +151,7 @@ def recompute_tables(
     session_gap_ms: int,
     exclude: Collection[str] = (),
     traits: TraitSet = BUILTIN_TRAITS,
+    cut: Mapping[int, int] | None = None,
 ) -> ProfileTables:
     """Read the archive under ``archive_root`` and aggregate every profile but ``exclude``'s.
 
@@ -159,7 +161,7 @@ def recompute_tables(
     con.register("excluded", pa.table({"profile_id": pa.array(list(exclude), pa.string())}))
     try:
         trait_sql = trait_cells_sql(traits)
-        con.execute(profile_events_sql(trait_sql.extractions), {"glob": archive_glob(archive_root)})
+        con.execute(profile_events_sql(trait_sql.extractions, cut), {"glob": archive_glob(archive_root)})
         profiles = con.sql(PROFILES_SQL, params={"gap": session_gap_ms}).to_arrow_table()
         entries = con.sql(ENTRIES_SQL).to_arrow_table()
         cells = con.sql(trait_sql.cells).to_arrow_table()
@@ -223,6 +225,7 @@ def recompute_documents(
     exclude: Collection[str] = (),
     traits: TraitSet = BUILTIN_TRAITS,
     now_ms: int | None = None,
+    cut: Mapping[int, int] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Every profile's document (without ``updated_at``) recomputed from the archive, by profile id.
 
@@ -233,6 +236,6 @@ def recompute_documents(
     if not has_archive(archive_root):
         return {}
     with duckdb.connect() as con:
-        tables = recompute_tables(con, archive_root, categories, session_gap_ms, exclude, traits)
+        tables = recompute_tables(con, archive_root, categories, session_gap_ms, exclude, traits, cut)
     logger.info("recomputed %d profiles from %s", tables.profiles.num_rows, archive_root)
     return dict(documents(tables, traits, now_ms))

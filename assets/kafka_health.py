@@ -113,6 +113,22 @@ def end_offsets(settings: PulseSettings, brokers: str, topic: str, timeout: floa
     return {p: probe.end for p, probe in _probe(settings, brokers, topic, None, timeout).items()}
 
 
+def wait_for_committed(
+    settings: PulseSettings, brokers: str, group: str, topic: str, targets: dict[int, int], timeout: float
+) -> list[int]:
+    """Wait until ``group`` has committed at least ``targets`` (partition -> offset) on ``topic``.
+
+    Returns the partitions still behind when ``timeout`` seconds passed ([] when it got there).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        committed = committed_offsets(settings, brokers, group, topic, 10.0)
+        behind = sorted(p for p, end in targets.items() if end > 0 and committed.get(p, -1) < end)
+        if not behind or time.monotonic() > deadline:
+            return behind
+        time.sleep(0.5)
+
+
 @dataclass(frozen=True)
 class GroupLag:
     """How far one consumer group is behind on one topic."""

@@ -25,6 +25,7 @@ class ReconcileReport:
     missing_in_redis: int = 0
     extra_in_redis: int = 0
     matched: int = 0
+    in_flight: int = 0  # left out: the stream may be applying their records right now
     mismatched_fields: dict[str, int] = field(default_factory=dict)
     examples: list[dict[str, Any]] = field(default_factory=list)
 

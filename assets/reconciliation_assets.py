@@ -17,6 +17,7 @@ def profile_drift_report(pulse: PulseResource) -> dg.MaterializeResult:
             "mismatched": report.mismatched,
             "missing_in_redis": report.missing_in_redis,
             "extra_in_redis": report.extra_in_redis,
+            "in_flight": report.in_flight,
             "mismatched_fields": dg.MetadataValue.json(report.mismatched_fields),
             "examples": dg.MetadataValue.json(report.examples),
         }
@@ -34,3 +35,10 @@ def no_profile_drift(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckRes
         if k in metadata
     }
     return dg.AssetCheckResult(passed=bool(counts) and not any(counts.values()), metadata=counts)
+
+
+reconcile_job = dg.define_asset_job("reconcile_job", selection=[profile_drift_report])
+#: Hourly at a quarter to: reconciliation is cut at the stream's commits, so it runs during traffic.
+reconcile_schedule = dg.ScheduleDefinition(
+    job=reconcile_job, cron_schedule="45 * * * *", default_status=dg.DefaultScheduleStatus.RUNNING
+)

@@ -9,7 +9,6 @@ already backfilled for a trait is skipped (``bf:<trait>``), so a second run adds
 """
 
 import logging
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from assets.kafka_health import BrokerUnavailable, committed_offsets, end_offsets
+from assets.kafka_health import BrokerUnavailable, end_offsets, wait_for_committed
 from assets.reconciliation import forgotten_ids
 from core import service_registry
 from core.archive_layout import archive_records_sql, has_archive
@@ -107,20 +106,14 @@ def wait_for_archiver(settings: PulseSettings, timeout_seconds: float = 120.0) -
     topic, group = settings.topic_events, settings.archiver_consumer_group
     try:
         ends = end_offsets(settings, brokers, topic, 10.0)
-        deadline = time.monotonic() + timeout_seconds
-        while True:
-            committed = committed_offsets(settings, brokers, group, topic, 10.0)
-            behind = sorted(p for p, end in ends.items() if end > 0 and committed.get(p, -1) < end)
-            if not behind:
-                return
-            if time.monotonic() > deadline:
-                raise TraitBackfillError(
-                    f"the archiver has not archived the events topic up to now (partitions {behind}); "
-                    "is it running? (`pulse doctor` checks)"
-                )
-            time.sleep(0.5)
+        behind = wait_for_committed(settings, brokers, group, topic, ends, timeout_seconds)
     except BrokerUnavailable as exc:
         raise TraitBackfillError(f"cannot read the events topic's offsets: {exc}") from None
+    if behind:
+        raise TraitBackfillError(
+            f"the archiver has not archived the events topic up to now (partitions {behind}); "
+            "is it running? (`pulse doctor` checks)"
+        )
 
 
 def backfill_traits(

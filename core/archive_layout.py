@@ -8,7 +8,7 @@ holding the same Kafka records, so every reader deduplicates by Kafka coordinate
 from __future__ import annotations
 
 import fcntl
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -64,3 +64,11 @@ def rewriting(root: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def before_cut_sql(cut: Mapping[int, int] | None) -> str:
+    """SQL true for archive rows before ``cut`` (partition -> first offset left out; others: none kept)."""
+    if cut is None:
+        return "TRUE"
+    cases = " ".join(f"WHEN {int(p)} THEN {int(offset)}" for p, offset in sorted(cut.items()))
+    return f"kafka_offset < (CASE kafka_partition {cases} ELSE 0 END)" if cases else "FALSE"

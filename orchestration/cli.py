@@ -208,6 +208,7 @@ def reconcile(as_json: bool) -> None:
     from rich.console import Console
     from rich.progress import Progress
 
+    from assets.batch_runs import ReconcileUnavailable
     from assets.batch_runs import reconcile as run_reconcile
     from core.service_registry import ServiceNotConfigured
 
@@ -218,7 +219,7 @@ def reconcile(as_json: bool) -> None:
             report = run_reconcile(
                 settings, lambda done, total: bar.update(task, completed=done, total=total)
             )
-    except ServiceNotConfigured as exc:
+    except (ServiceNotConfigured, ReconcileUnavailable) as exc:
         raise CommandFailed(str(exc)) from None
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise CommandFailed(

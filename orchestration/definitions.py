@@ -38,8 +38,14 @@ defs = dg.Definitions(
         forget_job,
         archive_compaction.archive_compaction_job,
         trait_backfill.traits_backfill_job,
+        reconciliation_assets.reconcile_job,
     ],
-    schedules=[health_schedule, forget_schedule, archive_compaction.archive_compaction_schedule],
+    schedules=[
+        health_schedule,
+        forget_schedule,
+        archive_compaction.archive_compaction_schedule,
+        reconciliation_assets.reconcile_schedule,
+    ],
     sensors=[post_run_failures, stream_health_sensor, trait_backfill.new_traits_sensor],
     resources=default_resources(),
 )
