@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from prometheus_client import Counter, Gauge
 
-from core.follower import Follower
+from core.follower import Follower, file_stamp
 from core.settings import PulseSettings
 from streaming.api.auth import (
     HASH_PREFIX,
@@ -131,7 +131,7 @@ class KeysFollower(Follower[KeyRing]):
         self.load_errors = 0
         if path is not None:
             entries = load_keys_file(path)  # at start-up a bad file is an error, not a warning
-            self._stamp = self._stat()
+            self._stamp = file_stamp(self.path)  # type: ignore[arg-type]
             self._value = base.with_entries(entries)
             FILE_KEYS.set(len(entries))
             logger.info("loaded %s from %s", _describe(entries), path)
@@ -149,17 +149,8 @@ class KeysFollower(Follower[KeyRing]):
     def scopes_of(self, key: str) -> set[Scope]:
         return self.current().scopes_of(key)
 
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            stat = self.path.stat()  # type: ignore[union-attr]
-        except OSError:
-            return None
-        # The inode too: an atomic replace (rename, or a Kubernetes secret's symlink swap) may keep
-        # mtime and size.
-        return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-
     def read(self, ring: KeyRing) -> KeyRing:
-        stamp = self._stat()
+        stamp = file_stamp(self.path)  # type: ignore[arg-type]
         if stamp is None:
             if self._stamp is not None:
                 self._fail(f"keys file {self.path} is gone", ring)

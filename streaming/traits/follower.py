@@ -2,56 +2,37 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-from core.follower import Follower
+from core.follower import FileFollower
 from core.settings import PulseSettings
 from streaming.traits.loader import TraitFileError, load_traits
 from streaming.traits.registry import TraitSet
 
-logger = logging.getLogger(__name__)
-
 DEFAULT_TRAITS_FILE = Path(__file__).resolve().parents[2] / "data" / "traits" / "traits.yaml"
 
 
-class TraitsFollower(Follower[TraitSet]):
+class TraitsFollower(FileFollower[TraitSet]):
     """The current TraitSet of a traits file, checked for changes at most every ``refresh_seconds``.
 
-    A missing file means no user traits (the built-in ones stay); ``prime`` raises on a bad
-    file so an app never starts on a file it cannot read.
+    A missing file means no user traits (the built-in ones stay).
     """
 
+    what = "traits file"
     keep_on = (TraitFileError,)
 
     def __init__(
         self, path: Path | None, refresh_seconds: float = 2.0, interest_half_life_days: float = 7.0
     ) -> None:
-        super().__init__(TraitSet(interest_half_life_days=interest_half_life_days), refresh_seconds)
-        self.path = path or DEFAULT_TRAITS_FILE
+        initial = TraitSet(interest_half_life_days=interest_half_life_days)
+        super().__init__(initial, path or DEFAULT_TRAITS_FILE, refresh_seconds)
         self.interest_half_life_days = interest_half_life_days
-        self._stamp: tuple[int, int] | None = None
-        self.load_errors = 0
 
-    def read(self, traits: TraitSet) -> TraitSet:
-        try:
-            stat = self.path.stat()
-        except OSError:
-            if self._stamp is not None:
-                logger.error("traits file %s is gone; keeping the %d traits loaded", self.path, len(traits))
-                self._stamp = None
-            return traits
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        if stamp == self._stamp:
-            return traits
-        self._stamp = stamp
-        try:
-            loaded = load_traits(self.path, self.interest_half_life_days)
-        except TraitFileError:
-            self.load_errors += 1
-            raise
-        logger.info("loaded %d traits from %s", len(loaded), self.path)
-        return loaded
+    def load(self, path: Path) -> TraitSet:
+        return load_traits(path, self.interest_half_life_days)
+
+    def describe(self, traits: TraitSet) -> str:
+        return f"the {len(traits)} traits"
 
 
 def traits_follower(settings: PulseSettings) -> TraitsFollower:
