@@ -51,8 +51,6 @@ def profiles_arrived_before(
 ) -> set[str]:
     """Profile ids with a valid event in [start, end) of event time that reached the broker
     before ``arrived_before``."""
-    if not has_archive(root):
-        return set()
     conditions, params = ["valid", "kafka_timestamp < ?"], [arrived_before]
     if start is not None:
         conditions.append("event_time >= ?")
@@ -60,17 +58,18 @@ def profiles_arrived_before(
     if end is not None:
         conditions.append("event_time < ?")
         params.append(end)
-    records = archive_records_sql(root, " AND ".join(conditions))
-    query = f"SELECT DISTINCT coalesce(user_id, anonymous_id) FROM ({records})"
-    with duckdb.connect() as con:
-        return {row[0] for row in con.execute(query, params).fetchall()}
+    return _profiles_where(root, " AND ".join(conditions), params)
 
 
 def profiles_from(root: Path, cut: Mapping[int, int]) -> set[str]:
     """Profile ids with a valid archived record at or after ``cut`` (partition -> offset)."""
+    return _profiles_where(root, f"valid AND NOT ({before_cut_sql(cut)})", [])
+
+
+def _profiles_where(root: Path, where: str, params: list[object]) -> set[str]:
+    """Profile ids of the archive records matching ``where`` (SQL over archive columns)."""
     if not has_archive(root):
         return set()
-    records = archive_records_sql(root, f"valid AND NOT ({before_cut_sql(cut)})")
-    query = f"SELECT DISTINCT coalesce(user_id, anonymous_id) FROM ({records})"
+    query = f"SELECT DISTINCT coalesce(user_id, anonymous_id) FROM ({archive_records_sql(root, where)})"
     with duckdb.connect() as con:
-        return {row[0] for row in con.execute(query).fetchall()}
+        return {row[0] for row in con.execute(query, params).fetchall()}

@@ -13,7 +13,7 @@ from confluent_kafka import Producer
 
 from assets.archive import profiles_arrived_before, profiles_from, read_valid_events
 from assets.batch_sql import recompute_documents
-from assets.kafka_health import BrokerUnavailable, committed_offsets, end_offsets, wait_for_committed
+from assets.kafka_health import BrokerUnavailable, committed_offsets, wait_for_archiver
 from assets.reconciliation import (
     ReconcileReport,
     diff_profiles,
@@ -42,15 +42,15 @@ from streaming.traits.follower import load_configured_traits
 logger = logging.getLogger(__name__)
 
 
-def stream_cut(settings: PulseSettings) -> dict[int, int] | None:
-    """The profile app's committed offsets (partition -> next offset); None without any or a broker."""
+def stream_cut(settings: PulseSettings) -> tuple[str, dict[int, int]] | None:
+    """(brokers, the profile app's committed offsets: partition -> next offset); None without any."""
     try:
         brokers = service_registry.kafka_brokers(settings)
         committed = committed_offsets(settings, brokers, settings.consumer_group, settings.topic_events, 10.0)
     except (BrokerUnavailable, ServiceNotConfigured) as exc:
         logger.info("reconciling the whole archive: no committed offsets of the profile app (%s)", exc)
         return None
-    return committed or None
+    return (brokers, committed) if committed else None
 
 
 def reconcile(settings: PulseSettings, progress: Callable[[int, int], None] | None = None) -> ReconcileReport:
@@ -63,26 +63,19 @@ def reconcile(settings: PulseSettings, progress: Callable[[int, int], None] | No
     a stopped system) the whole archive is compared. ``progress(done, total)`` follows the
     reading of live profiles, the long part.
     """
-    cut = stream_cut(settings)
-    brokers = service_registry.kafka_brokers(settings) if cut else ""
+    brokers, cut = stream_cut(settings) or ("", None)
     if cut:
-        topic, archiver = settings.topic_events, settings.archiver_consumer_group
-        behind = wait_for_committed(settings, brokers, archiver, topic, cut, ARCHIVER_WAIT_SECONDS)
-        if behind:
-            raise ReconcileUnavailable(
-                f"the archiver has not archived up to the profile app's commits (partitions {behind}); "
-                "is it running? (`pulse doctor` checks)"
-            )
+        wait_for_archiver(settings, brokers, cut)
     client = redis_from_url(service_registry.redis_url(settings))
+    traits = load_configured_traits(settings)
     store = RedisProfileStore(
         client,
         dedupe_window_seconds=settings.dedupe_window_seconds,
         session_gap_ms=settings.session_timeout_seconds * 1000,
+        traits=lambda: traits,
     )
     forgotten = forgotten_ids(client)
     catalog = load_catalog(client)
-    traits = load_configured_traits(settings)
-    store.traits = lambda: traits
     as_of = now()  # both sides read windows and decay at the same time
     batch = recompute_documents(
         settings.archive_path,
@@ -98,12 +91,9 @@ def reconcile(settings: PulseSettings, progress: Callable[[int, int], None] | No
     live = live_documents(store, ids, progress, now_ms=as_of)
     in_flight: set[str] = set()
     if cut:
-        # Every record the stream could have applied before the read above is below the end
-        # offsets read now; once archived, the profiles with records from the cut on are known.
-        ends = end_offsets(settings, brokers, settings.topic_events, 10.0)
-        topic, archiver = settings.topic_events, settings.archiver_consumer_group
-        if wait_for_committed(settings, brokers, archiver, topic, ends, ARCHIVER_WAIT_SECONDS):
-            raise ReconcileUnavailable("the archiver did not archive the records that arrived during the run")
+        # Every record the stream could have applied before the read above is below the topic's
+        # end now; once that is archived, the profiles with records from the cut on are known.
+        wait_for_archiver(settings, brokers)
         in_flight = profiles_from(settings.archive_path, cut) & (set(batch) | set(live))
     report = diff_profiles(
         {k: v for k, v in batch.items() if k not in in_flight},
@@ -111,14 +101,6 @@ def reconcile(settings: PulseSettings, progress: Callable[[int, int], None] | No
     )
     report.in_flight = len(in_flight)
     return report
-
-
-class ReconcileUnavailable(RuntimeError):
-    """Reconciliation cannot compare as of the stream's commits (the archiver is behind or down)."""
-
-
-#: How long reconcile waits for the archiver to reach an offset.
-ARCHIVER_WAIT_SECONDS = 120.0
 
 
 class ReplayWouldRecount(RuntimeError):

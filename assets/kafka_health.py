@@ -113,19 +113,31 @@ def end_offsets(settings: PulseSettings, brokers: str, topic: str, timeout: floa
     return {p: probe.end for p, probe in _probe(settings, brokers, topic, None, timeout).items()}
 
 
-def wait_for_committed(
-    settings: PulseSettings, brokers: str, group: str, topic: str, targets: dict[int, int], timeout: float
-) -> list[int]:
-    """Wait until ``group`` has committed at least ``targets`` (partition -> offset) on ``topic``.
+class ArchiverBehind(RuntimeError):
+    """The archiver has not archived up to the offsets asked for: it is behind, or not running."""
 
-    Returns the partitions still behind when ``timeout`` seconds passed ([] when it got there).
+
+def wait_for_archiver(
+    settings: PulseSettings, brokers: str, upto: dict[int, int] | None = None, timeout: float = 120.0
+) -> None:
+    """Wait until the archiver has committed ``upto`` (partition -> offset) on the events topic.
+
+    By default ``upto`` is the topic's end now (``end_offsets``): every record it holds is then
+    in the archive. Raises ArchiverBehind when ``timeout`` seconds pass first.
     """
+    topic, group = settings.topic_events, settings.archiver_consumer_group
+    targets = end_offsets(settings, brokers, topic, 10.0) if upto is None else upto
     deadline = time.monotonic() + timeout
     while True:
         committed = committed_offsets(settings, brokers, group, topic, 10.0)
         behind = sorted(p for p, end in targets.items() if end > 0 and committed.get(p, -1) < end)
-        if not behind or time.monotonic() > deadline:
-            return behind
+        if not behind:
+            return
+        if time.monotonic() > deadline:
+            raise ArchiverBehind(
+                f"the archiver has not archived {topic} up to offsets {targets} (partitions {behind} "
+                "behind); is it running? (`pulse doctor` checks)"
+            )
         time.sleep(0.5)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from assets.kafka_health import BrokerUnavailable, end_offsets, wait_for_committed
+from assets.kafka_health import ArchiverBehind, BrokerUnavailable, wait_for_archiver
 from assets.reconciliation import forgotten_ids
 from core import service_registry
 from core.archive_layout import archive_records_sql, has_archive
@@ -28,7 +28,7 @@ from streaming.profiles.store import RedisProfileStore
 from streaming.traits.backfill import ArchivedRecord, backfill_jobs
 from streaming.traits.definition import TraitDefinition
 from streaming.traits.follower import load_configured_traits
-from streaming.traits.registration import BACKFILLED_KEY, live_since
+from streaming.traits.registration import BACKFILLED_KEY, backfilled, live_since
 
 logger = logging.getLogger(__name__)
 
@@ -95,27 +95,6 @@ def read_archived_records(root: Path, exclude: set[str]) -> Iterator[ArchivedRec
                     yield ArchivedRecord(bytes(raw), profile_id, int(arrived))
 
 
-def wait_for_archiver(settings: PulseSettings, timeout_seconds: float = 120.0) -> None:
-    """Wait until the archiver has archived every record the events topic holds now.
-
-    Every event the stream applied before a trait went live is then in the archive. The end
-    offsets come from a fetch (``assets.kafka_health.end_offsets``: Tansu's ListOffsets stops
-    at the start of a partition's last batch).
-    """
-    brokers = service_registry.kafka_brokers(settings)
-    topic, group = settings.topic_events, settings.archiver_consumer_group
-    try:
-        ends = end_offsets(settings, brokers, topic, 10.0)
-        behind = wait_for_committed(settings, brokers, group, topic, ends, timeout_seconds)
-    except BrokerUnavailable as exc:
-        raise TraitBackfillError(f"cannot read the events topic's offsets: {exc}") from None
-    if behind:
-        raise TraitBackfillError(
-            f"the archiver has not archived the events topic up to now (partitions {behind}); "
-            "is it running? (`pulse doctor` checks)"
-        )
-
-
 def backfill_traits(
     settings: PulseSettings,
     names: Sequence[str] = (),
@@ -125,8 +104,7 @@ def backfill_traits(
     client = redis_from_url(service_registry.redis_url(settings))
     traits = load_configured_traits(settings)
     live = live_since(client)
-    backfilled = {k.decode() if isinstance(k, bytes) else k for k in client.hkeys(BACKFILLED_KEY)}
-    chosen = choose_traits(traits.computed, list(live), list(backfilled), names)
+    chosen = choose_traits(traits.computed, list(live), list(backfilled(client)), names)
     report = BackfillReport(traits=[t.name for t in chosen])
     if not chosen:
         return report
@@ -140,7 +118,10 @@ def backfill_traits(
             f"({settings.dedupe_window_seconds} s) ago: the markers that tell which events they "
             "counted have expired. Rename the trait (it starts afresh) and backfill it then."
         )
-    wait_for_archiver(settings)
+    try:  # every event applied before the traits went live is then archived
+        wait_for_archiver(settings, service_registry.kafka_brokers(settings))
+    except (ArchiverBehind, BrokerUnavailable) as exc:
+        raise TraitBackfillError(str(exc)) from None
     records = read_archived_records(settings.archive_path, forgotten_ids(client))
     generations = {t.storage_id: live[t.storage_id].generation for t in chosen}
     jobs = backfill_jobs(records, traits, generations, load_catalog(client), now_ms, now_ms - window_ms)
@@ -171,10 +152,8 @@ def backfill_traits(
 def pending_backfill(settings: PulseSettings) -> list[str]:
     """Names of declared traits that are live and not backfilled yet (what the sensor waits for)."""
     client = redis_from_url(service_registry.redis_url(settings))
-    traits = load_configured_traits(settings)
-    live = live_since(client)
-    backfilled = {k.decode() if isinstance(k, bytes) else k for k in client.hkeys(BACKFILLED_KEY)}
-    return [t.name for t in traits.computed if t.storage_id in live and t.storage_id not in backfilled]
+    declared = load_configured_traits(settings).computed
+    return [t.name for t in choose_traits(declared, list(live_since(client)), list(backfilled(client)), ())]
 
 
 @dg.asset(kinds={"redis", "duckdb"}, group_name="profiles")

@@ -208,8 +208,8 @@ def reconcile(as_json: bool) -> None:
     from rich.console import Console
     from rich.progress import Progress
 
-    from assets.batch_runs import ReconcileUnavailable
     from assets.batch_runs import reconcile as run_reconcile
+    from assets.kafka_health import ArchiverBehind, BrokerUnavailable
     from core.service_registry import ServiceNotConfigured
 
     settings = PulseSettings()
@@ -219,7 +219,7 @@ def reconcile(as_json: bool) -> None:
             report = run_reconcile(
                 settings, lambda done, total: bar.update(task, completed=done, total=total)
             )
-    except (ServiceNotConfigured, ReconcileUnavailable) as exc:
+    except (ServiceNotConfigured, ArchiverBehind, BrokerUnavailable) as exc:
         raise CommandFailed(str(exc)) from None
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise CommandFailed(

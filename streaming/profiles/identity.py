@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from core.time_format import iso_from_ms
 from streaming.profiles.delta import MICROS
 from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile, now, session_facts
-from streaming.traits.cells import combine, is_cell
+from streaming.traits.cells import is_cell, merge_cell
 from streaming.traits.registry import BUILTIN_TRAITS, TraitSet
 
 #: Fields added up when parts merge (besides the t:/v:/c: families).
@@ -61,7 +61,7 @@ def merge_fields(person_fields: Mapping[str, str], others: Iterable[Mapping[str,
             if name in SUMMED_FIELDS or name.startswith(SUMMED_PREFIXES):
                 merged[name] = str(int(current or 0) + int(value))
             elif is_cell(name):
-                merged[name] = combine(name[1 : name.index(":")], current, value)
+                merged[name] = merge_cell(name, current, value)
             elif name == "first_seen":
                 merged[name] = value if current is None or int(value) < int(current) else current
             elif name in ("last_seen", "updated_at"):

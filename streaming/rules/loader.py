@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from core.yaml12 import load_yaml
 from quality.event_contract import CUSTOM_EVENT_TYPE_PATTERN
 from streaming.rules.cel import CelProgramError, compile_expression, dry_run
 from streaming.rules.model import ACTION_TYPES, Action, Rule, RuleSet
@@ -18,19 +19,6 @@ _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _RULE_KEYS = {"id", "description", "on", "when", "per", "action", "cooldown", "max_fires", "ttl"}
 _ACTION_KEYS = {"type", "message", "params", "url", "segment", "offer"}
-
-
-class _Yaml12Loader(yaml.SafeLoader):
-    """SafeLoader where only true/false are booleans, so a rule's `on:` key stays a string."""
-
-
-_Yaml12Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
 
 
 class RuleFileError(ValueError):
@@ -66,7 +54,7 @@ def load_rules(path: str | Path) -> RuleSet:
 def parse_rules(text: str, *, source: str = "<rules>") -> RuleSet:
     """Validate rule-file text (see docs/rules.md for the format)."""
     try:
-        document = yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+        document = load_yaml(text)
     except yaml.YAMLError as exc:
         raise RuleFileError(source, [f"not valid YAML: {exc}"]) from exc
     if document is None:

@@ -100,11 +100,9 @@ def apply_ops(fields: MutableMapping[str, Any], ops: tuple[Any, ...]) -> None:
         fields["w"] = str(min(days))
 
 
-def merge_cells(into: MutableMapping[str, str], other: Mapping[str, str]) -> None:
-    """Merge another part's cells into ``into`` (identity stitching)."""
-    for name, value in other.items():
-        if is_cell(name):
-            into[name] = combine(name[1 : name.index(":")], into.get(name), value)
+def merge_cell(name: str, current: str | None, value: str) -> str:
+    """A cell of two parts of one person merged (identity stitching): by the code in its name."""
+    return combine(name[1 : name.index(":")], current, value)
 
 
 def grouped_cells(fields: Mapping[str, str]) -> dict[str, list[tuple[int | None, str, str]]]:

@@ -32,10 +32,6 @@ NUMERIC_KINDS = frozenset({"sum", "min", "max"})
 VALUE_KINDS = frozenset({"first", "last"})
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
-#: How a keyed trait keys its cells: by the event's type, by its category (page views: from
-#: metadata.category, else the catalog), or one cell per key of the object at ``field``.
-KEYED_BY = ("event_type", "category", "each")
-
 
 @dataclass(frozen=True)
 class TraitDefinition:
@@ -48,7 +44,9 @@ class TraitDefinition:
     field: str | None = None
     window_days: int | None = None
     half_life_days: float | None = None
-    keyed_by: str | None = None  # built-ins only (see KEYED_BY)
+    #: Built-ins only: cells keyed by the event's type ("event_type"), its resolved category
+    #: ("category"), or one cell per key of the object at ``field`` ("each").
+    keyed_by: str | None = None
     short_name: str = ""  # built-ins: a shorter name in their cells' field names
     storage_id: str = dataclass_field(init=False, compare=False)
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
+from core.yaml12 import load_yaml
 from quality.event_contract import CUSTOM_EVENT_TYPE_PATTERN, STANDARD_EVENT_TYPES
-from streaming.rules.loader import _Yaml12Loader
 from streaming.traits.definition import KINDS, NAME_PATTERN, NUMERIC_KINDS, VALUE_KINDS, TraitDefinition
 from streaming.traits.registry import TraitSet
 from streaming.traits.where import WhereError, check_path, compile_where
@@ -48,7 +48,7 @@ def load_traits(path: str | Path, interest_half_life_days: float = 7.0) -> Trait
 
 def parse_traits(text: str, source: str = "<traits>", interest_half_life_days: float = 7.0) -> TraitSet:
     try:
-        document = yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+        document = load_yaml(text)
     except yaml.YAMLError as exc:
         raise TraitFileError(source, [f"not valid YAML: {exc}"]) from exc
     if document is None:

@@ -55,6 +55,11 @@ def live_since(client: RedisClient) -> dict[str, LiveSince]:
     return found
 
 
+def backfilled(client: RedisClient) -> set[str]:
+    """Storage ids of the traits whose backfill has completed."""
+    return {k.decode() if isinstance(k, bytes) else k for k in client.hkeys(BACKFILLED_KEY)}
+
+
 class RegisteredTraits:
     """The follower's current traits, each new set registered (and given its generation) before use."""
 

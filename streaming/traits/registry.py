@@ -46,10 +46,6 @@ class CompiledTrait:
         return found
 
 
-def compile_trait(trait: TraitDefinition) -> CompiledTrait:
-    return CompiledTrait(trait)
-
-
 class TraitSet:
     """Built-in and user-declared (``computed``) traits; immutable, swapped whole on reload."""
 
@@ -61,7 +57,7 @@ class TraitSet:
         self.interest_half_life_days = interest_half_life_days
         self._reads = builtin_reads(self.builtin)
         self._computed_reads = tuple(TraitRead(trait.name, trait) for trait in computed)
-        self._compiled = tuple(compile_trait(trait) for trait in (*self.builtin, *computed))
+        self._compiled = tuple(CompiledTrait(trait) for trait in (*self.builtin, *computed))
         self._by_type: dict[str, tuple[CompiledTrait, ...]] = {}
         #: Set once when an app registers the set (streaming/traits/registration.py); 0 = unregistered.
         self.generation = 0
@@ -98,16 +94,6 @@ class TraitSet:
 
     def __len__(self) -> int:
         return len(self.computed)
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, TraitSet)
-            and self.computed == other.computed
-            and self.interest_half_life_days == other.interest_half_life_days
-        )
-
-    def __hash__(self) -> int:
-        return hash((self.computed, self.interest_half_life_days))
 
 
 #: The built-in traits alone, with the default interest half-life.

@@ -45,8 +45,7 @@ def compile_where(expression: str) -> Condition:
         tree = parse(expression)
     except Unsupported as exc:
         raise WhereError(f"not in the supported CEL subset: {exc}") from exc
-    condition = _condition(tree)
-    return condition
+    return _condition(tree)
 
 
 def _condition(node: tuple) -> Condition:
