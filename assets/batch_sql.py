@@ -1,12 +1,13 @@
 """Profile recompute as DuckDB SQL over the archive's Parquet, with the stream's semantics.
 
 What the test oracle ``tests.reference_recompute`` computes event by event, set-based: each archived
-record becomes its ``profile_delta`` columns (category from metadata, else the catalog; amounts
-in integer micros, rounded half to even like Python's ``round``), each (profile, event_id)
-then counts once, the first in Kafka order as the stream applies it, and the aggregates
-follow ``update.lua``: counters, min/max, top products by latest event time, sessions split
-by gaps over the session gap. The result is one row per profile plus (profile, kind, key,
-value) entries; ``documents`` assembles them with the stream's own ``build_profile``.
+record becomes its ``profile_delta`` columns (category from metadata, else the catalog; the
+built-in measures, amounts in integer micros rounded half to even like Python's ``round``),
+each (profile, event_id) then counts once, the first in Kafka order as the stream applies it.
+The trait registry's fields (every counter, time and total) are its generated SQL
+(``streaming.traits.sql``); what sits beside the registry follows ``update.lua`` here: top
+products by latest event time, sessions split by gaps over the session gap, linked anonymous
+ids. ``documents`` assembles the rows with the stream's own ``build_profile``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import duckdb
 import pyarrow as pa
 
 from core.archive_layout import archive_glob, before_cut_sql, has_archive
-from streaming.profiles.delta import DEFAULT_ENGAGEMENT_POINTS, ENGAGEMENT_POINTS, MICROS
 from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile, now
 from streaming.traits.registry import BUILTIN_TRAITS, TraitSet
 from streaming.traits.sql import CELL_COLUMNS, cell_text, trait_cells_sql
@@ -30,7 +30,6 @@ logger = logging.getLogger(__name__)
 _METADATA = (
     '{"metadata": {"product_id": "VARCHAR", "category": "VARCHAR", "quantity": "BIGINT", "price": "DOUBLE"}}'
 )
-_ENGAGEMENT = " ".join(f"WHEN '{t}' THEN {points}" for t, points in ENGAGEMENT_POINTS.items())
 
 PROFILE_EVENTS_SQL = """
 CREATE OR REPLACE TEMP TABLE profile_events AS
@@ -56,22 +55,12 @@ SELECT profile_id, event_id, event_type, ts, user_id, anonymous_id,
        coalesce(m.product_id, '') AS product_id,
        CASE WHEN event_type = 'page_view' THEN coalesce(nullif(m.category, ''), catalog.category, '')
             ELSE '' END AS category,
-       CASE WHEN coalesce(m.product_id, '') = '' THEN 0
-            WHEN event_type = 'add_to_cart' THEN coalesce(m.quantity, 1)
-            WHEN event_type IN ('remove_from_cart', 'purchase') THEN -coalesce(m.quantity, 1)
-            ELSE 0 END AS cart_change,
-       CASE WHEN event_type = 'purchase'
-            THEN round_even(m.price * coalesce(m.quantity, 1) * {micros}, 0)::BIGINT
-            ELSE 0 END AS purchase_micros,
-       CASE event_type {engagement} ELSE {default_engagement} END AS engagement,
        coalesce(nullif(m.category, ''), catalog.category, '') AS event_category{extractions}
 FROM once LEFT JOIN catalog ON catalog.product_id = m.product_id
 """
 
 PROFILES_SQL = """
-SELECT profile_id, max(user_id) AS user_id, count(*) AS event_count,
-       min(ts) AS first_seen, max(ts) AS last_seen,
-       sum(purchase_micros)::BIGINT AS purchase_micros, sum(engagement)::BIGINT AS engagement,
+SELECT profile_id, max(user_id) AS user_id, max(ts) AS last_seen,
        count(*) FILTER (starts_session)::BIGINT AS session_count,
        max(ts) FILTER (starts_session) AS last_session_start
 FROM (
@@ -83,14 +72,7 @@ GROUP BY profile_id
 """
 
 ENTRIES_SQL = f"""
-SELECT profile_id, 't' AS kind, event_type AS key, count(*) AS value FROM profile_events GROUP BY ALL
-UNION ALL
-SELECT profile_id, 'v', category, count(*) FROM profile_events WHERE category <> '' GROUP BY ALL
-UNION ALL
-SELECT profile_id, 'c', product_id, sum(cart_change)::BIGINT FROM profile_events WHERE cart_change <> 0
-GROUP BY ALL HAVING sum(cart_change) > 0
-UNION ALL
-SELECT DISTINCT profile_id, 'a', anonymous_id, 0 FROM profile_events
+SELECT DISTINCT profile_id, 'a' AS kind, anonymous_id AS key, 0 AS value FROM profile_events
 WHERE user_id IS NOT NULL AND anonymous_id IS NOT NULL
 UNION ALL
 SELECT profile_id, 'p', p.product_id, p.ts FROM (
@@ -105,17 +87,7 @@ SELECT profile_id, 'p', p.product_id, p.ts FROM (
 )
 """
 
-PROFILE_COLUMNS = (
-    "profile_id",
-    "user_id",
-    "event_count",
-    "first_seen",
-    "last_seen",
-    "purchase_micros",
-    "engagement",
-    "session_count",
-    "last_session_start",
-)
+PROFILE_COLUMNS = ("profile_id", "user_id", "last_seen", "session_count", "last_session_start")
 ENTRY_COLUMNS = ("profile_id", "kind", "key", "value")
 
 
@@ -124,9 +96,6 @@ def profile_events_sql(extractions: list[str], cut: Mapping[int, int] | None = N
     return PROFILE_EVENTS_SQL.format(
         cut=before_cut_sql(cut),
         metadata=_METADATA,
-        micros=MICROS,
-        engagement=_ENGAGEMENT,
-        default_engagement=DEFAULT_ENGAGEMENT_POINTS,
         extractions="".join(f",\n       {e}" for e in extractions),
     )
 
@@ -134,9 +103,9 @@ def profile_events_sql(extractions: list[str], cut: Mapping[int, int] | None = N
 class ProfileTables(NamedTuple):
     """``profiles``: PROFILE_COLUMNS, times in epoch ms (the last session ends at last_seen).
 
-    ``entries``: ENTRY_COLUMNS; kind "t" counts by event type, "v" category views, "c" cart
-    quantities (> 0 only), "a" linked anonymous ids (value 0), "p" last products (value = its
-    latest event ms). ``cells``: the trait cells, CELL_COLUMNS (streaming/traits/sql.py).
+    ``entries``: ENTRY_COLUMNS; kind "a" linked anonymous ids (value 0), "p" last products
+    (value = its latest event ms). ``cells``: the trait registry's fields, CELL_COLUMNS
+    (streaming/traits/sql.py).
     """
 
     profiles: pa.Table
@@ -189,27 +158,16 @@ def documents(
     for pid, kind, key, value in zip(*(entries.column(n).to_pylist() for n in ENTRY_COLUMNS), strict=True):
         keyed.setdefault(pid, []).append((kind, key, value))
     columns = [tables.profiles.column(n).to_pylist() for n in PROFILE_COLUMNS]
-    for pid, user_id, count, first_seen, last_seen, micros, engagement, sessions, session_start in zip(
-        *columns, strict=True
-    ):
-        fields = {
-            "event_count": str(count),
-            "first_seen": str(first_seen),
-            "last_seen": str(last_seen),
-            "purchase_micros": str(micros),
-            "engagement": str(engagement),
-        }
+    for pid, user_id, last_seen, sessions, session_start in zip(*columns, strict=True):
+        fields = dict(cells.get(pid, {}))
         if user_id:
             fields["user_id"] = user_id
-        fields.update(cells.get(pid, {}))
         anonymous_ids, products = [], []
         for kind, key, value in keyed.get(pid, ()):
             if kind == "a":
                 anonymous_ids.append(key)
-            elif kind == "p":
-                products.append((value, key))
             else:
-                fields[f"{kind}:{key}"] = str(value)
+                products.append((value, key))
         recent = [p for _, p in sorted(products, reverse=True)]
         document = build_profile(
             pid, fields, anonymous_ids, recent, sessions, (session_start, last_seen), traits, now_ms

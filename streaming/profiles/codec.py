@@ -41,9 +41,6 @@ def delta_row(key_index: int, delta: ProfileDelta) -> tuple[str | int, ...]:
         delta.anonymous_id,
         delta.category,
         delta.product_id,
-        delta.cart_change,
-        delta.purchase_micros,
-        delta.engagement,
         delta.ops,
         delta.marker,
     )

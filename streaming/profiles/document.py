@@ -1,11 +1,12 @@
 """Build the profile JSON of the contract from its stored parts (pure).
 
 Stored parts, as kept in Redis (see ``streaming/profiles/update.lua``):
-- ``fields``: flat hash. ``user_id``, ``event_count``, ``first_seen``/``last_seen``/``updated_at``
-  (epoch ms), ``purchase_micros``, ``engagement``, ``t:<type>`` counts, ``v:<category>`` views,
-  ``c:<product_id>`` cart quantity (adds minus removals and purchases; shown when > 0), and the
-  trait cells ``x<code>:...`` that ``traits``, ``interests``, ``counts_7d``, ``counts_30d`` and
-  ``computed`` are read from (``streaming/traits/cells.py``).
+- ``fields``: flat hash. ``user_id``, ``updated_at`` (epoch ms), ``intent_score``, ``segments``,
+  the latest session's bounds, and the trait registry's fields, which every field from
+  ``first_seen`` to ``computed`` is read from (``streaming/traits/definition.py``,
+  ``builtin_traits``): ``event_count``, ``first_seen``/``last_seen``, ``t:<type>``,
+  ``v:<category>``, ``c:<product_id>``, ``purchase_micros``, ``engagement`` and the cells
+  ``x<code>:...`` (``streaming/traits/cells.py``).
 - ``anonymous_ids``: anonymous ids linked to a user; ``last_products``: most recent first;
   ``session_count``.
 """
@@ -17,7 +18,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from core.time_format import iso_from_ms
-from streaming.profiles.delta import MICROS
 from streaming.traits.registry import BUILTIN_TRAITS, TraitSet
 
 LAST_PRODUCTS_LIMIT = 10
@@ -40,19 +40,6 @@ def build_profile(
     """
     if last_session is None and "ss" in fields:
         last_session = (int(fields["ss"]), int(fields["se"]))
-    counts_by_type: dict[str, int] = {}
-    category_views: dict[str, int] = {}
-    cart: dict[str, int] = {}
-    for name, raw in fields.items():
-        prefix, _, rest = name.partition(":")
-        if not rest:
-            continue
-        if prefix == "t":
-            counts_by_type[rest] = int(raw)
-        elif prefix == "v":
-            category_views[rest] = int(raw)
-        elif prefix == "c" and int(raw) > 0:
-            cart[rest] = int(raw)
     user_id = fields.get("user_id") or None
     # An anonymous profile is keyed by its anonymous_id, which is not stored again.
     anonymous = set(anonymous_ids) if user_id else {*anonymous_ids, profile_id}
@@ -60,21 +47,13 @@ def build_profile(
         "profile_id": profile_id,
         "user_id": user_id,
         "anonymous_ids": sorted(anonymous),
-        "first_seen": iso_from_ms(_int_or_none(fields.get("first_seen"))),
-        "last_seen": iso_from_ms(_int_or_none(fields.get("last_seen"))),
-        "event_count": int(fields.get("event_count", 0)),
-        "counts_by_type": dict(sorted(counts_by_type.items())),
-        "category_views": dict(sorted(category_views.items())),
+        **traits.profile_fields(fields, now() if now_ms is None else now_ms),
         "last_products": list(last_products)[:LAST_PRODUCTS_LIMIT],
-        "cart": dict(sorted(cart.items())),
-        "purchase_total": round(int(fields.get("purchase_micros", 0)) / MICROS, 6),
         "session_count": session_count,
         "last_session": session_facts(last_session),
-        "engagement_score": int(fields.get("engagement", 0)),
         # intent_score and segments are set by the intent model and rules (issue 4).
         "intent_score": float(fields.get("intent_score", 0.0)),
         "segments": sorted(s for s in fields.get("segments", "").split(",") if s),
-        **traits.profile_fields(fields, now() if now_ms is None else now_ms),
         "updated_at": iso_from_ms(_int_or_none(fields.get("updated_at"))),
     }
 

@@ -16,14 +16,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from core.time_format import iso_from_ms
-from streaming.profiles.delta import MICROS
 from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile, now, session_facts
-from streaming.traits.cells import is_cell, merge_cell
+from streaming.traits.cells import combine
 from streaming.traits.registry import BUILTIN_TRAITS, TraitSet
-
-#: Fields added up when parts merge (besides the t:/v:/c: families).
-SUMMED_FIELDS = frozenset({"event_count", "engagement", "purchase_micros"})
-SUMMED_PREFIXES = ("t:", "v:", "c:")
 
 
 class ProfilePart(NamedTuple):
@@ -48,27 +43,26 @@ def merge_sessions(intervals: Iterable[tuple[int, int]], gap_ms: int) -> list[tu
     return merged
 
 
-def merge_fields(person_fields: Mapping[str, str], others: Iterable[Mapping[str, str]]) -> dict[str, str]:
-    """Merge field hashes: counters add up, first_seen is the min, last_seen/updated_at the max,
-    trait cells merge by their code (streaming/traits/cells.py).
+def merge_fields(
+    person_fields: Mapping[str, str], others: Iterable[Mapping[str, str]], traits: TraitSet = BUILTIN_TRAITS
+) -> dict[str, str]:
+    """Merge field hashes: the registry's traits merge by their cell code (counters add up,
+    first_seen is the min, ...), updated_at is the max, segments the union.
 
-    Anything else (user_id, intent_score, segments, rule state) is the person's own.
+    Anything else (user_id, intent_score, rule state) is the person's own.
     """
     merged = dict(person_fields)
     for fields in others:
         for name, value in fields.items():
             current = merged.get(name)
-            if name in SUMMED_FIELDS or name.startswith(SUMMED_PREFIXES):
-                merged[name] = str(int(current or 0) + int(value))
-            elif is_cell(name):
-                merged[name] = merge_cell(name, current, value)
-            elif name == "first_seen":
-                merged[name] = value if current is None or int(value) < int(current) else current
-            elif name in ("last_seen", "updated_at"):
+            code = traits.code_of(name)
+            if code is not None:
+                merged[name] = combine(code, current, value)
+            elif name == "updated_at":
                 merged[name] = value if current is None or int(value) > int(current) else current
             elif name == "segments":
                 merged[name] = ",".join(sorted({*(current or "").split(","), *value.split(",")} - {""}))
-            elif current is None and name not in ("ss", "se"):
+            elif current is None and name not in ("ss", "se", "w"):
                 merged[name] = value
     return merged
 
@@ -91,7 +85,7 @@ def merge_parts(
         return None
     own = parts[0] if parts[0].profile_id == person_id else ProfilePart(person_id, {}, frozenset(), {}, [])
     others = [part for part in parts if part is not own]
-    fields = merge_fields(own.fields, (part.fields for part in others))
+    fields = merge_fields(own.fields, (part.fields for part in others), traits)
     if user_id:
         fields["user_id"] = user_id
     anonymous_ids = set(own.anonymous_ids)
@@ -156,7 +150,7 @@ def merged_view(
     own = parts[0] if parts[0].profile_id == person_id else None
     others = parts[1:] if own is not None else parts
     fields = (
-        merge_fields(own.fields if own else {}, (part.fields for part in others))
+        merge_fields(own.fields if own else {}, (part.fields for part in others), traits)
         if others
         else parts[0].fields
     )
@@ -169,22 +163,14 @@ def merged_view(
         builder = _VIEW_BUILDERS.get(name)
         if builder is not None:
             view[name] = builder(fields, parts, session_gap_ms)
-    if names & TRAIT_FIELDS:
-        read = traits.profile_fields(fields, now() if now_ms is None else now_ms)
-        view.update((name, read[name]) for name in names & TRAIT_FIELDS)
+    wanted = names & traits.field_names
+    if wanted:
+        view.update(traits.profile_fields(fields, now() if now_ms is None else now_ms, wanted))
     return view
 
 
-#: Profile fields read from trait cells (streaming/traits/registry.py).
-TRAIT_FIELDS = frozenset({"traits", "interests", "counts_7d", "counts_30d", "computed"})
-
-
-def _prefixed(prefix: str, positive_only: bool = False):
-    def build(fields: Mapping[str, str], _parts: list[ProfilePart], _gap: int) -> dict[str, int]:
-        found = {name[len(prefix) :]: int(value) for name, value in fields.items() if name.startswith(prefix)}
-        return {k: v for k, v in found.items() if v > 0} if positive_only else found
-
-    return build
+#: Profile fields read from the trait registry (streaming/traits/registry.py).
+TRAIT_FIELDS = BUILTIN_TRAITS.field_names
 
 
 def _time(name: str):
@@ -214,19 +200,11 @@ def _anonymous_ids(fields: Mapping[str, str], parts: list[ProfilePart], _gap: in
 
 
 _VIEW_BUILDERS = {
-    "event_count": lambda f, _p, _g: int(f.get("event_count", 0)),
-    "counts_by_type": _prefixed("t:"),
-    "category_views": _prefixed("v:"),
-    "cart": _prefixed("c:", positive_only=True),
-    "purchase_total": lambda f, _p, _g: round(int(f.get("purchase_micros", 0)) / MICROS, 6),
-    "engagement_score": lambda f, _p, _g: int(f.get("engagement", 0)),
     "intent_score": lambda f, _p, _g: float(f.get("intent_score", 0.0)),
     "session_count": lambda _f, p, g: len(merge_sessions((i for part in p for i in part.sessions), g)),
     "last_session": lambda _f, p, g: session_facts(
         (merge_sessions((i for part in p for i in part.sessions), g) or [None])[-1]
     ),
-    "first_seen": _time("first_seen"),
-    "last_seen": _time("last_seen"),
     "updated_at": _time("updated_at"),
     "last_products": _last_products,
     "anonymous_ids": _anonymous_ids,

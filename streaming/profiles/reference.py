@@ -37,19 +37,9 @@ class ReferenceProfile:
         self.seen.add(delta.event_id)
         f = self.fields
         ts = delta.timestamp_ms
-        f["event_count"] = int(f.get("event_count", 0)) + 1
-        f["first_seen"] = min(int(f.get("first_seen", ts)), ts)
-        f["last_seen"] = max(int(f.get("last_seen", ts)), ts)
         if delta.user_id:
             f["user_id"] = delta.user_id
-        _incr(f, f"t:{delta.event_type}", 1)
-        _incr(f, "engagement", delta.engagement)
-        if delta.category:
-            _incr(f, f"v:{delta.category}", 1)
-        if delta.cart_change:
-            _incr(f, f"c:{delta.product_id}", delta.cart_change)
-        if delta.purchase_micros:
-            _incr(f, "purchase_micros", delta.purchase_micros)
+        apply_ops(f, delta.ops)  # type: ignore[arg-type]  # the registry's traits, built-in ones included
         if delta.anonymous_id:
             self.anonymous_ids.add(delta.anonymous_id)
         if delta.product_id:
@@ -58,7 +48,6 @@ class ReferenceProfile:
                 oldest = min(self.products.items(), key=lambda item: (item[1], item[0]))[0]
                 del self.products[oldest]
         self._add_to_sessions(ts, session_gap_ms)
-        apply_ops(f, delta.ops)  # type: ignore[arg-type]  # cells are the str-valued x... fields
         return True
 
     def _add_to_sessions(self, ts: int, gap_ms: int) -> None:
@@ -109,10 +98,6 @@ def reference_profiles(
             profile = profiles[delta.profile_id] = ReferenceProfile(delta.profile_id)
         profile.apply(delta, session_gap_ms)
     return profiles
-
-
-def _incr(fields: dict[str, int | str], name: str, amount: int) -> None:
-    fields[name] = int(fields.get(name, 0)) + amount
 
 
 def reference_owners(deltas: Iterable[ProfileDelta]) -> dict[str, str]:

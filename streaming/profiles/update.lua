@@ -12,8 +12,9 @@
 --        touch several slots of that master; each profile stays in its own slot.
 -- ARGV:  1 dedupe TTL seconds, 2 now ms, 3 session gap ms,
 --        4 msgpack array of deltas: {key_index, event_id, event_type, ts_ms, user_id,
---          anonymous_id, category, product_id, cart_change, purchase_micros, engagement, ops, marker}
---          ops: trait cell ops, flat {field, code, value, keep-from day, ...} (streaming/traits/cells.py)
+--          anonymous_id, category, product_id, ops, marker}
+--          ops: the trait registry's ops, flat {field, code, value, keep-from day, ...}
+--          (streaming/traits/ops.py, cells.py): every built-in counter and the user's traits
 --          marker: the dedupe marker's value, g<generation> of its trait set (streaming/traits/registration.py)
 --        5 intent model, msgpack {bias, feature types, weights} (streaming/profiles/intent.py), or 
 --        6 msgpack array of key indices to report on (or ''), 7 '1' to report last products
@@ -31,10 +32,11 @@
 -- {part ids}} for events whose person was other than their own profile when evaluated; only
 -- profiles with an uncertain candidate are reported.
 -- Semantics are those of streaming/profiles/reference.py; every change commutes.
--- Fields: event_count, first_seen, last_seen, user_id, updated_at, engagement, purchase_micros,
--- t:<type>, v:<category>, c:<product>, ss/se = the latest session's bounds, and the trait
--- cells x<code>:<trait>:<day>:<key> (streaming/traits/cells.py); earlier sessions are
--- "<start>:<end>" members of the <base>:sessions zset (score = start).
+-- Fields: user_id, updated_at, ss/se = the latest session's bounds, and the fields the trait
+-- registry's ops name (streaming/traits/definition.py): event_count, first_seen, last_seen,
+-- t:<type>, v:<category>, c:<product>, purchase_micros, engagement and the cells
+-- x<code>:<trait>:<day>:<key>. This script knows none of them: it merges each op by its code.
+-- Earlier sessions are "<start>:<end>" members of the <base>:sessions zset (score = start).
 -- The call being run, set by update() at the bottom; the helpers read them (the prefilter's too,
 -- so they are declared before its included text).
 local keys, ttl, now, gap, model, plan, rules_now, cluster
@@ -161,50 +163,33 @@ local function update(KEYS, ARGV)
     if plan and not decide_only and (plan['types'][d[3]] or any_rules) then prefetch = prefetch_names(d) end
     if decide_only then
       prefilter(d, base, prefetch_names(d))  -- nothing is applied
-    elseif redis.call('SET', base .. ':seen:' .. d[2], d[13] or '1', 'NX', 'EX', ttl) then
+    elseif redis.call('SET', base .. ':seen:' .. d[2], d[10] or '1', 'NX', 'EX', ttl) then
       applied = applied + 1
-      local event_type, ts, user_id, anon = d[3], d[4], d[5], d[6]
-      local category, product, cart, micros, points = d[7], d[8], d[9], d[10], d[11]
-      local names = {'event_count', 'first_seen', 'last_seen', 'ss', 'se', 'engagement', 't:' .. event_type}
-      if category ~= '' then names[#names + 1] = 'v:' .. category end
-      if product ~= '' and cart ~= 0 then names[#names + 1] = 'c:' .. product end
-      if micros ~= 0 then names[#names + 1] = 'purchase_micros' end
-      if model then names[#names + 1] = 'sq' end
-      local sq_index = #names
-      local ops, ops_from, w_index = d[12], #names + 1, nil
-      if ops then
-        for j = 1, #ops, 4 do
-          names[#names + 1] = ops[j]
-          if ops[j + 3] > 0 then w_index = true end
-        end
-        if w_index then names[#names + 1] = 'w'; w_index = #names end  -- the oldest windowed day
+      local event_type, ts, user_id, anon, product = d[3], d[4], d[5], d[6], d[8]
+      local names = {'ss', 'se', 'sq'}  -- sq: read only with a model
+      if not model then names[3] = nil end
+      local ops, ops_from, w_index = d[9], #names + 1, nil
+      for j = 1, #ops, 4 do
+        names[#names + 1] = ops[j]
+        if ops[j + 3] > 0 then w_index = true end
       end
+      if w_index then names[#names + 1] = 'w'; w_index = #names end  -- the oldest windowed day
       local read_from = #names + 1
       if prefetch then for _, name in ipairs(prefetch) do names[#names + 1] = name end end
       local cur = redis.call('HMGET', fields, unpack(names))
-      -- Integers below 2^53 go to Redis as plain digits, so no string.format is needed here.
-      local out = {'event_count', (tonumber(cur[1]) or 0) + 1, 'updated_at', now,
-                   't:' .. event_type, (tonumber(cur[7]) or 0) + 1}
-      local first, last = tonumber(cur[2]), tonumber(cur[3])
-      if not first or ts < first then out[#out + 1] = 'first_seen'; out[#out + 1] = ts end
-      if not last or ts > last then out[#out + 1] = 'last_seen'; out[#out + 1] = ts end
-      if points ~= 0 then out[#out + 1] = 'engagement'; out[#out + 1] = (tonumber(cur[6]) or 0) + points end
-      local i = 8
-      if category ~= '' then out[#out + 1] = names[i]; out[#out + 1] = (tonumber(cur[i]) or 0) + 1; i = i + 1 end
-      if product ~= '' and cart ~= 0 then out[#out + 1] = names[i]; out[#out + 1] = (tonumber(cur[i]) or 0) + cart; i = i + 1 end
-      if micros ~= 0 then out[#out + 1] = names[i]; out[#out + 1] = (tonumber(cur[i]) or 0) + micros end
-      if user_id ~= '' then out[#out + 1] = 'user_id'; out[#out + 1] = user_id end
+      local out = {'updated_at', now}
+      if user_id ~= '' then out[3] = 'user_id'; out[4] = user_id end
 
       -- Sessions: in-order events only touch ss/se; an event before the latest session's
       -- start takes the general path through the zset.
-      local ss, se = tonumber(cur[4]), tonumber(cur[5])
+      local ss, se = tonumber(cur[1]), tonumber(cur[2])
       local latest = nil  -- the latest session's counts, when this event belongs to it
       if not ss then
         ss, se = ts, ts
         latest = {}
       elseif ts >= ss and ts <= se + gap then
         if ts > se then se = ts end
-        if model then latest = parse_counts(cur[sq_index] or nil) end
+        if model then latest = parse_counts(cur[3] or nil) end
       elseif ts > se + gap then
         redis.call('ZADD', base .. ':sessions', ss, int(ss) .. ':' .. int(se))
         ss, se = ts, ts
@@ -225,25 +210,24 @@ local function update(KEYS, ARGV)
         out[#out + 1] = 'sq'; out[#out + 1] = format_counts(latest)
         out[#out + 1] = 'intent_score'; out[#out + 1] = intent(latest, (se - ss) / 60000)
       end
+      -- The registry's traits: every built-in counter, time and total, and the cells.
       local trim = 0
-      if ops then
-        local oldest = w_index and tonumber(cur[w_index])
-        local was = oldest
-        for j = 1, #ops, 4 do
-          local cur_cell = cur[ops_from + (j - 1) / 4]
-          local new = combine(ops[j + 1], cur_cell, ops[j + 2])
-          if new ~= nil then out[#out + 1] = ops[j]; out[#out + 1] = new end
-          local keep = ops[j + 3]  -- windowed: the first day the longest window reads
-          if keep > 0 then
-            if not cur_cell then
-              local day = tonumber(string.match(ops[j], '^x%a+:[^:]*:(%d+):'))
-              if not oldest or day < oldest then oldest = day end
-            end
-            if oldest and oldest < keep then trim = keep end
+      local oldest = w_index and tonumber(cur[w_index])
+      local was = oldest
+      for j = 1, #ops, 4 do
+        local cur_cell = cur[ops_from + (j - 1) / 4]
+        local new = combine(ops[j + 1], cur_cell, ops[j + 2])
+        if new ~= nil then out[#out + 1] = ops[j]; out[#out + 1] = new end
+        local keep = ops[j + 3]  -- windowed: the first day the longest window reads
+        if keep > 0 then
+          if not cur_cell then
+            local day = tonumber(string.match(ops[j], '^x%a+:[^:]*:(%d+):'))
+            if not oldest or day < oldest then oldest = day end
           end
+          if oldest and oldest < keep then trim = keep end
         end
-        if trim == 0 and oldest ~= was then out[#out + 1] = 'w'; out[#out + 1] = oldest end
       end
+      if trim == 0 and oldest ~= was then out[#out + 1] = 'w'; out[#out + 1] = oldest end
       redis.call('HSET', fields, unpack(out))
       if trim > 0 then redis.call('HSET', fields, 'w', trim_cells(fields, trim)) end
       if prefetch then  -- the rules' fields as this update left them
@@ -258,10 +242,13 @@ local function update(KEYS, ARGV)
       end
 
       if anon ~= '' then redis.call('SADD', base .. ':anon', anon) end
-      local products = base .. ':products'
-      if product ~= '' then redis.call('ZADD', products, 'GT', ts, product) end
-      -- Keep the 10 newest products; trimming every 10th event bounds the zset at 20.
-      if (tonumber(cur[1]) or 0) % 10 == 9 then redis.call('ZREMRANGEBYRANK', products, 0, -11) end
+      if product ~= '' then
+        -- Keep the 10 newest products: a zset grown past 20 is cut back to 10.
+        local products = base .. ':products'
+        if redis.call('ZADD', products, 'GT', ts, product) == 1 and redis.call('ZCARD', products) > 20 then
+          redis.call('ZREMRANGEBYRANK', products, 0, -11)
+        end
+      end
     end
     if prefetch then prefilter(d, base, prefetch, updated) end
   end

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 from enrichment.catalog import Catalog
 from quality.event_contract import EventContractError, parse_event
 from streaming.profiles.delta import event_category
+from streaming.traits.cells import is_cell
 from streaming.traits.ops import trait_ops
 from streaming.traits.registry import TraitSet
 
@@ -38,7 +39,7 @@ def backfill_jobs(
     Only the traits in ``live_generations`` (by storage id) are backfilled; ``arrived_long_ago_ms``
     is now minus the dedupe window: records older than it have lost their markers.
     """
-    chosen = {trait.storage_id for trait in traits.all} & set(live_generations)
+    chosen = {trait.storage_id for trait in traits.cell_traits} & set(live_generations)
     generations = {sid: live_generations[sid] for sid in chosen}
     jobs: dict[str, list[Any]] = {}
     for record in records:
@@ -50,6 +51,8 @@ def backfill_jobs(
         ops = trait_ops(event, category, traits, now_ms)
         tagged: list[Any] = []
         for i in range(0, len(ops), 4):
+            if not is_cell(ops[i]):
+                continue  # a built-in field: live since its first release, never backfilled
             sid = ops[i].split(":", 2)[1]
             if sid in chosen:
                 tagged += (*ops[i : i + 4], sid)

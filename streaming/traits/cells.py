@@ -3,7 +3,9 @@
 A cell is one field of a profile's fields hash, named ``x<code>:<storage id>:<day>:<key>``
 (``day``: the UTC day number when the trait has a window, else empty; ``key``: the map key of
 a keyed trait, else empty). Its code says how two values merge, so merging the parts of a
-person (identity stitching) needs no registry:
+person (identity stitching) needs no registry. The built-in profile's traits keep their
+historical names instead (``stored_as``: ``event_count``, ``t:<type>``, ...); the registry
+knows their codes (``TraitSet.code_of``). The codes:
 
 - ``n``: integer addition (counts; sums in millionths);
 - ``lo``/``hi``: the least/greatest number (stored as Python's ``repr`` of the float);
@@ -18,9 +20,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
+from core.time_format import iso_from_ms
 from streaming.traits.definition import DAY_MS, TraitDefinition, TraitRead
 
 MICROS = 1_000_000
@@ -29,6 +32,8 @@ LN2 = math.log(2)
 
 
 def cell_field(trait: TraitDefinition, day: int | None, key: str) -> str:
+    if trait.stored_as is not None:
+        return trait.stored_as + key
     return f"x{trait.code}:{trait.storage_id}:{'' if day is None else day}:{key}"
 
 
@@ -105,16 +110,6 @@ def merge_cell(name: str, current: str | None, value: str) -> str:
     return combine(name[1 : name.index(":")], current, value)
 
 
-def grouped_cells(fields: Mapping[str, str]) -> dict[str, list[tuple[int | None, str, str]]]:
-    """Cells by storage id: [(day, key, value)]."""
-    groups: dict[str, list[tuple[int | None, str, str]]] = {}
-    for name, value in fields.items():
-        if is_cell(name):
-            _, storage_id, day, key = parse_cell(name)
-            groups.setdefault(storage_id, []).append((day, key, value))
-    return groups
-
-
 def read_value(read: TraitRead, cells: Iterable[tuple[int | None, str, str]], now_ms: int) -> Any:
     """A trait read at ``now_ms``: {key: value} for keyed traits, else a value or None (absent)."""
     trait = read.trait
@@ -128,8 +123,13 @@ def read_value(read: TraitRead, cells: Iterable[tuple[int | None, str, str]], no
     values = {key: present(trait, value, now_ms) for key, value in merged.items()}
     values = {key: value for key, value in values.items() if value is not None}
     if trait.keyed_by is not None:
+        if read.positive_only:
+            values = {key: value for key, value in values.items() if value > 0}
         return dict(sorted(values.items()))
-    return values.get("")
+    value = values.get("")
+    if value is None:
+        return read.default
+    return iso_from_ms(value) if read.as_time else value
 
 
 def present(trait: TraitDefinition, value: str, now_ms: int) -> Any:
@@ -139,7 +139,7 @@ def present(trait: TraitDefinition, value: str, now_ms: int) -> Any:
     if trait.kind == "sum":
         return round(int(value) / MICROS, 6)
     if trait.kind in ("min", "max"):
-        return float(value)
+        return int(value) if trait.measure else float(value)
     if trait.kind in ("first", "last"):
         return json.loads(value.split(":", 2)[2])
     score = round(2.0 ** (float(value) - now_ms / trait.half_life_ms), 3)

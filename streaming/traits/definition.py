@@ -2,7 +2,10 @@
 
 A trait names its ``kind``, the event types it reads (``on``), an optional CEL ``where`` over
 the event, an optional ``field`` (a path into the event), an optional ``window`` of whole UTC
-days and, for ``decayed``, a ``half_life``. The stream (``update.lua`` through
+days and, for ``decayed``, a ``half_life``. The built-in profile (``event_count``,
+``counts_by_type``, ``cart``, ``purchase_total``, ...) is declared here the same way
+(``builtin_traits``); only its structural parts sit beside it: sessions, last products,
+anonymous ids and the intent score (``streaming/profiles/update.lua``). The stream (``update.lua`` through
 ``streaming.traits.ops``), the Python reference, the DuckDB recompute
 (``streaming.traits.sql``) and the profile document (``streaming.traits.cells``) all derive
 from the same ``TraitDefinition``.
@@ -45,9 +48,17 @@ class TraitDefinition:
     window_days: int | None = None
     half_life_days: float | None = None
     #: Built-ins only: cells keyed by the event's type ("event_type"), its resolved category
-    #: ("category"), or one cell per key of the object at ``field`` ("each").
+    #: ("category"), its ``metadata.product_id`` ("product_id"), or one cell per key of the
+    #: object at ``field`` ("each").
     keyed_by: str | None = None
     short_name: str = ""  # built-ins: a shorter name in their cells' field names
+    #: Built-ins only: an integer measure of the event (``streaming.traits.measures``) in place
+    #: of ``field``: the weight a ``count`` adds, or the number ``sum``/``min``/``max`` read.
+    measure: str | None = None
+    #: Built-ins only: the trait's one field (unkeyed) or field prefix (keyed, e.g. "t:") in the
+    #: profile hash, instead of ``x<code>:...`` cells. Such a trait is live since its first
+    #: release: it is never registered or backfilled.
+    stored_as: str | None = None
     storage_id: str = dataclass_field(init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -63,6 +74,7 @@ class TraitDefinition:
                 self.half_life_days,
                 self.keyed_by,
             ]
+            + ([self.measure] if self.measure else [])
         )
         digest = hashlib.sha1(meaning.encode()).hexdigest()[:4]
         object.__setattr__(self, "storage_id", f"{self.short_name or self.name}.{digest}")
@@ -82,16 +94,46 @@ class TraitDefinition:
 
 @dataclass(frozen=True)
 class TraitRead:
-    """A profile field read from a trait's cells, over ``window_days`` (None: every cell)."""
+    """A profile field read from a trait's cells, over ``window_days`` (None: every cell).
+
+    An absent unkeyed value shows as ``default``; ``positive_only`` keeps a keyed trait's keys
+    above 0 (the cart); ``as_time`` shows an epoch-ms value as ISO-8601.
+    """
 
     profile_field: str
     trait: TraitDefinition
     window_days: int | None = None
+    default: int | float | None = None
+    positive_only: bool = False
+    as_time: bool = False
 
 
 def builtin_traits(interest_half_life_days: float = 7.0) -> tuple[TraitDefinition, ...]:
-    """The built-in traits behind the profile's ``traits``, ``interests``, ``counts_7d``/``counts_30d``."""
+    """The built-in profile's traits: one definition each, for every engine."""
     return (
+        TraitDefinition("event_count", "count", stored_as="event_count"),
+        TraitDefinition("first_seen", "min", measure="timestamp_ms", stored_as="first_seen"),
+        TraitDefinition("last_seen", "max", measure="timestamp_ms", stored_as="last_seen"),
+        TraitDefinition("counts_by_type", "count", keyed_by="event_type", stored_as="t:"),
+        TraitDefinition(
+            "category_views", "count", frozenset({"page_view"}), keyed_by="category", stored_as="v:"
+        ),
+        TraitDefinition(
+            "cart",
+            "count",
+            frozenset({"add_to_cart", "remove_from_cart", "purchase"}),
+            measure="cart_change",
+            keyed_by="product_id",
+            stored_as="c:",
+        ),
+        TraitDefinition(
+            "purchase_total",
+            "sum",
+            frozenset({"purchase"}),
+            measure="purchase_micros",
+            stored_as="purchase_micros",
+        ),
+        TraitDefinition("engagement_score", "count", measure="engagement_points", stored_as="engagement"),
         TraitDefinition(
             "traits",
             "last",
@@ -113,9 +155,17 @@ def builtin_traits(interest_half_life_days: float = 7.0) -> tuple[TraitDefinitio
 
 
 def builtin_reads(traits: tuple[TraitDefinition, ...]) -> tuple[TraitRead, ...]:
-    """The profile fields the built-in traits make (the ``counts`` cells serve two windows)."""
+    """The profile fields the built-in traits make, in document order (``counts`` serves two windows)."""
     by_name = {trait.name: trait for trait in traits}
     return (
+        TraitRead("first_seen", by_name["first_seen"], as_time=True),
+        TraitRead("last_seen", by_name["last_seen"], as_time=True),
+        TraitRead("event_count", by_name["event_count"], default=0),
+        TraitRead("counts_by_type", by_name["counts_by_type"]),
+        TraitRead("category_views", by_name["category_views"]),
+        TraitRead("cart", by_name["cart"], positive_only=True),
+        TraitRead("purchase_total", by_name["purchase_total"], default=0.0),
+        TraitRead("engagement_score", by_name["engagement_score"], default=0),
         TraitRead("traits", by_name["traits"]),
         TraitRead("interests", by_name["interests"]),
         TraitRead("counts_7d", by_name["counts"], 7),

@@ -19,13 +19,13 @@ from streaming.traits.registry import TraitSet
 
 def trait_ops(event: Event, category: str, traits: TraitSet, now_ms: int) -> tuple[Any, ...]:
     """The cell ops of ``event``; ``category`` is its resolved category ('' when none)."""
-    compiled = traits.for_type(event.event_type)
-    if not compiled:
-        return ()
-    ops: list[Any] = []
+    fixed, computed = traits.for_type(event.event_type)
+    if not computed:
+        return fixed
+    ops: list[Any] = list(fixed)
     day = event.timestamp_ms // DAY_MS
     today = now_ms // DAY_MS
-    for entry in compiled:
+    for entry in computed:
         window = entry.window_days
         if window:
             if day <= today - window:

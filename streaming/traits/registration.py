@@ -42,7 +42,7 @@ class LiveSince(NamedTuple):
 
 def register(client: RedisClient, traits: TraitSet) -> int:
     """Register a trait set before any event is computed with it; return its generation."""
-    storage_ids = [trait.storage_id for trait in traits.all]
+    storage_ids = [trait.storage_id for trait in traits.cell_traits]
     return int(client.eval(_REGISTER, 2, GENERATION_KEY, LIVE_KEY, *storage_ids))
 
 

@@ -7,19 +7,22 @@ with it, and the DuckDB recompute generates its SQL from it (``streaming.traits.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Collection, Mapping
+from typing import Any, NamedTuple
 
-from streaming.traits.cells import cell_field, grouped_cells, read_value
+from streaming.traits.cells import cell_field, is_cell, parse_cell, read_value
 from streaming.traits.definition import TraitDefinition, TraitRead, builtin_reads, builtin_traits
+from streaming.traits.measures import MEASURES
 from streaming.traits.values import ValueMaker, value_maker
 from streaming.traits.where import Predicate, compile_where, python_predicate
+
+Cells = list[tuple[int | None, str, str]]  # (day, key, value) of one trait
 
 
 class CompiledTrait:
     """A trait with its ``where`` and its values compiled to Python, and its cell names remembered."""
 
-    __slots__ = ("trait", "predicate", "values", "code", "window_days", "names")
+    __slots__ = ("trait", "predicate", "values", "code", "window_days", "names", "by_type")
 
     def __init__(self, trait: TraitDefinition) -> None:
         self.trait = trait
@@ -31,6 +34,14 @@ class CompiledTrait:
         self.window_days = trait.window_days or 0
         #: cell day -> key -> cell name (the same few names recur on every event)
         self.names: dict[int | None, dict[str, str]] = {}
+        #: Its ops depend on the event type alone: computed once per type (``TraitSet.for_type``).
+        self.by_type = (
+            trait.kind == "count"
+            and not self.window_days
+            and self.predicate is None
+            and trait.keyed_by in (None, "event_type")
+            and (trait.measure is None or MEASURES[trait.measure].by_type)
+        )
 
     def name(self, day: int | None, key: str) -> str:
         by_day = self.names.get(day)
@@ -46,6 +57,22 @@ class CompiledTrait:
         return found
 
 
+class _TypeOnly(NamedTuple):
+    """An event reduced to its type: what a ``by_type`` trait's values read."""
+
+    event_type: str
+    metadata: Mapping[str, Any] = {}
+    timestamp_ms: int = 0
+    event_id: str = ""
+
+
+class TypePlan(NamedTuple):
+    """What an event of one type updates: ops fixed by the type, then the traits to compute."""
+
+    fixed_ops: tuple[Any, ...]
+    computed: tuple[CompiledTrait, ...]
+
+
 class TraitSet:
     """Built-in and user-declared (``computed``) traits; immutable, swapped whole on reload."""
 
@@ -57,8 +84,13 @@ class TraitSet:
         self.interest_half_life_days = interest_half_life_days
         self._reads = builtin_reads(self.builtin)
         self._computed_reads = tuple(TraitRead(trait.name, trait) for trait in computed)
+        #: Every profile field the registry makes (``computed`` holds the user's traits).
+        self.field_names = frozenset(read.profile_field for read in self._reads) | {"computed"}
         self._compiled = tuple(CompiledTrait(trait) for trait in (*self.builtin, *computed))
-        self._by_type: dict[str, tuple[CompiledTrait, ...]] = {}
+        self._by_type: dict[str, TypePlan] = {}
+        stored = [trait for trait in self.builtin if trait.stored_as is not None]
+        self._stored_fields = {t.stored_as: t for t in stored if t.keyed_by is None}
+        self._stored_prefixes = {t.stored_as: t for t in stored if t.keyed_by is not None}
         #: Set once when an app registers the set (streaming/traits/registration.py); 0 = unregistered.
         self.generation = 0
         #: The longest window of any trait (cells older than it are dropped).
@@ -68,28 +100,77 @@ class TraitSet:
     def all(self) -> tuple[TraitDefinition, ...]:
         return (*self.builtin, *self.computed)
 
-    def for_type(self, event_type: str) -> tuple[CompiledTrait, ...]:
-        """The traits an event of this type may change (cached per type)."""
+    @property
+    def cell_traits(self) -> tuple[TraitDefinition, ...]:
+        """The traits stored as ``x...`` cells: those registered with a generation and backfilled."""
+        return tuple(trait for trait in self.all if trait.stored_as is None)
+
+    def for_type(self, event_type: str) -> TypePlan:
+        """What an event of this type may change (cached per type)."""
         found = self._by_type.get(event_type)
         if found is None:
-            found = tuple(c for c in self._compiled if c.trait.on is None or event_type in c.trait.on)
+            fixed: list[Any] = []
+            computed = []
+            for c in self._compiled:
+                if c.trait.on is not None and event_type not in c.trait.on:
+                    continue
+                if c.by_type:
+                    for key, value in c.values(_TypeOnly(event_type), ""):
+                        fixed += (c.name(None, key), c.code, value, 0)
+                else:
+                    computed.append(c)
+            found = TypePlan(tuple(fixed), tuple(computed))
             if len(self._by_type) < 1024:  # custom types are open-ended: bound the cache
                 self._by_type[event_type] = found
         return found
 
-    def profile_fields(self, fields: Mapping[str, str], now_ms: int) -> dict[str, Any]:
-        """The profile's trait fields: traits, interests, counts_7d, counts_30d and computed."""
-        groups = grouped_cells(fields)
+    def stored_trait(self, name: str) -> TraitDefinition | None:
+        """The built-in trait a historically named field (``event_count``, ``t:click``) belongs to."""
+        found = self._stored_fields.get(name)
+        if found is None:
+            colon = name.find(":")
+            if colon > 0:
+                found = self._stored_prefixes.get(name[: colon + 1])
+        return found
+
+    def code_of(self, name: str) -> str | None:
+        """How a profile field merges with another part's (identity stitching): its cell code, or None."""
+        if is_cell(name):
+            return name[1 : name.index(":")]
+        trait = self.stored_trait(name)
+        return trait.code if trait is not None else None
+
+    def grouped(self, fields: Mapping[str, str]) -> dict[str, Cells]:
+        """The trait values of a profile's fields, by storage id: [(day, key, value)]."""
+        groups: dict[str, Cells] = {}
+        for name, value in fields.items():
+            if is_cell(name):
+                _, storage_id, day, key = parse_cell(name)
+                groups.setdefault(storage_id, []).append((day, key, value))
+                continue
+            trait = self.stored_trait(name)
+            if trait is not None:
+                key = name[len(trait.stored_as) :] if trait.keyed_by else ""  # type: ignore[arg-type]
+                groups.setdefault(trait.storage_id, []).append((None, key, value))
+        return groups
+
+    def profile_fields(
+        self, fields: Mapping[str, str], now_ms: int, names: Collection[str] | None = None
+    ) -> dict[str, Any]:
+        """The profile fields the registry makes (``names`` of them, default all), read at ``now_ms``."""
+        groups = self.grouped(fields)
         document = {
             read.profile_field: read_value(read, groups.get(read.trait.storage_id, ()), now_ms)
             for read in self._reads
+            if names is None or read.profile_field in names
         }
-        computed = {}
-        for read in self._computed_reads:
-            value = read_value(read, groups.get(read.trait.storage_id, ()), now_ms)
-            if value is not None:
-                computed[read.profile_field] = value
-        document["computed"] = computed
+        if names is None or "computed" in names:
+            computed = {}
+            for read in self._computed_reads:
+                value = read_value(read, groups.get(read.trait.storage_id, ()), now_ms)
+                if value is not None:
+                    computed[read.profile_field] = value
+            document["computed"] = computed
         return document
 
     def __len__(self) -> int:

@@ -4,7 +4,9 @@
 distinct event of a profile, with ``event_category`` and the JSON columns ``SqlPaths`` asked
 for) and yields one row per cell: ``profile_id``, ``field`` (the cell's name) and its value in
 ``n`` (BIGINT), ``x`` (DOUBLE) or ``s`` (VARCHAR), formatted by ``cell_text``. Each cell is the
-set-based form of ``streaming.traits.cells.combine`` over the cell's events.
+set-based form of ``streaming.traits.cells.combine`` over the cell's events. The built-in
+traits' measures (``streaming.traits.measures``) are extractions too: ``measure_<name>``,
+computed where ``profile_events`` is built (they read its metadata struct ``m``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import NamedTuple
 
 from streaming.traits.cells import MICROS
 from streaming.traits.definition import DAY_MS, TraitDefinition
+from streaming.traits.measures import MEASURES
 from streaming.traits.registry import TraitSet
 from streaming.traits.where import SqlPaths, compile_where, numeric_sql, sql_string, where_sql
 
@@ -29,7 +32,9 @@ class TraitSql(NamedTuple):
 def trait_cells_sql(traits: TraitSet) -> TraitSql:
     paths = SqlPaths()
     parts = [_trait_sql(trait, paths) for trait in traits.all]
-    return TraitSql(paths.extractions(), "\nUNION ALL\n".join(parts))
+    measures = sorted({trait.measure for trait in traits.all if trait.measure})
+    extractions = [f"{MEASURES[name].sql} AS measure_{name}" for name in measures]
+    return TraitSql([*paths.extractions(), *extractions], "\nUNION ALL\n".join(parts))
 
 
 def cell_text(n: int | None, x: float | None, s: str | None) -> str:
@@ -54,8 +59,14 @@ def _trait_sql(trait: TraitDefinition, paths: SqlPaths) -> str:
     elif trait.keyed_by == "category":
         key = "category"
         filters.append("category <> ''")
+    elif trait.keyed_by == "product_id":
+        key = "product_id"
+        filters.append("product_id <> ''")
     value = "NULL::JSON"
-    if trait.field:
+    if trait.measure:
+        value = f"measure_{trait.measure}"
+        filters.append(f"{value} IS NOT NULL")
+    elif trait.field:
         value = paths.json(trait.path)
         filters.append(f"{value} IS NOT NULL AND json_type({value}) <> 'NULL'")
     where = " AND ".join(filters) or "true"
@@ -70,9 +81,13 @@ def _trait_sql(trait: TraitDefinition, paths: SqlPaths) -> str:
             f"FROM ({rows}) WHERE json_type(v) = 'OBJECT') WHERE json_type(e.value) <> 'NULL'"
         )
     field = f"'x{trait.code}:{trait.storage_id}:' || coalesce(day::VARCHAR, '') || ':' || key"
+    if trait.stored_as is not None:
+        field = f"{sql_string(trait.stored_as)} || key"
     n, x, s = "NULL::BIGINT", "NULL::DOUBLE", "NULL::VARCHAR"
     kind = trait.kind
-    if kind == "count":
+    if trait.measure:  # an integer per event: its sum (count, sum), least or greatest
+        n = {"count": "sum", "sum": "sum", "min": "min", "max": "max"}[kind] + "(v)::BIGINT"
+    elif kind == "count":
         n = "count(*)"
     elif kind == "sum":
         rows = f"SELECT * REPLACE ({numeric_sql('v')} AS v) FROM ({rows})"

@@ -14,6 +14,7 @@ from typing import Any
 
 from streaming.traits.cells import MICROS
 from streaming.traits.definition import TraitDefinition
+from streaming.traits.measures import MEASURES
 from streaming.traits.where import MISSING, Resolver, json_kind, resolver
 
 Values = tuple[tuple[str, Any], ...]
@@ -29,6 +30,8 @@ def ordered(event: Any, value: Any) -> str:
 
 def value_maker(trait: TraitDefinition) -> ValueMaker:
     kind, keyed_by = trait.kind, trait.keyed_by
+    if trait.measure:
+        return _measured(trait)
     if kind == "count":
         if keyed_by == "event_type":
             return lambda event, _category: ((event.event_type, 1),)
@@ -80,3 +83,24 @@ def _number(read: Resolver, kind: str) -> ValueMaker:
         return (("", repr(float(value))),)
 
     return make
+
+
+def _measured(trait: TraitDefinition) -> ValueMaker:
+    """A built-in trait's integer measure (``streaming.traits.measures``), keyed as it declares."""
+    measure = MEASURES[trait.measure].python  # type: ignore[index]
+    keyed_by = trait.keyed_by
+    if keyed_by is None:
+        return lambda event, _category: () if (value := measure(event)) is None else (("", value),)
+    if keyed_by == "event_type":
+        return lambda event, _category: (
+            () if (value := measure(event)) is None else ((event.event_type, value),)
+        )
+    if keyed_by == "product_id":
+
+        def by_product(event: Any, _category: str) -> Values:
+            product = event.metadata.get("product_id")
+            value = measure(event) if product else None
+            return () if value is None else ((product, value),)
+
+        return by_product
+    raise ValueError(f"a measured trait keyed by {keyed_by!r} is not supported")

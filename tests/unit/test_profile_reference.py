@@ -48,7 +48,7 @@ def test_cart_and_purchase_arithmetic():
     doc = profile.document()
     assert doc["cart"] == {"p1": 2}
     assert doc["purchase_total"] == 29.99
-    assert profile.fields["purchase_micros"] == round(29.99 * MICROS)
+    assert profile.fields["purchase_micros"] == str(round(29.99 * MICROS))
     assert doc["counts_by_type"] == {"add_to_cart": 2, "purchase": 2, "remove_from_cart": 1}
     assert doc["engagement_score"] == 4 + 0 + 4 + 10 + 10
 

@@ -305,7 +305,7 @@ def _delta(profile_id: str, linked_anonymous_id: str = ""):
     from streaming.profiles.delta import ProfileDelta
 
     user_id = profile_id if linked_anonymous_id else ""
-    return ProfileDelta(profile_id, "e", "page_view", 0, user_id, linked_anonymous_id, "", "", 0, 0, 1)
+    return ProfileDelta(profile_id, "e", "page_view", 0, user_id, linked_anonymous_id, "", "")
 
 
 def test_update_order_finds_events_whose_person_changed_after_their_update():
