@@ -111,12 +111,10 @@ local function session_count()
   return count
 end
 
--- Profile numbers as merged_view computes them: counters add up over the parts; the intent
--- score is the first part's that has one (the person's own first).
+-- The profile numbers kept beside the trait registry, as merged_view computes them: the intent
+-- score is the first part's that has one (the person's own first). The registry's numbers are
+-- plan nodes {'n', stored field, divisor} (streaming/rules/prefilter.py).
 local PROFILE_NUMBERS = {
-  event_count = function() return number('event_count') or 0 end,
-  engagement_score = function() return number('engagement') or 0 end,
-  purchase_total = function() return (number('purchase_micros') or 0) / 1000000 end,
   intent_score = function()
     if #ev_parts == 1 then return number('intent_score') or 0 end
     for _, part in ipairs(ev_parts) do
@@ -131,8 +129,8 @@ local PROFILE_NUMBERS = {
   end,
 }
 
--- How many entries a profile map shows (the cart: positive quantities only), over all parts.
-local function map_size(prefix)
+-- How many entries a profile map shows (``positive``: keys above 0 only, the cart), over all parts.
+local function map_size(prefix, positive)
   local name = 'size:' .. prefix
   if ev_numbers[name] == nil then
     local sums, n = {}, 0
@@ -143,7 +141,7 @@ local function map_size(prefix)
       end
     end
     for _, v in pairs(sums) do
-      if prefix ~= 'c' or v > 0 then n = n + 1 end
+      if not positive or v > 0 then n = n + 1 end
     end
     ev_numbers[name] = n
   end
@@ -199,6 +197,12 @@ compile = function(node)
       if type(x) ~= 'number' or type(y) ~= 'number' then return UNKNOWN end  -- UNKNOWN is a table
       return compare(x, y)
     end
+  elseif op == 'n' then
+    local name, divisor = node[2], node[3]
+    return function()
+      if not person_parts() then return UNKNOWN end
+      return (number(name) or 0) / divisor
+    end
   elseif op == 'p' then
     local read = PROFILE_NUMBERS[node[2]]
     return function()
@@ -206,19 +210,19 @@ compile = function(node)
       return read()
     end
   elseif op == 'size' then
-    local prefix = node[2]
+    local prefix, positive = node[2], node[3]
     return function()
       if not person_parts() then return UNKNOWN end
-      return map_size(prefix)
+      return map_size(prefix, positive)
     end
   elseif op == 'm' or op == 'in' then
-    local prefix, key_of, membership = node[2], compile(node[3]), (op == 'in')
+    local prefix, key_of, membership, positive = node[2], compile(node[3]), (op == 'in'), node[4]
     return function()
       if not person_parts() then return UNKNOWN end
       local key = key_of()
       if type(key) ~= 'string' then return UNKNOWN end
       local v = number(prefix .. ':' .. key)
-      if v ~= nil and prefix == 'c' and v <= 0 then v = nil end  -- the cart shows positive quantities only
+      if v ~= nil and positive and v <= 0 then v = nil end  -- e.g. the cart shows positive quantities only
       if membership then return v ~= nil end
       return v or UNKNOWN  -- a missing key is a CEL error
     end

@@ -19,10 +19,12 @@ unknown too. CEL compares ints with doubles numerically, and so does Lua.
 
 Plan nodes (arrays, first element the opcode; see ``update.lua``; each rule's condition travels
 as JSON text the script decodes and compiles only when an event first needs it):
-``["k", value]`` constant, ``["e", field]`` event string field, ``["p", field]`` profile
-number, ``["m", prefix, key]`` profile map entry (missing: unknown), ``["in", prefix, key]``,
-``["size", prefix]`` entries of a profile map, ``["and", a, b]``, ``["or", a, b]``, ``["not", a]``,
-``["cmp", op, a, b]``, ``["?"]`` unknown. Per event type the plans are indexed (``_type_plan``)
+``["k", value]`` constant, ``["e", field]`` event string field, ``["n", stored field, divisor]``
+a profile number of the trait registry (summed over the person's parts, 0 when absent),
+``["p", field]`` a number kept beside the registry (intent score, session count),
+``["m", prefix, key, positive only]`` profile map entry (missing: unknown), ``["in", prefix,
+key, positive only]``, ``["size", prefix, positive only]`` entries of a profile map,
+``["and", a, b]``, ``["or", a, b]``, ``["not", a]``, ``["cmp", op, a, b]``, ``["?"]`` unknown. Per event type the plans are indexed (``_type_plan``)
 by event-field guards and by threshold tiers, so most rules that cannot fire are not evaluated.
 """
 
@@ -38,21 +40,44 @@ import msgspec
 
 from streaming.rules.cel_subset import INT64, Unsupported, parse
 from streaming.rules.model import Rule, referenced_fields
+from streaming.traits.measures import MICROS
+from streaming.traits.registry import BUILTIN_TRAITS
 
 logger = logging.getLogger(__name__)
 
 #: Event fields the script has in the delta, exactly as ``event_view`` shows them.
 EVENT_STRING_FIELDS = ("event_id", "event_type", "category")
-#: Profile numbers the script reads from one profile's fields hash (see update.lua).
+
+
+def _registry_fields() -> tuple[dict[str, tuple[str, int, str]], dict[str, tuple[str, bool]]]:
+    """The built-in traits the script can read (streaming/traits/definition.py): numbers as
+    (stored field, divisor, kind) and maps as (field prefix, positive only), by profile field."""
+    numbers: dict[str, tuple[str, int, str]] = {}
+    maps: dict[str, tuple[str, bool]] = {}
+    for read in BUILTIN_TRAITS.reads:
+        trait = read.trait
+        if trait.stored_as is None or trait.kind not in ("count", "sum") or read.window_days:
+            continue
+        if trait.keyed_by is None:
+            micros = trait.kind == "sum"
+            numbers[read.profile_field] = (
+                trait.stored_as,
+                MICROS if micros else 1,
+                "double" if micros else "int",
+            )
+        elif trait.kind == "count":
+            maps[read.profile_field] = (trait.stored_as.rstrip(":"), read.positive_only)
+    return numbers, maps
+
+
+#: Profile numbers of the trait registry: (stored field, divisor, kind).
+REGISTRY_NUMBERS, PROFILE_MAPS = _registry_fields()
+#: Every profile number a rule may compare, and its kind; the last two sit beside the registry.
 PROFILE_NUMBERS = {
-    "event_count": "int",
-    "engagement_score": "int",
-    "purchase_total": "double",
+    **{name: kind for name, (_, _, kind) in REGISTRY_NUMBERS.items()},
     "intent_score": "double",
     "session_count": "int",
 }
-#: Profile maps of counters and the field prefix they are stored under.
-PROFILE_MAPS = {"counts_by_type": "t", "category_views": "v", "cart": "c"}
 UNKNOWN: list[Any] = ["?"]
 _NUMBER = ("int", "double")
 
@@ -97,14 +122,17 @@ def compile_node(node: tuple) -> tuple[list[Any], str]:
         root, name = node[1][1], node[2]
         if root == "event" and name in EVENT_STRING_FIELDS:
             return ["e", name], "string"
+        if root == "profile" and name in REGISTRY_NUMBERS:
+            stored, divisor, number_kind = REGISTRY_NUMBERS[name]
+            return ["n", stored, divisor], number_kind
         if root == "profile" and name in PROFILE_NUMBERS:
             return ["p", name], PROFILE_NUMBERS[name]
         return UNKNOWN, "?"
     if kind == "idx":
-        prefix = _profile_map(node[1])
+        found = _profile_map(node[1])
         key, key_kind = compile_node(node[2])
-        if prefix is not None and key_kind == "string":
-            return ["m", prefix, key], "int"
+        if found is not None and key_kind == "string":
+            return ["m", found[0], key, found[1]], "int"
         return UNKNOWN, "?"
     if kind == "un":
         operand, operand_kind = compile_node(node[2])
@@ -118,13 +146,13 @@ def compile_node(node: tuple) -> tuple[list[Any], str]:
     if kind == "call" and node[1] == "size":
         target = node[2] if node[2] is not None else (node[3][0] if len(node[3]) == 1 else None)
         arguments = node[3] if node[2] is not None else node[3][1:]
-        prefix = _profile_map(target) if target is not None and not arguments else None
-        if prefix is not None:
-            return ["size", prefix], "int"
+        found = _profile_map(target) if target is not None and not arguments else None
+        if found is not None:
+            return ["size", *found], "int"
     return UNKNOWN, "?"
 
 
-def _profile_map(node: tuple) -> str | None:
+def _profile_map(node: tuple) -> tuple[str, bool] | None:
     if node[0] == "sel" and node[1] == ("id", "profile"):
         return PROFILE_MAPS.get(node[2])
     return None
@@ -138,10 +166,10 @@ def _binary(op: str, left: tuple, right: tuple) -> tuple[list[Any], str]:
             return ["and" if op == "&&" else "or", a, b], "bool"
         return UNKNOWN, "?"
     if op == "in":
-        prefix = _profile_map(right)
+        found = _profile_map(right)
         key, key_kind = compile_node(left)
-        if prefix is not None and key_kind == "string":
-            return ["in", prefix, key], "bool"
+        if found is not None and key_kind == "string":
+            return ["in", found[0], key, found[1]], "bool"
         return UNKNOWN, "?"
     a, a_kind = compile_node(left)
     b, b_kind = compile_node(right)
@@ -219,18 +247,15 @@ def guard(condition: list[Any]) -> tuple[str, str] | None:
     return None
 
 
-_NUMBER_FIELDS = {
-    "event_count": ["event_count"],
-    "engagement_score": ["engagement"],
-    "purchase_total": ["purchase_micros"],
-    "intent_score": ["intent_score"],
-    "session_count": ["ss"],
-}
+#: The stored fields behind the numbers kept beside the registry.
+_NUMBER_FIELDS = {"intent_score": ["intent_score"], "session_count": ["ss"]}
 
 
 def read_fields(node: list[Any], fields: set[str], keyed: set[tuple[str, str]]) -> None:
     """Collect the stored fields a plan node reads: fixed names, and (prefix, event field) pairs."""
-    if node[0] == "p":
+    if node[0] == "n":
+        fields.add(node[1])
+    elif node[0] == "p":
         fields.update(_NUMBER_FIELDS[node[1]])
     elif node[0] in ("m", "in"):
         key = node[2]
@@ -253,7 +278,7 @@ def threshold(condition: list[Any]) -> tuple[list[Any], float, bool] | None:
     if op in ("<", "<="):  # c < node is node > c
         op, a, b = {"<": ">", "<=": ">="}[op], b, a
     numeric = b[0] == "k" and not isinstance(b[1], bool) and isinstance(b[1], int | float)
-    if op in (">", ">=") and numeric and a[0] in ("p", "size", "m") and (a[0] != "m" or a[2][0] == "k"):
+    if op in (">", ">=") and numeric and a[0] in ("n", "p", "size", "m") and (a[0] != "m" or a[2][0] == "k"):
         return a, b[1], op == ">"
     return None
 

@@ -82,10 +82,11 @@ class TraitSet:
         self.builtin = builtin_traits(interest_half_life_days)
         self.computed = computed
         self.interest_half_life_days = interest_half_life_days
-        self._reads = builtin_reads(self.builtin)
+        #: The profile fields of the built-in traits, in document order.
+        self.reads = builtin_reads(self.builtin)
         self._computed_reads = tuple(TraitRead(trait.name, trait) for trait in computed)
         #: Every profile field the registry makes (``computed`` holds the user's traits).
-        self.field_names = frozenset(read.profile_field for read in self._reads) | {"computed"}
+        self.field_names = frozenset(read.profile_field for read in self.reads) | {"computed"}
         self._compiled = tuple(CompiledTrait(trait) for trait in (*self.builtin, *computed))
         self._by_type: dict[str, TypePlan] = {}
         stored = [trait for trait in self.builtin if trait.stored_as is not None]
@@ -161,7 +162,7 @@ class TraitSet:
         groups = self.grouped(fields)
         document = {
             read.profile_field: read_value(read, groups.get(read.trait.storage_id, ()), now_ms)
-            for read in self._reads
+            for read in self.reads
             if names is None or read.profile_field in names
         }
         if names is None or "computed" in names:

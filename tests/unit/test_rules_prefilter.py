@@ -31,17 +31,17 @@ def rule(when: str, rule_id: str = "r", on: frozenset[str] = frozenset({"page_vi
 def test_the_sample_rules_compile_to_exact_plans():
     assert compile_condition(SAMPLE["category_affinity"].when) == [
         "and",
-        ["and", ["cmp", "!=", ["e", "category"], ["k", ""]], ["in", "v", ["e", "category"]]],
-        ["cmp", ">=", ["m", "v", ["e", "category"]], ["k", 3]],
+        ["and", ["cmp", "!=", ["e", "category"], ["k", ""]], ["in", "v", ["e", "category"], False]],
+        ["cmp", ">=", ["m", "v", ["e", "category"], False], ["k", 3]],
     ]
-    assert compile_condition(SAMPLE["cart_saver"].when)[1][1] == ["cmp", ">", ["size", "c"], ["k", 0]]
+    assert compile_condition(SAMPLE["cart_saver"].when)[1][1] == ["cmp", ">", ["size", "c", True], ["k", 0]]
     assert compile_condition(SAMPLE["big_spender"].when) == [
         "cmp",
         ">=",
-        ["p", "purchase_total"],
+        ["n", "purchase_micros", 1_000_000],
         ["k", 500.0],
     ]
-    assert compile_condition(SAMPLE["high_intent"].when)[2] == ["not", ["in", "t", ["k", "purchase"]]]
+    assert compile_condition(SAMPLE["high_intent"].when)[2] == ["not", ["in", "t", ["k", "purchase"], False]]
     assert state_key_plan(SAMPLE["category_affinity"]) == [1, "category"]
     assert state_key_plan(SAMPLE["big_spender"]) == [0]
 
@@ -81,7 +81,7 @@ def test_what_is_not_modelled_is_unknown(expression):
 def test_unknown_parts_stay_inside_a_known_structure():
     assert compile_condition("profile.event_count >= 3 && event.metadata.x == 1") == [
         "and",
-        ["cmp", ">=", ["p", "event_count"], ["k", 3]],
+        ["cmp", ">=", ["n", "event_count", 1], ["k", 3]],
         ["?"],
     ]
     assert compile_condition("!(profile.last_products.size() > 0)") == ["not", ["?"]]
@@ -104,7 +104,7 @@ def test_numbers_of_either_kind_compare_as_cel_compares_them():
     assert compile_condition("profile.purchase_total >= 500") == [
         "cmp",
         ">=",
-        ["p", "purchase_total"],
+        ["n", "purchase_micros", 1_000_000],
         ["k", 500],
     ]
     assert compile_condition('profile.category_views["x"] == 3.0')[0] == "cmp"
@@ -159,12 +159,12 @@ def test_thresholds_on_one_number_form_a_tier_in_ascending_order():
         tuple(map(str, msgspec.json.decode(node))): [(bound, strict, p[1]) for bound, strict, p in entries]
         for node, entries in plan["tiers"]
     }
-    assert tiers[("p", "event_count")] == [
+    assert tiers[("n", "event_count", "1")] == [
         (25, False, "from_25"),
         (25, True, "over_25"),
         (50, False, "fifty"),
     ]
-    assert tiers[("m", "t", "['k', 'search']")] == [(3, False, "searches")]
+    assert tiers[("m", "t", "['k', 'search']", "False")] == [(3, False, "searches")]
     assert [p[1] for p in plan["all"]] == ["not_a_tier"]
 
 
