@@ -42,9 +42,9 @@ from assets.batch_sql import ENTRY_COLUMNS, PROFILE_COLUMNS, ProfileTables, docu
 from bench.archive_gen import generate_archive
 from core.archive_layout import archive_glob
 from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, read_catalog_csv
-from streaming.traits.measures import DEFAULT_ENGAGEMENT_POINTS, ENGAGEMENT_POINTS, MICROS
 from streaming.profiles.document import LAST_PRODUCTS_LIMIT
 from streaming.profiles.identity import TRAIT_FIELDS
+from streaming.traits.measures import DEFAULT_ENGAGEMENT_POINTS, ENGAGEMENT_POINTS, MICROS
 from tests.reference_recompute import recompute_profiles
 
 SESSION_GAP_MS = 1_800_000
