@@ -25,7 +25,8 @@ a profile number of the trait registry (summed over the person's parts, 0 when a
 ``["m", prefix, key, positive only]`` profile map entry (missing: unknown), ``["in", prefix,
 key, positive only]``, ``["size", prefix, positive only]`` entries of a profile map,
 ``["and", a, b]``, ``["or", a, b]``, ``["not", a]``, ``["cmp", op, a, b]``, ``["?"]`` unknown.
-Per event type the plans are indexed (``_type_plan``) by event-field guards and by threshold tiers, so most rules that cannot fire are not evaluated.
+Per event type the plans are indexed (``_type_plan``) by event-field guards and by threshold
+tiers, so most rules that cannot fire are not evaluated.
 """
 
 from __future__ import annotations
