@@ -3,7 +3,8 @@
 1. Generates an archive in the archiver's Parquet format (``bench.archive_gen``), or reuses one.
 2. Recomputes every profile from it with DuckDB SQL (``assets.batch_sql``) and with a plain
    pandas version of the same aggregation, each in a child process of its own so that peak
-   memory is measured separately. Both outputs must agree exactly, every row and the totals.
+   memory is measured separately. Both outputs must agree exactly, every row and the totals
+   (the cells on the built-in profile's, the ones pandas computes).
 3. On a ~20k-event sample of the archive's profiles (plus one checkpoint archived twice), both
    must equal the stream-exact Python recompute (``recompute_profiles``), document for document.
 4. Loads an embedded Valkey through the stream's own path (``check_record`` +
@@ -43,8 +44,8 @@ from bench.archive_gen import generate_archive
 from core.archive_layout import archive_glob
 from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, read_catalog_csv
 from streaming.profiles.document import LAST_PRODUCTS_LIMIT
-from streaming.profiles.identity import TRAIT_FIELDS
-from streaming.traits.measures import DEFAULT_ENGAGEMENT_POINTS, ENGAGEMENT_POINTS, MICROS
+from streaming.traits.measures import CART_SIGNS, DEFAULT_ENGAGEMENT_POINTS, ENGAGEMENT_POINTS, MICROS
+from streaming.traits.sql import CELL_COLUMNS
 from tests.reference_recompute import recompute_profiles
 
 SESSION_GAP_MS = 1_800_000
@@ -59,6 +60,12 @@ _METADATA_FIELDS = [
     ("price", pa.float64()),
 ]
 _METADATA = pa.schema([("metadata", pa.struct(_METADATA_FIELDS))])
+#: The cells pandas computes: the built-in traits stored under their historical names
+#: (``builtin_traits``' stored_as), whole or as a prefix of the key.
+PANDAS_CELLS = ("event_count", "first_seen", "last_seen", "purchase_micros", "engagement")
+PANDAS_CELL_PREFIXES = ("t:", "v:", "c:")
+#: Document fields of the traits pandas does not compute (user, windowed, decayed): not compared.
+PANDAS_SKIPPED_FIELDS = frozenset({"traits", "interests", "counts_7d", "counts_30d", "computed"})
 
 
 def catalog_categories() -> dict[str, str]:
@@ -131,14 +138,17 @@ def pandas_recompute(
     category = metadata["category"].where(metadata["category"].fillna("") != "", product.map(categories))
     ev["category"] = category.fillna("").where(ev["event_type"] == "page_view", "")
     quantity = metadata["quantity"].fillna(1).astype("int64")
-    has_product = product != ""
-    adds = has_product & (ev["event_type"] == "add_to_cart")
-    removes = has_product & ev["event_type"].isin(["remove_from_cart", "purchase"])
-    ev["cart_change"] = np.select([adds, removes], [quantity, -quantity], 0)
+    # The built-in measures (streaming/traits/measures.py), 0 where the measure is None; the
+    # has_* masks mark the events a trait reads (None, as 0 engagement points, adds no cell).
+    sign = ev["event_type"].map(CART_SIGNS).fillna(0).astype("int64")
+    ev["has_cart"] = (product != "") & (sign != 0)
+    ev["cart_change"] = sign * quantity
     micros = np.round(metadata["price"].to_numpy() * quantity.to_numpy() * MICROS)  # half to even, as round()
-    ev["purchase_micros"] = np.where(ev["event_type"] == "purchase", np.nan_to_num(micros), 0).astype("int64")
+    ev["has_purchase"] = (ev["event_type"] == "purchase") & ~np.isnan(micros)
+    ev["purchase_micros"] = np.where(ev["has_purchase"], np.nan_to_num(micros), 0).astype("int64")
     points = ev["event_type"].map(ENGAGEMENT_POINTS).fillna(DEFAULT_ENGAGEMENT_POINTS)
     ev["engagement"] = points.astype("int64")
+    ev["has_engagement"] = ev["engagement"] != 0
     phase("deltas")
 
     ev = ev.sort_values(["pcode", "ts"], kind="stable")
@@ -147,11 +157,7 @@ def pandas_recompute(
     profiles = pd.DataFrame(
         {
             "user_id": grouped["user_id"].first(),
-            "event_count": grouped.size(),
-            "first_seen": grouped["ts"].min(),
             "last_seen": grouped["ts"].max(),
-            "purchase_micros": grouped["purchase_micros"].sum(),
-            "engagement": grouped["engagement"].sum(),
             "session_count": starts.groupby(ev["pcode"]).sum(),
             "last_session_start": ev["ts"].where(starts).groupby(ev["pcode"]).max().astype("int64"),
         }
@@ -162,40 +168,54 @@ def pandas_recompute(
         frame.columns = ["pcode", "key", "value"]
         return frame.assign(kind=kind)
 
-    counts = ev.groupby(["pcode", "event_type"]).size().reset_index()
-    views = ev[ev["category"] != ""].groupby(["pcode", "category"]).size().reset_index()
-    cart = ev[ev["cart_change"] != 0].groupby(["pcode", "product_id"])["cart_change"].sum().reset_index()
-    cart = cart[cart["cart_change"] > 0]
     linked = ev[ev["user_id"].notna() & ev["anonymous_id"].notna()][["pcode", "anonymous_id"]]
     linked = linked.drop_duplicates().assign(value=0)
     latest = ev[ev["product_id"] != ""].groupby(["pcode", "product_id"])["ts"].max().reset_index()
     latest = latest.sort_values(["pcode", "ts", "product_id"], ascending=[True, False, False])
     latest = latest.groupby("pcode").head(LAST_PRODUCTS_LIMIT)[["pcode", "product_id", "ts"]]
-    keyed = pd.concat(
-        [
-            entries("t", counts),
-            entries("v", views),
-            entries("c", cart),
-            entries("a", linked),
-            entries("p", latest),
-        ]
-    )
+    keyed = pd.concat([entries("a", linked), entries("p", latest)])
     keyed.insert(0, "profile_id", profile_ids[keyed["pcode"].to_numpy()])
+
+    # The built-in traits' cells under their stored names (builtin_traits' stored_as): one per
+    # profile (and key) with at least one event whose measure is not None, as the SQL groups them.
+    def cells(field: str, values: pd.Series) -> pd.DataFrame:
+        """Per-profile values as cells named ``field``; per (profile, key): ``field`` + key."""
+        index = values.index
+        return pd.DataFrame(
+            {
+                "pcode": index.get_level_values(0).to_numpy(),
+                "field": field + index.get_level_values(1).astype(str) if index.nlevels == 2 else field,
+                "n": values.to_numpy("int64"),
+            }
+        )
+
+    carts = ev[ev["has_cart"]].groupby(["pcode", "product_id"])["cart_change"].sum()
+    cell = pd.concat(
+        [
+            cells("event_count", grouped.size()),
+            cells("first_seen", grouped["ts"].min()),
+            cells("last_seen", grouped["ts"].max()),
+            cells("t:", ev.groupby(["pcode", "event_type"]).size()),
+            cells("v:", ev[ev["category"] != ""].groupby(["pcode", "category"]).size()),
+            cells("c:", carts),  # sums <= 0 too, as the SQL: the document shows the positive ones
+            cells("purchase_micros", ev[ev["has_purchase"]].groupby("pcode")["purchase_micros"].sum()),
+            cells("engagement", ev[ev["has_engagement"]].groupby("pcode")["engagement"].sum()),
+        ],
+        ignore_index=True,
+    )
     tables = ProfileTables(
-        pa.Table.from_pandas(profiles, preserve_index=False),
+        pa.Table.from_pandas(profiles[list(PROFILE_COLUMNS)], preserve_index=False),
         pa.Table.from_pandas(keyed[list(ENTRY_COLUMNS)].astype({"value": "int64"}), preserve_index=False),
-        # The pandas variant is a historical baseline: it computes no trait cells.
+        # The pandas variant is a baseline of the built-in profile: no user, windowed or decayed traits.
         pa.table(
-            {"profile_id": [], "field": [], "n": [], "x": [], "s": []},
-            schema=pa.schema(
-                [
-                    ("profile_id", pa.string()),
-                    ("field", pa.string()),
-                    ("n", pa.int64()),
-                    ("x", pa.float64()),
-                    ("s", pa.string()),
-                ]
-            ),
+            [
+                pa.array(np.asarray(profile_ids)[cell["pcode"].to_numpy()], pa.string()),
+                pa.array(cell["field"].to_numpy(object), pa.string()),
+                pa.array(cell["n"].to_numpy("int64"), pa.int64()),
+                pa.nulls(len(cell), pa.float64()),
+                pa.nulls(len(cell), pa.string()),
+            ],
+            names=list(CELL_COLUMNS),
         ),
     )
     phase("aggregate")
@@ -242,6 +262,7 @@ def child_recompute(impl: str, root: Path, out: Path, memory_limit: str | None =
     peak = _peak_mib()
     pq.write_table(tables.profiles.select(list(PROFILE_COLUMNS)), out / "profiles.parquet")
     pq.write_table(tables.entries.select(list(ENTRY_COLUMNS)), out / "entries.parquet")
+    pq.write_table(tables.cells.select(list(CELL_COLUMNS)), out / "cells.parquet")
     return {
         "impl": impl,
         "seconds": seconds,
@@ -250,6 +271,7 @@ def child_recompute(impl: str, root: Path, out: Path, memory_limit: str | None =
         "rss_before_mib": baseline,
         "profiles": tables.profiles.num_rows,
         "entries": tables.entries.num_rows,
+        "cells": tables.cells.num_rows,
     }
 
 
@@ -325,11 +347,12 @@ def child_reconcile(root: Path, redis_url: str) -> dict[str, Any]:
 
     tables = sql_recompute(root, catalog_categories(), SESSION_GAP_MS)
     step("sql_recompute")
-    batch = dict(documents(tables))
+    as_of = int(time.time() * 1000)  # both sides read windows and decay at the same time
+    batch = dict(documents(tables, now_ms=as_of))
     step("documents")
     ids = set(live_profile_ids(store.client)) | set(batch)
     step("scan_live_ids")
-    live = live_documents(store, ids)
+    live = live_documents(store, ids, now_ms=as_of)
     step("live_documents")
     report = diff_profiles(batch, live)
     step("diff_profiles")
@@ -365,22 +388,34 @@ def run_child(*args: str) -> dict[str, Any]:
 
 
 def compare_outputs(left: Path, right: Path) -> dict[str, int]:
-    """Rows of each output table missing from the other (0 everywhere = identical), and totals."""
+    """Rows of each output table missing from the other (0 everywhere = identical), and totals.
+
+    Cells are compared on the built-in ones pandas computes (PANDAS_CELLS, PANDAS_CELL_PREFIXES).
+    """
+    fields = ", ".join(f"'{f}'" for f in PANDAS_CELLS)
+    prefixes = "".join(f" OR starts_with(field, '{p}')" for p in PANDAS_CELL_PREFIXES)
+    builtin = f"WHERE field IN ({fields}){prefixes}"
     result: dict[str, int] = {}
     with duckdb.connect() as con:
-        for name in ("profiles", "entries"):
-            a, b = f"read_parquet('{left / name}.parquet')", f"read_parquet('{right / name}.parquet')"
+        for name in ("profiles", "entries", "cells"):
+            where = builtin if name == "cells" else ""
+            a = f"(FROM read_parquet('{left / name}.parquet') {where})"
+            b = f"(FROM read_parquet('{right / name}.parquet') {where})"
             for label, x, y in ((f"{name}_only_duckdb", a, b), (f"{name}_only_pandas", b, a)):
                 result[label] = con.execute(
                     f"SELECT count(*) FROM (FROM {x} EXCEPT ALL FROM {y})"
                 ).fetchone()[0]
         totals = con.execute(
-            "SELECT count(*), sum(event_count), sum(purchase_micros), sum(engagement), sum(session_count) "
+            "SELECT count(*), sum(session_count), "
+            f"(SELECT count(*) FROM read_parquet('{left}/cells.parquet') {builtin}) "
             f"FROM read_parquet('{left}/profiles.parquet')"
         ).fetchone()
-    result.update(
-        zip(("profiles", "events", "purchase_micros", "engagement", "sessions"), totals, strict=True)
-    )
+        sums = con.execute(
+            "SELECT sum(n) FILTER (field = 'event_count'), sum(n) FILTER (field = 'purchase_micros'), "
+            f"sum(n) FILTER (field = 'engagement') FROM read_parquet('{left}/cells.parquet')"
+        ).fetchone()
+    names = ("profiles", "sessions", "builtin_cells", "events", "purchase_micros", "engagement")
+    result.update(zip(names, (*totals, *sums), strict=True))
     return result
 
 
@@ -430,10 +465,11 @@ def subset_check(root: Path, work: Path, target_events: int) -> dict[str, Any]:
         (e.raw for e in events), Catalog("bench", categories), SESSION_GAP_MS, now_ms=as_of
     )
     sql = dict(documents(sql_recompute(sub, categories, SESSION_GAP_MS), now_ms=as_of))
-    # pandas computes no trait cells: compare it on everything else.
-    untraited = {k: {f: v for f, v in d.items() if f not in TRAIT_FIELDS} for k, d in python.items()}
+    # pandas computes the built-in profile only: compare it on everything but the other traits.
+    skipped = PANDAS_SKIPPED_FIELDS
+    untraited = {k: {f: v for f, v in d.items() if f not in skipped} for k, d in python.items()}
     pandas = {
-        k: {f: v for f, v in d.items() if f not in TRAIT_FIELDS}
+        k: {f: v for f, v in d.items() if f not in skipped}
         for k, d in documents(pandas_recompute(sub, categories, SESSION_GAP_MS), now_ms=as_of)
     }
     shutil.rmtree(sub)
@@ -458,7 +494,7 @@ def _recompute_runs(root: Path, work: Path, repeat: int, memory_limit: str | Non
             print(
                 f"{impl}: {result['seconds']:.1f} s{phases}, peak RSS {result['peak_rss_mib']:,.0f} MiB "
                 f"(after imports {result['rss_before_mib']:,.0f}), {result['profiles']:,} profiles, "
-                f"{result['entries']:,} entries",
+                f"{result['entries']:,} entries, {result['cells']:,} cells",
                 flush=True,
             )
     if memory_limit:
