@@ -18,6 +18,7 @@ from enrichment.context import enrich_context
 from enrichment.reference_store import CampaignFollower, CatalogFollower, GeoFollower
 from streaming.app_runner import frozen_after, run_rejoining
 from streaming.liveness import app_consumer_config
+from streaming.profile_app.cadence import AdaptiveCheckpoints
 from streaming.profile_app.pipeline import build_pipeline
 from streaming.profile_app.sink import ProfileSink
 from streaming.profiles.intent_store import IntentModelFollower
@@ -84,6 +85,7 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
     catalog = CatalogFollower(client, settings.catalog_refresh_seconds)
     for follower in (geo, campaigns, catalog):
         follower.prime()
+    cadence = AdaptiveCheckpoints(app, settings.commit_interval_seconds, settings.commit_every)
     sink = ProfileSink(
         store,
         dlq_producer,
@@ -92,6 +94,7 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
         triggers_topic=settings.topic_triggers,
         prefilter=settings.rules_prefilter,
         enrich=lambda metadata: enrich_context(metadata, geo=geo.current(), campaigns=campaigns.current()),
+        after_checkpoint=cadence.after_checkpoint,
     )
     build_pipeline(app.dataframe(events), catalog=catalog.current, sink=sink, traits=traits.current)
     return app, sink

@@ -72,6 +72,7 @@ class ProfileSink(BaseSink):
         enrich: Callable[[Any], dict[str, Any]] | None = None,
         prefilter: bool = True,
         anonymous_part_ttl_seconds: float | None = None,
+        after_checkpoint: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__()
         self._store = store
@@ -105,6 +106,9 @@ class ProfileSink(BaseSink):
         self._triggers_in_flight = 0
         self._delivery_errors: list[str] = []
         self._failure: Exception | None = None
+        #: Called at the end of each checkpoint's flush with the events it took (the cadence).
+        self._after_checkpoint = after_checkpoint
+        self._received_at_checkpoint = 0
         self.received = 0
         self.applied = 0
         self.dead_lettered = 0
@@ -187,6 +191,9 @@ class ProfileSink(BaseSink):
             self._reset_checkpoint()
             self._writer.take_prefiltered()
         self.applied += applied
+        if self._after_checkpoint is not None:
+            self._after_checkpoint(self.received - self._received_at_checkpoint)
+        self._received_at_checkpoint = self.received
 
     def _reset_checkpoint(self) -> None:
         self._pending, self._failure, self._triggering, self._watch = [], None, [], set()
