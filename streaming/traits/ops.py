@@ -19,10 +19,16 @@ from streaming.traits.registry import TraitSet
 
 def trait_ops(event: Event, category: str, traits: TraitSet, now_ms: int) -> tuple[Any, ...]:
     """The cell ops of ``event``; ``category`` is its resolved category ('' when none)."""
-    fixed, computed = traits.for_type(event.event_type)
-    if not computed:
+    fixed, measured, computed = traits.for_type(event.event_type)
+    if not measured and not computed:
         return fixed
     ops: list[Any] = list(fixed)
+    for name, code, measure in measured:
+        value = measure(event)
+        if value is not None:
+            ops += (name, code, value, 0)
+    if not computed:
+        return tuple(ops)
     day = event.timestamp_ms // DAY_MS
     today = now_ms // DAY_MS
     for entry in computed:

@@ -67,9 +67,11 @@ class _TypeOnly(NamedTuple):
 
 
 class TypePlan(NamedTuple):
-    """What an event of one type updates: ops fixed by the type, then the traits to compute."""
+    """What an event of one type updates: ops fixed by the type, one-cell measures, the other traits."""
 
     fixed_ops: tuple[Any, ...]
+    #: (cell name, code, measure) of unkeyed, unwindowed traits without ``where`` (first_seen, ...)
+    measured: tuple[tuple[str, str, Any], ...]
     computed: tuple[CompiledTrait, ...]
 
 
@@ -111,16 +113,20 @@ class TraitSet:
         found = self._by_type.get(event_type)
         if found is None:
             fixed: list[Any] = []
+            measured = []
             computed = []
             for c in self._compiled:
-                if c.trait.on is not None and event_type not in c.trait.on:
+                trait = c.trait
+                if trait.on is not None and event_type not in trait.on:
                     continue
                 if c.by_type:
                     for key, value in c.values(_TypeOnly(event_type), ""):
                         fixed += (c.name(None, key), c.code, value, 0)
+                elif trait.measure and not trait.keyed_by and not c.window_days and c.predicate is None:
+                    measured.append((c.name(None, ""), c.code, MEASURES[trait.measure].python))
                 else:
                     computed.append(c)
-            found = TypePlan(tuple(fixed), tuple(computed))
+            found = TypePlan(tuple(fixed), tuple(measured), tuple(computed))
             if len(self._by_type) < 1024:  # custom types are open-ended: bound the cache
                 self._by_type[event_type] = found
         return found
