@@ -59,6 +59,9 @@ def profiles_batch(pulse: PulseResource) -> dg.MaterializeResult:
             doc["engagement_score"],
             doc["first_seen"],
             doc["last_seen"],
+            json.dumps(doc["traits"]),
+            json.dumps(doc["interests"]),
+            json.dumps(doc["computed"]),
             json.dumps(doc),
         )
         for pid, doc in documents.items()
@@ -67,10 +70,11 @@ def profiles_batch(pulse: PulseResource) -> dg.MaterializeResult:
         con.execute(
             "CREATE OR REPLACE TABLE profiles_batch (profile_id VARCHAR PRIMARY KEY, user_id VARCHAR, "
             "event_count BIGINT, session_count BIGINT, purchase_total DOUBLE, engagement_score BIGINT, "
-            "first_seen TIMESTAMPTZ, last_seen TIMESTAMPTZ, profile JSON)"
+            "first_seen TIMESTAMPTZ, last_seen TIMESTAMPTZ, traits JSON, interests JSON, computed JSON, "
+            "profile JSON)"
         )
         if rows:
-            con.executemany("INSERT INTO profiles_batch VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            con.executemany("INSERT INTO profiles_batch VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     return dg.MaterializeResult(
         metadata={"profiles": len(rows), "events": sum(doc["event_count"] for doc in documents.values())}
     )

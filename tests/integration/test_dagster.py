@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -20,6 +21,8 @@ from streaming.archiver.sink import ParquetArchiveSink
 from streaming.profile_app.pipeline import check_record
 from streaming.profiles.store import RedisProfileStore
 from tests.integration.helpers import SHIPPED_TRAITS
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.integration
 
@@ -92,6 +95,15 @@ def test_assets_materialize_and_drift_check_fails_on_drift(settings, redis_clien
             "WHERE p.session_count IS DISTINCT FROM s.n"
         ).fetchone()[0]
         assert disagreements == 0
+        # The traits are columns analysts can query, equal to the profile document's.
+        rows = con.execute("SELECT computed, traits, profile FROM profiles_batch").fetchall()
+        assert any(json.loads(computed) for computed, _, _ in rows)
+        for computed, traits, profile in rows:
+            document = json.loads(profile)
+            assert (json.loads(computed), json.loads(traits)) == (document["computed"], document["traits"])
+        # docs/analysts.md's query of the traits runs on it.
+        traits_query = (ROOT / "docs" / "analysts.md").read_text().split("```sql")[2].split("```")[0]
+        assert con.execute(traits_query).fetchall()
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert checks["no_profile_drift"].passed
     with duckdb.connect(str(settings.data_path / "pulse.duckdb"), read_only=True) as con:
