@@ -61,6 +61,20 @@ def profiles_arrived_before(
     return _profiles_where(root, " AND ".join(conditions), params)
 
 
+def offsets_at(root: Path, at: datetime) -> dict[int, int]:
+    """The archive cut at a broker time: per partition, its first record the broker received at or
+    after ``at`` (kafka_timestamp), else one past its last archived record."""
+    if not has_archive(root):
+        return {}
+    first_at = "min(kafka_offset) FILTER (kafka_timestamp >= ?)"
+    query = (
+        f"SELECT kafka_partition, coalesce({first_at}, max(kafka_offset) + 1) "
+        f"FROM ({archive_records_sql(root)}) GROUP BY kafka_partition"
+    )
+    with duckdb.connect() as con:
+        return {int(p): int(offset) for p, offset in con.execute(query, [at]).fetchall()}
+
+
 def profiles_from(root: Path, cut: Mapping[int, int]) -> set[str]:
     """Profile ids with a valid archived record at or after ``cut`` (partition -> offset)."""
     return _profiles_where(root, f"valid AND NOT ({before_cut_sql(cut)})", [])

@@ -11,7 +11,7 @@ from pathlib import Path
 import redis
 from confluent_kafka import Producer
 
-from assets.archive import profiles_arrived_before, profiles_from, read_valid_events
+from assets.archive import offsets_at, profiles_arrived_before, profiles_from, read_valid_events
 from assets.batch_sql import recompute_documents
 from assets.kafka_health import BrokerUnavailable, committed_offsets, wait_for_archiver
 from assets.reconciliation import (
@@ -53,19 +53,39 @@ def stream_cut(settings: PulseSettings) -> tuple[str, dict[int, int]] | None:
     return (brokers, committed) if committed else None
 
 
-def reconcile(settings: PulseSettings, progress: Callable[[int, int], None] | None = None) -> ReconcileReport:
+class AsOfInFuture(ValueError):
+    """``--as-of`` names a time that has not come yet."""
+
+
+def reconcile(
+    settings: PulseSettings,
+    progress: Callable[[int, int], None] | None = None,
+    as_of: datetime | None = None,
+) -> ReconcileReport:
     """Recompute every profile from the archive and diff it against Redis, as of the stream's commits.
 
     On a live system the comparison is cut at the profile app's committed offsets: the batch
     side reads the archived records before them (after waiting for the archiver to get there),
     and profiles with records at or after them, which the stream may be applying right now, are
     left out of this run and counted as ``in_flight``. Without committed offsets (no broker,
-    a stopped system) the whole archive is compared. ``progress(done, total)`` follows the
+    a stopped system) the whole archive is compared. With ``as_of`` the cut is also at the
+    records the broker received from that time on (the earlier of the two per partition), and
+    windows and decay are read at that time on both sides. ``progress(done, total)`` follows the
     reading of live profiles, the long part.
     """
+    if as_of is not None and as_of.timestamp() * 1000 > now():
+        raise AsOfInFuture(f"--as-of {as_of.isoformat()} is in the future")
     brokers, cut = stream_cut(settings) or ("", None)
     if cut:
         wait_for_archiver(settings, brokers, cut)
+    if as_of is not None:
+        at = offsets_at(settings.archive_path, as_of)
+        cut = (
+            at
+            if cut is None
+            else {p: min(offset, at.get(p, offset)) for p, offset in cut.items()}
+            | {p: offset for p, offset in at.items() if p not in cut}
+        )
     client = redis_from_url(service_registry.redis_url(settings))
     traits = load_configured_traits(settings)
     store = RedisProfileStore(
@@ -76,24 +96,25 @@ def reconcile(settings: PulseSettings, progress: Callable[[int, int], None] | No
     )
     forgotten = forgotten_ids(client)
     catalog = load_catalog(client)
-    as_of = now()  # both sides read windows and decay at the same time
+    read_at = now() if as_of is None else int(as_of.timestamp() * 1000)  # windows and decay, both sides
     batch = recompute_documents(
         settings.archive_path,
         catalog.categories,
         settings.session_timeout_seconds * 1000,
         exclude=forgotten,
         traits=traits,
-        now_ms=as_of,
+        now_ms=read_at,
         cut=cut,
     )
     ids = (set(live_profile_ids(client)) | set(batch)) - forgotten
     logger.info("recomputed %d profiles from the archive; reading %d live profiles", len(batch), len(ids))
-    live = live_documents(store, ids, progress, now_ms=as_of)
+    live = live_documents(store, ids, progress, now_ms=read_at)
     in_flight: set[str] = set()
-    if cut:
+    if cut is not None:
         # Every record the stream could have applied before the read above is below the topic's
         # end now; once that is archived, the profiles with records from the cut on are known.
-        wait_for_archiver(settings, brokers)
+        if brokers:
+            wait_for_archiver(settings, brokers)
         in_flight = profiles_from(settings.archive_path, cut) & (set(batch) | set(live))
     report = diff_profiles(
         {k: v for k, v in batch.items() if k not in in_flight},
