@@ -19,6 +19,7 @@ import statistics
 import time
 import uuid
 
+import psutil
 import redis
 from confluent_kafka import Consumer
 from quixstreams import Application
@@ -118,6 +119,19 @@ def pulse(settings: PulseSettings, total: int, distinct_valid: int, *, return_si
     return (rate, sink) if return_sink else rate
 
 
+def process_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process (the app) and of the stack's children."""
+    me = psutil.Process()
+    used = {"app": sum(me.cpu_times()[:2])}
+    for child in me.children(recursive=True):
+        try:
+            name = "redis" if "valkey" in " ".join(child.cmdline()) else "broker"
+            used[name] = used.get(name, 0.0) + sum(child.cpu_times()[:2])
+        except psutil.Error:
+            continue
+    return used
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -128,6 +142,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--partitions", type=int, default=1, help="partitions of the events topic (the embedded default is 1)"
+    )
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="print each Pulse trial's CPU per event of the app, the broker and Redis (from /proc)",
     )
     parser.add_argument(
         "--ab-user-traits",
@@ -166,8 +185,16 @@ def main() -> None:
                         "traits_file": traits_file,
                     }
                 )
+                before = process_cpu()
                 rate = pulse(trial_settings, args.events, len(distinct))
                 (pulses if name == "shipped" else bare).append(rate)
+                if args.cpu:
+                    used = {k: v - before.get(k, 0.0) for k, v in process_cpu().items()}
+                    print(
+                        f"trial {trial} {name}: {rate:,.0f} events/s; CPU µs/event "
+                        + ", ".join(f"{k} {1e6 * v / args.events:.1f}" for k, v in used.items())
+                        + f", total {1e6 * sum(used.values()) / args.events:.1f}"
+                    )
         print("ceiling runs:", ", ".join(f"{r:,.0f}" for r in ceilings))
         print("pulse runs:  ", ", ".join(f"{r:,.0f}" for r in pulses))
         if bare:
