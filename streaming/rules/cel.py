@@ -6,34 +6,25 @@ from typing import Any
 
 import cel
 
-#: A context with every variable a rule may use, to catch misspelt names at load time.
+from streaming.traits.registry import BUILTIN_TRAITS, sample_fields
+
+#: A context with every variable a rule may use, to catch misspelt names at load time: the trait
+#: registry's fields (streaming/traits/definition.py) and those kept beside it.
 SAMPLE_CONTEXT: dict[str, Any] = {
     "profile": {
         "profile_id": "u1",
         "user_id": "u1",
         "anonymous_ids": ["a1"],
-        "first_seen": "2024-01-01T00:00:00.000Z",
-        "last_seen": "2024-01-01T00:00:00.000Z",
-        "event_count": 1,
-        "counts_by_type": {"page_view": 1},
-        "category_views": {"shoes": 1},
+        **sample_fields(BUILTIN_TRAITS),
         "last_products": ["p1"],
-        "cart": {"p1": 1},
-        "purchase_total": 0.0,
         "session_count": 1,
         "last_session": {
             "started_at": "2024-01-01T00:00:00.000Z",
             "ended_at": "2024-01-01T00:00:00.000Z",
             "duration_seconds": 0,
         },
-        "engagement_score": 1,
         "intent_score": 0.0,
         "segments": [],
-        "traits": {"plan": "pro"},
-        "interests": {"shoes": 1.0},
-        "counts_7d": {"page_view": 1},
-        "counts_30d": {"page_view": 1},
-        "computed": {},  # the user's traits (docs/traits.md); absent values are omitted
         "updated_at": "2024-01-01T00:00:00.000Z",
     },
     "event": {

@@ -184,5 +184,24 @@ class TraitSet:
         return len(self.computed)
 
 
+_SAMPLE_KEYS = {"event_type": "page_view", "category": "shoes", "product_id": "p1", "each": "plan"}
+_SAMPLE_VALUES = {"count": 1, "sum": 0.0, "min": 1.0, "max": 1.0, "first": "x", "last": "pro", "decayed": 1.0}
+
+
+def sample_fields(traits: TraitSet) -> dict[str, Any]:
+    """A value of the right shape for every profile field of the registry (the rules' dry run)."""
+    sample: dict[str, Any] = {}
+    for read in traits.reads:
+        trait = read.trait
+        value: Any = _SAMPLE_VALUES[trait.kind]
+        if read.as_time:
+            value = "2024-01-01T00:00:00.000Z"
+        elif trait.measure and trait.kind != "sum":  # integers (a sum shows as a decimal)
+            value = 1
+        sample[read.profile_field] = {_SAMPLE_KEYS[trait.keyed_by]: value} if trait.keyed_by else value
+    sample["computed"] = {}  # the user's traits; absent values are omitted
+    return sample
+
+
 #: The built-in traits alone, with the default interest half-life.
 BUILTIN_TRAITS = TraitSet()
