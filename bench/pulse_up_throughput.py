@@ -35,6 +35,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import pickle
 import statistics
 import tempfile
 import time
@@ -85,10 +86,11 @@ async def post_all(base: str, key: str, bodies: list[bytes], connections: int) -
 
 
 def sender(
-    base: str, key: str, bodies: list[bytes], connections: int, nice: int, ready: Any, go: Any, out: Any
+    base: str, key: str, bodies_file: str, connections: int, nice: int, ready: Any, go: Any, out: Any
 ) -> None:
     """One load-generator process: waits for ``go``, sends, reports its stats and CPU seconds."""
     os.nice(nice)
+    bodies = pickle.loads(Path(bodies_file).read_bytes())
     ready.set()
     go.wait()
     cpu = time.process_time()
@@ -231,13 +233,16 @@ def trial(warm: list[dict], events: list[dict], args: argparse.Namespace) -> dic
             go, out = ctx.Event(), ctx.Queue()
             readies, senders = [], []
             for i in range(args.senders):
+                # The bodies go through a file: a large argument would block the parent if the child died.
+                bodies_file = Path(tmp) / f"sender-{i}.pickle"
+                bodies_file.write_bytes(pickle.dumps(bodies[i :: args.senders]))
                 ready = ctx.Event()
                 proc = ctx.Process(
                     target=sender,
                     args=(
                         urls["api_url"],
                         key,
-                        bodies[i :: args.senders],
+                        str(bodies_file),
                         args.connections,
                         args.nice,
                         ready,
@@ -249,8 +254,9 @@ def trial(warm: list[dict], events: list[dict], args: argparse.Namespace) -> dic
                 proc.start()
                 readies.append(ready)
                 senders.append(proc)
-            for ready in readies:
-                assert ready.wait(60), "a sender did not start"
+            for ready, proc in zip(readies, senders, strict=True):
+                if not ready.wait(60):
+                    raise RuntimeError(f"a load generator did not start (exit code {proc.exitcode})")
 
             # Idle: what each process spends with no load (polls, heartbeats), over IDLE_S seconds.
             idle0, idle_at = {name: tree_cpu(pid) for name, pid in pids.items()}, time.monotonic()
