@@ -22,8 +22,9 @@ logger = logging.getLogger(__name__)
 
 #: The longest a checkpoint gets under a backlog (the configured interval when that is longer).
 MAX_INTERVAL_SECONDS = 0.5
-#: A backlog this small is no backlog: the next poll takes it.
-MIN_BACKLOG = 100
+#: A backlog this small is no backlog: a hiccup of the broker (a slow fetch) leaves a few hundred
+#: events waiting at live rates, and stretching checkpoints then would only add latency.
+MIN_BACKLOG = 1000
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ BASE = Cadence(0.01, 5000)
 def test_a_quiet_stream_keeps_the_configured_cadence():
     assert next_cadence(BASE, BASE, backlog=0, processed=10) == BASE
     assert next_cadence(BASE, BASE, backlog=MIN_BACKLOG, processed=0) == BASE
-    assert next_cadence(BASE, BASE, backlog=500, processed=800) == BASE  # the next checkpoint takes it
+    assert next_cadence(BASE, BASE, backlog=900, processed=10) == BASE  # a hiccup, not a backlog
+    assert next_cadence(BASE, BASE, backlog=5000, processed=8000) == BASE  # the next checkpoint takes it
 
 
 def test_a_backlog_doubles_the_interval_and_the_event_cap_up_to_the_limit():
