@@ -22,6 +22,7 @@ from assets.reconciliation import (
     live_profile_ids,
 )
 from core import service_registry
+from core.archive_layout import earlier_cut
 from core.kafka_config import durable_producer_config
 from core.redis_client import RedisClient, redis_from_url
 from core.service_registry import ServiceNotConfigured
@@ -80,12 +81,7 @@ def reconcile(
         wait_for_archiver(settings, brokers, cut)
     if as_of is not None:
         at = offsets_at(settings.archive_path, as_of)
-        cut = (
-            at
-            if cut is None
-            else {p: min(offset, at.get(p, offset)) for p, offset in cut.items()}
-            | {p: offset for p, offset in at.items() if p not in cut}
-        )
+        cut = at if cut is None else earlier_cut(cut, at)
     client = redis_from_url(service_registry.redis_url(settings))
     traits = load_configured_traits(settings)
     store = RedisProfileStore(

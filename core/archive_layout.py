@@ -72,3 +72,8 @@ def before_cut_sql(cut: Mapping[int, int] | None) -> str:
         return "TRUE"
     cases = " ".join(f"WHEN {int(p)} THEN {int(offset)}" for p, offset in sorted(cut.items()))
     return f"kafka_offset < (CASE kafka_partition {cases} ELSE 0 END)" if cases else "FALSE"
+
+
+def earlier_cut(a: Mapping[int, int], b: Mapping[int, int]) -> dict[int, int]:
+    """The earlier of two cuts, partition by partition; a partition absent from either keeps nothing."""
+    return {p: min(a[p], b[p]) for p in a.keys() & b.keys()}

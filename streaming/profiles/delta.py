@@ -12,11 +12,8 @@ import time
 from typing import Any, NamedTuple
 
 from quality.event_contract import Event
-from streaming.traits.measures import MICROS
 from streaming.traits.ops import trait_ops
 from streaming.traits.registry import BUILTIN_TRAITS, TraitSet
-
-__all__ = ["MICROS", "ProfileDelta", "event_category", "profile_delta"]
 
 
 class ProfileDelta(NamedTuple):

@@ -105,11 +105,6 @@ def apply_ops(fields: MutableMapping[str, Any], ops: tuple[Any, ...]) -> None:
         fields["w"] = str(min(days))
 
 
-def merge_cell(name: str, current: str | None, value: str) -> str:
-    """A cell of two parts of one person merged (identity stitching): by the code in its name."""
-    return combine(name[1 : name.index(":")], current, value)
-
-
 def read_value(read: TraitRead, cells: Iterable[tuple[int | None, str, str]], now_ms: int) -> Any:
     """A trait read at ``now_ms``: {key: value} for keyed traits, else a value or None (absent)."""
     trait = read.trait

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-MICROS = 1_000_000
+from streaming.traits.cells import MICROS
 
 #: Points each event type adds to ``engagement_score``; custom types count as 1.
 ENGAGEMENT_POINTS: dict[str, int] = {

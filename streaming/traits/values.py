@@ -91,10 +91,6 @@ def _measured(trait: TraitDefinition) -> ValueMaker:
     keyed_by = trait.keyed_by
     if keyed_by is None:
         return lambda event, _category: () if (value := measure(event)) is None else (("", value),)
-    if keyed_by == "event_type":
-        return lambda event, _category: (
-            () if (value := measure(event)) is None else ((event.event_type, value),)
-        )
     if keyed_by == "product_id":
 
         def by_product(event: Any, _category: str) -> Values:

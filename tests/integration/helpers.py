@@ -11,7 +11,8 @@ import msgspec
 import redis
 
 from assets.reconciliation import IGNORED_FIELDS
-from enrichment.catalog import Catalog
+from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, read_catalog_csv
+from enrichment.reference_store import CATALOG, publish_reference
 from streaming.profiles.store import RedisProfileStore
 from streaming.traits.follower import TraitsFollower
 from streaming.traits.registry import TraitSet
@@ -102,3 +103,16 @@ def eventually(check: Callable[[], bool], timeout: float, interval: float = 0.25
             return True
         time.sleep(interval)
     return False
+
+
+def publish_sample_catalog(client: redis.Redis) -> Catalog:
+    """Publish the sample product catalog as the reference the apps read; the catalog."""
+    rows = read_catalog_csv(SAMPLE_CATALOG)
+    return Catalog(publish_reference(client, CATALOG, rows, "product_id"), categories_from_rows(rows))
+
+
+def start_platform(pulse_apps: Callable[[str], Any], settings: Any) -> str:
+    """Start the profile app, the archiver and the API (`pulse_apps` fixture); the API's base URL."""
+    for app in ("profile-app", "archiver", "api"):
+        pulse_apps(app)
+    return f"http://{settings.api_host}:{settings.api_port}"

@@ -12,12 +12,17 @@ import pytest
 
 from assets.archive import read_valid_events
 from assets.batch_runs import reconcile, replay
-from enrichment.catalog import SAMPLE_CATALOG, read_catalog_csv
-from enrichment.reference_store import CATALOG, publish_reference
 from orchestration.demo_traffic import TrafficGenerator
 from orchestration.platform import settings_process_env
 from streaming.profiles.keys import profile_keys
-from tests.integration.helpers import ground_truth, post_batches, store_for, wait_for_profiles
+from tests.integration.helpers import (
+    ground_truth,
+    post_batches,
+    publish_sample_catalog,
+    start_platform,
+    store_for,
+    wait_for_profiles,
+)
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,15 +36,8 @@ def wait_until(condition, timeout: float, what: str) -> None:
 
 
 def test_reconcile_replay_and_drift(settings, pulse_apps, redis_client):
-    rows = read_catalog_csv(SAMPLE_CATALOG)
-    publish_reference(redis_client, CATALOG, rows, "product_id")
-    from enrichment.catalog import Catalog, categories_from_rows
-
-    catalog = Catalog("v", categories_from_rows(rows))
-    pulse_apps("profile-app")
-    pulse_apps("archiver")
-    pulse_apps("api")
-    base = f"http://{settings.api_host}:{settings.api_port}"
+    catalog = publish_sample_catalog(redis_client)
+    base = start_platform(pulse_apps, settings)
     events = list(TrafficGenerator(catalog.categories, users=40, seed=21).events(1200))
     acknowledged = post_batches(base, "test-write", events, batch_size=100)
     expected = ground_truth(acknowledged, catalog, settings.session_timeout_seconds * 1000)
@@ -84,7 +82,7 @@ def test_reconcile_replay_and_drift(settings, pulse_apps, redis_client):
 
     # Redis loses everything; replay rebuilds every profile exactly (the catalog is republished first).
     redis_client.flushdb()
-    publish_reference(redis_client, CATALOG, rows, "product_id")
+    publish_sample_catalog(redis_client)
     summary = replay(settings, None, None)
     assert summary.replayed >= distinct_valid
     assert wait_for_profiles(store, expected, timeout=60) == expected

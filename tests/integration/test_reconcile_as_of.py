@@ -11,9 +11,6 @@ from click.testing import CliRunner
 from quixstreams.sinks import SinkBatch
 
 from assets.batch_runs import AsOfInFuture, reconcile
-from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, read_catalog_csv
-from enrichment.reference_store import CATALOG as CATALOG_NAME
-from enrichment.reference_store import publish_reference
 from orchestration.cli import cli
 from orchestration.demo_traffic import TrafficGenerator
 from streaming.archiver.rows import archive_row
@@ -21,11 +18,9 @@ from streaming.archiver.sink import ParquetArchiveSink
 from streaming.profile_app.pipeline import check_record
 from streaming.profiles.keys import fields_key
 from streaming.profiles.store import RedisProfileStore
-from tests.integration.helpers import SHIPPED_TRAITS
+from tests.integration.helpers import SHIPPED_TRAITS, publish_sample_catalog
 
 T0 = datetime(2026, 12, 1, 12, tzinfo=UTC)
-ROWS = read_catalog_csv(SAMPLE_CATALOG)
-CATALOG = Catalog("sample", categories_from_rows(ROWS))
 
 
 def _archive(settings, raws: list[bytes], first_offset: int, received: datetime) -> None:
@@ -41,18 +36,18 @@ def _profile_of(event: dict) -> str:
 
 
 def test_reconcile_as_of_a_time_leaves_out_what_came_later(settings, redis_client):
-    events = [e for e in TrafficGenerator(CATALOG.categories, users=6, seed=4).events(240) if "event_id" in e]
+    catalog = publish_sample_catalog(redis_client)  # what reconcile reads categories from
+    events = [e for e in TrafficGenerator(catalog.categories, users=6, seed=4).events(240) if "event_id" in e]
     early, late = events[:160], events[160:]
     late_people = {_profile_of(e) for e in late}
     early_only = {_profile_of(e) for e in early} - late_people
     assert early_only and late_people
     _archive(settings, [json.dumps(e).encode() for e in early], 0, T0)
     _archive(settings, [json.dumps(e).encode() for e in late], len(early), T0 + timedelta(hours=1))
-    publish_reference(redis_client, CATALOG_NAME, ROWS, "product_id")  # what reconcile reads categories from
     store = RedisProfileStore(
         redis_client, dedupe_window_seconds=3600, session_gap_ms=settings.session_timeout_seconds * 1000
     )
-    deltas = [check_record(json.dumps(e).encode(), CATALOG, SHIPPED_TRAITS).delta for e in events]
+    deltas = [check_record(json.dumps(e).encode(), catalog, SHIPPED_TRAITS).delta for e in events]
     store.apply_deltas([d for d in deltas if d])
     as_of = T0 + timedelta(minutes=30)
 

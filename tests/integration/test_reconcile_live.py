@@ -7,23 +7,23 @@ import threading
 import pytest
 
 from assets.batch_runs import reconcile
-from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, read_catalog_csv
-from enrichment.reference_store import CATALOG, publish_reference
 from orchestration.demo_traffic import TrafficGenerator
 from streaming.profiles.keys import profile_keys
-from tests.integration.helpers import ground_truth, post_batches, store_for, wait_for_profiles
+from tests.integration.helpers import (
+    ground_truth,
+    post_batches,
+    publish_sample_catalog,
+    start_platform,
+    store_for,
+    wait_for_profiles,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_reconcile_during_traffic_is_clean_and_still_finds_drift(settings, pulse_apps, redis_client):
-    rows = read_catalog_csv(SAMPLE_CATALOG)
-    publish_reference(redis_client, CATALOG, rows, "product_id")
-    catalog = Catalog("v", categories_from_rows(rows))
-    pulse_apps("profile-app")
-    pulse_apps("archiver")
-    pulse_apps("api")
-    base = f"http://{settings.api_host}:{settings.api_port}"
+    catalog = publish_sample_catalog(redis_client)
+    base = start_platform(pulse_apps, settings)
     generator = TrafficGenerator(catalog.categories, users=60, seed=13)
     sent = post_batches(base, "test-write", list(generator.events(800)), batch_size=100)
     gap = settings.session_timeout_seconds * 1000

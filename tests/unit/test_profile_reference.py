@@ -2,8 +2,9 @@ import random
 import uuid
 
 from quality.event_contract import validate_event
-from streaming.profiles.delta import MICROS, event_category, profile_delta
+from streaming.profiles.delta import event_category, profile_delta
 from streaming.profiles.reference import ReferenceProfile, reference_profiles
+from streaming.traits.cells import MICROS
 
 MINUTE = 60_000
 
