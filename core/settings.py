@@ -124,6 +124,18 @@ class PulseSettings(BaseSettings):
         10_000, description="How long the collector waits for the broker before answering 503."
     )
 
+    embedded_broker_max_batches: int = Field(
+        2000,
+        ge=1,
+        description="Embedded broker only: collector requests (about one record batch each) after which "
+        "`pulse up` maintains the broker (holds intake for a moment, restarts it empty, offsets continue).",
+    )
+    broker_hold_dir: Path | None = Field(
+        None,
+        description="Set by `pulse up` for its embedded broker: where it and the collectors coordinate "
+        "broker maintenance (docs/architecture.md). Leave unset.",
+    )
+
     segment_mapping_file: Path | None = Field(
         None, description="Segment track-name mapping (JSON); default data/segment/mapping.json."
     )

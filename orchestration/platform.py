@@ -17,16 +17,25 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient
 
 from core import service_registry
+from core.broker_hold import BrokerHold
 from core.kafka_config import client_config
 from core.redis_client import redis_from_url
 from core.settings import DEV_READ_KEY, DEV_WRITE_KEY, PulseSettings, settings_to_env
 from core.topics import ensure_topics, topic_specs
 from enrichment.reference_publish import publish_missing_samples
+from orchestration.broker_maintenance import (
+    BrokerMaintainer,
+    MaintenanceAborted,
+    MaintenanceFailed,
+    required_readers,
+)
 from orchestration.local_services import ManagedProcess, port_accepts, start_broker, start_redis
 
 logger = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: The apps that consume from the broker: stopped and started again around its maintenance.
+CONSUMER_APPS = ("profile-app", "archiver", "relay")
 #: Partitions per topic on the embedded broker unless PULSE_TOPIC_PARTITIONS is set.
 EMBEDDED_BROKER_PARTITIONS = 1
 
@@ -73,6 +82,10 @@ class LocalPlatform:
     infra: list[ManagedProcess] = field(default_factory=list)
     apps: list[App] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    maintainer: BrokerMaintainer | None = None
+    #: After a maintenance that gave up, the next attempt waits this long.
+    maintenance_retry_seconds: float = 30.0
+    _next_maintenance: float = 0.0
 
     def start(self) -> dict[str, str]:
         """Start everything; return the URLs to show."""
@@ -89,6 +102,7 @@ class LocalPlatform:
             self.say("starting embedded Kafka-protocol broker (Tansu, memory storage) ...")
             proc, brokers = start_broker(data)
             self.infra.append(proc)
+            self.maintainer = self._broker_maintainer(brokers)
             if "topic_partitions" not in s.model_fields_set:
                 # Tansu's latency grows with partitions x data held (docs/architecture.md).
                 s = self.settings = s.model_copy(update={"topic_partitions": EMBEDDED_BROKER_PARTITIONS})
@@ -121,6 +135,10 @@ class LocalPlatform:
             "PULSE_REDIS_URL": redis_url,
             "DAGSTER_HOME": str(s.dagster_home),
         }
+        if self.maintainer is not None:
+            self.maintainer.settings = s
+            self.maintainer.readers = required_readers(s)
+            self.env["PULSE_BROKER_HOLD_DIR"] = str(self.maintainer.hold.directory)
         if not s.write_keys and not s.read_keys and not s.admin_keys and not s.keys_file:
             self.env["PULSE_DEV_MODE"] = "true"
             urls["write_key"], urls["read_key"] = DEV_WRITE_KEY, DEV_READ_KEY
@@ -140,6 +158,55 @@ class LocalPlatform:
         self.apps[0].process.wait_for_port(s.api_host, s.api_port, timeout=60)  # type: ignore[union-attr]
         service_registry.write_services(s.services_file, urls)
         return urls
+
+    def _broker_maintainer(self, brokers: str) -> BrokerMaintainer:
+        """Maintenance of the embedded broker (orchestration/broker_maintenance.py)."""
+        hold = BrokerHold(self.settings.data_path / "state" / "broker-hold")
+        hold.prepare()
+        port = int(brokers.rsplit(":", 1)[1])
+
+        def restart() -> None:
+            self.infra[0].kill()  # memory storage: nothing to save, and it is drained
+            self.infra[0], _ = start_broker(self.settings.data_path, port)
+
+        def consumers() -> list[App]:
+            return [app for app in self.apps if app.name in CONSUMER_APPS]
+
+        def stop_consumers() -> None:
+            for app in consumers():
+                if app.process is not None:
+                    app.process.kill()
+                    app.process = None
+
+        def start_consumers() -> None:
+            for app in consumers():
+                if app.process is None:
+                    self._start_app(app)
+
+        return BrokerMaintainer(
+            self.settings,
+            brokers,
+            restart,
+            hold,
+            stop_consumers=stop_consumers,
+            start_consumers=start_consumers,
+            while_waiting=self.restart_crashed_apps,
+            collectors=self.settings.api_workers,
+            say=self.say,
+        )
+
+    def maintain_broker_if_due(self) -> None:
+        """Run embedded-broker maintenance when a collector asked for it."""
+        maintainer = self.maintainer
+        if maintainer is None or time.monotonic() < self._next_maintenance or not maintainer.due():
+            return
+        try:
+            maintainer.run()
+        except MaintenanceAborted as exc:
+            self._next_maintenance = time.monotonic() + self.maintenance_retry_seconds
+            self.say(f"broker maintenance postponed {self.maintenance_retry_seconds:.0f}s: {exc}")
+        except MaintenanceFailed as exc:
+            raise PlatformError(f"{exc}; restart `pulse up` (its embedded broker starts empty)") from exc
 
     def _pulse_app(self, name: str) -> ManagedProcess:
         return pulse_app_process(name, self.env, self.settings.data_path / "logs")
@@ -168,10 +235,15 @@ class LocalPlatform:
         app.process.start()
 
     def supervise_once(self) -> None:
-        """Restart crashed apps with a growing delay; fail if embedded infra died."""
+        """Restart crashed apps with a growing delay; fail if embedded infra died; maintain the broker."""
+        self.maintain_broker_if_due()
         for proc in self.infra:
             if not proc.alive():
                 raise PlatformError(f"{proc.name} stopped unexpectedly; see {proc.log_path}")
+        self.restart_crashed_apps()
+
+    def restart_crashed_apps(self) -> None:
+        """Restart apps that exited, each after a delay that grows with its restarts."""
         now = time.monotonic()
         for app in self.apps:
             if app.process is not None and not app.process.alive():

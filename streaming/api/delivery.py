@@ -15,6 +15,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
+from core.broker_hold import BrokerHold
+
 logger = logging.getLogger(__name__)
 
 
@@ -31,6 +33,10 @@ _REPLACE_ON = frozenset(
 
 class DeliveryFailed(RuntimeError):
     """The broker did not acknowledge a record; the client should retry."""
+
+
+class BrokerMaintenance(DeliveryFailed):
+    """`pulse up` is maintaining the embedded broker; the client should retry in a moment."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +89,18 @@ def _retire(producer: Producer) -> None:
 class AcknowledgedProducer:
     """A Kafka producer with an awaitable ``send`` that resolves on broker acknowledgement."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(
+        self, config: dict[str, Any], hold: BrokerHold | None = None, max_batches: int = 2000
+    ) -> None:
         self._config = {**config, "error_cb": self._on_client_error}
         self._producer = Producer(self._config)
         self._replace = False  # set when the producer can no longer deliver (fenced, fatal)
+        # Embedded-broker maintenance (core.broker_hold): ``_held`` stops ``send``, the lock makes
+        # "not held, so produce" atomic against the poll thread setting it.
+        self._hold, self._max_batches = hold, max_batches
+        self._held: int | None = None
+        self._sent_batches = 0
+        self._gate = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll_loop, name="kafka-delivery", daemon=True)
         self._thread.start()
@@ -94,6 +108,29 @@ class AcknowledgedProducer:
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
             self._producer.poll(0.05)
+            if self._hold is not None:
+                self._follow_hold(self._hold)
+
+    def _follow_hold(self, hold: BrokerHold) -> None:
+        """Stop producing while `pulse up` maintains the broker; start a fresh producer after."""
+        generation = hold.held_generation()
+        if generation is not None and self._held != generation:
+            with self._gate:
+                self._held = generation
+            remaining = self._producer.flush(30)  # every request in flight gets its answer
+            if remaining:
+                logger.warning(
+                    "%d records unacknowledged at broker maintenance; their requests get 503", remaining
+                )
+            hold.acknowledge(generation)
+            logger.info("holding intake for broker maintenance %d", generation)
+        elif generation is None and self._held is not None:
+            with self._gate:
+                self._new_producer(reason="broker maintenance")  # the restarted broker knows no producer id
+                self._held, self._sent_batches = None, 0
+            logger.info("intake resumed after broker maintenance")
+        elif generation is None and self._sent_batches >= self._max_batches and not hold.requested():
+            hold.request()
 
     async def send(self, records: Sequence[OutgoingRecord]) -> None:
         """Produce records and wait until the broker has acknowledged all of them."""
@@ -102,18 +139,23 @@ class AcknowledgedProducer:
         if self._replace:
             self._new_producer()
         delivery = _RequestDelivery(asyncio.get_running_loop(), len(records), self._on_delivery_error)
-        try:
-            for record in records:
-                self._producer.produce(
-                    record.topic,
-                    value=record.value,
-                    key=record.key,
-                    headers=record.headers,
-                    on_delivery=delivery.on_delivery,
-                )
-        except BufferError as exc:
-            delivery.future.cancel()  # reports of the records already queued are ignored
-            raise DeliveryFailed(f"producer queue is full: {exc}") from None
+        with self._gate:
+            if self._held is not None:
+                delivery.future.cancel()
+                raise BrokerMaintenance("the broker is being maintained, retry in a moment")
+            self._sent_batches += 1
+            try:
+                for record in records:
+                    self._producer.produce(
+                        record.topic,
+                        value=record.value,
+                        key=record.key,
+                        headers=record.headers,
+                        on_delivery=delivery.on_delivery,
+                    )
+            except BufferError as exc:
+                delivery.future.cancel()  # reports of the records already queued are ignored
+                raise DeliveryFailed(f"producer queue is full: {exc}") from None
         await delivery.future
 
     def _on_delivery_error(self, err: KafkaError) -> None:
@@ -127,12 +169,10 @@ class AcknowledgedProducer:
             logger.error("Kafka producer failed for good (%s); a new one will be created", err.str())
             self._replace = True
 
-    def _new_producer(self) -> None:
+    def _new_producer(self, reason: str = "a fatal or fencing error") -> None:
         old, self._producer = self._producer, Producer(self._config)
         self._replace = False
-        logger.warning(
-            "replaced the Kafka producer after a fatal or fencing error; unacknowledged requests got 503"
-        )
+        logger.warning("replaced the Kafka producer after %s; unacknowledged requests got 503", reason)
         threading.Thread(target=_retire, args=(old,), name="kafka-old-producer", daemon=True).start()
 
     def broker_reachable(self, timeout: float = 2.0) -> bool:

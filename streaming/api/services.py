@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 
 from core import service_registry
+from core.broker_hold import BrokerHold
 from core.kafka_config import durable_producer_config
 from core.redis_client import redis_from_url
 from core.settings import PulseSettings
@@ -86,7 +87,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     owned = []
     if services.producer is None:
         brokers = service_registry.kafka_brokers(settings)
-        services.producer = AcknowledgedProducer(durable_producer_config(settings, brokers))
+        hold = BrokerHold(settings.broker_hold_dir) if settings.broker_hold_dir else None
+        services.producer = AcknowledgedProducer(
+            durable_producer_config(settings, brokers), hold, settings.embedded_broker_max_batches
+        )
         owned.append(services.producer)
     if services.store is None:
         client = redis_from_url(service_registry.redis_url(settings), socket_timeout=5)

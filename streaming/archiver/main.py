@@ -14,6 +14,7 @@ from core.topics import ensure_topics, topic_specs
 from streaming.app_runner import frozen_after, run_rejoining
 from streaming.archiver.pipeline import build_pipeline
 from streaming.archiver.sink import ParquetArchiveSink
+from streaming.hold_checkpoints import checkpointing_on_hold
 from streaming.liveness import app_consumer_config
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ def build_application(settings: PulseSettings) -> tuple[Application, ParquetArch
         consumer_group=settings.archiver_consumer_group,
         auto_offset_reset="earliest",
         commit_interval=settings.archive_commit_interval_seconds,
+        consumer_poll_timeout=0.1,  # an idle loop comes round soon, e.g. to commit for a broker hold
         consumer_extra_config=app_consumer_config(settings, "archiver"),
         producer_extra_config=dict(settings.kafka_config),
         state_dir=settings.data_path / "state" / "archiver",
@@ -46,4 +48,4 @@ def build_application(settings: PulseSettings) -> tuple[Application, ParquetArch
 def main(settings: PulseSettings | None = None) -> None:
     settings = settings or PulseSettings()
     logger.info("archiver writing %s to %s", settings.topic_events, settings.archive_path)
-    run_rejoining(frozen_after(lambda: build_application(settings)[0]))
+    run_rejoining(frozen_after(checkpointing_on_hold(lambda: build_application(settings)[0], settings)))

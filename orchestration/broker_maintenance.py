@@ -1,0 +1,270 @@
+"""Keep the embedded broker fast for days: restart it empty once its partitions hold many batches.
+
+Tansu 0.6 (memory storage) lists every record batch of a partition on each fetch and cannot
+delete records, so it slows down with every batch it holds. When the collector has produced
+``PULSE_EMBEDDED_BROKER_MAX_BATCHES`` requests it asks for maintenance, and `pulse up`:
+
+1. holds intake: every collector answers 503 + ``Retry-After`` and acknowledges once every
+   record it produced is acknowledged by the broker (``core.broker_hold``);
+2. waits until the consumer groups that must see everything (profile app, archiver, ...) have
+   committed every record of their topics: each event is applied and archived before it goes;
+3. stops the consumer apps, restarts the broker empty on the same address and creates the same
+   topics;
+4. moves each partition's end to where it was with one offset-gap control batch
+   (``orchestration.kafka_wire``), so Kafka coordinates never repeat (the archive deduplicates
+   by them) and restores every group's committed offsets;
+5. lets the collectors produce again and starts the consumer apps.
+
+Records of a topic that no required group reads are dropped, as retention would. With
+``PULSE_KAFKA_BROKERS`` set none of this runs. docs/architecture.md explains the design.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from assets.kafka_health import BrokerUnavailable
+from core.broker_hold import BrokerHold
+from core.kafka_config import client_config
+from core.settings import PulseSettings
+from core.topics import TopicSpec, ensure_topics, topic_specs
+from orchestration.kafka_wire import offset_gap_batch, produce_request, produce_response
+
+logger = logging.getLogger(__name__)
+
+Partition = tuple[str, int]
+
+
+class MaintenanceAborted(RuntimeError):
+    """Maintenance gave up before touching the broker; intake was released and nothing changed."""
+
+
+class MaintenanceFailed(RuntimeError):
+    """The broker was restarted but its offsets or commits could not be restored."""
+
+
+@dataclass(frozen=True)
+class MaintenanceReport:
+    """What one maintenance did."""
+
+    generation: int
+    held_seconds: float
+    ends: dict[Partition, int]
+    groups: dict[str, dict[Partition, int]]
+
+    def summary(self) -> str:
+        ends = ", ".join(f"{t}[{p}]@{end}" for (t, p), end in sorted(self.ends.items()) if end)
+        return (
+            f"broker maintenance {self.generation}: restarted empty, intake held {self.held_seconds:.1f}s, "
+            f"offsets continue at {ends or 'zero'}"
+        )
+
+
+def required_readers(settings: PulseSettings) -> dict[str, list[str]]:
+    """Topic -> the consumer groups that must have committed all of it before its records go."""
+    return {settings.topic_events: [settings.consumer_group, settings.archiver_consumer_group]}
+
+
+@dataclass
+class BrokerMaintainer:
+    """Runs maintenance of one embedded broker; ``restart`` replaces it with an empty one."""
+
+    settings: PulseSettings
+    address: str
+    restart: Callable[[], None]
+    hold: BrokerHold
+    #: Stop and start the consumer apps around the restart: librdkafka consumers in a process
+    #: whose broker is replaced under them were seen to crash (SIGSEGV) on reconnecting.
+    stop_consumers: Callable[[], None] = lambda: None
+    start_consumers: Callable[[], None] = lambda: None
+    #: Called while waiting for the consumers, e.g. to restart one that crashed meanwhile.
+    while_waiting: Callable[[], None] = lambda: None
+    collectors: int = 1
+    readers: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    ack_timeout: float = 15.0
+    drain_timeout: float = 60.0
+    generation: int = 0
+    say: Callable[[str], None] = logger.info
+
+    def due(self) -> bool:
+        """True when a collector asked for maintenance."""
+        return self.hold.requested()
+
+    def run(self) -> MaintenanceReport:
+        """Maintain the broker now; raise MaintenanceAborted (nothing changed) or MaintenanceFailed."""
+        self.generation += 1
+        started = time.monotonic()
+        self.hold.begin(self.generation)
+        try:
+            self._wait_for_collectors()
+            logger.info(
+                "maintenance %d: collectors holding after %.2fs", self.generation, time.monotonic() - started
+            )
+            specs = self._topic_specs()
+            ends, groups = self._wait_drained(specs)
+            logger.info("maintenance %d: drained after %.2fs", self.generation, time.monotonic() - started)
+        except BaseException:
+            self.hold.release()
+            raise
+        try:
+            self.stop_consumers()  # each has committed everything: nothing is lost by a kill
+            self.restart()
+            logger.info("maintenance %d: restarted after %.2fs", self.generation, time.monotonic() - started)
+            admin = AdminClient(client_config(self.settings, self.address))
+            ensure_topics(admin, specs, self.settings.topic_replication_factor)
+            logger.info("maintenance %d: topics after %.2fs", self.generation, time.monotonic() - started)
+            for (topic, partition), end in sorted(ends.items()):
+                if end > 0:
+                    advance_partition_end(self.address, topic, partition, end)
+            for group, offsets in groups.items():
+                restore_commits(self.settings, self.address, group, offsets)
+            logger.info("maintenance %d: restored after %.2fs", self.generation, time.monotonic() - started)
+        except (OSError, KafkaException, BrokerUnavailable, RuntimeError) as exc:
+            raise MaintenanceFailed(f"the embedded broker was restarted but not restored: {exc}") from exc
+        finally:
+            self.hold.release()
+            self.start_consumers()
+        report = MaintenanceReport(self.generation, time.monotonic() - started, ends, groups)
+        self.say(report.summary())
+        return report
+
+    def _wait_for_collectors(self) -> None:
+        deadline = time.monotonic() + self.ack_timeout
+        while self.hold.acknowledgements(self.generation) < self.collectors:
+            if time.monotonic() > deadline:
+                raise MaintenanceAborted(
+                    f"{self.hold.acknowledgements(self.generation)} of {self.collectors} collector(s) "
+                    f"stopped producing within {self.ack_timeout:.0f}s"
+                )
+            time.sleep(0.02)
+
+    def _topic_specs(self) -> list[TopicSpec]:
+        """Every topic on the broker, Pulse's with their own configs, others with the same ones."""
+        known = {spec.name: spec for spec in topic_specs(self.settings)}
+        config = next(iter(known.values())).config
+        metadata = AdminClient(client_config(self.settings, self.address)).list_topics(timeout=10)
+        return [
+            known.get(name) or TopicSpec(name, len(topic.partitions), config)
+            for name, topic in sorted(metadata.topics.items())
+            if not name.startswith("__")
+        ]
+
+    def _wait_drained(
+        self, specs: list[TopicSpec]
+    ) -> tuple[dict[Partition, int], dict[str, dict[Partition, int]]]:
+        """Wait until every required group committed every record; return ends and all commits."""
+        deadline = time.monotonic() + self.drain_timeout
+        groups = sorted({g for names in self.readers.values() for g in names})
+        partitions = [(spec.name, p) for spec in specs for p in range(spec.partitions)]
+        records_end: dict[Partition, int] = {}  # after the last record (markers aside)
+        marker: dict[Partition, int] = {}
+        while True:
+            # One marker per partition and round: its offset is the partition's end (``mark_end``).
+            for tp in partitions:
+                at = mark_end(self.address, *tp)
+                if marker.get(tp, -2) + 1 != at:  # a record came after the last marker
+                    records_end[tp] = at
+                marker[tp] = at
+            commits = {g: group_commits(self.settings, self.address, g) for g in groups}
+            behind = lagging(records_end, commits, self.readers)
+            if not behind:
+                return {tp: at + 1 for tp, at in marker.items()}, commits
+            if time.monotonic() > deadline:
+                raise MaintenanceAborted(
+                    f"consumers did not catch up within {self.drain_timeout:.0f}s: {'; '.join(behind)}"
+                )
+            self.while_waiting()
+            time.sleep(0.1)
+
+
+def lagging(
+    ends: Mapping[Partition, int],
+    commits: Mapping[str, Mapping[Partition, int]],
+    readers: Mapping[str, Sequence[str]],
+) -> list[str]:
+    """Why the required readers are not done yet (empty when every one of them read everything)."""
+    behind = []
+    for (topic, partition), end in sorted(ends.items()):
+        for group in readers.get(topic, ()):
+            committed = commits.get(group, {}).get((topic, partition), 0)
+            if committed < end:
+                behind.append(f"{group} at {committed} of {end} on {topic}[{partition}]")
+    return behind
+
+
+def group_commits(settings: PulseSettings, address: str, group: str) -> dict[Partition, int]:
+    """Every committed offset of ``group``."""
+    admin = AdminClient(client_config(settings, address))
+    try:
+        result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=10)[
+            group
+        ].result(timeout=10)
+    except KafkaException as exc:
+        raise BrokerUnavailable(f"committed offsets of {group}: {exc}") from None
+    return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions or [] if tp.offset >= 0}
+
+
+def restore_commits(
+    settings: PulseSettings, address: str, group: str, offsets: Mapping[Partition, int]
+) -> None:
+    """Commit ``offsets`` for ``group`` as a simple (unsubscribed) consumer."""
+    if not offsets:
+        return
+    consumer = Consumer({**client_config(settings, address), "group.id": group, "enable.auto.commit": False})
+    try:
+        consumer.commit(
+            offsets=[TopicPartition(t, p, offset) for (t, p), offset in sorted(offsets.items())],
+            asynchronous=False,
+        )
+    finally:
+        consumer.close()
+
+
+def mark_end(address: str, topic: str, partition: int) -> int:
+    """Append a one-offset marker (a control record no consumer sees); return its offset.
+
+    Every record before it was there first, so its offset is the partition's end until then.
+    Exact where reading the end is not: Tansu's ListOffsets answers the start of the last batch
+    + 1, and its fetches return only batches that start at or after the offset asked for.
+    Consumers commit up to the last record they processed, so a group that read everything has
+    committed at least this offset.
+    """
+    return _produce_gap(address, topic, partition, 1)
+
+
+def advance_partition_end(address: str, topic: str, partition: int, end: int) -> None:
+    """Move an empty partition's end to ``end`` with one offset-gap control batch."""
+    base = _produce_gap(address, topic, partition, end)
+    if base != 0:
+        raise MaintenanceFailed(f"{topic}[{partition}] was not empty: the offset gap landed at {base}")
+
+
+def _produce_gap(address: str, topic: str, partition: int, count: int, timeout: float = 10.0) -> int:
+    """Produce an offset gap of ``count``; return the offset it starts at."""
+    host, port = address.rsplit(":", 1)
+    correlation_id = 1
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(produce_request(topic, partition, offset_gap_batch(count), correlation_id))
+        length = int.from_bytes(_read_exactly(sock, 4), "big")
+        error, base = produce_response(_read_exactly(sock, length), correlation_id)
+    if error:
+        raise MaintenanceFailed(f"{topic}[{partition}]: the broker refused the offset gap (error {error})")
+    return base
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    chunks, remaining = [], size
+    while remaining:
+        chunk = sock.recv(remaining)
+        if not chunk:
+            raise MaintenanceFailed("the broker closed the connection mid-answer")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)

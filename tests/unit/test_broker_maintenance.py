@@ -1,0 +1,75 @@
+"""Pure parts of embedded-broker maintenance: the offset-gap batch, the hold handshake, the drain rule."""
+
+from __future__ import annotations
+
+import struct
+
+from core.broker_hold import BrokerHold
+from orchestration.broker_maintenance import lagging
+from orchestration.kafka_wire import (
+    crc32c,
+    offset_gap_batch,
+    produce_request,
+    produce_response,
+    zigzag_varint,
+)
+
+
+def test_crc32c_known_vector():
+    assert crc32c(b"123456789") == 0xE3069283  # the Castagnoli check value
+
+
+def test_zigzag_varint():
+    assert zigzag_varint(0) == b"\x00"
+    assert zigzag_varint(-1) == b"\x01"
+    assert zigzag_varint(1) == b"\x02"
+    assert zigzag_varint(150) == b"\xac\x02"
+
+
+def test_offset_gap_batch_spans_count_offsets_as_a_control_batch():
+    batch = offset_gap_batch(1_000_000, now_ms=1234)
+    base_offset, length, _leader_epoch, magic, crc = struct.unpack_from(">qiibI", batch)
+    attributes, last_offset_delta, first_ts, max_ts, producer_id = struct.unpack_from(">hiqqq", batch, 21)
+    assert (base_offset, magic, length) == (0, 2, len(batch) - 12)
+    assert crc == crc32c(batch[21:])
+    assert attributes & 0x20 and attributes & 0x10  # control + transactional: never delivered
+    assert last_offset_delta == 999_999
+    assert (first_ts, max_ts, producer_id) == (1234, 1234, -1)
+
+
+def test_produce_request_and_response_round_trip():
+    request = produce_request("pulse.events", 3, b"BATCH", correlation_id=7)
+    (size,) = struct.unpack_from(">i", request)
+    assert size == len(request) - 4
+    api_key, version, correlation = struct.unpack_from(">hhi", request, 4)
+    assert (api_key, version, correlation) == (0, 7, 7)
+    assert request.endswith(struct.pack(">iii", 1, 3, 5) + b"BATCH")
+    name = b"pulse.events"
+    response = struct.pack(">iih", 7, 1, len(name)) + name + struct.pack(">iihqqq", 1, 3, 0, 42, -1, 0)
+    assert produce_response(response, 7) == (0, 42)
+
+
+def test_hold_handshake(tmp_path):
+    supervisor, collector = BrokerHold(tmp_path / "hold"), BrokerHold(tmp_path / "hold")
+    supervisor.prepare()
+    assert not supervisor.requested() and collector.held_generation() is None
+    collector.request()
+    assert supervisor.requested()
+    supervisor.begin(3)
+    assert collector.held_generation() == 3
+    assert supervisor.acknowledgements(3) == 0
+    collector.acknowledge(3, pid=11)
+    collector.acknowledge(2, pid=12)  # a stale acknowledgement does not count
+    assert supervisor.acknowledgements(3) == 1
+    supervisor.release()
+    assert collector.held_generation() is None and not supervisor.requested()
+    assert supervisor.acknowledgements(3) == 0
+
+
+def test_lagging_names_required_groups_behind_only():
+    ends = {("events", 0): 10, ("events", 1): 0, ("triggers", 0): 5}
+    readers = {"events": ["app", "archiver"]}
+    commits = {"app": {("events", 0): 10}, "archiver": {("events", 0): 9}}
+    assert lagging(ends, commits, readers) == ["archiver at 9 of 10 on events[0]"]
+    commits["archiver"][("events", 0)] = 10
+    assert lagging(ends, commits, readers) == []  # triggers has no required reader
