@@ -269,3 +269,22 @@ def test_the_relay_needs_a_secret_outside_dev_mode():
     assert signing_secret(PulseSettings(dev_mode=True)) == DEV_WEBHOOK_SECRET
     with pytest.raises(MissingWebhookSecretError, match="PULSE_WEBHOOK_SECRET"):
         signing_secret(PulseSettings(_env_file=None, webhook_secret=None, dev_mode=False))
+
+
+def test_the_verification_snippet_in_the_security_docs_works():
+    import re
+    import time
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    section = doc.split("## Webhook signatures", 1)[1]
+    snippet = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    namespace: dict[str, Any] = {}
+    exec(compile(snippet, "security.md", "exec"), namespace)  # noqa: S102 - our own documentation
+    check = namespace["verify_pulse_webhook"]
+    now = int(time.time())
+    assert check(SECRET, signature_header(SECRET, now, RAW), RAW)
+    assert not check("other", signature_header(SECRET, now, RAW), RAW)
+    assert not check(SECRET, signature_header(SECRET, now, RAW), RAW + b" ")
+    assert not check(SECRET, signature_header(SECRET, now - 301, RAW), RAW)
+    assert not check(SECRET, "v1=00", RAW)
