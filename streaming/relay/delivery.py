@@ -52,6 +52,8 @@ def deliver_webhook(
                 "POST", outbound.url, content=outbound.raw, headers=headers, timeout=policy.timeout
             ) as response:
                 status, retry_after = response.status_code, response.headers.get("retry-after")
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:  # final; must not stop the relay
+            return DeliveryResult(outbound.decision_id, attempt, f"invalid webhook URL: {exc}")
         except httpx.HTTPError as exc:
             why = f"{type(exc).__name__} from {_host(outbound.url)}"
         else:

@@ -288,3 +288,11 @@ def test_the_verification_snippet_in_the_security_docs_works():
     assert not check(SECRET, signature_header(SECRET, now, RAW), RAW + b" ")
     assert not check(SECRET, signature_header(SECRET, now - 301, RAW), RAW)
     assert not check(SECRET, "v1=00", RAW)
+
+
+def test_an_invalid_url_is_dead_lettered_at_once_instead_of_stopping_the_relay():
+    raw = json.dumps({**DECISION, "url": "http://[::1/x"}).encode()
+    result = deliver_webhook(
+        httpx.Client(), read_trigger(raw), secret=SECRET, policy=RetryPolicy(attempts=3), sleep=lambda _: None
+    )
+    assert result.attempts == 1 and result.error.startswith("invalid webhook URL")
