@@ -15,6 +15,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_WRITE_KEY = "dev-write-key"
 DEV_READ_KEY = "dev-read-key"
+#: Webhook signing secret of local dev (PULSE_DEV_MODE) when PULSE_WEBHOOK_SECRET is unset.
+DEV_WEBHOOK_SECRET = "dev-webhook-secret"
 
 #: librdkafka settings that make a local (Tansu) broker fast; production can override them.
 LOCAL_CONSUMER_DEFAULTS: dict[str, Any] = {
@@ -145,7 +147,12 @@ class PulseSettings(BaseSettings):
     topic_dlq: str = Field("pulse.events.dlq", description="Dead-letter topic for invalid events.")
     topic_triggers: str = Field("pulse.triggers", description="Fired decisions.")
     topic_profile_changes: str = Field(
-        "pulse.profiles.changes", description="Profile change events (optional)."
+        "pulse.profiles.changes",
+        description="Profile changes the profile app writes (segment entered; docs/rules.md).",
+    )
+    topic_triggers_dlq: str = Field(
+        "pulse.triggers.dlq",
+        description="Webhook decisions the relay could not deliver (original bytes, reason in headers).",
     )
     topic_partitions: int = Field(
         6, description="Partitions of the topics Pulse creates (embedded broker: 1 unless set)."
@@ -192,6 +199,33 @@ class PulseSettings(BaseSettings):
     )
     rules_refresh_seconds: float = Field(
         2.0, description="How often the profile app checks the rules file for changes."
+    )
+    relay_consumer_group: str = Field(
+        "pulse-relay", description="Consumer group of the webhook relay (`pulse run relay`)."
+    )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key the relay signs webhooks with (Pulse-Signature, docs/security.md); "
+        "required by the relay outside dev mode, where dev-webhook-secret is used.",
+    )
+    webhook_attempts: int = Field(
+        6, ge=1, description="Delivery attempts per webhook decision before it is dead-lettered."
+    )
+    webhook_timeout_seconds: float = Field(
+        5.0, gt=0, description="Per-attempt timeout of a webhook POST (connect, read and write)."
+    )
+    webhook_backoff_seconds: float = Field(
+        0.5, gt=0, description="Wait after a webhook's first failed attempt; it doubles per attempt."
+    )
+    webhook_backoff_max_seconds: float = Field(
+        30.0, gt=0, description="Longest wait between webhook attempts, also for a larger Retry-After."
+    )
+    webhook_concurrency: int = Field(8, ge=1, description="Webhook POSTs the relay runs at once (threads).")
+    webhook_max_in_flight: int = Field(
+        32,
+        ge=1,
+        description="Decisions the relay takes per checkpoint; it commits offsets only after all of them "
+        "were delivered or dead-lettered.",
     )
     traits_file: Path | None = Field(
         None,

@@ -35,6 +35,7 @@ def topic_specs(settings: PulseSettings) -> list[TopicSpec]:
         TopicSpec(settings.topic_dlq, 1, config),
         TopicSpec(settings.topic_triggers, partitions, config),
         TopicSpec(settings.topic_profile_changes, partitions, config),
+        TopicSpec(settings.topic_triggers_dlq, 1, config),
     ]
 
 

@@ -79,7 +79,7 @@ def up(no_dagster: bool) -> None:
 
 
 @cli.command(name="run")
-@click.argument("app", type=click.Choice(["api", "profile-app", "archiver"]))
+@click.argument("app", type=click.Choice(["api", "profile-app", "archiver", "relay"]))
 def run_app(app: str) -> None:
     """Run one Pulse app in the foreground (what containers and `pulse up` run)."""
     settings = PulseSettings()
@@ -87,13 +87,15 @@ def run_app(app: str) -> None:
         from streaming.api.main import main
     elif app == "archiver":
         from streaming.archiver.main import main
+    elif app == "relay":
+        from streaming.relay.main import main
     else:
         from streaming.profile_app.main import main
     main(settings)
 
 
 @cli.command()
-@click.argument("app", type=click.Choice(["profile-app", "archiver"]))
+@click.argument("app", type=click.Choice(["profile-app", "archiver", "relay"]))
 @click.option(
     "--max-age",
     default=60.0,

@@ -1,7 +1,8 @@
 """`pulse up`: run the whole local platform in the foreground and stop it cleanly.
 
 Embedded broker and Redis (unless addresses are configured) -> topics -> sample reference data ->
-collector/API, profile app, `dagster dev` as child processes, restarted if they crash.
+collector/API, profile app, archiver, webhook relay, `dagster dev` as child processes, restarted if
+they crash.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from core import service_registry
 from core.broker_hold import BrokerHold
 from core.kafka_config import client_config
 from core.redis_client import redis_from_url
-from core.settings import DEV_READ_KEY, DEV_WRITE_KEY, PulseSettings, settings_to_env
+from core.settings import DEV_READ_KEY, DEV_WEBHOOK_SECRET, DEV_WRITE_KEY, PulseSettings, settings_to_env
 from core.topics import ensure_topics, topic_specs
 from enrichment.reference_publish import publish_missing_samples
 from orchestration.broker_maintenance import (
@@ -145,9 +146,18 @@ class LocalPlatform:
         if self.env.get("PULSE_DEV_MODE") == "true" or s.dev_mode or s.demo_shop:
             urls["demo_shop"] = f"http://{s.api_host}:{s.api_port}/demo"
 
-        self.apps = [
-            App(name, lambda name=name: self._pulse_app(name)) for name in ("api", "profile-app", "archiver")
-        ]
+        names = ["api", "profile-app", "archiver"]
+        if s.webhook_secret is not None:
+            names.append("relay")
+        elif self.env.get("PULSE_DEV_MODE") == "true" or s.dev_mode:
+            names.append("relay")
+            urls["webhook_secret"] = DEV_WEBHOOK_SECRET
+        else:  # the decisions wait in the triggers topic; a relay started later catches up
+            self.say(
+                "not starting the webhook relay: PULSE_WEBHOOK_SECRET is unset (docs/security.md); "
+                "webhook decisions wait in the triggers topic until a relay runs"
+            )
+        self.apps = [App(name, lambda name=name: self._pulse_app(name)) for name in names]
         urls["archive"] = str(s.archive_path)
         if self.with_dagster:
             s.dagster_home.mkdir(parents=True, exist_ok=True)

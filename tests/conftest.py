@@ -67,9 +67,11 @@ def settings(broker: str, redis_url: str, tmp_path: Path) -> PulseSettings:
         topic_dlq=f"dlq-{suffix}",
         topic_triggers=f"triggers-{suffix}",
         topic_profile_changes=f"changes-{suffix}",
+        topic_triggers_dlq=f"triggers-dlq-{suffix}",
         topic_partitions=3,
         consumer_group=f"profile-app-{suffix}",
         archiver_consumer_group=f"archiver-{suffix}",
+        relay_consumer_group=f"relay-{suffix}",
         archive_commit_interval_seconds=0.5,
     )
     ensure_topics(AdminClient({"bootstrap.servers": broker}), topic_specs(s))

@@ -93,6 +93,7 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
         settings.topic_dlq,
         rules=rules.current,
         triggers_topic=settings.topic_triggers,
+        changes_topic=settings.topic_profile_changes,
         prefilter=settings.rules_prefilter,
         enrich=lambda metadata: enrich_context(metadata, geo=geo.current(), campaigns=campaigns.current()),
         after_checkpoint=cadence.after_checkpoint,

@@ -19,11 +19,11 @@ from streaming.profile_app.rule_inputs import AnonymousPartCache, rule_inputs
 from streaming.profiles.codec import PartReport
 from streaming.profiles.delta import ProfileDelta
 from streaming.profiles.store import RedisProfileStore
+from streaming.rules.changes import segment_entered
 from streaming.rules.checkpoint import UpdateOrder, decide_checkpoint
 from streaming.rules.engine import RuleEngine
 from streaming.rules.model import EMPTY_RULESET
 from streaming.rules.prefilter import Candidate
-from streaming.rules.webhooks import WebhookDispatcher
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,9 @@ class ProfileSink(BaseSink):
 
     After the profiles are updated, the rules engine evaluates the checkpoint's triggering
     events on the people's merged profiles; fired decisions are stored in Redis and produced
-    to the triggers topic (acknowledged) before the checkpoint completes. With the prefilter
+    to the triggers topic (acknowledged) before the checkpoint completes, and so are the
+    segments people entered, to the profile changes topic. Webhooks are the relay's job
+    (streaming/relay), which reads them from the triggers topic. With the prefilter
     the update script names, right after each event's update, the rules that may fire on
     it; events whose person changed after that are decided again by a decide call on the
     people as the checkpoint left them, so every event sees the checkpoint's final people.
@@ -68,7 +70,7 @@ class ProfileSink(BaseSink):
         heartbeat_seconds: float = 1.0,
         rules: Callable[[], RuleEngine] = lambda: _NO_RULES,
         triggers_topic: str | None = None,
-        webhooks: WebhookDispatcher | None = None,
+        changes_topic: str | None = None,
         enrich: Callable[[Any], dict[str, Any]] | None = None,
         prefilter: bool = True,
         anonymous_part_ttl_seconds: float | None = None,
@@ -86,7 +88,7 @@ class ProfileSink(BaseSink):
         self._rules = rules
         self._engine = rules()
         self._triggers_topic = triggers_topic
-        self._webhooks = webhooks or WebhookDispatcher()
+        self._changes_topic = changes_topic
         self._enrich = enrich
         self._prefilter = prefilter
         self._triggering: list[tuple[Any, ProfileDelta]] = []
@@ -113,6 +115,7 @@ class ProfileSink(BaseSink):
         self.applied = 0
         self.dead_lettered = 0
         self.decisions_fired = 0
+        self.changes_written = 0
 
     def setup(self) -> None:
         """Called by Quix at start-up: check Redis answers and announce the app is alive."""
@@ -254,27 +257,39 @@ class ProfileSink(BaseSink):
                 self._store, reports, self._anonymous_parts, names, self._store.session_gap_ms
             )
         now_ms = sent_ms if sent_ms is not None else int(time.time() * 1000)
+        entered: list[dict[str, Any]] = []
         fired, segments = decide_checkpoint(
-            self._engine, triggering, person_of, documents, states, now_ms, self._enrich, candidates
+            self._engine,
+            triggering,
+            person_of,
+            documents,
+            states,
+            now_ms,
+            self._enrich,
+            candidates,
+            on_entered=entered.append,
         )
         if not fired:
             return
         encoded = [_encode_json(decision) for decision in fired]
-        if self._triggers_topic:  # acknowledged before Redis records the fires: a retry fires them again
+        # Acknowledged before Redis records the fires: a retry fires them again (same ids).
+        if self._triggers_topic:
             for decision, value in zip(fired, encoded, strict=True):
-                self._dlq.produce(
-                    self._triggers_topic,
-                    value=value,
-                    key=decision["profile_id"],
-                    on_delivery=self._on_delivery,
+                self._produce(self._triggers_topic, value, decision["profile_id"])
+        if self._changes_topic:
+            for decision in entered:
+                self._produce(
+                    self._changes_topic, _encode_json(segment_entered(decision)), decision["profile_id"]
                 )
-            self._triggers_in_flight += len(fired)
-            self._confirm_deliveries()
+            self.changes_written += len(entered)
+        self._confirm_deliveries()
         self._store.record_decisions(fired, segments, encoded)
-        for decision in fired:
-            if decision["action"] == "webhook":
-                self._webhooks.submit(decision)
         self.decisions_fired += len(fired)
+
+    def _produce(self, topic: str, value: bytes, key: str) -> None:
+        """Produce a trigger or a change; ``_confirm_deliveries`` waits for the broker."""
+        self._dlq.produce(topic, value=value, key=key, on_delivery=self._on_delivery)
+        self._triggers_in_flight += 1
 
     def on_paused(self) -> None:
         """Quix paused the partitions and will redeliver: drop what was not confirmed."""

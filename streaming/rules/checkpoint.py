@@ -20,6 +20,7 @@ def decide_checkpoint(
     now_ms: int,
     enrich: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
     candidates: Mapping[str, Candidate] | None = None,
+    on_entered: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
     """Fired decisions (in event-time order) and the new segment lists of people who joined one.
 
@@ -29,6 +30,7 @@ def decide_checkpoint(
     ``candidates`` (the update script's prefilter), when given, limits each event to the rules
     it names: those it found certain to fire become decisions without a profile (``documents``
     need only hold the people with other candidates), the rest are evaluated as usual.
+    ``on_entered`` is called with each segment decision that put its person in a segment new to them.
     """
     fired: list[dict[str, Any]] = []
     segments: dict[str, list[str]] = {}
@@ -69,6 +71,8 @@ def decide_checkpoint(
                 if decision["segment"] not in current:
                     segments[person] = sorted({*current, decision["segment"]})
                     profile["segments"] = segments[person]
+                    if on_entered is not None:
+                        on_entered(decision)
     return fired, segments
 
 

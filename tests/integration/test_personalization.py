@@ -11,10 +11,13 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
+from streaming.relay.signing import verify
 from tests.integration.test_collector_api import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+WEBHOOK_SECRET = "personalization-secret"
 
 RULES = """
 rules:
@@ -42,6 +45,7 @@ class _Hooks(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         body = self.rfile.read(int(self.headers["Content-Length"]))
+        verify(WEBHOOK_SECRET, self.headers["Pulse-Signature"], body, now=time.time())  # or no entry
         _Hooks.received.append(json.loads(body))
         self.send_response(204)
         self.end_headers()
@@ -82,8 +86,10 @@ def test_anonymous_browsing_then_identify_fires_a_banner_for_the_merged_person(
     rules_file.write_text(RULES.replace("URL", f"http://127.0.0.1:{hooks.server_port}/hook"))
     settings.rules_file = rules_file
     settings.rules_refresh_seconds = 0.2
+    settings.webhook_secret = SecretStr(WEBHOOK_SECRET)
     pulse_apps("profile-app")
     pulse_apps("api")
+    pulse_apps("relay")  # the webhook rule's decisions are posted by the relay
     base = f"http://{settings.api_host}:{settings.api_port}"
     write = httpx.Client(base_url=base, headers={"X-Pulse-Key": "test-write"}, timeout=30)
     read = httpx.Client(base_url=base, headers={"X-Pulse-Key": "test-read"}, timeout=30)
@@ -120,7 +126,7 @@ def test_anonymous_browsing_then_identify_fires_a_banner_for_the_merged_person(
 
     # The same event again (a client retry) changes nothing and fires nothing.
     assert write.post("/v1/events", json=third).status_code == 202
-    # The webhook rule posted the identify decision.
+    # The relay posted the webhook rule's identify decision, signed.
     hooks_seen = wait_for(lambda: list(_Hooks.received), lambda r: r)
     assert [h["rule"] for h in hooks_seen] == ["notify_crm"]
 

@@ -59,6 +59,7 @@ def test_pulse_up_demo_doctor_and_clean_stop(tmp_path):
         services = json.loads(services_file.read_text())
         for url in (services["api_url"], services["dagster_url"], "dev-write-key", "dev-read-key"):
             assert url in output
+        assert "dev-webhook-secret" in output  # the webhook relay runs too, signing with the dev secret
 
         demo = pulse("demo", "--events", "600", "--users", "20", "--seed", "4", env=env)
         assert demo.returncode == 0, demo.stdout + demo.stderr
@@ -93,6 +94,7 @@ def test_pulse_up_demo_doctor_and_clean_stop(tmp_path):
         log.close()
     assert up.returncode == 0, (tmp_path / "up.log").read_text()[-3000:]
     assert "stopped." in (tmp_path / "up.log").read_text()
+    assert "relay delivering webhooks" in (tmp_path / "data" / "logs" / "relay.log").read_text()
     assert not (tmp_path / "data" / "services.json").exists()
     assert not port_accepts("127.0.0.1", api_port)
     # A second command without `pulse up` says what to do instead of hanging.

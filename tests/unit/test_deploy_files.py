@@ -247,12 +247,12 @@ def _probe_app(command: list[str]) -> str:
 def test_consumer_apps_are_probed_with_pulse_probe_for_their_own_app():
     for name, container in _containers():
         app = container["args"][1]
-        if app not in ("profile-app", "archiver"):
+        if app not in ("profile-app", "archiver", "relay"):
             continue
         for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert _probe_app(container[kind]["exec"]["command"]) == app, (name, kind)
         assert "--ready" in container["readinessProbe"]["exec"]["command"]
-    for name in ("profile-app", "archiver"):
+    for name in ("profile-app", "archiver", "relay"):
         test = COMPOSE["services"][name]["healthcheck"]["test"]
         assert test[0] == "CMD" and _probe_app(test[1:]) == name
 

@@ -259,3 +259,35 @@ rules:
 @given(key=st.text(), event_id=st.text())
 def test_decision_ids_are_the_uuid5_of_key_and_event(key, event_id):
     assert decision_id(key, event_id) == str(uuid.uuid5(DECISION_NAMESPACE, f"{key}/{event_id}"))
+
+
+def test_a_segment_entered_is_reported_once_as_a_profile_change():
+    from streaming.rules.changes import segment_entered
+
+    engine = RuleEngine(
+        parse_rules(
+            """
+rules:
+  - id: vip
+    on: [purchase]
+    when: 'profile.purchase_total >= 100.0'
+    action: {type: segment, segment: vip}
+  - id: shopper
+    on: [purchase]
+    when: 'true'
+    action: {type: segment, segment: shopper}
+"""
+        )
+    )
+    buys = [make_event("purchase", ts_ms=i, user_id="u1", order_id=f"o{i}", price=150.0) for i in range(2)]
+    doc = {**profile(), "purchase_total": 300.0, "segments": ["shopper"]}  # already a shopper
+    entered: list[dict] = []
+    fired, segments = decide_checkpoint(
+        engine, [(e, delta_of(e)) for e in buys], {"u1": "u1"}, {"u1": doc}, {}, 0, on_entered=entered.append
+    )
+    assert segments == {"u1": ["shopper", "vip"]}
+    assert [d["segment"] for d in entered] == ["vip"]  # not shopper (held before), vip once
+    change = segment_entered(entered[0])
+    assert change["type"] == "segment_entered" and change["segment"] == "vip"
+    assert change["change_id"] == change["decision_id"] == entered[0]["decision_id"]
+    assert change["profile_id"] == "u1" and change["event_id"] == buys[0].event_id
