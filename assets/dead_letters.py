@@ -98,10 +98,12 @@ def summarize_dead_letters(
             for s in latest or []
         ]
     for summary in groups.values():
-        summary.samples.sort(key=_newest_first)
+        summary.samples.sort(key=_age, reverse=True)
         del summary.samples[samples:]
     return sorted(groups.values(), key=lambda s: (-s.count, s.reason))
 
 
-def _newest_first(letter: DeadLetter) -> float:
-    return -letter.received_at.timestamp() if letter.received_at else float("inf")
+def _age(letter: DeadLetter) -> tuple[float, int, int]:
+    """Sort key, newest last: arrival, then place in the DLQ (dead letters of one instant)."""
+    at = letter.received_at.timestamp() if letter.received_at else float("-inf")
+    return at, letter.coordinates.partition, letter.coordinates.offset
