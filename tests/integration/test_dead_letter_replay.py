@@ -62,9 +62,10 @@ def test_rejects_are_archived_fixed_and_replayed_once(settings, pulse_apps, redi
     views = [an_event() for _ in range(2)]
     unpaid = [an_event("purchase", price=10.0) for _ in range(3)]
     hopeless = {**an_event("purchase", price=1.0), "event_id": "not-a-uuid"}
+    forgotten = {**an_event("purchase", price=2.0), "user_id": "dlq-forgotten"}  # forgotten before the replay
     response = httpx.post(
         f"{base}/v1/events",
-        json={"events": [*views, *unpaid, hopeless]},
+        json={"events": [*views, *unpaid, hopeless, forgotten]},
         headers={"X-Pulse-Key": "test-write"},
         timeout=30,
     )
@@ -76,15 +77,15 @@ def test_rejects_are_archived_fixed_and_replayed_once(settings, pulse_apps, redi
         producer.produce(settings.topic_events, json.dumps(obj).encode(), key=USER.encode())
     assert producer.flush(30) == 0
 
-    assert eventually(lambda: len(read_dead_letters(settings.archive_path)) == 6, timeout=90)
+    assert eventually(lambda: len(read_dead_letters(settings.archive_path)) == 7, timeout=90)
     letters = read_dead_letters(settings.archive_path)
-    assert sorted(d.source for d in letters) == ["collector"] * 4 + ["profile-app"] * 2
+    assert sorted(d.source for d in letters) == ["collector"] * 5 + ["profile-app"] * 2
     assert {d.error for d in letters} == {
         "purchase needs metadata.order_id",
         "event_id must be a UUID, got 'not-a-uuid'",
     }
     assert {json.loads(d.raw)["event_id"] for d in letters} == {
-        e["event_id"] for e in [*unpaid, hopeless, *direct]
+        e["event_id"] for e in [*unpaid, hopeless, forgotten, *direct]
     }
 
     # events_invalid: every reject once, the collector's included (the profile app's rejects are
@@ -95,33 +96,47 @@ def test_rejects_are_archived_fixed_and_replayed_once(settings, pulse_apps, redi
         with duckdb.connect(str(database)) as con:
             return con.execute("SELECT source, error, user_id FROM events_invalid ORDER BY ALL").fetchall()
 
-    assert eventually(lambda: len(invalid_rows()) == 6, timeout=30)
-    assert {(s, u) for s, _, u in invalid_rows()} == {("collector", USER), ("profile-app", USER)}
+    assert eventually(lambda: len(invalid_rows()) == 7, timeout=30)
+    assert {(s, u) for s, _, u in invalid_rows()} == {
+        ("collector", USER),
+        ("profile-app", USER),
+        ("collector", "dlq-forgotten"),
+    }
 
     listing = pulse(settings, "dlq", "--json", cwd=tmp_path)
     assert listing.returncode == 0, listing.stderr
     reasons = {r["reason"]: (r["count"], r["sources"]) for r in json.loads(listing.stdout)}
     assert reasons == {
-        "purchase needs metadata.order_id": (5, {"collector": 3, "profile-app": 2}),
+        "purchase needs metadata.order_id": (6, {"collector": 4, "profile-app": 2}),
         "event_id must be a UUID": (1, {"collector": 1}),
     }
     human = pulse(settings, "dlq", cwd=tmp_path)
-    assert "6 dead letters, 2 reasons" in human.stdout and "pulse dlq replay" in human.stdout
+    assert "7 dead letters, 2 reasons" in human.stdout and "pulse dlq replay" in human.stdout
 
     # A bad fix is a usage error and sends nothing.
     assert pulse(settings, "dlq", "replay", "--fix", "no_such_fixes:fix", cwd=tmp_path).returncode == 2
 
     (tmp_path / "shop_fixes.py").write_text(FIX)
+    store.forget("dlq-forgotten")
+    dry = pulse(
+        settings, "dlq", "replay", "--fix", "shop_fixes:add_order_id", "--dry-run", "--json", cwd=tmp_path
+    )
+    assert dry.returncode == 0, dry.stderr
+    summary = json.loads(dry.stdout)
+    assert (summary["republished"], summary["dry_run"], summary["skipped_forgotten"]) == (5, True, 1)
+
     first = pulse(settings, "dlq", "replay", "--fix", "shop_fixes:add_order_id", "--json", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     summary = json.loads(first.stdout)
     assert (summary["republished"], summary["still_invalid"], summary["already_replayed"]) == (5, 1, 0)
+    assert summary["skipped_forgotten"] == 1
     assert summary["still_invalid_by_reason"] == {"event_id must be a UUID": 1}
 
     second = pulse(settings, "dlq", "replay", "--fix", "shop_fixes:add_order_id", "--json", cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     summary = json.loads(second.stdout)
     assert (summary["republished"], summary["still_invalid"], summary["already_replayed"]) == (0, 1, 5)
+    assert summary["skipped_forgotten"] == 1
 
     # Every republished event passed through the stream once a later event of the same user (same
     # key, same partition, so behind them) has been counted.
@@ -139,3 +154,4 @@ def test_rejects_are_archived_fixed_and_replayed_once(settings, pulse_apps, redi
     assert document["counts_by_type"] == {"page_view": 2, "purchase": 5, "click": 1}
     assert document["event_count"] == 8
     assert document["purchase_total"] == pytest.approx(3 * 10.0 + 2 * 5.0)
+    assert store.get_profile("dlq-forgotten") is None
