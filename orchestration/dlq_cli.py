@@ -32,6 +32,7 @@ def dlq(ctx: click.Context, samples: int, source: str | None, as_json: bool) -> 
     if ctx.invoked_subcommand is not None:
         return
     from assets.dead_letters import summarize_dead_letters
+    from core.time_format import iso_millis
 
     settings = PulseSettings()
     summaries = summarize_dead_letters(settings.archive_path, samples=samples, source=source)
@@ -53,7 +54,8 @@ def dlq(ctx: click.Context, samples: int, source: str | None, as_json: bool) -> 
         click.echo(f"  ({sources})")
         for letter in summary.samples:
             where = f"{letter.coordinates.topic}[{letter.coordinates.partition}]@{letter.coordinates.offset}"
-            click.echo(f"{'':>{width}}    {where}  {letter.error}")
+            at = iso_millis(letter.received_at) if letter.received_at else "time unknown"
+            click.echo(f"{'':>{width}}    {where}  {at}  {letter.source}: {letter.error}")
             click.echo(f"{'':>{width}}      {_preview(letter.raw)}")
     click.echo(
         "\nFix and republish: pulse dlq replay --fix module:function|patch.json [--reason TEXT] [--dry-run]"
