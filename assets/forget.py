@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from core.archive_layout import rewriting
+from core.archive_layout import dead_letters_folder, events_folder, rewriting
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +18,8 @@ def purge_archive(root: Path, forgotten: set[str]) -> dict[str, int]:
     """Drop every row whose user_id or anonymous_id is forgotten; return files and rows changed.
 
     Each file is rewritten under a temporary name and renamed, so readers see the old or the
-    new file, never half of one. Invalid rows have no parsed ids and are left as they are.
+    new file, never half of one. Dead letters are purged too, by the ids their original JSON
+    names (streaming/archiver/dead_letters.py); invalid event rows have no parsed ids and are left.
     """
     if not forgotten:
         return {"files_rewritten": 0, "rows_removed": 0}
@@ -30,7 +31,11 @@ def purge_archive(root: Path, forgotten: set[str]) -> dict[str, int]:
 
 def _purge(root: Path, ids: list[str]) -> tuple[int, int]:
     files = rows = 0
-    for path in sorted((root / "events").glob("dt=*/hour=*/*.parquet")):
+    paths = [
+        *events_folder(root).glob("dt=*/hour=*/*.parquet"),
+        *dead_letters_folder(root).glob("dt=*/hour=*/*.parquet"),
+    ]
+    for path in sorted(paths):
         table = pq.read_table(path)
         doomed = pc.or_kleene(
             pc.is_in(table["user_id"], value_set=_array(ids)),

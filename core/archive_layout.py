@@ -1,6 +1,8 @@
 """Where the event archive's Parquet files live, and the one way to read each Kafka record once.
 
-The archiver writes ``<root>/events/dt=YYYY-MM-DD/hour=HH/part-<topic>-<partition>-<first>-<last>.parquet``;
+The archiver writes ``<root>/events/dt=YYYY-MM-DD/hour=HH/part-<topic>-<partition>-<first>-<last>.parquet``
+for the events topic, and the dead-letter topic the same way under ``<root>/dead_letters/``: a
+folder of its own, so no reader of events (replay, reconcile, compaction) ever meets a dead letter;
 a checkpoint archived twice (a crash between the file and the offset commit) leaves two files
 holding the same Kafka records, so every reader deduplicates by Kafka coordinates.
 """
@@ -29,6 +31,35 @@ def partition_folder(root: Path, dt: str, hour: str) -> Path:
 def archive_glob(root: Path) -> str:
     """Every archive file, as a glob DuckDB reads."""
     return str(events_folder(root) / "dt=*" / "hour=*" / "*.parquet")
+
+
+def dead_letters_folder(root: Path) -> Path:
+    """The folder of the hive-partitioned dead-letter files (the archived DLQ topic)."""
+    return root / "dead_letters"
+
+
+def dead_letter_partition_folder(root: Path, dt: str, hour: str) -> Path:
+    """The folder of one UTC hour of dead letters (by the time the broker received them)."""
+    return dead_letters_folder(root) / f"dt={dt}" / f"hour={hour}"
+
+
+def dead_letters_glob(root: Path) -> str:
+    """Every dead-letter file, as a glob DuckDB reads."""
+    return str(dead_letters_folder(root) / "dt=*" / "hour=*" / "*.parquet")
+
+
+def has_dead_letters(root: Path) -> bool:
+    """True once the archiver has written at least one dead-letter file."""
+    return any(dead_letters_folder(root).glob("dt=*/hour=*/*.parquet"))
+
+
+def dead_letter_records_sql(root: Path, where: str = "TRUE") -> str:
+    """A SELECT of the archived dead letters matching ``where``, each Kafka record once."""
+    glob = dead_letters_glob(root).replace("'", "''")
+    return (
+        f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true, union_by_name = true) "
+        f"WHERE {where} {ONE_ROW_PER_RECORD}"
+    )
 
 
 def has_archive(root: Path) -> bool:

@@ -145,6 +145,17 @@ class PulseSettings(BaseSettings):
 
     topic_events: str = Field("pulse.events", description="Events topic.")
     topic_dlq: str = Field("pulse.events.dlq", description="Dead-letter topic for invalid events.")
+    dlq_alert_share: float = Field(
+        0.05,
+        description="The dead_letter_volume check fails when dead letters exceed this share of the "
+        "records received in its window (dead letters + valid events).",
+    )
+    dlq_alert_window_seconds: int = Field(
+        3600, description="Window of the dead_letter_volume asset and its check, back from now."
+    )
+    dlq_alert_minimum: int = Field(
+        20, description="Records the window needs before the dead_letter_volume check can fail."
+    )
     topic_triggers: str = Field("pulse.triggers", description="Fired decisions.")
     topic_profile_changes: str = Field(
         "pulse.profiles.changes",

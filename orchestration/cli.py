@@ -15,6 +15,7 @@ import click
 
 from core import service_registry
 from core.settings import PulseSettings, settings_markdown, settings_reference
+from orchestration.dlq_cli import dlq
 from orchestration.keys_cli import keys
 
 
@@ -432,6 +433,7 @@ def schema() -> None:
 
 
 cli.add_command(keys)  # orchestration/keys_cli.py
+cli.add_command(dlq)  # orchestration/dlq_cli.py
 
 
 def main() -> None:

@@ -1,1 +1,1 @@
-"""The archiver app: every raw event, valid or not, to hive-partitioned Parquet."""
+"""The archiver app: every raw event, valid or not, and every dead letter, to hive-partitioned Parquet."""

@@ -1,4 +1,4 @@
-"""Run the archiver (`pulse run archiver`): wiring only."""
+"""Run the archiver (`pulse run archiver`): wiring only; the events topic and the DLQ, each to its folder."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from confluent_kafka.admin import AdminClient
 from quixstreams import Application
 
 from core import service_registry
+from core.archive_layout import dead_letter_partition_folder
 from core.kafka_config import client_config
 from core.settings import PulseSettings
 from core.topics import ensure_topics, topic_specs
 from streaming.app_runner import frozen_after, run_rejoining
-from streaming.archiver.pipeline import build_pipeline
+from streaming.archiver.dead_letters import DEAD_LETTER_SCHEMA
+from streaming.archiver.pipeline import build_dead_letter_pipeline, build_pipeline
 from streaming.archiver.sink import ParquetArchiveSink
 from streaming.hold_checkpoints import checkpointing_on_hold
 from streaming.liveness import app_consumer_config
@@ -42,10 +44,17 @@ def build_application(settings: PulseSettings) -> tuple[Application, ParquetArch
     events = app.topic(settings.topic_events, value_deserializer="bytes", key_deserializer="bytes")
     sink = ParquetArchiveSink(settings.archive_path)
     build_pipeline(app.dataframe(events), sink=sink)
+    dead_letters = app.topic(settings.topic_dlq, value_deserializer="bytes", key_deserializer="bytes")
+    dead_letter_sink = ParquetArchiveSink(
+        settings.archive_path, schema=DEAD_LETTER_SCHEMA, folder=dead_letter_partition_folder
+    )
+    build_dead_letter_pipeline(app.dataframe(dead_letters), sink=dead_letter_sink)
     return app, sink
 
 
 def main(settings: PulseSettings | None = None) -> None:
     settings = settings or PulseSettings()
-    logger.info("archiver writing %s to %s", settings.topic_events, settings.archive_path)
+    logger.info(
+        "archiver writing %s and %s to %s", settings.topic_events, settings.topic_dlq, settings.archive_path
+    )
     run_rejoining(frozen_after(checkpointing_on_hold(lambda: build_application(settings)[0], settings)))

@@ -6,6 +6,7 @@ from quixstreams import message_context
 from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.sinks import BaseSink
 
+from streaming.archiver.dead_letters import dead_letter_row
 from streaming.archiver.rows import archive_row
 
 
@@ -15,6 +16,18 @@ def build_pipeline(sdf: StreamingDataFrame, *, sink: BaseSink) -> StreamingDataF
     def to_row(raw: bytes | None, _key: object, timestamp: int, _headers: object) -> dict:
         ctx = message_context()
         return archive_row(raw, ctx.topic, ctx.partition, ctx.offset, timestamp)
+
+    rows = sdf.apply(to_row, metadata=True)
+    rows.sink(sink)
+    return rows
+
+
+def build_dead_letter_pipeline(sdf: StreamingDataFrame, *, sink: BaseSink) -> StreamingDataFrame:
+    """Archive every dead letter with its reason, source and time (a dataflow apart from the events')."""
+
+    def to_row(raw: bytes | None, _key: object, timestamp: int, headers: object) -> dict:
+        ctx = message_context()
+        return dead_letter_row(raw, headers, ctx.topic, ctx.partition, ctx.offset, timestamp)  # type: ignore[arg-type]
 
     rows = sdf.apply(to_row, metadata=True)
     rows.sink(sink)

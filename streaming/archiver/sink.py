@@ -1,10 +1,11 @@
-"""Quix sink writing archive rows to Parquet under ``events/dt=YYYY-MM-DD/hour=HH/``."""
+"""Quix sink writing archive rows to Parquet under ``events/dt=YYYY-MM-DD/hour=HH/`` (or another layout)."""
 
 from __future__ import annotations
 
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -25,9 +26,17 @@ class ParquetArchiveSink(BatchingSink):
     Files are written to a temporary name and renamed, so readers never see half a file.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        schema: pa.Schema = ARCHIVE_SCHEMA,
+        folder: Callable[[Path, str, str], Path] = partition_folder,
+    ) -> None:
         super().__init__()
         self._root = root
+        self._schema = schema
+        self._folder = folder
 
     def write(self, batch: SinkBatch) -> None:
         groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
@@ -36,11 +45,11 @@ class ParquetArchiveSink(BatchingSink):
             groups[hive_partition(row["event_time"])].append(row)
         first, last = batch.start_offset, max(item.offset for item in batch)
         for (dt, hour), rows in groups.items():
-            folder = partition_folder(self._root, dt, hour)
+            folder = self._folder(self._root, dt, hour)
             folder.mkdir(parents=True, exist_ok=True)
             name = f"part-{batch.topic}-{batch.partition}-{first:012d}-{last:012d}.parquet"
             tmp = folder / f".{name}.tmp"
-            pq.write_table(pa.Table.from_pylist(rows, schema=ARCHIVE_SCHEMA), tmp)
+            pq.write_table(pa.Table.from_pylist(rows, schema=self._schema), tmp)
             os.replace(tmp, folder / name)
         logger.debug(
             "archived %d records of %s[%d] into %d files",

@@ -13,7 +13,7 @@ from confluent_kafka import Producer
 from quixstreams.sinks import BaseSink, SinkBackpressureError
 
 from core.time_format import now_iso
-from streaming.dlq import dlq_headers
+from streaming.dlq import Origin, dlq_headers
 from streaming.profile_app.pipeline import CheckedRecord
 from streaming.profile_app.rule_inputs import AnonymousPartCache, rule_inputs
 from streaming.profiles.codec import PartReport
@@ -133,7 +133,7 @@ class ProfileSink(BaseSink):
     ) -> None:
         self.received += 1
         if value.delta is None:
-            self._send_dead_letter(value, key)
+            self._send_dead_letter(value, key, Origin(topic, partition, offset))
             return
         if not self._pending and not self._triggering:
             self._engine = self._rules()  # a checkpoint's events all see the same rules
@@ -309,14 +309,14 @@ class ProfileSink(BaseSink):
         self._pending, self._batch_triggers = [], False
         self._order.batch_sent()
 
-    def _send_dead_letter(self, record: CheckedRecord, key: Any) -> None:
+    def _send_dead_letter(self, record: CheckedRecord, key: Any, origin: Origin) -> None:
         """Produce a reject now; ``_confirm_deliveries`` waits for the broker at the checkpoint."""
         received_at = now_iso()
         self._dlq.produce(
             self._dlq_topic,
             value=record.raw,
             key=key,
-            headers=dlq_headers(record.error or "invalid", DLQ_SOURCE, received_at),
+            headers=dlq_headers(record.error or "invalid", DLQ_SOURCE, received_at, origin),
             on_delivery=self._on_delivery,
         )
         self._dlq.poll(0)
