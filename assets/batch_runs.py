@@ -229,6 +229,7 @@ def backtest_rules(
         settings.session_timeout_seconds * 1000,
         enrich=lambda metadata: enrich_context(metadata, geo=geo, campaigns=campaigns),
         traits=load_configured_traits(settings),
+        keep_bots=settings.bots_in_profiles,
     )
 
 
