@@ -252,3 +252,10 @@ def test_the_collector_tags_browser_bots_counts_them_and_exempts_server_sdks():
     assert sent_by_server == {**event(), "received_at": sent_by_server["received_at"]}  # as sent
     assert _bot_count("user_agent") == before + 1
     assert 'pulse_collector_bot_events_total{reason="user_agent"}' in client.get("/metrics").text
+
+
+def test_every_device_type_is_one_the_archive_schema_accepts():
+    from quality.archive_schema import DEVICE_TYPES
+
+    agents = [GOOGLEBOT, CURL, CHROME_WINDOWS, SAFARI_IPHONE, SAFARI_IPAD, "NokiaN95/1.0", "x"]
+    assert {parse(a).device_type for a in agents} == set(DEVICE_TYPES)
