@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from core.archive_layout import partition_folder, rewriting
 from core.resources import PulseResource
-from streaming.archiver.rows import ARCHIVE_SCHEMA
+from streaming.archiver.rows import conform
 
 logger = logging.getLogger(__name__)
 
@@ -49,17 +49,16 @@ def compact_hour(folder: Path) -> Compaction | None:
         files = sorted(folder.glob("*.parquet"))
         if len(files) < 2:
             return None
-        columns = ", ".join(ARCHIVE_SCHEMA.names)
         with duckdb.connect() as con:
             source = con.sql(
-                f"SELECT {columns} FROM read_parquet($files, hive_partitioning = false, "
+                "SELECT * EXCLUDE (filename) FROM read_parquet($files, hive_partitioning = false, "
                 "union_by_name = true, filename = true) "
                 "QUALIFY row_number() OVER (PARTITION BY kafka_topic, kafka_partition, kafka_offset "
                 "ORDER BY filename) = 1 "
                 "ORDER BY kafka_topic, kafka_partition, kafka_offset",
                 params={"files": [str(f) for f in files]},
             )
-            table = source.to_arrow_table().cast(ARCHIVE_SCHEMA)
+            table = conform(source.to_arrow_table())  # an hour of older files lacks newer columns
             rows_before = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
         name = f"{COMPACTED_PREFIX}{uuid.uuid4().hex}.parquet"
         tmp = folder / f".{name}.tmp"

@@ -101,6 +101,7 @@ def reconcile(
         traits=traits,
         now_ms=read_at,
         cut=cut,
+        keep_bots=settings.bots_in_profiles,
     )
     ids = (set(live_profile_ids(client)) | set(batch)) - forgotten
     logger.info("recomputed %d profiles from the archive; reading %d live profiles", len(batch), len(ids))
@@ -228,6 +229,7 @@ def backtest_rules(
         settings.session_timeout_seconds * 1000,
         enrich=lambda metadata: enrich_context(metadata, geo=geo, campaigns=campaigns),
         traits=load_configured_traits(settings),
+        keep_bots=settings.bots_in_profiles,
     )
 
 

@@ -40,7 +40,7 @@ WITH records AS NOT MATERIALIZED (
            user_id, anonymous_id, raw,
            (kafka_partition::UHUGEINT << 96) | (kafka_offset::UHUGEINT << 32) | file_index AS position
     FROM read_parquet($glob, hive_partitioning = true, union_by_name = true)
-    WHERE valid AND coalesce(user_id, anonymous_id) NOT IN (SELECT profile_id FROM excluded) AND {cut}
+    WHERE valid AND coalesce(user_id, anonymous_id) NOT IN (SELECT profile_id FROM excluded) AND {cut}{bots}
 ), firsts AS (
     -- Each (profile, event_id) applies once, the first in Kafka order. Not materializing
     -- `records` keeps the raw bytes out of this aggregate; only the survivors are parsed.
@@ -91,10 +91,14 @@ PROFILE_COLUMNS = ("profile_id", "user_id", "last_seen", "session_count", "last_
 ENTRY_COLUMNS = ("profile_id", "kind", "key", "value")
 
 
-def profile_events_sql(extractions: list[str], cut: Mapping[int, int] | None = None) -> str:
-    """PROFILE_EVENTS_SQL with the event-JSON columns the traits read, over the records before ``cut``."""
+def profile_events_sql(
+    extractions: list[str], cut: Mapping[int, int] | None = None, skip_bots: bool = False
+) -> str:
+    """PROFILE_EVENTS_SQL with the event-JSON columns the traits read, over the records before ``cut``;
+    ``skip_bots`` leaves out the records archived with ``is_bot`` (before deduplication, as the stream)."""
     return PROFILE_EVENTS_SQL.format(
         cut=before_cut_sql(cut),
+        bots=" AND NOT coalesce(is_bot, false)" if skip_bots else "",
         metadata=_METADATA,
         extractions="".join(f",\n       {e}" for e in extractions),
     )
@@ -121,16 +125,20 @@ def recompute_tables(
     exclude: Collection[str] = (),
     traits: TraitSet = BUILTIN_TRAITS,
     cut: Mapping[int, int] | None = None,
+    keep_bots: bool = False,
 ) -> ProfileTables:
     """Read the archive under ``archive_root`` and aggregate every profile but ``exclude``'s.
 
-    Uses a temp table and two registered views on ``con``, dropped before returning.
+    Events tagged as bots count only with ``keep_bots`` (PULSE_BOTS_IN_PROFILES), as in the
+    stream. Uses a temp table and two registered views on ``con``, dropped before returning.
     """
     con.register("catalog", pa.table({"product_id": list(categories), "category": list(categories.values())}))
     con.register("excluded", pa.table({"profile_id": pa.array(list(exclude), pa.string())}))
     try:
         trait_sql = trait_cells_sql(traits)
-        con.execute(profile_events_sql(trait_sql.extractions, cut), {"glob": archive_glob(archive_root)})
+        glob = archive_glob(archive_root)
+        skip_bots = not keep_bots and _archive_has_column(con, glob, "is_bot")
+        con.execute(profile_events_sql(trait_sql.extractions, cut, skip_bots), {"glob": glob})
         profiles = con.sql(PROFILES_SQL, params={"gap": session_gap_ms}).to_arrow_table()
         entries = con.sql(ENTRIES_SQL).to_arrow_table()
         cells = con.sql(trait_sql.cells).to_arrow_table()
@@ -139,6 +147,15 @@ def recompute_tables(
         con.unregister("catalog")
         con.unregister("excluded")
     return ProfileTables(profiles, entries, cells)
+
+
+def _archive_has_column(con: duckdb.DuckDBPyConnection, glob: str, column: str) -> bool:
+    """Whether any archive file has ``column`` (archives of older releases lack the newer ones)."""
+    described = con.execute(
+        "DESCRIBE SELECT * FROM read_parquet($glob, hive_partitioning = true, union_by_name = true)",
+        {"glob": glob},
+    ).fetchall()
+    return any(row[0] == column for row in described)
 
 
 def documents(
@@ -184,6 +201,7 @@ def recompute_documents(
     traits: TraitSet = BUILTIN_TRAITS,
     now_ms: int | None = None,
     cut: Mapping[int, int] | None = None,
+    keep_bots: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Every profile's document (without ``updated_at``) recomputed from the archive, by profile id.
 
@@ -194,6 +212,8 @@ def recompute_documents(
     if not has_archive(archive_root):
         return {}
     with duckdb.connect() as con:
-        tables = recompute_tables(con, archive_root, categories, session_gap_ms, exclude, traits, cut)
+        tables = recompute_tables(
+            con, archive_root, categories, session_gap_ms, exclude, traits, cut, keep_bots
+        )
     logger.info("recomputed %d profiles from %s", tables.profiles.num_rows, archive_root)
     return dict(documents(tables, traits, now_ms))

@@ -48,6 +48,7 @@ def profiles_batch(pulse: PulseResource) -> dg.MaterializeResult:
         gap_ms,
         exclude=forgotten_ids(client),
         traits=load_configured_traits(settings),
+        keep_bots=settings.bots_in_profiles,
     )
     rows = [
         (

@@ -43,6 +43,11 @@ class Follower(Generic[T]):
         self._checked_at = self._clock()
         return self._value
 
+    @property
+    def value(self) -> T:
+        """The value it has, without checking the source (for readers that must never block)."""
+        return self._value
+
     def current(self) -> T:
         now = self._clock()
         if now - self._checked_at >= self._refresh_seconds:

@@ -125,6 +125,32 @@ class PulseSettings(BaseSettings):
     delivery_timeout_ms: int = Field(
         10_000, description="How long the collector waits for the broker before answering 503."
     )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated proxy addresses or CIDRs (e.g. 10.0.0.0/8) whose X-Forwarded-For "
+        "the collector believes; unset = the client IP is the TCP peer.",
+    )
+    request_context: Literal["browser", "all", "none"] = Field(
+        "browser",
+        description="Which requests give events their missing metadata.ip and user_agent from the request: "
+        "browser (requests with an Origin header or ?key=), all, none.",
+    )
+    bot_detection: bool = Field(
+        True,
+        description="Tag browser events of known bots (user agent, PULSE_BOT_IP_DENYLIST) as such.",
+    )
+    bot_ip_denylist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated addresses or CIDRs whose browser events are tagged as bots.",
+    )
+    bots_in_profiles: bool = Field(
+        False,
+        description="Let events tagged as bots into profiles and rules "
+        "(they are archived and counted either way).",
+    )
+    user_agent_cache_size: int = Field(
+        8192, ge=0, description="Distinct user agents the collector keeps parsed (LRU); 0 = no cache."
+    )
 
     embedded_broker_max_batches: int = Field(
         2000,
@@ -250,9 +276,15 @@ class PulseSettings(BaseSettings):
         7.0, gt=0, description="Half-life of the profile's decayed `interests` (days)."
     )
 
-    _split_keys = field_validator("write_keys", "read_keys", "admin_keys", "cors_origins", mode="before")(
-        _split_csv
-    )
+    _split_keys = field_validator(
+        "write_keys",
+        "read_keys",
+        "admin_keys",
+        "cors_origins",
+        "trusted_proxies",
+        "bot_ip_denylist",
+        mode="before",
+    )(_split_csv)
 
     @field_validator("kafka_config", mode="before")
     @classmethod

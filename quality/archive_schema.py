@@ -16,6 +16,22 @@ from quality.event_contract import (
     UUID_PATTERN,
 )
 
+#: The archive's context columns other than is_bot and device_type (streaming/archiver/rows.py).
+CONTEXT_TEXT_COLUMNS = (
+    "bot_reason",
+    "browser",
+    "os",
+    "geo_country",
+    "geo_region",
+    "geo_city",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "campaign_id",
+)
+#: What ``metadata.context.device.type`` may say (enrichment/user_agent.py).
+DEVICE_TYPES = ("desktop", "mobile", "tablet", "bot", "other")
+
 
 def _event_type_ok(series):
     return series.isin(STANDARD_EVENT_TYPES) | series.str.fullmatch(CUSTOM_EVENT_TYPE_PATTERN.strip("^$"))
@@ -38,6 +54,10 @@ def valid_events_schema() -> pa.DataFrameSchema:
             "event_time": pa.Column("datetime64[ns, UTC]", coerce=True),
             "kafka_partition": pa.Column(int, checks=pa.Check.ge(0), coerce=True),
             "kafka_offset": pa.Column(int, checks=pa.Check.ge(0), coerce=True),
+            # metadata.context as the collector wrote it; absent in archives of older releases
+            "is_bot": pa.Column("boolean", nullable=True, required=False, coerce=True),
+            "device_type": pa.Column(str, nullable=True, required=False, checks=pa.Check.isin(DEVICE_TYPES)),
+            **{name: pa.Column(str, nullable=True, required=False) for name in CONTEXT_TEXT_COLUMNS},
         },
         checks=[
             pa.Check(

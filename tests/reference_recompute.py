@@ -24,11 +24,12 @@ def recompute_profiles(
     exclude: set[str] = frozenset(),
     traits: TraitSet = BUILTIN_TRAITS,
     now_ms: int | None = None,
+    keep_bots: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Profile documents (without ``updated_at``) keyed by profile id, traits read at ``now_ms``."""
     deltas = []
     for raw in raw_events:
-        checked = check_record(raw, catalog, traits, now_ms)
+        checked = check_record(raw, catalog, traits, now_ms, keep_bots=keep_bots)
         if checked.delta is not None and checked.delta.profile_id not in exclude:
             deltas.append(checked.delta)
     documents = {}

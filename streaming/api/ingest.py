@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from enrichment.request_context import CONTEXT_FIELD
 from quality.event_contract import EventContractError, check_event_size, validate_event
 from streaming.api.delivery import OutgoingRecord
 from streaming.dlq import dlq_headers
@@ -52,6 +53,8 @@ class IngestPlan:
     records: list[OutgoingRecord] = field(default_factory=list)
     accepted: int = 0
     rejected: list[Rejection] = field(default_factory=list)
+    #: Accepted events tagged as bots, by ``metadata.context.bot_reason``.
+    bots: dict[str, int] = field(default_factory=dict)
 
 
 def events_of_body(body: Any) -> list[Any]:
@@ -78,11 +81,14 @@ def plan_ingest(
     dlq_topic: str,
     source: str = "collector",
     anonymize: Callable[[Any], Any] = _as_is,
+    enrich: Callable[[Any], Any] = _as_is,
 ) -> IngestPlan:
     """Validate each event: valid ones go to the events topic, invalid ones to the DLQ.
 
-    ``anonymize`` (PULSE_IP_ANONYMIZATION, streaming/api/ip_privacy.py) rewrites every object
-    before anything is encoded, so no record of either topic holds what it removed.
+    ``enrich`` (streaming/api/request_enrich.py) adds what the request tells, before
+    ``anonymize`` (PULSE_IP_ANONYMIZATION, streaming/api/ip_privacy.py) rewrites every object and
+    before anything is encoded, so no record of either topic holds what it removed. An event
+    that enrichment would push over the size limit goes as it was sent.
     """
     plan = IngestPlan()
     for index, obj in enumerate(events):
@@ -95,12 +101,21 @@ def plan_ingest(
                 )
             )
             continue
-        obj = anonymize(obj)
+        sent = obj
+        obj = anonymize(enrich(sent))
         event_id = obj.get("event_id") if isinstance(obj, dict) else None
         try:
             event = validate_event(obj)
             value = _encoder.encode({**obj, "received_at": received_at})
-            check_event_size(len(value), received_at)
+            try:
+                check_event_size(len(value), received_at)
+            except EventContractError:
+                if obj is sent:
+                    raise
+                obj = anonymize(sent)
+                event = validate_event(obj)
+                value = _encoder.encode({**obj, "received_at": received_at})
+                check_event_size(len(value), received_at)
         except EventContractError as exc:
             reason = str(exc)
             plan.rejected.append(Rejection(index, event_id if isinstance(event_id, str) else None, reason))
@@ -111,5 +126,15 @@ def plan_ingest(
             )
             continue
         plan.accepted += 1
+        reason = _bot_reason(event.metadata)
+        if reason is not None:
+            plan.bots[reason] = plan.bots.get(reason, 0) + 1
         plan.records.append(OutgoingRecord(events_topic, value, event.profile_id.encode()))
     return plan
+
+
+def _bot_reason(metadata: Any) -> str | None:
+    context = metadata.get(CONTEXT_FIELD)
+    if isinstance(context, dict) and context.get("bot") is True:
+        return str(context.get("bot_reason") or "unknown")
+    return None

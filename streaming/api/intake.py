@@ -12,6 +12,7 @@ from core.time_format import now_iso
 from streaming.api import metrics
 from streaming.api.delivery import DeliveryFailed
 from streaming.api.ingest import IngestPlan, plan_ingest
+from streaming.api.request_enrich import Enrich
 from streaming.api.services import ApiServices
 
 logger = logging.getLogger(__name__)
@@ -33,8 +34,11 @@ async def read_capped_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def accept_events(services: ApiServices, key: str, events: list[Any], source: str) -> IngestPlan:
-    """Rate-limit, validate, and hand events to the broker; raise the HTTP error on failure."""
+async def accept_events(
+    services: ApiServices, key: str, events: list[Any], source: str, request: Request | None = None
+) -> IngestPlan:
+    """Rate-limit, enrich from ``request``, validate, and hand events to the broker; raise the HTTP
+    error on failure."""
     if not services.limiter.allow(key, len(events)):
         metrics.REQUESTS.labels("429").inc()
         raise HTTPException(429, "rate limit exceeded for this key", headers={"Retry-After": "1"})
@@ -46,6 +50,7 @@ async def accept_events(services: ApiServices, key: str, events: list[Any], sour
         dlq_topic=settings.topic_dlq,
         source=source,
         anonymize=services.anonymizer.scrub,
+        enrich=_request_enrichment(services, request),
     )
     try:
         await services.producer.send(plan.records)
@@ -57,5 +62,18 @@ async def accept_events(services: ApiServices, key: str, events: list[Any], sour
         ) from None
     metrics.EVENTS_ACCEPTED.inc(plan.accepted)
     metrics.EVENTS_REJECTED.inc(len(plan.rejected))
+    for reason, count in plan.bots.items():
+        metrics.BOT_EVENTS.labels(reason).inc(count)
     metrics.REQUESTS.labels("202").inc()
     return plan
+
+
+def _request_enrichment(services: ApiServices, request: Request | None) -> Enrich:
+    if request is None:
+        return _unchanged
+    peer = request.client.host if request.client else None
+    return services.enricher.for_request(request.headers, request.query_params, peer)
+
+
+def _unchanged(obj: Any) -> Any:
+    return obj

@@ -5,3 +5,8 @@ from prometheus_client import Counter
 REQUESTS = Counter("pulse_collector_requests_total", "POST /v1/events requests by status", ["status"])
 EVENTS_ACCEPTED = Counter("pulse_collector_events_accepted_total", "Events durably handed to Kafka")
 EVENTS_REJECTED = Counter("pulse_collector_events_rejected_total", "Events rejected and sent to the DLQ")
+BOT_EVENTS = Counter(
+    "pulse_collector_bot_events_total",
+    "Accepted events tagged as bots (metadata.context.bot), by reason: user_agent or ip",
+    ["reason"],
+)

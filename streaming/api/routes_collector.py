@@ -65,7 +65,7 @@ async def post_events(request: Request, key: str = require(Scope.WRITE)) -> JSON
     except BatchTooLarge as exc:
         metrics.REQUESTS.labels("413").inc()
         raise HTTPException(413, str(exc)) from None
-    plan = await accept_events(services_of(request), key, events, "collector")
+    plan = await accept_events(services_of(request), key, events, "collector", request)
     return JSONResponse(
         {"accepted": plan.accepted, "rejected": [asdict(r) for r in plan.rejected]}, status_code=202
     )

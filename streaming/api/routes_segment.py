@@ -97,7 +97,7 @@ async def segment_call(request: Request, call: str | None) -> JSONResponse:
             )
         except SegmentMappingError as exc:
             events.append(Unmappable(message, str(exc)))
-    plan = await accept_events(services, key, events, "segment")
+    plan = await accept_events(services, key, events, "segment", request)
     return JSONResponse(
         {"success": True, "accepted": plan.accepted, "rejected": [asdict(r) for r in plan.rejected]}
     )

@@ -6,11 +6,13 @@ half a microsecond, so a route fetches the services once and then reads plain sl
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -20,11 +22,13 @@ from core.broker_hold import BrokerHold
 from core.kafka_config import durable_producer_config
 from core.redis_client import redis_from_url
 from core.settings import PulseSettings
+from enrichment.reference_store import CampaignFollower, GeoFollower
 from streaming.api.auth import Scope
 from streaming.api.delivery import AcknowledgedProducer
 from streaming.api.ip_privacy import IPAnonymizer
 from streaming.api.keys_file import KeysFollower
 from streaming.api.rate_limit import RateLimiter, SharedRateLimiter
+from streaming.api.request_enrich import RequestEnricher
 from streaming.api.segment import DEFAULT_TRACK_MAPPING, load_track_mapping
 from streaming.profiles.store import RedisProfileStore
 from streaming.traits.follower import traits_follower
@@ -39,6 +43,7 @@ class ApiServices:
     settings: PulseSettings
     keys: KeysFollower
     anonymizer: IPAnonymizer
+    enricher: RequestEnricher
     track_mapping: dict[str, str]
     limiter: RateLimiter | SharedRateLimiter
     forget_scope: Scope
@@ -56,6 +61,7 @@ class ApiServices:
         """Raises at start-up on missing keys or a bad keys, IP-hash or Segment mapping setting."""
         keys = KeysFollower.from_settings(settings)  # PULSE_*_KEYS plus PULSE_KEYS_FILE, reloaded on change
         anonymizer = IPAnonymizer.from_settings(settings)
+        enricher = RequestEnricher(settings)  # geo and campaigns follow Redis once the lifespan connects
         track_mapping = (
             load_track_mapping(settings.segment_mapping_file)
             if settings.segment_mapping_file
@@ -65,6 +71,7 @@ class ApiServices:
             settings=settings,
             keys=keys,
             anonymizer=anonymizer,
+            enricher=enricher,
             track_mapping=track_mapping,
             limiter=RateLimiter(settings.rate_limit_events_per_second, settings.rate_limit_burst),
             # admin keys may forget either way
@@ -85,6 +92,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = services.settings
     given_producer = services.producer
     owned = []
+    owned_tasks: list[asyncio.Task[None]] = []
     if services.producer is None:
         brokers = service_registry.kafka_brokers(settings)
         hold = BrokerHold(settings.broker_hold_dir) if settings.broker_hold_dir else None
@@ -101,6 +109,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             session_gap_ms=settings.session_timeout_seconds * 1000,
             traits=traits.current,
         )
+        owned_tasks.append(asyncio.create_task(_follow_reference_data(services.enricher, client, settings)))
         if settings.rate_limit_shared:  # short timeouts: ingestion must not wait on Redis
             limiter_client = redis_from_url(
                 service_registry.redis_url(settings), socket_timeout=0.25, socket_connect_timeout=0.25
@@ -114,6 +123,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     gc.freeze()
     logger.info("API ready on %s:%s", settings.api_host, settings.api_port)
     yield
+    for task in owned_tasks:
+        task.cancel()
     for item in owned:
         await run_in_threadpool(item.close)
     services.producer = given_producer  # drop the owned producer so its threads end
+
+
+async def _follow_reference_data(enricher: RequestEnricher, client: Any, settings: PulseSettings) -> None:
+    """Keep the enricher's geo and campaigns current, off the request path (a read never blocks one)."""
+    geo = GeoFollower(client, settings.catalog_refresh_seconds)
+    campaigns = CampaignFollower(client, settings.catalog_refresh_seconds)
+    enricher.geo = lambda: geo.value
+    enricher.campaigns = lambda: campaigns.value
+    while True:
+        for follower in (geo, campaigns):
+            try:
+                await run_in_threadpool(follower.current)
+            except Exception:  # noqa: BLE001 - a bad dataset must not stop the collector: keep the last
+                logger.exception(
+                    "reading %s for request enrichment failed; keeping the last", type(follower).__name__
+                )
+        await asyncio.sleep(settings.catalog_refresh_seconds)

@@ -23,7 +23,35 @@ ARCHIVE_SCHEMA = pa.schema(
         ("kafka_partition", pa.int32()),
         ("kafka_offset", pa.int64()),
         ("kafka_timestamp", pa.timestamp("ms", tz="UTC")),
+        # What the collector added in metadata.context (enrichment/request_context.py); null when
+        # absent. Files written before these columns existed read them as null.
+        ("is_bot", pa.bool_()),
+        ("bot_reason", pa.string()),
+        ("device_type", pa.string()),
+        ("browser", pa.string()),
+        ("os", pa.string()),
+        ("geo_country", pa.string()),
+        ("geo_region", pa.string()),
+        ("geo_city", pa.string()),
+        ("utm_source", pa.string()),
+        ("utm_medium", pa.string()),
+        ("utm_campaign", pa.string()),
+        ("campaign_id", pa.string()),
     ]
+)
+#: Context columns: (column, object in metadata.context, key in it).
+CONTEXT_COLUMNS = (
+    ("bot_reason", "", "bot_reason"),
+    ("device_type", "device", "type"),
+    ("browser", "device", "browser"),
+    ("os", "device", "os"),
+    ("geo_country", "geo", "country"),
+    ("geo_region", "geo", "region"),
+    ("geo_city", "geo", "city"),
+    ("utm_source", "campaign", "source"),
+    ("utm_medium", "campaign", "medium"),
+    ("utm_campaign", "campaign", "name"),
+    ("campaign_id", "campaign", "campaign_id"),
 )
 
 
@@ -45,6 +73,8 @@ def archive_row(
         "kafka_partition": partition,
         "kafka_offset": offset,
         "kafka_timestamp": kafka_ts_ms,
+        "is_bot": None,
+        **dict.fromkeys(column for column, _, _ in CONTEXT_COLUMNS),
     }
     try:
         event = parse_event(raw)
@@ -59,7 +89,28 @@ def archive_row(
         anonymous_id=event.anonymous_id,
         event_time=event.timestamp_ms,
     )
+    row.update(context_columns(event.metadata.get("context")))
     return row
+
+
+def context_columns(context: Any) -> dict[str, Any]:
+    """The archive's context columns of a valid event's ``metadata.context`` (``is_bot`` always set)."""
+    context = context if isinstance(context, dict) else {}
+    columns: dict[str, Any] = {"is_bot": context.get("bot") is True}
+    for column, part, key in CONTEXT_COLUMNS:
+        inner = context.get(part) if part else context
+        value = inner.get(key) if isinstance(inner, dict) else None
+        columns[column] = value if isinstance(value, str) else None
+    return columns
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """``table`` with ARCHIVE_SCHEMA's columns in order, absent ones null (files of older releases)."""
+    columns = [
+        table.column(f.name) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        for f in ARCHIVE_SCHEMA
+    ]
+    return pa.table(dict(zip(ARCHIVE_SCHEMA.names, columns, strict=True))).cast(ARCHIVE_SCHEMA)
 
 
 def hive_partition(event_time_ms: int) -> tuple[str, str]:

@@ -98,7 +98,13 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
         enrich=lambda metadata: enrich_context(metadata, geo=geo.current(), campaigns=campaigns.current()),
         after_checkpoint=cadence.after_checkpoint,
     )
-    build_pipeline(app.dataframe(events), catalog=catalog.current, sink=sink, traits=traits.current)
+    build_pipeline(
+        app.dataframe(events),
+        catalog=catalog.current,
+        sink=sink,
+        traits=traits.current,
+        keep_bots=settings.bots_in_profiles,
+    )
     return app, sink
 
 

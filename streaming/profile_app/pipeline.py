@@ -16,6 +16,7 @@ from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.sinks import BaseSink
 
 from enrichment.catalog import Catalog
+from enrichment.request_context import is_bot_event
 from quality.event_contract import Event, EventContractError, parse_event
 from streaming.profiles.delta import ProfileDelta, event_category, profile_delta
 from streaming.traits.registry import BUILTIN_TRAITS, TraitSet
@@ -28,14 +29,22 @@ class CheckedRecord(NamedTuple):
     delta: ProfileDelta | None = None
     error: str | None = None
     event: Event | None = None  # the rules engine reads it
+    #: A valid event kept out of profiles and rules on purpose (a bot's: PULSE_BOTS_IN_PROFILES).
+    skipped: str | None = None
 
 
 def check_record(
-    raw: bytes | None, catalog: Catalog, traits: TraitSet = BUILTIN_TRAITS, now_ms: int | None = None
+    raw: bytes | None,
+    catalog: Catalog,
+    traits: TraitSet = BUILTIN_TRAITS,
+    now_ms: int | None = None,
+    *,
+    keep_bots: bool = False,
 ) -> CheckedRecord:
     """Validate and enrich one raw topic record; never raises for bad input.
 
-    ``traits`` windows are judged at ``now_ms`` (default: now).
+    ``traits`` windows are judged at ``now_ms`` (default: now). An event the collector tagged as
+    a bot's is skipped unless ``keep_bots``; the archive keeps it either way.
     """
     if raw is None:
         return CheckedRecord(b"", error="empty record (null value)")
@@ -43,6 +52,8 @@ def check_record(
         event = parse_event(raw)
     except EventContractError as exc:
         return CheckedRecord(raw, error=str(exc))
+    if not keep_bots and is_bot_event(event.metadata):
+        return CheckedRecord(raw, event=event, skipped="bot")
     category = event_category(event, catalog.category_of(event.metadata.get("product_id")))
     return CheckedRecord(raw, delta=profile_delta(event, category, traits, now_ms), event=event)
 
@@ -53,8 +64,9 @@ def build_pipeline(
     catalog: Callable[[], Catalog],
     sink: BaseSink,
     traits: Callable[[], TraitSet] = lambda: BUILTIN_TRAITS,
+    keep_bots: bool = False,
 ) -> StreamingDataFrame:
     """Wire the profile dataflow onto ``sdf`` (a stream of raw bytes); ``traits`` are the current ones."""
-    checked = sdf.apply(lambda raw: check_record(raw, catalog(), traits()))
+    checked = sdf.apply(lambda raw: check_record(raw, catalog(), traits(), keep_bots=keep_bots))
     checked.sink(sink)
     return checked

@@ -112,6 +112,7 @@ class ProfileSink(BaseSink):
         self._after_checkpoint = after_checkpoint
         self._received_at_checkpoint = 0
         self.received = 0
+        self.skipped = 0  # valid events kept out of profiles (bots)
         self.applied = 0
         self.dead_lettered = 0
         self.decisions_fired = 0
@@ -133,6 +134,9 @@ class ProfileSink(BaseSink):
     ) -> None:
         self.received += 1
         if value.delta is None:
+            if value.skipped is not None:
+                self.skipped += 1  # archived by the archiver, counted by the collector
+                return
             self._send_dead_letter(value, key, Origin(topic, partition, offset))
             return
         if not self._pending and not self._triggering:

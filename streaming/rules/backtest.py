@@ -102,14 +102,16 @@ def backtest(
     session_gap_ms: int = DEFAULT_SESSION_GAP_MS,
     enrich: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
     traits: TraitSet = BUILTIN_TRAITS,
+    keep_bots: bool = False,
 ) -> BacktestReport:
     """Replay events in event-time order through profiles and rules; nothing is written anywhere.
 
     Each rule sees the profile as of its event's time: windowed and decayed traits are read then.
+    Events tagged as bots are left out unless ``keep_bots``, as in the stream.
     """
     checked = []
     for raw in raw_events:
-        record = check_record(raw, catalog)
+        record = check_record(raw, catalog, keep_bots=keep_bots)
         if record.delta is not None and record.event is not None:
             event = record.event
             category = event_category(event, catalog.category_of(event.metadata.get("product_id")))

@@ -106,6 +106,10 @@ class TraitRead:
     default: int | float | None = None
     positive_only: bool = False
     as_time: bool = False
+    #: Absent: left out of the profile instead of shown as ``default`` (fields added later).
+    omit_absent: bool = False
+    #: A value of the field's shape for the rules' dry run (None: one from the trait's kind).
+    sample: object = None
 
 
 def builtin_traits(interest_half_life_days: float = 7.0) -> tuple[TraitDefinition, ...]:
@@ -151,7 +155,21 @@ def builtin_traits(interest_half_life_days: float = 7.0) -> tuple[TraitDefinitio
             short_name="in",
         ),
         TraitDefinition("counts", "count", None, window_days=30, keyed_by="event_type", short_name="ct"),
+        # What the collector added from the request (enrichment/request_context.py): plain fields.
+        TraitDefinition("last_geo", "last", field="metadata.context.geo", short_name="lg"),
+        TraitDefinition("last_device", "last", field="metadata.context.device", short_name="ld"),
+        TraitDefinition("first_campaign", "first", field="metadata.context.campaign", short_name="fc"),
+        TraitDefinition("last_campaign", "last", field="metadata.context.campaign", short_name="lc"),
     )
+
+
+#: Shapes of the request-context fields, for the rules' dry run.
+CONTEXT_SAMPLES = {
+    "last_geo": {"country": "DE", "region": "BE", "city": "Berlin"},
+    "last_device": {"type": "mobile", "browser": "Mobile Safari", "os": "iOS"},
+    "first_campaign": {"source": "newsletter", "medium": "email", "name": "spring", "campaign_id": "c1"},
+    "last_campaign": {"source": "newsletter", "medium": "email", "name": "spring", "campaign_id": "c1"},
+}
 
 
 def builtin_reads(traits: tuple[TraitDefinition, ...]) -> tuple[TraitRead, ...]:
@@ -170,4 +188,8 @@ def builtin_reads(traits: tuple[TraitDefinition, ...]) -> tuple[TraitRead, ...]:
         TraitRead("interests", by_name["interests"]),
         TraitRead("counts_7d", by_name["counts"], 7),
         TraitRead("counts_30d", by_name["counts"], 30),
+        *(
+            TraitRead(name, by_name[name], omit_absent=True, sample=sample)
+            for name, sample in CONTEXT_SAMPLES.items()
+        ),
     )

@@ -166,11 +166,12 @@ class TraitSet:
     ) -> dict[str, Any]:
         """The profile fields the registry makes (``names`` of them, default all), read at ``now_ms``."""
         groups = self.grouped(fields)
-        document = {
-            read.profile_field: read_value(read, groups.get(read.trait.storage_id, ()), now_ms)
-            for read in self.reads
-            if names is None or read.profile_field in names
-        }
+        document = {}
+        for read in self.reads:
+            if names is None or read.profile_field in names:
+                value = read_value(read, groups.get(read.trait.storage_id, ()), now_ms)
+                if value is not None or not read.omit_absent:
+                    document[read.profile_field] = value
         if names is None or "computed" in names:
             computed = {}
             for read in self._computed_reads:
@@ -194,7 +195,9 @@ def sample_fields(traits: TraitSet) -> dict[str, Any]:
     for read in traits.reads:
         trait = read.trait
         value: Any = _SAMPLE_VALUES[trait.kind]
-        if read.as_time:
+        if read.sample is not None:
+            value = read.sample
+        elif read.as_time:
             value = "2024-01-01T00:00:00.000Z"
         elif trait.measure and trait.kind != "sum":  # integers (a sum shows as a decimal)
             value = 1

@@ -198,8 +198,30 @@ def profile_events(
         meta["query"] = draw(st.text(min_size=1, max_size=5))
     if event_type == "page_view" and draw(st.booleans()):
         meta["category"] = draw(st.sampled_from(CATEGORIES))
+    if draw(st.integers(0, 2)) == 0:
+        meta["context"] = draw(request_contexts)
     body["metadata"] = meta
     return body
+
+
+#: What the collector writes in metadata.context (enrichment/request_context.py), a few of each,
+#: so the last/first context traits meet ties and bots are sometimes left out.
+request_contexts = st.fixed_dictionaries(
+    {},
+    optional={
+        "geo": st.sampled_from([{"country": "DE", "region": "BE"}, {"country": "FR", "city": "Paris"}]),
+        "device": st.sampled_from(
+            [{"type": "mobile", "browser": "Mobile Safari", "os": "iOS"}, {"type": "desktop", "os": "Ubuntu"}]
+        ),
+        "campaign": st.sampled_from(
+            [
+                {"source": "newsletter", "medium": "email"},
+                {"source": "ads", "name": "Früh", "campaign_id": "c2"},
+            ]
+        ),
+        "bot": st.just(True),
+    },
+)
 
 
 @st.composite

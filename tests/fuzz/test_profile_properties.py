@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from assets.batch_sql import recompute_documents
 from enrichment.catalog import Catalog
+from enrichment.request_context import is_bot_event
 from quality.event_contract import MAX_PRICE, MAX_QUANTITY, EventContractError, validate_event
 from streaming.archiver.rows import ARCHIVE_SCHEMA, archive_row, hive_partition
 from streaming.profile_app.pipeline import check_record
@@ -162,11 +163,15 @@ def events_broken(events: list[dict[str, Any]]) -> st.SearchStrategy[bytes]:
 
 
 @PURE
-@given(raw_records())
-def test_batch_recompute_equals_the_reference_of_the_valid_events(case):
+@given(raw_records(), st.booleans())
+def test_batch_recompute_equals_the_reference_of_the_valid_events(case, keep_bots):
+    """Events the collector tagged as bots count only with PULSE_BOTS_IN_PROFILES."""
     events, raw = case
-    expected = {pid: without_updated_at(doc) for pid, doc in documents([delta_of(e) for e in events]).items()}
-    assert recompute_profiles(raw, CATALOG, SESSION_GAP_MS) == expected
+    counted = [e for e in events if keep_bots or not is_bot_event(e["metadata"])]
+    expected = {
+        pid: without_updated_at(doc) for pid, doc in documents([delta_of(e) for e in counted]).items()
+    }
+    assert recompute_profiles(raw, CATALOG, SESSION_GAP_MS, keep_bots=keep_bots) == expected
 
 
 def write_archive(root: Path, raw: list[bytes], files: int, archived_twice: bool) -> None:
@@ -192,16 +197,26 @@ def write_archive(root: Path, raw: list[bytes], files: int, archived_twice: bool
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(raw_records(), st.integers(1, 4), st.booleans(), st.sets(st.sampled_from(ALL_IDS), max_size=2))
-def test_the_sql_recompute_equals_the_stream_exact_recompute(case, files, archived_twice, forgotten):
+@given(
+    raw_records(),
+    st.integers(1, 4),
+    st.booleans(),
+    st.sets(st.sampled_from(ALL_IDS), max_size=2),
+    st.booleans(),
+)
+def test_the_sql_recompute_equals_the_stream_exact_recompute(
+    case, files, archived_twice, forgotten, keep_bots
+):
     """What `pulse reconcile` and profiles_batch run (DuckDB over the Parquet) == check_record +
-    the reference.
+    the reference, bots left out or kept alike.
     """
     _, raw = case
     with tempfile.TemporaryDirectory() as tmp:
         write_archive(Path(tmp), raw, files, archived_twice)
-        sql = recompute_documents(Path(tmp), CATALOG.categories, SESSION_GAP_MS, exclude=forgotten)
-    assert sql == recompute_profiles(raw, CATALOG, SESSION_GAP_MS, exclude=forgotten)
+        sql = recompute_documents(
+            Path(tmp), CATALOG.categories, SESSION_GAP_MS, exclude=forgotten, keep_bots=keep_bots
+        )
+    assert sql == recompute_profiles(raw, CATALOG, SESSION_GAP_MS, exclude=forgotten, keep_bots=keep_bots)
 
 
 def test_the_sql_recompute_of_no_archive_is_empty(tmp_path):
@@ -283,7 +298,7 @@ def test_stream_through_the_sink_writer_equals_the_batch_recompute(redis_client,
     store = _store(redis_client)
     writer = store.writer()
     checked = [check_record(r, CATALOG) for r in raw]
-    assert all((c.delta is None) != (c.error is None) for c in checked)
+    assert all((c.delta is None) == (c.error is not None or c.skipped == "bot") for c in checked)
     deltas = [c.delta for c in checked if c.delta is not None]
     for start in range(0, len(deltas), chunk):
         writer.send(deltas[start : start + chunk])

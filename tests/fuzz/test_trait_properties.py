@@ -29,6 +29,7 @@ from streaming.profiles.reference import reference_owners, reference_person, ref
 from streaming.profiles.store import RedisProfileStore
 from streaming.traits.definition import DAY_MS
 from streaming.traits.loader import parse_traits
+from tests.fuzz.strategies import request_contexts
 from tests.fuzz.test_profile_properties import write_archive
 from tests.reference_recompute import recompute_profiles
 
@@ -129,6 +130,8 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
         meta["query"] = draw(st.sampled_from(["boots", "hats", "b"]))
     if kind == "level_up" and draw(st.booleans()):
         meta["level"] = draw(ANY_JSON)
+    if draw(st.integers(0, 2)) == 0:
+        meta["context"] = draw(request_contexts)  # last_geo, first_campaign...; bots left out
     if meta:
         body["metadata"] = meta
     return body

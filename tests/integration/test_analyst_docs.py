@@ -18,6 +18,16 @@ def test_documented_queries_run(tmp_path):
     sink = ParquetArchiveSink(tmp_path / "archive")
     batch = SinkBatch(topic="t", partition=0)
     events = list(TrafficGenerator({"p1": "shoes", "p2": "books"}, users=5, seed=1).events(300))
+    for n, event in enumerate(events):  # what the collector adds (docs/events.md), a bot now and then
+        context = {"geo": {"country": "DE"}, "device": {"type": "mobile", "browser": "Chrome Mobile"}}
+        if n % 10 == 0:
+            context = {
+                "device": {"type": "bot", "browser": "Googlebot"},
+                "bot": True,
+                "bot_reason": "user_agent",
+            }
+        if isinstance(event.get("metadata", {}), dict):
+            event["metadata"] = {**event.get("metadata", {}), "context": context}
     for offset, event in enumerate(events):
         batch.append(
             value=archive_row(json.dumps(event).encode(), "t", 0, offset, 1_700_000_000_000),
@@ -40,7 +50,7 @@ def test_documented_queries_run(tmp_path):
         )
         if q.strip()
     ]
-    assert len(queries) == 4
+    assert len(queries) == 6
     with duckdb.connect(str(tmp_path / "db.duckdb")) as con:
         for query in queries:
             assert con.execute(query).fetchall(), query

@@ -221,11 +221,41 @@
     return unescape(encodeURIComponent(text)).length;
   }
 
+  // ---- campaign: the UTM parameters of the URL, kept for the rest of the tab's visit ----
+
+  var UTM_FIELDS = ["utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"];
+
+  function campaign() {
+    var found = {};
+    var any = false;
+    try {
+      var params = new URLSearchParams(window.location.search);
+      UTM_FIELDS.forEach(function (name) {
+        var value = params.get(name);
+        if (value) {
+          found[name] = value.slice(0, MAX_ID_LENGTH);
+          any = true;
+        }
+      });
+    } catch (e) {}
+    var key = PREFIX + "utm";
+    if (any) {
+      if (session) session.setItem(key, JSON.stringify(found));
+      return found;
+    }
+    try {
+      return (session && JSON.parse(session.getItem(key) || "null")) || {};
+    } catch (e) {
+      return {};
+    }
+  }
+
   function enqueue(type, metadata, extra) {
     if (!state.ready) {
       error("call pulse.init({writeKey: ...}) before sending events");
       return null;
     }
+
     var event = {
       event_id: uuid(),
       event_type: type,
@@ -234,13 +264,15 @@
     };
     var user = (extra && extra.user_id) || userId();
     if (user) event.user_id = user;
+    var clean = {};
     if (metadata && typeof metadata === "object") {
-      var clean = {};
       for (var k in metadata) {
         if (Object.prototype.hasOwnProperty.call(metadata, k) && metadata[k] !== undefined) clean[k] = metadata[k];
       }
-      if (Object.keys(clean).length) event.metadata = clean;
     }
+    var utm = campaign(); // what the caller passed wins
+    for (var u in utm) if (clean[u] === undefined) clean[u] = utm[u];
+    if (Object.keys(clean).length) event.metadata = clean;
     var size = byteLength(JSON.stringify(event));
     if (size > MAX_EVENT_BYTES) {
       error("event " + type + " is " + size + " bytes; the limit is " + MAX_EVENT_BYTES + ": not sent");
@@ -467,8 +499,9 @@
   }
 
   function page(metadata) {
-    var meta = { url: window.location.href };
+    var meta = { url: window.location.href, path: window.location.pathname };
     if (document.referrer) meta.referrer = document.referrer;
+    if (document.title) meta.title = document.title.slice(0, MAX_ID_LENGTH);
     for (var k in metadata || {}) meta[k] = metadata[k];
     return enqueue("page_view", meta);
   }
