@@ -67,9 +67,15 @@ class MaintenanceReport:
         )
 
 
-def required_readers(settings: PulseSettings) -> dict[str, list[str]]:
+def required_readers(settings: PulseSettings, *, relay: bool) -> dict[str, list[str]]:
     """Topic -> the consumer groups that must have committed all of it before its records go."""
-    return {settings.topic_events: [settings.consumer_group, settings.archiver_consumer_group]}
+    readers = {
+        settings.topic_events: [settings.consumer_group, settings.archiver_consumer_group],
+        settings.topic_dlq: [settings.archiver_consumer_group],
+    }
+    if relay:
+        readers[settings.topic_triggers] = [settings.relay_consumer_group]
+    return readers
 
 
 @dataclass
@@ -175,7 +181,8 @@ class BrokerMaintainer:
             commits = {g: group_commits(self.settings, self.address, g) for g in groups}
             behind = lagging(records_end, commits, self.readers)
             if not behind:
-                return {tp: at + 1 for tp, at in marker.items()}, commits
+                ends = {tp: at + 1 for tp, at in marker.items()}
+                return ends, resumed_commits(ends, commits, self.readers)
             if time.monotonic() > deadline:
                 raise MaintenanceAborted(
                     f"consumers did not catch up within {self.drain_timeout:.0f}s: {'; '.join(behind)}"
@@ -197,6 +204,20 @@ def lagging(
             if committed < end:
                 behind.append(f"{group} at {committed} of {end} on {topic}[{partition}]")
     return behind
+
+
+def resumed_commits(
+    ends: Mapping[Partition, int],
+    commits: Mapping[str, Mapping[Partition, int]],
+    readers: Mapping[str, Sequence[str]],
+) -> dict[str, dict[Partition, int]]:
+    """The offsets to commit after the restart: required groups at the new ends (they read every
+    record, and what follows is markers and the gap), other groups where they were."""
+    resumed = {group: dict(offsets) for group, offsets in commits.items()}
+    for (topic, partition), end in ends.items():
+        for group in readers.get(topic, ()):
+            resumed.setdefault(group, {})[(topic, partition)] = end
+    return resumed
 
 
 def group_commits(settings: PulseSettings, address: str, group: str) -> dict[Partition, int]:

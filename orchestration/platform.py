@@ -136,10 +136,6 @@ class LocalPlatform:
             "PULSE_REDIS_URL": redis_url,
             "DAGSTER_HOME": str(s.dagster_home),
         }
-        if self.maintainer is not None:
-            self.maintainer.settings = s
-            self.maintainer.readers = required_readers(s)
-            self.env["PULSE_BROKER_HOLD_DIR"] = str(self.maintainer.hold.directory)
         if not s.write_keys and not s.read_keys and not s.admin_keys and not s.keys_file:
             self.env["PULSE_DEV_MODE"] = "true"
             urls["write_key"], urls["read_key"] = DEV_WRITE_KEY, DEV_READ_KEY
@@ -156,7 +152,12 @@ class LocalPlatform:
             self.say(
                 "not starting the webhook relay: PULSE_WEBHOOK_SECRET is unset (docs/security.md); "
                 "webhook decisions wait in the triggers topic until a relay runs"
+                + (" or the embedded broker's next maintenance" if self.maintainer else "")
             )
+        if self.maintainer is not None:
+            self.maintainer.settings = s
+            self.maintainer.readers = required_readers(s, relay="relay" in names)
+            self.env["PULSE_BROKER_HOLD_DIR"] = str(self.maintainer.hold.directory)
         self.apps = [App(name, lambda name=name: self._pulse_app(name)) for name in names]
         urls["archive"] = str(s.archive_path)
         if self.with_dagster:

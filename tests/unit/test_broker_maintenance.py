@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 from core.broker_hold import BrokerHold
-from orchestration.broker_maintenance import lagging
+from orchestration.broker_maintenance import lagging, resumed_commits
 from orchestration.kafka_wire import (
     crc32c,
     offset_gap_batch,
@@ -73,3 +73,14 @@ def test_lagging_names_required_groups_behind_only():
     assert lagging(ends, commits, readers) == ["archiver at 9 of 10 on events[0]"]
     commits["archiver"][("events", 0)] = 10
     assert lagging(ends, commits, readers) == []  # triggers has no required reader
+
+
+def test_required_groups_resume_at_the_new_end_others_where_they_were():
+    ends = {("events", 0): 120, ("dlq", 0): 7}
+    readers = {"events": ["app"], "dlq": ["archiver"]}
+    commits = {"app": {("events", 0): 100}, "someone": {("events", 0): 40}}
+    assert resumed_commits(ends, commits, readers) == {
+        "app": {("events", 0): 120},
+        "archiver": {("dlq", 0): 7},  # never committed on a topic with no record: past the markers
+        "someone": {("events", 0): 40},
+    }
