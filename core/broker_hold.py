@@ -5,7 +5,9 @@ Files in one directory (``PULSE_BROKER_HOLD_DIR``, set by `pulse up` for its emb
 - ``request``: a collector asks for maintenance (it has produced its share of record batches);
 - ``hold``: `pulse up` asks every collector to stop producing; it holds a generation number;
 - ``ack-<pid>``: a collector has stopped and every record it produced is acknowledged;
-- removing ``hold`` (and the acks and the request) lets the collectors produce again.
+- ``restart``: everything is read; consumer apps close their Kafka clients before the broker goes;
+- ``stopped-<pid>``: a consumer app has closed its clients and waits for the release;
+- removing ``hold`` (and the rest) lets the collectors produce and the consumer apps reconnect.
 
 Plain files, because the collector and `pulse up` are separate processes on one machine and a
 check costs one ``stat``. Nothing here touches Kafka.
@@ -19,6 +21,8 @@ from pathlib import Path
 REQUEST = "request"
 HOLD = "hold"
 ACK_PREFIX = "ack-"
+RESTART = "restart"
+STOPPED_PREFIX = "stopped-"
 
 
 class BrokerHold:
@@ -48,6 +52,18 @@ class BrokerHold:
         """Say this process has stopped producing for ``generation`` and holds nothing unacknowledged."""
         _write_atomically(self.directory / f"{ACK_PREFIX}{pid or os.getpid()}", str(generation))
 
+    # Consumer-app side ------------------------------------------------------------------
+    def restart_generation(self) -> int | None:
+        """The generation whose broker restart is coming, or None."""
+        try:
+            return int((self.directory / RESTART).read_text() or "0")
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def stopped(self, generation: int, pid: int | None = None) -> None:
+        """Say this consumer app has closed its Kafka clients for ``generation``."""
+        _write_atomically(self.directory / f"{STOPPED_PREFIX}{pid or os.getpid()}", str(generation))
+
     # Supervisor side --------------------------------------------------------------------
     def requested(self) -> bool:
         """True when a collector asked for maintenance."""
@@ -57,10 +73,14 @@ class BrokerHold:
         """Ask every collector to stop producing."""
         _write_atomically(self.directory / HOLD, str(generation))
 
-    def acknowledgements(self, generation: int) -> int:
-        """How many collectors acknowledged ``generation``."""
+    def begin_restart(self, generation: int) -> None:
+        """Ask the consumer apps to close their Kafka clients: the broker is about to go."""
+        _write_atomically(self.directory / RESTART, str(generation))
+
+    def acknowledgements(self, generation: int, prefix: str = ACK_PREFIX) -> int:
+        """How many collectors (or, with ``STOPPED_PREFIX``, consumer apps) acknowledged ``generation``."""
         count = 0
-        for ack in self.directory.glob(f"{ACK_PREFIX}*"):
+        for ack in self.directory.glob(f"{prefix}*"):
             try:
                 count += int(ack.read_text()) == generation
             except (FileNotFoundError, ValueError):
@@ -69,7 +89,8 @@ class BrokerHold:
 
     def release(self) -> None:
         """Let the collectors produce again and forget the request."""
-        for path in (*self.directory.glob(f"{ACK_PREFIX}*"), self.directory / REQUEST, self.directory / HOLD):
+        files = (*self.directory.glob(f"{ACK_PREFIX}*"), *self.directory.glob(f"{STOPPED_PREFIX}*"))
+        for path in (*files, self.directory / RESTART, self.directory / REQUEST, self.directory / HOLD):
             path.unlink(missing_ok=True)
 
 

@@ -86,8 +86,8 @@ class BrokerMaintainer:
     address: str
     restart: Callable[[], None]
     hold: BrokerHold
-    #: Stop and start the consumer apps around the restart: librdkafka consumers in a process
-    #: whose broker is replaced under them were seen to crash (SIGSEGV) on reconnecting.
+    #: Around the restart: the consumer apps close their Kafka clients and build new ones after
+    #: (librdkafka clients whose broker was replaced under them crashed or stalled in our tests).
     stop_consumers: Callable[[], None] = lambda: None
     start_consumers: Callable[[], None] = lambda: None
     #: Called while waiting for the consumers, e.g. to restart one that crashed meanwhile.
@@ -120,7 +120,7 @@ class BrokerMaintainer:
             self.hold.release()
             raise
         try:
-            self.stop_consumers()  # each has committed everything: nothing is lost by a kill
+            self.stop_consumers()  # each has committed everything: nothing is lost even by a kill
             self.restart()
             logger.info("maintenance %d: restarted after %.2fs", self.generation, time.monotonic() - started)
             admin = AdminClient(client_config(self.settings, self.address))

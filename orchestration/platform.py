@@ -18,7 +18,7 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient
 
 from core import service_registry
-from core.broker_hold import BrokerHold
+from core.broker_hold import STOPPED_PREFIX, BrokerHold
 from core.kafka_config import client_config
 from core.redis_client import redis_from_url
 from core.settings import DEV_READ_KEY, DEV_WEBHOOK_SECRET, DEV_WRITE_KEY, PulseSettings, settings_to_env
@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: The apps that consume from the broker: stopped and started again around its maintenance.
 CONSUMER_APPS = ("profile-app", "archiver", "relay")
+#: How long the consumer apps get to close their Kafka clients before a broker restart.
+CONSUMER_STOP_SECONDS = 15.0
 #: Partitions per topic on the embedded broker unless PULSE_TOPIC_PARTITIONS is set.
 EMBEDDED_BROKER_PARTITIONS = 1
 
@@ -184,17 +186,26 @@ class LocalPlatform:
             return [app for app in self.apps if app.name in CONSUMER_APPS]
 
         def stop_consumers() -> None:
-            for app in consumers():
-                if app.process is not None:
-                    app.process.kill()
-                    app.process = None
+            # Each closes its Kafka clients and waits (streaming/hold_checkpoints.py); one that
+            # does not say so in time is killed: it has committed everything.
+            running = [app for app in consumers() if app.process is not None and app.process.alive()]
+            generation = maintainer.generation
+            hold.begin_restart(generation)
+            deadline = time.monotonic() + CONSUMER_STOP_SECONDS
+            while hold.acknowledgements(generation, STOPPED_PREFIX) < len(running):
+                if time.monotonic() > deadline:
+                    for app in running:
+                        app.process.kill()  # type: ignore[union-attr]
+                        app.process = None
+                    break
+                time.sleep(0.02)
 
         def start_consumers() -> None:
             for app in consumers():
                 if app.process is None:
                     self._start_app(app)
 
-        return BrokerMaintainer(
+        maintainer = BrokerMaintainer(
             self.settings,
             brokers,
             restart,
@@ -205,6 +216,7 @@ class LocalPlatform:
             collectors=self.settings.api_workers,
             say=self.say,
         )
+        return maintainer
 
     def maintain_broker_if_due(self) -> None:
         """Run embedded-broker maintenance when a collector asked for it."""

@@ -28,13 +28,18 @@ REJOINABLE: tuple[type[BaseException], ...] = (CheckpointConsumerCommitError,)
 
 
 def run_rejoining(
-    build: Callable[[], Application], *, max_rejoins: int = 100, pause_seconds: float = 1.0
+    build: Callable[[], Application],
+    *,
+    max_rejoins: int = 100,
+    pause_seconds: float = 1.0,
+    resume: Callable[[], bool] = lambda: False,
 ) -> int:
     """Run ``build()``'s application until it stops; rebuild it after a lost group membership.
 
     Returns how many times it rejoined. A stop request (SIGTERM/SIGINT) ends the loop, also when
     the failure came from the final commit of a stopping app; after ``max_rejoins`` rejoins the
-    next failure is re-raised, for a supervisor to see.
+    next failure is re-raised, for a supervisor to see. When ``run()`` returns otherwise and
+    ``resume()`` says so (the app stopped for a broker restart), the app is built again.
     """
     stop_requested = False
 
@@ -48,6 +53,10 @@ def run_rejoining(
         _remember_graceful_stops(app, request_stop)
         try:
             app.run()
+            # First: Quix's shutdown path calls ``app.stop()`` itself, so a stop for a broker
+            # restart also looks like a stop request here.
+            if resume():
+                continue
             return rejoins
         except REJOINABLE as exc:
             if stop_requested:

@@ -1,15 +1,17 @@
-"""Checkpoint at once while `pulse up` holds intake to maintain its embedded broker.
+"""A consumer app's side of `pulse up`'s embedded-broker maintenance (core.broker_hold).
 
-Maintenance waits until every record is applied and committed (core.broker_hold,
-orchestration/broker_maintenance.py). The archiver checkpoints every few seconds, so without this
-intake would stay held for up to that long. While a hold is in force, a watcher thread expires the
-application's current checkpoint, which Quix then commits on its next loop.
+While intake is held, the app checkpoints at once: maintenance waits until every record is
+committed, and the archiver would otherwise make it wait for its 5-second checkpoint. When the
+broker is about to be restarted, the app stops its Quix application (closing its Kafka clients:
+librdkafka clients whose broker is replaced under them were seen to crash or stall), says so, and
+builds a new application once the hold is released: no new process, so no start-up cost.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from quixstreams import Application
@@ -20,31 +22,70 @@ from core.settings import PulseSettings
 logger = logging.getLogger(__name__)
 
 WATCH_SECONDS = 0.02
+#: How long a stopped app waits for the release before exiting (its supervisor restarts it).
+RELEASE_TIMEOUT_SECONDS = 300.0
 
 
-def checkpointing_on_hold(
-    build: Callable[[], Application], settings: PulseSettings
-) -> Callable[[], Application]:
-    """``build``, and (when `pulse up` set ``PULSE_BROKER_HOLD_DIR``) checkpoints forced during holds."""
-    if settings.broker_hold_dir is None:
-        return build
-    hold = BrokerHold(settings.broker_hold_dir)
-    current: list[Application] = []
+class BrokerHoldFollower:
+    """Follows the hold for one consumer app; inert without ``PULSE_BROKER_HOLD_DIR``."""
 
-    def watch() -> None:
+    def __init__(self, hold: BrokerHold | None) -> None:
+        self._hold = hold
+        self._app: Application | None = None
+        self._stopped_for: int | None = None
+        self._handled: int | None = None
+        self._watcher: threading.Thread | None = None
+
+    @classmethod
+    def from_settings(cls, settings: PulseSettings) -> BrokerHoldFollower:
+        return cls(BrokerHold(settings.broker_hold_dir) if settings.broker_hold_dir else None)
+
+    def wrap(self, build: Callable[[], Application]) -> Callable[[], Application]:
+        """``build``, with the application it returns followed."""
+        if self._hold is None:
+            return build
+
+        def build_and_follow() -> Application:
+            app = build()
+            self._app = app
+            if self._watcher is None:
+                self._watcher = threading.Thread(target=self._watch, name="broker-hold", daemon=True)
+                self._watcher.start()
+            return app
+
+        return build_and_follow
+
+    def _watch(self) -> None:
+        assert self._hold is not None
         while True:
-            if current and hold.held_generation() is not None:
-                expire_checkpoint(current[-1])
-            threading.Event().wait(WATCH_SECONDS)
+            app = self._app
+            if app is not None and self._hold.held_generation() is not None:
+                restart = self._hold.restart_generation()
+                if restart is not None and restart != self._handled:
+                    self._handled = self._stopped_for = restart
+                    logger.info("closing Kafka clients for broker maintenance %d", restart)
+                    # The class's own stop: ``app.stop`` is wrapped as a stop request (app_runner).
+                    Application.stop(app)
+                else:
+                    expire_checkpoint(app)
+            time.sleep(WATCH_SECONDS)
 
-    def build_and_watch() -> Application:
-        app = build()
-        if not current:
-            threading.Thread(target=watch, name="checkpoint-on-hold", daemon=True).start()
-        current[:] = [app]
-        return app
-
-    return build_and_watch
+    def resume_after_stop(self) -> bool:
+        """After ``run()`` returned: True when it stopped for a broker restart and the hold is
+        released (build the app again); False for any other stop, or when the release never came."""
+        generation, hold = self._stopped_for, self._hold
+        if generation is None or hold is None:
+            return False
+        hold.stopped(generation)
+        deadline = time.monotonic() + RELEASE_TIMEOUT_SECONDS
+        while hold.held_generation() is not None:
+            if time.monotonic() > deadline:
+                logger.error("broker maintenance %d never ended; exiting", generation)
+                return False
+            time.sleep(WATCH_SECONDS)
+        self._stopped_for = None
+        logger.info("reconnecting after broker maintenance %d", generation)
+        return True
 
 
 def expire_checkpoint(app: Application) -> None:

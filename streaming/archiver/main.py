@@ -16,7 +16,7 @@ from streaming.app_runner import frozen_after, run_rejoining
 from streaming.archiver.dead_letters import DEAD_LETTER_SCHEMA
 from streaming.archiver.pipeline import build_dead_letter_pipeline, build_pipeline
 from streaming.archiver.sink import ParquetArchiveSink
-from streaming.hold_checkpoints import checkpointing_on_hold
+from streaming.hold_checkpoints import BrokerHoldFollower
 from streaming.liveness import app_consumer_config
 
 logger = logging.getLogger(__name__)
@@ -57,4 +57,7 @@ def main(settings: PulseSettings | None = None) -> None:
     logger.info(
         "archiver writing %s and %s to %s", settings.topic_events, settings.topic_dlq, settings.archive_path
     )
-    run_rejoining(frozen_after(checkpointing_on_hold(lambda: build_application(settings)[0], settings)))
+    hold = BrokerHoldFollower.from_settings(settings)
+    run_rejoining(
+        hold.wrap(frozen_after(lambda: build_application(settings)[0])), resume=hold.resume_after_stop
+    )

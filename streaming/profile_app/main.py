@@ -17,7 +17,7 @@ from core.topics import ensure_topics, topic_specs
 from enrichment.context import enrich_context
 from enrichment.reference_store import CampaignFollower, CatalogFollower, GeoFollower
 from streaming.app_runner import frozen_after, run_rejoining
-from streaming.hold_checkpoints import checkpointing_on_hold
+from streaming.hold_checkpoints import BrokerHoldFollower
 from streaming.liveness import app_consumer_config
 from streaming.profile_app.cadence import AdaptiveCheckpoints
 from streaming.profile_app.pipeline import build_pipeline
@@ -111,4 +111,7 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
 def main(settings: PulseSettings | None = None) -> None:
     settings = settings or PulseSettings()
     logger.info("profile app consuming %s as group %s", settings.topic_events, settings.consumer_group)
-    run_rejoining(frozen_after(checkpointing_on_hold(lambda: build_application(settings)[0], settings)))
+    hold = BrokerHoldFollower.from_settings(settings)
+    run_rejoining(
+        hold.wrap(frozen_after(lambda: build_application(settings)[0])), resume=hold.resume_after_stop
+    )

@@ -16,7 +16,7 @@ from core.kafka_config import client_config, durable_producer_config
 from core.settings import PulseSettings
 from core.topics import ensure_topics, topic_specs
 from streaming.app_runner import run_rejoining
-from streaming.hold_checkpoints import checkpointing_on_hold
+from streaming.hold_checkpoints import BrokerHoldFollower
 from streaming.liveness import app_consumer_config
 from streaming.relay.delivery import deliver_webhook
 from streaming.relay.pipeline import build_pipeline
@@ -80,5 +80,6 @@ def main(settings: PulseSettings | None = None) -> None:
         httpx.Client(limits=limits, follow_redirects=False) as client,
         ThreadPoolExecutor(settings.webhook_concurrency, thread_name_prefix="pulse-relay") as pool,
     ):
-        build = checkpointing_on_hold(lambda: build_application(settings, client, pool, secret)[0], settings)
-        run_rejoining(build)
+        hold = BrokerHoldFollower.from_settings(settings)
+        build = hold.wrap(lambda: build_application(settings, client, pool, secret)[0])
+        run_rejoining(build, resume=hold.resume_after_stop)

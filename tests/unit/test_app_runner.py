@@ -121,3 +121,16 @@ def test_frozen_after_freezes_what_the_build_made_and_a_rebuild_unfreezes_first(
         assert counts == [0], "the rebuild did not unfreeze before building"
     finally:
         gc.unfreeze()
+
+
+def test_a_stop_for_a_broker_restart_builds_the_app_again():
+    build, runs = scripted([None, None])
+    answers = [True, False]  # stopped for a restart once, then a plain stop
+    assert run_rejoining(build, resume=lambda: answers.pop(0)) == 0
+    assert runs == ["run", "run"]
+
+
+def test_a_plain_stop_does_not_build_again():
+    build, runs = scripted([None])
+    assert run_rejoining(build, resume=lambda: False) == 0
+    assert runs == ["run"]

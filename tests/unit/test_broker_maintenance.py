@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from core.broker_hold import BrokerHold
+from core.broker_hold import STOPPED_PREFIX, BrokerHold
 from orchestration.broker_maintenance import lagging, resumed_commits
 from orchestration.kafka_wire import (
     crc32c,
@@ -61,9 +61,15 @@ def test_hold_handshake(tmp_path):
     collector.acknowledge(3, pid=11)
     collector.acknowledge(2, pid=12)  # a stale acknowledgement does not count
     assert supervisor.acknowledgements(3) == 1
+    supervisor.begin_restart(3)
+    assert collector.restart_generation() == 3
+    collector.stopped(3, pid=21)
+    assert supervisor.acknowledgements(3, STOPPED_PREFIX) == 1
+    assert supervisor.acknowledgements(3) == 1  # collectors' and consumer apps' counts apart
     supervisor.release()
     assert collector.held_generation() is None and not supervisor.requested()
-    assert supervisor.acknowledgements(3) == 0
+    assert collector.restart_generation() is None
+    assert supervisor.acknowledgements(3) == 0 and supervisor.acknowledgements(3, STOPPED_PREFIX) == 0
 
 
 def test_lagging_names_required_groups_behind_only():
