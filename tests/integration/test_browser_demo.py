@@ -31,6 +31,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
+DESKTOP_CHROME = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium tries to reach Google and stalls on a closed network.
 CHROMIUM_ARGS = [
@@ -101,7 +104,9 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    # A desktop Chrome's user agent: headless Chromium's own ("HeadlessChrome") is a known bot's,
+    # and the collector keeps bots out of profiles (docs/events.md).
+    context = browser.new_context(viewport={"width": 1200, "height": 900}, user_agent=DESKTOP_CHROME)
     page = context.new_page()
     page.console_messages = []  # type: ignore[attr-defined]
     page.on("console", lambda message: page.console_messages.append((message.type, message.text)))  # type: ignore[attr-defined]
@@ -348,7 +353,12 @@ def test_tracker_on_another_origin_sends_contract_events_through_cors(api, other
         assert event["anonymous_id"] == anonymous_id
     page_view, identify, signup, purchase = events
     assert "user_id" not in page_view
-    assert page_view["metadata"] == {"url": page.url, "category": "books"}
+    assert page_view["metadata"] == {
+        "url": page.url,
+        "category": "books",
+        "path": "/",
+        "title": "another site",
+    }
     assert identify["user_id"] == user_id and identify["metadata"] == {"traits": {"plan": "pro"}}
     assert signup["user_id"] == user_id  # after identify, both ids
     assert sent[0].json()["rejected"][0]["event_id"] == purchase["event_id"]
