@@ -45,6 +45,8 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # For every request, beacons sent while a page unloads included (a context's user_agent misses those).
+    f"--user-agent={DESKTOP_CHROME}",
 ]
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 READ = {"X-Pulse-Key": "test-read"}
