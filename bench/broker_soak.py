@@ -122,7 +122,10 @@ def main() -> None:
     supervisor.start()
     try:
         total = int(args.rate * args.seconds * 1.02) + 1000
-        events = valid_unique_events(total + args.single, users=20_000)
+        # Some generated events are invalid or repeat an id: ask for more, keep the valid unique ones.
+        events = valid_unique_events(int((total + args.single) * 1.3), users=20_000)[: total + args.single]
+        if len(events) < total + args.single:
+            raise SystemExit(f"only {len(events)} valid events generated; lower --rate or --seconds")
         mark_for_timing(events[:total], args.time_every)
         mark_for_timing(events[total:], 1)  # single requests come slowly enough to time each
         watcher = VisibilityWatcher(urls["redis_url"], id_prefix=TIMED_PREFIX)
