@@ -153,22 +153,23 @@ class GroupLag:
     partitions: dict[int, int] = field(default_factory=dict)  # partition -> messages behind
 
 
-def committed_offsets(
-    settings: PulseSettings, brokers: str, group: str, topic: str, timeout: float
-) -> dict[int, int]:
-    """Committed offset per partition of ``topic`` (absent where the group never committed)."""
-    admin = AdminClient(client_config(settings, brokers))
+def group_offsets(admin: AdminClient, group: str, timeout: float) -> dict[tuple[str, int], int]:
+    """Every committed offset of ``group``: (topic, partition) -> offset."""
     try:
         result = admin.list_consumer_group_offsets(
             [ConsumerGroupTopicPartitions(group)], request_timeout=timeout
         )[group].result(timeout=timeout)
     except KafkaException as exc:
         raise BrokerUnavailable(f"committed offsets of {group}: {exc}") from None
-    return {
-        tp.partition: tp.offset
-        for tp in result.topic_partitions or []
-        if tp.topic == topic and tp.offset >= 0
-    }
+    return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions or [] if tp.offset >= 0}
+
+
+def committed_offsets(
+    settings: PulseSettings, brokers: str, group: str, topic: str, timeout: float
+) -> dict[int, int]:
+    """Committed offset per partition of ``topic`` (absent where the group never committed)."""
+    offsets = group_offsets(AdminClient(client_config(settings, brokers)), group, timeout)
+    return {partition: offset for (name, partition), offset in offsets.items() if name == topic}
 
 
 def group_lag(

@@ -27,52 +27,12 @@ import time
 from pathlib import Path
 
 import httpx
-import msgspec
 
-from bench.e2e_latency import VisibilityWatcher, percentiles
+from bench.e2e_latency import VisibilityWatcher, percentiles, post_events, send_steady
 from bench.soak import TIMED_PREFIX, mark_for_timing, valid_unique_events
 from core.settings import DEV_WRITE_KEY, PulseSettings
 from orchestration.local_services import free_port
 from orchestration.platform import LocalPlatform
-
-
-async def _post_until_accepted(client: httpx.AsyncClient, batch: list[dict], rejected: list[float]) -> bool:
-    body = msgspec.json.encode({"events": batch})
-    for _ in range(120):
-        response = await client.post("/v1/events", content=body, headers={"Content-Type": "application/json"})
-        if response.status_code == 202:
-            return True
-        if response.status_code != 503:
-            return False
-        rejected.append(time.monotonic())
-        await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
-    return False
-
-
-async def steady_load(
-    base: str, events: list[dict], rate: int, seconds: float, every: float, rejected: list[float]
-) -> dict[str, float]:
-    """Send ``rate`` events/s in a request every ``every`` s; event_id -> first send time."""
-    per_request = max(1, int(rate * every))
-    sent: dict[str, float] = {}
-    async with httpx.AsyncClient(base_url=base, headers={"X-Pulse-Key": DEV_WRITE_KEY}, timeout=60) as client:
-        start, tick, index, pending = time.monotonic(), 0, 0, set()
-
-        async def post(batch: list[dict]) -> None:
-            first = time.monotonic()
-            if await _post_until_accepted(client, batch, rejected):
-                for event in batch:
-                    sent[event["event_id"]] = first
-
-        while time.monotonic() - start < seconds and index < len(events):
-            batch, index = events[index : index + per_request], index + per_request
-            task = asyncio.create_task(post(batch))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-            tick += 1
-            await asyncio.sleep(max(0.0, start + tick * every - time.monotonic()))
-        await asyncio.gather(*pending)
-    return sent
 
 
 async def single_requests(base: str, events: list[dict], rejected: list[float]) -> dict[str, float]:
@@ -81,7 +41,7 @@ async def single_requests(base: str, events: list[dict], rejected: list[float]) 
     async with httpx.AsyncClient(base_url=base, headers={"X-Pulse-Key": DEV_WRITE_KEY}, timeout=60) as client:
         for event in events:
             first = time.monotonic()
-            if await _post_until_accepted(client, [event], rejected):
+            if await post_events(client, [event], rejected):
                 sent[event["event_id"]] = first
     return sent
 
@@ -131,12 +91,15 @@ def main() -> None:
         watcher = VisibilityWatcher(urls["redis_url"], id_prefix=TIMED_PREFIX)
         rejected: list[float] = []
         base = urls["api_url"]
-        asyncio.run(steady_load(base, events[:500], 500, 1.0, 0.1, rejected))  # warm-up: group joins
+        asyncio.run(send_steady(base, DEV_WRITE_KEY, events[:500], 500, 1.0, 0.1, rejected))  # warm-up
         time.sleep(5)
         load_start = time.monotonic()
-        steady = asyncio.run(
-            steady_load(base, events[500:total], args.rate, args.seconds, args.request_every, rejected)
+        steady_times = asyncio.run(
+            send_steady(
+                base, DEV_WRITE_KEY, events[500:total], args.rate, args.seconds, args.request_every, rejected
+            )
         )
+        steady = {event_id: sent for event_id, (sent, _acked) in steady_times.items()}
         single_start = time.monotonic()
         single = (
             asyncio.run(single_requests(base, events[total : total + args.single], rejected))

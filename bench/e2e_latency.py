@@ -95,11 +95,31 @@ class VisibilityWatcher:
         return seen_at
 
 
+async def post_events(
+    client: httpx.AsyncClient, batch: list[dict], refused: list[float] | None = None
+) -> bool:
+    """POST one request; True on 202. With ``refused``, a 503 is retried after its ``Retry-After``
+    (as the SDKs do) and the time of each one is appended to it."""
+    body = msgspec.json.encode({"events": batch})
+    while True:
+        response = await client.post("/v1/events", content=body, headers={"Content-Type": "application/json"})
+        if response.status_code != 503 or refused is None:
+            return response.status_code == 202
+        refused.append(time.monotonic())
+        await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+
+
 async def send_steady(
-    base: str, key: str, events: list[dict], rate: int, seconds: float, batch_every: float = BATCH_EVERY_S
+    base: str,
+    key: str,
+    events: list[dict],
+    rate: int,
+    seconds: float,
+    batch_every: float = BATCH_EVERY_S,
+    refused: list[float] | None = None,
 ) -> dict[str, tuple[float, float]]:
-    """Send `rate` events/s in one request every ``batch_every`` s; return event_id -> (sent,
-    acknowledged).
+    """Send `rate` events/s in one request every ``batch_every`` s; return event_id -> (first sent,
+    acknowledged). With ``refused``, 503s are retried (``post_events``).
     """
     per_batch = max(1, int(rate * batch_every))
     times: dict[str, tuple[float, float]] = {}
@@ -111,13 +131,8 @@ async def send_steady(
 
         async def post(batch: list[dict]) -> None:
             sent = time.monotonic()
-            response = await client.post(
-                "/v1/events",
-                content=msgspec.json.encode({"events": batch}),
-                headers={"Content-Type": "application/json"},
-            )
-            acked = time.monotonic()
-            if response.status_code == 202:
+            if await post_events(client, batch, refused):
+                acked = time.monotonic()
                 for event in batch:
                     times[event["event_id"]] = (sent, acked)
 

@@ -27,10 +27,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from assets.kafka_health import BrokerUnavailable
+from assets.kafka_health import BrokerUnavailable, group_offsets
 from core.broker_hold import BrokerHold
 from core.kafka_config import client_config
 from core.settings import PulseSettings
@@ -169,6 +169,7 @@ class BrokerMaintainer:
         deadline = time.monotonic() + self.drain_timeout
         groups = sorted({g for names in self.readers.values() for g in names})
         partitions = [(spec.name, p) for spec in specs for p in range(spec.partitions)]
+        admin = AdminClient(client_config(self.settings, self.address))  # one for every round
         records_end: dict[Partition, int] = {}  # after the last record (markers aside)
         marker: dict[Partition, int] = {}
         while True:
@@ -178,7 +179,7 @@ class BrokerMaintainer:
                 if marker.get(tp, -2) + 1 != at:  # a record came after the last marker
                     records_end[tp] = at
                 marker[tp] = at
-            commits = {g: group_commits(self.settings, self.address, g) for g in groups}
+            commits = {g: group_offsets(admin, g, 10.0) for g in groups}
             behind = lagging(records_end, commits, self.readers)
             if not behind:
                 ends = {tp: at + 1 for tp, at in marker.items()}
@@ -218,18 +219,6 @@ def resumed_commits(
         for group in readers.get(topic, ()):
             resumed.setdefault(group, {})[(topic, partition)] = end
     return resumed
-
-
-def group_commits(settings: PulseSettings, address: str, group: str) -> dict[Partition, int]:
-    """Every committed offset of ``group``."""
-    admin = AdminClient(client_config(settings, address))
-    try:
-        result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=10)[
-            group
-        ].result(timeout=10)
-    except KafkaException as exc:
-        raise BrokerUnavailable(f"committed offsets of {group}: {exc}") from None
-    return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions or [] if tp.offset >= 0}
 
 
 def restore_commits(

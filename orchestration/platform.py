@@ -186,7 +186,7 @@ class LocalPlatform:
             return [app for app in self.apps if app.name in CONSUMER_APPS]
 
         def stop_consumers() -> None:
-            # Each closes its Kafka clients and waits (streaming/hold_checkpoints.py); one that
+            # Each closes its Kafka clients and waits (streaming/broker_hold_follower.py); one that
             # does not say so in time is killed: it has committed everything.
             running = [app for app in consumers() if app.process is not None and app.process.alive()]
             generation = maintainer.generation

@@ -16,7 +16,7 @@ from streaming.app_runner import frozen_after, run_rejoining
 from streaming.archiver.dead_letters import DEAD_LETTER_SCHEMA
 from streaming.archiver.pipeline import build_dead_letter_pipeline, build_pipeline
 from streaming.archiver.sink import ParquetArchiveSink
-from streaming.hold_checkpoints import BrokerHoldFollower
+from streaming.broker_hold_follower import BrokerHoldFollower
 from streaming.liveness import app_consumer_config
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from core.topics import ensure_topics, topic_specs
 from enrichment.context import enrich_context
 from enrichment.reference_store import CampaignFollower, CatalogFollower, GeoFollower
 from streaming.app_runner import frozen_after, run_rejoining
-from streaming.hold_checkpoints import BrokerHoldFollower
+from streaming.broker_hold_follower import BrokerHoldFollower
 from streaming.liveness import app_consumer_config
 from streaming.profile_app.cadence import AdaptiveCheckpoints
 from streaming.profile_app.pipeline import build_pipeline

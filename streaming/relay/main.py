@@ -16,7 +16,7 @@ from core.kafka_config import client_config, durable_producer_config
 from core.settings import PulseSettings
 from core.topics import ensure_topics, topic_specs
 from streaming.app_runner import run_rejoining
-from streaming.hold_checkpoints import BrokerHoldFollower
+from streaming.broker_hold_follower import BrokerHoldFollower
 from streaming.liveness import app_consumer_config
 from streaming.relay.delivery import deliver_webhook
 from streaming.relay.pipeline import build_pipeline
