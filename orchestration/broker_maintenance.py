@@ -8,14 +8,15 @@ delete records, so it slows down with every batch it holds. When the collector h
    record it produced is acknowledged by the broker (``core.broker_hold``);
 2. waits until the consumer groups that must see everything (profile app, archiver, ...) have
    committed every record of their topics: each event is applied and archived before it goes;
-3. stops the consumer apps, restarts the broker empty on the same address and creates the same
-   topics;
+3. has the consumer apps close their Kafka clients, restarts the broker empty on the same
+   address and creates the same topics;
 4. moves each partition's end to where it was with one offset-gap control batch
    (``orchestration.kafka_wire``), so Kafka coordinates never repeat (the archive deduplicates
-   by them) and restores every group's committed offsets;
-5. lets the collectors produce again and starts the consumer apps.
+   by them), and commits the required groups at those ends;
+5. lets the collectors produce again and the consumer apps reconnect.
 
-Records of a topic that no required group reads are dropped, as retention would. With
+Records of a topic that no required group reads are dropped, as retention would, and other
+consumer groups (a user's own) start over on the new broker. With
 ``PULSE_KAFKA_BROKERS`` set none of this runs. docs/architecture.md explains the design.
 """
 
@@ -213,7 +214,7 @@ def resumed_commits(
     readers: Mapping[str, Sequence[str]],
 ) -> dict[str, dict[Partition, int]]:
     """The offsets to commit after the restart: required groups at the new ends (they read every
-    record, and what follows is markers and the gap), other groups where they were."""
+    record, and what follows is markers and the gap); other offsets in ``commits`` as they were."""
     resumed = {group: dict(offsets) for group, offsets in commits.items()}
     for (topic, partition), end in ends.items():
         for group in readers.get(topic, ()):
