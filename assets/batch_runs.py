@@ -32,6 +32,7 @@ from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, re
 from enrichment.context import enrich_context
 from enrichment.geo import GeoIndex
 from enrichment.reference_store import load_campaigns, load_catalog, load_geo
+from streaming.profiles.admission import Admission
 from streaming.profiles.document import now
 from streaming.profiles.keys import fields_key
 from streaming.profiles.store import RedisProfileStore
@@ -101,7 +102,7 @@ def reconcile(
         traits=traits,
         now_ms=read_at,
         cut=cut,
-        keep_bots=settings.bots_in_profiles,
+        admission=Admission.from_settings(settings),
     )
     ids = (set(live_profile_ids(client)) | set(batch)) - forgotten
     logger.info("recomputed %d profiles from the archive; reading %d live profiles", len(batch), len(ids))
@@ -229,7 +230,7 @@ def backtest_rules(
         settings.session_timeout_seconds * 1000,
         enrich=lambda metadata: enrich_context(metadata, geo=geo, campaigns=campaigns),
         traits=load_configured_traits(settings),
-        keep_bots=settings.bots_in_profiles,
+        admission=Admission.from_settings(settings),
     )
 
 

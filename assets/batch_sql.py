@@ -21,6 +21,7 @@ import duckdb
 import pyarrow as pa
 
 from core.archive_layout import archive_glob, before_cut_sql, has_archive
+from streaming.profiles.admission import Admission
 from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile, now
 from streaming.traits.registry import BUILTIN_TRAITS, TraitSet
 from streaming.traits.sql import CELL_COLUMNS, cell_text, trait_cells_sql
@@ -40,7 +41,8 @@ WITH records AS NOT MATERIALIZED (
            user_id, anonymous_id, raw,
            (kafka_partition::UHUGEINT << 96) | (kafka_offset::UHUGEINT << 32) | file_index AS position
     FROM read_parquet($glob, hive_partitioning = true, union_by_name = true)
-    WHERE valid AND coalesce(user_id, anonymous_id) NOT IN (SELECT profile_id FROM excluded) AND {cut}{bots}
+    WHERE valid AND coalesce(user_id, anonymous_id) NOT IN (SELECT profile_id FROM excluded)
+          AND {cut}{admitted}
 ), firsts AS (
     -- Each (profile, event_id) applies once, the first in Kafka order. Not materializing
     -- `records` keeps the raw bytes out of this aggregate; only the survivors are parsed.
@@ -92,13 +94,14 @@ ENTRY_COLUMNS = ("profile_id", "kind", "key", "value")
 
 
 def profile_events_sql(
-    extractions: list[str], cut: Mapping[int, int] | None = None, skip_bots: bool = False
+    extractions: list[str], cut: Mapping[int, int] | None = None, admitted: str = ""
 ) -> str:
     """PROFILE_EVENTS_SQL with the event-JSON columns the traits read, over the records before ``cut``;
-    ``skip_bots`` leaves out the records archived with ``is_bot`` (before deduplication, as the stream)."""
+    ``admitted`` (``Admission.sql``) leaves out the records the stream keeps out of profiles, before
+    deduplication as the stream does."""
     return PROFILE_EVENTS_SQL.format(
         cut=before_cut_sql(cut),
-        bots=" AND NOT coalesce(is_bot, false)" if skip_bots else "",
+        admitted=admitted,
         metadata=_METADATA,
         extractions="".join(f",\n       {e}" for e in extractions),
     )
@@ -125,20 +128,20 @@ def recompute_tables(
     exclude: Collection[str] = (),
     traits: TraitSet = BUILTIN_TRAITS,
     cut: Mapping[int, int] | None = None,
-    keep_bots: bool = False,
+    admission: Admission = Admission(),
 ) -> ProfileTables:
     """Read the archive under ``archive_root`` and aggregate every profile but ``exclude``'s.
 
-    Events tagged as bots count only with ``keep_bots`` (PULSE_BOTS_IN_PROFILES), as in the
-    stream. Uses a temp table and two registered views on ``con``, dropped before returning.
+    Events that ``admission`` refuses (bots, no consent to personalization) do not count, as in
+    the stream. Uses a temp table and two registered views on ``con``, dropped before returning.
     """
     con.register("catalog", pa.table({"product_id": list(categories), "category": list(categories.values())}))
     con.register("excluded", pa.table({"profile_id": pa.array(list(exclude), pa.string())}))
     try:
         trait_sql = trait_cells_sql(traits)
         glob = archive_glob(archive_root)
-        skip_bots = not keep_bots and _archive_has_column(con, glob, "is_bot")
-        con.execute(profile_events_sql(trait_sql.extractions, cut, skip_bots), {"glob": glob})
+        admitted = admission.sql(_archive_columns(con, glob))
+        con.execute(profile_events_sql(trait_sql.extractions, cut, admitted), {"glob": glob})
         profiles = con.sql(PROFILES_SQL, params={"gap": session_gap_ms}).to_arrow_table()
         entries = con.sql(ENTRIES_SQL).to_arrow_table()
         cells = con.sql(trait_sql.cells).to_arrow_table()
@@ -149,13 +152,13 @@ def recompute_tables(
     return ProfileTables(profiles, entries, cells)
 
 
-def _archive_has_column(con: duckdb.DuckDBPyConnection, glob: str, column: str) -> bool:
-    """Whether any archive file has ``column`` (archives of older releases lack the newer ones)."""
+def _archive_columns(con: duckdb.DuckDBPyConnection, glob: str) -> set[str]:
+    """The columns of any archive file (archives of older releases lack the newer ones)."""
     described = con.execute(
         "DESCRIBE SELECT * FROM read_parquet($glob, hive_partitioning = true, union_by_name = true)",
         {"glob": glob},
     ).fetchall()
-    return any(row[0] == column for row in described)
+    return {row[0] for row in described}
 
 
 def documents(
@@ -201,7 +204,7 @@ def recompute_documents(
     traits: TraitSet = BUILTIN_TRAITS,
     now_ms: int | None = None,
     cut: Mapping[int, int] | None = None,
-    keep_bots: bool = False,
+    admission: Admission = Admission(),
 ) -> dict[str, dict[str, Any]]:
     """Every profile's document (without ``updated_at``) recomputed from the archive, by profile id.
 
@@ -213,7 +216,7 @@ def recompute_documents(
         return {}
     with duckdb.connect() as con:
         tables = recompute_tables(
-            con, archive_root, categories, session_gap_ms, exclude, traits, cut, keep_bots
+            con, archive_root, categories, session_gap_ms, exclude, traits, cut, admission
         )
     logger.info("recomputed %d profiles from %s", tables.profiles.num_rows, archive_root)
     return dict(documents(tables, traits, now_ms))

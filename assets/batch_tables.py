@@ -10,6 +10,7 @@ from assets.reconciliation import forgotten_ids
 from core.redis_client import redis_from_url
 from core.resources import PulseResource
 from enrichment.reference_store import load_catalog
+from streaming.profiles.admission import Admission
 from streaming.traits.follower import load_configured_traits
 
 SESSIONS_SQL = """
@@ -48,7 +49,7 @@ def profiles_batch(pulse: PulseResource) -> dg.MaterializeResult:
         gap_ms,
         exclude=forgotten_ids(client),
         traits=load_configured_traits(settings),
-        keep_bots=settings.bots_in_profiles,
+        admission=Admission.from_settings(settings),
     )
     rows = [
         (

@@ -148,6 +148,12 @@ class PulseSettings(BaseSettings):
         description="Let events tagged as bots into profiles and rules "
         "(they are archived and counted either way).",
     )
+    personalization_consent: Literal["opt_out", "opt_in"] = Field(
+        "opt_out",
+        description="Which events may be profiled and ruled on: opt_out = all but those whose "
+        "consent.personalization is false; opt_in = only those whose consent.personalization is true. "
+        "The others are archived either way.",
+    )
     user_agent_cache_size: int = Field(
         8192, ge=0, description="Distinct user agents the collector keeps parsed (LRU); 0 = no cache."
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pandera.pandas as pa
 
 from quality.event_contract import (
+    CONSENT_PURPOSES,
     CUSTOM_EVENT_TYPE_PATTERN,
     MAX_ID_LENGTH,
     STANDARD_EVENT_TYPES,
@@ -58,6 +59,11 @@ def valid_events_schema() -> pa.DataFrameSchema:
             "is_bot": pa.Column("boolean", nullable=True, required=False, coerce=True),
             "device_type": pa.Column(str, nullable=True, required=False, checks=pa.Check.isin(DEVICE_TYPES)),
             **{name: pa.Column(str, nullable=True, required=False) for name in CONTEXT_TEXT_COLUMNS},
+            # the event's consent per purpose, null when unsaid; absent in archives of older releases
+            **{
+                f"consent_{purpose}": pa.Column("boolean", nullable=True, required=False, coerce=True)
+                for purpose in CONSENT_PURPOSES
+            },
         },
         checks=[
             pa.Check(

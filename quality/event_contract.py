@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 #: The largest event, as its producer encodes it; a ``received_at`` added on the way does not count.
 MAX_EVENT_BYTES = 32 * 1024
 #: The most a producer's ``received_at`` (an ISO 8601 string) may add to a topic message.
@@ -39,8 +39,13 @@ MAX_ID_LENGTH = 256
 
 #: Top-level fields an event may carry; anything else is rejected so typos surface early.
 KNOWN_FIELDS = frozenset(
-    {"event_id", "event_type", "user_id", "anonymous_id", "timestamp", "metadata", "received_at"}
+    {"event_id", "event_type", "user_id", "anonymous_id", "timestamp", "metadata", "consent", "received_at"}
 )
+#: Consent purposes Pulse acts on (``consent`` may name others; they are kept, not acted on).
+CONSENT_PURPOSES = ("analytics", "personalization")
+CONSENT_PURPOSE_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+_CONSENT_PURPOSE = re.compile(CONSENT_PURPOSE_PATTERN)
+MAX_CONSENT_PURPOSES = 32
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,8 @@ class Event(NamedTuple):
     timestamp: str
     timestamp_ms: int
     metadata: Mapping[str, Any]
+    #: Purpose -> granted, as the event says (``consent``); empty when it says nothing.
+    consent: Mapping[str, bool] = {}
 
     @property
     def profile_id(self) -> str:
@@ -189,8 +196,9 @@ def validate_event(obj: Any) -> Event:
     elif not isinstance(metadata, dict):
         raise EventContractError(f"metadata must be an object, got {_json_type(metadata)}")
     _check_metadata(event_type, metadata)
+    consent = _consent(obj.get("consent"))
 
-    return Event(event_id, event_type, user_id, anonymous_id, timestamp, timestamp_ms, metadata)
+    return Event(event_id, event_type, user_id, anonymous_id, timestamp, timestamp_ms, metadata, consent)
 
 
 def parse_iso_datetime(value: str) -> datetime:
@@ -237,6 +245,22 @@ def _check_metadata(event_type: str, metadata: Mapping[str, Any]) -> None:
             raise EventContractError(f"metadata.{rule.field} must be >= {rule.minimum}, got {value}")
         if rule.maximum is not None and value > rule.maximum:
             raise EventContractError(f"metadata.{rule.field} must be <= {rule.maximum}, got {value}")
+
+
+def _consent(value: Any) -> Mapping[str, bool]:
+    """The ``consent`` object: purpose names to booleans (absent: empty)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise EventContractError(f"consent must be an object, got {_json_type(value)}")
+    if len(value) > MAX_CONSENT_PURPOSES:
+        raise EventContractError(f"consent names more than {MAX_CONSENT_PURPOSES} purposes")
+    for purpose, granted in value.items():
+        if not _CONSENT_PURPOSE.fullmatch(purpose):
+            raise EventContractError(f"consent purpose {purpose!r} does not match {CONSENT_PURPOSE_PATTERN}")
+        if not isinstance(granted, bool):
+            raise EventContractError(f"consent.{purpose} must be a boolean, got {_json_type(granted)}")
+    return value
 
 
 def _matches_kind(value: Any, kind: str) -> bool:

@@ -6,7 +6,9 @@ from typing import Any
 
 from quality.event_contract import (
     COMMON_METADATA_RULES,
+    CONSENT_PURPOSE_PATTERN,
     CUSTOM_EVENT_TYPE_PATTERN,
+    MAX_CONSENT_PURPOSES,
     MAX_ID_LENGTH,
     METADATA_RULES,
     SCHEMA_VERSION,
@@ -72,6 +74,12 @@ def event_json_schema() -> dict[str, Any]:
             "metadata": {
                 "type": "object",
                 "properties": {r.field: _rule_schema(r) for r in COMMON_METADATA_RULES},
+            },
+            "consent": {
+                "type": "object",
+                "maxProperties": MAX_CONSENT_PURPOSES,
+                "propertyNames": {"pattern": CONSENT_PURPOSE_PATTERN},
+                "additionalProperties": {"type": "boolean"},
             },
         },
         "allOf": [identify, *per_type],

@@ -13,6 +13,7 @@ from typing import Any
 
 from enrichment.catalog import Catalog
 from streaming.profile_app.pipeline import check_record
+from streaming.profiles.admission import Admission
 from streaming.profiles.reference import reference_profiles
 from streaming.traits.registry import BUILTIN_TRAITS, TraitSet
 
@@ -24,12 +25,12 @@ def recompute_profiles(
     exclude: set[str] = frozenset(),
     traits: TraitSet = BUILTIN_TRAITS,
     now_ms: int | None = None,
-    keep_bots: bool = False,
+    admission: Admission = Admission(),
 ) -> dict[str, dict[str, Any]]:
     """Profile documents (without ``updated_at``) keyed by profile id, traits read at ``now_ms``."""
     deltas = []
     for raw in raw_events:
-        checked = check_record(raw, catalog, traits, now_ms, keep_bots=keep_bots)
+        checked = check_record(raw, catalog, traits, now_ms, admission=admission)
         if checked.delta is not None and checked.delta.profile_id not in exclude:
             deltas.append(checked.delta)
     documents = {}

@@ -55,6 +55,8 @@ class IngestPlan:
     rejected: list[Rejection] = field(default_factory=list)
     #: Accepted events tagged as bots, by ``metadata.context.bot_reason``.
     bots: dict[str, int] = field(default_factory=dict)
+    #: Accepted events whose ``consent`` refuses a purpose, by purpose.
+    consent_refused: dict[str, int] = field(default_factory=dict)
 
 
 def events_of_body(body: Any) -> list[Any]:
@@ -129,6 +131,9 @@ def plan_ingest(
         reason = _bot_reason(event.metadata)
         if reason is not None:
             plan.bots[reason] = plan.bots.get(reason, 0) + 1
+        for purpose, granted in event.consent.items():
+            if granted is False:
+                plan.consent_refused[purpose] = plan.consent_refused.get(purpose, 0) + 1
         plan.records.append(OutgoingRecord(events_topic, value, event.profile_id.encode()))
     return plan
 

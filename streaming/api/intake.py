@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import HTTPException, Request
 
 from core.time_format import now_iso
+from quality.event_contract import CONSENT_PURPOSES
 from streaming.api import metrics
 from streaming.api.delivery import DeliveryFailed
 from streaming.api.ingest import IngestPlan, plan_ingest
@@ -64,6 +65,11 @@ async def accept_events(
     metrics.EVENTS_REJECTED.inc(len(plan.rejected))
     for reason, count in plan.bots.items():
         metrics.BOT_EVENTS.labels(reason).inc(count)
+    for purpose, count in plan.consent_refused.items():
+        if (
+            purpose in CONSENT_PURPOSES
+        ):  # other purposes are the sender's; a label each would not stay bounded
+            metrics.CONSENT_REFUSED_EVENTS.labels(purpose).inc(count)
     metrics.REQUESTS.labels("202").inc()
     return plan
 

@@ -10,3 +10,8 @@ BOT_EVENTS = Counter(
     "Accepted events tagged as bots (metadata.context.bot), by reason: user_agent or ip",
     ["reason"],
 )
+CONSENT_REFUSED_EVENTS = Counter(
+    "pulse_collector_consent_refused_events_total",
+    "Accepted events whose consent.<purpose> is false, for analytics and personalization",
+    ["purpose"],
+)

@@ -148,7 +148,20 @@ def segment_to_event(
         event["user_id"] = str(user_id) if isinstance(user_id, (int, float)) else user_id
     if anonymous_id is not None:
         event["anonymous_id"] = anonymous_id
+    consent = consent_of(context)
+    if consent:
+        event["consent"] = consent
     return event
+
+
+def consent_of(context: dict[str, Any]) -> dict[str, Any]:
+    """Segment's ``context.consent.categoryPreferences`` as Pulse's ``consent``: each category by its
+    snake_case name ("Personalization" -> personalization); the contract judges the values."""
+    consent = context.get("consent") if isinstance(context.get("consent"), dict) else {}
+    preferences = consent.get("categoryPreferences")
+    if not isinstance(preferences, dict):
+        return {}
+    return {snake_case(str(category)) or str(category): granted for category, granted in preferences.items()}
 
 
 def _context_metadata(metadata: dict[str, Any], context: dict[str, Any]) -> None:

@@ -37,6 +37,9 @@ ARCHIVE_SCHEMA = pa.schema(
         ("utm_medium", pa.string()),
         ("utm_campaign", pa.string()),
         ("campaign_id", pa.string()),
+        # The event's consent per purpose (null when it says nothing): docs/events.md, "Consent".
+        ("consent_analytics", pa.bool_()),
+        ("consent_personalization", pa.bool_()),
     ]
 )
 #: Context columns: (column, object in metadata.context, key in it).
@@ -75,6 +78,8 @@ def archive_row(
         "kafka_timestamp": kafka_ts_ms,
         "is_bot": None,
         **dict.fromkeys(column for column, _, _ in CONTEXT_COLUMNS),
+        "consent_analytics": None,
+        "consent_personalization": None,
     }
     try:
         event = parse_event(raw)
@@ -90,6 +95,10 @@ def archive_row(
         event_time=event.timestamp_ms,
     )
     row.update(context_columns(event.metadata.get("context")))
+    row.update(
+        consent_analytics=event.consent.get("analytics"),
+        consent_personalization=event.consent.get("personalization"),
+    )
     return row
 
 

@@ -22,6 +22,7 @@ from streaming.liveness import app_consumer_config
 from streaming.profile_app.cadence import AdaptiveCheckpoints
 from streaming.profile_app.pipeline import build_pipeline
 from streaming.profile_app.sink import ProfileSink
+from streaming.profiles.admission import Admission
 from streaming.profiles.intent_store import IntentModelFollower
 from streaming.profiles.store import RedisProfileStore
 from streaming.rules.follower import RulesFollower
@@ -103,7 +104,7 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
         catalog=catalog.current,
         sink=sink,
         traits=traits.current,
-        keep_bots=settings.bots_in_profiles,
+        admission=Admission.from_settings(settings),
     )
     return app, sink
 

@@ -16,8 +16,8 @@ from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.sinks import BaseSink
 
 from enrichment.catalog import Catalog
-from enrichment.request_context import is_bot_event
 from quality.event_contract import Event, EventContractError, parse_event
+from streaming.profiles.admission import Admission
 from streaming.profiles.delta import ProfileDelta, event_category, profile_delta
 from streaming.traits.registry import BUILTIN_TRAITS, TraitSet
 
@@ -29,7 +29,7 @@ class CheckedRecord(NamedTuple):
     delta: ProfileDelta | None = None
     error: str | None = None
     event: Event | None = None  # the rules engine reads it
-    #: A valid event kept out of profiles and rules on purpose (a bot's: PULSE_BOTS_IN_PROFILES).
+    #: Why a valid event stays out of profiles and rules ("bot", "no_consent": ``Admission``).
     skipped: str | None = None
 
 
@@ -39,12 +39,12 @@ def check_record(
     traits: TraitSet = BUILTIN_TRAITS,
     now_ms: int | None = None,
     *,
-    keep_bots: bool = False,
+    admission: Admission = Admission(),
 ) -> CheckedRecord:
     """Validate and enrich one raw topic record; never raises for bad input.
 
-    ``traits`` windows are judged at ``now_ms`` (default: now). An event the collector tagged as
-    a bot's is skipped unless ``keep_bots``; the archive keeps it either way.
+    ``traits`` windows are judged at ``now_ms`` (default: now). An event that ``admission``
+    refuses (a bot's, one without consent) is skipped; the archive keeps it either way.
     """
     if raw is None:
         return CheckedRecord(b"", error="empty record (null value)")
@@ -52,8 +52,9 @@ def check_record(
         event = parse_event(raw)
     except EventContractError as exc:
         return CheckedRecord(raw, error=str(exc))
-    if not keep_bots and is_bot_event(event.metadata):
-        return CheckedRecord(raw, event=event, skipped="bot")
+    refusal = admission.refusal(event)
+    if refusal is not None:
+        return CheckedRecord(raw, event=event, skipped=refusal)
     category = event_category(event, catalog.category_of(event.metadata.get("product_id")))
     return CheckedRecord(raw, delta=profile_delta(event, category, traits, now_ms), event=event)
 
@@ -64,9 +65,9 @@ def build_pipeline(
     catalog: Callable[[], Catalog],
     sink: BaseSink,
     traits: Callable[[], TraitSet] = lambda: BUILTIN_TRAITS,
-    keep_bots: bool = False,
+    admission: Admission = Admission(),
 ) -> StreamingDataFrame:
     """Wire the profile dataflow onto ``sdf`` (a stream of raw bytes); ``traits`` are the current ones."""
-    checked = sdf.apply(lambda raw: check_record(raw, catalog(), traits(), keep_bots=keep_bots))
+    checked = sdf.apply(lambda raw: check_record(raw, catalog(), traits(), admission=admission))
     checked.sink(sink)
     return checked

@@ -18,6 +18,7 @@ from typing import Any
 from core.time_format import iso_from_ms
 from enrichment.catalog import Catalog
 from streaming.profile_app.pipeline import check_record
+from streaming.profiles.admission import Admission
 from streaming.profiles.delta import event_category
 from streaming.profiles.identity import merge_decision_states, merge_parts
 from streaming.profiles.reference import DEFAULT_SESSION_GAP_MS, ReferenceProfile
@@ -102,16 +103,16 @@ def backtest(
     session_gap_ms: int = DEFAULT_SESSION_GAP_MS,
     enrich: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
     traits: TraitSet = BUILTIN_TRAITS,
-    keep_bots: bool = False,
+    admission: Admission = Admission(),
 ) -> BacktestReport:
     """Replay events in event-time order through profiles and rules; nothing is written anywhere.
 
     Each rule sees the profile as of its event's time: windowed and decayed traits are read then.
-    Events tagged as bots are left out unless ``keep_bots``, as in the stream.
+    Events ``admission`` refuses (bots, no consent) are left out, as in the stream.
     """
     checked = []
     for raw in raw_events:
-        record = check_record(raw, catalog, keep_bots=keep_bots)
+        record = check_record(raw, catalog, admission=admission)
         if record.delta is not None and record.event is not None:
             event = record.event
             category = event_category(event, catalog.category_of(event.metadata.get("product_id")))

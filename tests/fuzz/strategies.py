@@ -201,7 +201,15 @@ def profile_events(
     if draw(st.integers(0, 2)) == 0:
         meta["context"] = draw(request_contexts)
     body["metadata"] = meta
+    if draw(st.integers(0, 3)) == 0:
+        body["consent"] = draw(consents)
     return body
+
+
+#: An event's consent (docs/events.md): personalization granted, refused or unsaid.
+consents = st.fixed_dictionaries(
+    {}, optional={"personalization": st.booleans(), "analytics": st.booleans(), "ads": st.booleans()}
+)
 
 
 #: What the collector writes in metadata.context (enrichment/request_context.py), a few of each,

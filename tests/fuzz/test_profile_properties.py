@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 
 from assets.batch_sql import recompute_documents
 from enrichment.catalog import Catalog
-from enrichment.request_context import is_bot_event
 from quality.event_contract import MAX_PRICE, MAX_QUANTITY, EventContractError, validate_event
 from streaming.archiver.rows import ARCHIVE_SCHEMA, archive_row, hive_partition
 from streaming.profile_app.pipeline import check_record
+from streaming.profiles.admission import Admission
 from streaming.profiles.delta import ProfileDelta, event_category, profile_delta
 from streaming.profiles.reference import reference_owners, reference_person, reference_profiles
 from streaming.profiles.store import RedisProfileStore
@@ -162,16 +162,27 @@ def events_broken(events: list[dict[str, Any]]) -> st.SearchStrategy[bytes]:
     return st.sampled_from(events).map(lambda e: to_bytes({**e, "timestamp": "not a time"}))
 
 
+admissions = st.builds(Admission, st.booleans(), st.sampled_from(["opt_out", "opt_in"]))
+
+
+def admitted(body: dict[str, Any], admission: Admission) -> bool:
+    """The admission rule, spelled out: bots only with PULSE_BOTS_IN_PROFILES, and consent."""
+    if not admission.keep_bots and body["metadata"].get("context", {}).get("bot") is True:
+        return False
+    granted = body.get("consent", {}).get("personalization")
+    return granted if granted is not None else admission.consent == "opt_out"
+
+
 @PURE
-@given(raw_records(), st.booleans())
-def test_batch_recompute_equals_the_reference_of_the_valid_events(case, keep_bots):
-    """Events the collector tagged as bots count only with PULSE_BOTS_IN_PROFILES."""
+@given(raw_records(), admissions)
+def test_batch_recompute_equals_the_reference_of_the_valid_events(case, admission):
+    """Bots count only with PULSE_BOTS_IN_PROFILES; events without consent to personalization never."""
     events, raw = case
-    counted = [e for e in events if keep_bots or not is_bot_event(e["metadata"])]
+    counted = [e for e in events if admitted(e, admission)]
     expected = {
         pid: without_updated_at(doc) for pid, doc in documents([delta_of(e) for e in counted]).items()
     }
-    assert recompute_profiles(raw, CATALOG, SESSION_GAP_MS, keep_bots=keep_bots) == expected
+    assert recompute_profiles(raw, CATALOG, SESSION_GAP_MS, admission=admission) == expected
 
 
 def write_archive(root: Path, raw: list[bytes], files: int, archived_twice: bool) -> None:
@@ -202,21 +213,21 @@ def write_archive(root: Path, raw: list[bytes], files: int, archived_twice: bool
     st.integers(1, 4),
     st.booleans(),
     st.sets(st.sampled_from(ALL_IDS), max_size=2),
-    st.booleans(),
+    admissions,
 )
 def test_the_sql_recompute_equals_the_stream_exact_recompute(
-    case, files, archived_twice, forgotten, keep_bots
+    case, files, archived_twice, forgotten, admission
 ):
     """What `pulse reconcile` and profiles_batch run (DuckDB over the Parquet) == check_record +
-    the reference, bots left out or kept alike.
+    the reference, bots and events without consent left out or kept alike.
     """
     _, raw = case
     with tempfile.TemporaryDirectory() as tmp:
         write_archive(Path(tmp), raw, files, archived_twice)
         sql = recompute_documents(
-            Path(tmp), CATALOG.categories, SESSION_GAP_MS, exclude=forgotten, keep_bots=keep_bots
+            Path(tmp), CATALOG.categories, SESSION_GAP_MS, exclude=forgotten, admission=admission
         )
-    assert sql == recompute_profiles(raw, CATALOG, SESSION_GAP_MS, exclude=forgotten, keep_bots=keep_bots)
+    assert sql == recompute_profiles(raw, CATALOG, SESSION_GAP_MS, exclude=forgotten, admission=admission)
 
 
 def test_the_sql_recompute_of_no_archive_is_empty(tmp_path):
@@ -298,7 +309,7 @@ def test_stream_through_the_sink_writer_equals_the_batch_recompute(redis_client,
     store = _store(redis_client)
     writer = store.writer()
     checked = [check_record(r, CATALOG) for r in raw]
-    assert all((c.delta is None) == (c.error is not None or c.skipped == "bot") for c in checked)
+    assert all((c.delta is None) == (c.error is not None or c.skipped is not None) for c in checked)
     deltas = [c.delta for c in checked if c.delta is not None]
     for start in range(0, len(deltas), chunk):
         writer.send(deltas[start : start + chunk])

@@ -1,5 +1,5 @@
 // Runs the browser tracker in Node with a minimal page (no browser): prints the events it sends.
-// Used by tests/unit/test_tracker_context.py. Argument: the page URL.
+// Used by tests/unit/test_tracker_context.py. Arguments: the page URL, then optionally "consent".
 const fs = require("fs");
 const vm = require("vm");
 const path = require("path");
@@ -42,6 +42,12 @@ pulse.init({ writeKey: "w", host: "http://collector.test", flushInterval: 0 });
 const mine = { category: "shoes" };
 pulse.page(mine);
 pulse.track("add_to_cart", { product_id: "p1", utm_source: "explicit" });
+if (process.argv[3] === "consent") {
+  // Second argument "consent": the visitor withdraws consent to personalization, then clicks.
+  pulse.consent({ personalization: false, analytics: true });
+  pulse.track("click");
+  pulse.consent({ personalization: "no" }); // refused: not recorded, nothing sent
+}
 pulse.flush().then(() => {
-  process.stdout.write(JSON.stringify({ sent, untouched: mine }));
+  process.stdout.write(JSON.stringify({ sent, untouched: mine, consent: pulse.consent() }));
 });

@@ -12,6 +12,7 @@ from assets.batch_sql import recompute_documents
 from enrichment.catalog import Catalog
 from quality.archive_schema import valid_events_schema
 from streaming.archiver.rows import ARCHIVE_SCHEMA, archive_row, conform
+from streaming.profiles.admission import Admission
 from tests.reference_recompute import recompute_profiles
 
 GAP_MS = 1_800_000
@@ -62,9 +63,9 @@ def test_profiles_show_the_last_geo_and_device_and_first_campaign_without_bots(t
 
 
 def test_with_bots_in_profiles_they_count_in_every_engine(tmp_path):
-    stream = recompute_profiles(RAW, Catalog(), GAP_MS, keep_bots=True)
+    stream = recompute_profiles(RAW, Catalog(), GAP_MS, admission=Admission(keep_bots=True))
     _archive(tmp_path)
-    assert recompute_documents(tmp_path, {}, GAP_MS, keep_bots=True) == stream
+    assert recompute_documents(tmp_path, {}, GAP_MS, admission=Admission(keep_bots=True)) == stream
     assert stream["u1"]["event_count"] == 4 and stream["u1"]["last_geo"] == BERLIN
     assert stream["crawler"]["last_device"] == {"type": "bot"}
 

@@ -37,6 +37,9 @@ CONSTANTS = (
     "UUID_PATTERN",
     "MAX_ID_LENGTH",
     "KNOWN_FIELDS",
+    "CONSENT_PURPOSES",
+    "CONSENT_PURPOSE_PATTERN",
+    "MAX_CONSENT_PURPOSES",
     "MAX_PRICE",
     "MAX_QUANTITY",
     "MIN_TIMESTAMP_MS",
@@ -123,6 +126,39 @@ def near_valid_events(draw: st.DrawFn) -> Any:
 @given(near_valid_events())
 def test_the_sdk_and_the_server_give_the_same_verdict(body):
     assert verdict(contract.validate_event, body) == verdict(server.validate_event, body)
+
+
+consents = st.dictionaries(
+    # No newline: Python's jsonschema matches patterns with re.search, where "$" also matches before one.
+    st.sampled_from(["analytics", "personalization", "ads_2", "Ads", "", "x" * 65])
+    | st.text(st.characters(blacklist_characters="\n"), max_size=5),
+    st.booleans() | odd_values,
+    max_size=4,
+)
+
+
+@FUZZ
+@given(valid_events(), consents)
+def test_consent_gets_the_same_verdict_and_the_json_schemas(body, consent):
+    body["consent"] = consent
+    server_verdict = verdict(server.validate_event, body)
+    assert verdict(contract.validate_event, body) == server_verdict
+    assert SCHEMA.is_valid(json.loads(json.dumps(body))) == (server_verdict is None)
+
+
+def test_consent_is_read_into_the_event():
+    body = {
+        "event_id": "123e4567-e89b-12d3-a456-426614174000",
+        "event_type": "click",
+        "user_id": "u1",
+        "timestamp": "2024-04-25T14:23:05Z",
+        "consent": {"personalization": False, "analytics": True},
+    }
+    assert server.validate_event(body).consent == {"personalization": False, "analytics": True}
+    del body["consent"]
+    assert server.validate_event(body).consent == {}
+    with pytest.raises(server.EventContractError, match="consent.personalization must be a boolean"):
+        server.validate_event({**body, "consent": {"personalization": "no"}})
 
 
 @pytest.mark.parametrize(

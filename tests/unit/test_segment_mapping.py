@@ -168,3 +168,17 @@ def test_mapping_file_is_loaded_and_checked(tmp_path):
     custom.write_text(_json.dumps({"track": {"X": "Not A Type"}}))
     with pytest.raises(ValueError, match="not an event type"):
         load_track_mapping(custom)
+
+
+def test_consent_category_preferences_become_the_events_consent():
+    message = {
+        "type": "track",
+        "event": "Product Clicked",
+        "messageId": "m-consent",
+        "userId": "u1",
+        "context": {"consent": {"categoryPreferences": {"Personalization": False, "Analytics": True}}},
+        "timestamp": "2024-04-25T11:59:00Z",
+    }
+    assert mapped(message)["consent"] == {"personalization": False, "analytics": True}
+    del message["context"]
+    assert "consent" not in mapped(message)

@@ -12,8 +12,10 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[1] / "node" / "tracker-context.cjs"
 
 
-def _sent(url: str) -> dict:
-    done = subprocess.run(["node", str(SCRIPT), url], capture_output=True, text=True, timeout=60, check=True)
+def _sent(url: str, *scenario: str) -> dict:
+    done = subprocess.run(
+        ["node", str(SCRIPT), url, *scenario], capture_output=True, text=True, timeout=60, check=True
+    )
     return json.loads(done.stdout)
 
 
@@ -45,3 +47,13 @@ def test_without_utm_parameters_nothing_is_added():
     page, cart = _sent("https://shop.example/")["sent"]
     assert not any(k.startswith("utm_") for k in page["metadata"])
     assert cart["metadata"] == {"product_id": "p1", "utm_source": "explicit"}
+
+
+def test_consent_is_recorded_announced_and_sent_with_every_later_event():
+    out = _sent("https://shop.example/", "consent")
+    page, cart, announced, click = out["sent"]
+    assert "consent" not in page and "consent" not in cart
+    granted = {"personalization": False, "analytics": True}
+    assert announced["event_type"] == "consent_updated" and announced["consent"] == granted
+    assert click["event_type"] == "click" and click["consent"] == granted
+    assert out["consent"] == granted  # the refused call changed nothing

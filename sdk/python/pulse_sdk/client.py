@@ -165,8 +165,12 @@ class PulseClient:
         metadata: Mapping[str, Any] | None = None,
         timestamp: datetime | str | None = None,
         event_id: str | uuid.UUID | None = None,
+        consent: Mapping[str, bool] | None = None,
     ) -> str:
-        """Queue one event; return its ``event_id``. Pass ``event_id`` to make a resend count once."""
+        """Queue one event; return its ``event_id``. Pass ``event_id`` to make a resend count once.
+
+        ``consent`` is the person's consent per purpose, e.g. ``{"personalization": False}``
+        (docs/events.md, "Consent")."""
         event = build_event(
             event_type,
             user_id=user_id,
@@ -174,6 +178,7 @@ class PulseClient:
             metadata=metadata,
             timestamp=timestamp,
             event_id=event_id,
+            consent=consent,
         )
         self._enqueue(_Pending(event["event_id"], encode_event(event)))
         return event["event_id"]

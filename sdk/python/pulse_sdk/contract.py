@@ -15,7 +15,7 @@ from typing import Any
 
 from pulse_sdk.errors import EventContractError
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 #: The largest event, as the SDK encodes it (compact JSON in UTF-8).
 MAX_EVENT_BYTES = 32 * 1024
 #: Per-request limits of ``POST /v1/events``.
@@ -36,8 +36,12 @@ UUID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-
 MAX_ID_LENGTH = 256
 #: Top-level fields an event may carry.
 KNOWN_FIELDS = frozenset(
-    {"event_id", "event_type", "user_id", "anonymous_id", "timestamp", "metadata", "received_at"}
+    {"event_id", "event_type", "user_id", "anonymous_id", "timestamp", "metadata", "consent", "received_at"}
 )
+#: Consent purposes the server acts on (``consent`` may name others).
+CONSENT_PURPOSES = ("analytics", "personalization")
+CONSENT_PURPOSE_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+MAX_CONSENT_PURPOSES = 32
 MAX_PRICE = 1_000_000
 MAX_QUANTITY = 1_000
 #: Event time must fall in [1970-01-01, 9999-12-31] UTC.
@@ -87,6 +91,7 @@ COMMON_METADATA_RULES: tuple[MetadataRule, ...] = (
 _CUSTOM_EVENT_TYPE = re.compile(CUSTOM_EVENT_TYPE_PATTERN)
 _STANDARD = frozenset(STANDARD_EVENT_TYPES)
 _UUID = re.compile(UUID_PATTERN)
+_CONSENT_PURPOSE = re.compile(CONSENT_PURPOSE_PATTERN)
 _RULES_BY_TYPE = {t: (*COMMON_METADATA_RULES, *rules) for t, rules in METADATA_RULES.items()}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
@@ -121,6 +126,21 @@ def validate_event(obj: Any) -> None:
     elif not isinstance(metadata, dict):
         raise EventContractError(f"metadata must be an object, got {_json_type(metadata)}")
     _check_metadata(event_type, metadata)
+    _check_consent(obj.get("consent"))
+
+
+def _check_consent(value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise EventContractError(f"consent must be an object, got {_json_type(value)}")
+    if len(value) > MAX_CONSENT_PURPOSES:
+        raise EventContractError(f"consent names more than {MAX_CONSENT_PURPOSES} purposes")
+    for purpose, granted in value.items():
+        if not _CONSENT_PURPOSE.fullmatch(purpose):
+            raise EventContractError(f"consent purpose {purpose!r} does not match {CONSENT_PURPOSE_PATTERN}")
+        if not isinstance(granted, bool):
+            raise EventContractError(f"consent.{purpose} must be a boolean, got {_json_type(granted)}")
 
 
 def parse_timestamp_ms(value: str) -> int:

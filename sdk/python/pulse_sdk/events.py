@@ -38,8 +38,12 @@ def build_event(
     metadata: Mapping[str, Any] | None = None,
     timestamp: datetime | str | None = None,
     event_id: str | uuid.UUID | None = None,
+    consent: Mapping[str, bool] | None = None,
 ) -> dict[str, Any]:
-    """An event dict per the contract; a new UUID4 ``event_id`` and the current time by default."""
+    """An event dict per the contract; a new UUID4 ``event_id`` and the current time by default.
+
+    ``consent`` is the person's consent per purpose (``{"personalization": False}``), if known.
+    """
     event: dict[str, Any] = {
         "event_id": str(event_id) if event_id is not None else str(uuid.uuid4()),
         "event_type": event_type,
@@ -56,6 +60,8 @@ def build_event(
         event["timestamp"] = timestamp
     if metadata:
         event["metadata"] = dict(metadata)
+    if consent is not None:
+        event["consent"] = dict(consent)
     return event
 
 

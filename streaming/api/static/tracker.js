@@ -264,6 +264,8 @@
     };
     var user = (extra && extra.user_id) || userId();
     if (user) event.user_id = user;
+    var granted = consent();
+    if (granted) event.consent = granted;
     var clean = {};
     if (metadata && typeof metadata === "object") {
       for (var k in metadata) {
@@ -527,6 +529,33 @@
     return enqueue("identify", traits && typeof traits === "object" ? { traits: traits } : null, { user_id: id });
   }
 
+  /**
+   * The visitor's consent per purpose, sent with every event from now on (docs/tracker.md):
+   * pulse.consent({personalization: false}) records it on this device and sends a consent_updated
+   * event at once, so a withdrawal takes effect without waiting for the next event.
+   * pulse.consent() returns what is recorded (null when nothing is).
+   */
+  function consent(purposes) {
+    if (purposes === undefined) {
+      try {
+        return JSON.parse(getItem(PREFIX + "consent") || "null");
+      } catch (e) {
+        return null;
+      }
+    }
+    var clean = {};
+    for (var k in purposes || {}) {
+      if (!Object.prototype.hasOwnProperty.call(purposes, k)) continue;
+      if (!EVENT_TYPE.test(k) || typeof purposes[k] !== "boolean") {
+        error("pulse.consent takes purpose names (e.g. personalization) mapped to true or false: not recorded");
+        return null;
+      }
+      clean[k] = purposes[k];
+    }
+    setItem(PREFIX + "consent", JSON.stringify(clean));
+    return enqueue("consent_updated", null);
+  }
+
   /** Forget the user on this device (e.g. at logout): new anonymous id, no user id. */
   function reset() {
     removeItem(PREFIX + "user_id");
@@ -562,6 +591,7 @@
     page: page,
     track: track,
     identify: identify,
+    consent: consent,
     reset: reset,
     flush: flushNow,
     anonymousId: anonymousId,
