@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import pyarrow as pa
@@ -124,5 +125,13 @@ def conform(table: pa.Table) -> pa.Table:
 
 def hive_partition(event_time_ms: int) -> tuple[str, str]:
     """(dt, hour) of an epoch-ms time, in UTC."""
-    moment = datetime.fromtimestamp(event_time_ms / 1000, tz=UTC)
+    return _hour_partition(event_time_ms // _HOUR_MS)
+
+
+_HOUR_MS = 3_600_000
+
+
+@lru_cache(maxsize=4096)
+def _hour_partition(hours_since_epoch: int) -> tuple[str, str]:
+    moment = datetime.fromtimestamp(hours_since_epoch * 3600, tz=UTC)
     return moment.strftime("%Y-%m-%d"), moment.strftime("%H")
