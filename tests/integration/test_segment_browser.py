@@ -257,6 +257,7 @@ def test_analytics_next_with_only_cdn_url_changed_sends_exact_profiles_to_pulse(
     assert doc["category_views"] == {"shoes": 1}
     assert doc["traits"] == {"plan": "pro", "name": "Ada"}  # email is not kept
     assert doc["purchase_total"] == 42.5
+    assert doc["last_device"]["browser"] == "Chrome"  # context.userAgent, enriched by the collector
     merged = profile(api, anonymous_id)  # the anonymous id reads the merged profile
     assert merged is not None and (merged["user_id"], merged["event_count"]) == (user_id, 7)
 
