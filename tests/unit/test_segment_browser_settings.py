@@ -45,3 +45,20 @@ def test_cors_covers_the_browser_library_routes_and_settings_only():
         "/v1/x",
     ):
         assert not is_collector_path(path), path
+
+
+def test_settings_endpoint_sends_to_the_configured_url_and_a_bad_one_stops_start_up():
+    from fastapi.testclient import TestClient
+
+    from core.settings import PulseSettings
+    from streaming.api.app import create_app
+
+    settings = PulseSettings(
+        write_keys=["w"], read_keys=["r"], segment_api_url="https://pulse.example.com/v1"
+    )
+    client = TestClient(create_app(settings))  # no lifespan: the settings need no broker or Redis
+    segment_io = client.get("/v1/projects/w/settings").json()["integrations"]["Segment.io"]
+    assert (segment_io["apiHost"], segment_io["protocol"]) == ("pulse.example.com/v1", "https")
+    assert client.get("/v1/projects/r/settings").status_code == 404
+    with pytest.raises(SegmentApiUrlError):
+        create_app(settings.model_copy(update={"segment_api_url": "pulse.example.com/v1"}))
