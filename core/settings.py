@@ -173,6 +173,11 @@ class PulseSettings(BaseSettings):
     segment_mapping_file: Path | None = Field(
         None, description="Segment track-name mapping (JSON); default data/segment/mapping.json."
     )
+    segment_api_url: str | None = Field(
+        None,
+        description="Where Segment's browser library sends (the apiHost of GET /v1/projects/{key}/settings), "
+        "e.g. https://pulse.example.com/v1; unset = the URL that settings request came to, plus /v1.",
+    )
     dagster_port: int = Field(3000, description="Port of `dagster dev` started by `pulse up`.")
 
     topic_events: str = Field("pulse.events", description="Events topic.")

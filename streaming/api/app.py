@@ -18,6 +18,7 @@ from quality.json_schema import event_json_schema
 from streaming.api import routes_collector, routes_ops, routes_profiles, routes_segment
 from streaming.api.browser import add_cors, browser_router
 from streaming.api.delivery import AcknowledgedProducer
+from streaming.api.routes_segment_browser import segment_browser_router
 from streaming.api.services import ApiServices, lifespan
 from streaming.profiles.store import RedisProfileStore
 
@@ -45,6 +46,7 @@ def create_app(
         browser_router(settings),
         routes_collector.router,
         routes_segment.router,
+        segment_browser_router(settings),
         routes_profiles.router,
         routes_ops.router,
     ):

@@ -28,7 +28,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 DEMO_ASSETS = {"demo.js": "text/javascript; charset=utf-8", "demo.css": "text/css; charset=utf-8"}
 DEMO_PRODUCTS_PER_CATEGORY = 5
 
-#: Endpoints a browser on another origin may call: event ingestion and the tracker itself.
+#: Endpoints a browser on another origin may call: event ingestion, the tracker itself, and
+#: Segment's browser library (its compact routes; its settings, see ``is_collector_path``).
 #: Profiles and decisions never get CORS headers, so a web page cannot read them cross-origin.
 COLLECTOR_PATHS = frozenset(
     {
@@ -39,9 +40,22 @@ COLLECTOR_PATHS = frozenset(
         "/v1/screen",
         "/v1/identify",
         "/v1/alias",
+        "/v1/group",
         "/v1/tracker.js",
+        *(f"/v1/{letter}" for letter in "tpiagsb"),
     }
 )
+SEGMENT_SETTINGS_PREFIX, SEGMENT_SETTINGS_SUFFIX = "/v1/projects/", "/settings"
+
+
+def is_collector_path(path: str) -> bool:
+    """A path that gets CORS: ``COLLECTOR_PATHS`` and ``/v1/projects/{writeKey}/settings``."""
+    if path in COLLECTOR_PATHS:
+        return True
+    if path.startswith(SEGMENT_SETTINGS_PREFIX) and path.endswith(SEGMENT_SETTINGS_SUFFIX):
+        key = path[len(SEGMENT_SETTINGS_PREFIX) : -len(SEGMENT_SETTINGS_SUFFIX)]
+        return bool(key) and "/" not in key
+    return False
 
 
 class DemoShopError(RuntimeError):
@@ -57,13 +71,20 @@ class CollectorCORS:
             app,
             allow_origins=origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["Content-Type", "Content-Encoding", "X-Pulse-Key", "Authorization"],
+            # X-Retry-Count: analytics-next numbers its retries with it.
+            allow_headers=[
+                "Content-Type",
+                "Content-Encoding",
+                "X-Pulse-Key",
+                "Authorization",
+                "X-Retry-Count",
+            ],
             expose_headers=["Retry-After"],
             max_age=600,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in COLLECTOR_PATHS:
+        if scope["type"] == "http" and is_collector_path(scope["path"]):
             await self.cors(scope, receive, send)
         else:
             await self.app(scope, receive, send)

@@ -21,7 +21,7 @@ from streaming.api.segment import SegmentMappingError, segment_to_event
 from streaming.api.services import services_of
 
 SEGMENT_MAX_BODY_BYTES = 500 * 1024  # Segment's own batch limit
-SINGLE_CALLS = ("track", "page", "screen", "identify", "alias")
+SINGLE_CALLS = ("track", "page", "screen", "identify", "alias", "group")
 
 _encoder = msgspec.json.Encoder()
 

@@ -52,6 +52,10 @@ CAMPAIGN_FIELDS = {
 }
 
 
+#: Traits of identify and group calls that are not kept (contact details).
+PII_TRAITS = frozenset({"email", "phone", "address"})
+
+
 class SegmentMappingError(EventContractError):
     """A Segment message that has no Pulse event; the message says why."""
 
@@ -114,8 +118,7 @@ def segment_to_event(
             metadata.setdefault("page_name", message["name"])
     elif kind == "identify":
         event_type = "identify"
-        traits = message.get("traits") if isinstance(message.get("traits"), dict) else {}
-        kept = {k: v for k, v in traits.items() if k not in ("email", "phone", "address")}
+        kept = _kept_traits(message)
         metadata = {"traits": kept} if kept else {}
     elif kind == "alias":
         event_type = "identify"  # an alias links previousId to userId, as identify links anonymous_id
@@ -133,7 +136,15 @@ def segment_to_event(
             if total is not None:
                 metadata["price"] = total
     elif kind == "group":
-        raise SegmentMappingError("group calls are not mapped (Pulse profiles are per person)")
+        # The person's membership of a group (an account, a company): not the person's own traits.
+        group_id = message.get("groupId")
+        if isinstance(group_id, (int, float)) and not isinstance(group_id, bool):
+            group_id = str(group_id)
+        if not isinstance(group_id, str) or not group_id:
+            raise SegmentMappingError("group needs a groupId (a non-empty string)")
+        event_type = "group"
+        kept = _kept_traits(message)
+        metadata = {"group_id": group_id, **({"traits": kept} if kept else {})}
     else:
         raise SegmentMappingError(f"unknown Segment call type {kind!r}")
 
@@ -162,6 +173,12 @@ def consent_of(context: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(preferences, dict):
         return {}
     return {snake_case(str(category)) or str(category): granted for category, granted in preferences.items()}
+
+
+def _kept_traits(message: dict[str, Any]) -> dict[str, Any]:
+    """The call's traits without the contact details Pulse does not keep (email, phone, address)."""
+    traits = message.get("traits") if isinstance(message.get("traits"), dict) else {}
+    return {k: v for k, v in traits.items() if k not in PII_TRAITS}
 
 
 def _context_metadata(metadata: dict[str, Any], context: dict[str, Any]) -> None:

@@ -32,7 +32,12 @@ from streaming.profiles.store import RedisProfileStore
 pytestmark = pytest.mark.integration
 
 WRITE_KEY, READ_KEY = "fuzz-write", "fuzz-read"
-SEGMENT_PATHS = ("/v1/batch", "/v1/track", "/v1/page", "/v1/screen", "/v1/identify", "/v1/alias")
+SEGMENT_BATCH_PATHS = ("/v1/batch", "/v1/b")  # /v1/b: analytics-next's batching strategy
+SEGMENT_PATHS = (
+    *SEGMENT_BATCH_PATHS,
+    *("/v1/track", "/v1/page", "/v1/screen", "/v1/identify", "/v1/alias", "/v1/group"),
+    *("/v1/t", "/v1/p", "/v1/i", "/v1/a", "/v1/g", "/v1/s"),  # analytics-next's compact routes
+)
 READ_PATHS = ("/v1/profiles/", "/v1/decisions/")
 FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 
@@ -58,6 +63,8 @@ SEGMENT_MESSAGE: dict[str, Any] = {
         "userId": {"anyOf": [_text, {"type": "number"}, {"type": "null"}]},
         "anonymousId": _text,
         "previousId": _text,
+        "writeKey": _text,
+        "groupId": {"anyOf": [_text, {"type": "integer"}, {"type": "null"}]},
         "name": _text,
         "category": _text,
         "timestamp": {"anyOf": [{"type": "string", "format": "date-time"}, _text]},
@@ -100,7 +107,7 @@ def fuzzable_openapi(app: FastAPI) -> dict[str, Any]:
     """The app's OpenAPI with a Segment request body on the endpoints that read the raw request."""
     schema = copy.deepcopy(app.openapi())
     for path in SEGMENT_PATHS:
-        body = SEGMENT_BATCH if path == "/v1/batch" else SEGMENT_MESSAGE
+        body = SEGMENT_BATCH if path in SEGMENT_BATCH_PATHS else SEGMENT_MESSAGE
         schema["paths"][path]["post"]["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": body}},
@@ -194,7 +201,7 @@ def test_segment_single_call_routes_take_no_call_parameter(api):
         answer = client.post("/v1/track?call=page", json=message, headers=key_headers("/v1/track")).json()
     parameters = {
         p["name"]
-        for path in SEGMENT_PATHS[1:]
+        for path in SEGMENT_PATHS
         for p in api.openapi()["paths"][path]["post"].get("parameters", [])
     }
     assert (answer["accepted"], "call" in parameters) == (0, False)

@@ -267,14 +267,14 @@ def test_segment_endpoints_reject_per_message_and_check_keys(settings, pulse_app
                 "userId": "u",
                 "timestamp": "2024-04-25T11:00:00Z",
             },
-            {"type": "group", "messageId": "m2", "userId": "u", "groupId": "g"},
+            {"type": "group", "messageId": "m2", "userId": "u"},  # no groupId
         ],
         "sentAt": "2024-04-25T11:00:01Z",
     }
     response = httpx.post(f"{base}/v1/batch", json=batch, auth=("test-write", ""))
     assert response.status_code == 200
     assert response.json()["accepted"] == 1
-    assert "group" in response.json()["rejected"][0]["error"]
+    assert "groupId" in response.json()["rejected"][0]["error"]
     assert httpx.post(f"{base}/v1/batch", json=batch).status_code == 401
     assert httpx.post(f"{base}/v1/batch", json={**batch, "writeKey": "test-write"}).status_code == 200
     assert httpx.post(f"{base}/v1/batch", json=batch, auth=("wrong", "")).status_code == 401

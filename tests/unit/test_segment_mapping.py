@@ -131,6 +131,24 @@ def test_identify_and_alias_link_ids():
     assert (alias["event_type"], alias["user_id"], alias["anonymous_id"]) == ("identify", "u", "old")
 
 
+def test_group_is_a_group_event_with_the_group_id_and_its_traits():
+    event = mapped(
+        {
+            "type": "group",
+            "messageId": "m-g",
+            "userId": "u",
+            "anonymousId": "a",
+            "groupId": "acme",
+            "traits": {"name": "Acme", "plan": "enterprise", "email": "ops@acme.example"},
+            "timestamp": "2024-04-25T11:00:00Z",
+        }
+    )
+    assert (event["event_type"], event["user_id"], event["anonymous_id"]) == ("group", "u", "a")
+    assert event["metadata"] == {"group_id": "acme", "traits": {"name": "Acme", "plan": "enterprise"}}
+    numeric = mapped({"type": "group", "messageId": "m", "anonymousId": "a", "groupId": 42})
+    assert numeric["metadata"] == {"group_id": "42"}
+
+
 def test_clock_skew_correction():
     # The device clock is 10 minutes fast: the event happened 1 minute before sending.
     event = mapped(
@@ -142,7 +160,8 @@ def test_clock_skew_correction():
 
 def test_unmappable_messages_say_why():
     for message, reason in (
-        ({"type": "group", "messageId": "m"}, "group"),
+        ({"type": "group", "messageId": "m", "userId": "u"}, "groupId"),
+        ({"type": "group", "messageId": "m", "userId": "u", "groupId": ""}, "groupId"),
         ({"type": "track", "messageId": "m"}, "event name"),
         ("x", "JSON object"),
         ({"type": "nope", "messageId": "m"}, "unknown"),
