@@ -6,7 +6,7 @@ import dagster as dg
 import duckdb
 
 from assets.batch_sql import recompute_documents
-from assets.reconciliation import forgotten_ids
+from assets.forgotten import read_suppressions
 from core.redis_client import redis_from_url
 from core.resources import PulseResource
 from enrichment.reference_store import load_catalog
@@ -46,7 +46,7 @@ def profiles_batch(pulse: PulseResource) -> dg.MaterializeResult:
         settings.archive_path,
         load_catalog(client).categories,
         gap_ms,
-        exclude=forgotten_ids(client),
+        forgotten=read_suppressions(settings, client),
         traits=load_configured_traits(settings),
         keep_bots=settings.bots_in_profiles,
     )
