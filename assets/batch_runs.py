@@ -220,19 +220,27 @@ def _refuse_recounting(
 def backtest_rules(
     settings: PulseSettings, rules_file: Path, start: datetime | None, end: datetime | None
 ) -> BacktestReport:
-    """Run a rule file over the archive (``RuleFileError`` when the file is invalid)."""
+    """Run a rule file over the archive without forgotten events (``RuleFileError``: the file is invalid)."""
     engine = RuleEngine(load_rules(rules_file))
     events = read_valid_events(settings.archive_path, start, end)
     geo, campaigns = _geo_and_campaigns(settings)
+    forgotten = read_suppressions(settings, _redis_or_none(settings))
     return backtest(
         engine,
-        (e.raw for e in events),
+        (e.raw for e in events if not is_forgotten(e.key, e.event_time_ms, forgotten)),
         _catalog_for_batch(settings),
         settings.session_timeout_seconds * 1000,
         enrich=lambda metadata: enrich_context(metadata, geo=geo, campaigns=campaigns),
         traits=load_configured_traits(settings),
         keep_bots=settings.bots_in_profiles,
     )
+
+
+def _redis_or_none(settings: PulseSettings) -> RedisClient | None:
+    try:
+        return redis_from_url(service_registry.redis_url(settings), socket_connect_timeout=2)
+    except service_registry.ServiceNotConfigured:
+        return None
 
 
 def _geo_and_campaigns(settings: PulseSettings) -> tuple[GeoIndex, CampaignIndex]:

@@ -284,3 +284,26 @@ def _invalid_rows(root: Path) -> int:
             f"SELECT count(*) FROM ({archive_records_sql(root, 'NOT valid')}) WHERE contains(decode(raw), ?)"
         )
         return con.execute(query, [GONE]).fetchone()[0]
+
+
+def test_rule_backtests_leave_out_forgotten_events(settings, redis_client):
+    """`pulse rules test` over the archive counts only what the stream would: not a forgotten person's past."""
+    from assets.batch_runs import backtest_rules
+    from streaming.profiles.store import RedisProfileStore
+    from tests.integration.test_dagster import write_archive
+
+    now = int(time.time() * 1000)
+    views = [an_event("page_view", now - (9 - i) * 60_000, user) for user in (GONE, STAY) for i in range(4)]
+    write_archive(settings, [json.dumps(e).encode() for e in views])
+    rules = ROOT / "data" / "rules" / "rules.yaml"
+    assert backtest_rules(settings, rules, None, None).as_dict()["events"] == 8
+    store = RedisProfileStore(
+        redis_client,
+        dedupe_window_seconds=3600,
+        session_gap_ms=1_800_000,
+        forget_record=ForgetRecord(settings.forget_path),
+    )
+    store.forget(GONE)
+    redis_client.flushall()  # the durable record alone
+    report = backtest_rules(settings, rules, None, None).as_dict()
+    assert (report["events"], report["people"]) == (4, 1)
