@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+import redis
+
 from core.forget_record import ForgetRecord
 from core.redis_client import RedisClient, primaries
 from streaming.profiles.codec import decode
@@ -38,8 +40,8 @@ def restore_mirror(client: RedisClient, record: ForgetRecord) -> int:
     suppressions = record.suppressions()
     try:
         mirror_suppressions(client, suppressions)
-    except Exception as exc:  # redis.ResponseError from any node of a cluster
-        if not function_missing(exc):  # type: ignore[arg-type]
+    except redis.ResponseError as exc:
+        if not function_missing(exc):
             raise
         load_library(client)
         mirror_suppressions(client, suppressions)

@@ -287,7 +287,7 @@ def _invalid_rows(root: Path) -> int:
 
 
 def test_rule_backtests_leave_out_forgotten_events(settings, redis_client):
-    """`pulse rules test` over the archive counts only what the stream would: not a forgotten person's past."""
+    """`pulse rules test` over the archive counts what the stream would: not a forgotten person's past."""
     from assets.batch_runs import backtest_rules
     from streaming.profiles.store import RedisProfileStore
     from tests.integration.test_dagster import write_archive
