@@ -6,7 +6,7 @@ for the stream (streaming/profiles/suppression.py), so a Redis loss loses no for
 ``erasures.jsonl`` says what each store erased: the API's Redis keys, each forget run's archive
 rows. Appends take an exclusive ``flock`` and write each line in one ``write``: several API
 processes and the Dagster forget run may share the folder (on one machine, or a file system
-with working ``flock``). A line cut by a crash has no newline and is ignored.
+with working ``flock``). A line cut by a crash is ended by the next append and ignored.
 """
 
 from __future__ import annotations
@@ -54,9 +54,21 @@ class ForgetRecord:
 
     def suppressions(self) -> dict[str, int]:
         """Each forgotten id's latest forget time (epoch ms)."""
-        return merge_suppressions(
-            [(str(i), int(entry["at_ms"])) for entry in self.forgets() for i in entry.get("ids", ())]
-        )
+        return self.suppressions_from(0)[0]
+
+    def suppressions_from(self, offset: int) -> tuple[dict[str, int], int]:
+        """(the suppressions of the forgets recorded from byte ``offset`` on, the offset read up to):
+        what a mirror that has copied the record up to ``offset`` still lacks."""
+        entries, end = _read_from(self.suppressions_file, offset)
+        pairs = [(str(i), int(e["at_ms"])) for e in entries if "at_ms" in e for i in e.get("ids", ())]
+        return merge_suppressions(pairs), end
+
+    def size(self) -> int:
+        """Bytes of the suppressions file (0 before the first forget)."""
+        try:
+            return self.suppressions_file.stat().st_size
+        except FileNotFoundError:
+            return 0
 
     def erasures(self) -> list[dict[str, Any]]:
         """Every erasure recorded, oldest first: {store, at_ms, ...} (store "redis" or "archive")."""
@@ -66,10 +78,13 @@ class ForgetRecord:
         created = not path.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         line = (json.dumps(entry, separators=(",", ":"), sort_keys=True) + "\n").encode()
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line  # end a line cut by a crash, so this one stays whole
                 written = os.write(fd, line)
                 if written != len(line):
                     raise OSError(f"short write to {path}: {written} of {len(line)} bytes")
@@ -87,13 +102,21 @@ class ForgetRecord:
 
 
 def _read(path: Path) -> list[dict[str, Any]]:
+    return _read_from(path, 0)[0]
+
+
+def _read_from(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """The entries of the whole lines from byte ``offset`` on, and the offset after the last of them."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            f.seek(offset)
+            data = f.read()
     except FileNotFoundError:
-        return []
+        return [], offset
     lines = data.split(b"\n")
-    if lines[-1]:
-        logger.warning("%s ends in a partial line (a crash mid-append); ignoring it", path)
+    if lines[-1]:  # a crash mid-append, or an append in progress: read it next time
+        logger.debug("%s ends in a partial line; leaving it", path)
+    end = offset + len(data) - len(lines[-1])
     entries = []
     for number, line in enumerate(lines[:-1], 1):
         try:
@@ -103,4 +126,4 @@ def _read(path: Path) -> list[dict[str, Any]]:
             continue
         if isinstance(entry, dict):
             entries.append(entry)
-    return entries
+    return entries, end

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 KEY_PREFIX = "pulse"
 FORGET_STREAM = f"{KEY_PREFIX}:forget"
-#: Present while Redis holds the mirror of the durable forget record (streaming/profiles/suppression.py);
+#: The byte offset up to which Redis mirrors the durable forget record (streaming/profiles/suppression.py);
 #: gone after a wipe, which update.lua notices before it applies anything.
 FORGET_MIRROR_KEY = f"{KEY_PREFIX}:forget:mirror"
 #: Hash slots of a Redis Cluster.

@@ -1,9 +1,9 @@
 """The forget mirror in Redis (I/O): each forgotten id's suppression, restored from the durable record.
 
 The durable record (core/forget_record.py) is the truth; Redis holds a copy so update.lua can
-skip a forgotten person's events atomically with each update. ``FORGET_MIRROR_KEY`` marks a
-complete copy: after a wipe (FLUSHALL, a restart without persistence) it is gone, and the
-first update call refuses to run until ``restore_mirror`` has copied the record back.
+skip a forgotten person's events atomically with each update. ``FORGET_MIRROR_KEY`` holds how
+far the record is copied: after a wipe (FLUSHALL, a restart without persistence) it is gone, and
+update calls refuse to run until ``restore_mirror`` has copied the record back.
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ def mirror_suppressions(client: RedisClient, suppressions: Mapping[str, int]) ->
         pipe.execute()
 
 
-def restore_mirror(client: RedisClient, record: ForgetRecord) -> int:
-    """Copy the whole durable record into Redis and mark the copy complete; return the ids mirrored."""
-    suppressions = record.suppressions()
+def restore_mirror(client: RedisClient, record: ForgetRecord, offset: int = 0) -> int:
+    """Copy the durable record from byte ``offset`` on into Redis and mark it copied up to its end
+    (``FORGET_MIRROR_KEY`` holds that offset); return the ids mirrored."""
+    suppressions, end = record.suppressions_from(offset)
     try:
         mirror_suppressions(client, suppressions)
     except redis.ResponseError as exc:
@@ -45,17 +46,27 @@ def restore_mirror(client: RedisClient, record: ForgetRecord) -> int:
             raise
         load_library(client)
         mirror_suppressions(client, suppressions)
-    client.set(FORGET_MIRROR_KEY, len(suppressions))
-    logger.info("forget mirror restored in Redis: %d forgotten ids", len(suppressions))
+    client.set(FORGET_MIRROR_KEY, end)
     return len(suppressions)
 
 
 def ensure_mirror(client: RedisClient, record: ForgetRecord) -> bool:
-    """Restore the mirror when its marker is gone (Redis was wiped); True when it restored it."""
-    if client.exists(FORGET_MIRROR_KEY):
+    """Bring the mirror up to the durable record; True when it copied anything.
+
+    All of it when the marker is gone (Redis was wiped); else only the forgets appended since the
+    marker's offset: those whose Redis write failed after the record had them, or that another
+    tool recorded. Cheap when nothing changed: one GET and one ``stat``.
+    """
+    marker = client.get(FORGET_MIRROR_KEY)
+    if marker is None:
+        logger.warning("the forget mirror is not in Redis (wiped?); restoring it from %s", record.folder)
+        restored = restore_mirror(client, record)
+        logger.info("forget mirror restored in Redis: %d forgotten ids", restored)
+        return True
+    mirrored = int(marker)
+    if record.size() <= mirrored:
         return False
-    logger.warning("the forget mirror is not in Redis (wiped?); restoring it from %s", record.folder)
-    restore_mirror(client, record)
+    restore_mirror(client, record, mirrored)
     return True
 
 

@@ -307,3 +307,33 @@ def test_rule_backtests_leave_out_forgotten_events(settings, redis_client):
     redis_client.flushall()  # the durable record alone
     report = backtest_rules(settings, rules, None, None).as_dict()
     assert (report["events"], report["people"]) == (4, 1)
+
+
+def test_a_store_on_a_wiped_redis_restores_the_mirror_before_it_applies_anything(redis_client, tmp_path):
+    """One server: the update call refuses to run without the mirror, the store restores it and retries."""
+    from streaming.profiles.store import RedisProfileStore
+    from streaming.profiles.suppression import ensure_mirror
+    from tests.unit.test_profile_reference import delta_of, make_event
+
+    record = ForgetRecord(tmp_path / "forget")
+    store = RedisProfileStore(
+        redis_client, dedupe_window_seconds=3600, session_gap_ms=1_800_000, forget_record=record
+    )
+    old, new = make_event(ts_ms=0, user_id=GONE), make_event(ts_ms=10_000, user_id=GONE)
+    assert store.apply_deltas([delta_of(old)]) == 1
+    store.forget(GONE, at_ms=old.timestamp_ms + 5_000)
+    redis_client.flushall()
+    replayed = make_event(ts_ms=1_000, user_id=GONE)  # before the forget, never seen by this Redis
+    assert store.apply_deltas([delta_of(replayed), delta_of(new), delta_of(make_event(user_id=STAY))]) == 2
+    assert store.skipped_forgotten == 1
+    assert store.get_profile(GONE)["event_count"] == 1  # the later event: a new profile
+    assert int(redis_client.get(FORGET_MIRROR_KEY)) == record.size()
+
+    # A forget only the record has (its Redis write failed): copied by the next check, and only it.
+    assert ensure_mirror(redis_client, record) is False
+    record.append_forget(STAY, [STAY], old.timestamp_ms + 60_000)
+    redis_client.delete(forgotten_key(GONE))  # not copied again: the marker says it is there
+    assert ensure_mirror(redis_client, record) is True
+    assert int(redis_client.hget(forgotten_key(STAY), "at")) == old.timestamp_ms + 60_000
+    assert not redis_client.exists(forgotten_key(GONE))
+    assert int(redis_client.get(FORGET_MIRROR_KEY)) == record.size()

@@ -61,6 +61,18 @@ def test_the_record_reads_what_was_appended_and_ignores_a_line_cut_by_a_crash(tm
     assert record.suppressions() == {"u1": T + 7, "a1": T}
     assert [f["requested"] for f in record.forgets()] == ["a1", "u1"]
     assert record.suppressions_file.stat().st_mode & 0o777 == 0o600
+    # The next append ends the cut line first: its own line stays whole.
+    record.append_forget("u2", ["u2"], T + 9)
+    assert record.suppressions() == {"u1": T + 7, "a1": T, "u2": T + 9}
+
+
+def test_the_record_read_from_an_offset_has_only_the_later_forgets(tmp_path):
+    record = ForgetRecord(tmp_path)
+    record.append_forget("u1", ["u1"], T)
+    middle = record.size()
+    record.append_forget("u2", ["u2", "a2"], T + 1)
+    assert record.suppressions_from(middle) == ({"u2": T + 1, "a2": T + 1}, record.size())
+    assert record.suppressions_from(record.size()) == ({}, record.size())
 
 
 def _append_many(folder: str, worker: int) -> None:
