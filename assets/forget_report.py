@@ -96,6 +96,8 @@ def forget_report(settings: PulseSettings, profile_id: str) -> dict[str, Any]:
     record = ForgetRecord(settings.forget_path)
     forgets = record.forgets()
     ids = sorted({i for f in forgets if profile_id in f.get("ids", ()) for i in f["ids"]})
+    if not ids:  # never forgotten: no store to ask
+        return build_report(profile_id, forgets, [], {}, {}, settings.dedupe_window_seconds)
     return build_report(
         profile_id,
         forgets,
