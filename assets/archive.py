@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 
 from core.archive_layout import archive_records_sql, before_cut_sql, has_archive
+from core.forgetting import SUPPRESSIONS_TABLE, Suppressions, forgotten_sql, suppressions_table
 
 logger = logging.getLogger(__name__)
 
@@ -47,18 +48,24 @@ def read_valid_events(
 
 
 def profiles_arrived_before(
-    root: Path, arrived_before: datetime, start: datetime | None = None, end: datetime | None = None
+    root: Path,
+    arrived_before: datetime,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    forgotten: Suppressions | None = None,
 ) -> set[str]:
     """Profile ids with a valid event in [start, end) of event time that reached the broker
-    before ``arrived_before``."""
+    before ``arrived_before``, events ``forgotten`` by the forget rule left out."""
     conditions, params = ["valid", "kafka_timestamp < ?"], [arrived_before]
+    if forgotten:
+        conditions.append(f"NOT {forgotten_sql('coalesce(user_id, anonymous_id)', 'epoch_ms(event_time)')}")
     if start is not None:
         conditions.append("event_time >= ?")
         params.append(start)
     if end is not None:
         conditions.append("event_time < ?")
         params.append(end)
-    return _profiles_where(root, " AND ".join(conditions), params)
+    return _profiles_where(root, " AND ".join(conditions), params, forgotten)
 
 
 def offsets_at(root: Path, at: datetime) -> dict[int, int]:
@@ -80,10 +87,14 @@ def profiles_from(root: Path, cut: Mapping[int, int]) -> set[str]:
     return _profiles_where(root, f"valid AND NOT ({before_cut_sql(cut)})", [])
 
 
-def _profiles_where(root: Path, where: str, params: list[object]) -> set[str]:
-    """Profile ids of the archive records matching ``where`` (SQL over archive columns)."""
+def _profiles_where(
+    root: Path, where: str, params: list[object], forgotten: Suppressions | None = None
+) -> set[str]:
+    """Profile ids of the archive records matching ``where`` (SQL over archive columns; it may
+    read the ``forgotten`` suppressions, see core/forgetting.py)."""
     if not has_archive(root):
         return set()
     query = f"SELECT DISTINCT coalesce(user_id, anonymous_id) FROM ({archive_records_sql(root, where)})"
     with duckdb.connect() as con:
+        con.register(SUPPRESSIONS_TABLE, suppressions_table(forgotten or {}))
         return {row[0] for row in con.execute(query, params).fetchall()}

@@ -13,16 +13,17 @@ from confluent_kafka import Producer
 
 from assets.archive import offsets_at, profiles_arrived_before, profiles_from, read_valid_events
 from assets.batch_sql import recompute_documents
+from assets.forgotten import read_suppressions
 from assets.kafka_health import BrokerUnavailable, committed_offsets, wait_for_archiver
 from assets.reconciliation import (
     ReconcileReport,
     diff_profiles,
-    forgotten_ids,
     live_documents,
     live_profile_ids,
 )
 from core import service_registry
 from core.archive_layout import earlier_cut
+from core.forgetting import Suppressions, is_forgotten
 from core.kafka_config import durable_producer_config
 from core.redis_client import RedisClient, redis_from_url
 from core.service_registry import ServiceNotConfigured
@@ -91,20 +92,20 @@ def reconcile(
         session_gap_ms=settings.session_timeout_seconds * 1000,
         traits=lambda: traits,
     )
-    forgotten = forgotten_ids(client)
+    forgotten = read_suppressions(settings, client)
     catalog = load_catalog(client)
     read_at = now() if as_of is None else int(as_of.timestamp() * 1000)  # windows and decay, both sides
     batch = recompute_documents(
         settings.archive_path,
         catalog.categories,
         settings.session_timeout_seconds * 1000,
-        exclude=forgotten,
+        forgotten=forgotten,
         traits=traits,
         now_ms=read_at,
         cut=cut,
         admission=Admission.from_settings(settings),
     )
-    ids = (set(live_profile_ids(client)) | set(batch)) - forgotten
+    ids = set(live_profile_ids(client)) | set(batch)  # a forgotten person who came back has both
     logger.info("recomputed %d profiles from the archive; reading %d live profiles", len(batch), len(ids))
     live = live_documents(store, ids, progress, now_ms=read_at)
     in_flight: set[str] = set()
@@ -142,10 +143,11 @@ def replay(
 
     Replaying over live profiles counts nothing twice within the dedupe window: every event
     keeps its event_id. Beyond it ``ReplayWouldRecount`` is raised before anything is sent.
-    Events of forgotten users are skipped.
+    Events forgotten by the forget rule (core/forgetting.py) are skipped; a forgotten person's
+    later events are replayed.
     """
     client = redis_from_url(service_registry.redis_url(settings))
-    forgotten = forgotten_ids(client)
+    forgotten = read_suppressions(settings, client)
     _refuse_recounting(settings, client, start, end, forgotten)
     events = read_valid_events(settings.archive_path, start, end)
     producer = Producer(durable_producer_config(settings, service_registry.kafka_brokers(settings)))
@@ -157,7 +159,7 @@ def replay(
             failures.append(str(err))
 
     for index, event in enumerate(events, 1):
-        if event.key in forgotten:
+        if is_forgotten(event.key, event.event_time_ms, forgotten):
             summary.skipped_forgotten += 1
             continue
         while True:
@@ -188,7 +190,7 @@ def _refuse_recounting(
     client: RedisClient,
     start: datetime | None,
     end: datetime | None,
-    forgotten: set[str],
+    forgotten: Suppressions,
 ) -> None:
     """Raise ``ReplayWouldRecount`` when an event to replay may be counted twice.
 
@@ -200,9 +202,9 @@ def _refuse_recounting(
     window = timedelta(seconds=settings.dedupe_window_seconds)
     # A minute of margin: an event applied a little after it arrived keeps its marker a little longer.
     stale = profiles_arrived_before(
-        settings.archive_path, datetime.now(UTC) - window + timedelta(minutes=1), start, end
+        settings.archive_path, datetime.now(UTC) - window + timedelta(minutes=1), start, end, forgotten
     )
-    candidates = sorted(stale - forgotten)
+    candidates = sorted(stale)
     pipe = client.pipeline(transaction=False)
     for profile_id in candidates:
         pipe.exists(fields_key(profile_id))
@@ -219,19 +221,27 @@ def _refuse_recounting(
 def backtest_rules(
     settings: PulseSettings, rules_file: Path, start: datetime | None, end: datetime | None
 ) -> BacktestReport:
-    """Run a rule file over the archive (``RuleFileError`` when the file is invalid)."""
+    """Run a rule file over the archive without forgotten events (``RuleFileError``: the file is invalid)."""
     engine = RuleEngine(load_rules(rules_file))
     events = read_valid_events(settings.archive_path, start, end)
     geo, campaigns = _geo_and_campaigns(settings)
+    forgotten = read_suppressions(settings, _redis_or_none(settings))
     return backtest(
         engine,
-        (e.raw for e in events),
+        (e.raw for e in events if not is_forgotten(e.key, e.event_time_ms, forgotten)),
         _catalog_for_batch(settings),
         settings.session_timeout_seconds * 1000,
         enrich=lambda metadata: enrich_context(metadata, geo=geo, campaigns=campaigns),
         traits=load_configured_traits(settings),
         admission=Admission.from_settings(settings),
     )
+
+
+def _redis_or_none(settings: PulseSettings) -> RedisClient | None:
+    try:
+        return redis_from_url(service_registry.redis_url(settings), socket_connect_timeout=2)
+    except service_registry.ServiceNotConfigured:
+        return None
 
 
 def _geo_and_campaigns(settings: PulseSettings) -> tuple[GeoIndex, CampaignIndex]:

@@ -13,7 +13,7 @@ ids. ``documents`` assembles the rows with the stream's own ``build_profile``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,6 +21,7 @@ import duckdb
 import pyarrow as pa
 
 from core.archive_layout import archive_glob, before_cut_sql, has_archive
+from core.forgetting import SUPPRESSIONS_TABLE, Suppressions, forgotten_sql, suppressions_table
 from streaming.profiles.admission import Admission
 from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile, now
 from streaming.traits.registry import BUILTIN_TRAITS, TraitSet
@@ -41,8 +42,7 @@ WITH records AS NOT MATERIALIZED (
            user_id, anonymous_id, raw,
            (kafka_partition::UHUGEINT << 96) | (kafka_offset::UHUGEINT << 32) | file_index AS position
     FROM read_parquet($glob, hive_partitioning = true, union_by_name = true)
-    WHERE valid AND coalesce(user_id, anonymous_id) NOT IN (SELECT profile_id FROM excluded)
-          AND {cut}{admitted}
+    WHERE valid AND NOT {forgotten} AND {cut}{admitted}
 ), firsts AS (
     -- Each (profile, event_id) applies once, the first in Kafka order. Not materializing
     -- `records` keeps the raw bytes out of this aggregate; only the survivors are parsed.
@@ -100,6 +100,7 @@ def profile_events_sql(
     ``admitted`` (``Admission.sql``) leaves out the records the stream keeps out of profiles, before
     deduplication as the stream does."""
     return PROFILE_EVENTS_SQL.format(
+        forgotten=forgotten_sql("coalesce(user_id, anonymous_id)", "epoch_ms(event_time)"),
         cut=before_cut_sql(cut),
         admitted=admitted,
         metadata=_METADATA,
@@ -125,18 +126,19 @@ def recompute_tables(
     archive_root: Path,
     categories: Mapping[str, str],
     session_gap_ms: int,
-    exclude: Collection[str] = (),
+    forgotten: Suppressions | None = None,
     traits: TraitSet = BUILTIN_TRAITS,
     cut: Mapping[int, int] | None = None,
     admission: Admission = Admission(),
 ) -> ProfileTables:
-    """Read the archive under ``archive_root`` and aggregate every profile but ``exclude``'s.
+    """Read the archive under ``archive_root`` and aggregate every profile, without the events
+    ``forgotten`` by the forget rule (core/forgetting.py).
 
     Events that ``admission`` refuses (bots, no consent to personalization) do not count, as in
     the stream. Uses a temp table and two registered views on ``con``, dropped before returning.
     """
     con.register("catalog", pa.table({"product_id": list(categories), "category": list(categories.values())}))
-    con.register("excluded", pa.table({"profile_id": pa.array(list(exclude), pa.string())}))
+    con.register(SUPPRESSIONS_TABLE, suppressions_table(forgotten or {}))
     try:
         trait_sql = trait_cells_sql(traits)
         glob = archive_glob(archive_root)
@@ -148,7 +150,7 @@ def recompute_tables(
     finally:
         con.execute("DROP TABLE IF EXISTS profile_events")
         con.unregister("catalog")
-        con.unregister("excluded")
+        con.unregister(SUPPRESSIONS_TABLE)
     return ProfileTables(profiles, entries, cells)
 
 
@@ -200,7 +202,7 @@ def recompute_documents(
     archive_root: Path,
     categories: Mapping[str, str],
     session_gap_ms: int,
-    exclude: Collection[str] = (),
+    forgotten: Suppressions | None = None,
     traits: TraitSet = BUILTIN_TRAITS,
     now_ms: int | None = None,
     cut: Mapping[int, int] | None = None,
@@ -216,7 +218,7 @@ def recompute_documents(
         return {}
     with duckdb.connect() as con:
         tables = recompute_tables(
-            con, archive_root, categories, session_gap_ms, exclude, traits, cut, admission
+            con, archive_root, categories, session_gap_ms, forgotten, traits, cut, admission
         )
     logger.info("recomputed %d profiles from %s", tables.profiles.num_rows, archive_root)
     return dict(documents(tables, traits, now_ms))

@@ -6,7 +6,8 @@ import dagster as dg
 import duckdb
 
 from assets.batch_sql import recompute_documents
-from assets.reconciliation import forgotten_ids
+from assets.forgotten import read_suppressions
+from core.forgetting import SUPPRESSIONS_TABLE, forgotten_sql, suppressions_table
 from core.redis_client import redis_from_url
 from core.resources import PulseResource
 from enrichment.reference_store import load_catalog
@@ -18,7 +19,8 @@ CREATE OR REPLACE TABLE sessions AS
 WITH ordered AS (
     SELECT coalesce(user_id, anonymous_id) AS profile_id, event_time, event_type,
            CASE WHEN event_time - lag(event_time) OVER w > to_seconds(?) THEN 1 ELSE 0 END AS starts_new
-    FROM events WINDOW w AS (PARTITION BY coalesce(user_id, anonymous_id) ORDER BY event_time)
+    FROM events WHERE NOT {forgotten}
+    WINDOW w AS (PARTITION BY coalesce(user_id, anonymous_id) ORDER BY event_time)
 ), numbered AS (
     SELECT *,
            sum(starts_new) OVER (PARTITION BY profile_id ORDER BY event_time ROWS UNBOUNDED PRECEDING)
@@ -47,7 +49,7 @@ def profiles_batch(pulse: PulseResource) -> dg.MaterializeResult:
         settings.archive_path,
         load_catalog(client).categories,
         gap_ms,
-        exclude=forgotten_ids(client),
+        forgotten=read_suppressions(settings, client),
         traits=load_configured_traits(settings),
         admission=Admission.from_settings(settings),
     )
@@ -85,9 +87,12 @@ def profiles_batch(pulse: PulseResource) -> dg.MaterializeResult:
 @dg.asset(kinds={"duckdb"}, group_name="archive", deps=["analyst_views"])
 def sessions(pulse: PulseResource) -> dg.MaterializeResult:
     """Sessions per profile from `events`: a gap over PULSE_SESSION_TIMEOUT_SECONDS in event time starts a
-    new one."""
+    new one; forgotten events left out (core/forgetting.py)."""
     settings = pulse.settings()
+    forgotten = read_suppressions(settings, redis_from_url(settings.redis_url))
     with duckdb.connect(str(settings.data_path / "pulse.duckdb")) as con:
-        con.execute(SESSIONS_SQL, [settings.session_timeout_seconds])
+        con.register(SUPPRESSIONS_TABLE, suppressions_table(forgotten))
+        where = forgotten_sql("coalesce(user_id, anonymous_id)", "epoch_ms(event_time)")
+        con.execute(SESSIONS_SQL.format(forgotten=where), [settings.session_timeout_seconds])
         count = con.execute("SELECT count(*) FROM sessions").fetchone()[0]
     return dg.MaterializeResult(metadata={"sessions": count})

@@ -36,6 +36,7 @@ class Revalidated(NamedTuple):
     key: bytes | None = None
     error: str | None = None
     declined: bool = False  # the fix returned None: it does not apply to this record
+    event_time_ms: int = 0  # of the valid event (the forget rule reads it)
 
 
 def reason_kind(error: str | None) -> str:
@@ -99,4 +100,4 @@ def revalidate(raw: bytes, fix: Fix | None, received_at: str) -> Revalidated:
         check_event_size(len(encoded), value.get("received_at", received_at))
     except (EventContractError, TypeError) as exc:
         return Revalidated(error=str(exc))
-    return Revalidated(value=encoded, key=event.profile_id.encode())
+    return Revalidated(value=encoded, key=event.profile_id.encode(), event_time_ms=event.timestamp_ms)

@@ -21,8 +21,9 @@ from confluent_kafka import Producer
 from assets.dead_letter_fixes import Fix, reason_kind, revalidate
 from assets.dead_letter_ledger import DONE, PENDING, RELEASED, Coordinates, ReplayLedger, ledger_path
 from assets.dead_letters import DeadLetter, read_dead_letters
-from assets.reconciliation import forgotten_ids
+from assets.forgotten import read_suppressions
 from core import service_registry
+from core.forgetting import Suppressions, is_forgotten
 from core.kafka_config import durable_producer_config
 from core.redis_client import redis_from_url
 from core.settings import PulseSettings
@@ -89,7 +90,7 @@ def replay_dead_letters(
 ) -> DeadLetterReplaySummary:
     """Republish the archived dead letters that are valid (after ``fix``) to the events topic."""
     letters = read_dead_letters(settings.archive_path, reason=reason, source=source)
-    forgotten = forgotten_ids(redis_from_url(service_registry.redis_url(settings)))
+    forgotten = read_suppressions(settings, redis_from_url(service_registry.redis_url(settings)))
     summary = DeadLetterReplaySummary(dry_run=dry_run)
     producer = None if dry_run else _producer(settings)
     with ReplayLedger.locked(ledger_path(settings.archive_path)) as ledger:
@@ -111,7 +112,7 @@ def _triage(
     letter: DeadLetter,
     ledger: ReplayLedger,
     fix: Fix | None,
-    forgotten: set[str],
+    forgotten: Suppressions,
     retry_in_doubt: bool,
     summary: DeadLetterReplaySummary,
 ) -> _Ready | None:
@@ -134,7 +135,7 @@ def _triage(
         if len(summary.invalid_samples) < INVALID_SAMPLES:
             summary.invalid_samples.append((letter.coordinates, result.error or "invalid"))
         return None
-    if result.key.decode() in forgotten:
+    if is_forgotten(result.key.decode(), result.event_time_ms, forgotten):
         summary.skipped_forgotten += 1
         return None
     return _Ready(letter.coordinates, result.value, result.key)

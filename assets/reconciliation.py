@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from core.redis_client import RedisClient, primaries
-from streaming.profiles.keys import FORGET_STREAM, KEY_PREFIX, decode_id
+from streaming.profiles.keys import KEY_PREFIX, decode_id
 from streaming.profiles.store import RedisProfileStore
 
 MAX_EXAMPLES = 10
@@ -86,11 +86,6 @@ def live_profile_ids(client: RedisClient) -> Iterator[str]:
         for key in node.scan_iter(match=f"{KEY_PREFIX}:{{*}}:p", count=1000):
             text = key.decode() if isinstance(key, bytes) else key
             yield decode_id(text[len(KEY_PREFIX) + 2 : -3])
-
-
-def forgotten_ids(client: RedisClient) -> set[str]:
-    """Ids forgotten through the API; their archived events are excluded until purged."""
-    return {fields[b"profile_id"].decode() for _, fields in client.xrange(FORGET_STREAM)}
 
 
 def live_documents(

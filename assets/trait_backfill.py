@@ -16,10 +16,11 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from assets.forgotten import read_suppressions
 from assets.kafka_health import ArchiverBehind, BrokerUnavailable, wait_for_archiver
-from assets.reconciliation import forgotten_ids
 from core import service_registry
 from core.archive_layout import archive_records_sql, has_archive
+from core.forgetting import Suppressions, is_forgotten
 from core.redis_client import redis_from_url
 from core.resources import PulseResource
 from core.settings import PulseSettings
@@ -76,22 +77,23 @@ def choose_traits(
     return chosen
 
 
-def read_archived_records(root: Path, exclude: set[str]) -> Iterator[ArchivedRecord]:
-    """Each valid archived event once per profile, with the broker time of its first record."""
+def read_archived_records(root: Path, forgotten: Suppressions) -> Iterator[ArchivedRecord]:
+    """Each valid archived event once per profile, with the broker time of its first record;
+    forgotten events left out (core/forgetting.py)."""
     if not has_archive(root):
         return
     query = f"""
         SELECT any_value(raw ORDER BY kafka_partition, kafka_offset) AS raw,
                coalesce(user_id, anonymous_id) AS profile_id,
-               epoch_ms(min(kafka_timestamp)) AS arrived
+               epoch_ms(min(kafka_timestamp)) AS arrived, epoch_ms(any_value(event_time)) AS ts
         FROM ({archive_records_sql(root, "valid")})
         GROUP BY profile_id, event_id
     """
     with duckdb.connect() as con:
         cursor = con.execute(query)
         while rows := cursor.fetchmany(10_000):
-            for raw, profile_id, arrived in rows:
-                if profile_id not in exclude:
+            for raw, profile_id, arrived, ts in rows:
+                if not is_forgotten(profile_id, ts, forgotten):
                     yield ArchivedRecord(bytes(raw), profile_id, int(arrived))
 
 
@@ -122,7 +124,7 @@ def backfill_traits(
         wait_for_archiver(settings, service_registry.kafka_brokers(settings))
     except (ArchiverBehind, BrokerUnavailable) as exc:
         raise TraitBackfillError(str(exc)) from None
-    records = read_archived_records(settings.archive_path, forgotten_ids(client))
+    records = read_archived_records(settings.archive_path, read_suppressions(settings, client))
     generations = {t.storage_id: live[t.storage_id].generation for t in chosen}
     jobs = backfill_jobs(records, traits, generations, load_catalog(client), now_ms, now_ms - window_ms)
     store = RedisProfileStore(

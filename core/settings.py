@@ -225,6 +225,12 @@ class PulseSettings(BaseSettings):
     archive_dir: Path | None = Field(
         None, description="Event archive (Parquet, dt=/hour=); default $PULSE_DATA_DIR/archive."
     )
+    forget_dir: Path | None = Field(
+        None,
+        description="The durable forget record (suppressions and what each forget run erased), "
+        "append-only and fsynced; default $PULSE_DATA_DIR/forget. Every API process and the Dagster "
+        "forget run must share it.",
+    )
     archiver_consumer_group: str = Field("pulse-archiver", description="Consumer group of the archiver.")
     archive_commit_interval_seconds: float = Field(
         5.0, description="Archiver checkpoint interval: one Parquet file per partition and hour each time."
@@ -313,6 +319,11 @@ class PulseSettings(BaseSettings):
     def archive_path(self) -> Path:
         """Absolute archive folder."""
         return (self.archive_dir or self.data_path / "archive").expanduser().resolve()
+
+    @property
+    def forget_path(self) -> Path:
+        """Absolute folder of the durable forget record."""
+        return (self.forget_dir or self.data_path / "forget").expanduser().resolve()
 
     @property
     def services_file(self) -> Path:

@@ -1,14 +1,16 @@
 """Dagster jobs: replay archived events into Kafka, purge forgotten users from the archive."""
 
+import time
 from datetime import datetime
 
 import dagster as dg
 
 from assets.batch_runs import replay
-from assets.forget import purge_archive
-from assets.reconciliation import forgotten_ids
-from core.redis_client import redis_from_url
+from assets.forget_run import purge_forgotten
 from core.resources import PulseResource
+
+#: Forgotten ids whose erasures the op's metadata lists (all of them are in the forget record).
+MAX_IDS_IN_METADATA = 100
 
 
 class ReplayConfig(dg.Config):
@@ -33,17 +35,29 @@ def replay_archive(
 
 
 @dg.op
-def purge_forgotten_users(pulse: PulseResource) -> dg.Output[int]:
-    """Remove archived rows of every id forgotten through DELETE /v1/profiles (the pulse:forget stream)."""
+def purge_forgotten_users(context: dg.OpExecutionContext, pulse: PulseResource) -> dg.Output[int]:
+    """Remove the archived rows (valid, invalid, dead letters) and DuckDB rows of every forgotten id up
+    to its forget time, and record per id what was erased (``pulse forget report``)."""
     settings = pulse.settings()
-    forgotten = forgotten_ids(redis_from_url(settings.redis_url))
-    result = purge_archive(settings.archive_path, forgotten)
-    return dg.Output(result["rows_removed"], metadata={**result, "forgotten_ids": len(forgotten)})
+    started_ms = int(time.time() * 1000)
+    result, forgets_read, forgotten = purge_forgotten(settings)
+    context.log.info(f"purged {result.rows_removed} rows of {len(result.per_id)} forgotten ids")
+    shown = dict(list(result.as_dict()["per_id"].items())[:MAX_IDS_IN_METADATA])
+    return dg.Output(
+        result.rows_removed,
+        metadata={
+            **{k: v for k, v in result.as_dict().items() if k != "per_id"},
+            "forgotten_ids": len(forgotten),
+            "forgets_read": forgets_read,
+            "started_at_ms": started_ms,
+            "per_id": dg.MetadataValue.json(shown),
+        },
+    )
 
 
 @dg.job(
-    description="Purge archived rows of forgotten users; "
-    "the forget stream stays as replay's suppression list."
+    description="Purge archived rows (valid, invalid, dead letters) and DuckDB rows of forgotten users "
+    "up to their forget time; the durable forget record stays as every reader's suppression list."
 )
 def forget_job() -> None:
     purge_forgotten_users()

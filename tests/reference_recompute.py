@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from core.forgetting import Suppressions, is_forgotten
 from enrichment.catalog import Catalog
 from streaming.profile_app.pipeline import check_record
 from streaming.profiles.admission import Admission
@@ -22,16 +23,18 @@ def recompute_profiles(
     raw_events: Iterable[bytes],
     catalog: Catalog,
     session_gap_ms: int,
-    exclude: set[str] = frozenset(),
+    forgotten: Suppressions | None = None,
     traits: TraitSet = BUILTIN_TRAITS,
     now_ms: int | None = None,
     admission: Admission = Admission(),
 ) -> dict[str, dict[str, Any]]:
-    """Profile documents (without ``updated_at``) keyed by profile id, traits read at ``now_ms``."""
+    """Profile documents (without ``updated_at``) keyed by profile id, traits read at ``now_ms``;
+    events ``forgotten`` by the forget rule left out."""
     deltas = []
     for raw in raw_events:
         checked = check_record(raw, catalog, traits, now_ms, admission=admission)
-        if checked.delta is not None and checked.delta.profile_id not in exclude:
+        delta = checked.delta
+        if delta is not None and not is_forgotten(delta.profile_id, delta.timestamp_ms, forgotten or {}):
             deltas.append(checked.delta)
     documents = {}
     for profile_id, profile in reference_profiles(deltas, session_gap_ms).items():

@@ -36,6 +36,7 @@ async def get_decisions(profile_id: str, store: RedisProfileStore = Depends(prof
 
 @router.delete("/v1/profiles/{profile_id}", status_code=202, tags=["profiles"], dependencies=[require_forget])
 def forget_profile(profile_id: str, store: RedisProfileStore = Depends(profile_store)) -> dict[str, Any]:
-    """Forget a user: profile, decisions and identity links now; archive rows in the next batch run."""
+    """Forget the person (every id of it) now: none of its events up to now is ever counted again, later
+    ones start a new profile. Durable before the answer; archive rows go in the next forget run."""
     existed = store.forget(profile_id)
     return {"profile_id": profile_id, "forgotten": existed}

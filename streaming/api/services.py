@@ -14,11 +14,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 
 from core import service_registry
 from core.broker_hold import BrokerHold
+from core.forget_record import ForgetRecord
 from core.kafka_config import durable_producer_config
 from core.redis_client import redis_from_url
 from core.settings import PulseSettings
@@ -31,6 +33,7 @@ from streaming.api.rate_limit import RateLimiter, SharedRateLimiter
 from streaming.api.request_enrich import RequestEnricher
 from streaming.api.segment import DEFAULT_TRACK_MAPPING, load_track_mapping
 from streaming.profiles.store import RedisProfileStore
+from streaming.profiles.suppression import ensure_mirror
 from streaming.traits.follower import traits_follower
 
 logger = logging.getLogger(__name__)
@@ -85,6 +88,18 @@ def services_of(request: Request) -> ApiServices:
     return request.app.state.services
 
 
+def _restore_forget_mirror(store: RedisProfileStore) -> None:
+    """At start-up: copy the durable forget record back into a wiped Redis (else the profile app will)."""
+    if store.forget_record is None:
+        return
+    try:
+        ensure_mirror(store.client, store.forget_record)
+    except redis.RedisError as exc:
+        logger.warning(
+            "could not check the forget mirror in Redis at start-up (%s); the profile app will", exc
+        )
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Connect the producer and store the caller did not pass; close what was opened here."""
@@ -108,7 +123,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             dedupe_window_seconds=settings.dedupe_window_seconds,
             session_gap_ms=settings.session_timeout_seconds * 1000,
             traits=traits.current,
+            forget_record=ForgetRecord(settings.forget_path),
         )
+        _restore_forget_mirror(services.store)
         owned_tasks.append(asyncio.create_task(_follow_reference_data(services.enricher, client, settings)))
         if settings.rate_limit_shared:  # short timeouts: ingestion must not wait on Redis
             limiter_client = redis_from_url(

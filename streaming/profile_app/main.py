@@ -10,6 +10,7 @@ from quixstreams import Application
 from quixstreams.models import TopicConfig
 
 from core import service_registry
+from core.forget_record import ForgetRecord
 from core.kafka_config import client_config, durable_producer_config
 from core.redis_client import redis_from_url
 from core.settings import PulseSettings
@@ -25,6 +26,7 @@ from streaming.profile_app.sink import ProfileSink
 from streaming.profiles.admission import Admission
 from streaming.profiles.intent_store import IntentModelFollower
 from streaming.profiles.store import RedisProfileStore
+from streaming.profiles.suppression import ensure_mirror
 from streaming.rules.follower import RulesFollower
 from streaming.traits.follower import traits_follower
 from streaming.traits.registration import RegisteredTraits
@@ -53,7 +55,10 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
         session_gap_ms=settings.session_timeout_seconds * 1000,
         intent_model=intent_model.current,
         traits=traits.current,
+        forget_record=(record := ForgetRecord(settings.forget_path)),
     )
+    store.load_functions()
+    ensure_mirror(client, record)  # a wiped Redis gets its suppressions back before any event
     app = Application(
         broker_address=brokers,
         consumer_group=settings.consumer_group,

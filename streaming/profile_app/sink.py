@@ -19,6 +19,7 @@ from streaming.profile_app.rule_inputs import AnonymousPartCache, rule_inputs
 from streaming.profiles.codec import PartReport
 from streaming.profiles.delta import ProfileDelta
 from streaming.profiles.store import RedisProfileStore
+from streaming.profiles.suppression import ensure_mirror
 from streaming.rules.changes import segment_entered
 from streaming.rules.checkpoint import UpdateOrder, decide_checkpoint
 from streaming.rules.engine import RuleEngine
@@ -113,6 +114,7 @@ class ProfileSink(BaseSink):
         self._received_at_checkpoint = 0
         self.received = 0
         self.skipped = 0  # valid events kept out of profiles (bots)
+        self.skipped_forgotten = 0  # events of forgotten people (update.lua), never counted
         self.applied = 0
         self.dead_lettered = 0
         self.decisions_fired = 0
@@ -198,6 +200,10 @@ class ProfileSink(BaseSink):
             self._reset_checkpoint()
             self._writer.take_prefiltered()
         self.applied += applied
+        skipped = self._writer.take_skipped_forgotten()
+        if skipped:
+            self.skipped_forgotten += skipped
+            logger.info("skipped %d events of forgotten people (%d so far)", skipped, self.skipped_forgotten)
         if self._after_checkpoint is not None:
             self._after_checkpoint(self.received - self._received_at_checkpoint)
         self._received_at_checkpoint = self.received
@@ -348,4 +354,6 @@ class ProfileSink(BaseSink):
         now = time.time()
         if now - self._last_heartbeat >= self._heartbeat_seconds:
             self._store.client.set(HEARTBEAT_KEY, int(now * 1000))
+            if self._store.forget_record is not None:  # a cluster's update calls cannot check it themselves
+                ensure_mirror(self._store.client, self._store.forget_record)
             self._last_heartbeat = now

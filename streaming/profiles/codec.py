@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from streaming.profiles.delta import ProfileDelta
+from streaming.profiles.functions import LINK_FUNCTION
 from streaming.profiles.identity import ProfilePart
 from streaming.profiles.keys import owner_key
 
@@ -107,5 +108,6 @@ def identity_links(deltas: Sequence[ProfileDelta]) -> dict[str, tuple[int, str]]
 
 
 def link_command(anonymous_id: str, link: tuple[int, str]) -> tuple[str | int, ...]:
-    """Record a link; ``LT`` keeps each user's earliest time, so the write is idempotent."""
-    return ("ZADD", owner_key(anonymous_id), "LT", link[0], link[1])
+    """Record a link (update.lua's pulse_link): each user's earliest time, so the write is idempotent;
+    nothing when the anonymous id was forgotten at or after the link's time."""
+    return ("FCALL", LINK_FUNCTION, 1, owner_key(anonymous_id), link[0], link[1])

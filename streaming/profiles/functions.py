@@ -36,6 +36,16 @@ BACKFILL_FUNCTION = UPDATE_FUNCTION.replace("pulse_update", "pulse_backfill")
 _UPDATE_LIBRARY = _UPDATE_LIBRARY.replace(
     "function_name = 'pulse_backfill'", f"function_name = '{BACKFILL_FUNCTION}'", 1
 )
+#: Mirrors one forget time into an id's suppression hash (streaming/profiles/suppression.py).
+SUPPRESS_FUNCTION = UPDATE_FUNCTION.replace("pulse_update", "pulse_suppress")
+_UPDATE_LIBRARY = _UPDATE_LIBRARY.replace(
+    "function_name = 'pulse_suppress'", f"function_name = '{SUPPRESS_FUNCTION}'", 1
+)
+#: Records an identity link unless its anonymous id is forgotten (streaming/profiles/codec.py).
+LINK_FUNCTION = UPDATE_FUNCTION.replace("pulse_update", "pulse_link")
+_UPDATE_LIBRARY = _UPDATE_LIBRARY.replace(
+    "function_name = 'pulse_link'", f"function_name = '{LINK_FUNCTION}'", 1
+)
 
 #: Deltas per script call: bounds how long one call blocks Redis (about 10 µs per delta).
 SCRIPT_CHUNK = 500
@@ -43,6 +53,11 @@ SCRIPT_CHUNK = 500
 
 class RedisTooOld(RuntimeError):
     """The server has no FUNCTION command (Redis 6 or older)."""
+
+
+def mirror_missing(exc: redis.ResponseError) -> bool:
+    """The update call refused to run: the forget mirror is gone from Redis (see update.lua, ARGV[12])."""
+    return "PULSE_FORGET_MIRROR_MISSING" in str(exc)
 
 
 def function_missing(exc: redis.ResponseError) -> bool:

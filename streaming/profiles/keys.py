@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 KEY_PREFIX = "pulse"
 FORGET_STREAM = f"{KEY_PREFIX}:forget"
+#: The byte offset up to which Redis mirrors the durable forget record (streaming/profiles/suppression.py);
+#: gone after a wipe, which update.lua notices before it applies anything.
+FORGET_MIRROR_KEY = f"{KEY_PREFIX}:forget:mirror"
 #: Hash slots of a Redis Cluster.
 CLUSTER_SLOTS = 16384
 
@@ -65,6 +68,14 @@ def decision_keys(profile_id: str) -> tuple[str, str]:
     """The profile's decisions and fire-state hashes; cheaper than profile_keys."""
     base = _base(profile_id)
     return f"{base}:decisions", f"{base}:fires"
+
+
+def forgotten_key(profile_id: str) -> str:
+    """The id's suppression (hash: ``at`` = forget time ms, ``skipped`` = events the stream skipped).
+
+    In the profile's slot, so update.lua checks it atomically with the update.
+    """
+    return f"{_base(profile_id)}:forgotten"
 
 
 def owner_key(anonymous_id: str) -> str:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from redis.cluster import ClusterNode
 
+from core.forget_record import ForgetRecord
 from core.redis_client import RedisClient
 from streaming.profiles.cluster import ClusterRouting
 from streaming.profiles.codec import ScriptCall, decode, delta_row, identity_links, link_command, pack
@@ -18,18 +19,29 @@ from streaming.profiles.delta import ProfileDelta
 from streaming.profiles.functions import (
     BACKFILL_FUNCTION,
     SCRIPT_CHUNK,
+    SUPPRESS_FUNCTION,
     UPDATE_FUNCTION,
     function_missing,
     load_library,
+    mirror_missing,
 )
 from streaming.profiles.intent import IntentModel
-from streaming.profiles.keys import FORGET_STREAM, fields_key, owner_key, profile_keys
+from streaming.profiles.keys import FORGET_STREAM, fields_key, forgotten_key, owner_key, profile_keys
 from streaming.profiles.reader import ProfileReader
+from streaming.profiles.suppression import restore_mirror
 from streaming.profiles.writer import StreamingWriter
 from streaming.rules.prefilter import Prefilter
 from streaming.traits.registry import BUILTIN_TRAITS, TraitSet
 
 logger = logging.getLogger(__name__)
+
+
+class Forgotten(NamedTuple):
+    """What one forget did: the person's ids (suppressed), the forget time, the Redis keys deleted."""
+
+    ids: list[str]
+    at_ms: int
+    keys_deleted: int
 
 
 class RedisProfileStore(ProfileReader, DecisionStore, ClusterRouting):
@@ -46,15 +58,24 @@ class RedisProfileStore(ProfileReader, DecisionStore, ClusterRouting):
         session_gap_ms: int,
         intent_model: Callable[[], IntentModel | None] = lambda: None,
         traits: Callable[[], TraitSet] = lambda: BUILTIN_TRAITS,
+        forget_record: ForgetRecord | None = None,
     ) -> None:
+        """``forget_record``: the durable forget record; with it ``forget`` writes there first, and
+        on one server update calls refuse to run on a Redis that lost the forget mirror until it
+        is restored from the record (on a cluster the profile app checks the mirror every second).
+        """
         self._client = client
+        self.forget_record = forget_record
         self.traits = traits  # the trait fields profiles show (streaming/traits/follower.py)
         self._intent_model = intent_model
         self._dedupe_window_seconds = dedupe_window_seconds
         self._session_gap_ms = session_gap_ms
         self._cluster = isinstance(client, redis.RedisCluster)
+        self._require_mirror = forget_record is not None and not self._cluster
         self._slots_stale = False
         self._functions_loaded = False
+        #: Events update.lua skipped as forgotten, in calls this store ran itself (not its writers').
+        self.skipped_forgotten = 0
         self._register_decision_scripts()
 
     @property
@@ -112,11 +133,13 @@ class RedisProfileStore(ProfileReader, DecisionStore, ClusterRouting):
         last_call = {pid: call for call in calls for pid in call.ids if pid in watch} if watch else {}
         for call in calls:
             indices = [i for i, pid in enumerate(call.ids, 1) if last_call.get(pid) is call]
-            if not (indices or plan or not declare_keys):
+            if not (indices or plan or not declare_keys or self._require_mirror):
                 continue
             reporting = (pack(indices), "1" if with_products else "0") if indices else ("", "0")
             cluster_keys = pack(call.keys) if not declare_keys else ""
             rules = (plan.argument(), "1" if decide_only else "0", rules_now_ms or now_ms) if plan else ("",)
+            if self._require_mirror:  # ARGV[12]; ARGV 9-11 padded ('' = no rules, now)
+                rules = (*rules, "", "")[:3] + ("1",)
             call.args = (*call.args, *reporting, cluster_keys, *rules)
             if not declare_keys:
                 call.keys = []
@@ -135,9 +158,12 @@ class RedisProfileStore(ProfileReader, DecisionStore, ClusterRouting):
         try:
             return self._apply_pipelined(deltas)
         except redis.ResponseError as exc:
-            if not function_missing(exc):
+            if function_missing(exc):
+                self.load_functions()  # Redis restarted without its functions; every call is idempotent
+            elif mirror_missing(exc):
+                self.restore_suppressions()  # Redis was wiped; the refused calls applied nothing
+            else:
                 raise
-            self.load_functions()  # Redis restarted without its functions; every call is idempotent
             return self._apply_pipelined(deltas)
 
     def _apply_pipelined(self, deltas: Sequence[ProfileDelta]) -> int:
@@ -147,7 +173,13 @@ class RedisProfileStore(ProfileReader, DecisionStore, ClusterRouting):
             pipe.execute_command(*link_command(anonymous_id, link))
         for call in self._script_calls(deltas, int(time.time() * 1000)):
             pipe.fcall(UPDATE_FUNCTION, len(call.keys), *call.keys, *call.args)
-        return sum(pipe.execute()[len(links) :])
+        applied = 0
+        for reply in pipe.execute()[len(links) :]:
+            if isinstance(reply, list):  # {applied, reports, candidates, stitched, skipped forgotten}
+                self.skipped_forgotten += int(reply[4])
+                reply = reply[0]
+            applied += reply
+        return applied
 
     def backfill(self, jobs: Sequence[tuple[str, Any]]) -> list[int]:
         """Run ``pulse_backfill`` for (profile id, job) pairs, pipelined; ops applied each (-1: no profile).
@@ -181,6 +213,18 @@ class RedisProfileStore(ProfileReader, DecisionStore, ClusterRouting):
         self.load_functions()  # on every master of a cluster
         return StreamingWriter(self)
 
+    def restore_suppressions(self) -> None:
+        """Copy the durable forget record back into Redis (after a wipe); see profiles/suppression.py."""
+        if self.forget_record is None:
+            raise RuntimeError("the forget mirror is gone from Redis and this store has no forget record")
+        restore_mirror(self._client, self.forget_record)
+
+    def run_command(self, command: tuple[Any, ...], node: ClusterNode | None) -> Any:
+        """Run one identity link's function call synchronously, loading the library first."""
+        client = self._client if node is None else self._client.get_redis_connection(node)
+        self.load_functions()
+        return client.execute_command(*command)
+
     def run_call(self, call: ScriptCall, node: ClusterNode | None) -> Any:
         """Run one update call synchronously (loading the function when the server lost it)."""
         client = self._client if node is None else self._client.get_redis_connection(node)
@@ -192,10 +236,18 @@ class RedisProfileStore(ProfileReader, DecisionStore, ClusterRouting):
             self.load_functions()
             return client.fcall(UPDATE_FUNCTION, len(call.keys), *call.keys, *call.args)
 
-    def forget(self, profile_id: str) -> bool:
-        """Forget the person: every part, its decisions and identity links; queue ids for the batch purge.
+    def forget(self, profile_id: str, at_ms: int | None = None) -> bool:
+        """Forget the person of ``profile_id`` (see ``forget_person``); True when it had a profile."""
+        return self.forget_person(profile_id, at_ms).keys_deleted > 0
 
-        ``event_id`` markers stay until they expire, so a replay cannot resurrect the user.
+    def forget_person(self, profile_id: str, at_ms: int | None = None) -> Forgotten:
+        """Forget the person of ``profile_id`` at ``at_ms`` (default now).
+
+        Every id of the person (the user id and the anonymous ids it owns) is suppressed: first in
+        the durable forget record (when the store has one, fsynced), then in Redis, where
+        update.lua skips their events with an event time at or before ``at_ms`` from then on; only
+        then are its parts, decisions and identity links deleted. What was deleted is recorded too.
+        Dedupe markers stay until they expire (they hold event ids only).
         """
         person = self.resolve_people([profile_id])[profile_id]
         anonymous_ids = [decode(a) for a in self._client.smembers(profile_keys(person).anonymous_ids)]
@@ -203,16 +255,43 @@ class RedisProfileStore(ProfileReader, DecisionStore, ClusterRouting):
         ids = [person, *(a for a in anonymous_ids if owners.get(a) == person)]
         if profile_id not in ids:
             ids.append(profile_id)
+        at_ms = int(time.time() * 1000) if at_ms is None else at_ms
+        if self.forget_record is not None:
+            self.forget_record.append_forget(profile_id, ids, at_ms)
+        if not self._functions_loaded:
+            self.load_functions()
+        try:
+            deleted = self._forget_in_redis(person, ids, anonymous_ids, at_ms)
+        except redis.ResponseError as exc:
+            if not function_missing(exc):
+                raise
+            self.load_functions()
+            deleted = self._forget_in_redis(person, ids, anonymous_ids, at_ms)
+        if self.forget_record is not None:
+            self.forget_record.append_erasure(
+                {
+                    "store": "redis",
+                    "at_ms": at_ms,
+                    "requested": profile_id,
+                    "ids": ids,
+                    "keys_deleted": deleted,
+                }
+            )
+        logger.info("forgot a person: %d ids, %d keys deleted", len(ids), deleted)
+        return Forgotten(ids, at_ms, deleted)
+
+    def _forget_in_redis(self, person: str, ids: list[str], anonymous_ids: list[str], at_ms: int) -> int:
         pipe = self._client.pipeline(transaction=False)
+        for pid in ids:  # suppressions before deletes: no event applied in between survives
+            pipe.fcall(SUPPRESS_FUNCTION, 1, forgotten_key(pid), at_ms)
         for pid in ids:
             keys = profile_keys(pid)
             # One DEL of one slot's keys (a cluster pipeline's delete() takes a single key).
             pipe.execute_command("DEL", *keys.state_keys, keys.decisions, keys.fires, keys.owner)
         for anonymous_id in anonymous_ids:
             pipe.zrem(owner_key(anonymous_id), person)
-        now = int(time.time())
         for pid in ids:
-            pipe.xadd(FORGET_STREAM, {"profile_id": pid, "requested_at": now})
-        deleted = sum(pipe.execute()[: len(ids)])
-        logger.info("forgot a person: %d ids, %d keys deleted", len(ids), deleted)
-        return bool(deleted)
+            pipe.xadd(
+                FORGET_STREAM, {"profile_id": pid, "requested_at": at_ms // 1000, "forgotten_at_ms": at_ms}
+            )
+        return sum(pipe.execute()[len(ids) : 2 * len(ids)])

@@ -25,8 +25,14 @@
 --        10 '1' for a *decide* call: it applies nothing and only evaluates the rules, on the
 --          people as they are (for events whose person changed after their update)
 --        11 the time (ms) fire states are judged at (cooldowns), else ARGV[2]
--- Returns the number of deltas applied (the rest were duplicates); with reports
--- {applied, reports}; with a prefilter {applied, reports, candidates, stitched}: candidates
+--        12 '1' to refuse the call (error PULSE_FORGET_MIRROR_MISSING, nothing applied) when
+--          the forget mirror's marker key is gone: Redis was wiped, and the suppressions must be
+--          restored from the durable record first (streaming/profiles/suppression.py); one server only
+-- Forget: an event whose profile has a suppression ("<base>:forgotten", field at = forget time
+-- ms) with event time <= that time is skipped, never applied nor ruled on: its dedupe marker is
+-- set to 'f' and the suppression's "skipped" counts it once (core/forgetting.py is the rule).
+-- Returns the number of deltas applied (the rest were duplicates or forgotten); with reports,
+-- a prefilter or forgotten events {applied, reports, candidates, stitched, skipped forgotten}: candidates
 -- are, for each event with rules that may fire, {event_id, {rule, certain, fire count, ...},
 -- person, user_id} (see prefilter in streaming/rules/prefilter.lua); stitched lists {event_id,
 -- {part ids}} for events whose person was other than their own profile when evaluated; only
@@ -136,6 +142,12 @@ local function merge_into(sessions, t)
   redis.call('ZADD', sessions, s, int(s) .. ':' .. int(e))
 end
 
+-- Whether the event at ``ts`` of the profile at ``base`` is forgotten (core/forgetting.py's rule).
+local function forgotten(base, ts)
+  local at = redis.call('HGET', base .. ':forgotten', 'at')
+  return at and ts <= tonumber(at)
+end
+
 -- Rules prefilter: its code lives in streaming/rules/prefilter.lua, put in place of the next
 -- line when the library is loaded (streaming/profiles/functions.py).
 -- @include streaming/rules/prefilter.lua
@@ -155,6 +167,10 @@ local function update(KEYS, ARGV)
   rules_now = tonumber(ARGV[11] and ARGV[11] ~= '' and ARGV[11] or now)
   candidates, candidate_profiles, stitched = {}, {}, {}
   local any_rules = plan and plan.any_rules
+  if ARGV[12] == '1' and redis.call('EXISTS', 'pulse:forget:mirror') == 0 then
+    return redis.error_reply('PULSE_FORGET_MIRROR_MISSING the forget suppressions are not in Redis')
+  end
+  local skipped = 0
 
   for _, d in ipairs(deltas) do
     local fields = keys[d[1]]
@@ -163,6 +179,12 @@ local function update(KEYS, ARGV)
     if plan and not decide_only and (plan['types'][d[3]] or any_rules) then prefetch = prefetch_names(d) end
     if decide_only then
       prefilter(d, base, prefetch_names(d))  -- nothing is applied
+    elseif forgotten(base, d[4]) then
+      prefetch = nil  -- a forgotten event fires nothing
+      if redis.call('SET', base .. ':seen:' .. d[2], 'f', 'NX', 'EX', ttl) then
+        skipped = skipped + 1
+        redis.call('HINCRBY', base .. ':forgotten', 'skipped', 1)
+      end
     elseif redis.call('SET', base .. ':seen:' .. d[2], d[10] or '1', 'NX', 'EX', ttl) then
       applied = applied + 1
       local event_type, ts, user_id, anon, product = d[3], d[4], d[5], d[6], d[8]
@@ -253,7 +275,10 @@ local function update(KEYS, ARGV)
     if prefetch then prefilter(d, base, prefetch, updated) end
   end
   local watched = ARGV[6] and ARGV[6] ~= ''
-  if not watched and not plan then return applied end
+  if not watched and not plan then
+    if skipped > 0 then return {applied, {}, {}, {}, skipped} end
+    return applied
+  end
 
   -- The state the rules engine reads, in the same call: no extra round trip.
   local reports = {}
@@ -270,8 +295,26 @@ local function update(KEYS, ARGV)
       }
     end
   end
-  if plan then return {applied, reports, candidates, stitched} end
-  return {applied, reports}
+  if plan then return {applied, reports, candidates, stitched, skipped} end
+  return {applied, reports, {}, {}, skipped}
+end
+
+-- FCALL pulse_link: KEYS[1] an anonymous id's owner zset, ARGV[1] event time ms, ARGV[2] user id.
+-- Records the link (ZADD LT: each user's earliest time), unless the anonymous id is forgotten at
+-- or after that time: an event of a forgotten person still in flight links nobody again.
+local function link(KEYS, ARGV)
+  local base = string.sub(KEYS[1], 1, -7)  -- "<base>:owner"
+  if forgotten(base, tonumber(ARGV[1])) then return 0 end
+  return redis.call('ZADD', KEYS[1], 'LT', ARGV[1], ARGV[2])
+end
+
+-- FCALL pulse_suppress: KEYS[1] an id's suppression hash, ARGV[1] a forget time (ms). Keeps the
+-- later of the two times, so mirroring a forget twice or out of order is harmless. Returns the time kept.
+local function suppress(KEYS, ARGV)
+  local at = tonumber(redis.call('HGET', KEYS[1], 'at'))
+  local new = tonumber(ARGV[1])
+  if not at or new > at then redis.call('HSET', KEYS[1], 'at', ARGV[1]); at = new end
+  return at
 end
 
 -- FCALL pulse_backfill (streaming/traits/backfill.py): add traits' cells for the events they have
@@ -299,6 +342,7 @@ local function backfill(KEYS, ARGV)
     local generation = nil
     if marker then generation = tonumber(string.match(marker, '^g(%d+)$')) or 0 end
     local ops = e[3]
+    if marker == 'f' then ops = {} end  -- skipped as forgotten: never counted
     for j = 1, #ops, 5 do
       local sid = ops[j + 4]
       local missing = (generation == nil and e[2] == 1) or (generation ~= nil and generation < live[sid])
@@ -323,3 +367,5 @@ end
 
 redis.register_function{function_name = 'pulse_update', callback = update, flags = {'allow-cross-slot-keys'}}
 redis.register_function{function_name = 'pulse_backfill', callback = backfill}
+redis.register_function{function_name = 'pulse_suppress', callback = suppress}
+redis.register_function{function_name = 'pulse_link', callback = link}

@@ -12,7 +12,7 @@ from redis.cluster import ClusterNode
 from streaming.profiles.cluster import ClusterTopologyChanged, topology_error
 from streaming.profiles.codec import PartReport, ScriptCall, identity_links, link_command, parse_report
 from streaming.profiles.delta import ProfileDelta
-from streaming.profiles.functions import UPDATE_FUNCTION, function_missing
+from streaming.profiles.functions import UPDATE_FUNCTION, function_missing, mirror_missing
 from streaming.rules.prefilter import Prefilter, Prefiltered
 
 if TYPE_CHECKING:
@@ -36,9 +36,11 @@ class StreamingWriter:
         self._store = store
         # node name (None on one server) -> (its connection pool, the connection taken from it)
         self._connections: dict[str | None, tuple[Any, Any]] = {}
-        # (connection, update call or None for an identity link, node, decide call), in the order sent.
-        self._sent: list[tuple[Any, ScriptCall | None, ClusterNode | None, bool]] = []
+        # (connection, update call or the command of an identity link, node, decide call), in the order sent.
+        self._sent: list[tuple[Any, ScriptCall | tuple[Any, ...], ClusterNode | None, bool]] = []
         self.reports: dict[str, PartReport] = {}
+        #: Events skipped as forgotten (update.lua) since the last ``take_skipped_forgotten()``.
+        self.skipped_forgotten = 0
         #: The rules prefilter's findings since the last ``take_prefiltered()``.
         self.prefiltered = Prefiltered()
         #: The time (ms) the first calls since the last take_prefiltered were sent with.
@@ -98,8 +100,9 @@ class StreamingWriter:
         for node, group in store.by_node(links, lambda link: link[0]):
             connection = self._connection(node)
             for anonymous_id, link in group:
-                connection.send_command(*link_command(anonymous_id, link))
-                sent.append((connection, None, node, False))
+                command = link_command(anonymous_id, link)
+                connection.send_command(*command)
+                sent.append((connection, command, node, False))
         now_ms = int(time.time() * 1000)
         if self.first_sent_ms is None:
             self.first_sent_ms = now_ms
@@ -136,16 +139,26 @@ class StreamingWriter:
         applied = 0
         try:
             for connection, call, node, decide_only in self._sent:
-                if call is None:  # an identity link
-                    connection.read_response()
+                if not isinstance(call, ScriptCall):  # an identity link
+                    try:
+                        connection.read_response()
+                    except redis.ResponseError as exc:
+                        if not function_missing(exc):
+                            raise
+                        self._store.run_command(call, node)
                     continue
                 try:
                     reply = connection.read_response()
                 except redis.ResponseError as exc:
-                    if not function_missing(exc):
+                    if function_missing(exc):
+                        # Redis lost its functions (restart without persistence): load, apply synchronously.
+                        reply = self._store.run_call(call, node)
+                    elif mirror_missing(exc):
+                        # Redis was wiped: the call applied nothing; restore the forget mirror first.
+                        self._store.restore_suppressions()
+                        reply = self._store.run_call(call, node)
+                    else:
                         raise
-                    # Redis lost its functions (restart without persistence): load, apply synchronously.
-                    reply = self._store.run_call(call, node)
                 if isinstance(reply, list):
                     count, entries, *found = reply
                     for entry in entries:
@@ -153,6 +166,7 @@ class StreamingWriter:
                         self.reports[profile_id] = parse_report(profile_id, entry)
                     if found:
                         self.prefiltered.add(found[0], found[1], decided=decide_only)
+                        self.skipped_forgotten += int(found[2])
                     reply = count
                 applied += reply
         except BaseException as exc:
@@ -168,6 +182,11 @@ class StreamingWriter:
         finally:
             self._release()
         return applied
+
+    def take_skipped_forgotten(self) -> int:
+        """Events skipped as forgotten confirmed since the last call."""
+        skipped, self.skipped_forgotten = self.skipped_forgotten, 0
+        return skipped
 
     def take_reports(self) -> dict[str, PartReport]:
         """Reports collected by ``confirm()`` since the last call."""

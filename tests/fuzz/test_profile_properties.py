@@ -212,22 +212,26 @@ def write_archive(root: Path, raw: list[bytes], files: int, archived_twice: bool
     raw_records(),
     st.integers(1, 4),
     st.booleans(),
-    st.sets(st.sampled_from(ALL_IDS), max_size=2),
+    # forgotten ids, each at a time inside the events' 10 hours: events before and after it
+    st.dictionaries(
+        st.sampled_from(ALL_IDS), st.integers(BASE_MS - 60_000, BASE_MS + 600 * 60_000), max_size=2
+    ),
     admissions,
 )
 def test_the_sql_recompute_equals_the_stream_exact_recompute(
     case, files, archived_twice, forgotten, admission
 ):
     """What `pulse reconcile` and profiles_batch run (DuckDB over the Parquet) == check_record +
-    the reference, bots and events without consent left out or kept alike.
+    the reference, bots and events without consent left out or kept alike, and the forget rule's
+    SQL == its Python.
     """
     _, raw = case
     with tempfile.TemporaryDirectory() as tmp:
         write_archive(Path(tmp), raw, files, archived_twice)
         sql = recompute_documents(
-            Path(tmp), CATALOG.categories, SESSION_GAP_MS, exclude=forgotten, admission=admission
+            Path(tmp), CATALOG.categories, SESSION_GAP_MS, forgotten=forgotten, admission=admission
         )
-    assert sql == recompute_profiles(raw, CATALOG, SESSION_GAP_MS, exclude=forgotten, admission=admission)
+    assert sql == recompute_profiles(raw, CATALOG, SESSION_GAP_MS, forgotten=forgotten, admission=admission)
 
 
 def test_the_sql_recompute_of_no_archive_is_empty(tmp_path):

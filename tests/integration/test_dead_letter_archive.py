@@ -4,6 +4,7 @@ event readers never see a dead letter."""
 from __future__ import annotations
 
 import json
+import time
 
 import duckdb
 from quixstreams.sinks import SinkBatch
@@ -93,6 +94,26 @@ def test_summary_groups_reasons_newest_samples_first(tmp_path):
 def test_forget_purges_the_dead_letters_of_a_forgotten_person(tmp_path):
     root = tmp_path / "archive"
     archive(root)
-    result = purge_archive(root, {"u1", "u2"})
-    assert result["rows_removed"] == 1 + 3  # the valid event; the dead letters of u1 (2) and u2 (1)
+    now_ms = int(time.time() * 1000)  # forgotten now: after every row's time
+    result = purge_archive(root, {"u1": now_ms, "u2": now_ms})
+    # the valid event and the invalid record of u1; the dead letters of u1 (2) and u2 (1)
+    assert result.totals()["valid"] == 1 and result.totals()["invalid"] == 1
+    assert result.totals()["dead_letters"] == 3 and result.rows_removed == 5
+    assert result.per_id["u2"]["dead_letters"] == 1
     assert [bytes(d.raw) for d in read_dead_letters(root)] == [b"garbage"]
+    assert read_valid_events(root) == []
+
+
+def test_forget_keeps_the_rows_from_after_the_forget_time(tmp_path):
+    """Dead letters received at TS, TS+1, TS+2 (offsets 0-2): a forget at TS+0 takes only u1's first."""
+    root = tmp_path / "archive"
+    archive(root)
+    result = purge_archive(root, {"u1": TS})
+    assert result.totals() == {
+        "valid": 0,  # its event time (2024) is after the forget
+        "invalid": 1,  # received at TS
+        "dead_letters": 1,  # received at TS; u1's other one at TS+1
+        "duckdb_profiles_batch": 0,
+        "duckdb_sessions": 0,
+    }
+    assert [d.coordinates.offset for d in read_dead_letters(root)] == [1, 2, 3]

@@ -46,7 +46,7 @@ def letters(n: int) -> list[DeadLetter]:
 
 def triage_all(ledger, batch, retry_in_doubt=False):
     summary = DeadLetterReplaySummary()
-    ready = [_triage(d, ledger, None, set(), retry_in_doubt, summary) for d in batch]
+    ready = [_triage(d, ledger, None, {}, retry_in_doubt, summary) for d in batch]
     return [r for r in ready if r is not None], summary
 
 
