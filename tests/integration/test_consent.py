@@ -28,7 +28,8 @@ def _event(user: str, minute: int, consent: dict | None = None) -> dict:
     return event
 
 
-def test_events_without_personalization_consent_are_archived_not_profiled(settings, pulse_apps):
+def test_events_without_personalization_consent_are_archived_not_profiled(settings, pulse_apps, redis_client):
+    # redis_client: an empty Redis, so reconcile sees this test's profiles only
     base = start_platform(pulse_apps, settings)
     events = [
         _event("person-1", 1),  # says nothing: counted (opt_out, the default)
