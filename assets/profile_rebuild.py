@@ -1,0 +1,236 @@
+"""`pulse rebuild`: recompute chosen people, or everyone, from the archive while the stream runs, exactly.
+
+Per profile part, in this order:
+1. wipe: its state keys and every ``event_id`` marker, in one script call between the stream's
+   updates (streaming/profiles/rebuild_wipe.py);
+2. wait until the archiver has archived the events topic up to its end as of after the wipes:
+   every event the stream applied before a wipe is then in the archive;
+3. re-apply each archived valid event of the part through the stream's own update function
+   (``RedisProfileStore.apply_deltas``, deltas made by the profile app's ``check_record``). An
+   event the stream applied after the wipe has a fresh marker and is not counted again; one it
+   applied before has lost its marker and counts once more, into the emptied part.
+So afterwards every rebuilt part equals the batch recompute of its archived events.
+
+Rule state is kept: decisions and fire states stay as they are, nothing fires during a rebuild,
+and ``segments`` (and trait-backfill marks) are put back once the part has its events again.
+Forgotten people are skipped (``suppressed_ids``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import duckdb
+
+from assets.kafka_health import wait_for_archiver
+from assets.reconciliation import forgotten_ids, live_profile_ids
+from core import service_registry
+from core.archive_layout import archive_records_sql, has_archive
+from core.redis_client import RedisClient, redis_from_url
+from core.service_registry import ServiceNotConfigured
+from core.settings import PulseSettings
+from enrichment.reference_store import load_catalog
+from streaming.profile_app.pipeline import check_record
+from streaming.profiles.codec import decode
+from streaming.profiles.delta import ProfileDelta
+from streaming.profiles.document import now
+from streaming.profiles.intent_store import IntentModelFollower
+from streaming.profiles.keys import profile_keys
+from streaming.profiles.rebuild_plan import Link, people_of, people_parts
+from streaming.profiles.rebuild_wipe import PartWiper
+from streaming.profiles.store import RedisProfileStore
+from streaming.traits.follower import traits_follower
+from streaming.traits.registration import RegisteredTraits
+
+logger = logging.getLogger(__name__)
+
+#: Deltas per ``apply_deltas`` call.
+APPLY_CHUNK = 2000
+
+#: progress(stage, done, total): stages "wiping", "archiving", "re-applying".
+Progress = Callable[[str, int, int], None]
+
+
+class NothingToRebuild(ValueError):
+    """Neither ids nor ``all`` were given."""
+
+
+@dataclass
+class RebuildReport:
+    people: list[str] = field(default_factory=list)  # the people asked for (empty with --all)
+    parts: int = 0  # profile ids wiped and rebuilt (a person's user id and linked anonymous ids)
+    markers_deleted: int = 0
+    events_read: int = 0  # archived valid events of those parts, once per (part, event_id)
+    events_applied: int = 0  # counted into the emptied parts
+    already_applied: int = 0  # applied by the stream after the wipe: not counted again
+    events_skipped: int = 0  # kept out of profiles, as the stream does (bots, a changed contract)
+    parts_empty: int = 0  # parts with no archived event: left absent
+    wipes_retried: int = 0
+    skipped_forgotten: list[str] = field(default_factory=list)
+    #: The part ids rebuilt (left out of ``as_dict``: every profile with --all).
+    part_ids: list[str] = field(default_factory=list, repr=False)
+
+    def as_dict(self) -> dict[str, object]:
+        body = asdict(self)
+        body.pop("part_ids")
+        return body
+
+
+def suppressed_ids(client: RedisClient) -> set[str]:
+    """Ids a rebuild leaves alone: the forgotten (their markers keep replays from bringing them back)."""
+    return forgotten_ids(client)
+
+
+def rebuild_profiles(
+    settings: PulseSettings,
+    ids: Sequence[str] = (),
+    *,
+    all_profiles: bool = False,
+    progress: Progress | None = None,
+) -> RebuildReport:
+    """Rebuild the people of ``ids`` (every part of each), or every profile, from the archive.
+
+    Raises ``ArchiverBehind``/``BrokerUnavailable`` before anything is wiped when the archiver is
+    not keeping up; should it happen after the wipes, running the same rebuild again finishes it.
+    """
+    if not ids and not all_profiles:
+        raise NothingToRebuild("name the people to rebuild (user or anonymous ids), or --all")
+    client = redis_from_url(service_registry.redis_url(settings))
+    brokers = _brokers(settings)
+    if brokers:
+        wait_for_archiver(settings, brokers)  # fails here, before any wipe, when the archiver is down
+    follower = traits_follower(settings)
+    follower.prime()
+    traits = RegisteredTraits(client, follower).current()  # a generation of its own, as an app's
+    intent = IntentModelFollower(client, settings.catalog_refresh_seconds)
+    intent.prime()
+    store = RedisProfileStore(
+        client,
+        dedupe_window_seconds=settings.dedupe_window_seconds,
+        session_gap_ms=settings.session_timeout_seconds * 1000,
+        intent_model=intent.current,
+        traits=lambda: traits,
+    )
+    suppressed = suppressed_ids(client)
+    report = RebuildReport()
+    if all_profiles:
+        parts = sorted((set(archived_profile_ids(settings)) | set(live_profile_ids(client))) - suppressed)
+    else:
+        report.people, parts, report.skipped_forgotten = _parts_of(settings, store, ids, suppressed)
+    report.parts, report.part_ids = len(parts), parts
+    logger.info("rebuilding %d profile parts from the archive", len(parts))
+
+    wiper = PartWiper(client)
+    wiped = wiper.wipe(parts, None if progress is None else lambda d, t: progress("wiping", d, t))
+    report.markers_deleted, report.wipes_retried = wiped.markers_deleted, wiped.retried
+    if brokers:
+        if progress is not None:
+            progress("archiving", 0, 1)
+        wait_for_archiver(settings, brokers)  # the topic's end now, after every wipe
+        if progress is not None:
+            progress("archiving", 1, 1)
+
+    records = read_part_events(settings, None if all_profiles else parts)
+    report.events_read = len(records)
+    catalog = load_catalog(client)
+    now_ms = now()
+    deltas: list[ProfileDelta] = []
+    with_events: set[str] = set()
+    for raw in records:
+        checked = check_record(raw, catalog, traits, now_ms, keep_bots=settings.bots_in_profiles)
+        if checked.delta is None:
+            report.events_skipped += 1
+            continue
+        deltas.append(checked.delta)
+        with_events.add(checked.delta.profile_id)
+    for start in range(0, len(deltas), APPLY_CHUNK):
+        chunk = deltas[start : start + APPLY_CHUNK]
+        applied = store.apply_deltas(chunk)
+        report.events_applied += applied
+        report.already_applied += len(chunk) - applied
+        if progress is not None:
+            progress("re-applying", start + len(chunk), len(deltas))
+    wiper.restore(parts)
+    report.parts_empty = len(set(parts) - with_events)
+    logger.info("rebuilt: %s", report.as_dict())
+    return report
+
+
+def _brokers(settings: PulseSettings) -> str | None:
+    try:
+        return service_registry.kafka_brokers(settings)
+    except ServiceNotConfigured:
+        logger.warning("no broker configured: rebuilding without waiting for the archiver (stream stopped?)")
+        return None
+
+
+def _parts_of(
+    settings: PulseSettings, store: RedisProfileStore, ids: Sequence[str], suppressed: Collection[str]
+) -> tuple[list[str], list[str], list[str]]:
+    """(people, their parts, ids skipped as forgotten) for the ids asked for."""
+    wanted = [pid for pid in dict.fromkeys(ids) if pid not in suppressed]
+    skipped = sorted(set(ids) - set(wanted))
+    users, links = archive_identity(settings, wanted)
+    person_of = people_of(wanted, store.resolve_people(wanted), users, links)
+    people = [p for p in dict.fromkeys(person_of.values()) if p not in suppressed]
+    skipped = sorted({*skipped, *(set(person_of.values()) - set(people))})
+    _, person_links = archive_identity(settings, people)
+    pipe = store.client.pipeline(transaction=False)
+    for person in people:
+        pipe.smembers(profile_keys(person).anonymous_ids)
+    live_linked = {p: {decode(a) for a in members} for p, members in zip(people, pipe.execute(), strict=True)}
+    parts = people_parts(people, person_links, live_linked)
+    ordered = [pid for person in people for pid in parts[person] if pid not in suppressed]
+    return people, list(dict.fromkeys(ordered)), skipped
+
+
+def archive_identity(settings: PulseSettings, ids: Iterable[str]) -> tuple[set[str], list[Link]]:
+    """(the ids with valid archived events as a user id, the archived links touching the ids)."""
+    wanted = list(ids)
+    if not wanted or not has_archive(settings.archive_path):
+        return set(), []
+    valid = archive_records_sql(settings.archive_path, "valid")
+    with duckdb.connect() as con:
+        users = con.execute(
+            f"SELECT DISTINCT user_id FROM ({valid}) WHERE user_id IN (SELECT unnest(?::VARCHAR[]))", [wanted]
+        ).fetchall()
+        links = con.execute(
+            f"""SELECT user_id, anonymous_id, min(epoch_ms(event_time)) FROM ({valid})
+                WHERE user_id IS NOT NULL AND anonymous_id IS NOT NULL
+                  AND (user_id IN (SELECT unnest(?::VARCHAR[]))
+                       OR anonymous_id IN (SELECT unnest(?::VARCHAR[])))
+                GROUP BY user_id, anonymous_id""",
+            [wanted, wanted],
+        ).fetchall()
+    return {row[0] for row in users}, [Link(u, a, int(ms)) for u, a, ms in links]
+
+
+def archived_profile_ids(settings: PulseSettings) -> list[str]:
+    """Every profile id with a valid archived event."""
+    if not has_archive(settings.archive_path):
+        return []
+    valid = archive_records_sql(settings.archive_path, "valid")
+    query = f"SELECT DISTINCT coalesce(user_id, anonymous_id) FROM ({valid})"
+    with duckdb.connect() as con:
+        return [row[0] for row in con.execute(query).fetchall()]
+
+
+def read_part_events(settings: PulseSettings, parts: Sequence[str] | None) -> list[bytes]:
+    """Each valid archived event of the parts (None: all) once per (part, event_id): its first record,
+    the one the stream applied."""
+    if not has_archive(settings.archive_path) or parts == []:
+        return []
+    profile = "coalesce(user_id, anonymous_id)"
+    where, params = (
+        ("TRUE", []) if parts is None else (f"{profile} IN (SELECT unnest(?::VARCHAR[]))", [list(parts)])
+    )
+    query = f"""
+        SELECT first(raw ORDER BY kafka_partition, kafka_offset)
+        FROM ({archive_records_sql(settings.archive_path, "valid")})
+        WHERE {where}
+        GROUP BY {profile}, event_id
+    """
+    with duckdb.connect() as con:
+        return [bytes(row[0]) for row in con.execute(query, params).fetchall()]
