@@ -13,13 +13,16 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from assets.archive import read_valid_events
 from assets.batch_runs import ReplayWouldRecount, reconcile, replay
 from assets.profile_rebuild import rebuild_profiles
 from enrichment.catalog import Catalog
+from core.resources import PulseResource
 from orchestration.demo_traffic import TrafficGenerator
+from orchestration.jobs import rebuild_profiles_job
 from orchestration.platform import settings_process_env
 from streaming.profile_app.pipeline import check_record
 from streaming.profiles.keys import fields_key, profile_keys
@@ -131,7 +134,7 @@ def test_rebuild_chosen_people_and_everyone_while_their_events_keep_arriving(
     assert not report.drifted and report.matched == len(expected), report.as_dict()
 
 
-def test_rebuild_a_person_redis_lost(settings, pulse_apps, redis_client):
+def test_rebuild_a_person_redis_lost_through_the_dagster_job(settings, pulse_apps, redis_client, monkeypatch):
     catalog = publish_sample_catalog(redis_client)
     base = start_platform(pulse_apps, settings)
     gap = settings.session_timeout_seconds * 1000
@@ -152,8 +155,23 @@ def test_rebuild_a_person_redis_lost(settings, pulse_apps, redis_client):
     redis_client.delete(*state.state_keys)
     assert store.get_profile(lost) is None and store.get_profile(emptied) is None
 
-    report = rebuild_profiles(settings, [lost, emptied])
-    assert set(person) | {emptied} <= set(report.part_ids), report.as_dict()
+    for name, value in settings_process_env(settings).items():  # the job's PulseSettings read them
+        if name.startswith("PULSE_"):
+            monkeypatch.setenv(name, value)
+    pulse = PulseResource(
+        data_dir=str(settings.data_path), redis_url=settings.redis_url, kafka_brokers=settings.kafka_brokers
+    )
+    result = rebuild_profiles_job.execute_in_process(
+        resources={"pulse": pulse},
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config={"ops": {"rebuild_from_archive": {"config": {"ids": [lost, emptied]}}}},
+    )
+    assert result.success
+    metadata = next(
+        e.event_specific_data.metadata for e in result.all_events if e.event_type_value == "STEP_OUTPUT"
+    )
+    emptied_person = [emptied, *(a for a in expected[emptied]["anonymous_ids"] if a in expected)]
+    assert metadata["parts"].value == len(person) + len(emptied_person) and metadata["events_applied"].value > 0
     assert wait_for_profiles(store, expected, timeout=30) == expected
     assert store.get_person(lost)["event_count"] == sum(expected[pid]["event_count"] for pid in person)
     assert not reconcile(settings).drifted
