@@ -19,8 +19,8 @@ import pytest
 from assets.archive import read_valid_events
 from assets.batch_runs import ReplayWouldRecount, reconcile, replay
 from assets.profile_rebuild import rebuild_profiles
-from enrichment.catalog import Catalog
 from core.resources import PulseResource
+from enrichment.catalog import Catalog
 from orchestration.demo_traffic import TrafficGenerator
 from orchestration.jobs import rebuild_profiles_job
 from orchestration.platform import settings_process_env
@@ -171,7 +171,8 @@ def test_rebuild_a_person_redis_lost_through_the_dagster_job(settings, pulse_app
         e.event_specific_data.metadata for e in result.all_events if e.event_type_value == "STEP_OUTPUT"
     )
     emptied_person = [emptied, *(a for a in expected[emptied]["anonymous_ids"] if a in expected)]
-    assert metadata["parts"].value == len(person) + len(emptied_person) and metadata["events_applied"].value > 0
+    assert metadata["parts"].value == len(person) + len(emptied_person)
+    assert metadata["events_applied"].value > 0
     assert wait_for_profiles(store, expected, timeout=30) == expected
     assert store.get_person(lost)["event_count"] == sum(expected[pid]["event_count"] for pid in person)
     assert not reconcile(settings).drifted
