@@ -232,6 +232,7 @@ def _rebuilt_line(report: Any) -> str:
         f"rebuilt {report.parts} profiles from the archive: {report.events_applied} events counted, "
         f"{report.already_applied} already counted by the stream during the rebuild, "
         f"{report.markers_deleted} dedupe markers reset"
+        + (f"; {report.parts_empty} had no archived event (left absent)" if report.parts_empty else "")
         + (f"; skipped forgotten {', '.join(report.skipped_forgotten)}" if report.skipped_forgotten else "")
     )
 

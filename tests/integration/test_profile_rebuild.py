@@ -177,6 +177,26 @@ def test_rebuild_a_person_redis_lost_through_the_dagster_job(settings, pulse_app
     assert store.get_person(lost)["event_count"] == sum(expected[pid]["event_count"] for pid in person)
     assert not reconcile(settings).drifted
 
+    # Again, from the command line: every event of the person is applied again, once, into its emptied parts.
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestration.cli", "rebuild", "--json", lost],
+        env=settings_process_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    events = sum(expected[pid]["event_count"] for pid in person)
+    assert (body["people"], body["parts"], body["events_applied"], body["markers_deleted"]) == (
+        [lost],
+        len(person),
+        events,
+        events,
+    )
+    assert wait_for_profiles(store, expected, timeout=30) == expected
+
 
 def test_the_wipe_finds_markers_made_while_it_looked(settings, redis_client):
     """The stream updates a part between the version read and the wipe: the wipe looks again; a part
