@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 #: Deltas per ``apply_deltas`` call.
 APPLY_CHUNK = 2000
 
-#: progress(stage, done, total): stages "wiping", "archiving", "re-applying".
+#: progress(stage, done, total): stages "wiping", "archiving", "reading the archive", "re-applying".
 Progress = Callable[[str, int, int], None]
 
 
@@ -116,7 +116,8 @@ def rebuild_profiles(
     suppressed = suppressed_ids(client)
     report = RebuildReport()
     if all_profiles:
-        parts = sorted((set(archived_profile_ids(settings)) | set(live_profile_ids(client))) - suppressed)
+        known = set(archived_profile_ids(settings)) | set(live_profile_ids(client))
+        parts, report.skipped_forgotten = sorted(known - suppressed), sorted(known & suppressed)
     else:
         report.people, parts, report.skipped_forgotten = _parts_of(settings, store, ids, suppressed)
     report.parts, report.part_ids = len(parts), parts
@@ -132,16 +133,21 @@ def rebuild_profiles(
         if progress is not None:
             progress("archiving", 1, 1)
 
-    records = read_part_events(settings, None if all_profiles else parts)
+    if progress is not None:
+        progress("reading the archive", 0, 1)
+    records = read_part_events(settings, None if all_profiles else parts, exclude=suppressed)
     report.events_read = len(records)
     catalog = load_catalog(client)
     now_ms = now()
     deltas: list[ProfileDelta] = []
     with_events: set[str] = set()
+    wanted = set(parts)
     for raw in records:
         checked = check_record(raw, catalog, traits, now_ms, keep_bots=settings.bots_in_profiles)
         if checked.delta is None:
             report.events_skipped += 1
+            continue
+        if checked.delta.profile_id not in wanted:  # a forgotten person's, with --all
             continue
         deltas.append(checked.delta)
         with_events.add(checked.delta.profile_id)
@@ -217,15 +223,18 @@ def archived_profile_ids(settings: PulseSettings) -> list[str]:
         return [row[0] for row in con.execute(query).fetchall()]
 
 
-def read_part_events(settings: PulseSettings, parts: Sequence[str] | None) -> list[bytes]:
-    """Each valid archived event of the parts (None: all) once per (part, event_id): its first record,
-    the one the stream applied."""
+def read_part_events(
+    settings: PulseSettings, parts: Sequence[str] | None, exclude: Collection[str] = ()
+) -> list[bytes]:
+    """Each valid archived event of the parts (None: all but ``exclude``) once per (part, event_id):
+    its first record, the one the stream applied."""
     if not has_archive(settings.archive_path) or parts == []:
         return []
     profile = "coalesce(user_id, anonymous_id)"
-    where, params = (
-        ("TRUE", []) if parts is None else (f"{profile} IN (SELECT unnest(?::VARCHAR[]))", [list(parts)])
-    )
+    if parts is None:
+        where, ids = f"{profile} NOT IN (SELECT unnest(?::VARCHAR[]))", list(exclude)
+    else:
+        where, ids = f"{profile} IN (SELECT unnest(?::VARCHAR[]))", list(parts)
     query = f"""
         SELECT first(raw ORDER BY kafka_partition, kafka_offset)
         FROM ({archive_records_sql(settings.archive_path, "valid")})
@@ -233,4 +242,4 @@ def read_part_events(settings: PulseSettings, parts: Sequence[str] | None) -> li
         GROUP BY {profile}, event_id
     """
     with duckdb.connect() as con:
-        return [bytes(row[0]) for row in con.execute(query, params).fetchall()]
+        return [bytes(row[0]) for row in con.execute(query, [ids]).fetchall()]

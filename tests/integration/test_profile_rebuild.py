@@ -285,3 +285,34 @@ def test_replay_past_the_dedupe_window_names_rebuild_and_rebuild_counts_exactly(
     assert summary.replayed == sum(1 for e in archived if e.key not in summary.rebuilt.part_ids) > 0
     assert wait_for_profiles(store, expected, timeout=60) == expected
     assert store.get_profile(live)["event_count"] == len({d.event_id for d in deltas})
+
+
+def test_rebuild_all_leaves_forgotten_people_alone(settings, redis_client):
+    """A forgotten person's archived rows (not purged yet) and expired markers: --all does not bring
+    them back, and naming them rebuilds nothing of theirs."""
+    catalog = publish_sample_catalog(redis_client)
+    gap = settings.session_timeout_seconds * 1000
+    events = [
+        e for e in TrafficGenerator(catalog.categories, users=5, seed=22).events(120) if "event_id" in e
+    ]
+    write_archive(settings, [json.dumps(e).encode() for e in events])
+    expected = ground_truth(events, catalog, gap)
+    store = store_for(settings.redis_url, gap)
+    deltas = [d for e in events if (d := check_record(json.dumps(e).encode(), catalog, SHIPPED_TRAITS).delta)]
+    store.apply_deltas(deltas)
+    forgotten = next(pid for pid, doc in expected.items() if doc["user_id"] and doc["anonymous_ids"])
+    store.forget(forgotten)
+    person = [forgotten, *(a for a in expected[forgotten]["anonymous_ids"] if a in expected)]
+    for pid in person:  # their markers expired since
+        redis_client.delete(*redis_client.keys(f"{profile_keys(pid).seen_prefix}*") or ["none"])
+
+    report = rebuild_profiles(settings, all_profiles=True)
+    assert set(person) <= set(report.skipped_forgotten) and not set(person) & set(report.part_ids)
+    assert report.events_read == sum(doc["event_count"] for pid, doc in expected.items() if pid not in person)
+    assert all(store.get_profile(pid) is None for pid in person)
+    others = {pid: doc for pid, doc in expected.items() if pid not in person}
+    assert wait_for_profiles(store, others, timeout=5) == others
+
+    named = rebuild_profiles(settings, [forgotten])
+    assert named.skipped_forgotten == [forgotten] and named.parts == 0
+    assert store.get_profile(forgotten) is None
