@@ -194,6 +194,8 @@ def replay(start: datetime | None, end: datetime | None, rebuild: bool) -> None:
 
     from assets.batch_runs import ReplayWouldRecount
     from assets.batch_runs import replay as run_replay
+    from assets.kafka_health import ArchiverBehind, BrokerUnavailable
+    from streaming.traits.loader import TraitFileError
 
     settings = PulseSettings()
     try:
@@ -210,6 +212,10 @@ def replay(start: datetime | None, end: datetime | None, rebuild: bool) -> None:
     except ReplayWouldRecount as exc:
         click.echo(f"pulse replay: refused, nothing sent: {exc}", err=True)
         sys.exit(2)
+    except (ArchiverBehind, BrokerUnavailable, TraitFileError) as exc:  # from the rebuild, before sending
+        raise CommandFailed(
+            f"{exc} (nothing replayed; run the same command again once fixed: it finishes the rebuild)"
+        ) from None
     if summary.rebuilt is not None:
         click.echo(_rebuilt_line(summary.rebuilt))
     click.echo(
