@@ -19,15 +19,13 @@ Forgotten people are skipped (``suppressed_ids``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 
-import duckdb
-
+from assets.archive_parts import archive_identity, archived_profile_ids, read_part_events
 from assets.kafka_health import wait_for_archiver
 from assets.reconciliation import forgotten_ids, live_profile_ids
 from core import service_registry
-from core.archive_layout import archive_records_sql, has_archive
 from core.redis_client import RedisClient, redis_from_url
 from core.service_registry import ServiceNotConfigured
 from core.settings import PulseSettings
@@ -38,7 +36,7 @@ from streaming.profiles.delta import ProfileDelta
 from streaming.profiles.document import now
 from streaming.profiles.intent_store import IntentModelFollower
 from streaming.profiles.keys import profile_keys
-from streaming.profiles.rebuild_plan import Link, people_of, people_parts
+from streaming.profiles.rebuild_plan import people_of, people_parts
 from streaming.profiles.rebuild_wipe import PartWiper
 from streaming.profiles.store import RedisProfileStore
 from streaming.traits.follower import traits_follower
@@ -101,18 +99,7 @@ def rebuild_profiles(
     brokers = _brokers(settings)
     if brokers:
         wait_for_archiver(settings, brokers)  # fails here, before any wipe, when the archiver is down
-    follower = traits_follower(settings)
-    follower.prime()
-    traits = RegisteredTraits(client, follower).current()  # a generation of its own, as an app's
-    intent = IntentModelFollower(client, settings.catalog_refresh_seconds)
-    intent.prime()
-    store = RedisProfileStore(
-        client,
-        dedupe_window_seconds=settings.dedupe_window_seconds,
-        session_gap_ms=settings.session_timeout_seconds * 1000,
-        intent_model=intent.current,
-        traits=lambda: traits,
-    )
+    store = _store(settings, client)
     suppressed = suppressed_ids(client)
     report = RebuildReport()
     if all_profiles:
@@ -137,20 +124,48 @@ def rebuild_profiles(
         progress("reading the archive", 0, 1)
     records = read_part_events(settings, None if all_profiles else parts, exclude=suppressed)
     report.events_read = len(records)
-    catalog = load_catalog(client)
+    with_events = _reapply(settings, store, records, set(parts), report, progress)
+    wiper.restore(parts)
+    report.parts_empty = len(set(parts) - with_events)
+    logger.info("rebuilt: %s", report.as_dict())
+    return report
+
+
+def _store(settings: PulseSettings, client: RedisClient) -> RedisProfileStore:
+    """A store like the profile app's: its traits (registered: a generation of their own) and intent model."""
+    follower = traits_follower(settings)
+    follower.prime()
+    traits = RegisteredTraits(client, follower).current()
+    intent = IntentModelFollower(client, settings.catalog_refresh_seconds)
+    intent.prime()
+    return RedisProfileStore(
+        client,
+        dedupe_window_seconds=settings.dedupe_window_seconds,
+        session_gap_ms=settings.session_timeout_seconds * 1000,
+        intent_model=intent.current,
+        traits=lambda: traits,
+    )
+
+
+def _reapply(
+    settings: PulseSettings,
+    store: RedisProfileStore,
+    records: list[bytes],
+    parts: set[str],
+    report: RebuildReport,
+    progress: Progress | None,
+) -> set[str]:
+    """Apply the archived records of ``parts`` as the stream does; return the parts with an event."""
+    catalog = load_catalog(store.client)
+    traits = store.traits()
     now_ms = now()
     deltas: list[ProfileDelta] = []
-    with_events: set[str] = set()
-    wanted = set(parts)
     for raw in records:
         checked = check_record(raw, catalog, traits, now_ms, keep_bots=settings.bots_in_profiles)
         if checked.delta is None:
             report.events_skipped += 1
-            continue
-        if checked.delta.profile_id not in wanted:  # a forgotten person's, with --all
-            continue
-        deltas.append(checked.delta)
-        with_events.add(checked.delta.profile_id)
+        elif checked.delta.profile_id in parts:  # not a forgotten person's (--all reads every row)
+            deltas.append(checked.delta)
     for start in range(0, len(deltas), APPLY_CHUNK):
         chunk = deltas[start : start + APPLY_CHUNK]
         applied = store.apply_deltas(chunk)
@@ -158,10 +173,7 @@ def rebuild_profiles(
         report.already_applied += len(chunk) - applied
         if progress is not None:
             progress("re-applying", start + len(chunk), len(deltas))
-    wiper.restore(parts)
-    report.parts_empty = len(set(parts) - with_events)
-    logger.info("rebuilt: %s", report.as_dict())
-    return report
+    return {delta.profile_id for delta in deltas}
 
 
 def _brokers(settings: PulseSettings) -> str | None:
@@ -190,56 +202,3 @@ def _parts_of(
     parts = people_parts(people, person_links, live_linked)
     ordered = [pid for person in people for pid in parts[person] if pid not in suppressed]
     return people, list(dict.fromkeys(ordered)), skipped
-
-
-def archive_identity(settings: PulseSettings, ids: Iterable[str]) -> tuple[set[str], list[Link]]:
-    """(the ids with valid archived events as a user id, the archived links touching the ids)."""
-    wanted = list(ids)
-    if not wanted or not has_archive(settings.archive_path):
-        return set(), []
-    valid = archive_records_sql(settings.archive_path, "valid")
-    with duckdb.connect() as con:
-        users = con.execute(
-            f"SELECT DISTINCT user_id FROM ({valid}) WHERE user_id IN (SELECT unnest(?::VARCHAR[]))", [wanted]
-        ).fetchall()
-        links = con.execute(
-            f"""SELECT user_id, anonymous_id, min(epoch_ms(event_time)) FROM ({valid})
-                WHERE user_id IS NOT NULL AND anonymous_id IS NOT NULL
-                  AND (user_id IN (SELECT unnest(?::VARCHAR[]))
-                       OR anonymous_id IN (SELECT unnest(?::VARCHAR[])))
-                GROUP BY user_id, anonymous_id""",
-            [wanted, wanted],
-        ).fetchall()
-    return {row[0] for row in users}, [Link(u, a, int(ms)) for u, a, ms in links]
-
-
-def archived_profile_ids(settings: PulseSettings) -> list[str]:
-    """Every profile id with a valid archived event."""
-    if not has_archive(settings.archive_path):
-        return []
-    valid = archive_records_sql(settings.archive_path, "valid")
-    query = f"SELECT DISTINCT coalesce(user_id, anonymous_id) FROM ({valid})"
-    with duckdb.connect() as con:
-        return [row[0] for row in con.execute(query).fetchall()]
-
-
-def read_part_events(
-    settings: PulseSettings, parts: Sequence[str] | None, exclude: Collection[str] = ()
-) -> list[bytes]:
-    """Each valid archived event of the parts (None: all but ``exclude``) once per (part, event_id):
-    its first record, the one the stream applied."""
-    if not has_archive(settings.archive_path) or parts == []:
-        return []
-    profile = "coalesce(user_id, anonymous_id)"
-    if parts is None:
-        where, ids = f"{profile} NOT IN (SELECT unnest(?::VARCHAR[]))", list(exclude)
-    else:
-        where, ids = f"{profile} IN (SELECT unnest(?::VARCHAR[]))", list(parts)
-    query = f"""
-        SELECT first(raw ORDER BY kafka_partition, kafka_offset)
-        FROM ({archive_records_sql(settings.archive_path, "valid")})
-        WHERE {where}
-        GROUP BY {profile}, event_id
-    """
-    with duckdb.connect() as con:
-        return [bytes(row[0]) for row in con.execute(query, [ids]).fetchall()]
