@@ -124,7 +124,10 @@ def rebuild_profiles(
         progress("reading the archive", 0, 1)
     records = read_part_events(settings, None if all_profiles else parts, exclude=suppressed)
     report.events_read = len(records)
-    with_events = _reapply(settings, store, records, set(parts), report, progress)
+    # A person forgotten since the start is left out too (a forget during the re-application is not).
+    now_suppressed = suppressed_ids(client)
+    report.skipped_forgotten = sorted({*report.skipped_forgotten, *(now_suppressed & set(parts))})
+    with_events = _reapply(settings, store, records, set(parts) - now_suppressed, report, progress)
     wiper.restore(parts)
     report.parts_empty = len(set(parts) - with_events)
     logger.info("rebuilt: %s", report.as_dict())
