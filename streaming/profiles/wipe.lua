@@ -12,7 +12,8 @@
 --          updating) and versions are not checked.
 -- Returns per part -1 (nothing done: its version changed) or the number of markers deleted.
 -- Kept: "segments" (the rules' own) and "bf:<trait>" (trait backfills done) go to the kept-fields
--- hash (a value kept by an earlier, unfinished rebuild wins); restore.lua puts them back.
+-- hash (a value kept by an earlier, unfinished rebuild wins); restore.lua puts them back. That
+-- hash exists from the wipe to the restore (field "rebuilding"): trait backfills skip the part.
 local parts = cmsgpack.unpack(ARGV[1])
 local scan = ARGV[2] ~= ''
 local found = {}  -- part index -> marker keys found by the SCAN below
@@ -38,6 +39,7 @@ for i, part in ipairs(parts) do
   if not scan and (cur[1] or '') .. ':' .. (cur[2] or '') ~= part[1] then
     results[i] = -1
   else
+    redis.call('HSET', kept, 'rebuilding', '1')
     local all = redis.call('HGETALL', fields)
     for j = 1, #all, 2 do
       local name = all[j]

@@ -241,6 +241,9 @@ def test_the_wipe_finds_markers_made_while_it_looked(settings, redis_client):
             apply(pid)
     once = Racing(redis_client, rounds=1).wipe(["busy", "quiet"])
     assert (once.parts, once.retried, once.scanned_in_script, once.markers_deleted) == (2, 1, 0, 7)
+    # Only the rebuild's mark is left (trait backfills skip the part), until the restore.
+    assert redis_client.keys("pulse:{busy}:*") == [b"pulse:{busy}:rebuild"]
+    Racing(redis_client, rounds=0).restore(["busy", "quiet"])
     assert not redis_client.keys("pulse:{busy}:*") and not redis_client.keys("pulse:{quiet}:*")
 
     for _ in range(2):
@@ -248,7 +251,13 @@ def test_the_wipe_finds_markers_made_while_it_looked(settings, redis_client):
     always = Racing(redis_client, rounds=99).wipe(["busy"])
     assert (always.parts, always.scanned_in_script) == (1, 1)
     assert always.markers_deleted == 2 + 3  # and the three made while it looked
-    assert not redis_client.keys("pulse:{busy}:*")
+    assert redis_client.keys("pulse:{busy}:*") == [b"pulse:{busy}:rebuild"]
+    # The stream's next event makes the part live again; a trait backfill still leaves it to the
+    # rebuild (its old events have no marker now) until the restore.
+    apply("busy")
+    assert store.backfill([("busy", [{}, []])]) == [-1]
+    PartWiper(redis_client).restore(["busy"])
+    assert store.backfill([("busy", [{}, []])]) == [0]
 
 
 def test_replay_past_the_dedupe_window_names_rebuild_and_rebuild_counts_exactly(

@@ -394,5 +394,7 @@ def test_a_rebuild_wipe_reaches_every_key_of_a_part_on_a_cluster(cluster):
     assert last_resort.scanned_in_script == 3
     assert summary.markers_deleted + last_resort.markers_deleted == markers > 0
     # Identity links stay (each event re-applied adds its link again, idempotently).
+    assert all({k.rsplit(b":", 1)[1] for k in part_keys(pid)} <= {b"owner", b"rebuild"} for pid in wiped)
+    PartWiper(cluster).restore(wiped)
     assert all(not [k for k in part_keys(pid) if not k.endswith(b":owner")] for pid in wiped)
     assert all(part_keys(pid) for pid in kept)
