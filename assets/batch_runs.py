@@ -15,7 +15,7 @@ from assets.archive import offsets_at, profiles_arrived_before, profiles_from, r
 from assets.batch_sql import recompute_documents
 from assets.kafka_health import BrokerUnavailable, committed_offsets, wait_for_archiver
 from assets.profile_rebuild import Progress as RebuildProgress
-from assets.profile_rebuild import RebuildReport, rebuild_profiles, suppressed_ids
+from assets.profile_rebuild import RebuildReport, rebuild_profiles
 from assets.reconciliation import (
     ReconcileReport,
     diff_profiles,
@@ -156,7 +156,7 @@ def replay(
     the window's other events are replayed. Events of forgotten users are skipped.
     """
     client = redis_from_url(service_registry.redis_url(settings))
-    forgotten = suppressed_ids(client)
+    forgotten = forgotten_ids(client)
     summary = ReplaySummary()
     recounted = _would_recount(settings, client, start, end, forgotten)
     rebuilt: set[str] = set()
