@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,6 +19,9 @@ from core import service_registry
 from core.settings import PulseSettings, settings_markdown, settings_reference
 from orchestration.dlq_cli import dlq
 from orchestration.keys_cli import keys
+
+if TYPE_CHECKING:
+    from assets.profile_rebuild import RebuildReport
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -233,13 +236,14 @@ def _stage_progress(bar: Any, task: Any, prefix: str) -> Callable[[str, int, int
     return update
 
 
-def _rebuilt_line(report: Any) -> str:
+def _rebuilt_line(report: RebuildReport) -> str:
+    forgotten = report.skipped_forgotten
     return (
         f"rebuilt {report.parts} profiles from the archive: {report.events_applied} events counted, "
         f"{report.already_applied} already counted by the stream during the rebuild, "
         f"{report.markers_deleted} dedupe markers reset"
         + (f"; {report.parts_empty} had no archived event (left absent)" if report.parts_empty else "")
-        + (f"; skipped forgotten {', '.join(report.skipped_forgotten)}" if report.skipped_forgotten else "")
+        + (f"; skipped {len(forgotten)} forgotten ids ({', '.join(forgotten[:5])})" if forgotten else "")
     )
 
 
