@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import duckdb
 
-from core.archive_layout import archive_records_sql, has_archive
+from core.archive_layout import archive_records_sql, before_cut_sql, has_archive
 from core.settings import PulseSettings
 from streaming.profiles.rebuild_plan import Link
 
@@ -43,10 +43,14 @@ def archived_profile_ids(settings: PulseSettings) -> list[str]:
 
 
 def read_part_events(
-    settings: PulseSettings, parts: Sequence[str] | None, exclude: Collection[str] = ()
+    settings: PulseSettings,
+    parts: Sequence[str] | None,
+    exclude: Collection[str] = (),
+    from_cut: Mapping[int, int] | None = None,
 ) -> list[bytes]:
     """Each valid archived event of the parts (None: all but ``exclude``) once per (part, event_id):
-    its first record, the one the stream applied."""
+    its first record, the one the stream applied; with ``from_cut``, only records at or after it
+    (partition -> offset)."""
     if not has_archive(settings.archive_path) or parts == []:
         return []
     profile = "coalesce(user_id, anonymous_id)"
@@ -54,6 +58,8 @@ def read_part_events(
         where, ids = f"{profile} NOT IN (SELECT unnest(?::VARCHAR[]))", list(exclude)
     else:
         where, ids = f"{profile} IN (SELECT unnest(?::VARCHAR[]))", list(parts)
+    if from_cut is not None:
+        where += f" AND NOT ({before_cut_sql(from_cut)})"
     query = f"""
         SELECT first(raw ORDER BY kafka_partition, kafka_offset)
         FROM ({archive_records_sql(settings.archive_path, "valid")})

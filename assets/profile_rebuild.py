@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 
 from assets.archive_parts import archive_identity, archived_profile_ids, read_part_events
-from assets.kafka_health import wait_for_archiver
+from assets.kafka_health import end_offsets, wait_for_archiver
 from assets.reconciliation import forgotten_ids, live_profile_ids
 from core import service_registry
 from core.redis_client import RedisClient, redis_from_url
@@ -97,8 +97,7 @@ def rebuild_profiles(
         raise NothingToRebuild("name the people to rebuild (user or anonymous ids), or --all")
     client = redis_from_url(service_registry.redis_url(settings))
     brokers = _brokers(settings)
-    if brokers:
-        wait_for_archiver(settings, brokers)  # fails here, before any wipe, when the archiver is down
+    cut = _archived_cut(settings, brokers)  # fails here, before any wipe, when the archiver is down
     store = _store(settings, client)
     suppressed = suppressed_ids(client)
     report = RebuildReport()
@@ -109,29 +108,91 @@ def rebuild_profiles(
         report.people, parts, report.skipped_forgotten = _parts_of(settings, store, ids, suppressed)
     report.parts, report.part_ids = len(parts), parts
     logger.info("rebuilding %d profile parts from the archive", len(parts))
+    chosen = None if all_profiles else parts
+    reapply = _Reapplication(settings, store, set(parts), report)
 
+    # First pass: each part gets the events archived so far right after its wipe, so readers and
+    # rules see it nearly whole within milliseconds, not after the archiver wait below.
+    _stage(progress, "reading the archive", 0, 1)
+    early = reapply.deltas_by_part(read_part_events(settings, chosen, exclude=suppressed))
     wiper = PartWiper(client)
-    wiped = wiper.wipe(parts, None if progress is None else lambda d, t: progress("wiping", d, t))
+    wiped = wiper.wipe(
+        parts,
+        None if progress is None else lambda done, total: progress("wiping", done, total),
+        on_wiped=lambda wiped_ids: reapply.apply([d for pid in wiped_ids for d in early.pop(pid, [])]),
+    )
     report.markers_deleted, report.wipes_retried = wiped.markers_deleted, wiped.retried
     if brokers:
-        if progress is not None:
-            progress("archiving", 0, 1)
+        _stage(progress, "archiving", 0, 1)
         wait_for_archiver(settings, brokers)  # the topic's end now, after every wipe
-        if progress is not None:
-            progress("archiving", 1, 1)
+        _stage(progress, "archiving", 1, 1)
 
-    if progress is not None:
-        progress("reading the archive", 0, 1)
-    records = read_part_events(settings, None if all_profiles else parts, exclude=suppressed)
-    report.events_read = len(records)
-    # A person forgotten since the start is left out too (a forget during the re-application is not).
-    now_suppressed = suppressed_ids(client)
+    # Second pass: what reached the archive since the first read. Everything the stream applied
+    # before a wipe is archived now; what it applied after has a fresh marker and is a duplicate.
+    _stage(progress, "reading the archive", 0, 1)
+    now_suppressed = suppressed_ids(client)  # a person forgotten meanwhile is left out too
     report.skipped_forgotten = sorted({*report.skipped_forgotten, *(now_suppressed & set(parts))})
-    with_events = _reapply(settings, store, records, set(parts) - now_suppressed, report, progress)
+    reapply.parts -= now_suppressed
+    late = read_part_events(settings, chosen, exclude=suppressed | now_suppressed, from_cut=cut)
+    deltas = [d for part_deltas in reapply.deltas_by_part(late).values() for d in part_deltas]
+    for start in range(0, len(deltas), APPLY_CHUNK):
+        reapply.apply(deltas[start : start + APPLY_CHUNK])
+        _stage(progress, "re-applying", start + APPLY_CHUNK, len(deltas))
     wiper.restore(parts)
-    report.parts_empty = len(set(parts) - with_events)
+    report.parts_empty = len(set(parts) - reapply.with_events)
     logger.info("rebuilt: %s", report.as_dict())
     return report
+
+
+def _stage(progress: Progress | None, stage: str, done: int, total: int) -> None:
+    if progress is not None:
+        progress(stage, min(done, total), total)
+
+
+def _archived_cut(settings: PulseSettings, brokers: str | None) -> dict[int, int] | None:
+    """The topic's end offsets now, once the archiver has archived up to them (None: no broker)."""
+    if not brokers:
+        return None
+    cut = end_offsets(settings, brokers, settings.topic_events, 10.0)
+    wait_for_archiver(settings, brokers, cut)
+    return cut
+
+
+class _Reapplication:
+    """Archived records made into deltas as the profile app makes them, and applied through its store."""
+
+    def __init__(
+        self, settings: PulseSettings, store: RedisProfileStore, parts: set[str], report: RebuildReport
+    ) -> None:
+        self._store = store
+        self._keep_bots = settings.bots_in_profiles
+        self._catalog = load_catalog(store.client)
+        self._traits = store.traits()
+        self._now_ms = now()
+        self.parts = parts
+        self.report = report
+        self.with_events: set[str] = set()
+
+    def deltas_by_part(self, records: list[bytes]) -> dict[str, list[ProfileDelta]]:
+        """part id -> the deltas of its records (records of other ids, e.g. forgotten ones, dropped)."""
+        self.report.events_read += len(records)
+        by_part: dict[str, list[ProfileDelta]] = {}
+        for raw in records:
+            checked = check_record(raw, self._catalog, self._traits, self._now_ms, keep_bots=self._keep_bots)
+            if checked.delta is None:
+                self.report.events_skipped += 1
+            elif checked.delta.profile_id in self.parts:
+                by_part.setdefault(checked.delta.profile_id, []).append(checked.delta)
+        return by_part
+
+    def apply(self, deltas: list[ProfileDelta]) -> None:
+        """Apply through the stream's update function: an event already counted is skipped."""
+        for start in range(0, len(deltas), APPLY_CHUNK):
+            chunk = deltas[start : start + APPLY_CHUNK]
+            applied = self._store.apply_deltas(chunk)
+            self.report.events_applied += applied
+            self.report.already_applied += len(chunk) - applied
+            self.with_events.update(d.profile_id for d in chunk)
 
 
 def _store(settings: PulseSettings, client: RedisClient) -> RedisProfileStore:
@@ -148,35 +209,6 @@ def _store(settings: PulseSettings, client: RedisClient) -> RedisProfileStore:
         intent_model=intent.current,
         traits=lambda: traits,
     )
-
-
-def _reapply(
-    settings: PulseSettings,
-    store: RedisProfileStore,
-    records: list[bytes],
-    parts: set[str],
-    report: RebuildReport,
-    progress: Progress | None,
-) -> set[str]:
-    """Apply the archived records of ``parts`` as the stream does; return the parts with an event."""
-    catalog = load_catalog(store.client)
-    traits = store.traits()
-    now_ms = now()
-    deltas: list[ProfileDelta] = []
-    for raw in records:
-        checked = check_record(raw, catalog, traits, now_ms, keep_bots=settings.bots_in_profiles)
-        if checked.delta is None:
-            report.events_skipped += 1
-        elif checked.delta.profile_id in parts:  # not a forgotten person's (--all reads every row)
-            deltas.append(checked.delta)
-    for start in range(0, len(deltas), APPLY_CHUNK):
-        chunk = deltas[start : start + APPLY_CHUNK]
-        applied = store.apply_deltas(chunk)
-        report.events_applied += applied
-        report.already_applied += len(chunk) - applied
-        if progress is not None:
-            progress("re-applying", start + len(chunk), len(deltas))
-    return {delta.profile_id for delta in deltas}
 
 
 def _brokers(settings: PulseSettings) -> str | None:

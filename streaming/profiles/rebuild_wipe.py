@@ -50,8 +50,16 @@ class PartWiper:
         self._wipe = client.register_script(_WIPE)
         self._restore = client.register_script(_RESTORE)
 
-    def wipe(self, ids: Sequence[str], progress: Callable[[int, int], None] | None = None) -> WipeSummary:
-        """Wipe every part in ``ids`` (state and markers), each atomically; ``progress(done, total)``."""
+    def wipe(
+        self,
+        ids: Sequence[str],
+        progress: Callable[[int, int], None] | None = None,
+        on_wiped: Callable[[list[str]], None] | None = None,
+    ) -> WipeSummary:
+        """Wipe every part in ``ids`` (state and markers), each atomically; ``progress(done, total)``.
+
+        ``on_wiped(ids)`` is called with the parts of each call as soon as they are wiped.
+        """
         summary = WipeSummary()
         pending = list(dict.fromkeys(ids))
         total = len(pending)
@@ -69,13 +77,17 @@ class PartWiper:
                     (ALL_MARKERS_PATTERN if len(chunk) > 1 else marker_pattern(chunk[0])) if in_script else ""
                 )
                 replies = self._wipe(keys=keys, args=[pack(args), pattern])
+                wiped = []
                 for pid, deleted in zip(chunk, replies, strict=True):
                     if int(deleted) < 0:
                         changed.append(pid)
                     else:
-                        summary.parts += 1
+                        wiped.append(pid)
                         summary.markers_deleted += int(deleted)
-                        summary.scanned_in_script += int(in_script)
+                summary.parts += len(wiped)
+                summary.scanned_in_script += len(wiped) if in_script else 0
+                if on_wiped is not None and wiped:
+                    on_wiped(wiped)
                 if progress is not None:
                     progress(summary.parts, total)
             summary.retried += len(changed)
