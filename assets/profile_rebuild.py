@@ -2,14 +2,17 @@
 
 Per profile part, in this order:
 1. wipe: its state keys and every ``event_id`` marker, in one script call between the stream's
-   updates (streaming/profiles/rebuild_wipe.py);
+   updates (streaming/profiles/rebuild_wipe.py), and at once re-apply the part's events the
+   archive held before (read first, once the archiver had caught up): the part is nearly whole
+   again within milliseconds;
 2. wait until the archiver has archived the events topic up to its end as of after the wipes:
    every event the stream applied before a wipe is then in the archive;
-3. re-apply each archived valid event of the part through the stream's own update function
-   (``RedisProfileStore.apply_deltas``, deltas made by the profile app's ``check_record``). An
-   event the stream applied after the wipe has a fresh marker and is not counted again; one it
-   applied before has lost its marker and counts once more, into the emptied part.
-So afterwards every rebuilt part equals the batch recompute of its archived events.
+3. re-apply the records archived since the first read.
+Every re-application goes through the stream's own update function (``apply_deltas``, deltas
+made by the profile app's ``check_record``). An event the stream applied after the wipe has a
+fresh marker and is not counted again; one it applied before has lost its marker and counts once
+more, into the emptied part. So afterwards every rebuilt part equals the batch recompute of its
+archived events.
 
 Rule state is kept: decisions and fire states stay as they are, nothing fires during a rebuild,
 and ``segments`` (and trait-backfill marks) are put back once the part has its events again.
@@ -60,9 +63,9 @@ class RebuildReport:
     people: list[str] = field(default_factory=list)  # the people asked for (empty with --all)
     parts: int = 0  # profile ids wiped and rebuilt (a person's user id and linked anonymous ids)
     markers_deleted: int = 0
-    events_read: int = 0  # archived valid events of those parts, once per (part, event_id)
+    events_read: int = 0  # archived records read, each (part, event_id) once per pass
     events_applied: int = 0  # counted into the emptied parts
-    already_applied: int = 0  # applied by the stream after the wipe: not counted again
+    already_applied: int = 0  # counted already (by the stream after the wipe, or an earlier copy): skipped
     events_skipped: int = 0  # kept out of profiles, as the stream does (bots, a changed contract)
     parts_empty: int = 0  # parts with no archived event: left absent
     wipes_retried: int = 0
