@@ -240,7 +240,7 @@ def _rebuilt_line(report: RebuildReport) -> str:
     forgotten = report.skipped_forgotten
     return (
         f"rebuilt {report.parts} profiles from the archive: {report.events_applied} events counted, "
-        f"{report.already_applied} already counted by the stream during the rebuild, "
+        f"{report.already_applied} found counted already (the stream applied them during the rebuild), "
         f"{report.markers_deleted} dedupe markers reset"
         + (f"; {report.parts_empty} had no archived event (left absent)" if report.parts_empty else "")
         + (f"; skipped {len(forgotten)} forgotten ids ({', '.join(forgotten[:5])})" if forgotten else "")
