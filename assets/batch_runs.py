@@ -15,6 +15,8 @@ from assets.archive import offsets_at, profiles_arrived_before, profiles_from, r
 from assets.batch_sql import recompute_documents
 from assets.forgotten import read_suppressions
 from assets.kafka_health import BrokerUnavailable, committed_offsets, wait_for_archiver
+from assets.profile_rebuild import Progress as RebuildProgress
+from assets.profile_rebuild import RebuildReport, rebuild_profiles
 from assets.reconciliation import (
     ReconcileReport,
     diff_profiles,
@@ -126,11 +128,17 @@ def reconcile(
 class ReplayWouldRecount(RuntimeError):
     """A replay would count events again: their event_id markers have expired over live profiles."""
 
+    def __init__(self, message: str, profile_ids: list[str]) -> None:
+        super().__init__(message)
+        self.profile_ids = profile_ids
+
 
 @dataclass
 class ReplaySummary:
     replayed: int = 0
     skipped_forgotten: int = 0
+    #: With ``rebuild``: the rebuild of the people the replay would have counted twice.
+    rebuilt: RebuildReport | None = None
 
 
 def replay(
@@ -138,20 +146,30 @@ def replay(
     start: datetime | None,
     end: datetime | None,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    rebuild: bool = False,
+    rebuild_progress: RebuildProgress | None = None,
 ) -> ReplaySummary:
     """Republish archived valid events with event time in [start, end) to the events topic.
 
     Replaying over live profiles counts nothing twice within the dedupe window: every event
-    keeps its event_id. Beyond it ``ReplayWouldRecount`` is raised before anything is sent.
-    Events forgotten by the forget rule (core/forgetting.py) are skipped; a forgotten person's
-    later events are replayed.
+    keeps its event_id. Beyond it ``ReplayWouldRecount`` is raised before anything is sent, or,
+    with ``rebuild``, those people are rebuilt from the archive (assets/profile_rebuild.py) and
+    the window's other events are replayed. Events forgotten by the forget rule
+    (core/forgetting.py) are skipped; a forgotten person's later events are replayed.
     """
     client = redis_from_url(service_registry.redis_url(settings))
     forgotten = read_suppressions(settings, client)
-    _refuse_recounting(settings, client, start, end, forgotten)
+    summary = ReplaySummary()
+    recounted = _would_recount(settings, client, start, end, forgotten)
+    rebuilt: set[str] = set()
+    if recounted and not rebuild:
+        raise ReplayWouldRecount(_recount_message(settings, recounted), recounted)
+    if recounted:
+        summary.rebuilt = rebuild_profiles(settings, recounted, progress=rebuild_progress)
+        rebuilt = set(summary.rebuilt.part_ids)  # complete now: their events need no replay
     events = read_valid_events(settings.archive_path, start, end)
     producer = Producer(durable_producer_config(settings, service_registry.kafka_brokers(settings)))
-    summary = ReplaySummary()
     failures: list[str] = []
 
     def on_delivery(err, _msg) -> None:
@@ -161,6 +179,8 @@ def replay(
     for index, event in enumerate(events, 1):
         if is_forgotten(event.key, event.event_time_ms, forgotten):
             summary.skipped_forgotten += 1
+            continue
+        if event.key in rebuilt:
             continue
         while True:
             try:
@@ -185,14 +205,14 @@ def replay(
     return summary
 
 
-def _refuse_recounting(
+def _would_recount(
     settings: PulseSettings,
     client: RedisClient,
     start: datetime | None,
     end: datetime | None,
     forgotten: Suppressions,
-) -> None:
-    """Raise ``ReplayWouldRecount`` when an event to replay may be counted twice.
+) -> list[str]:
+    """The live profiles a replay of the window may count events of twice.
 
     An event's marker lives ``PULSE_DEDUPE_WINDOW_SECONDS`` from when the stream applied it, about
     when it reached the broker. An event that arrived longer ago than that, of a profile that is
@@ -208,14 +228,20 @@ def _refuse_recounting(
     pipe = client.pipeline(transaction=False)
     for profile_id in candidates:
         pipe.exists(fields_key(profile_id))
-    live = [p for p, found in zip(candidates, pipe.execute() if candidates else [], strict=True) if found]
-    if live:
-        raise ReplayWouldRecount(
-            f"{len(live)} live profiles (e.g. {', '.join(live[:3])}) have events in this window that "
-            f"arrived more than the dedupe window ({window}) ago: their event_id markers have expired, "
-            "so replaying them would count them again. Replay a window of events that arrived within "
-            "the dedupe window, or delete those profiles first (a replay rebuilds absent profiles exactly)."
-        )
+    return [p for p, found in zip(candidates, pipe.execute() if candidates else [], strict=True) if found]
+
+
+def _recount_message(settings: PulseSettings, live: list[str]) -> str:
+    window = timedelta(seconds=settings.dedupe_window_seconds)
+    shown = " ".join(live[:5]) + (" ..." if len(live) > 5 else "")
+    return (
+        f"{len(live)} live profiles (e.g. {', '.join(live[:3])}) have events in this window that "
+        f"arrived more than the dedupe window ({window}) ago: their event_id markers have expired, "
+        "so replaying them would count them again. Rebuild those people from the archive instead: "
+        "run the same replay with --rebuild (it rebuilds them exactly, while the stream runs, and "
+        f"replays the rest), or `pulse rebuild {shown}`. Or replay a window of events that arrived "
+        "within the dedupe window."
+    )
 
 
 def backtest_rules(

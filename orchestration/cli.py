@@ -8,8 +8,10 @@ import signal
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,6 +20,9 @@ from core.settings import PulseSettings, settings_markdown, settings_reference
 from orchestration.dlq_cli import dlq
 from orchestration.forget_cli import forget
 from orchestration.keys_cli import keys
+
+if TYPE_CHECKING:
+    from assets.profile_rebuild import RebuildReport
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -178,28 +183,121 @@ class CommandFailed(click.ClickException):
     callback=_parse_time,
     help="Event time to stop before, ISO 8601 (default: the end).",
 )
-def replay(start: datetime | None, end: datetime | None) -> None:
-    """Replay archived events into the events topic (nothing counts twice: it refuses, with exit
-    status 2, events whose dedupe markers have expired over live profiles)."""
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="Instead of refusing, rebuild the live people whose events would count twice from the "
+    "archive (as `pulse rebuild`), then replay the window's other events.",
+)
+def replay(start: datetime | None, end: datetime | None, rebuild: bool) -> None:
+    """Replay archived events into the events topic. Nothing counts twice: events whose dedupe
+    markers have expired over live profiles make it refuse (exit status 2, naming `pulse rebuild`),
+    or, with --rebuild, rebuild those people from the archive first."""
+    from rich.console import Console
     from rich.progress import Progress
 
     from assets.batch_runs import ReplayWouldRecount
     from assets.batch_runs import replay as run_replay
+    from assets.kafka_health import ArchiverBehind, BrokerUnavailable
+    from streaming.traits.loader import TraitFileError
 
     settings = PulseSettings()
     try:
-        with Progress() as bar:
+        with Progress(console=Console(stderr=True)) as bar:
             task = bar.add_task("replaying", total=None)
             summary = run_replay(
-                settings, start, end, lambda done, total: bar.update(task, completed=done, total=total)
+                settings,
+                start,
+                end,
+                lambda done, total: bar.update(task, description="replaying", completed=done, total=total),
+                rebuild=rebuild,
+                rebuild_progress=_stage_progress(bar, task, "rebuilding"),
             )
     except ReplayWouldRecount as exc:
         click.echo(f"pulse replay: refused, nothing sent: {exc}", err=True)
         sys.exit(2)
+    except (ArchiverBehind, BrokerUnavailable, TraitFileError) as exc:  # from the rebuild, before sending
+        raise CommandFailed(
+            f"{exc} (nothing replayed; run the same command again once fixed: it finishes the rebuild)"
+        ) from None
+    if summary.rebuilt is not None:
+        click.echo(_rebuilt_line(summary.rebuilt))
     click.echo(
         f"replayed {summary.replayed} events to {settings.topic_events}; "
         f"skipped {summary.skipped_forgotten} of forgotten users"
     )
+
+
+def _stage_progress(bar: Any, task: Any, prefix: str) -> Callable[[str, int, int], None]:
+    """A rebuild's progress(stage, done, total) on a rich progress bar's task."""
+
+    def update(stage: str, done: int, total: int) -> None:
+        bar.update(task, description=f"{prefix}: {stage}", completed=done, total=total)
+
+    return update
+
+
+def _rebuilt_line(report: RebuildReport) -> str:
+    forgotten = report.forgotten_parts
+    return (
+        f"rebuilt {report.parts} profiles from the archive: {report.events_applied} events counted, "
+        f"{report.already_applied} found counted already (the stream applied them during the rebuild), "
+        f"{report.markers_deleted} dedupe markers reset"
+        + (f"; {report.parts_empty} had no archived event (left absent)" if report.parts_empty else "")
+        + (
+            f"; left out {report.events_forgotten} forgotten events of {len(forgotten)} ids "
+            f"({', '.join(forgotten[:5])})"
+            if forgotten
+            else ""
+        )
+    )
+
+
+@cli.command()
+@click.argument("ids", nargs=-1)
+@click.option("--all", "all_profiles", is_flag=True, help="Rebuild every profile (archive and Redis).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def rebuild(ids: tuple[str, ...], all_profiles: bool, as_json: bool) -> None:
+    """Recompute people from the archive while the stream runs, exactly: each named user or
+    anonymous id's person (its user part and every linked anonymous id), or every profile.
+
+    Events the stream applies meanwhile are counted once; decisions and segments are kept and
+    nothing fires. Forgotten people are skipped. Exit status 2 when it cannot run.
+    """
+    import duckdb
+    import redis
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from assets.kafka_health import ArchiverBehind, BrokerUnavailable
+    from assets.profile_rebuild import rebuild_profiles
+    from core.service_registry import ServiceNotConfigured
+    from streaming.traits.loader import TraitFileError
+
+    if bool(ids) == all_profiles:
+        raise click.UsageError("name the people to rebuild (user or anonymous ids), or give --all, not both")
+    settings = PulseSettings()
+    try:
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("rebuilding", total=None)
+            report = rebuild_profiles(
+                settings, ids, all_profiles=all_profiles, progress=_stage_progress(bar, task, "rebuilding")
+            )
+    except (ServiceNotConfigured, ArchiverBehind, BrokerUnavailable, TraitFileError) as exc:
+        raise CommandFailed(
+            f"{exc} (run the same rebuild again once fixed: it finishes an interrupted one)"
+        ) from None
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise CommandFailed(
+            f"cannot reach Redis ({exc}); is `pulse up` running, or PULSE_REDIS_URL set? "
+            "(`pulse doctor` checks)"
+        ) from None
+    except duckdb.Error as exc:
+        raise CommandFailed(f"cannot read the archive under {settings.archive_path}: {exc}") from None
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        click.echo(_rebuilt_line(report))
 
 
 @cli.command()

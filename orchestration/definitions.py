@@ -14,7 +14,7 @@ from assets import (
 )
 from core.resources import default_resources
 from enrichment import assets as enrichment_assets
-from orchestration.jobs import forget_job, forget_schedule, replay_job
+from orchestration.jobs import forget_job, forget_schedule, rebuild_profiles_job, replay_job
 from orchestration.sensors import health_job, health_schedule, post_run_failures, stream_health_sensor
 from quality import archive_assets
 
@@ -36,6 +36,7 @@ defs = dg.Definitions(
     asset_checks=dg.load_asset_checks_from_modules([reconciliation_assets]),
     jobs=[
         replay_job,
+        rebuild_profiles_job,
         health_job,
         forget_job,
         archive_compaction.archive_compaction_job,

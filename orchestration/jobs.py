@@ -1,4 +1,5 @@
-"""Dagster jobs: replay archived events into Kafka, purge forgotten users from the archive."""
+"""Dagster jobs: replay archived events into Kafka, rebuild profiles from the archive, purge forgotten
+users from the archive."""
 
 import time
 from datetime import datetime
@@ -7,6 +8,7 @@ import dagster as dg
 
 from assets.batch_runs import replay
 from assets.forget_run import purge_forgotten
+from assets.profile_rebuild import rebuild_profiles
 from core.resources import PulseResource
 
 #: Forgotten ids whose erasures the op's metadata lists (all of them are in the forget record).
@@ -16,6 +18,7 @@ MAX_IDS_IN_METADATA = 100
 class ReplayConfig(dg.Config):
     start: str | None = None  # ISO 8601 event time, inclusive
     end: str | None = None  # ISO 8601 event time, exclusive
+    rebuild: bool = False  # rebuild the people it would count twice, instead of failing
 
 
 @dg.op
@@ -26,11 +29,48 @@ def replay_archive(
     start = datetime.fromisoformat(config.start) if config.start else None
     end = datetime.fromisoformat(config.end) if config.end else None
     summary = replay(
-        pulse.settings(), start, end, lambda done, total: context.log.info(f"replayed {done}/{total}")
+        pulse.settings(),
+        start,
+        end,
+        lambda done, total: context.log.info(f"replayed {done}/{total}"),
+        rebuild=config.rebuild,
+        rebuild_progress=lambda stage, done, total: context.log.info(f"rebuild {stage}: {done}/{total}"),
     )
+    rebuilt = summary.rebuilt.as_dict() if summary.rebuilt else {}
     return dg.Output(
         summary.replayed,
-        metadata={"replayed": summary.replayed, "skipped_forgotten": summary.skipped_forgotten},
+        metadata={
+            "replayed": summary.replayed,
+            "skipped_forgotten": summary.skipped_forgotten,
+            **{f"rebuilt_{k}": v for k, v in rebuilt.items() if not isinstance(v, list)},
+        },
+    )
+
+
+class RebuildConfig(dg.Config):
+    ids: list[str] = []  # user or anonymous ids: each one's person is rebuilt
+    all: bool = False  # every profile instead
+
+
+@dg.op
+def rebuild_from_archive(
+    context: dg.OpExecutionContext, config: RebuildConfig, pulse: PulseResource
+) -> dg.Output[int]:
+    """Rebuild the people of ``ids`` (or every profile) from the archive (assets.profile_rebuild)."""
+    report = rebuild_profiles(
+        pulse.settings(),
+        config.ids,
+        all_profiles=config.all,
+        progress=lambda stage, done, total: context.log.info(f"{stage}: {done}/{total}"),
+    )
+    body = report.as_dict()
+    return dg.Output(
+        report.parts,
+        metadata={
+            **{k: v for k, v in body.items() if not isinstance(v, list)},
+            "people": ", ".join(report.people[:20]),
+            "forgotten_parts": ", ".join(report.forgotten_parts[:20]),
+        },
     )
 
 
@@ -71,3 +111,11 @@ forget_schedule = dg.ScheduleDefinition(
 @dg.job(description="Replay archived events into the events topic (`pulse replay`).")
 def replay_job() -> None:
     replay_archive()
+
+
+@dg.job(
+    description="Rebuild people (run config `ids`) or every profile (`all: true`) from the archive "
+    "while the stream runs, exactly (`pulse rebuild`)."
+)
+def rebuild_profiles_job() -> None:
+    rebuild_from_archive()

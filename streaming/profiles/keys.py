@@ -83,6 +83,11 @@ def owner_key(anonymous_id: str) -> str:
     return f"{_base(anonymous_id)}:owner"
 
 
+def rebuild_kept_key(profile_id: str) -> str:
+    """Fields a rebuild keeps while it re-applies the profile's events (streaming/profiles/wipe.lua)."""
+    return f"{_base(profile_id)}:rebuild"
+
+
 def profile_keys(profile_id: str) -> ProfileKeys:
     """Keys of the profile with the given user_id or anonymous_id."""
     base = _base(profile_id)

@@ -325,11 +325,13 @@ end
 -- marker but arrived longer ago than the dedupe window (applied, its marker expired); one
 -- without a marker that arrived recently is not applied yet, and the stream will count it.
 -- "bf:<storage id>" marks the traits done on this profile: a second run adds nothing.
--- Returns the number of ops applied, or -1 when the profile does not exist.
+-- Returns the number of ops applied, or -1 when the profile does not exist or is being rebuilt.
 local function backfill(KEYS, ARGV)
   local fields = KEYS[1]
-  if redis.call('EXISTS', fields) == 0 then return -1 end
   local base = string.sub(fields, 1, -3)
+  -- A part being rebuilt (its ":rebuild" key, streaming/profiles/wipe.lua) gets every trait from
+  -- the rebuild's re-application: its old events have no marker now and would count twice here.
+  if redis.call('EXISTS', fields) == 0 or redis.call('EXISTS', base .. ':rebuild') == 1 then return -1 end
   local job = cmsgpack.unpack(ARGV[1])
   local live, events = job[1], job[2]
   local done = {}

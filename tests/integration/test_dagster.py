@@ -33,7 +33,7 @@ def test_definitions_load():
     assert {"product_catalog", "analyst_views", "profile_drift_report"} <= {
         k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()
     }
-    assert repo.get_job("replay_job")
+    assert repo.get_job("replay_job") and repo.get_job("rebuild_profiles_job")
 
 
 def write_archive(settings, raws: list[bytes]) -> None:

@@ -23,3 +23,12 @@ def test_reconcile_without_redis_says_so_and_exits_2_not_1(tmp_path):
         cli, ["reconcile", "--json"], env={"PULSE_DATA_DIR": str(tmp_path), "PULSE_REDIS_URL": ""}
     )
     assert unconfigured.exit_code == 2 and "No redis url configured" in unconfigured.output
+
+
+def test_rebuild_wants_ids_or_all_and_says_so_without_redis(tmp_path):
+    env = {"PULSE_DATA_DIR": str(tmp_path), "PULSE_REDIS_URL": "redis://127.0.0.1:1/0"}
+    for args in (["rebuild"], ["rebuild", "--all", "u1"]):
+        result = CliRunner().invoke(cli, args, env=env)
+        assert result.exit_code == 2 and "or give --all, not both" in result.output
+    unreachable = CliRunner().invoke(cli, ["rebuild", "u1"], env={**env, "PULSE_KAFKA_BROKERS": ""})
+    assert unreachable.exit_code == 2 and "cannot reach Redis" in unreachable.output
