@@ -72,7 +72,7 @@ class RebuildReport:
     events_applied: int = 0  # counted into the emptied parts
     already_applied: int = 0  # counted already (by the stream after the wipe, or an earlier copy): skipped
     events_skipped: int = 0  # kept out of profiles, as the stream does (bots, no consent, a changed contract)
-    events_forgotten: int = 0  # at or before their id's forget time: left out, as the stream does
+    events_forgotten: int = 0  # distinct (part, event_id) at or before the id's forget time: left out
     parts_empty: int = 0  # parts with no archived event: left absent
     wipes_retried: int = 0
     #: Parts some of whose archived events were left out as forgotten.
@@ -143,6 +143,7 @@ def rebuild_profiles(
     wiper.restore(parts)
     report.parts_empty = len(set(parts) - reapply.with_events)
     report.forgotten_parts = sorted(reapply.forgotten_parts)
+    report.events_forgotten = len(reapply.forgotten_events)
     logger.info("rebuilt: %s", report.as_dict())
     return report
 
@@ -176,6 +177,7 @@ class _Reapplication:
         self._admission = Admission.from_settings(settings)
         self.suppressions = suppressions
         self.forgotten_parts: set[str] = set()
+        self.forgotten_events: set[tuple[str, str]] = set()  # (part, event_id), over both passes
         self._catalog = load_catalog(store.client)
         self._traits = store.traits()
         self._now_ms = now()
@@ -195,7 +197,7 @@ class _Reapplication:
             elif delta.profile_id not in self.parts:
                 continue
             elif is_forgotten(delta.profile_id, delta.timestamp_ms, self.suppressions):
-                self.report.events_forgotten += 1
+                self.forgotten_events.add((delta.profile_id, delta.event_id))
                 self.forgotten_parts.add(delta.profile_id)
             else:
                 by_part.setdefault(checked.delta.profile_id, []).append(checked.delta)
