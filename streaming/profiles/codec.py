@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from streaming.profiles.delta import ProfileDelta
+from streaming.profiles.functions import LINK_FUNCTION
 from streaming.profiles.identity import ProfilePart
 from streaming.profiles.keys import owner_key
 
@@ -63,6 +64,12 @@ class PartReport(NamedTuple):
     decisions: dict[str, dict[str, Any]]  # fire state per rule key: fired_at_ms, fire_count, event_id
 
 
+def parse_link(text: str) -> tuple[int, str]:
+    """An identify link as update.lua stores it: "<event ms>:<event_id>"."""
+    ts, _, event_id = text.partition(":")
+    return int(ts), event_id
+
+
 def fire_state(decision: Mapping[str, Any]) -> str:
     """The compact fire state the rules engine needs (cooldown, cap, redelivery) of a decision."""
     return f"{decision['fired_at_ms']}:{decision['fire_count']}:{decision['event_id']}"
@@ -107,5 +114,5 @@ def identity_links(deltas: Sequence[ProfileDelta]) -> dict[str, tuple[int, str]]
 
 
 def link_command(anonymous_id: str, link: tuple[int, str]) -> tuple[str | int, ...]:
-    """Record a link; ``LT`` keeps each user's earliest time, so the write is idempotent."""
-    return ("ZADD", owner_key(anonymous_id), "LT", link[0], link[1])
+    """Record a link (``pulse_link`` in update.lua): each user's earliest time, never an unlinked pair."""
+    return ("FCALL", LINK_FUNCTION, 1, owner_key(anonymous_id), link[0], link[1])

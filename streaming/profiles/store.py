@@ -22,6 +22,8 @@ from streaming.profiles.functions import (
     function_missing,
     load_library,
 )
+from streaming.profiles.identity_admin import IdentityAdmin
+from streaming.profiles.identity_graph import DEFAULT_MAX_IDS
 from streaming.profiles.intent import IntentModel
 from streaming.profiles.keys import FORGET_STREAM, fields_key, owner_key, profile_keys
 from streaming.profiles.reader import ProfileReader
@@ -32,10 +34,11 @@ from streaming.traits.registry import BUILTIN_TRAITS, TraitSet
 logger = logging.getLogger(__name__)
 
 
-class RedisProfileStore(ProfileReader, DecisionStore, ClusterRouting):
+class RedisProfileStore(ProfileReader, IdentityAdmin, DecisionStore, ClusterRouting):
     """Profiles in Redis; every write is one atomic script call per profile.
 
-    Reads come from ProfileReader, decisions from DecisionStore, cluster routing from ClusterRouting.
+    Reads come from ProfileReader, identity records and unlinks from IdentityAdmin, decisions
+    from DecisionStore, cluster routing from ClusterRouting.
     """
 
     def __init__(
@@ -46,8 +49,10 @@ class RedisProfileStore(ProfileReader, DecisionStore, ClusterRouting):
         session_gap_ms: int,
         intent_model: Callable[[], IntentModel | None] = lambda: None,
         traits: Callable[[], TraitSet] = lambda: BUILTIN_TRAITS,
+        identity_max_ids: int = DEFAULT_MAX_IDS,
     ) -> None:
         self._client = client
+        self.identity_max_ids = identity_max_ids  # user ids per person (streaming/profiles/identity_graph.py)
         self.traits = traits  # the trait fields profiles show (streaming/traits/follower.py)
         self._intent_model = intent_model
         self._dedupe_window_seconds = dedupe_window_seconds
@@ -192,24 +197,34 @@ class RedisProfileStore(ProfileReader, DecisionStore, ClusterRouting):
             self.load_functions()
             return client.fcall(UPDATE_FUNCTION, len(call.keys), *call.keys, *call.args)
 
+    def run_command(self, command: tuple[Any, ...], node: ClusterNode | None) -> Any:
+        """Run one command of the library synchronously (loading it when the server lost it)."""
+        client = self._client if node is None else self._client.get_redis_connection(node)
+        self.load_functions()
+        return client.execute_command(*command)
+
     def forget(self, profile_id: str) -> bool:
         """Forget the person: every part, its decisions and identity links; queue ids for the batch purge.
 
         ``event_id`` markers stay until they expire, so a replay cannot resurrect the user.
         """
-        person = self.resolve_people([profile_id])[profile_id]
-        anonymous_ids = [decode(a) for a in self._client.smembers(profile_keys(person).anonymous_ids)]
-        owners = self.resolve_people(anonymous_ids) if anonymous_ids else {}
-        ids = [person, *(a for a in anonymous_ids if owners.get(a) == person)]
+        people = self.read_people([profile_id])
+        person = people.person_of[profile_id]
+        ids = list(people.members[person])  # every user id linked into the person, and its anonymous ids
+        users = [pid for pid in ids if pid == person or self._client.hexists(fields_key(pid), "user_id")]
+        seen_with = {
+            u: [decode(a) for a in self._client.smembers(profile_keys(u).anonymous_ids)] for u in users
+        }
         if profile_id not in ids:
             ids.append(profile_id)
         pipe = self._client.pipeline(transaction=False)
         for pid in ids:
             keys = profile_keys(pid)
             # One DEL of one slot's keys (a cluster pipeline's delete() takes a single key).
-            pipe.execute_command("DEL", *keys.state_keys, keys.decisions, keys.fires, keys.owner)
-        for anonymous_id in anonymous_ids:
-            pipe.zrem(owner_key(anonymous_id), person)
+            pipe.execute_command("DEL", *keys.state_keys, keys.decisions, keys.fires, keys.owner, keys.links)
+        for user, anonymous_ids in seen_with.items():
+            for anonymous_id in anonymous_ids:
+                pipe.zrem(owner_key(anonymous_id), user)
         now = int(time.time())
         for pid in ids:
             pipe.xadd(FORGET_STREAM, {"profile_id": pid, "requested_at": now})

@@ -241,7 +241,15 @@ local function update(KEYS, ARGV)
         end
       end
 
-      if anon ~= '' then redis.call('SADD', base .. ':anon', anon) end
+      if anon ~= '' then
+        redis.call('SADD', base .. ':anon', anon)
+        -- An identify records its link with the event (streaming/profiles/identity_graph.py):
+        -- the earliest per anonymous id, unless ``pulse identity unlink`` suppressed the pair.
+        if event_type == 'identify' and anon ~= user_id and redis.call('HEXISTS', base .. ':unlinked', anon) == 0 then
+          local link, cur_link = int(ts) .. ':' .. d[2], redis.call('HGET', base .. ':links', anon)
+          if not cur_link or order_less(link .. ':', cur_link .. ':') then redis.call('HSET', base .. ':links', anon, link) end
+        end
+      end
       if product ~= '' then
         -- Keep the 10 newest products: a zset grown past 20 is cut back to 10.
         local products = base .. ':products'
@@ -321,5 +329,16 @@ local function backfill(KEYS, ARGV)
   return applied
 end
 
+-- FCALL pulse_link: record that an anonymous id was seen with a user (streaming/profiles/codec.py,
+-- link_command). KEYS[1]: the anonymous id's owner zset; ARGV: event time ms, user id. ``LT``
+-- keeps each user's earliest time, so the write is idempotent; a pair that ``pulse identity
+-- unlink`` suppressed (the id's "unlinked" hash names the user) is never linked again.
+local function link(KEYS, ARGV)
+  local base = string.sub(KEYS[1], 1, -7)
+  if redis.call('HEXISTS', base .. ':unlinked', ARGV[2]) == 1 then return 0 end
+  return redis.call('ZADD', KEYS[1], 'LT', ARGV[1], ARGV[2])
+end
+
+redis.register_function{function_name = 'pulse_link', callback = link}
 redis.register_function{function_name = 'pulse_update', callback = update, flags = {'allow-cross-slot-keys'}}
 redis.register_function{function_name = 'pulse_backfill', callback = backfill}

@@ -36,8 +36,8 @@ class StreamingWriter:
         self._store = store
         # node name (None on one server) -> (its connection pool, the connection taken from it)
         self._connections: dict[str | None, tuple[Any, Any]] = {}
-        # (connection, update call or None for an identity link, node, decide call), in the order sent.
-        self._sent: list[tuple[Any, ScriptCall | None, ClusterNode | None, bool]] = []
+        # (connection, update call or an identity link's command, node, decide call), in the order sent.
+        self._sent: list[tuple[Any, ScriptCall | tuple[Any, ...], ClusterNode | None, bool]] = []
         self.reports: dict[str, PartReport] = {}
         #: The rules prefilter's findings since the last ``take_prefiltered()``.
         self.prefiltered = Prefiltered()
@@ -98,8 +98,9 @@ class StreamingWriter:
         for node, group in store.by_node(links, lambda link: link[0]):
             connection = self._connection(node)
             for anonymous_id, link in group:
-                connection.send_command(*link_command(anonymous_id, link))
-                sent.append((connection, None, node, False))
+                command = link_command(anonymous_id, link)
+                connection.send_command(*command)
+                sent.append((connection, command, node, False))
         now_ms = int(time.time() * 1000)
         if self.first_sent_ms is None:
             self.first_sent_ms = now_ms
@@ -136,8 +137,13 @@ class StreamingWriter:
         applied = 0
         try:
             for connection, call, node, decide_only in self._sent:
-                if call is None:  # an identity link
-                    connection.read_response()
+                if not isinstance(call, ScriptCall):  # an identity link (its command)
+                    try:
+                        connection.read_response()
+                    except redis.ResponseError as exc:
+                        if not function_missing(exc):
+                            raise
+                        self._store.run_command(call, node)
                     continue
                 try:
                     reply = connection.read_response()
