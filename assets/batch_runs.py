@@ -88,6 +88,7 @@ def reconcile(
         client,
         dedupe_window_seconds=settings.dedupe_window_seconds,
         session_gap_ms=settings.session_timeout_seconds * 1000,
+        identity_max_ids=settings.identity_max_ids,
         traits=lambda: traits,
     )
     forgotten = forgotten_ids(client)

@@ -16,6 +16,7 @@ import click
 from core import service_registry
 from core.settings import PulseSettings, settings_markdown, settings_reference
 from orchestration.dlq_cli import dlq
+from orchestration.identity_cli import identity
 from orchestration.keys_cli import keys
 
 
@@ -434,6 +435,7 @@ def schema() -> None:
 
 cli.add_command(keys)  # orchestration/keys_cli.py
 cli.add_command(dlq)  # orchestration/dlq_cli.py
+cli.add_command(identity)  # orchestration/identity_cli.py
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Prometheus metrics of the collector/API."""
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 REQUESTS = Counter("pulse_collector_requests_total", "POST /v1/events requests by status", ["status"])
 EVENTS_ACCEPTED = Counter("pulse_collector_events_accepted_total", "Events durably handed to Kafka")
@@ -9,4 +9,8 @@ BOT_EVENTS = Counter(
     "pulse_collector_bot_events_total",
     "Accepted events tagged as bots (metadata.context.bot), by reason: user_agent or ip",
     ["reason"],
+)
+IDENTITY_LINKS_REFUSED = Gauge(
+    "pulse_identity_links_refused",
+    "Links between user ids refused by the per-person limit PULSE_IDENTITY_MAX_IDS (pulse:identity:refused)",
 )

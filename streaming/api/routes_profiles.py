@@ -24,6 +24,16 @@ def get_profile(profile_id: str, store: RedisProfileStore = Depends(profile_stor
     return profile
 
 
+@router.get("/v1/profiles/{profile_id}/identity", tags=["profiles"], dependencies=[require(Scope.READ)])
+def get_identity(profile_id: str, store: RedisProfileStore = Depends(profile_store)) -> dict[str, Any]:
+    """The person an id belongs to: its canonical id, user ids, anonymous ids, every link between its
+    user ids with the event that made it, the links refused by PULSE_IDENTITY_MAX_IDS, and unlinks."""
+    view = store.identity_view(profile_id)
+    if view is None:
+        raise HTTPException(404, f"no profile for {profile_id!r}")
+    return view
+
+
 @router.get("/v1/decisions/{profile_id}", tags=["profiles"], dependencies=[require(Scope.READ)])
 async def get_decisions(profile_id: str, store: RedisProfileStore = Depends(profile_store)) -> Response:
     """Current personalization decisions of a user: fired rules, offers, intent score."""

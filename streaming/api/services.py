@@ -107,6 +107,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             client,
             dedupe_window_seconds=settings.dedupe_window_seconds,
             session_gap_ms=settings.session_timeout_seconds * 1000,
+            identity_max_ids=settings.identity_max_ids,
             traits=traits.current,
         )
         owned_tasks.append(asyncio.create_task(_follow_reference_data(services.enricher, client, settings)))

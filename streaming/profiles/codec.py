@@ -62,6 +62,7 @@ class PartReport(NamedTuple):
     part: ProfilePart
     owner: str | None
     decisions: dict[str, dict[str, Any]]  # fire state per rule key: fired_at_ms, fire_count, event_id
+    user_linked: bool = False  # a user named as an anonymous id: an identify may link it to other users
 
 
 def parse_link(text: str) -> tuple[int, str]:
@@ -98,7 +99,7 @@ def parse_report(profile_id: str, entry: list[Any]) -> PartReport:
         profile_id, fields, frozenset(decode(a) for a in anonymous_ids), products, sorted(intervals)
     )
     owned = owner and "user_id" not in fields  # a user's own profile is nobody's part
-    return PartReport(part, decode(owner[0]) if owned else None, decisions)
+    return PartReport(part, decode(owner[0]) if owned else None, decisions, bool(owner) and not owned)
 
 
 def identity_links(deltas: Sequence[ProfileDelta]) -> dict[str, tuple[int, str]]:
