@@ -114,9 +114,10 @@ def reference_nodes(
         if delta.user_id:
             users.add(delta.user_id)
         anon, user = delta.anonymous_id, delta.user_id
+        if anon:
+            ids.add(anon)
         if not (user and anon) or frozenset((user, anon)) in unlinked:
             continue
-        ids.add(anon)
         seen = owners.setdefault(anon, {})
         seen[user] = min(seen.get(user, delta.timestamp_ms), delta.timestamp_ms)
         if delta.event_type == "identify" and anon != user:
