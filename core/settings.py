@@ -276,7 +276,7 @@ class PulseSettings(BaseSettings):
         100,
         ge=1,
         description="Most user ids one person may merge (identify/alias links between known user ids, "
-        "docs/api.md#identity); links past it are refused, recorded and shown at /v1/profiles/{id}/identity.",
+        "docs/identity.md); links past it are refused, recorded and shown at /v1/profiles/{id}/identity.",
     )
     interest_half_life_days: float = Field(
         7.0, gt=0, description="Half-life of the profile's decayed `interests` (days)."

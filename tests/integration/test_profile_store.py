@@ -218,8 +218,9 @@ def test_the_decisions_view_agrees_with_the_merged_profile_and_decision_states(
     assert store.decisions_view("nobody") is None
 
 
-def test_a_user_id_sent_as_another_users_anonymous_id_stays_a_person_of_its_own(redis_client):
-    """identify(user A, anonymous B) when B is a user id: B, and the ids B owns, are not A's.
+def test_an_identify_naming_another_user_id_merges_the_two_users(redis_client):
+    """identify(user A, anonymous B) when B is a user id: A and B are one person (canonical "u-A",
+    the smaller id) with the ids B owns.
 
     Profiles, the decisions view (decisions.lua and the pipelined reads a cluster uses) and the
     people all agree, and every event is counted once.
@@ -233,9 +234,10 @@ def test_a_user_id_sent_as_another_users_anonymous_id_stays_a_person_of_its_own(
     ]
     store.apply_deltas(deltas)
     people = store.get_people(["u-A", "u-B", "a-x"])
-    assert people["u-A"]["event_count"] == 1
-    assert people["u-B"] == people["a-x"]
-    assert people["u-B"]["profile_id"] == "u-B" and people["u-B"]["event_count"] == 3
+    assert people["u-A"] == people["u-B"] == people["a-x"]
+    assert people["u-A"]["profile_id"] == people["u-A"]["user_id"] == "u-A"
+    assert people["u-A"]["event_count"] == 4
+    assert people["u-A"]["anonymous_ids"] == ["a-x"]
     profiles, owners = reference_profiles(deltas), reference_owners(deltas)
     for pid in ("u-A", "u-B", "a-x"):
         want, got = reference_person(pid, profiles, owners), people[pid]
@@ -253,14 +255,19 @@ def test_a_user_id_sent_as_another_users_anonymous_id_stays_a_person_of_its_own(
         "fire_count": 1,
         "expires_at_ms": now + 100,
     }
-    store.record_decisions([decision], {})
+    store.record_decisions([decision], {"u-B": ["vip"]})
     pipelined = store_for(redis_client)
     pipelined._read_decisions = None  # the reads a Redis Cluster does instead of decisions.lua
     for reader in (store, pipelined):
-        assert [d["decision_id"] for d in reader.decisions_view("u-B", now_ms=now)["decisions"]] == ["d1"]
-        assert [d["decision_id"] for d in reader.decisions_view("a-x", now_ms=now)["decisions"]] == ["d1"]
-        assert reader.decisions_view("u-A", now_ms=now)["decisions"] == []
-        assert reader.decisions_view("u-B", now_ms=now)["user_id"] == "u-B"
+        for pid in ("u-A", "u-B", "a-x"):
+            view = reader.decisions_view(pid, now_ms=now)
+            assert [d["decision_id"] for d in view["decisions"]] == ["d1"]
+            assert (view["user_id"], view["segments"]) == ("u-A", ["vip"])
+            assert view["decisions"] == reader.get_decisions(pid, now_ms=now)
+    identity = store.identity_view("a-x")
+    assert (identity["person_id"], identity["user_ids"]) == ("u-A", ["u-A", "u-B"])
+    assert [link["ids"] for link in identity["links"]] == [["u-A", "u-B"]]
+    assert identity["links"][0]["event_id"] == deltas[1].event_id
 
 
 def test_updates_recover_when_redis_lost_its_functions_and_scripts(redis_client):
