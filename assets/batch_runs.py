@@ -12,14 +12,17 @@ import redis
 from confluent_kafka import Producer
 
 from assets.archive import offsets_at, profiles_arrived_before, profiles_from, read_valid_events
-from assets.batch_sql import recompute_documents
+from assets.batch_sql import recompute_documents, recompute_identity
 from assets.kafka_health import BrokerUnavailable, committed_offsets, wait_for_archiver
 from assets.reconciliation import (
     ReconcileReport,
+    diff_people,
     diff_profiles,
     forgotten_ids,
     live_documents,
+    live_people,
     live_profile_ids,
+    unlinked_pairs,
 )
 from core import service_registry
 from core.archive_layout import earlier_cut
@@ -119,6 +122,22 @@ def reconcile(
         {k: v for k, v in live.items() if k not in in_flight},
     )
     report.in_flight = len(in_flight)
+    # People: each archived id's person (identify links between users, the limit, unlinks).
+    identity = recompute_identity(
+        settings.archive_path,
+        settings.identity_max_ids,
+        unlinked_pairs(client),
+        exclude=forgotten,
+        cut=cut,
+        keep_bots=settings.bots_in_profiles,
+    )
+    people_ids = sorted(set(identity.person_of) - forgotten)
+    diff_people(
+        report,
+        {pid: identity.person_of[pid] for pid in people_ids},
+        live_people(store, people_ids),
+        in_flight,
+    )
     return report
 
 

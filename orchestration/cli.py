@@ -252,6 +252,7 @@ def reconcile(as_json: bool, as_of: datetime | None) -> None:
         )
         for field_name, count in report.mismatched_fields.items():
             click.echo(f"  {field_name}: {count}")
+        click.echo(f"checked the person of {report.people_checked} ids: {report.people_mismatched} differ")
         if report.in_flight:
             click.echo(f"{report.in_flight} profiles left out: they have records from the cut on")
     sys.exit(1 if report.drifted else 0)

@@ -14,8 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from orchestration.platform import pulse_app_process, settings_process_env
+from streaming.profiles.keys import links_key
 from tests.integration.helpers import eventually, post_batches
 
 pytestmark = pytest.mark.integration
@@ -55,10 +57,10 @@ def person(base: str, pid: str) -> dict[str, Any] | None:
 
 @pytest.fixture
 def apps(settings, tmp_path) -> Iterator[Any]:
-    """The profile app and the API with PULSE_IDENTITY_MAX_IDS=2; stopped after the test."""
+    """The profile app, the archiver and the API with PULSE_IDENTITY_MAX_IDS=2; stopped after the test."""
     limited = settings.model_copy(update={"identity_max_ids": 2})
     started = []
-    for name in ("profile-app", "api"):
+    for name in ("profile-app", "archiver", "api"):
         proc = pulse_app_process(name, settings_process_env(limited), tmp_path / "logs")
         proc.start()
         started.append(proc)
@@ -143,3 +145,19 @@ def test_merge_identity_record_limit_and_unlink(apps):
     assert record["user_ids"] == ["id-a"] and record["links"] == []
     assert [u["ids"] for u in record["unlinked"]] == [["id-a", "id-b"]]
     assert pulse(settings, "identity", "unlink", "id-a", "id-a").returncode == 2
+
+    # `pulse reconcile` recomputes every id's person from the archive (the unlinked pair taken
+    # from Redis) and finds Redis equal; a link written behind the stream's back is drift.
+    reconciled = pulse(settings, "reconcile", "--json")
+    assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
+    report = json.loads(reconciled.stdout)
+    assert (report["people_checked"], report["people_mismatched"]) == (4, 0)
+    redis.Redis.from_url(settings.redis_url).hset(links_key("id-c"), "id-a", f"0:{uuid.uuid4()}")
+    drifted = pulse(settings, "reconcile", "--json")
+    assert drifted.returncode == 1, drifted.stdout + drifted.stderr
+    report = json.loads(drifted.stdout)
+    # c~a at time 0 comes first: {a, c} is one person in Redis, and b~c is refused (limit 2).
+    assert report["people_mismatched"] == 1
+    assert [e for e in report["examples"] if e["kind"] == "person"] == [
+        {"profile_id": "id-c", "kind": "person", "fields": {"person_id": {"batch": "id-b", "redis": "id-a"}}}
+    ]
