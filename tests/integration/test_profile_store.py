@@ -4,6 +4,7 @@ import random
 
 import pytest
 
+from streaming.profiles.identity_admin import UnlinkError
 from streaming.profiles.keys import profile_keys
 from streaming.profiles.reference import reference_owners, reference_person, reference_profiles
 from streaming.profiles.store import RedisProfileStore
@@ -125,6 +126,56 @@ def test_forgetting_a_stitched_anonymous_id_forgets_the_person(redis_client):
     assert store.get_person("u-other")["event_count"] == 1
     forgotten = {entry[1][b"profile_id"].decode() for entry in redis_client.xrange("pulse:forget")}
     assert forgotten == {"a-f", "u-f"}
+
+
+def test_forgetting_any_id_of_merged_users_forgets_every_id_of_the_person(redis_client):
+    """u-m2~u-m1 (an alias between known users) and u-m3~u-m2: one person; forget by an anonymous id."""
+    store = store_for(redis_client)
+    deltas = [
+        delta_of(make_event(user_id="u-m1")),
+        delta_of(make_event(user_id="u-m2", anonymous_id="a-m")),
+        delta_of(make_event(user_id="u-m3")),
+        delta_of(make_event("identify", user_id="u-m2", anonymous_id="u-m1")),
+        delta_of(make_event("identify", user_id="u-m3", anonymous_id="u-m2")),
+        delta_of(make_event(user_id="u-other")),
+    ]
+    assert store.apply_deltas(deltas) == 6
+    assert store.get_person("a-m")["event_count"] == 5
+    assert store.forget("a-m") is True
+    assert all(store.get_person(pid) is None for pid in ("a-m", "u-m1", "u-m2", "u-m3"))
+    assert store.get_person("u-other")["event_count"] == 1
+    forgotten = {entry[1][b"profile_id"].decode() for entry in redis_client.xrange("pulse:forget")}
+    assert forgotten == {"u-m1", "u-m2", "u-m3", "a-m"}
+
+
+def test_unlink_splits_merged_users_drops_their_segments_and_keeps_decisions_where_recorded(redis_client):
+    store = store_for(redis_client)
+    link = delta_of(make_event("identify", user_id="u-s2", anonymous_id="u-s1"))
+    deltas = [delta_of(make_event(user_id="u-s1")), delta_of(make_event(user_id="u-s2")), link]
+    store.apply_deltas(deltas)
+    decision = {
+        "decision_id": "d1",
+        "key": "k1",
+        "rule": "k1",
+        "profile_id": "u-s1",
+        "event_id": "e1",
+        "fired_at_ms": 5,
+        "fire_count": 1,
+        "expires_at_ms": 10**15,
+    }
+    store.record_decisions([decision], {"u-s1": ["vip"]})
+    assert store.get_person("u-s2")["segments"] == ["vip"]
+    result = store.unlink("u-s2", "u-s1")
+    assert result["were_one_person"] and not result["still_one_person"]
+    assert result["segments_cleared"] == ["u-s1", "u-s2"]
+    one, two = store.get_person("u-s1"), store.get_person("u-s2")
+    assert (one["profile_id"], one["event_count"], one["segments"]) == ("u-s1", 1, [])
+    assert (two["profile_id"], two["event_count"], two["segments"]) == ("u-s2", 2, [])
+    assert [d["decision_id"] for d in store.decisions_view("u-s1")["decisions"]] == ["d1"]
+    assert store.decisions_view("u-s2")["decisions"] == []
+    assert store.apply_deltas([link]) == 0 and store.get_person("u-s1")["profile_id"] == "u-s1"
+    with pytest.raises(UnlinkError):
+        store.unlink("u-s1", "u-s1")
 
 
 def test_unknown_profile_is_none_and_forget_removes_it(redis_client):
