@@ -13,6 +13,7 @@ from confluent_kafka import Producer
 
 from assets.archive import offsets_at, profiles_arrived_before, profiles_from, read_valid_events
 from assets.batch_sql import recompute_documents, recompute_identity
+from assets.identity_unlinks import recorded_unlinks
 from assets.kafka_health import BrokerUnavailable, committed_offsets, wait_for_archiver
 from assets.reconciliation import (
     ReconcileReport,
@@ -126,7 +127,7 @@ def reconcile(
     identity = recompute_identity(
         settings.archive_path,
         settings.identity_max_ids,
-        unlinked_pairs(client),
+        unlinked_pairs(client) | set(recorded_unlinks(settings.archive_path)),
         exclude=forgotten,
         cut=cut,
         keep_bots=settings.bots_in_profiles,

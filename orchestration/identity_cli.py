@@ -74,14 +74,18 @@ def unlink(id_a: str, id_b: str, as_json: bool) -> None:
     is deleted and the pair suppressed: neither a redelivered copy of the linking event nor a new
     event naming both ids links them again. No event moves (people are merged at read), so both
     people are exact at once; their segments are dropped and come back with their next events.
+    The unlink is also logged in <archive>/identity/unlinks.jsonl, for reconcile and rebuilds.
     If the two ids are still linked through other ids, they stay one person (said below).
     """
+    from assets.identity_unlinks import record_unlink
     from streaming.profiles.identity_admin import UnlinkError
 
     try:
         result = _run(lambda store: store.unlink(id_a, id_b))
     except UnlinkError as exc:
         raise click.UsageError(str(exc)) from None
+    # Kept beside the archive too: a Redis rebuilt from the archive must not merge the pair again.
+    record_unlink(PulseSettings().archive_path, id_a, id_b, result["unlinked_at_ms"])
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

@@ -107,6 +107,19 @@ class IdentityAdmin:
             "max_ids": self.identity_max_ids,
         }
 
+    def suppress_link(self, id_a: str, id_b: str, unlinked_at_ms: int) -> None:
+        """Delete the link of two ids where it is stored and suppress the pair where links are written.
+
+        Idempotent: what ``unlink`` writes, and what a rebuild re-applies from the unlink log
+        (assets/identity_unlinks.py) before replaying the archive.
+        """
+        pipe = self._client.pipeline(transaction=False)
+        for this, other in ((id_a, id_b), (id_b, id_a)):
+            pipe.hset(unlinked_key(this), other, unlinked_at_ms)
+            pipe.hdel(links_key(this), other)
+            pipe.zrem(owner_key(this), other)
+        pipe.execute()
+
     def unlink(self, id_a: str, id_b: str) -> dict[str, Any]:
         """Undo the link of two ids for good; return the people before and after.
 
@@ -118,13 +131,8 @@ class IdentityAdmin:
         if not id_a or not id_b or id_a == id_b:
             raise UnlinkError(f"unlink needs two different ids, got {id_a!r} and {id_b!r}")
         before = {pid: self.person_ids(pid) for pid in (id_a, id_b)}
-        now_ms = int(time.time() * 1000)
-        pipe = self._client.pipeline(transaction=False)
-        for this, other in ((id_a, id_b), (id_b, id_a)):
-            pipe.hset(unlinked_key(this), other, now_ms)
-            pipe.hdel(links_key(this), other)
-            pipe.zrem(owner_key(this), other)
-        pipe.execute()
+        unlinked_at_ms = int(time.time() * 1000)
+        self.suppress_link(id_a, id_b, unlinked_at_ms)
         after = {pid: self.person_ids(pid) for pid in (id_a, id_b)}
         touched = {pid for p in (*before.values(), *after.values()) for pid in (p.person, *p.users, *p.owned)}
         pipe = self._client.pipeline(transaction=False)
@@ -140,6 +148,8 @@ class IdentityAdmin:
         )
         return {
             "unlinked": [id_a, id_b],
+            "unlinked_at": iso_from_ms(unlinked_at_ms),
+            "unlinked_at_ms": unlinked_at_ms,
             "were_one_person": before[id_a].person == before[id_b].person,
             "still_one_person": after[id_a].person == after[id_b].person,
             "before": {pid: _summary(p) for pid, p in before.items()},

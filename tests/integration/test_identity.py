@@ -16,8 +16,10 @@ import httpx
 import pytest
 import redis
 
+from assets.identity_unlinks import reapply_unlinks, unlinks_file
 from orchestration.platform import pulse_app_process, settings_process_env
 from streaming.profiles.keys import links_key
+from streaming.profiles.store import RedisProfileStore
 from tests.integration.helpers import eventually, post_batches
 
 pytestmark = pytest.mark.integration
@@ -161,3 +163,19 @@ def test_merge_identity_record_limit_and_unlink(apps):
     assert [e for e in report["examples"] if e["kind"] == "person"] == [
         {"profile_id": "id-c", "kind": "person", "fields": {"person_id": {"batch": "id-b", "redis": "id-a"}}}
     ]
+
+    # Redis lost: the unlink log re-applied (the seam of a rebuild), then the archive replayed.
+    assert [
+        json.loads(line)["ids"] for line in unlinks_file(settings.archive_path).read_text().splitlines()
+    ] == [["id-a", "id-b"]]
+    client = redis.Redis.from_url(settings.redis_url)
+    client.flushdb()
+    store = RedisProfileStore(
+        client, dedupe_window_seconds=3600, session_gap_ms=1_800_000, identity_max_ids=2
+    )
+    assert reapply_unlinks(store, settings.archive_path) == 1
+    replayed = pulse(settings, "replay")
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert eventually(lambda: (person(base, "id-b") or {}).get("event_count") == 5, timeout=60)
+    assert eventually(lambda: (person(base, "id-a") or {}).get("event_count") == 4, timeout=30)
+    assert person(base, "id-a")["profile_id"] == "id-a" and person(base, "id-c")["profile_id"] == "id-b"
