@@ -58,8 +58,9 @@ def person(base: str, pid: str) -> dict[str, Any] | None:
 
 
 @pytest.fixture
-def apps(settings, tmp_path) -> Iterator[Any]:
-    """The profile app, the archiver and the API with PULSE_IDENTITY_MAX_IDS=2; stopped after the test."""
+def apps(settings, tmp_path, redis_client) -> Iterator[Any]:
+    """The profile app, the archiver and the API with PULSE_IDENTITY_MAX_IDS=2 on an empty Redis
+    (``redis_client`` flushes it); stopped after the test."""
     limited = settings.model_copy(update={"identity_max_ids": 2})
     started = []
     for name in ("profile-app", "archiver", "api"):
