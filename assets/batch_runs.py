@@ -251,6 +251,8 @@ def backtest_rules(
         enrich=lambda metadata: enrich_context(metadata, geo=geo, campaigns=campaigns),
         traits=load_configured_traits(settings),
         keep_bots=settings.bots_in_profiles,
+        max_ids=settings.identity_max_ids,
+        unlinked=set(recorded_unlinks(settings.archive_path)),
     )
 
 
