@@ -12,16 +12,20 @@ import redis
 from confluent_kafka import Producer
 
 from assets.archive import offsets_at, profiles_arrived_before, profiles_from, read_valid_events
-from assets.batch_sql import recompute_documents
+from assets.batch_sql import recompute_documents, recompute_identity
 from assets.forgotten import read_suppressions
+from assets.identity_unlinks import recorded_unlinks
 from assets.kafka_health import BrokerUnavailable, committed_offsets, wait_for_archiver
 from assets.profile_rebuild import Progress as RebuildProgress
 from assets.profile_rebuild import RebuildReport, rebuild_profiles
 from assets.reconciliation import (
     ReconcileReport,
+    diff_people,
     diff_profiles,
     live_documents,
+    live_people,
     live_profile_ids,
+    unlinked_pairs,
 )
 from core import service_registry
 from core.archive_layout import earlier_cut
@@ -92,6 +96,7 @@ def reconcile(
         client,
         dedupe_window_seconds=settings.dedupe_window_seconds,
         session_gap_ms=settings.session_timeout_seconds * 1000,
+        identity_max_ids=settings.identity_max_ids,
         traits=lambda: traits,
     )
     forgotten = read_suppressions(settings, client)
@@ -122,6 +127,22 @@ def reconcile(
         {k: v for k, v in live.items() if k not in in_flight},
     )
     report.in_flight = len(in_flight)
+    # People: each archived id's person (identify links between users, the limit, unlinks).
+    identity = recompute_identity(
+        settings.archive_path,
+        settings.identity_max_ids,
+        unlinked_pairs(client) | set(recorded_unlinks(settings.archive_path)),
+        forgotten=forgotten,
+        cut=cut,
+        admission=Admission.from_settings(settings),
+    )
+    people_ids = sorted(identity.person_of)  # forgotten events are left out of both sides
+    diff_people(
+        report,
+        {pid: identity.person_of[pid] for pid in people_ids},
+        live_people(store, people_ids),
+        in_flight,
+    )
     return report
 
 
@@ -260,6 +281,8 @@ def backtest_rules(
         enrich=lambda metadata: enrich_context(metadata, geo=geo, campaigns=campaigns),
         traits=load_configured_traits(settings),
         admission=Admission.from_settings(settings),
+        max_ids=settings.identity_max_ids,
+        unlinked=set(recorded_unlinks(settings.archive_path)),
     )
 
 

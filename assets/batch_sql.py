@@ -13,7 +13,7 @@ ids. ``documents`` assembles the rows with the stream's own ``build_profile``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -24,6 +24,7 @@ from core.archive_layout import archive_glob, before_cut_sql, has_archive
 from core.forgetting import SUPPRESSIONS_TABLE, Suppressions, forgotten_sql, suppressions_table
 from streaming.profiles.admission import Admission
 from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile, now
+from streaming.profiles.identity_graph import DEFAULT_MAX_IDS, IdNode, Resolution, resolve
 from streaming.traits.registry import BUILTIN_TRAITS, TraitSet
 from streaming.traits.sql import CELL_COLUMNS, cell_text, trait_cells_sql
 
@@ -222,3 +223,71 @@ def recompute_documents(
         )
     logger.info("recomputed %d profiles from %s", tables.profiles.num_rows, archive_root)
     return dict(documents(tables, traits, now_ms))
+
+
+IDENTITY_SQL = """
+-- every profile, 'u' when its id is a user id (its events are keyed by their user_id)
+SELECT CASE WHEN max(user_id) IS NULL THEN 'i' ELSE 'u' END AS kind, profile_id AS id, '' AS other, 0 AS ts,
+       '' AS event_id
+FROM profile_events GROUP BY profile_id
+UNION ALL
+-- anonymous id -> each user seen with it, at its earliest event time (update.lua's owner zset)
+SELECT 'o', anonymous_id, user_id, min(ts), '' FROM profile_events
+WHERE user_id IS NOT NULL AND anonymous_id IS NOT NULL GROUP BY ALL
+UNION ALL
+-- user -> each id an identify named as its anonymous id, the earliest (ts, event_id)
+SELECT 'l', user_id, anonymous_id, min(ts), arg_min(event_id, (ts, event_id)) FROM profile_events
+WHERE event_type = 'identify' AND user_id IS NOT NULL AND anonymous_id IS NOT NULL AND anonymous_id <> user_id
+GROUP BY ALL
+"""
+
+
+def identity_nodes(
+    rows: Iterable[tuple[str, str, str, int, str]], unlinked: Collection[frozenset[str]] = ()
+) -> dict[str, IdNode]:
+    """IDENTITY_SQL's rows as identity nodes (streaming/profiles/identity_graph.py), minus unlinks."""
+    users: set[str] = set()
+    ids: set[str] = set()
+    owners: dict[str, list[tuple[int, str]]] = {}
+    links: dict[str, dict[str, tuple[int, str]]] = {}
+    for kind, pid, other, ts, event_id in rows:
+        ids.add(pid)
+        if kind == "u":
+            users.add(pid)
+        elif kind == "i":
+            continue
+        elif frozenset((pid, other)) in unlinked:
+            continue
+        elif kind == "o":
+            owners.setdefault(pid, []).append((ts, other))
+        else:
+            links.setdefault(pid, {})[other] = (ts, event_id)
+    return {
+        pid: IdNode(pid in users, links.get(pid, {}), tuple(u for _, u in sorted(owners.get(pid, []))))
+        for pid in ids
+    }
+
+
+def recompute_identity(
+    archive_root: Path,
+    max_ids: int = DEFAULT_MAX_IDS,
+    unlinked: Collection[frozenset[str]] = (),
+    forgotten: Suppressions | None = None,
+    cut: Mapping[int, int] | None = None,
+    admission: Admission = Admission(),
+) -> Resolution:
+    """Every archived id's person (canonical id), the people's user ids and the user links with their
+    outcome, from the archive in DuckDB: what the stream resolves at read, for the same records."""
+    if not has_archive(archive_root):
+        return Resolution({}, {}, [])
+    with duckdb.connect() as con:
+        con.register(
+            "catalog",
+            pa.table({"product_id": pa.array([], pa.string()), "category": pa.array([], pa.string())}),
+        )
+        con.register(SUPPRESSIONS_TABLE, suppressions_table(forgotten or {}))
+        glob = archive_glob(archive_root)
+        admitted = admission.sql(_archive_columns(con, glob))
+        con.execute(profile_events_sql([], cut, admitted), {"glob": glob})
+        rows = con.sql(IDENTITY_SQL).fetchall()
+    return resolve(identity_nodes(rows, unlinked), max_ids)

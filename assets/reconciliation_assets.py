@@ -18,6 +18,8 @@ def profile_drift_report(pulse: PulseResource) -> dg.MaterializeResult:
             "missing_in_redis": report.missing_in_redis,
             "extra_in_redis": report.extra_in_redis,
             "in_flight": report.in_flight,
+            "people_checked": report.people_checked,
+            "people_mismatched": report.people_mismatched,
             "mismatched_fields": dg.MetadataValue.json(report.mismatched_fields),
             "examples": dg.MetadataValue.json(report.examples),
         }
@@ -26,12 +28,12 @@ def profile_drift_report(pulse: PulseResource) -> dg.MaterializeResult:
 
 @dg.asset_check(asset=profile_drift_report, blocking=False)
 def no_profile_drift(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    """Fails when the latest report found any mismatched, missing or extra profile."""
+    """Fails when the latest report found any mismatched, missing or extra profile, or person."""
     event = context.instance.get_latest_materialization_event(profile_drift_report.key)
     metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
     counts = {
         k: int(metadata[k].value)
-        for k in ("mismatched", "missing_in_redis", "extra_in_redis")
+        for k in ("mismatched", "missing_in_redis", "extra_in_redis", "people_mismatched")
         if k in metadata
     }
     return dg.AssetCheckResult(passed=bool(counts) and not any(counts.values()), metadata=counts)

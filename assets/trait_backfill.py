@@ -131,6 +131,7 @@ def backfill_traits(
         client,
         dedupe_window_seconds=settings.dedupe_window_seconds,
         session_gap_ms=settings.session_timeout_seconds * 1000,
+        identity_max_ids=settings.identity_max_ids,
     )
     ids = list(jobs)
     for start in range(0, len(ids), CHUNK):

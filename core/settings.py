@@ -289,6 +289,12 @@ class PulseSettings(BaseSettings):
     traits_refresh_seconds: float = Field(
         2.0, description="How often the profile app and the API check the traits file for changes."
     )
+    identity_max_ids: int = Field(
+        100,
+        ge=1,
+        description="Most user ids one person may merge (identify/alias links between known user ids, "
+        "docs/identity.md); links past it are refused, recorded and shown at /v1/profiles/{id}/identity.",
+    )
     interest_half_life_days: float = Field(
         7.0, gt=0, description="Half-life of the profile's decayed `interests` (days)."
     )

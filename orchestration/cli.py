@@ -19,6 +19,7 @@ from core import service_registry
 from core.settings import PulseSettings, settings_markdown, settings_reference
 from orchestration.dlq_cli import dlq
 from orchestration.forget_cli import forget
+from orchestration.identity_cli import identity
 from orchestration.keys_cli import keys
 
 if TYPE_CHECKING:
@@ -350,6 +351,7 @@ def reconcile(as_json: bool, as_of: datetime | None) -> None:
         )
         for field_name, count in report.mismatched_fields.items():
             click.echo(f"  {field_name}: {count}")
+        click.echo(f"checked the person of {report.people_checked} ids: {report.people_mismatched} differ")
         if report.in_flight:
             click.echo(f"{report.in_flight} profiles left out: they have records from the cut on")
     sys.exit(1 if report.drifted else 0)
@@ -534,6 +536,7 @@ def schema() -> None:
 cli.add_command(keys)  # orchestration/keys_cli.py
 cli.add_command(dlq)  # orchestration/dlq_cli.py
 cli.add_command(forget)  # orchestration/forget_cli.py
+cli.add_command(identity)  # orchestration/identity_cli.py
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Prometheus metrics of the collector/API."""
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 REQUESTS = Counter("pulse_collector_requests_total", "POST /v1/events requests by status", ["status"])
 EVENTS_ACCEPTED = Counter("pulse_collector_events_accepted_total", "Events durably handed to Kafka")
@@ -14,4 +14,8 @@ CONSENT_REFUSED_EVENTS = Counter(
     "pulse_collector_consent_refused_events_total",
     "Accepted events whose consent.<purpose> is false, for analytics and personalization",
     ["purpose"],
+)
+IDENTITY_LINKS_REFUSED = Gauge(
+    "pulse_identity_links_refused",
+    "Links between user ids refused by the per-person limit PULSE_IDENTITY_MAX_IDS (pulse:identity:refused)",
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import redis
@@ -11,9 +12,11 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from quality.json_schema import event_json_schema
+from streaming.api.metrics import IDENTITY_LINKS_REFUSED
 from streaming.api.services import services_of
 from streaming.profiles.store import RedisProfileStore
 
+logger = logging.getLogger(__name__)
 router = APIRouter()
 
 
@@ -38,9 +41,21 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics", tags=["operations"])
-def prometheus_metrics() -> Response:
+def prometheus_metrics(request: Request) -> Response:
     """Prometheus metrics."""
+    _count_refused_links(request)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _count_refused_links(request: Request) -> None:
+    """The refused identity links as Redis records them (every reader records the ones it finds)."""
+    store = services_of(request).store
+    if store is None:
+        return
+    try:
+        IDENTITY_LINKS_REFUSED.set(store.refused_link_count())
+    except redis.RedisError:
+        logger.warning("cannot read the refused identity links for /metrics", exc_info=True)
 
 
 def _redis_ok(store: RedisProfileStore) -> bool:

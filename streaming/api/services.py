@@ -122,6 +122,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             client,
             dedupe_window_seconds=settings.dedupe_window_seconds,
             session_gap_ms=settings.session_timeout_seconds * 1000,
+            identity_max_ids=settings.identity_max_ids,
             traits=traits.current,
             forget_record=ForgetRecord(settings.forget_path),
         )

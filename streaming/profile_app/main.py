@@ -53,6 +53,7 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
         client,
         dedupe_window_seconds=settings.dedupe_window_seconds,
         session_gap_ms=settings.session_timeout_seconds * 1000,
+        identity_max_ids=settings.identity_max_ids,
         intent_model=intent_model.current,
         traits=traits.current,
         forget_record=(record := ForgetRecord(settings.forget_path)),

@@ -57,12 +57,27 @@ def rule_inputs(
     person_of: dict[str, str] = {}
     documents: dict[str, dict[str, Any] | None] = {}
     states: dict[str, dict[str, dict[str, Any]]] = {}
-    owned_elsewhere = [pid for pid, report in reports.items() if report.owner and report.owner != pid]
-    own = {pid: report for pid, report in reports.items() if not (report.owner and report.owner != pid)}
+    # Parts owned by another user, and users an identify may have linked to other users
+    # (streaming/profiles/identity_graph.py), are read as whole people below.
+    elsewhere = {
+        pid for pid, report in reports.items() if (report.owner and report.owner != pid) or report.user_linked
+    }
+    owned_elsewhere = [pid for pid in reports if pid in elsewhere]
+    own = {pid: report for pid, report in reports.items() if pid not in elsewhere}
     cache.forget(set(reports))  # these parts just changed
     anonymous = cache.get_many(
         store, {a for r in own.values() for a in r.part.anonymous_ids if a != r.part.profile_id}
     )
+    for pid in [
+        pid
+        for pid, report in own.items()
+        if any(
+            a in anonymous and "user_id" in anonymous[a].part.fields
+            for a in report.part.anonymous_ids - {pid}
+        )
+    ]:
+        del own[pid]  # it named a user as its anonymous id: maybe linked
+        owned_elsewhere.append(pid)
     # A part's report is taken when its own event is applied; a link applied later in the same
     # batch (an identify) can have given it an owner since. The fresh read above knows: such a
     # part belongs to its owner's person, or both "people" would fire the same rule.

@@ -62,6 +62,13 @@ class PartReport(NamedTuple):
     part: ProfilePart
     owner: str | None
     decisions: dict[str, dict[str, Any]]  # fire state per rule key: fired_at_ms, fire_count, event_id
+    user_linked: bool = False  # a user named as an anonymous id: an identify may link it to other users
+
+
+def parse_link(text: str) -> tuple[int, str]:
+    """An identify link as update.lua stores it: "<event ms>:<event_id>"."""
+    ts, _, event_id = text.partition(":")
+    return int(ts), event_id
 
 
 def fire_state(decision: Mapping[str, Any]) -> str:
@@ -92,7 +99,7 @@ def parse_report(profile_id: str, entry: list[Any]) -> PartReport:
         profile_id, fields, frozenset(decode(a) for a in anonymous_ids), products, sorted(intervals)
     )
     owned = owner and "user_id" not in fields  # a user's own profile is nobody's part
-    return PartReport(part, decode(owner[0]) if owned else None, decisions)
+    return PartReport(part, decode(owner[0]) if owned else None, decisions, bool(owner) and not owned)
 
 
 def identity_links(deltas: Sequence[ProfileDelta]) -> dict[str, tuple[int, str]]:
@@ -109,5 +116,5 @@ def identity_links(deltas: Sequence[ProfileDelta]) -> dict[str, tuple[int, str]]
 
 def link_command(anonymous_id: str, link: tuple[int, str]) -> tuple[str | int, ...]:
     """Record a link (update.lua's pulse_link): each user's earliest time, so the write is idempotent;
-    nothing when the anonymous id was forgotten at or after the link's time."""
+    nothing for an unlinked pair, or when the anonymous id was forgotten at or after the link's time."""
     return ("FCALL", LINK_FUNCTION, 1, owner_key(anonymous_id), link[0], link[1])

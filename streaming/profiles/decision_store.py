@@ -62,6 +62,8 @@ class DecisionStore:
         if own["owner"] and own["owner"] != profile_id:
             person = own["owner"]
             own = parts[person]
+        if any(part["user_linked"] or (pid != person and part["user_id"]) for pid, part in parts.items()):
+            return self._linked_decisions_view(profile_id, now_ms)  # an identify linked user ids: read all
         anonymous = [a for a in own["anonymous_ids"] if a != person]
         owned = [parts[a] for a in sorted(anonymous) if parts[a]["owner"] == person and parts[a]["known"]]
         if not own["known"] and not owned:
@@ -76,6 +78,25 @@ class DecisionStore:
             "decisions": sorted(current, key=lambda d: d.get("fired_at_ms", 0), reverse=True),
             "intent_score": float(own["intent_score"] or 0.0),
             "segments": sorted(segments),
+        }
+
+    def _linked_decisions_view(self, profile_id: str, now_ms: int) -> dict[str, Any] | None:
+        """decisions_view of a person an identify may have linked to other users (identity_graph.py)."""
+        people = self.read_people([profile_id])
+        person = people.person_of[profile_id]
+        document = people.documents[person]
+        if document is None:
+            return None
+        members = people.members[person]
+        parts = self._decision_parts(members)
+        states = merge_decision_states(parts[pid]["decisions"] for pid in members)
+        current = [d for d in states.values() if d.get("expires_at_ms", 0) > now_ms]
+        return {
+            "profile_id": profile_id,
+            "user_id": document["user_id"],
+            "decisions": sorted(current, key=lambda d: d.get("fired_at_ms", 0), reverse=True),
+            "intent_score": float(parts[person]["intent_score"] or 0.0),
+            "segments": sorted({s for pid in members for s in parts[pid]["segments"].split(",") if s}),
         }
 
     def _person_decision_parts(self, profile_id: str) -> dict[str, dict[str, Any]]:
@@ -182,6 +203,7 @@ def _decision_part(
     )
     return {
         "owner": decode(owner) if owner and not user_id else None,  # a user's own profile is nobody's part
+        "user_linked": bool(owner and user_id),  # a user named as an anonymous id: maybe linked to another
         "known": count is not None,
         "user_id": decode(user_id) if user_id else None,
         "intent_score": decode(intent) if intent else None,

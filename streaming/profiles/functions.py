@@ -47,6 +47,12 @@ _UPDATE_LIBRARY = _UPDATE_LIBRARY.replace(
     "function_name = 'pulse_link'", f"function_name = '{LINK_FUNCTION}'", 1
 )
 
+#: Identity links (the owner zset of an anonymous id, honouring unlinks), in the same library.
+LINK_FUNCTION = UPDATE_FUNCTION.replace("pulse_update", "pulse_link")
+_UPDATE_LIBRARY = _UPDATE_LIBRARY.replace(
+    "function_name = 'pulse_link'", f"function_name = '{LINK_FUNCTION}'", 1
+)
+
 #: Deltas per script call: bounds how long one call blocks Redis (about 10 µs per delta).
 SCRIPT_CHUNK = 500
 

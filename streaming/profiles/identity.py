@@ -4,15 +4,16 @@ Events are stored on the profile of their key (user_id, else anonymous_id), neve
 event carrying both ids links the anonymous id to the user; the anonymous id's *owner* is the
 user of its earliest link (event time, ties by user id), so ownership does not depend on the
 order events arrive in. An id with events as a user id (its part has a ``user_id`` field) is
-a person of its own: links naming it as an anonymous id are ignored, so it is never folded into
-another user, and no chain of owners forms. A person's profile is the merge of the user's own
-part and the parts of every anonymous id it owns. Each event lives in exactly one part, so merging counters by
+never another user's anonymous part; an ``identify`` naming it as the anonymous id links the two
+*users* instead, and linked users are one person (streaming/profiles/identity_graph.py: chains,
+the per-person limit, the canonical id). A person's profile is the merge of its users' parts
+and the parts of every anonymous id they own. Each event lives in exactly one part, so merging counters by
 addition counts every event exactly once, before or after the identify, in any order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from core.time_format import iso_from_ms
@@ -74,11 +75,15 @@ def merge_parts(
     session_gap_ms: int,
     traits: TraitSet = BUILTIN_TRAITS,
     now_ms: int | None = None,
+    *,
+    user_ids: Collection[str] = (),
 ) -> dict[str, Any] | None:
     """The profile document of a person from its parts (the person's own part first, if any).
 
     ``user_id`` is the person's user id (None for an anonymous visitor nobody owns); trait
-    fields are read with ``traits`` at ``now_ms`` (see ``build_profile``).
+    fields are read with ``traits`` at ``now_ms`` (see ``build_profile``). ``user_ids``: the
+    person's user ids when linked users merged (streaming/profiles/identity_graph.py); they are
+    not listed as anonymous ids.
     """
     parts = [part for part in parts if part.fields]
     if not parts:
@@ -98,6 +103,7 @@ def merge_parts(
             if ts > products.get(product, -1):
                 products[product] = ts
         intervals.extend(part.sessions)
+    anonymous_ids -= set(user_ids)
     recent = sorted(products.items(), key=lambda item: (item[1], item[0]), reverse=True)[:LAST_PRODUCTS_LIMIT]
     sessions = merge_sessions(intervals, session_gap_ms)
     return build_profile(

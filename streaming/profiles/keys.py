@@ -15,6 +15,8 @@ FORGET_STREAM = f"{KEY_PREFIX}:forget"
 #: The byte offset up to which Redis mirrors the durable forget record (streaming/profiles/suppression.py);
 #: gone after a wipe, which update.lua notices before it applies anything.
 FORGET_MIRROR_KEY = f"{KEY_PREFIX}:forget:mirror"
+#: User links refused by the per-person limit (hash "<a> <b>" -> JSON), see identity_graph.py.
+REFUSED_LINKS = f"{KEY_PREFIX}:identity:refused"
 #: Hash slots of a Redis Cluster.
 CLUSTER_SLOTS = 16384
 
@@ -37,6 +39,8 @@ class ProfileKeys:
     decisions: str
     fires: str
     owner: str
+    links: str
+    unlinked: str
     seen_prefix: str
 
     @property
@@ -88,6 +92,16 @@ def rebuild_kept_key(profile_id: str) -> str:
     return f"{_base(profile_id)}:rebuild"
 
 
+def links_key(user_id: str) -> str:
+    """Identify links a user made (hash: anonymous id -> "<earliest event ms>:<event_id>")."""
+    return f"{_base(user_id)}:links"
+
+
+def unlinked_key(profile_id: str) -> str:
+    """Ids unlinked from this one by ``pulse identity unlink`` (hash: other id -> unlink time ms)."""
+    return f"{_base(profile_id)}:unlinked"
+
+
 def profile_keys(profile_id: str) -> ProfileKeys:
     """Keys of the profile with the given user_id or anonymous_id."""
     base = _base(profile_id)
@@ -99,5 +113,7 @@ def profile_keys(profile_id: str) -> ProfileKeys:
         decisions=f"{base}:decisions",
         fires=f"{base}:fires",
         owner=f"{base}:owner",
+        links=f"{base}:links",
+        unlinked=f"{base}:unlinked",
         seen_prefix=f"{base}:seen:",
     )

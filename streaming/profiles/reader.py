@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from core.redis_client import RedisClient
-from streaming.profiles.codec import PartReport, decode, decode_map, interval, parse_report
+from streaming.profiles.codec import PartReport, decode, decode_map, interval, parse_link, parse_report
 from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile
 from streaming.profiles.identity import ProfilePart, merge_parts
-from streaming.profiles.keys import fields_key, owner_key, profile_keys
+from streaming.profiles.identity_graph import (
+    IdNode,
+    Resolution,
+    UserLink,
+    linked_users,
+    member_ids,
+    neighbours,
+    owner_of,
+    person_anonymous_ids,
+    resolve,
+)
+from streaming.profiles.keys import REFUSED_LINKS, fields_key, links_key, owner_key, profile_keys
 from streaming.traits.registry import TraitSet
+
+logger = logging.getLogger(__name__)
 
 
 class People(NamedTuple):
@@ -25,12 +40,14 @@ class ProfileReader:
     """Reads of profiles and people (a mixin of RedisProfileStore).
 
     Expects ``self._client`` (the Redis client), ``self.traits`` (the trait fields profiles
-    show) and ``self._session_gap_ms`` (the session gap merged parts use).
+    show), ``self._session_gap_ms`` (the session gap merged parts use) and ``self.identity_max_ids``
+    (user ids per person, PULSE_IDENTITY_MAX_IDS).
     """
 
     _client: RedisClient
     traits: Callable[[], TraitSet]
     _session_gap_ms: int
+    identity_max_ids: int
 
     def get_profile(self, profile_id: str) -> dict[str, Any] | None:
         """The profile stored under this id alone (no identity merge), or None.
@@ -60,20 +77,72 @@ class ProfileReader:
         return profiles
 
     def resolve_people(self, ids: Sequence[str]) -> dict[str, str]:
-        """id -> the id of the person it belongs to (its owning user, else itself).
+        """id -> the canonical id of the person it belongs to (see streaming/profiles/identity_graph.py)."""
+        resolution, _ = self.resolve_identity(ids)
+        return {pid: resolution.person_of[pid] for pid in ids}
 
-        An id with events as a user id is a person of its own, whatever links name it.
+    def resolve_identity(self, ids: Sequence[str]) -> tuple[Resolution, dict[str, IdNode]]:
+        """The people of ``ids`` with every user linked to them, and the ids read on the way.
+
+        Reads the ids, then the users they may be linked to, a pipelined round trip per step of
+        the link graph, until the linked users of every person are all read.
         """
+        nodes: dict[str, IdNode] = {}
+        wanted = set(ids)
+        while missing := [pid for pid in wanted if pid not in nodes]:
+            nodes.update(self.read_id_nodes(missing))
+            roots = {pid for pid in ids if nodes[pid].is_user}
+            roots |= {owner for pid in ids if (owner := owner_of(pid, nodes[pid]))}
+            wanted = roots | {pid for pid in ids}
+            for uid in linked_users(roots, nodes):
+                wanted |= neighbours(uid, nodes[uid]) if uid in nodes else {uid}
+        resolution = resolve(nodes, self.identity_max_ids)
+        if any(not link.merged for link in resolution.links):
+            self._record_refused([link for link in resolution.links if not link.merged])
+        return resolution, nodes
+
+    def read_id_nodes(self, ids: Sequence[str]) -> dict[str, IdNode]:
+        """What the identity resolution needs of each id, in one pipelined round trip."""
         pipe = self._client.pipeline(transaction=False)
         for profile_id in ids:
-            pipe.zrange(owner_key(profile_id), 0, 0)
             pipe.hexists(fields_key(profile_id), "user_id")
+            pipe.hgetall(links_key(profile_id))
+            pipe.zrange(owner_key(profile_id), 0, -1)
         replies = pipe.execute()
-        people = {}
+        nodes = {}
         for i, pid in enumerate(ids):
-            owner, is_user = replies[2 * i], replies[2 * i + 1]
-            people[pid] = decode(owner[0]) if owner and not is_user else pid
-        return people
+            is_user, links, owners = replies[3 * i : 3 * i + 3]
+            nodes[pid] = IdNode(
+                bool(is_user),
+                {other: parse_link(link) for other, link in decode_map(links).items()},
+                tuple(decode(o) for o in owners),
+            )
+        return nodes
+
+    def _record_refused(self, refused: list[UserLink]) -> None:
+        """Record refused user links once (``pulse:identity:refused``); log each the first time."""
+        pipe = self._client.pipeline(transaction=False)
+        for link in refused:
+            value = {
+                "event_id": link.event_id,
+                "timestamp_ms": link.timestamp_ms,
+                "max_ids": self.identity_max_ids,
+            }
+            pipe.hsetnx(REFUSED_LINKS, f"{link.a} {link.b}", json.dumps(value))
+        for link, new in zip(refused, pipe.execute(), strict=True):
+            if new:
+                logger.warning(
+                    "identity link %s ~ %s (event %s) refused: the person would hold more than %d user ids "
+                    "(PULSE_IDENTITY_MAX_IDS)",
+                    link.a,
+                    link.b,
+                    link.event_id,
+                    self.identity_max_ids,
+                )
+
+    def refused_link_count(self) -> int:
+        """How many user links the per-person limit refused so far (recorded when first read)."""
+        return int(self._client.hlen(REFUSED_LINKS))
 
     def get_people(self, ids: Sequence[str], now_ms: int | None = None) -> dict[str, dict[str, Any] | None]:
         """Merged profiles for user or anonymous ids (see streaming/profiles/identity.py)."""
@@ -84,26 +153,39 @@ class ProfileReader:
         }
 
     def read_people(self, ids: Sequence[str], now_ms: int | None = None) -> People:
-        """The people the ids belong to and their merged profiles, in three pipelined round trips.
+        """The people the ids belong to and their merged profiles.
 
         Trait fields are read at ``now_ms`` (default: now).
         """
-        person_of = self.resolve_people(ids)
+        resolution, nodes = self.resolve_identity(ids)
+        person_of = {pid: resolution.person_of[pid] for pid in ids}
         people = list(dict.fromkeys(person_of.values()))
-        own = self._read_parts(people)
-        anon_ids = list(dict.fromkeys(a for p in people for a in own[p].anonymous_ids if a != p))
+        users = {p: resolution.user_ids.get(p, []) for p in people}
+        own = self._read_parts(list(dict.fromkeys(uid for p in people for uid in users[p] or [p])))
+        anon_ids = list(
+            dict.fromkeys(
+                a for p in people for uid in users[p] or [p] for a in own[uid].anonymous_ids if a != uid
+            )
+        )
         anon_parts = self._read_parts(anon_ids) if anon_ids else {}
-        owners = self.resolve_people(anon_ids) if anon_ids else {}
+        missing = [a for a in anon_ids if a not in nodes]
+        nodes = {**nodes, **(self.read_id_nodes(missing) if missing else {})}
         documents: dict[str, dict[str, Any] | None] = {}
         members: dict[str, list[str]] = {}
         traits = self.traits()
         for person in people:
-            owned = [a for a in sorted(own[person].anonymous_ids) if a != person and owners.get(a) == person]
-            members[person] = [person, *owned]
+            group = set(users[person])
+            owned = person_anonymous_ids(
+                group or {person}, (a for uid in users[person] for a in own[uid].anonymous_ids), nodes
+            )
+            members[person] = member_ids(person, group, owned)
+            others = members[person][1 : len(group) or 1]
             stitched = any(person_of[pid] == person != pid for pid in ids)
             user_id = own[person].fields.get("user_id") or (person if owned or stitched else None)
-            parts = [own[person], *(anon_parts[a] for a in owned)]
-            documents[person] = merge_parts(person, user_id, parts, self._session_gap_ms, traits, now_ms)
+            parts = [own[person], *(own[u] for u in others), *(anon_parts[a] for a in owned)]
+            documents[person] = merge_parts(
+                person, user_id, parts, self._session_gap_ms, traits, now_ms, user_ids=group
+            )
         return People(person_of, documents, members)
 
     def get_person(self, profile_id: str) -> dict[str, Any] | None:

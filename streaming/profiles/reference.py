@@ -6,13 +6,14 @@ executable specification of ``update.lua``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from streaming.profiles.delta import ProfileDelta
 from streaming.profiles.document import LAST_PRODUCTS_LIMIT, build_profile
 from streaming.profiles.identity import ProfilePart, merge_parts
+from streaming.profiles.identity_graph import DEFAULT_MAX_IDS, IdNode, Resolution, member_ids, resolve
 from streaming.traits.cells import apply_ops
 from streaming.traits.registry import BUILTIN_TRAITS, TraitSet
 
@@ -100,22 +101,57 @@ def reference_profiles(
     return profiles
 
 
-def reference_owners(deltas: Iterable[ProfileDelta]) -> dict[str, str]:
-    """anonymous_id -> owning user_id: the user of the earliest linking event (ties by user id).
-
-    An id that is itself a user id (has events as ``user_id``) is nobody's anonymous id: it is a
-    person of its own (see streaming/profiles/identity.py).
-    """
-    links: dict[str, tuple[int, str]] = {}
+def reference_nodes(
+    deltas: Iterable[ProfileDelta], unlinked: Collection[frozenset[str]] = ()
+) -> dict[str, IdNode]:
+    """Each id's identity node as the store has it (update.lua, ``pulse_link``), unlinked pairs left out."""
     users: set[str] = set()
+    owners: dict[str, dict[str, int]] = {}  # anonymous id -> user -> earliest event time
+    links: dict[str, dict[str, tuple[int, str]]] = {}  # user -> anonymous id -> earliest identify
+    ids: set[str] = set()
     for delta in deltas:
+        ids.add(delta.profile_id)
         if delta.user_id:
             users.add(delta.user_id)
-        if delta.user_id and delta.anonymous_id:
-            link = (delta.timestamp_ms, delta.user_id)
-            if delta.anonymous_id not in links or link < links[delta.anonymous_id]:
-                links[delta.anonymous_id] = link
-    return {anon: user for anon, (_, user) in links.items() if anon not in users}
+        anon, user = delta.anonymous_id, delta.user_id
+        if anon:
+            ids.add(anon)
+        if not (user and anon) or frozenset((user, anon)) in unlinked:
+            continue
+        seen = owners.setdefault(anon, {})
+        seen[user] = min(seen.get(user, delta.timestamp_ms), delta.timestamp_ms)
+        if delta.event_type == "identify" and anon != user:
+            link = (delta.timestamp_ms, delta.event_id)
+            made = links.setdefault(user, {})
+            made[anon] = min(made.get(anon, link), link)
+    return {
+        pid: IdNode(
+            pid in users,
+            links.get(pid, {}),
+            tuple(u for _, u in sorted((ts, u) for u, ts in owners.get(pid, {}).items())),
+        )
+        for pid in ids
+    }
+
+
+def reference_identity(
+    deltas: Iterable[ProfileDelta], max_ids: int = DEFAULT_MAX_IDS, unlinked: Collection[frozenset[str]] = ()
+) -> Resolution:
+    """Every id's person, the people's user ids and the user links with their outcome."""
+    return resolve(reference_nodes(deltas, unlinked), max_ids)
+
+
+def reference_owners(
+    deltas: Iterable[ProfileDelta], max_ids: int = DEFAULT_MAX_IDS, unlinked: Collection[frozenset[str]] = ()
+) -> dict[str, str]:
+    """id -> the canonical id of its person, for every id that is not its person's canonical id.
+
+    An anonymous id belongs to the user of its earliest link (ties by user id); an id with events
+    as a user id is nobody's anonymous id, and users linked by identifies are one person
+    (streaming/profiles/identity_graph.py). ``unlinked``: pairs ``pulse identity unlink`` suppressed.
+    """
+    person_of = reference_identity(deltas, max_ids, unlinked).person_of
+    return {pid: person for pid, person in person_of.items() if person != pid}
 
 
 def reference_person(
@@ -126,10 +162,16 @@ def reference_person(
     traits: TraitSet = BUILTIN_TRAITS,
     now_ms: int | None = None,
 ) -> dict[str, Any] | None:
-    """The merged profile GET /v1/profiles/{profile_id} must return (None = 404)."""
+    """The merged profile GET /v1/profiles/{profile_id} must return (None = 404); ``owners`` as
+    ``reference_owners`` gives them."""
     person = owners.get(profile_id, profile_id)
-    owned = sorted(anon for anon, user in owners.items() if user == person and anon != person)
-    parts = [profiles[pid].part() for pid in [person, *owned] if pid in profiles]
+    others = [pid for pid, p in owners.items() if p == person and pid != person]
+    users = {pid for pid in [person, *others] if pid in profiles and profiles[pid].fields.get("user_id")}
+    owned = [pid for pid in others if pid not in users]
+    order = member_ids(person, users, owned)
+    parts = [profiles[pid].part() for pid in order if pid in profiles]
     own = profiles.get(person)
     user_id = (own and own.fields.get("user_id")) or (person if owned or person != profile_id else None)
-    return merge_parts(person, str(user_id) if user_id else None, parts, session_gap_ms, traits, now_ms)
+    return merge_parts(
+        person, str(user_id) if user_id else None, parts, session_gap_ms, traits, now_ms, user_ids=users
+    )

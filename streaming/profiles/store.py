@@ -25,6 +25,8 @@ from streaming.profiles.functions import (
     load_library,
     mirror_missing,
 )
+from streaming.profiles.identity_admin import IdentityAdmin
+from streaming.profiles.identity_graph import DEFAULT_MAX_IDS
 from streaming.profiles.intent import IntentModel
 from streaming.profiles.keys import FORGET_STREAM, fields_key, forgotten_key, owner_key, profile_keys
 from streaming.profiles.reader import ProfileReader
@@ -44,10 +46,11 @@ class Forgotten(NamedTuple):
     keys_deleted: int
 
 
-class RedisProfileStore(ProfileReader, DecisionStore, ClusterRouting):
+class RedisProfileStore(ProfileReader, IdentityAdmin, DecisionStore, ClusterRouting):
     """Profiles in Redis; every write is one atomic script call per profile.
 
-    Reads come from ProfileReader, decisions from DecisionStore, cluster routing from ClusterRouting.
+    Reads come from ProfileReader, identity records and unlinks from IdentityAdmin, decisions
+    from DecisionStore, cluster routing from ClusterRouting.
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class RedisProfileStore(ProfileReader, DecisionStore, ClusterRouting):
         intent_model: Callable[[], IntentModel | None] = lambda: None,
         traits: Callable[[], TraitSet] = lambda: BUILTIN_TRAITS,
         forget_record: ForgetRecord | None = None,
+        identity_max_ids: int = DEFAULT_MAX_IDS,
     ) -> None:
         """``forget_record``: the durable forget record; with it ``forget`` writes there first, and
         on one server update calls refuse to run on a Redis that lost the forget mirror until it
@@ -66,6 +70,7 @@ class RedisProfileStore(ProfileReader, DecisionStore, ClusterRouting):
         """
         self._client = client
         self.forget_record = forget_record
+        self.identity_max_ids = identity_max_ids  # user ids per person (streaming/profiles/identity_graph.py)
         self.traits = traits  # the trait fields profiles show (streaming/traits/follower.py)
         self._intent_model = intent_model
         self._dedupe_window_seconds = dedupe_window_seconds
@@ -243,16 +248,20 @@ class RedisProfileStore(ProfileReader, DecisionStore, ClusterRouting):
     def forget_person(self, profile_id: str, at_ms: int | None = None) -> Forgotten:
         """Forget the person of ``profile_id`` at ``at_ms`` (default now).
 
-        Every id of the person (the user id and the anonymous ids it owns) is suppressed: first in
+        Every id of the person (its user ids, linked ones included, and the anonymous ids they own)
+        is suppressed: first in
         the durable forget record (when the store has one, fsynced), then in Redis, where
         update.lua skips their events with an event time at or before ``at_ms`` from then on; only
         then are its parts, decisions and identity links deleted. What was deleted is recorded too.
         Dedupe markers stay until they expire (they hold event ids only).
         """
-        person = self.resolve_people([profile_id])[profile_id]
-        anonymous_ids = [decode(a) for a in self._client.smembers(profile_keys(person).anonymous_ids)]
-        owners = self.resolve_people(anonymous_ids) if anonymous_ids else {}
-        ids = [person, *(a for a in anonymous_ids if owners.get(a) == person)]
+        people = self.read_people([profile_id])
+        person = people.person_of[profile_id]
+        ids = list(people.members[person])  # every user id linked into the person, and its anonymous ids
+        users = [pid for pid in ids if pid == person or self._client.hexists(fields_key(pid), "user_id")]
+        seen_with = {
+            u: [decode(a) for a in self._client.smembers(profile_keys(u).anonymous_ids)] for u in users
+        }
         if profile_id not in ids:
             ids.append(profile_id)
         at_ms = int(time.time() * 1000) if at_ms is None else at_ms
@@ -261,12 +270,12 @@ class RedisProfileStore(ProfileReader, DecisionStore, ClusterRouting):
         if not self._functions_loaded:
             self.load_functions()
         try:
-            deleted = self._forget_in_redis(person, ids, anonymous_ids, at_ms)
+            deleted = self._forget_in_redis(ids, seen_with, at_ms)
         except redis.ResponseError as exc:
             if not function_missing(exc):
                 raise
             self.load_functions()
-            deleted = self._forget_in_redis(person, ids, anonymous_ids, at_ms)
+            deleted = self._forget_in_redis(ids, seen_with, at_ms)
         if self.forget_record is not None:
             self.forget_record.append_erasure(
                 {
@@ -280,16 +289,17 @@ class RedisProfileStore(ProfileReader, DecisionStore, ClusterRouting):
         logger.info("forgot a person: %d ids, %d keys deleted", len(ids), deleted)
         return Forgotten(ids, at_ms, deleted)
 
-    def _forget_in_redis(self, person: str, ids: list[str], anonymous_ids: list[str], at_ms: int) -> int:
+    def _forget_in_redis(self, ids: list[str], seen_with: dict[str, list[str]], at_ms: int) -> int:
         pipe = self._client.pipeline(transaction=False)
         for pid in ids:  # suppressions before deletes: no event applied in between survives
             pipe.fcall(SUPPRESS_FUNCTION, 1, forgotten_key(pid), at_ms)
         for pid in ids:
             keys = profile_keys(pid)
             # One DEL of one slot's keys (a cluster pipeline's delete() takes a single key).
-            pipe.execute_command("DEL", *keys.state_keys, keys.decisions, keys.fires, keys.owner)
-        for anonymous_id in anonymous_ids:
-            pipe.zrem(owner_key(anonymous_id), person)
+            pipe.execute_command("DEL", *keys.state_keys, keys.decisions, keys.fires, keys.owner, keys.links)
+        for user, anonymous_ids in seen_with.items():
+            for anonymous_id in anonymous_ids:
+                pipe.zrem(owner_key(anonymous_id), user)
         for pid in ids:
             pipe.xadd(
                 FORGET_STREAM, {"profile_id": pid, "requested_at": at_ms // 1000, "forgotten_at_ms": at_ms}

@@ -263,7 +263,15 @@ local function update(KEYS, ARGV)
         end
       end
 
-      if anon ~= '' then redis.call('SADD', base .. ':anon', anon) end
+      if anon ~= '' then
+        redis.call('SADD', base .. ':anon', anon)
+        -- An identify records its link with the event (streaming/profiles/identity_graph.py):
+        -- the earliest per anonymous id, unless ``pulse identity unlink`` suppressed the pair.
+        if event_type == 'identify' and anon ~= user_id and redis.call('HEXISTS', base .. ':unlinked', anon) == 0 then
+          local link, cur_link = int(ts) .. ':' .. d[2], redis.call('HGET', base .. ':links', anon)
+          if not cur_link or order_less(link .. ':', cur_link .. ':') then redis.call('HSET', base .. ':links', anon, link) end
+        end
+      end
       if product ~= '' then
         -- Keep the 10 newest products: a zset grown past 20 is cut back to 10.
         local products = base .. ':products'
@@ -299,12 +307,16 @@ local function update(KEYS, ARGV)
   return {applied, reports, {}, {}, skipped}
 end
 
--- FCALL pulse_link: KEYS[1] an anonymous id's owner zset, ARGV[1] event time ms, ARGV[2] user id.
--- Records the link (ZADD LT: each user's earliest time), unless the anonymous id is forgotten at
--- or after that time: an event of a forgotten person still in flight links nobody again.
+-- FCALL pulse_link: record that an anonymous id was seen with a user (streaming/profiles/codec.py,
+-- link_command). KEYS[1]: the anonymous id's owner zset; ARGV: event time ms, user id. ``LT``
+-- keeps each user's earliest time, so the write is idempotent. Nothing is recorded when the
+-- anonymous id is forgotten at or after that time (an event of a forgotten person still in
+-- flight links nobody again), nor for a pair that ``pulse identity unlink`` suppressed (the id's
+-- "unlinked" hash names the user).
 local function link(KEYS, ARGV)
   local base = string.sub(KEYS[1], 1, -7)  -- "<base>:owner"
   if forgotten(base, tonumber(ARGV[1])) then return 0 end
+  if redis.call('HEXISTS', base .. ':unlinked', ARGV[2]) == 1 then return 0 end
   return redis.call('ZADD', KEYS[1], 'LT', ARGV[1], ARGV[2])
 end
 

@@ -48,6 +48,13 @@ end
 -- owning user, else itself; then the anonymous ids that person owns, in id order. On a
 -- cluster the other parts may live on other nodes: nil when the person has any. The fields
 -- the event's rules read are fetched with it, one call per part.
+-- A user named as another's anonymous id, or naming a user as its own, may be linked to other
+-- users by an identify (streaming/profiles/identity_graph.py): such a person is nil here too,
+-- and Python evaluates it over all its users.
+local function user_linked(part)
+  return redis.call('EXISTS', part .. ':owner') == 1 and redis.call('HEXISTS', part .. ':p', 'user_id') == 1
+end
+
 local function find_parts(base)
   if redis.call('EXISTS', base .. ':owner', base .. ':anon') == 0 then return {base} end  -- the usual case
   if cluster then return nil end
@@ -55,12 +62,14 @@ local function find_parts(base)
   local head, encoded = string.match(base, '^(.-{)(.*)}$')
   local person, person_base = decode_id(encoded), base
   if owner and owner ~= person then person, person_base = owner, head .. encode_id(owner) .. '}' end
+  if user_linked(person_base) then return nil end
   local anonymous = redis.call('SMEMBERS', person_base .. ':anon')
   local parts = {person_base}
   table.sort(anonymous)
   for _, id in ipairs(anonymous) do
     if id ~= person then
       local part = head .. encode_id(id) .. '}'
+      if redis.call('HEXISTS', part .. ':p', 'user_id') == 1 then return nil end
       if owner_of(part) == person then parts[#parts + 1] = part end
     end
   end

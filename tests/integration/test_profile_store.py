@@ -4,6 +4,7 @@ import random
 
 import pytest
 
+from streaming.profiles.identity_admin import UnlinkError
 from streaming.profiles.keys import profile_keys
 from streaming.profiles.reference import reference_owners, reference_person, reference_profiles
 from streaming.profiles.store import RedisProfileStore
@@ -127,6 +128,56 @@ def test_forgetting_a_stitched_anonymous_id_forgets_the_person(redis_client):
     assert forgotten == {"a-f", "u-f"}
 
 
+def test_forgetting_any_id_of_merged_users_forgets_every_id_of_the_person(redis_client):
+    """u-m2~u-m1 (an alias between known users) and u-m3~u-m2: one person; forget by an anonymous id."""
+    store = store_for(redis_client)
+    deltas = [
+        delta_of(make_event(user_id="u-m1")),
+        delta_of(make_event(user_id="u-m2", anonymous_id="a-m")),
+        delta_of(make_event(user_id="u-m3")),
+        delta_of(make_event("identify", user_id="u-m2", anonymous_id="u-m1")),
+        delta_of(make_event("identify", user_id="u-m3", anonymous_id="u-m2")),
+        delta_of(make_event(user_id="u-other")),
+    ]
+    assert store.apply_deltas(deltas) == 6
+    assert store.get_person("a-m")["event_count"] == 5
+    assert store.forget("a-m") is True
+    assert all(store.get_person(pid) is None for pid in ("a-m", "u-m1", "u-m2", "u-m3"))
+    assert store.get_person("u-other")["event_count"] == 1
+    forgotten = {entry[1][b"profile_id"].decode() for entry in redis_client.xrange("pulse:forget")}
+    assert forgotten == {"u-m1", "u-m2", "u-m3", "a-m"}
+
+
+def test_unlink_splits_merged_users_drops_their_segments_and_keeps_decisions_where_recorded(redis_client):
+    store = store_for(redis_client)
+    link = delta_of(make_event("identify", user_id="u-s2", anonymous_id="u-s1"))
+    deltas = [delta_of(make_event(user_id="u-s1")), delta_of(make_event(user_id="u-s2")), link]
+    store.apply_deltas(deltas)
+    decision = {
+        "decision_id": "d1",
+        "key": "k1",
+        "rule": "k1",
+        "profile_id": "u-s1",
+        "event_id": "e1",
+        "fired_at_ms": 5,
+        "fire_count": 1,
+        "expires_at_ms": 10**15,
+    }
+    store.record_decisions([decision], {"u-s1": ["vip"]})
+    assert store.get_person("u-s2")["segments"] == ["vip"]
+    result = store.unlink("u-s2", "u-s1")
+    assert result["were_one_person"] and not result["still_one_person"]
+    assert result["segments_cleared"] == ["u-s1", "u-s2"]
+    one, two = store.get_person("u-s1"), store.get_person("u-s2")
+    assert (one["profile_id"], one["event_count"], one["segments"]) == ("u-s1", 1, [])
+    assert (two["profile_id"], two["event_count"], two["segments"]) == ("u-s2", 2, [])
+    assert [d["decision_id"] for d in store.decisions_view("u-s1")["decisions"]] == ["d1"]
+    assert store.decisions_view("u-s2")["decisions"] == []
+    assert store.apply_deltas([link]) == 0 and store.get_person("u-s1")["profile_id"] == "u-s1"
+    with pytest.raises(UnlinkError):
+        store.unlink("u-s1", "u-s1")
+
+
 def test_unknown_profile_is_none_and_forget_removes_it(redis_client):
     store = store_for(redis_client)
     assert store.get_profile("nobody") is None
@@ -218,8 +269,9 @@ def test_the_decisions_view_agrees_with_the_merged_profile_and_decision_states(
     assert store.decisions_view("nobody") is None
 
 
-def test_a_user_id_sent_as_another_users_anonymous_id_stays_a_person_of_its_own(redis_client):
-    """identify(user A, anonymous B) when B is a user id: B, and the ids B owns, are not A's.
+def test_an_identify_naming_another_user_id_merges_the_two_users(redis_client):
+    """identify(user A, anonymous B) when B is a user id: A and B are one person (canonical "u-A",
+    the smaller id) with the ids B owns.
 
     Profiles, the decisions view (decisions.lua and the pipelined reads a cluster uses) and the
     people all agree, and every event is counted once.
@@ -233,9 +285,10 @@ def test_a_user_id_sent_as_another_users_anonymous_id_stays_a_person_of_its_own(
     ]
     store.apply_deltas(deltas)
     people = store.get_people(["u-A", "u-B", "a-x"])
-    assert people["u-A"]["event_count"] == 1
-    assert people["u-B"] == people["a-x"]
-    assert people["u-B"]["profile_id"] == "u-B" and people["u-B"]["event_count"] == 3
+    assert people["u-A"] == people["u-B"] == people["a-x"]
+    assert people["u-A"]["profile_id"] == people["u-A"]["user_id"] == "u-A"
+    assert people["u-A"]["event_count"] == 4
+    assert people["u-A"]["anonymous_ids"] == ["a-x"]
     profiles, owners = reference_profiles(deltas), reference_owners(deltas)
     for pid in ("u-A", "u-B", "a-x"):
         want, got = reference_person(pid, profiles, owners), people[pid]
@@ -253,14 +306,19 @@ def test_a_user_id_sent_as_another_users_anonymous_id_stays_a_person_of_its_own(
         "fire_count": 1,
         "expires_at_ms": now + 100,
     }
-    store.record_decisions([decision], {})
+    store.record_decisions([decision], {"u-B": ["vip"]})
     pipelined = store_for(redis_client)
     pipelined._read_decisions = None  # the reads a Redis Cluster does instead of decisions.lua
     for reader in (store, pipelined):
-        assert [d["decision_id"] for d in reader.decisions_view("u-B", now_ms=now)["decisions"]] == ["d1"]
-        assert [d["decision_id"] for d in reader.decisions_view("a-x", now_ms=now)["decisions"]] == ["d1"]
-        assert reader.decisions_view("u-A", now_ms=now)["decisions"] == []
-        assert reader.decisions_view("u-B", now_ms=now)["user_id"] == "u-B"
+        for pid in ("u-A", "u-B", "a-x"):
+            view = reader.decisions_view(pid, now_ms=now)
+            assert [d["decision_id"] for d in view["decisions"]] == ["d1"]
+            assert (view["user_id"], view["segments"]) == ("u-A", ["vip"])
+            assert view["decisions"] == reader.get_decisions(pid, now_ms=now)
+    identity = store.identity_view("a-x")
+    assert (identity["person_id"], identity["user_ids"]) == ("u-A", ["u-A", "u-B"])
+    assert [link["ids"] for link in identity["links"]] == [["u-A", "u-B"]]
+    assert identity["links"][0]["event_id"] == deltas[1].event_id
 
 
 def test_updates_recover_when_redis_lost_its_functions_and_scripts(redis_client):

@@ -58,6 +58,9 @@ def shop_session(client, prefix: str, bulk: int = 0) -> None:
         properties={"order_id": "o1", "revenue": 25.0, "product_id": "p1", "quantity": 1},
     )
     client.alias(previous_id=f"{prefix}-old", user_id=user)
+    # A second account of the same person, then an alias between the two known user ids: one person.
+    client.track(user_id=f"{prefix}-other", event="Product Viewed", properties={"product_id": "p3"})
+    client.alias(previous_id=f"{prefix}-other", user_id=user)
     fixed = {"user_id": user, "event": "Product Viewed", "properties": {"product_id": "p2"}}
     fixed["message_id"] = f"{prefix}-fixed-1"
     client.track(**fixed)
@@ -83,17 +86,61 @@ def expected(prefix: str, bulk: int = 0) -> dict[str, dict]:
             "cart": {"p1": 1},
         },
         f"{prefix}-user": {
-            "event_count": 4,
-            "counts_by_type": {"identify": 2, "product_viewed": 1, "purchase": 1},
+            "event_count": 5,
+            "counts_by_type": {"identify": 3, "product_viewed": 1, "purchase": 1},
             "purchase_total": 25.0,
             "cart": {},
-            "anonymous_ids": [f"{prefix}-anon", f"{prefix}-old"],
+            "anonymous_ids": [f"{prefix}-anon", f"{prefix}-old", f"{prefix}-other"],
         },
+        f"{prefix}-other": {"event_count": 1, "counts_by_type": {"product_viewed": 1}, "anonymous_ids": []},
     }
     profiles[f"{prefix}-server"] = {"event_count": 1, "counts_by_type": {"identify": 1}, "anonymous_ids": []}
     if bulk:
         profiles[f"{prefix}-bulk"] = {"event_count": bulk, "counts_by_type": {"product_viewed": bulk}}
     return profiles
+
+
+def expected_people(prefix: str) -> dict[str, dict]:
+    """GET /v1/profiles/{id} of the session's people: the alias merged the two accounts into one
+    person named by the smaller user id; the identify-only user is a person of its own."""
+    merged = {
+        "profile_id": f"{prefix}-other",
+        "user_id": f"{prefix}-other",
+        "event_count": 13,
+        "counts_by_type": {
+            "add_to_cart": 1,
+            "click": 1,
+            "identify": 3,
+            "page_view": 3,
+            "product_viewed": 2,
+            "purchase": 1,
+            "remove_from_cart": 1,
+            "search": 1,
+        },
+        "anonymous_ids": [f"{prefix}-anon", f"{prefix}-old"],
+    }
+    server = {
+        "profile_id": f"{prefix}-server",
+        "user_id": f"{prefix}-server",
+        "event_count": 1,
+        "counts_by_type": {"identify": 1},
+        "anonymous_ids": [],
+    }
+    return {f"{prefix}-{who}": merged for who in ("user", "other", "anon")} | {f"{prefix}-server": server}
+
+
+def check_people(settings, prefix: str) -> None:
+    """The people and the identity record as the API serves them (read key)."""
+    base, headers = f"http://{settings.api_host}:{settings.api_port}", {"X-Pulse-Key": "test-read"}
+    want = expected_people(prefix)
+    for pid, fields in want.items():
+        doc = httpx.get(f"{base}/v1/profiles/{pid}", headers=headers).json()
+        assert {k: doc.get(k) for k in fields} == fields, pid
+    identity = httpx.get(f"{base}/v1/profiles/{prefix}-anon/identity", headers=headers).json()
+    assert identity["person_id"] == f"{prefix}-other"
+    assert identity["user_ids"] == [f"{prefix}-other", f"{prefix}-user"]
+    assert [link["ids"] for link in identity["links"]] == [[f"{prefix}-other", f"{prefix}-user"]]
+    assert identity["refused_links"] == []
 
 
 def wait_for_fields(settings, want: dict[str, dict], timeout: float = 30) -> dict[str, dict | None]:
@@ -174,7 +221,7 @@ def start_node_client(
         assert lines, f"no summary from the Node client (exit {proc.returncode}):\n{err}"
         result = json.loads(lines[-1])
         assert result["version"] == locked_node_sdk_version(), result
-        assert result["sent"] == 13 + bulk, result  # the calls of shop_session
+        assert result["sent"] == 15 + bulk, result  # the calls of shop_session
         if proc.returncode != 0 and not result["failed"]:
             return [f"exit {proc.returncode}: {err}"]
         return result["failed"]
@@ -212,6 +259,7 @@ def test_sdk_traffic_gives_exact_profiles(settings, pulse_apps, send_session, sd
     assert finish(60) == []
     want = expected(sdk)
     assert wait_for_fields(settings, want) == want
+    check_people(settings, sdk)
 
 
 def refused_503s(base: str) -> int:

@@ -63,6 +63,9 @@ record('track', {
   properties: { order_id: 'o1', revenue: 25.0, product_id: 'p1', quantity: 1 },
 })
 record('alias', { previousId: `${opts.prefix}-old`, userId: user })
+// A second account of the same person, then an alias between the two known user ids: one person.
+record('track', { userId: `${opts.prefix}-other`, event: 'Product Viewed', properties: { product_id: 'p3' } })
+record('alias', { previousId: `${opts.prefix}-other`, userId: user })
 const fixed = { userId: user, event: 'Product Viewed', properties: { product_id: 'p2' }, messageId: `${opts.prefix}-fixed-1` }
 record('track', fixed)
 for (let i = 0; i < Number(opts.bulk); i++) {

@@ -209,8 +209,9 @@ def test_backtest_reports_who_fired_when_and_on_which_event_with_stitching():
     assert result.examples[0]["message"] == "More shoes"
 
 
-def test_backtest_keeps_a_user_id_sent_as_another_users_anonymous_id_a_person_of_its_own():
-    """As the stream does: identify(u2, anonymous u1) does not fold user u1's views into u2."""
+def test_backtest_merges_users_an_identify_links_within_the_limit_and_unlinks():
+    """As the stream does: identify(u2, anonymous u1) makes one person "u1" of both users (u2's
+    view is the third); with PULSE_IDENTITY_MAX_IDS=1, or the pair unlinked, they stay apart."""
     from enrichment.catalog import Catalog
     from streaming.rules.backtest import backtest
 
@@ -223,9 +224,17 @@ def test_backtest_keeps_a_user_id_sent_as_another_users_anonymous_id_a_person_of
     ]
     report = backtest(RuleEngine(parse_rules(AFFINITY)), events, Catalog())
     result = report.results["category_affinity"]
-    assert report.people == 2
+    assert report.people == 1
     assert result.fired == 1 and result.people == {"u1"}
-    assert result.examples[0]["event_id"].endswith("000000000005")
+    assert result.examples[0]["event_id"].endswith("000000000004")
+    for apart in (
+        backtest(RuleEngine(parse_rules(AFFINITY)), events, Catalog(), max_ids=1),
+        backtest(RuleEngine(parse_rules(AFFINITY)), events, Catalog(), unlinked={frozenset(("u1", "u2"))}),
+    ):
+        result = apart.results["category_affinity"]
+        assert apart.people == 2
+        assert result.fired == 1 and result.people == {"u1"}
+        assert result.examples[0]["event_id"].endswith("000000000005")
 
 
 def test_rules_can_read_geo_and_campaign_and_enrichment_runs_only_when_read():

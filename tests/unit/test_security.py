@@ -207,6 +207,9 @@ class FakeStore:
         self.forgotten.append(profile_id)
         return True
 
+    def refused_link_count(self) -> int:  # /metrics reads it
+        return 0
+
 
 def api(**overrides: Any) -> tuple[TestClient, FakeProducer, FakeStore]:
     settings = PulseSettings(
