@@ -32,7 +32,7 @@ def purge_forgotten(settings: PulseSettings) -> tuple[PurgeResult, int, dict[str
     except (ServiceNotConfigured, redis.RedisError) as exc:
         logger.warning("forget run without Redis (%s): the durable record alone", exc)
         client = None
-    forgotten = read_suppressions(settings, client)
+    forgotten = read_suppressions(settings, client, erased_only=True)
     result = purge_archive(settings.archive_path, forgotten, settings.data_path / "pulse.duckdb")
     record.append_erasure(
         {

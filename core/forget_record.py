@@ -40,9 +40,15 @@ class ForgetRecord:
     def erasures_file(self) -> Path:
         return self.folder / ERASURES_FILE
 
-    def append_forget(self, requested: str, ids: list[str], at_ms: int) -> None:
-        """Record that ``ids`` (``requested``'s person) were forgotten at ``at_ms``; durable on return."""
-        self._append(self.suppressions_file, {"requested": requested, "ids": ids, "at_ms": at_ms})
+    def append_forget(self, requested: str, ids: list[str], at_ms: int, purpose: str | None = None) -> None:
+        """Record that ``ids`` (``requested``'s person) were forgotten at ``at_ms``; durable on return.
+
+        ``purpose``: forgotten for that purpose only (``personalization``: a withdrawn consent), so
+        no profile counts the events again but the archive keeps them (``erased_suppressions``)."""
+        entry: dict[str, Any] = {"requested": requested, "ids": ids, "at_ms": at_ms}
+        if purpose is not None:
+            entry["purpose"] = purpose
+        self._append(self.suppressions_file, entry)
 
     def append_erasure(self, entry: dict[str, Any]) -> None:
         """Record what one store erased (see ``erasures``); durable on return."""
@@ -55,6 +61,27 @@ class ForgetRecord:
     def suppressions(self) -> dict[str, int]:
         """Each forgotten id's latest forget time (epoch ms)."""
         return self.suppressions_from(0)[0]
+
+    def erased_suppressions(self) -> dict[str, int]:
+        """Each id's latest forget time among the forgets that erase it everywhere (no ``purpose``):
+        what the forget run purges from the archive."""
+        pairs = [
+            (str(i), int(e["at_ms"]))
+            for e in self.forgets()
+            if "at_ms" in e and not e.get("purpose")
+            for i in e.get("ids", ())
+        ]
+        return merge_suppressions(pairs)
+
+    def purpose_suppressions(self) -> dict[str, int]:
+        """Each id's latest forget time among the forgets for one purpose only (withdrawn consent)."""
+        pairs = [
+            (str(i), int(e["at_ms"]))
+            for e in self.forgets()
+            if "at_ms" in e and e.get("purpose")
+            for i in e.get("ids", ())
+        ]
+        return merge_suppressions(pairs)
 
     def suppressions_from(self, offset: int) -> tuple[dict[str, int], int]:
         """(the suppressions of the forgets recorded from byte ``offset`` on, the offset read up to):

@@ -16,8 +16,10 @@ from core.time_format import now_iso
 from streaming.dlq import Origin, dlq_headers
 from streaming.profile_app.pipeline import CheckedRecord
 from streaming.profile_app.rule_inputs import AnonymousPartCache, rule_inputs
+from streaming.profiles.admission import PERSONALIZATION
 from streaming.profiles.codec import PartReport
 from streaming.profiles.delta import ProfileDelta
+from streaming.profiles.keys import forgotten_key
 from streaming.profiles.store import RedisProfileStore
 from streaming.profiles.suppression import ensure_mirror
 from streaming.rules.changes import segment_entered
@@ -113,7 +115,10 @@ class ProfileSink(BaseSink):
         self._after_checkpoint = after_checkpoint
         self._received_at_checkpoint = 0
         self.received = 0
-        self.skipped = 0  # valid events kept out of profiles (bots)
+        self.skipped = 0  # valid events kept out of profiles (bots, no consent)
+        self.consent_withdrawals = 0  # people forgotten for personalization (consent withdrawn)
+        #: profile id -> latest event time of its events in this checkpoint refusing personalization.
+        self._withdrawals: dict[str, int] = {}
         self.skipped_forgotten = 0  # events of forgotten people (update.lua), never counted
         self.applied = 0
         self.dead_lettered = 0
@@ -138,6 +143,10 @@ class ProfileSink(BaseSink):
         if value.delta is None:
             if value.skipped is not None:
                 self.skipped += 1  # archived by the archiver, counted by the collector
+                event = value.event
+                if event is not None and event.consent.get(PERSONALIZATION) is False:
+                    pid = event.profile_id
+                    self._withdrawals[pid] = max(self._withdrawals.get(pid, 0), event.timestamp_ms)
                 return
             self._send_dead_letter(value, key, Origin(topic, partition, offset))
             return
@@ -189,6 +198,7 @@ class ProfileSink(BaseSink):
                 triggering = [pair for pair in triggering if pair[1].event_id in candidates]
             if triggering:
                 self._decide(triggering, reports, candidates, sent_ms)
+            self._forget_withdrawn()
             self._beat()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._writer.abort()
@@ -208,11 +218,31 @@ class ProfileSink(BaseSink):
             self._after_checkpoint(self.received - self._received_at_checkpoint)
         self._received_at_checkpoint = self.received
 
+    def _forget_withdrawn(self) -> None:
+        """Consent to personalization refused (docs/events.md, "Consent"): forget the person for that
+        purpose, as a DELETE would, but the archive keeps the events. Once per withdrawal: an id
+        forgotten at or after the event's time already has nothing of before it counted."""
+        if not self._withdrawals:
+            return
+        ids = sorted(self._withdrawals)
+        pipe = self._store.client.pipeline(transaction=False)
+        for pid in ids:
+            pipe.hget(forgotten_key(pid), "at")
+        for pid, at in zip(ids, pipe.execute(), strict=True):
+            if at is not None and int(at) >= self._withdrawals[pid]:
+                continue
+            forgotten = self._store.forget_person(pid, purpose=PERSONALIZATION)
+            self.consent_withdrawals += 1
+            logger.info(
+                "%s withdrew consent to personalization: %d ids forgotten for it", pid, len(forgotten.ids)
+            )
+
     def _reset_checkpoint(self) -> None:
         self._pending, self._failure, self._triggering, self._watch = [], None, [], set()
         self._places, self._order = [], UpdateOrder(cluster=self._store.is_cluster)
         self._batch_triggers = False
         self._linked = set()
+        self._withdrawals = {}
 
     def _decide_again(
         self, parts_of: Callable[[ProfileDelta], Iterable[str]], skip: Collection[str] = ()

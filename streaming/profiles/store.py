@@ -245,8 +245,11 @@ class RedisProfileStore(ProfileReader, IdentityAdmin, DecisionStore, ClusterRout
         """Forget the person of ``profile_id`` (see ``forget_person``); True when it had a profile."""
         return self.forget_person(profile_id, at_ms).keys_deleted > 0
 
-    def forget_person(self, profile_id: str, at_ms: int | None = None) -> Forgotten:
-        """Forget the person of ``profile_id`` at ``at_ms`` (default now).
+    def forget_person(
+        self, profile_id: str, at_ms: int | None = None, purpose: str | None = None
+    ) -> Forgotten:
+        """Forget the person of ``profile_id`` at ``at_ms`` (default now); with ``purpose``
+        (``personalization``, a withdrawn consent) the forget record keeps the archive's rows.
 
         Every id of the person (its user ids, linked ones included, and the anonymous ids they own)
         is suppressed: first in
@@ -266,7 +269,7 @@ class RedisProfileStore(ProfileReader, IdentityAdmin, DecisionStore, ClusterRout
             ids.append(profile_id)
         at_ms = int(time.time() * 1000) if at_ms is None else at_ms
         if self.forget_record is not None:
-            self.forget_record.append_forget(profile_id, ids, at_ms)
+            self.forget_record.append_forget(profile_id, ids, at_ms, purpose)
         if not self._functions_loaded:
             self.load_functions()
         try:

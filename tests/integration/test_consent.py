@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import httpx
 import pytest
 
 from assets.batch_runs import reconcile
+from assets.forget_run import purge_forgotten
 from core.archive_layout import archive_glob, has_archive
+from core.forget_record import ForgetRecord
+from streaming.profiles.keys import forgotten_key
 from tests.integration.helpers import eventually, start_platform, store_for
 
 pytestmark = pytest.mark.integration
@@ -33,9 +37,9 @@ def test_events_without_personalization_consent_are_archived_not_profiled(settin
     base = start_platform(pulse_apps, settings)
     events = [
         _event("person-1", 1),  # says nothing: counted (opt_out, the default)
-        _event("person-1", 2, {"personalization": False, "analytics": True}),
+        _event("refuser-1", 2, {"personalization": False, "analytics": True}),  # no profile at all
         _event("person-1", 3, {"personalization": True}),
-        _event("refuser-1", 4, {"personalization": False}),  # nobody else: no profile at all
+        _event("refuser-1", 4, {"personalization": False}),
         _event("person-1", 5, {"analytics": False}),  # another purpose: still counted
     ]
     with httpx.Client(base_url=base, timeout=10, headers={"X-Pulse-Key": "test-write"}) as http:
@@ -58,7 +62,7 @@ def test_events_without_personalization_consent_are_archived_not_profiled(settin
     assert eventually(lambda: len(archived()) == 5, 60)
     assert archived() == [
         ("person-1", None, None),
-        ("person-1", True, False),
+        ("refuser-1", True, False),
         ("person-1", None, True),
         ("refuser-1", None, False),
         ("person-1", False, None),
@@ -69,6 +73,53 @@ def test_events_without_personalization_consent_are_archived_not_profiled(settin
     assert profile["category_views"] == {"shoes": 3}
     assert store.get_profile("refuser-1") is None
     report = reconcile(settings)  # the batch recompute leaves out the same events
+    assert (report.profiles_checked, report.mismatched, report.missing_in_redis, report.extra_in_redis) == (
+        1,
+        0,
+        0,
+        0,
+    )
+
+
+def test_withdrawing_consent_forgets_the_person_for_personalization_but_keeps_the_archive(
+    settings, pulse_apps, redis_client
+):
+    base = start_platform(pulse_apps, settings)
+    store = store_for(settings.redis_url, settings.session_timeout_seconds * 1000)
+
+    def post(*events: dict) -> None:
+        with httpx.Client(base_url=base, timeout=10, headers={"X-Pulse-Key": "test-write"}) as http:
+            answer = http.post("/v1/events", json={"events": list(events)})
+            assert answer.status_code == 202 and answer.json()["accepted"] == len(events), answer.text
+
+    def count() -> int | None:
+        return (store.get_profile("person-2") or {}).get("event_count")
+
+    late = _event("person-2", 0, {"personalization": True})  # sent before the withdrawal, arrives after
+    post(_event("person-2", 1, {"personalization": True}), _event("person-2", 2))
+    assert eventually(lambda: count() == 2, 60)
+    post(_event("person-2", 3, {"personalization": False}))  # withdrawn: forgotten for personalization
+    assert eventually(lambda: redis_client.exists(forgotten_key("person-2")) == 1, 60)
+    assert eventually(lambda: store.get_profile("person-2") is None, 30)
+    post(late, _event("person-2", 4, {"personalization": False}))  # neither counts, nor forgets again
+    back = datetime.now(UTC) + timedelta(minutes=5)
+    returning = {**_event("person-2", 0), "timestamp": back.isoformat()}  # consent given again, later
+    post({**returning, "consent": {"personalization": True}})
+    assert eventually(lambda: count() == 1, 60)
+    record = ForgetRecord(settings.forget_path).forgets()
+    assert [(f["ids"], f.get("purpose")) for f in record] == [(["person-2"], "personalization")]
+
+    def archived() -> int:
+        with duckdb.connect() as con:
+            return con.execute(
+                "SELECT count(*) FROM read_parquet($g, union_by_name = true) WHERE user_id = 'person-2'",
+                {"g": archive_glob(settings.archive_path)},
+            ).fetchone()[0]
+
+    assert eventually(lambda: has_archive(settings.archive_path) and archived() == 6, 60)
+    result, _, _ = purge_forgotten(settings)  # the forget run erases nothing of a withdrawn consent
+    assert result.rows_removed == 0 and archived() == 6
+    report = reconcile(settings)  # replay, rebuild and recompute leave out what the withdrawal forgot
     assert (report.profiles_checked, report.mismatched, report.missing_in_redis, report.extra_in_redis) == (
         1,
         0,

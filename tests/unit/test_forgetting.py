@@ -143,3 +143,13 @@ def test_the_report_says_what_each_store_erased_and_when_the_broker_lets_go():
     pending = build_report("u1", forgets, erasures[:2], {"u1": None, "a1": (T, 0)}, {}, 3600)
     assert pending["archive"]["purged"] is False and pending["redis"]["suppressed"] is False
     assert build_report("u7", forgets, erasures, {}, {}, 3600) == {"profile_id": "u7", "forgotten": False}
+
+
+def test_forgets_for_a_purpose_suppress_but_are_not_erased(tmp_path):
+    record = ForgetRecord(tmp_path)
+    record.append_forget("u1", ["u1", "a1"], T, purpose="personalization")
+    record.append_forget("u2", ["u2"], T + 1)
+    record.append_forget("u1", ["u1"], T + 2)  # later forgotten for good
+    assert record.suppressions() == {"u1": T + 2, "a1": T, "u2": T + 1}
+    assert record.erased_suppressions() == {"u2": T + 1, "u1": T + 2}
+    assert record.purpose_suppressions() == {"u1": T, "a1": T}
