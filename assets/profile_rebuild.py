@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 
 from assets.archive_parts import archive_identity, archived_profile_ids, read_part_events
 from assets.forgotten import read_suppressions
+from assets.identity_unlinks import reapply_unlinks
 from assets.kafka_health import end_offsets, wait_for_archiver
 from assets.reconciliation import live_profile_ids
 from core import service_registry
@@ -104,6 +105,8 @@ def rebuild_profiles(
     brokers = _brokers(settings)
     cut = _archived_cut(settings, brokers)  # fails here, before any wipe, when the archiver is down
     store = _store(settings, client)
+    # Unlinked pairs stay apart even in a Redis that lost them (their log lives beside the archive).
+    reapply_unlinks(store, settings.archive_path)
     report = RebuildReport()
     if all_profiles:
         parts = sorted(set(archived_profile_ids(settings)) | set(live_profile_ids(client)))
