@@ -17,5 +17,5 @@ CONSENT_REFUSED_EVENTS = Counter(
 )
 IDENTITY_LINKS_REFUSED = Gauge(
     "pulse_identity_links_refused",
-    "Links between user ids refused by the per-person limit PULSE_IDENTITY_MAX_IDS (pulse:identity:refused)",
+    "Links between user ids the per-person limit PULSE_IDENTITY_MAX_IDS refuses now (pulse:identity:refused)",
 )

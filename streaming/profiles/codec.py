@@ -102,16 +102,19 @@ def parse_report(profile_id: str, entry: list[Any]) -> PartReport:
     return PartReport(part, decode(owner[0]) if owned else None, decisions, bool(owner) and not owned)
 
 
-def identity_links(deltas: Sequence[ProfileDelta]) -> dict[str, tuple[int, str]]:
-    """anonymous_id -> earliest (event time ms, user_id) link among ``deltas``."""
-    links: dict[str, tuple[int, str]] = {}
+def identity_links(deltas: Sequence[ProfileDelta]) -> list[tuple[str, tuple[int, str]]]:
+    """(anonymous_id, (earliest event time ms, user_id)) of every pair among ``deltas``, sorted.
+
+    Every user seen with an anonymous id is recorded, not only its earliest: the owner is the
+    earliest, but the others matter too (a user id named by several users links them, and an
+    unlinked earliest pair leaves the next one the owner).
+    """
+    links: dict[tuple[str, str], int] = {}
     for delta in deltas:
         if delta.anonymous_id:
-            link = (delta.timestamp_ms, delta.user_id)
-            current = links.get(delta.anonymous_id)
-            if current is None or link < current:
-                links[delta.anonymous_id] = link
-    return links
+            pair = (delta.anonymous_id, delta.user_id)
+            links[pair] = min(links.get(pair, delta.timestamp_ms), delta.timestamp_ms)
+    return sorted((anonymous_id, (ts, user_id)) for (anonymous_id, user_id), ts in links.items())
 
 
 def link_command(anonymous_id: str, link: tuple[int, str]) -> tuple[str | int, ...]:

@@ -24,7 +24,15 @@ from streaming.profiles.identity_graph import (
     owner_of,
     person_anonymous_ids,
 )
-from streaming.profiles.keys import fields_key, links_key, owner_key, profile_keys, unlinked_key
+from streaming.profiles.keys import (
+    REFUSED_LINKS,
+    fields_key,
+    links_key,
+    owner_key,
+    profile_keys,
+    refused_field,
+    unlinked_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +126,7 @@ class IdentityAdmin:
             pipe.hset(unlinked_key(this), other, unlinked_at_ms)
             pipe.hdel(links_key(this), other)
             pipe.zrem(owner_key(this), other)
+        pipe.hdel(REFUSED_LINKS, refused_field(id_a, id_b))  # no link now, refused or not
         pipe.execute()
 
     def unlink(self, id_a: str, id_b: str) -> dict[str, Any]:

@@ -97,6 +97,11 @@ def links_key(user_id: str) -> str:
     return f"{_base(user_id)}:links"
 
 
+def refused_field(id_a: str, id_b: str) -> str:
+    """The field of a user link in ``REFUSED_LINKS``: "<a> <b>", the smaller id first."""
+    return f"{min(id_a, id_b)} {max(id_a, id_b)}"
+
+
 def unlinked_key(profile_id: str) -> str:
     """Ids unlinked from this one by ``pulse identity unlink`` (hash: other id -> unlink time ms)."""
     return f"{_base(profile_id)}:unlinked"

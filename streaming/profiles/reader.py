@@ -22,7 +22,14 @@ from streaming.profiles.identity_graph import (
     person_anonymous_ids,
     resolve,
 )
-from streaming.profiles.keys import REFUSED_LINKS, fields_key, links_key, owner_key, profile_keys
+from streaming.profiles.keys import (
+    REFUSED_LINKS,
+    fields_key,
+    links_key,
+    owner_key,
+    profile_keys,
+    refused_field,
+)
 from streaming.traits.registry import TraitSet
 
 logger = logging.getLogger(__name__)
@@ -34,6 +41,7 @@ class People(NamedTuple):
     person_of: dict[str, str]
     documents: dict[str, dict[str, Any] | None]
     members: dict[str, list[str]]
+    links: list[UserLink]  # the user links among the people read (and their linked users)
 
 
 class ProfileReader:
@@ -97,8 +105,8 @@ class ProfileReader:
             for uid in linked_users(roots, nodes):
                 wanted |= neighbours(uid, nodes[uid]) if uid in nodes else {uid}
         resolution = resolve(nodes, self.identity_max_ids)
-        if any(not link.merged for link in resolution.links):
-            self._record_refused([link for link in resolution.links if not link.merged])
+        if resolution.links:
+            self._record_refused(resolution.links)
         return resolution, nodes
 
     def read_id_nodes(self, ids: Sequence[str]) -> dict[str, IdNode]:
@@ -119,17 +127,26 @@ class ProfileReader:
             )
         return nodes
 
-    def _record_refused(self, refused: list[UserLink]) -> None:
-        """Record refused user links once (``pulse:identity:refused``); log each the first time."""
+    def _record_refused(self, links: list[UserLink]) -> None:
+        """Keep ``pulse:identity:refused`` current for these links: the refused ones in, the merged out.
+
+        The links are every user link of the people just resolved, so the hash holds the links
+        refused now (as their people were last read), whatever the order events, reads, unlinks
+        and limit changes came in. A link is logged the first time it is found refused.
+        """
         pipe = self._client.pipeline(transaction=False)
+        refused = [link for link in links if not link.merged]
         for link in refused:
             value = {
                 "event_id": link.event_id,
                 "timestamp_ms": link.timestamp_ms,
                 "max_ids": self.identity_max_ids,
             }
-            pipe.hsetnx(REFUSED_LINKS, f"{link.a} {link.b}", json.dumps(value))
-        for link, new in zip(refused, pipe.execute(), strict=True):
+            pipe.hsetnx(REFUSED_LINKS, refused_field(link.a, link.b), json.dumps(value))
+        merged = [refused_field(link.a, link.b) for link in links if link.merged]
+        if merged:
+            pipe.hdel(REFUSED_LINKS, *merged)
+        for link, new in zip(refused, pipe.execute()[: len(refused)], strict=True):
             if new:
                 logger.warning(
                     "identity link %s ~ %s (event %s) refused: the person would hold more than %d user ids "
@@ -141,7 +158,7 @@ class ProfileReader:
                 )
 
     def refused_link_count(self) -> int:
-        """How many user links the per-person limit refused so far (recorded when first read)."""
+        """How many user links the per-person limit refuses (as their people were last read)."""
         return int(self._client.hlen(REFUSED_LINKS))
 
     def get_people(self, ids: Sequence[str], now_ms: int | None = None) -> dict[str, dict[str, Any] | None]:
@@ -186,7 +203,7 @@ class ProfileReader:
             documents[person] = merge_parts(
                 person, user_id, parts, self._session_gap_ms, traits, now_ms, user_ids=group
             )
-        return People(person_of, documents, members)
+        return People(person_of, documents, members, resolution.links)
 
     def get_person(self, profile_id: str) -> dict[str, Any] | None:
         """The merged profile of a user_id, or of the user an anonymous_id is stitched to."""

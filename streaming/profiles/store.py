@@ -28,7 +28,15 @@ from streaming.profiles.functions import (
 from streaming.profiles.identity_admin import IdentityAdmin
 from streaming.profiles.identity_graph import DEFAULT_MAX_IDS
 from streaming.profiles.intent import IntentModel
-from streaming.profiles.keys import FORGET_STREAM, fields_key, forgotten_key, owner_key, profile_keys
+from streaming.profiles.keys import (
+    FORGET_STREAM,
+    REFUSED_LINKS,
+    fields_key,
+    forgotten_key,
+    owner_key,
+    profile_keys,
+    refused_field,
+)
 from streaming.profiles.reader import ProfileReader
 from streaming.profiles.suppression import restore_mirror
 from streaming.profiles.writer import StreamingWriter
@@ -174,7 +182,7 @@ class RedisProfileStore(ProfileReader, IdentityAdmin, DecisionStore, ClusterRout
     def _apply_pipelined(self, deltas: Sequence[ProfileDelta]) -> int:
         pipe = self._client.pipeline(transaction=False)
         links = identity_links(deltas)
-        for anonymous_id, link in links.items():
+        for anonymous_id, link in links:
             pipe.execute_command(*link_command(anonymous_id, link))
         for call in self._script_calls(deltas, int(time.time() * 1000)):
             pipe.fcall(UPDATE_FUNCTION, len(call.keys), *call.keys, *call.args)
@@ -272,13 +280,15 @@ class RedisProfileStore(ProfileReader, IdentityAdmin, DecisionStore, ClusterRout
             self.forget_record.append_forget(profile_id, ids, at_ms, purpose)
         if not self._functions_loaded:
             self.load_functions()
+        named = set(ids)
+        refused = sorted({refused_field(x.a, x.b) for x in people.links if {x.a, x.b} & named})
         try:
-            deleted = self._forget_in_redis(ids, seen_with, at_ms)
+            deleted = self._forget_in_redis(ids, seen_with, refused, at_ms)
         except redis.ResponseError as exc:
             if not function_missing(exc):
                 raise
             self.load_functions()
-            deleted = self._forget_in_redis(ids, seen_with, at_ms)
+            deleted = self._forget_in_redis(ids, seen_with, refused, at_ms)
         if self.forget_record is not None:
             self.forget_record.append_erasure(
                 {
@@ -292,7 +302,9 @@ class RedisProfileStore(ProfileReader, IdentityAdmin, DecisionStore, ClusterRout
         logger.info("forgot a person: %d ids, %d keys deleted", len(ids), deleted)
         return Forgotten(ids, at_ms, deleted)
 
-    def _forget_in_redis(self, ids: list[str], seen_with: dict[str, list[str]], at_ms: int) -> int:
+    def _forget_in_redis(
+        self, ids: list[str], seen_with: dict[str, list[str]], refused: list[str], at_ms: int
+    ) -> int:
         pipe = self._client.pipeline(transaction=False)
         for pid in ids:  # suppressions before deletes: no event applied in between survives
             pipe.fcall(SUPPRESS_FUNCTION, 1, forgotten_key(pid), at_ms)
@@ -303,6 +315,8 @@ class RedisProfileStore(ProfileReader, IdentityAdmin, DecisionStore, ClusterRout
         for user, anonymous_ids in seen_with.items():
             for anonymous_id in anonymous_ids:
                 pipe.zrem(owner_key(anonymous_id), user)
+        if refused:  # the person's refused links name its ids: they go with it
+            pipe.hdel(REFUSED_LINKS, *refused)
         for pid in ids:
             pipe.xadd(
                 FORGET_STREAM, {"profile_id": pid, "requested_at": at_ms // 1000, "forgotten_at_ms": at_ms}

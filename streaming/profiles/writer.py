@@ -96,7 +96,7 @@ class StreamingWriter:
         sent = self._sent
         # Links first, so a report in this batch already sees them (each goes to its own
         # anonymous id's node, the node that reports on that id). A decide call has none.
-        links = [] if decide_only else list(identity_links(deltas).items())
+        links = [] if decide_only else identity_links(deltas)
         for node, group in store.by_node(links, lambda link: link[0]):
             connection = self._connection(node)
             for anonymous_id, link in group:

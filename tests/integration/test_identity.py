@@ -136,6 +136,8 @@ def test_merge_identity_record_limit_and_unlink(apps):
     }
     assert person(base, "visitor")["event_count"] == 3  # id-a's page view and the visitor's two events
     assert person(base, "id-b")["event_count"] == 4  # b's click and identify, c's click and identify
+    # b~c is merged now: the gauge counts the links refused now, not the ones refused once.
+    assert "pulse_identity_links_refused 0.0" in httpx.get(f"{base}/metrics").text
 
     # The same linking event again, and a new identify linking the pair: neither links them again.
     post_batches(

@@ -321,6 +321,37 @@ def test_an_identify_naming_another_user_id_merges_the_two_users(redis_client):
     assert identity["links"][0]["event_id"] == deltas[1].event_id
 
 
+def test_refused_links_are_found_from_either_side_and_counted_while_refused(redis_client):
+    """Two users naming u-r1 in one batch are both recorded on it (not only the earliest), so the
+    person of u-r1 sees the link the limit refuses; the count follows the links refused now."""
+    store = RedisProfileStore(
+        redis_client, dedupe_window_seconds=3600, session_gap_ms=30 * MINUTE, identity_max_ids=2
+    )
+    deltas = [
+        delta_of(make_event("click", ts_ms=0, user_id="u-r1")),
+        delta_of(make_event("identify", ts_ms=1, user_id="u-r2", anonymous_id="u-r1")),
+        delta_of(make_event("identify", ts_ms=2, user_id="u-r3", anonymous_id="u-r1")),
+    ]
+    assert store.apply_deltas(deltas) == 3  # one batch
+    record = store.identity_view("u-r1")
+    assert record["user_ids"] == ["u-r1", "u-r2"]
+    assert [(link["ids"], link["event_id"]) for link in record["refused_links"]] == [
+        (["u-r1", "u-r3"], deltas[2].event_id)
+    ]
+    assert store.refused_link_count() == 1
+    store.identity_max_ids = 3  # a higher limit merges it at the next read: no longer counted
+    assert store.get_person("u-r3")["profile_id"] == "u-r1" and store.refused_link_count() == 0
+    store.identity_max_ids = 2
+    assert store.get_person("u-r3")["profile_id"] == "u-r3" and store.refused_link_count() == 1
+    store.unlink("u-r1", "u-r2")  # u-r1~u-r3 fits the limit now
+    assert store.identity_view("u-r1")["user_ids"] == ["u-r1", "u-r3"]
+    assert store.refused_link_count() == 0
+    store.apply_deltas([delta_of(make_event("identify", ts_ms=3, user_id="u-r4", anonymous_id="u-r3"))])
+    assert store.get_person("u-r4")["profile_id"] == "u-r4" and store.refused_link_count() == 1
+    store.forget("u-r1")  # the forgotten person's refused link goes with it
+    assert store.refused_link_count() == 0
+
+
 def test_updates_recover_when_redis_lost_its_functions_and_scripts(redis_client):
     """A Redis restarted without persistence has lost update.lua's function library (and its
     scripts): both write paths load it again, and every delta is applied exactly once."""

@@ -2,6 +2,7 @@
 
 import random
 
+from streaming.profiles.codec import identity_links
 from streaming.profiles.identity import merge_sessions
 from streaming.profiles.reference import reference_owners, reference_person, reference_profiles
 from tests.unit.test_profile_reference import MINUTE, delta_of, make_event
@@ -114,3 +115,16 @@ def test_the_rules_view_of_a_person_equals_the_full_document_field_by_field():
         view = merged_view(person, user_id, parts, GAP, names)
         assert view == {k: full[k] for k in view}, person
         assert set(view) == names | {"profile_id", "user_id", "segments"}
+
+
+def test_a_batch_links_every_user_seen_with_an_id_at_its_earliest_time():
+    """Not only the earliest user: the others may link users, or own the id after an unlink."""
+    deltas = [
+        delta_of(make_event("identify", ts_ms=5 * MINUTE, user_id="u1", anonymous_id="a1")),
+        delta_of(make_event("identify", ts_ms=5 * MINUTE, user_id="u2", anonymous_id="a1")),
+        delta_of(make_event("click", ts_ms=3 * MINUTE, user_id="u2", anonymous_id="a1")),
+        delta_of(make_event("click", ts_ms=4 * MINUTE, user_id="u2", anonymous_id="a1")),
+        delta_of(make_event("click", ts_ms=1 * MINUTE, user_id="u3")),
+    ]
+    earliest_u2, earliest_u1 = deltas[2].timestamp_ms, deltas[0].timestamp_ms
+    assert identity_links(deltas) == [("a1", (earliest_u2, "u2")), ("a1", (earliest_u1, "u1"))]
