@@ -16,8 +16,9 @@ local UNKNOWN = {}
 local EVENT_FIELDS = {event_id = 2, event_type = 3, category = 7}
 -- The event being evaluated and what was read for it, afresh for each event (the profile
 -- changes between events): its profile's key base, its person's parts (false: not read yet;
--- nil: not readable here), the person's numbers by field name, the fields to read at once,
--- and those fields' values as the event's own update left them (nil: not updated here).
+-- nil: not readable here), the person's numbers by field name (as stored, or summed), the
+-- fields to read at once, and those fields' values as the event's own update left them (nil:
+-- not updated here).
 local ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_uncertain, ev_updated
 
 local function encode_id(id) return (string.gsub(string.gsub(string.gsub(id, '%%', '%%25'), '{', '%%7B'), '}', '%%7D')) end
@@ -77,14 +78,16 @@ local function person_parts()
   return ev_parts
 end
 
--- A field of the person's fields hashes added up over its parts; nil when no part has it.
+-- A field of the person's fields hashes added up over its parts; nil when no part has it (or
+-- it is not a number). The event's own update leaves its values as stored, text or numbers.
 local function number(name)
   local v = ev_numbers[name]
   if v == nil then
     read_numbers({name})
     v = ev_numbers[name]
   end
-  return v or nil
+  if v then return tonumber(v) end
+  return nil
 end
 
 -- The number of sessions over all parts: intervals at most the session gap apart merge
@@ -130,15 +133,21 @@ local PROFILE_NUMBERS = {
 }
 
 -- How many entries a profile map shows (``positive``: keys above 0 only, the cart), over all parts.
+-- HSCAN with MATCH hands Lua only the map's fields, not the whole profile hash.
 local function map_size(prefix, positive)
   local name = 'size:' .. prefix
   if ev_numbers[name] == nil then
     local sums, n = {}, 0
+    local pattern = string.gsub(prefix, '[%*%?%[%]\\]', '\\%0') .. ':*'
     for _, part in ipairs(ev_parts) do
-      local flat = redis.call('HGETALL', part .. ':p')
-      for i = 1, #flat, 2 do
-        if string.sub(flat[i], 1, 2) == prefix .. ':' then sums[flat[i]] = (sums[flat[i]] or 0) + tonumber(flat[i + 1]) end
-      end
+      local values, cursor = {}, '0'
+      repeat  -- a large hash takes several pages, which may repeat a field: each counts once
+        local page = redis.call('HSCAN', part .. ':p', cursor, 'MATCH', pattern, 'COUNT', 1000)
+        cursor = page[1]
+        local flat = page[2]
+        for i = 1, #flat, 2 do values[flat[i]] = flat[i + 1] end
+      until cursor == '0'
+      for field, value in pairs(values) do sums[field] = (sums[field] or 0) + tonumber(value) end
     end
     for _, v in pairs(sums) do
       if not positive or v > 0 then n = n + 1 end
