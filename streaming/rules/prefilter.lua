@@ -348,7 +348,7 @@ local function prefetch_names(d)
   if names then return names end
   names = {}
   local typed = add_fields(plan['types'][d[3]], d, names)
-  if add_fields(plan['any'], d, names) and typed then prefetched[key] = names end
+  if (not plan.any_rules or add_fields(plan['any'], d, names)) and typed then prefetched[key] = names end
   return names
 end
 
@@ -366,12 +366,12 @@ end
 -- ``names`` are the fields its rules read and ``updated`` their values after the event's own
 -- update (nil in a decide call).
 local function prefilter(d, base, names, updated)
-  local typed, any = plan['types'][d[3]], plan['any']
+  local typed = plan['types'][d[3]]
   ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_updated = d, base, false, {}, names, updated
   ev_uncertain = false
   local may = {}
   run_type_plan(typed, may)
-  run_type_plan(any, may)
+  if plan.any_rules then run_type_plan(plan['any'], may) end  -- rules without ``on``: usually none
   if #may > 0 then
     local person, user_id = '', ''
     if ev_parts then person, user_id = person_ids() end
