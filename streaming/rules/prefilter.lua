@@ -352,8 +352,10 @@ local function prefetch_names(d)
   return names
 end
 
--- The person id and user id a decision names (merged_view's profile_id and user_id).
+-- The person id and user id a decision names (merged_view's profile_id and user_id). An event
+-- with a user id is keyed by it: when its own profile heads the person, both are that id.
 local function person_ids()
+  if ev_delta[5] ~= '' and ev_parts[1] == ev_base then return ev_delta[5], ev_delta[5] end
   local person = decode_id(string.match(ev_parts[1], '{(.*)}$'))
   local user_id = redis.call('HGET', ev_parts[1] .. ':p', 'user_id')
   if not user_id and #ev_parts > 1 then user_id = person end
