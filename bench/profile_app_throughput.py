@@ -14,6 +14,7 @@ Usage: .venv/bin/python -m bench.profile_app_throughput [--events 200000] [--nai
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import time
@@ -108,9 +109,14 @@ def pulse(
     """Events/s of the real profile app, from its first Redis write to the last event applied.
 
     ``cpu``, when given, gets ``process_cpu()`` at both ends of that window ("first", "done")
-    and the events it counted (``cpu["events"]["counted"]``).
+    and the events it counted (``cpu["events"]["counted"]``). Built and frozen for the garbage
+    collector as ``pulse up`` runs it (streaming/app_runner.py, ``frozen_after``): without it,
+    full collections walk the benchmark's own event lists too.
     """
+    gc.unfreeze()
     app, sink = build_application(settings)
+    gc.collect()
+    gc.freeze()
     marks: dict[str, float] = {}
     flush = sink.flush
 
