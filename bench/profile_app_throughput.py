@@ -14,6 +14,7 @@ Usage: .venv/bin/python -m bench.profile_app_throughput [--events 200000] [--nai
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import time
@@ -97,25 +98,47 @@ def naive(settings: PulseSettings, total: int) -> float:
     return total / state["elapsed"]
 
 
-def pulse(settings: PulseSettings, total: int, distinct_valid: int, *, return_sink: bool = False):
-    """Events/s of the real profile app, from its first Redis write to the last event applied."""
+def pulse(
+    settings: PulseSettings,
+    total: int,
+    distinct_valid: int,
+    *,
+    return_sink: bool = False,
+    cpu: dict[str, dict[str, float]] | None = None,
+):
+    """Events/s of the real profile app, from its first Redis write to the last event applied.
+
+    ``cpu``, when given, gets ``process_cpu()`` at both ends of that window ("first", "done")
+    and the events it counted (``cpu["events"]["counted"]``). Built and frozen for the garbage
+    collector as ``pulse up`` runs it (streaming/app_runner.py, ``frozen_after``): without it,
+    full collections walk the benchmark's own event lists too.
+    """
+    gc.unfreeze()
     app, sink = build_application(settings)
+    gc.collect()
+    gc.freeze()
     marks: dict[str, float] = {}
     flush = sink.flush
 
     def timed_flush() -> None:
         if "first" not in marks:
+            if cpu is not None:
+                cpu["first"] = process_cpu()
             marks["first"] = time.perf_counter()
             marks["first_batch"] = sink.received
         flush()
         if sink.applied >= distinct_valid and "done" not in marks:
             marks["done"] = time.perf_counter()
+            if cpu is not None:
+                cpu["done"] = process_cpu()
             app.stop()
 
     sink.flush = timed_flush  # type: ignore[method-assign]
     app.run()
     # The first batch was consumed before the clock started; count only what followed it.
     rate = (total - marks["first_batch"]) / (marks["done"] - marks["first"])
+    if cpu is not None:
+        cpu["events"] = {"counted": float(total - marks["first_batch"])}
     return (rate, sink) if return_sink else rate
 
 

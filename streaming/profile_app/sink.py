@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 import msgspec
@@ -95,6 +95,8 @@ class ProfileSink(BaseSink):
         self._enrich = enrich
         self._prefilter = prefilter
         self._triggering: list[tuple[Any, ProfileDelta]] = []
+        self._triggering_types: set[str] = set()  # of the checkpoint's triggering events
+        self._triggers_type: dict[str, bool] = {}  # event type -> whether the rules trigger on it
         self._places: list[tuple[int, int]] = []  # of the triggering deltas in self._order
         self._order = UpdateOrder(cluster=store.is_cluster)
         # Profiles with triggering events in this checkpoint: a call updating one reports on it
@@ -151,13 +153,21 @@ class ProfileSink(BaseSink):
             self._send_dead_letter(value, key, Origin(topic, partition, offset))
             return
         if not self._pending and not self._triggering:
-            self._engine = self._rules()  # a checkpoint's events all see the same rules
+            engine = self._rules()  # a checkpoint's events all see the same rules
+            if engine is not self._engine:
+                self._engine, self._triggers_type = engine, {}
         self._pending.append(value.delta)
         place = self._order.add(value.delta)
         if value.delta.anonymous_id:
             self._linked.add(value.delta.anonymous_id)
-        if value.event is not None and self._engine.triggers(value.delta.event_type):
+        triggers = self._triggers_type.get(value.delta.event_type)
+        if triggers is None:
+            triggers = self._triggers_type[value.delta.event_type] = self._engine.triggers(
+                value.delta.event_type
+            )
+        if triggers and value.event is not None:
             self._triggering.append((value.event, value.delta))
+            self._triggering_types.add(value.delta.event_type)
             self._places.append(place)
             self._watch.add(value.delta.profile_id)
             self._batch_triggers = True
@@ -172,14 +182,14 @@ class ProfileSink(BaseSink):
             redecided: set[str] = set()
             if prefiltering and self._failure is None:
                 # Events whose profile was updated again later: decided again after every update.
-                redecided = self._decide_again(lambda delta: (delta.profile_id,))
+                redecided = self._decide_again(None)
             if self._failure is not None:
                 raise self._failure
             applied = self._writer.confirm()
             if prefiltering:
                 # Events of stitched people, one of whose other parts changed later (rare).
                 stitched = self._writer.prefiltered.stitched
-                late = self._decide_again(lambda delta: stitched.get(delta.event_id, ()), redecided)
+                late = self._decide_again(stitched, redecided) if stitched else set()
                 if late:
                     self._writer.confirm()
                     redecided |= late
@@ -240,29 +250,43 @@ class ProfileSink(BaseSink):
     def _reset_checkpoint(self) -> None:
         self._pending, self._failure, self._triggering, self._watch = [], None, [], set()
         self._places, self._order = [], UpdateOrder(cluster=self._store.is_cluster)
+        self._triggering_types = set()
         self._batch_triggers = False
         self._linked = set()
         self._withdrawals = {}
 
     def _decide_again(
-        self, parts_of: Callable[[ProfileDelta], Iterable[str]], skip: Collection[str] = ()
+        self, stitched: Mapping[str, Iterable[str]] | None, skip: Collection[str] = ()
     ) -> set[str]:
-        """Queue a decide call for the triggering events whose person (``parts_of``) changed later."""
-        deltas = [
-            delta
-            for (_, delta), place in zip(self._triggering, self._places, strict=True)
-            if delta.event_id not in skip and self._order.changed_after(parts_of(delta), place)
-        ]
+        """Queue a decide call for the triggering events whose person changed later: with
+        ``stitched`` (event_id -> parts), the events it names, by their parts; else every event,
+        by its own profile."""
+        order = self._order
+        if stitched is None:
+            deltas = [
+                delta
+                for (_, delta), place in zip(self._triggering, self._places, strict=True)
+                if order.profile_changed_after(delta.profile_id, place)
+            ]
+        else:
+            deltas = [
+                delta
+                for (_, delta), place in zip(self._triggering, self._places, strict=True)
+                if delta.event_id in stitched
+                and delta.event_id not in skip
+                and order.changed_after(stitched[delta.event_id], place)
+            ]
         if deltas:  # its reports replace earlier ones: they carry what any event of the checkpoint reads
-            with_products = self._wants_products([delta for _, delta in self._triggering])
+            with_products = self._wants_products()
             self._writer.decide(deltas, self._engine.prefilter, with_products=with_products)
         return {delta.event_id for delta in deltas}
 
-    def _wants_products(self, triggering: list[ProfileDelta]) -> bool:
-        """Whether the rules of these events read last_products (reports then include them)."""
-        if not triggering:
+    def _wants_products(self) -> bool:
+        """Whether the rules of the checkpoint's triggering events read last_products (reports then
+        include them); kept per event type, not recomputed over every event per batch."""
+        if not self._triggering_types:
             return False
-        names = self._engine.profile_fields({delta.event_type for delta in triggering})
+        names = self._engine.profile_fields(self._triggering_types)
         return names is None or "last_products" in names
 
     def _decide(
@@ -341,7 +365,7 @@ class ProfileSink(BaseSink):
             return
         try:
             watch = {delta.profile_id for delta in self._pending if delta.profile_id in self._watch}
-            with_products = bool(watch) and self._wants_products([delta for _, delta in self._triggering])
+            with_products = bool(watch) and self._wants_products()
             plan = self._engine.prefilter if self._prefilter and self._batch_triggers else None
             self._writer.send(self._pending, watch, with_products=with_products, plan=plan)
         except (redis.ConnectionError, redis.TimeoutError) as exc:

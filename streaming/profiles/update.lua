@@ -252,14 +252,11 @@ local function update(KEYS, ARGV)
       if trim == 0 and oldest ~= was then out[#out + 1] = 'w'; out[#out + 1] = oldest end
       redis.call('HSET', fields, unpack(out))
       if trim > 0 then redis.call('HSET', fields, 'w', trim_cells(fields, trim)) end
-      if prefetch then  -- the rules' fields as this update left them
+      if prefetch then  -- the rules' fields as this update left them (as stored: number() converts)
         updated = {}
-        for i, name in ipairs(prefetch) do
-          local v = cur[read_from + i - 1]
-          updated[name] = v and tonumber(v) or false
-        end
+        for i, name in ipairs(prefetch) do updated[name] = cur[read_from + i - 1] or false end
         for i = 1, #out, 2 do
-          if updated[out[i]] ~= nil then updated[out[i]] = tonumber(out[i + 1]) or false end
+          if updated[out[i]] ~= nil then updated[out[i]] = out[i + 1] end
         end
       end
 

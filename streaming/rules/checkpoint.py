@@ -116,6 +116,13 @@ class UpdateOrder:
                 return True
         return False
 
+    def profile_changed_after(self, profile_id: str, place: tuple[int, int]) -> bool:
+        """``changed_after([profile_id], place)`` without the loop: it runs for every triggering event."""
+        update = self._last_update.get(profile_id)
+        if update is not None and update[0] > place[0]:
+            return True
+        return self._last_link.get(profile_id, -1) >= (place[1] if self._cluster else place[1] + 1)
+
     def linked_since_last_update(self, profile_id: str) -> bool:
         """Whether a link named the profile after its last update (a report of it may miss its owner)."""
         last = self._last_update.get(profile_id)

@@ -16,8 +16,9 @@ local UNKNOWN = {}
 local EVENT_FIELDS = {event_id = 2, event_type = 3, category = 7}
 -- The event being evaluated and what was read for it, afresh for each event (the profile
 -- changes between events): its profile's key base, its person's parts (false: not read yet;
--- nil: not readable here), the person's numbers by field name, the fields to read at once,
--- and those fields' values as the event's own update left them (nil: not updated here).
+-- nil: not readable here), the person's numbers by field name (as stored, or summed), the
+-- fields to read at once, and those fields' values as the event's own update left them (nil:
+-- not updated here).
 local ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_uncertain, ev_updated
 
 local function encode_id(id) return (string.gsub(string.gsub(string.gsub(id, '%%', '%%25'), '{', '%%7B'), '}', '%%7D')) end
@@ -86,14 +87,16 @@ local function person_parts()
   return ev_parts
 end
 
--- A field of the person's fields hashes added up over its parts; nil when no part has it.
+-- A field of the person's fields hashes added up over its parts; nil when no part has it (or
+-- it is not a number). The event's own update leaves its values as stored, text or numbers.
 local function number(name)
   local v = ev_numbers[name]
   if v == nil then
     read_numbers({name})
     v = ev_numbers[name]
   end
-  return v or nil
+  if v then return tonumber(v) end
+  return nil
 end
 
 -- The number of sessions over all parts: intervals at most the session gap apart merge
@@ -139,15 +142,21 @@ local PROFILE_NUMBERS = {
 }
 
 -- How many entries a profile map shows (``positive``: keys above 0 only, the cart), over all parts.
+-- HSCAN with MATCH hands Lua only the map's fields, not the whole profile hash.
 local function map_size(prefix, positive)
   local name = 'size:' .. prefix
   if ev_numbers[name] == nil then
     local sums, n = {}, 0
+    local pattern = string.gsub(prefix, '[%*%?%[%]\\]', '\\%0') .. ':*'
     for _, part in ipairs(ev_parts) do
-      local flat = redis.call('HGETALL', part .. ':p')
-      for i = 1, #flat, 2 do
-        if string.sub(flat[i], 1, 2) == prefix .. ':' then sums[flat[i]] = (sums[flat[i]] or 0) + tonumber(flat[i + 1]) end
-      end
+      local values, cursor = {}, '0'
+      repeat  -- a large hash takes several pages, which may repeat a field: each counts once
+        local page = redis.call('HSCAN', part .. ':p', cursor, 'MATCH', pattern, 'COUNT', 1000)
+        cursor = page[1]
+        local flat = page[2]
+        for i = 1, #flat, 2 do values[flat[i]] = flat[i + 1] end
+      until cursor == '0'
+      for field, value in pairs(values) do sums[field] = (sums[field] or 0) + tonumber(value) end
     end
     for _, v in pairs(sums) do
       if not positive or v > 0 then n = n + 1 end
@@ -348,12 +357,14 @@ local function prefetch_names(d)
   if names then return names end
   names = {}
   local typed = add_fields(plan['types'][d[3]], d, names)
-  if add_fields(plan['any'], d, names) and typed then prefetched[key] = names end
+  if (not plan.any_rules or add_fields(plan['any'], d, names)) and typed then prefetched[key] = names end
   return names
 end
 
--- The person id and user id a decision names (merged_view's profile_id and user_id).
+-- The person id and user id a decision names (merged_view's profile_id and user_id). An event
+-- with a user id is keyed by it: when its own profile heads the person, both are that id.
 local function person_ids()
+  if ev_delta[5] ~= '' and ev_parts[1] == ev_base then return ev_delta[5], ev_delta[5] end
   local person = decode_id(string.match(ev_parts[1], '{(.*)}$'))
   local user_id = redis.call('HGET', ev_parts[1] .. ':p', 'user_id')
   if not user_id and #ev_parts > 1 then user_id = person end
@@ -366,12 +377,12 @@ end
 -- ``names`` are the fields its rules read and ``updated`` their values after the event's own
 -- update (nil in a decide call).
 local function prefilter(d, base, names, updated)
-  local typed, any = plan['types'][d[3]], plan['any']
+  local typed = plan['types'][d[3]]
   ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_updated = d, base, false, {}, names, updated
   ev_uncertain = false
   local may = {}
   run_type_plan(typed, may)
-  run_type_plan(any, may)
+  if plan.any_rules then run_type_plan(plan['any'], may) end  -- rules without ``on``: usually none
   if #may > 0 then
     local person, user_id = '', ''
     if ev_parts then person, user_id = person_ids() end

@@ -250,6 +250,30 @@ def test_a_cap_and_a_running_cooldown_drop_the_rule(redis_client):
     assert apply_and_decide(store, again, event) == (set(), set(), set())
 
 
+def test_the_size_of_a_map_longer_than_one_scan_page_counts_each_entry_once(redis_client):
+    """The script sizes a profile map with HSCAN MATCH: a cart of 1,200 products takes several
+    pages (whose fields may repeat); the size must still be exact, as Python's."""
+    store, ns = store_for(redis_client), uuid.uuid4().hex
+    carts = [
+        make_event("add_to_cart", ts_ms=i, user_id=f"{ns}u1", product_id=f"p{i}", quantity=1)
+        for i in range(1_199)
+    ]
+    carts.append(make_event("remove_from_cart", ts_ms=1_199, user_id=f"{ns}u1", product_id="p0", quantity=5))
+    store.apply_deltas([delta_of(event) for event in carts])
+    # 1,199 products with quantity 1, one of them brought to -4: 1,198 entries above 0.
+    for when, expected in (
+        ("profile.cart.size() >= 1198", ({0}, {0}, {0})),
+        ("profile.cart.size() >= 1199", (set(), set(), set())),
+    ):
+        engine = RuleEngine(
+            RuleSet(
+                (Rule(id="r", when=when, action=Action(type="banner", message="m"), on=frozenset({"click"})),)
+            )
+        )
+        click = make_event("click", ts_ms=2_000, user_id=f"{ns}u1", product_id="p1")
+        assert apply_and_decide(store, engine, click) == expected
+
+
 def test_a_stitched_person_is_counted_over_all_its_parts(redis_client):
     engine, store, ns = (
         one_rule("profile.event_count >= 3", max_fires=1),

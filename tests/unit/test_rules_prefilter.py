@@ -336,3 +336,33 @@ def test_on_a_cluster_a_link_of_the_same_batch_counts_as_later():
     place = order.add(_delta("a1"))
     order.add(_delta("u1", linked_anonymous_id="a1"))  # goes to a1's node, maybe after a1's update
     assert order.changed_after(["a1"], place) and order.linked_since_last_update("a1")
+
+
+@pytest.mark.parametrize("cluster", [False, True])
+def test_profile_changed_after_is_changed_after_for_one_profile(cluster):
+    """The sink's per-event check (one profile, no loop) answers as ``changed_after`` does,
+    over random sequences of updates, links and sent batches."""
+    import random
+
+    from streaming.rules.checkpoint import UpdateOrder
+
+    ids = ["u1", "u2", "a1", "a2"]
+    for seed in range(200):
+        rng = random.Random(seed)
+        order = UpdateOrder(cluster=cluster)
+        places = []
+        for _ in range(rng.randint(1, 12)):
+            if rng.random() < 0.25:
+                order.batch_sent()
+            user = rng.choice(["u1", "u2"])
+            anonymous = rng.choice(["", "a1", "a2"])
+            profile = user if anonymous or rng.random() < 0.5 else rng.choice(ids)
+            places.append(
+                order.add(_delta(profile, linked_anonymous_id=anonymous if profile == user else ""))
+            )
+        for place in places:
+            for pid in ids:
+                assert order.profile_changed_after(pid, place) == order.changed_after([pid], place), (
+                    seed,
+                    pid,
+                )
