@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import duckdb
 
@@ -45,19 +45,17 @@ def archived_profile_ids(settings: PulseSettings) -> list[str]:
 def read_part_events(
     settings: PulseSettings,
     parts: Sequence[str] | None,
-    exclude: Collection[str] = (),
     from_cut: Mapping[int, int] | None = None,
 ) -> list[bytes]:
-    """Each valid archived event of the parts (None: all but ``exclude``) once per (part, event_id):
+    """Each valid archived event of the parts (None: every part) once per (part, event_id):
     its first record, the one the stream applied; with ``from_cut``, only records at or after it
     (partition -> offset)."""
     if not has_archive(settings.archive_path) or parts == []:
         return []
     profile = "coalesce(user_id, anonymous_id)"
-    if parts is None:
-        where, ids = f"{profile} NOT IN (SELECT unnest(?::VARCHAR[]))", list(exclude)
-    else:
-        where, ids = f"{profile} IN (SELECT unnest(?::VARCHAR[]))", list(parts)
+    where, params = "true", []
+    if parts is not None:
+        where, params = f"{profile} IN (SELECT unnest(?::VARCHAR[]))", [list(parts)]
     if from_cut is not None:
         where += f" AND NOT ({before_cut_sql(from_cut)})"
     query = f"""
@@ -67,4 +65,4 @@ def read_part_events(
         GROUP BY {profile}, event_id
     """
     with duckdb.connect() as con:
-        return [bytes(row[0]) for row in con.execute(query, [ids]).fetchall()]
+        return [bytes(row[0]) for row in con.execute(query, params).fetchall()]

@@ -17,6 +17,7 @@ import click
 
 from core import service_registry
 from core.settings import PulseSettings, settings_markdown, settings_reference
+from orchestration.cli_errors import CommandFailed, redis_unreachable
 from orchestration.dlq_cli import dlq
 from orchestration.forget_cli import forget
 from orchestration.identity_cli import identity
@@ -165,12 +166,6 @@ def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-class CommandFailed(click.ClickException):
-    """The command could not do its work (an unreachable service, say): exit status 2, not 1."""
-
-    exit_code = 2
-
-
 @cli.command()
 @click.option(
     "--start",
@@ -289,10 +284,7 @@ def rebuild(ids: tuple[str, ...], all_profiles: bool, as_json: bool) -> None:
             f"{exc} (run the same rebuild again once fixed: it finishes an interrupted one)"
         ) from None
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise CommandFailed(
-            f"cannot reach Redis ({exc}); is `pulse up` running, or PULSE_REDIS_URL set? "
-            "(`pulse doctor` checks)"
-        ) from None
+        raise CommandFailed(redis_unreachable(exc)) from None
     except duckdb.Error as exc:
         raise CommandFailed(f"cannot read the archive under {settings.archive_path}: {exc}") from None
     if as_json:
@@ -335,10 +327,7 @@ def reconcile(as_json: bool, as_of: datetime | None) -> None:
     except (ServiceNotConfigured, ArchiverBehind, BrokerUnavailable) as exc:
         raise CommandFailed(str(exc)) from None
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise CommandFailed(
-            f"cannot reach Redis ({exc}); is `pulse up` running, or PULSE_REDIS_URL set? "
-            "(`pulse doctor` checks)"
-        ) from None
+        raise CommandFailed(redis_unreachable(exc)) from None
     except duckdb.Error as exc:
         raise CommandFailed(f"cannot read the archive under {settings.archive_path}: {exc}") from None
     if as_json:
@@ -511,9 +500,7 @@ def traits_backfill(names: tuple[str, ...], as_json: bool) -> None:
     except (TraitBackfillError, TraitFileError, ServiceNotConfigured) as exc:
         raise CommandFailed(str(exc)) from None
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise CommandFailed(
-            f"cannot reach Redis ({exc}); is `pulse up` running? (`pulse doctor` checks)"
-        ) from None
+        raise CommandFailed(redis_unreachable(exc)) from None
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     elif not report.traits:

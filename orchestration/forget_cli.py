@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from core.settings import PulseSettings
+from orchestration.cli_errors import CommandFailed, redis_unreachable
 
 
 class _ForgetGroup(click.Group):
@@ -50,12 +51,7 @@ def forget_id(profile_id: str) -> None:
         )
         done = store.forget_person(profile_id)
     except (ServiceNotConfigured, redis.ConnectionError, redis.TimeoutError) as exc:
-        click.echo(
-            f"pulse forget: cannot reach Redis ({exc}); is `pulse up` running, or PULSE_REDIS_URL set? "
-            "(`pulse doctor` checks)",
-            err=True,
-        )
-        sys.exit(2)
+        raise CommandFailed(redis_unreachable(exc)) from None
     result: dict[str, Any] = {
         "profile_id": profile_id,
         "forgotten": done.keys_deleted > 0,

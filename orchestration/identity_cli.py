@@ -8,10 +8,7 @@ from typing import Any
 import click
 
 from core.settings import PulseSettings
-
-
-class IdentityCommandFailed(click.ClickException):
-    """Redis cannot be reached, or the ids are unknown (exit status 1)."""
+from orchestration.cli_errors import CommandFailed, redis_unreachable
 
 
 def _store() -> Any:
@@ -36,11 +33,9 @@ def _run(action: Any) -> Any:
     try:
         return action(_store())
     except ServiceNotConfigured as exc:
-        raise IdentityCommandFailed(str(exc)) from None
+        raise CommandFailed(str(exc)) from None
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise IdentityCommandFailed(
-            f"cannot reach Redis ({exc}); is `pulse up` running? (`pulse doctor` checks)"
-        ) from None
+        raise CommandFailed(redis_unreachable(exc)) from None
 
 
 @click.group()
@@ -59,7 +54,7 @@ def show(profile_id: str) -> None:
     """
     view = _run(lambda store: store.identity_view(profile_id))
     if view is None:
-        raise IdentityCommandFailed(f"no profile for {profile_id!r}")
+        raise click.ClickException(f"no profile for {profile_id!r}")  # exit status 1
     click.echo(json.dumps(view, indent=2))
 
 
