@@ -15,7 +15,7 @@ from core.topics import ensure_topics, topic_specs
 from streaming.app_runner import frozen_after, run_rejoining
 from streaming.archiver.dead_letters import DEAD_LETTER_SCHEMA
 from streaming.archiver.pipeline import build_dead_letter_pipeline, build_pipeline
-from streaming.archiver.sink import ParquetArchiveSink
+from streaming.archiver.sink import ParquetArchiveSink, RawEventArchiveSink
 from streaming.broker_hold_follower import BrokerHoldFollower
 from streaming.liveness import app_consumer_config
 
@@ -42,7 +42,7 @@ def build_application(settings: PulseSettings) -> tuple[Application, ParquetArch
         loglevel="WARNING",
     )
     events = app.topic(settings.topic_events, value_deserializer="bytes", key_deserializer="bytes")
-    sink = ParquetArchiveSink(settings.archive_path)
+    sink = RawEventArchiveSink(settings.archive_path)
     build_pipeline(app.dataframe(events), sink=sink)
     dead_letters = app.topic(settings.topic_dlq, value_deserializer="bytes", key_deserializer="bytes")
     dead_letter_sink = ParquetArchiveSink(

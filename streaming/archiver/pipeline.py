@@ -1,4 +1,4 @@
-"""The archiver's dataflow: raw record -> archive row with its Kafka coordinates -> Parquet sink."""
+"""The archiver's dataflows: raw records -> Parquet sinks building archive rows with Kafka coordinates."""
 
 from __future__ import annotations
 
@@ -7,19 +7,13 @@ from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.sinks import BaseSink
 
 from streaming.archiver.dead_letters import dead_letter_row
-from streaming.archiver.rows import archive_row
 
 
 def build_pipeline(sdf: StreamingDataFrame, *, sink: BaseSink) -> StreamingDataFrame:
-    """Archive every record, valid or not."""
-
-    def to_row(raw: bytes | None, _key: object, timestamp: int, _headers: object) -> dict:
-        ctx = message_context()
-        return archive_row(raw, ctx.topic, ctx.partition, ctx.offset, timestamp)
-
-    rows = sdf.apply(to_row, metadata=True)
-    rows.sink(sink)
-    return rows
+    """Archive every record, valid or not: the raw bytes go to the sink as they are, and it builds
+    their rows per checkpoint, column by column (``RawEventArchiveSink``, ``rows.archive_table``)."""
+    sdf.sink(sink)
+    return sdf
 
 
 def build_dead_letter_pipeline(sdf: StreamingDataFrame, *, sink: BaseSink) -> StreamingDataFrame:

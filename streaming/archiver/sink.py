@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pyarrow.parquet as pq
 from quixstreams.sinks import BatchingSink, SinkBatch
 
 from core.archive_layout import partition_folder
-from streaming.archiver.rows import ARCHIVE_SCHEMA, hive_partition
+from streaming.archiver.rows import ARCHIVE_SCHEMA, archive_table, hive_partition
 
 logger = logging.getLogger(__name__)
 
@@ -45,22 +44,46 @@ class ParquetArchiveSink(BatchingSink):
         pa.array([None], pa.string())
 
     def write(self, batch: SinkBatch) -> None:
-        groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
-        for item in batch:
-            row = item.value
-            groups[hive_partition(row["event_time"])].append(row)
+        table = self.table_of(batch)
         first, last = batch.start_offset, max(item.offset for item in batch)
-        for (dt, hour), rows in groups.items():
+        name = f"part-{batch.topic}-{batch.partition}-{first:012d}-{last:012d}.parquet"
+        hours = hour_groups(table)
+        for (dt, hour), rows in hours:
             folder = self._folder(self._root, dt, hour)
             folder.mkdir(parents=True, exist_ok=True)
-            name = f"part-{batch.topic}-{batch.partition}-{first:012d}-{last:012d}.parquet"
             tmp = folder / f".{name}.tmp"
-            pq.write_table(pa.Table.from_pylist(rows, schema=self._schema), tmp)
+            pq.write_table(rows, tmp)
             os.replace(tmp, folder / name)
         logger.debug(
             "archived %d records of %s[%d] into %d files",
             batch.size,
             batch.topic,
             batch.partition,
-            len(groups),
+            len(hours),
         )
+
+    def table_of(self, batch: SinkBatch) -> pa.Table:
+        """The batch's rows: each item's value is a row (dict) of the sink's schema."""
+        return pa.Table.from_pylist([item.value for item in batch], schema=self._schema)
+
+
+class RawEventArchiveSink(ParquetArchiveSink):
+    """The events topic's sink: takes the raw records and builds their rows column by column."""
+
+    def table_of(self, batch: SinkBatch) -> pa.Table:
+        records = ((item.value, item.offset, item.timestamp) for item in batch)
+        return archive_table(records, batch.topic, batch.partition)
+
+
+def hour_groups(table: pa.Table) -> list[tuple[tuple[str, str], pa.Table]]:
+    """The rows of ``table`` per (dt, hour) of their ``event_time`` (UTC), in order of first row."""
+    rows_by_hour: dict[int, list[int]] = {}
+    for row, ms in enumerate(table.column("event_time").cast(pa.int64()).to_pylist()):
+        rows_by_hour.setdefault(ms // _HOUR_MS, []).append(row)
+    if len(rows_by_hour) == 1:
+        ((hour, _rows),) = rows_by_hour.items()
+        return [(hive_partition(hour * _HOUR_MS), table)]
+    return [(hive_partition(hour * _HOUR_MS), table.take(rows)) for hour, rows in rows_by_hour.items()]
+
+
+_HOUR_MS = 3_600_000
