@@ -117,6 +117,6 @@ def app_consumer_config(settings: PulseSettings, app: str) -> dict[str, Any]:
     reads."""
     return {
         "statistics.interval.ms": STATS_INTERVAL_MS,
-        **consumer_tuning(settings),
+        **consumer_tuning(settings, app),
         "stats_cb": StatusWriter(status_path(settings.data_path, app)),
     }
