@@ -3,7 +3,8 @@
 The platform is started by `pulse up`'s own code (``LocalPlatform``, without Dagster): an
 embedded broker and Redis (append-only file on), topics with 1 partition, the sample catalog,
 geo ranges and campaigns published, then `pulse run api`, `pulse run profile-app` and
-`pulse run archiver` as child processes with every default setting: the shipped rules
+`pulse run archiver` (and `pulse run relay`, which `pulse up` starts in dev mode) as child
+processes with every default setting: the shipped rules
 (data/rules/rules.yaml) and traits (data/traits/traits.yaml), the dev write key, the shared
 rate limit, the adaptive checkpoints and the archive interval.
 
@@ -16,8 +17,8 @@ flight each, as fast as the collector answers 202. Measured in the same run:
   ``event_id`` markers are the only keys with a TTL besides the write key's rate-limit bucket,
   so INFO keyspace counts them at no cost; a SCAN counts them exactly at the end;
 - archiver: when every event is in the Parquet archive (DuckDB);
-- CPU seconds per event of the API, profile app, archiver, broker, Redis and the load
-  generator, from the first request until every event is applied and archived;
+- CPU seconds per event of the API, profile app, archiver, webhook relay, broker, Redis and
+  the load generator, from the first request until every event is applied and archived;
 - baseline: the naive Quix app of bench/profile_app_throughput.py (one unpipelined Redis call
   per operation) reading the same topic from the same broker into the same Redis afterwards,
   with the Pulse apps stopped.
@@ -215,6 +216,8 @@ def trial(warm: list[dict], events: list[dict], args: argparse.Namespace) -> dic
                 "profile app": apps["profile-app"].pid,
                 "archiver": apps["archiver"].pid,
             }
+            if "relay" in apps:  # pulse up runs the webhook relay in dev mode (no keys), as here
+                pids["webhook relay"] = apps["relay"].pid
             for proc in platform.infra:
                 pids["broker" if proc.name.startswith("broker") else "redis"] = proc.pid
             counters = Counters(urls["redis_url"], settings.archive_path, key)
@@ -290,8 +293,9 @@ def trial(warm: list[dict], events: list[dict], args: argparse.Namespace) -> dic
 
             markers = counters.markers_exact() - w
             rows, ids = counters.archived(exact=True)
-            for name in ("archiver", "profile-app", "api"):  # the baseline runs alone
-                apps[name].stop()
+            for name in ("archiver", "profile-app", "api", "relay"):  # the baseline runs alone
+                if name in apps:
+                    apps[name].stop()
             brokers, redis_url = platform.env["PULSE_KAFKA_BROKERS"], platform.env["PULSE_REDIS_URL"]
             naive_rate = naive(
                 settings.model_copy(update={"kafka_brokers": brokers, "redis_url": redis_url}),
