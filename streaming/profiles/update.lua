@@ -56,24 +56,39 @@ local plans, plans_kept, PLANS_KEPT = {}, 0, 64
 
 local function int(x) return string.format('%d', x) end
 
--- Intent: the latest session's counts by type ('sq' = "type=n,type=n") scored by the logistic model.
-local function parse_counts(text)
-  local counts = {}
-  if text then for t, n in string.gmatch(text, '([%w_]+)=(%d+)') do counts[t] = tonumber(n) end end
-  return counts
+-- Intent: the latest session's counts by type ('sq' = "type=n,type=n") scored by the logistic
+-- model. The event's count is raised by editing the text in place (event types are [a-z0-9_]),
+-- not by rebuilding it from a table: the order of the pairs does not matter to the parse.
+local function count_once_more(text, event_type)
+  if text == '' then return event_type .. '=1' end
+  local key = event_type .. '='
+  local at = 1
+  if string.sub(text, 1, #key) ~= key then
+    at = string.find(text, ',' .. key, 1, true)
+    if not at then return text .. ',' .. key .. '1' end
+    at = at + 1
+  end
+  local from = at + #key
+  local stop = string.find(text, ',', from, true)
+  local n = tonumber(string.sub(text, from, stop and stop - 1 or -1))
+  if stop then return string.sub(text, 1, from - 1) .. int(n + 1) .. string.sub(text, stop) end
+  return string.sub(text, 1, from - 1) .. int(n + 1)
 end
 
-local function format_counts(counts)
-  local parts = {}
-  for t, n in pairs(counts) do parts[#parts + 1] = t .. '=' .. int(n) end
-  return table.concat(parts, ',')
-end
-
-local function intent(counts, minutes)
-  local z, events = model[1], 0
+-- The model's score of a session's counts text. Terms of types the session has none of add
+-- exactly zero, so they are skipped: the sum, in the model's order, is the same number.
+local function intent(text, minutes)
+  local z, events, counts = model[1], 0, {}
   local types, weights = model[2], model[3]
-  for t, n in pairs(counts) do if t ~= 'purchase' then events = events + n end end
-  for i, t in ipairs(types) do z = z + weights[i] * math.log(1 + (counts[t] or 0)) end
+  for t, n in string.gmatch(text, '([%w_]+)=(%d+)') do
+    n = tonumber(n)
+    counts[t] = n
+    if t ~= 'purchase' then events = events + n end
+  end
+  for i = 1, #types do
+    local n = counts[types[i]]
+    if n then z = z + weights[i] * math.log(1 + n) end
+  end
   z = z + weights[#types + 1] * math.log(1 + events) + weights[#types + 2] * math.log(1 + math.max(minutes, 0))
   return string.format('%.4f', 1 / (1 + math.exp(-z)))
 end
@@ -205,17 +220,17 @@ local function update(KEYS, ARGV)
       -- Sessions: in-order events only touch ss/se; an event before the latest session's
       -- start takes the general path through the zset.
       local ss, se = tonumber(cur[1]), tonumber(cur[2])
-      local latest = nil  -- the latest session's counts, when this event belongs to it
+      local latest = nil  -- the latest session's counts ('sq'), when this event belongs to it
       if not ss then
         ss, se = ts, ts
-        latest = {}
+        latest = ''
       elseif ts >= ss and ts <= se + gap then
         if ts > se then se = ts end
-        if model then latest = parse_counts(cur[3] or nil) end
+        if model then latest = cur[3] or '' end
       elseif ts > se + gap then
         redis.call('ZADD', base .. ':sessions', ss, int(ss) .. ':' .. int(se))
         ss, se = ts, ts
-        latest = {}
+        latest = ''
       else
         local sessions = base .. ':sessions'
         redis.call('ZADD', sessions, ss, int(ss) .. ':' .. int(se))
@@ -228,8 +243,8 @@ local function update(KEYS, ARGV)
       out[#out + 1] = 'ss'; out[#out + 1] = ss
       out[#out + 1] = 'se'; out[#out + 1] = se
       if model and latest then
-        latest[event_type] = (latest[event_type] or 0) + 1
-        out[#out + 1] = 'sq'; out[#out + 1] = format_counts(latest)
+        latest = count_once_more(latest, event_type)
+        out[#out + 1] = 'sq'; out[#out + 1] = latest
         out[#out + 1] = 'intent_score'; out[#out + 1] = intent(latest, (se - ss) / 60000)
       end
       -- The registry's traits: every built-in counter, time and total, and the cells.

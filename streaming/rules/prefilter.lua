@@ -71,7 +71,8 @@ local function find_parts(base)
     if id ~= person then
       local part = head .. encode_id(id) .. '}'
       if redis.call('HEXISTS', part .. ':p', 'user_id') == 1 then return nil end
-      if owner_of(part) == person then parts[#parts + 1] = part end
+      -- owner_of(part) without its user_id check: the part has none (just checked)
+      if redis.call('ZRANGE', part .. ':owner', 0, 0)[1] == person then parts[#parts + 1] = part end
     end
   end
   return parts
@@ -248,6 +249,126 @@ compile = function(node)
   return function() return UNKNOWN end
 end
 
+-- The same three-valued evaluation as straight-line Lua: a condition's plan node becomes the
+-- source of one function (loadstring, once per plan and kept with it between calls), so an
+-- evaluation is one call instead of a closure call per node. Its statements read the event
+-- (argument d) and the person through the helpers compile's closures use. A node it cannot
+-- write as a literal (a JSON null, an infinity) or an unknown opcode leaves the closures of
+-- compile in place; so does a server without loadstring, or a source that does not load.
+local has_loadstring = nil  -- known at the first compile: the library's load step cannot call pcall
+local source_of
+local function literal(v)
+  if type(v) == 'string' then return string.format('%q', v) end
+  if type(v) == 'boolean' then return tostring(v) end
+  if type(v) == 'number' and v == v and v ~= math.huge and v ~= -math.huge then
+    return string.format('%.17g', v)
+  end
+  return nil
+end
+-- Appends to ``out`` the statements computing ``node``; returns an expression of its value
+-- (a literal or a local's name) valid after them, or nil when the node cannot be written.
+source_of = function(node, out, n)
+  local op = node[1]
+  n[1] = n[1] + 1
+  local r = 'v' .. n[1]
+  local function add(line) out[#out + 1] = line end
+  if op == 'k' then
+    return literal(node[2])
+  elseif op == '?' then
+    return 'U'
+  elseif op == 'e' then
+    local index = EVENT_FIELDS[node[2]]
+    if not index then return 'nil' end
+    return 'd[' .. index .. ']'
+  elseif op == 'and' or op == 'or' then
+    local stop = (op == 'or') and 'true' or 'false'
+    local go = (op == 'or') and 'false' or 'true'
+    add('local ' .. r)
+    local x = source_of(node[2], out, n)
+    if not x then return nil end
+    add('if ' .. x .. ' == ' .. stop .. ' then ' .. r .. ' = ' .. stop .. ' else')
+    local y = source_of(node[3], out, n)
+    if not y then return nil end
+    add('if ' .. y .. ' == ' .. stop .. ' then ' .. r .. ' = ' .. stop .. ' elseif ' .. x .. ' == ' .. go
+      .. ' and ' .. y .. ' == ' .. go .. ' then ' .. r .. ' = ' .. go .. ' else ' .. r .. ' = U end')
+    add('end')
+    return r
+  elseif op == 'not' then
+    local x = source_of(node[2], out, n)
+    if not x then return nil end
+    add('local ' .. r .. ' = U')
+    add('if ' .. x .. ' == true then ' .. r .. ' = false elseif ' .. x .. ' == false then ' .. r .. ' = true end')
+    return r
+  elseif op == 'cmp' then
+    local c = node[2]
+    local x = source_of(node[3], out, n)
+    if not x then return nil end
+    local y = source_of(node[4], out, n)
+    if not y then return nil end
+    add('local ' .. r .. ' = U')
+    if c == '==' or c == '!=' then
+      local equal = (c == '==') and 'true' or 'false'
+      add('if ' .. x .. ' ~= U and ' .. y .. ' ~= U and type(' .. x .. ') == type(' .. y .. ') then '
+        .. r .. ' = ((' .. x .. ' == ' .. y .. ') == ' .. equal .. ') end')
+    elseif c == '<' or c == '<=' or c == '>' or c == '>=' then
+      add('if type(' .. x .. ') == "number" and type(' .. y .. ') == "number" then '
+        .. r .. ' = (' .. x .. ' ' .. c .. ' ' .. y .. ') end')
+    end
+    return r
+  elseif op == 'n' then
+    local name, divisor = literal(node[2]), literal(node[3])
+    if not name or not divisor then return nil end
+    add('local ' .. r .. ' = U')
+    add('if P() then ' .. r .. ' = (N(' .. name .. ') or 0) / ' .. divisor .. ' end')
+    return r
+  elseif op == 'p' then
+    if not PROFILE_NUMBERS[node[2]] then return nil end
+    add('local ' .. r .. ' = U')
+    add('if P() then ' .. r .. ' = R[' .. literal(node[2]) .. ']() end')
+    return r
+  elseif op == 'size' then
+    local prefix, positive = literal(node[2]), literal(node[3])
+    if not prefix or not positive then return nil end
+    add('local ' .. r .. ' = U')
+    add('if P() then ' .. r .. ' = S(' .. prefix .. ', ' .. positive .. ') end')
+    return r
+  elseif op == 'm' or op == 'in' then
+    local prefix, positive = literal(node[2]), node[4] and 'true' or 'false'
+    if not prefix then return nil end
+    add('local ' .. r .. ' = U')
+    add('if P() then')
+    local key = source_of(node[3], out, n)
+    if not key then return nil end
+    add('if type(' .. key .. ') == "string" then')
+    add('local v = N(' .. prefix .. ' .. ":" .. ' .. key .. ')')
+    add('if v ~= nil and ' .. positive .. ' and v <= 0 then v = nil end')
+    if op == 'in' then add(r .. ' = (v ~= nil)') else add('if v ~= nil then ' .. r .. ' = v end') end
+    add('end')
+    add('end')
+    return r
+  end
+  return nil
+end
+
+-- The condition's function from straight-line source, or nil (compile's closures then).
+local function compile_source(node)
+  if has_loadstring == nil then has_loadstring = pcall(function() return loadstring end) end
+  if not has_loadstring then return nil end
+  local out, n = {}, {0}
+  local ok, result = pcall(source_of, node, out, n)
+  if not ok or not result or n[1] > 150 then return nil end  -- 150: well under Lua's 200 locals
+  local text = 'local U, P, N, R, S = ...\nreturn function(d)\n' .. table.concat(out, '\n')
+    .. '\nreturn ' .. result .. '\nend\n'
+  local chunk = loadstring(text)
+  if not chunk then return nil end
+  return chunk(UNKNOWN, person_parts, number, PROFILE_NUMBERS, map_size)
+end
+
+-- A condition's evaluation: straight-line when it can be written, else closures.
+local function compiled(node)
+  return compile_source(node) or compile(node)
+end
+
 -- Whether the rule's fire state (cooldown, cap, this very event) may let it fire: the
 -- person's latest fire over its parts, with the highest count (merge_decision_states).
 -- Returns (may fire, the state was read exactly, the person's fire count so far).
@@ -282,8 +403,8 @@ end
 -- whose plan allows it (rule[7]: no profile in params, not a segment) are certain.
 local function run_one(rule, may)
   local test = rule.condition
-  if not test then test = compile(cjson.decode(rule[3])); rule.condition = test end  -- on first use
-  local condition = test()
+  if not test then test = compiled(cjson.decode(rule[3])); rule.condition = test end  -- on first use
+  local condition = test(ev_delta)
   if condition ~= false then
     local allowed, exact, count = may_fire(rule)
     if allowed then
@@ -308,8 +429,8 @@ local function run_type_plan(type_plan, may)
     if group then run(group['rules'], may) end
   end
   for _, tier in ipairs(type_plan['tiers']) do
-    if not tier.number then tier.number = compile(cjson.decode(tier[1])) end
-    local value = tier.number()
+    if not tier.number then tier.number = compiled(cjson.decode(tier[1])) end
+    local value = tier.number(ev_delta)
     local known = type(value) == 'number'
     for _, entry in ipairs(tier[2]) do
       if known and (entry[1] > value or (entry[1] == value and entry[2])) then break end
