@@ -23,7 +23,8 @@
 --          rules of each delta's event type are evaluated on its person right after its
 --          update (duplicates too: a redelivered event still gets its decisions)
 --        10 '1' for a *decide* call: it applies nothing and only evaluates the rules, on the
---          people as they are (for events whose person changed after their update)
+--          people as they are (for events whose person changed after their update); its
+--          deltas carry no ops (streaming/profiles/codec.py, decide_row)
 --        11 the time (ms) fire states are judged at (cooldowns), else ARGV[2]
 --        12 '1' to refuse the call (error PULSE_FORGET_MIRROR_MISSING, nothing applied) when
 --          the forget mirror's marker key is gone: Redis was wiped, and the suppressions must be
