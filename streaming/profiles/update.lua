@@ -213,7 +213,7 @@ local function update(KEYS, ARGV)
       end
       if w_index then names[#names + 1] = 'w'; w_index = #names end  -- the oldest windowed day
       local read_from = #names + 1
-      if prefetch then for _, name in ipairs(prefetch) do names[#names + 1] = name end end
+      if prefetch then for i = 1, #prefetch do names[read_from + i - 1] = prefetch[i] end end
       local cur = redis.call('HMGET', fields, unpack(names))
       local out = {'updated_at', now}
       if user_id ~= '' then out[3] = 'user_id'; out[4] = user_id end
@@ -270,7 +270,7 @@ local function update(KEYS, ARGV)
       if trim > 0 then redis.call('HSET', fields, 'w', trim_cells(fields, trim)) end
       if prefetch then  -- the rules' fields as this update left them (as stored: number() converts)
         updated = {}
-        for i, name in ipairs(prefetch) do updated[name] = cur[read_from + i - 1] or false end
+        for i = 1, #prefetch do updated[prefetch[i]] = cur[read_from + i - 1] or false end
         for i = 1, #out, 2 do
           if updated[out[i]] ~= nil then updated[out[i]] = out[i + 1] end
         end

@@ -27,14 +27,14 @@ local function decode_id(id) return (string.gsub(string.gsub(string.gsub(id, '%%
 -- Adds the parts' values of these fields up into ev_numbers (false when no part has one).
 local function read_numbers(names)
   local sums = {}
-  for _, part in ipairs(ev_parts) do
-    local values = redis.call('HMGET', part .. ':p', unpack(names))
+  for p = 1, #ev_parts do
+    local values = redis.call('HMGET', ev_parts[p] .. ':p', unpack(names))
     for i = 1, #names do
       local x = values[i]
       if x then sums[i] = (sums[i] or 0) + tonumber(x) end
     end
   end
-  for i, name in ipairs(names) do ev_numbers[name] = sums[i] or false end
+  for i = 1, #names do ev_numbers[names[i]] = sums[i] or false end
 end
 
 -- The owner of a profile: the user of its earliest link, unless it is a user's own profile
@@ -81,8 +81,11 @@ end
 local function person_parts()
   if ev_parts == false then
     ev_parts = find_parts(ev_base)
-    if ev_parts and #ev_prefetch > 0 then
-      if ev_updated and #ev_parts == 1 and ev_parts[1] == ev_base then ev_numbers = ev_updated else read_numbers(ev_prefetch) end
+    if ev_parts and ev_updated and #ev_parts == 1 and ev_parts[1] == ev_base then
+      ev_numbers = ev_updated  -- the event's own update left them (only its prefetched fields)
+    else
+      ev_numbers = {}
+      if ev_parts and #ev_prefetch > 0 then read_numbers(ev_prefetch) end
     end
   end
   return ev_parts
@@ -382,8 +385,8 @@ local function may_fire(rule)
   end
   if not person_parts() then return true, false, 0 end
   local latest, latest_event, count = nil, nil, 0
-  for _, part in ipairs(ev_parts) do
-    local state = redis.call('HGET', part .. ':fires', key)
+  for p = 1, #ev_parts do
+    local state = redis.call('HGET', ev_parts[p] .. ':fires', key)
     if state then
       local at, n, event_id = string.match(state, '^(%d+):(%d+):(.*)$')
       if not at then return true, false, 0 end
@@ -416,7 +419,7 @@ local function run_one(rule, may)
 end
 
 local function run(rules, may)
-  for _, rule in ipairs(rules) do run_one(rule, may) end
+  for i = 1, #rules do run_one(rules[i], may) end
 end
 
 -- A type plan: rules for every event, rules guarded by ``event.<field> == value`` by value,
@@ -428,11 +431,15 @@ local function run_type_plan(type_plan, may)
     local group = by_value[ev_delta[EVENT_FIELDS[name]]]
     if group then run(group['rules'], may) end
   end
-  for _, tier in ipairs(type_plan['tiers']) do
+  local tiers = type_plan['tiers']
+  for t = 1, #tiers do
+    local tier = tiers[t]
     if not tier.number then tier.number = compiled(cjson.decode(tier[1])) end
     local value = tier.number(ev_delta)
     local known = type(value) == 'number'
-    for _, entry in ipairs(tier[2]) do
+    local entries = tier[2]
+    for e = 1, #entries do
+      local entry = entries[e]
       if known and (entry[1] > value or (entry[1] == value and entry[2])) then break end
       run_one(entry[3], may)
     end
@@ -499,7 +506,8 @@ end
 -- update (nil in a decide call).
 local function prefilter(d, base, names, updated)
   local typed = plan['types'][d[3]]
-  ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_updated = d, base, false, {}, names, updated
+  -- ev_numbers: set when the person is first read (person_parts)
+  ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_updated = d, base, false, nil, names, updated
   ev_uncertain = false
   local may = {}
   run_type_plan(typed, may)
