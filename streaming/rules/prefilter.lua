@@ -3,7 +3,9 @@
 -- in place of the "-- @include streaming/rules/prefilter.lua" line of
 -- streaming/profiles/update.lua, and the function's name carries a digest of the composed text.
 -- It reads the call's state that update.lua declares before that line (gap, plan, rules_now,
--- cluster, candidates, candidate_profiles, stitched, plans, plans_kept, PLANS_KEPT); update()
+-- cluster, candidates, candidate_profiles, stitched, plans, plans_kept, PLANS_KEPT, and the
+-- library functions it binds as upvalues: r_call = redis.call, to_number, s_* = string.*,
+-- m_* = math.*, t_unpack = unpack); update()
 -- calls plan_of, prefetch_names and prefilter. The plans it runs are built by
 -- streaming/rules/prefilter.py.
 
@@ -28,10 +30,10 @@ local function decode_id(id) return (string.gsub(string.gsub(string.gsub(id, '%%
 local function read_numbers(names)
   local sums = {}
   for p = 1, #ev_parts do
-    local values = redis.call('HMGET', ev_parts[p] .. ':p', unpack(names))
+    local values = r_call('HMGET', ev_parts[p] .. ':p', t_unpack(names))
     for i = 1, #names do
       local x = values[i]
-      if x then sums[i] = (sums[i] or 0) + tonumber(x) end
+      if x then sums[i] = (sums[i] or 0) + to_number(x) end
     end
   end
   for i = 1, #names do ev_numbers[names[i]] = sums[i] or false end
@@ -40,8 +42,8 @@ end
 -- The owner of a profile: the user of its earliest link, unless it is a user's own profile
 -- (it has a user_id field): a user id is a person of its own, whatever links name it.
 local function owner_of(base)
-  local owner = redis.call('ZRANGE', base .. ':owner', 0, 0)[1]
-  if owner and redis.call('HEXISTS', base .. ':p', 'user_id') == 1 then return nil end
+  local owner = r_call('ZRANGE', base .. ':owner', 0, 0)[1]
+  if owner and r_call('HEXISTS', base .. ':p', 'user_id') == 1 then return nil end
   return owner
 end
 
@@ -53,26 +55,26 @@ end
 -- users by an identify (streaming/profiles/identity_graph.py): such a person is nil here too,
 -- and Python evaluates it over all its users.
 local function user_linked(part)
-  return redis.call('EXISTS', part .. ':owner') == 1 and redis.call('HEXISTS', part .. ':p', 'user_id') == 1
+  return r_call('EXISTS', part .. ':owner') == 1 and r_call('HEXISTS', part .. ':p', 'user_id') == 1
 end
 
 local function find_parts(base)
-  if redis.call('EXISTS', base .. ':owner', base .. ':anon') == 0 then return {base} end  -- the usual case
+  if r_call('EXISTS', base .. ':owner', base .. ':anon') == 0 then return {base} end  -- the usual case
   if cluster then return nil end
   local owner = owner_of(base)
-  local head, encoded = string.match(base, '^(.-{)(.*)}$')
+  local head, encoded = s_match(base, '^(.-{)(.*)}$')
   local person, person_base = decode_id(encoded), base
   if owner and owner ~= person then person, person_base = owner, head .. encode_id(owner) .. '}' end
   if user_linked(person_base) then return nil end
-  local anonymous = redis.call('SMEMBERS', person_base .. ':anon')
+  local anonymous = r_call('SMEMBERS', person_base .. ':anon')
   local parts = {person_base}
   table.sort(anonymous)
   for _, id in ipairs(anonymous) do
     if id ~= person then
       local part = head .. encode_id(id) .. '}'
-      if redis.call('HEXISTS', part .. ':p', 'user_id') == 1 then return nil end
+      if r_call('HEXISTS', part .. ':p', 'user_id') == 1 then return nil end
       -- owner_of(part) without its user_id check: the part has none (just checked)
-      if redis.call('ZRANGE', part .. ':owner', 0, 0)[1] == person then parts[#parts + 1] = part end
+      if r_call('ZRANGE', part .. ':owner', 0, 0)[1] == person then parts[#parts + 1] = part end
     end
   end
   return parts
@@ -99,7 +101,7 @@ local function number(name)
     read_numbers({name})
     v = ev_numbers[name]
   end
-  if v then return tonumber(v) end
+  if v then return to_number(v) end
   return nil
 end
 
@@ -108,12 +110,12 @@ end
 local function session_count()
   local intervals = {}
   for _, part in ipairs(ev_parts) do
-    for _, member in ipairs(redis.call('ZRANGE', part .. ':sessions', 0, -1)) do
-      local sep = string.find(member, ':', 1, true)
-      intervals[#intervals + 1] = {tonumber(string.sub(member, 1, sep - 1)), tonumber(string.sub(member, sep + 1))}
+    for _, member in ipairs(r_call('ZRANGE', part .. ':sessions', 0, -1)) do
+      local sep = s_find(member, ':', 1, true)
+      intervals[#intervals + 1] = {to_number(s_sub(member, 1, sep - 1)), to_number(s_sub(member, sep + 1))}
     end
-    local bounds = redis.call('HMGET', part .. ':p', 'ss', 'se')
-    if bounds[1] then intervals[#intervals + 1] = {tonumber(bounds[1]), tonumber(bounds[2])} end
+    local bounds = r_call('HMGET', part .. ':p', 'ss', 'se')
+    if bounds[1] then intervals[#intervals + 1] = {to_number(bounds[1]), to_number(bounds[2])} end
   end
   table.sort(intervals, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
   local count, last_end = 0, nil
@@ -134,14 +136,14 @@ local PROFILE_NUMBERS = {
   intent_score = function()
     if #ev_parts == 1 then return number('intent_score') or 0 end
     for _, part in ipairs(ev_parts) do
-      local score = redis.call('HGET', part .. ':p', 'intent_score')
-      if score then return tonumber(score) end
+      local score = r_call('HGET', part .. ':p', 'intent_score')
+      if score then return to_number(score) end
     end
     return 0
   end,
   session_count = function()
     if #ev_parts > 1 then return session_count() end
-    return redis.call('ZCARD', ev_parts[1] .. ':sessions') + (number('ss') and 1 or 0)
+    return r_call('ZCARD', ev_parts[1] .. ':sessions') + (number('ss') and 1 or 0)
   end,
 }
 
@@ -155,12 +157,12 @@ local function map_size(prefix, positive)
     for _, part in ipairs(ev_parts) do
       local values, cursor = {}, '0'
       repeat  -- a large hash takes several pages, which may repeat a field: each counts once
-        local page = redis.call('HSCAN', part .. ':p', cursor, 'MATCH', pattern, 'COUNT', 1000)
+        local page = r_call('HSCAN', part .. ':p', cursor, 'MATCH', pattern, 'COUNT', 1000)
         cursor = page[1]
         local flat = page[2]
         for i = 1, #flat, 2 do values[flat[i]] = flat[i + 1] end
       until cursor == '0'
-      for field, value in pairs(values) do sums[field] = (sums[field] or 0) + tonumber(value) end
+      for field, value in pairs(values) do sums[field] = (sums[field] or 0) + to_number(value) end
     end
     for _, v in pairs(sums) do
       if not positive or v > 0 then n = n + 1 end
@@ -261,10 +263,10 @@ end
 local has_loadstring = nil  -- known at the first compile: the library's load step cannot call pcall
 local source_of
 local function literal(v)
-  if type(v) == 'string' then return string.format('%q', v) end
+  if type(v) == 'string' then return s_format('%q', v) end
   if type(v) == 'boolean' then return tostring(v) end
   if type(v) == 'number' and v == v and v ~= math.huge and v ~= -math.huge then
-    return string.format('%.17g', v)
+    return s_format('%.17g', v)
   end
   return nil
 end
@@ -386,11 +388,11 @@ local function may_fire(rule)
   if not person_parts() then return true, false, 0 end
   local latest, latest_event, count = nil, nil, 0
   for p = 1, #ev_parts do
-    local state = redis.call('HGET', ev_parts[p] .. ':fires', key)
+    local state = r_call('HGET', ev_parts[p] .. ':fires', key)
     if state then
-      local at, n, event_id = string.match(state, '^(%d+):(%d+):(.*)$')
+      local at, n, event_id = s_match(state, '^(%d+):(%d+):(.*)$')
       if not at then return true, false, 0 end
-      at, n = tonumber(at), tonumber(n)
+      at, n = to_number(at), to_number(n)
       if latest == nil or at > latest then latest, latest_event = at, event_id end
       if n > count then count = n end
     end
@@ -493,8 +495,8 @@ end
 -- with a user id is keyed by it: when its own profile heads the person, both are that id.
 local function person_ids()
   if ev_delta[5] ~= '' and ev_parts[1] == ev_base then return ev_delta[5], ev_delta[5] end
-  local person = decode_id(string.match(ev_parts[1], '{(.*)}$'))
-  local user_id = redis.call('HGET', ev_parts[1] .. ':p', 'user_id')
+  local person = decode_id(s_match(ev_parts[1], '{(.*)}$'))
+  local user_id = r_call('HGET', ev_parts[1] .. ':p', 'user_id')
   if not user_id and #ev_parts > 1 then user_id = person end
   return person, user_id or ''
 end
@@ -520,7 +522,7 @@ local function prefilter(d, base, names, updated)
   end
   if ev_parts and (#ev_parts > 1 or ev_parts[1] ~= base) then  -- a person of other profiles
     local ids = {}
-    for i, part in ipairs(ev_parts) do ids[i] = decode_id(string.match(part, '{(.*)}$')) end
+    for i, part in ipairs(ev_parts) do ids[i] = decode_id(s_match(part, '{(.*)}$')) end
     stitched[#stitched + 1] = {d[2], ids}
   end
 end
