@@ -357,7 +357,11 @@ end
 
 -- The condition's function from straight-line source, or nil (compile's closures then).
 local function compile_source(node)
-  if has_loadstring == nil then has_loadstring = pcall(function() return loadstring end) end
+  if has_loadstring == nil then
+    -- Valkey raises on a missing global, Redis returns nil: either way, no loadstring
+    local ok, found = pcall(function() return loadstring end)
+    has_loadstring = ok and type(found) == 'function'
+  end
   if not has_loadstring then return nil end
   local out, n = {}, {0}
   local ok, result = pcall(source_of, node, out, n)
