@@ -13,7 +13,15 @@ from redis.cluster import ClusterNode
 from core.forget_record import ForgetRecord
 from core.redis_client import RedisClient
 from streaming.profiles.cluster import ClusterRouting
-from streaming.profiles.codec import ScriptCall, decode, delta_row, identity_links, link_command, pack
+from streaming.profiles.codec import (
+    ScriptCall,
+    decide_row,
+    decode,
+    delta_row,
+    identity_links,
+    link_command,
+    pack,
+)
 from streaming.profiles.decision_store import DecisionStore
 from streaming.profiles.delta import ProfileDelta
 from streaming.profiles.functions import (
@@ -123,6 +131,7 @@ class RedisProfileStore(ProfileReader, IdentityAdmin, DecisionStore, ClusterRout
         Without ``declare_keys`` (a cluster call spanning slots) the keys travel in ARGV[8], not KEYS.
         """
         calls = []
+        row_of = decide_row if decide_only else delta_row
         model = self._intent_model()
         model_argument = model.script_argument() if model is not None else b""
         for start in range(0, len(deltas), SCRIPT_CHUNK):
@@ -134,7 +143,7 @@ class RedisProfileStore(ProfileReader, IdentityAdmin, DecisionStore, ClusterRout
                 if key_index is None:
                     ids.append(delta.profile_id)
                     key_index = index[delta.profile_id] = len(ids)
-                rows.append(delta_row(key_index, delta))
+                rows.append(row_of(key_index, delta))
             args: tuple[Any, ...] = (
                 self._dedupe_window_seconds,
                 now_ms,

@@ -23,7 +23,8 @@
 --          rules of each delta's event type are evaluated on its person right after its
 --          update (duplicates too: a redelivered event still gets its decisions)
 --        10 '1' for a *decide* call: it applies nothing and only evaluates the rules, on the
---          people as they are (for events whose person changed after their update)
+--          people as they are (for events whose person changed after their update); its
+--          deltas carry no ops (streaming/profiles/codec.py, decide_row)
 --        11 the time (ms) fire states are judged at (cooldowns), else ARGV[2]
 --        12 '1' to refuse the call (error PULSE_FORGET_MIRROR_MISSING, nothing applied) when
 --          the forget mirror's marker key is gone: Redis was wiped, and the suppressions must be
@@ -46,6 +47,16 @@
 -- The call being run, set by update() at the bottom; the helpers read them (the prefilter's too,
 -- so they are declared before its included text).
 local keys, ttl, now, gap, model, plan, rules_now, cluster
+-- Library functions as upvalues, bound when a registered function is entered (the library's
+-- load step cannot read them): an upvalue costs less than a global and its field at each use.
+local r_call, to_number, s_format, s_sub, s_find, s_match, s_gmatch
+local m_log, m_exp, m_max, m_min, t_unpack
+local function bind()
+  if r_call then return end
+  r_call, to_number, s_format, s_sub, s_find = redis.call, tonumber, string.format, string.sub, string.find
+  s_match, s_gmatch, m_log, m_exp, m_max, m_min = string.match, string.gmatch, math.log, math.exp, math.max, math.min
+  t_unpack = unpack
+end
 -- What the prefilter found in this call (see prefilter in streaming/rules/prefilter.lua).
 local candidates, candidate_profiles, stitched
 -- Decoded rule plans by their argument (plan_of, streaming/rules/prefilter.lua), kept between
@@ -54,58 +65,73 @@ local candidates, candidate_profiles, stitched
 -- server); past PLANS_KEPT the cache starts over.
 local plans, plans_kept, PLANS_KEPT = {}, 0, 64
 
-local function int(x) return string.format('%d', x) end
+local function int(x) return s_format('%d', x) end
 
--- Intent: the latest session's counts by type ('sq' = "type=n,type=n") scored by the logistic model.
-local function parse_counts(text)
-  local counts = {}
-  if text then for t, n in string.gmatch(text, '([%w_]+)=(%d+)') do counts[t] = tonumber(n) end end
-  return counts
+-- Intent: the latest session's counts by type ('sq' = "type=n,type=n") scored by the logistic
+-- model. The event's count is raised by editing the text in place (event types are [a-z0-9_]),
+-- not by rebuilding it from a table: the order of the pairs does not matter to the parse.
+local function count_once_more(text, event_type)
+  if text == '' then return event_type .. '=1' end
+  local key = event_type .. '='
+  local at = 1
+  if s_sub(text, 1, #key) ~= key then
+    at = s_find(text, ',' .. key, 1, true)
+    if not at then return text .. ',' .. key .. '1' end
+    at = at + 1
+  end
+  local from = at + #key
+  local stop = s_find(text, ',', from, true)
+  local n = to_number(s_sub(text, from, stop and stop - 1 or -1))
+  if stop then return s_sub(text, 1, from - 1) .. int(n + 1) .. s_sub(text, stop) end
+  return s_sub(text, 1, from - 1) .. int(n + 1)
 end
 
-local function format_counts(counts)
-  local parts = {}
-  for t, n in pairs(counts) do parts[#parts + 1] = t .. '=' .. int(n) end
-  return table.concat(parts, ',')
-end
-
-local function intent(counts, minutes)
-  local z, events = model[1], 0
+-- The model's score of a session's counts text. Terms of types the session has none of add
+-- exactly zero, so they are skipped: the sum, in the model's order, is the same number.
+local function intent(text, minutes)
+  local z, events, counts = model[1], 0, {}
   local types, weights = model[2], model[3]
-  for t, n in pairs(counts) do if t ~= 'purchase' then events = events + n end end
-  for i, t in ipairs(types) do z = z + weights[i] * math.log(1 + (counts[t] or 0)) end
-  z = z + weights[#types + 1] * math.log(1 + events) + weights[#types + 2] * math.log(1 + math.max(minutes, 0))
-  return string.format('%.4f', 1 / (1 + math.exp(-z)))
+  for t, n in s_gmatch(text, '([%w_]+)=(%d+)') do
+    n = to_number(n)
+    counts[t] = n
+    if t ~= 'purchase' then events = events + n end
+  end
+  for i = 1, #types do
+    local n = counts[types[i]]
+    if n then z = z + weights[i] * m_log(1 + n) end
+  end
+  z = z + weights[#types + 1] * m_log(1 + events) + weights[#types + 2] * m_log(1 + m_max(minutes, 0))
+  return s_format('%.4f', 1 / (1 + m_exp(-z)))
 end
 
 
 -- Trait cells (streaming/traits/cells.py, ``combine``): the merged cell, or nil when unchanged.
 local LN2 = 0.6931471805599453  -- math.log(2); the library's load step cannot call math
 local function bytes_less(a, b)  -- byte order, whatever the server's locale
-  for i = 1, math.min(#a, #b) do
+  for i = 1, m_min(#a, #b) do
     local x, y = string.byte(a, i), string.byte(b, i)
     if x ~= y then return x < y end
   end
   return #a < #b
 end
 local function order_less(a, b)  -- "<ms>:<event_id>:<json>" by event time, ties by event_id
-  local ta, ea = string.match(a, '^(%-?%d+):([^:]*):')
-  local tb, eb = string.match(b, '^(%-?%d+):([^:]*):')
-  ta, tb = tonumber(ta), tonumber(tb)
+  local ta, ea = s_match(a, '^(%-?%d+):([^:]*):')
+  local tb, eb = s_match(b, '^(%-?%d+):([^:]*):')
+  ta, tb = to_number(ta), to_number(tb)
   if ta ~= tb then return ta < tb end
   return bytes_less(ea, eb)
 end
 local function combine(code, cur, v)
   if not cur then return v end
-  if code == 'n' then return tonumber(cur) + v
-  elseif code == 'lo' then if tonumber(v) < tonumber(cur) then return v end
-  elseif code == 'hi' then if tonumber(v) > tonumber(cur) then return v end
+  if code == 'n' then return to_number(cur) + v
+  elseif code == 'lo' then if to_number(v) < to_number(cur) then return v end
+  elseif code == 'hi' then if to_number(v) > to_number(cur) then return v end
   elseif code == 'f' then if order_less(v, cur) then return v end
   elseif code == 'l' then if order_less(cur, v) then return v end
   elseif code == 'd' then
-    local a, b = tonumber(cur), tonumber(v)
-    local hi, lo = math.max(a, b), math.min(a, b)
-    return string.format('%.17g', hi + math.log(1 + 2 ^ (lo - hi)) / LN2)
+    local a, b = to_number(cur), to_number(v)
+    local hi, lo = m_max(a, b), m_min(a, b)
+    return s_format('%.17g', hi + m_log(1 + 2 ^ (lo - hi)) / LN2)
   end
   return nil
 end
@@ -115,37 +141,37 @@ end
 -- active profile, and never for one whose cells all lie within the longest window.
 local function trim_cells(fields, keep)
   local dels, oldest = {}, nil
-  for _, name in ipairs(redis.call('HKEYS', fields)) do
-    local day = tonumber(string.match(name, '^x%a+:[^:]*:(%d+):'))
+  for _, name in ipairs(r_call('HKEYS', fields)) do
+    local day = to_number(s_match(name, '^x%a+:[^:]*:(%d+):'))
     if day then
       if day < keep then dels[#dels + 1] = name
       elseif not oldest or day < oldest then oldest = day end
     end
   end
-  if #dels > 0 then redis.call('HDEL', fields, unpack(dels)) end
+  if #dels > 0 then r_call('HDEL', fields, t_unpack(dels)) end
   return oldest
 end
 
 -- Merge t into the sessions zset (general, order-independent case).
 local function merge_into(sessions, t)
   local s, e = t, t
-  local candidates = redis.call('ZREVRANGEBYSCORE', sessions, t + gap, '-inf', 'LIMIT', 0, 2)
+  local candidates = r_call('ZREVRANGEBYSCORE', sessions, t + gap, '-inf', 'LIMIT', 0, 2)
   for _, member in ipairs(candidates) do
-    local sep = string.find(member, ':', 1, true)
-    local cs, ce = tonumber(string.sub(member, 1, sep - 1)), tonumber(string.sub(member, sep + 1))
+    local sep = s_find(member, ':', 1, true)
+    local cs, ce = to_number(s_sub(member, 1, sep - 1)), to_number(s_sub(member, sep + 1))
     if t - ce <= gap then
-      redis.call('ZREM', sessions, member)
+      r_call('ZREM', sessions, member)
       if cs < s then s = cs end
       if ce > e then e = ce end
     end
   end
-  redis.call('ZADD', sessions, s, int(s) .. ':' .. int(e))
+  r_call('ZADD', sessions, s, int(s) .. ':' .. int(e))
 end
 
 -- Whether the event at ``ts`` of the profile at ``base`` is forgotten (core/forgetting.py's rule).
 local function forgotten(base, ts)
-  local at = redis.call('HGET', base .. ':forgotten', 'at')
-  return at and ts <= tonumber(at)
+  local at = r_call('HGET', base .. ':forgotten', 'at')
+  return at and ts <= to_number(at)
 end
 
 -- Rules prefilter: its code lives in streaming/rules/prefilter.lua, put in place of the next
@@ -153,10 +179,11 @@ end
 -- @include streaming/rules/prefilter.lua
 
 local function update(KEYS, ARGV)
+  bind()
   keys = KEYS
   cluster = ARGV[8] and ARGV[8] ~= ''
   if cluster then keys = cmsgpack.unpack(ARGV[8]) end
-  ttl, now, gap = ARGV[1], ARGV[2], tonumber(ARGV[3])
+  ttl, now, gap = ARGV[1], ARGV[2], to_number(ARGV[3])
   local deltas = cmsgpack.unpack(ARGV[4])
   model = nil
   if ARGV[5] and ARGV[5] ~= '' then model = cmsgpack.unpack(ARGV[5]) end
@@ -164,28 +191,28 @@ local function update(KEYS, ARGV)
   plan = nil
   if ARGV[9] and ARGV[9] ~= '' then plan = plan_of(ARGV[9]) end
   local decide_only = plan and ARGV[10] == '1'
-  rules_now = tonumber(ARGV[11] and ARGV[11] ~= '' and ARGV[11] or now)
+  rules_now = to_number(ARGV[11] and ARGV[11] ~= '' and ARGV[11] or now)
   candidates, candidate_profiles, stitched = {}, {}, {}
   local any_rules = plan and plan.any_rules
-  if ARGV[12] == '1' and redis.call('EXISTS', 'pulse:forget:mirror') == 0 then
+  if ARGV[12] == '1' and r_call('EXISTS', 'pulse:forget:mirror') == 0 then
     return redis.error_reply('PULSE_FORGET_MIRROR_MISSING the forget suppressions are not in Redis')
   end
   local skipped = 0
 
   for _, d in ipairs(deltas) do
     local fields = keys[d[1]]
-    local base = string.sub(fields, 1, -3)
+    local base = s_sub(fields, 1, -3)
     local prefetch, updated = nil, nil  -- the rules' fields, read along with the update's
     if plan and not decide_only and (plan['types'][d[3]] or any_rules) then prefetch = prefetch_names(d) end
     if decide_only then
       prefilter(d, base, prefetch_names(d))  -- nothing is applied
     elseif forgotten(base, d[4]) then
       prefetch = nil  -- a forgotten event fires nothing
-      if redis.call('SET', base .. ':seen:' .. d[2], 'f', 'NX', 'EX', ttl) then
+      if r_call('SET', base .. ':seen:' .. d[2], 'f', 'NX', 'EX', ttl) then
         skipped = skipped + 1
-        redis.call('HINCRBY', base .. ':forgotten', 'skipped', 1)
+        r_call('HINCRBY', base .. ':forgotten', 'skipped', 1)
       end
-    elseif redis.call('SET', base .. ':seen:' .. d[2], d[10] or '1', 'NX', 'EX', ttl) then
+    elseif r_call('SET', base .. ':seen:' .. d[2], d[10] or '1', 'NX', 'EX', ttl) then
       applied = applied + 1
       local event_type, ts, user_id, anon, product = d[3], d[4], d[5], d[6], d[8]
       local names = {'ss', 'se', 'sq'}  -- sq: read only with a model
@@ -197,44 +224,44 @@ local function update(KEYS, ARGV)
       end
       if w_index then names[#names + 1] = 'w'; w_index = #names end  -- the oldest windowed day
       local read_from = #names + 1
-      if prefetch then for _, name in ipairs(prefetch) do names[#names + 1] = name end end
-      local cur = redis.call('HMGET', fields, unpack(names))
+      if prefetch then for i = 1, #prefetch do names[read_from + i - 1] = prefetch[i] end end
+      local cur = r_call('HMGET', fields, t_unpack(names))
       local out = {'updated_at', now}
       if user_id ~= '' then out[3] = 'user_id'; out[4] = user_id end
 
       -- Sessions: in-order events only touch ss/se; an event before the latest session's
       -- start takes the general path through the zset.
-      local ss, se = tonumber(cur[1]), tonumber(cur[2])
-      local latest = nil  -- the latest session's counts, when this event belongs to it
+      local ss, se = to_number(cur[1]), to_number(cur[2])
+      local latest = nil  -- the latest session's counts ('sq'), when this event belongs to it
       if not ss then
         ss, se = ts, ts
-        latest = {}
+        latest = ''
       elseif ts >= ss and ts <= se + gap then
         if ts > se then se = ts end
-        if model then latest = parse_counts(cur[3] or nil) end
+        if model then latest = cur[3] or '' end
       elseif ts > se + gap then
-        redis.call('ZADD', base .. ':sessions', ss, int(ss) .. ':' .. int(se))
+        r_call('ZADD', base .. ':sessions', ss, int(ss) .. ':' .. int(se))
         ss, se = ts, ts
-        latest = {}
+        latest = ''
       else
         local sessions = base .. ':sessions'
-        redis.call('ZADD', sessions, ss, int(ss) .. ':' .. int(se))
+        r_call('ZADD', sessions, ss, int(ss) .. ':' .. int(se))
         merge_into(sessions, ts)
-        local newest = redis.call('ZREVRANGE', sessions, 0, 0)[1]
-        redis.call('ZREM', sessions, newest)
-        local sep = string.find(newest, ':', 1, true)
-        ss, se = tonumber(string.sub(newest, 1, sep - 1)), tonumber(string.sub(newest, sep + 1))
+        local newest = r_call('ZREVRANGE', sessions, 0, 0)[1]
+        r_call('ZREM', sessions, newest)
+        local sep = s_find(newest, ':', 1, true)
+        ss, se = to_number(s_sub(newest, 1, sep - 1)), to_number(s_sub(newest, sep + 1))
       end
       out[#out + 1] = 'ss'; out[#out + 1] = ss
       out[#out + 1] = 'se'; out[#out + 1] = se
       if model and latest then
-        latest[event_type] = (latest[event_type] or 0) + 1
-        out[#out + 1] = 'sq'; out[#out + 1] = format_counts(latest)
+        latest = count_once_more(latest, event_type)
+        out[#out + 1] = 'sq'; out[#out + 1] = latest
         out[#out + 1] = 'intent_score'; out[#out + 1] = intent(latest, (se - ss) / 60000)
       end
       -- The registry's traits: every built-in counter, time and total, and the cells.
       local trim = 0
-      local oldest = w_index and tonumber(cur[w_index])
+      local oldest = w_index and to_number(cur[w_index])
       local was = oldest
       for j = 1, #ops, 4 do
         local cur_cell = cur[ops_from + (j - 1) / 4]
@@ -243,37 +270,37 @@ local function update(KEYS, ARGV)
         local keep = ops[j + 3]  -- windowed: the first day the longest window reads
         if keep > 0 then
           if not cur_cell then
-            local day = tonumber(string.match(ops[j], '^x%a+:[^:]*:(%d+):'))
+            local day = to_number(s_match(ops[j], '^x%a+:[^:]*:(%d+):'))
             if not oldest or day < oldest then oldest = day end
           end
           if oldest and oldest < keep then trim = keep end
         end
       end
       if trim == 0 and oldest ~= was then out[#out + 1] = 'w'; out[#out + 1] = oldest end
-      redis.call('HSET', fields, unpack(out))
-      if trim > 0 then redis.call('HSET', fields, 'w', trim_cells(fields, trim)) end
+      r_call('HSET', fields, t_unpack(out))
+      if trim > 0 then r_call('HSET', fields, 'w', trim_cells(fields, trim)) end
       if prefetch then  -- the rules' fields as this update left them (as stored: number() converts)
         updated = {}
-        for i, name in ipairs(prefetch) do updated[name] = cur[read_from + i - 1] or false end
+        for i = 1, #prefetch do updated[prefetch[i]] = cur[read_from + i - 1] or false end
         for i = 1, #out, 2 do
           if updated[out[i]] ~= nil then updated[out[i]] = out[i + 1] end
         end
       end
 
       if anon ~= '' then
-        redis.call('SADD', base .. ':anon', anon)
+        r_call('SADD', base .. ':anon', anon)
         -- An identify records its link with the event (streaming/profiles/identity_graph.py):
         -- the earliest per anonymous id, unless ``pulse identity unlink`` suppressed the pair.
-        if event_type == 'identify' and anon ~= user_id and redis.call('HEXISTS', base .. ':unlinked', anon) == 0 then
-          local link, cur_link = int(ts) .. ':' .. d[2], redis.call('HGET', base .. ':links', anon)
-          if not cur_link or order_less(link .. ':', cur_link .. ':') then redis.call('HSET', base .. ':links', anon, link) end
+        if event_type == 'identify' and anon ~= user_id and r_call('HEXISTS', base .. ':unlinked', anon) == 0 then
+          local link, cur_link = int(ts) .. ':' .. d[2], r_call('HGET', base .. ':links', anon)
+          if not cur_link or order_less(link .. ':', cur_link .. ':') then r_call('HSET', base .. ':links', anon, link) end
         end
       end
       if product ~= '' then
         -- Keep the 10 newest products: a zset grown past 20 is cut back to 10.
         local products = base .. ':products'
-        if redis.call('ZADD', products, 'GT', ts, product) == 1 and redis.call('ZCARD', products) > 20 then
-          redis.call('ZREMRANGEBYRANK', products, 0, -11)
+        if r_call('ZADD', products, 'GT', ts, product) == 1 and r_call('ZCARD', products) > 20 then
+          r_call('ZREMRANGEBYRANK', products, 0, -11)
         end
       end
     end
@@ -290,13 +317,13 @@ local function update(KEYS, ARGV)
   for _, index in ipairs(watched and cmsgpack.unpack(ARGV[6]) or {}) do
     if not plan or candidate_profiles[index] then
       local fields = keys[index]
-      local base = string.sub(fields, 1, -3)
-      local sessions = redis.call('ZRANGE', base .. ':sessions', 0, -1)
+      local base = s_sub(fields, 1, -3)
+      local sessions = r_call('ZRANGE', base .. ':sessions', 0, -1)
       local products = {}
-      if ARGV[7] == '1' then products = redis.call('ZREVRANGE', base .. ':products', 0, 9, 'WITHSCORES') end
+      if ARGV[7] == '1' then products = r_call('ZREVRANGE', base .. ':products', 0, 9, 'WITHSCORES') end
       reports[#reports + 1] = {
-        index, redis.call('HGETALL', fields), redis.call('SMEMBERS', base .. ':anon'), sessions,
-        redis.call('ZRANGE', base .. ':owner', 0, 0), redis.call('HGETALL', base .. ':fires'), products,
+        index, r_call('HGETALL', fields), r_call('SMEMBERS', base .. ':anon'), sessions,
+        r_call('ZRANGE', base .. ':owner', 0, 0), r_call('HGETALL', base .. ':fires'), products,
       }
     end
   end
@@ -311,18 +338,20 @@ end
 -- flight links nobody again), nor for a pair that ``pulse identity unlink`` suppressed (the id's
 -- "unlinked" hash names the user).
 local function link(KEYS, ARGV)
-  local base = string.sub(KEYS[1], 1, -7)  -- "<base>:owner"
-  if forgotten(base, tonumber(ARGV[1])) then return 0 end
-  if redis.call('HEXISTS', base .. ':unlinked', ARGV[2]) == 1 then return 0 end
-  return redis.call('ZADD', KEYS[1], 'LT', ARGV[1], ARGV[2])
+  bind()
+  local base = s_sub(KEYS[1], 1, -7)  -- "<base>:owner"
+  if forgotten(base, to_number(ARGV[1])) then return 0 end
+  if r_call('HEXISTS', base .. ':unlinked', ARGV[2]) == 1 then return 0 end
+  return r_call('ZADD', KEYS[1], 'LT', ARGV[1], ARGV[2])
 end
 
 -- FCALL pulse_suppress: KEYS[1] an id's suppression hash, ARGV[1] a forget time (ms). Keeps the
 -- later of the two times, so mirroring a forget twice or out of order is harmless. Returns the time kept.
 local function suppress(KEYS, ARGV)
-  local at = tonumber(redis.call('HGET', KEYS[1], 'at'))
-  local new = tonumber(ARGV[1])
-  if not at or new > at then redis.call('HSET', KEYS[1], 'at', ARGV[1]); at = new end
+  bind()
+  local at = to_number(r_call('HGET', KEYS[1], 'at'))
+  local new = to_number(ARGV[1])
+  if not at or new > at then r_call('HSET', KEYS[1], 'at', ARGV[1]); at = new end
   return at
 end
 
@@ -336,22 +365,23 @@ end
 -- "bf:<storage id>" marks the traits done on this profile: a second run adds nothing.
 -- Returns the number of ops applied, or -1 when the profile does not exist or is being rebuilt.
 local function backfill(KEYS, ARGV)
+  bind()
   local fields = KEYS[1]
-  local base = string.sub(fields, 1, -3)
+  local base = s_sub(fields, 1, -3)
   -- A part being rebuilt (its ":rebuild" key, streaming/profiles/wipe.lua) gets every trait from
   -- the rebuild's re-application: its old events have no marker now and would count twice here.
-  if redis.call('EXISTS', fields) == 0 or redis.call('EXISTS', base .. ':rebuild') == 1 then return -1 end
+  if r_call('EXISTS', fields) == 0 or r_call('EXISTS', base .. ':rebuild') == 1 then return -1 end
   local job = cmsgpack.unpack(ARGV[1])
   local live, events = job[1], job[2]
   local done = {}
   for sid, _ in pairs(live) do
-    if redis.call('HEXISTS', fields, 'bf:' .. sid) == 1 then done[sid] = true end
+    if r_call('HEXISTS', fields, 'bf:' .. sid) == 1 then done[sid] = true end
   end
   local pending, applied = {}, 0
   for _, e in ipairs(events) do
-    local marker = redis.call('GET', base .. ':seen:' .. e[1])
+    local marker = r_call('GET', base .. ':seen:' .. e[1])
     local generation = nil
-    if marker then generation = tonumber(string.match(marker, '^g(%d+)$')) or 0 end
+    if marker then generation = to_number(s_match(marker, '^g(%d+)$')) or 0 end
     local ops = e[3]
     if marker == 'f' then ops = {} end  -- skipped as forgotten: never counted
     for j = 1, #ops, 5 do
@@ -360,7 +390,7 @@ local function backfill(KEYS, ARGV)
       if not done[sid] and missing then
         local field = ops[j]
         local cur = pending[field]
-        if cur == nil then cur = redis.call('HGET', fields, field) end
+        if cur == nil then cur = r_call('HGET', fields, field) end
         local new = combine(ops[j + 1], cur or nil, ops[j + 2])
         if new ~= nil then pending[field] = new end
         applied = applied + 1
@@ -372,7 +402,7 @@ local function backfill(KEYS, ARGV)
   for sid, _ in pairs(live) do
     if not done[sid] then out[#out + 1] = 'bf:' .. sid; out[#out + 1] = '1' end
   end
-  if #out > 0 then redis.call('HSET', fields, unpack(out)) end
+  if #out > 0 then r_call('HSET', fields, t_unpack(out)) end
   return applied
 end
 

@@ -3,7 +3,9 @@
 -- in place of the "-- @include streaming/rules/prefilter.lua" line of
 -- streaming/profiles/update.lua, and the function's name carries a digest of the composed text.
 -- It reads the call's state that update.lua declares before that line (gap, plan, rules_now,
--- cluster, candidates, candidate_profiles, stitched, plans, plans_kept, PLANS_KEPT); update()
+-- cluster, candidates, candidate_profiles, stitched, plans, plans_kept, PLANS_KEPT, and the
+-- library functions it binds as upvalues: r_call = redis.call, to_number, s_* = string.*,
+-- m_* = math.*, t_unpack = unpack); update()
 -- calls plan_of, prefetch_names and prefilter. The plans it runs are built by
 -- streaming/rules/prefilter.py.
 
@@ -27,21 +29,21 @@ local function decode_id(id) return (string.gsub(string.gsub(string.gsub(id, '%%
 -- Adds the parts' values of these fields up into ev_numbers (false when no part has one).
 local function read_numbers(names)
   local sums = {}
-  for _, part in ipairs(ev_parts) do
-    local values = redis.call('HMGET', part .. ':p', unpack(names))
+  for p = 1, #ev_parts do
+    local values = r_call('HMGET', ev_parts[p] .. ':p', t_unpack(names))
     for i = 1, #names do
       local x = values[i]
-      if x then sums[i] = (sums[i] or 0) + tonumber(x) end
+      if x then sums[i] = (sums[i] or 0) + to_number(x) end
     end
   end
-  for i, name in ipairs(names) do ev_numbers[name] = sums[i] or false end
+  for i = 1, #names do ev_numbers[names[i]] = sums[i] or false end
 end
 
 -- The owner of a profile: the user of its earliest link, unless it is a user's own profile
 -- (it has a user_id field): a user id is a person of its own, whatever links name it.
 local function owner_of(base)
-  local owner = redis.call('ZRANGE', base .. ':owner', 0, 0)[1]
-  if owner and redis.call('HEXISTS', base .. ':p', 'user_id') == 1 then return nil end
+  local owner = r_call('ZRANGE', base .. ':owner', 0, 0)[1]
+  if owner and r_call('HEXISTS', base .. ':p', 'user_id') == 1 then return nil end
   return owner
 end
 
@@ -53,25 +55,26 @@ end
 -- users by an identify (streaming/profiles/identity_graph.py): such a person is nil here too,
 -- and Python evaluates it over all its users.
 local function user_linked(part)
-  return redis.call('EXISTS', part .. ':owner') == 1 and redis.call('HEXISTS', part .. ':p', 'user_id') == 1
+  return r_call('EXISTS', part .. ':owner') == 1 and r_call('HEXISTS', part .. ':p', 'user_id') == 1
 end
 
 local function find_parts(base)
-  if redis.call('EXISTS', base .. ':owner', base .. ':anon') == 0 then return {base} end  -- the usual case
+  if r_call('EXISTS', base .. ':owner', base .. ':anon') == 0 then return {base} end  -- the usual case
   if cluster then return nil end
   local owner = owner_of(base)
-  local head, encoded = string.match(base, '^(.-{)(.*)}$')
+  local head, encoded = s_match(base, '^(.-{)(.*)}$')
   local person, person_base = decode_id(encoded), base
   if owner and owner ~= person then person, person_base = owner, head .. encode_id(owner) .. '}' end
   if user_linked(person_base) then return nil end
-  local anonymous = redis.call('SMEMBERS', person_base .. ':anon')
+  local anonymous = r_call('SMEMBERS', person_base .. ':anon')
   local parts = {person_base}
   table.sort(anonymous)
   for _, id in ipairs(anonymous) do
     if id ~= person then
       local part = head .. encode_id(id) .. '}'
-      if redis.call('HEXISTS', part .. ':p', 'user_id') == 1 then return nil end
-      if owner_of(part) == person then parts[#parts + 1] = part end
+      if r_call('HEXISTS', part .. ':p', 'user_id') == 1 then return nil end
+      -- owner_of(part) without its user_id check: the part has none (just checked)
+      if r_call('ZRANGE', part .. ':owner', 0, 0)[1] == person then parts[#parts + 1] = part end
     end
   end
   return parts
@@ -80,8 +83,11 @@ end
 local function person_parts()
   if ev_parts == false then
     ev_parts = find_parts(ev_base)
-    if ev_parts and #ev_prefetch > 0 then
-      if ev_updated and #ev_parts == 1 and ev_parts[1] == ev_base then ev_numbers = ev_updated else read_numbers(ev_prefetch) end
+    if ev_parts and ev_updated and #ev_parts == 1 and ev_parts[1] == ev_base then
+      ev_numbers = ev_updated  -- the event's own update left them (only its prefetched fields)
+    else
+      ev_numbers = {}
+      if ev_parts and #ev_prefetch > 0 then read_numbers(ev_prefetch) end
     end
   end
   return ev_parts
@@ -95,7 +101,7 @@ local function number(name)
     read_numbers({name})
     v = ev_numbers[name]
   end
-  if v then return tonumber(v) end
+  if v then return to_number(v) end
   return nil
 end
 
@@ -104,12 +110,12 @@ end
 local function session_count()
   local intervals = {}
   for _, part in ipairs(ev_parts) do
-    for _, member in ipairs(redis.call('ZRANGE', part .. ':sessions', 0, -1)) do
-      local sep = string.find(member, ':', 1, true)
-      intervals[#intervals + 1] = {tonumber(string.sub(member, 1, sep - 1)), tonumber(string.sub(member, sep + 1))}
+    for _, member in ipairs(r_call('ZRANGE', part .. ':sessions', 0, -1)) do
+      local sep = s_find(member, ':', 1, true)
+      intervals[#intervals + 1] = {to_number(s_sub(member, 1, sep - 1)), to_number(s_sub(member, sep + 1))}
     end
-    local bounds = redis.call('HMGET', part .. ':p', 'ss', 'se')
-    if bounds[1] then intervals[#intervals + 1] = {tonumber(bounds[1]), tonumber(bounds[2])} end
+    local bounds = r_call('HMGET', part .. ':p', 'ss', 'se')
+    if bounds[1] then intervals[#intervals + 1] = {to_number(bounds[1]), to_number(bounds[2])} end
   end
   table.sort(intervals, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
   local count, last_end = 0, nil
@@ -130,14 +136,14 @@ local PROFILE_NUMBERS = {
   intent_score = function()
     if #ev_parts == 1 then return number('intent_score') or 0 end
     for _, part in ipairs(ev_parts) do
-      local score = redis.call('HGET', part .. ':p', 'intent_score')
-      if score then return tonumber(score) end
+      local score = r_call('HGET', part .. ':p', 'intent_score')
+      if score then return to_number(score) end
     end
     return 0
   end,
   session_count = function()
     if #ev_parts > 1 then return session_count() end
-    return redis.call('ZCARD', ev_parts[1] .. ':sessions') + (number('ss') and 1 or 0)
+    return r_call('ZCARD', ev_parts[1] .. ':sessions') + (number('ss') and 1 or 0)
   end,
 }
 
@@ -151,12 +157,12 @@ local function map_size(prefix, positive)
     for _, part in ipairs(ev_parts) do
       local values, cursor = {}, '0'
       repeat  -- a large hash takes several pages, which may repeat a field: each counts once
-        local page = redis.call('HSCAN', part .. ':p', cursor, 'MATCH', pattern, 'COUNT', 1000)
+        local page = r_call('HSCAN', part .. ':p', cursor, 'MATCH', pattern, 'COUNT', 1000)
         cursor = page[1]
         local flat = page[2]
         for i = 1, #flat, 2 do values[flat[i]] = flat[i + 1] end
       until cursor == '0'
-      for field, value in pairs(values) do sums[field] = (sums[field] or 0) + tonumber(value) end
+      for field, value in pairs(values) do sums[field] = (sums[field] or 0) + to_number(value) end
     end
     for _, v in pairs(sums) do
       if not positive or v > 0 then n = n + 1 end
@@ -248,6 +254,130 @@ compile = function(node)
   return function() return UNKNOWN end
 end
 
+-- The same three-valued evaluation as straight-line Lua: a condition's plan node becomes the
+-- source of one function (loadstring, once per plan and kept with it between calls), so an
+-- evaluation is one call instead of a closure call per node. Its statements read the event
+-- (argument d) and the person through the helpers compile's closures use. A node it cannot
+-- write as a literal (a JSON null, an infinity) or an unknown opcode leaves the closures of
+-- compile in place; so does a server without loadstring, or a source that does not load.
+local has_loadstring = nil  -- known at the first compile: the library's load step cannot call pcall
+local source_of
+local function literal(v)
+  if type(v) == 'string' then return s_format('%q', v) end
+  if type(v) == 'boolean' then return tostring(v) end
+  if type(v) == 'number' and v == v and v ~= math.huge and v ~= -math.huge then
+    return s_format('%.17g', v)
+  end
+  return nil
+end
+-- Appends to ``out`` the statements computing ``node``; returns an expression of its value
+-- (a literal or a local's name) valid after them, or nil when the node cannot be written.
+source_of = function(node, out, n)
+  local op = node[1]
+  n[1] = n[1] + 1
+  local r = 'v' .. n[1]
+  local function add(line) out[#out + 1] = line end
+  if op == 'k' then
+    return literal(node[2])
+  elseif op == '?' then
+    return 'U'
+  elseif op == 'e' then
+    local index = EVENT_FIELDS[node[2]]
+    if not index then return 'nil' end
+    return 'd[' .. index .. ']'
+  elseif op == 'and' or op == 'or' then
+    local stop = (op == 'or') and 'true' or 'false'
+    local go = (op == 'or') and 'false' or 'true'
+    add('local ' .. r)
+    local x = source_of(node[2], out, n)
+    if not x then return nil end
+    add('if ' .. x .. ' == ' .. stop .. ' then ' .. r .. ' = ' .. stop .. ' else')
+    local y = source_of(node[3], out, n)
+    if not y then return nil end
+    add('if ' .. y .. ' == ' .. stop .. ' then ' .. r .. ' = ' .. stop .. ' elseif ' .. x .. ' == ' .. go
+      .. ' and ' .. y .. ' == ' .. go .. ' then ' .. r .. ' = ' .. go .. ' else ' .. r .. ' = U end')
+    add('end')
+    return r
+  elseif op == 'not' then
+    local x = source_of(node[2], out, n)
+    if not x then return nil end
+    add('local ' .. r .. ' = U')
+    add('if ' .. x .. ' == true then ' .. r .. ' = false elseif ' .. x .. ' == false then ' .. r .. ' = true end')
+    return r
+  elseif op == 'cmp' then
+    local c = node[2]
+    local x = source_of(node[3], out, n)
+    if not x then return nil end
+    local y = source_of(node[4], out, n)
+    if not y then return nil end
+    add('local ' .. r .. ' = U')
+    if c == '==' or c == '!=' then
+      local equal = (c == '==') and 'true' or 'false'
+      add('if ' .. x .. ' ~= U and ' .. y .. ' ~= U and type(' .. x .. ') == type(' .. y .. ') then '
+        .. r .. ' = ((' .. x .. ' == ' .. y .. ') == ' .. equal .. ') end')
+    elseif c == '<' or c == '<=' or c == '>' or c == '>=' then
+      add('if type(' .. x .. ') == "number" and type(' .. y .. ') == "number" then '
+        .. r .. ' = (' .. x .. ' ' .. c .. ' ' .. y .. ') end')
+    end
+    return r
+  elseif op == 'n' then
+    local name, divisor = literal(node[2]), literal(node[3])
+    if not name or not divisor then return nil end
+    add('local ' .. r .. ' = U')
+    add('if P() then ' .. r .. ' = (N(' .. name .. ') or 0) / ' .. divisor .. ' end')
+    return r
+  elseif op == 'p' then
+    if not PROFILE_NUMBERS[node[2]] then return nil end
+    add('local ' .. r .. ' = U')
+    add('if P() then ' .. r .. ' = R[' .. literal(node[2]) .. ']() end')
+    return r
+  elseif op == 'size' then
+    local prefix, positive = literal(node[2]), literal(node[3])
+    if not prefix or not positive then return nil end
+    add('local ' .. r .. ' = U')
+    add('if P() then ' .. r .. ' = S(' .. prefix .. ', ' .. positive .. ') end')
+    return r
+  elseif op == 'm' or op == 'in' then
+    local prefix, positive = literal(node[2]), node[4] and 'true' or 'false'
+    if not prefix then return nil end
+    add('local ' .. r .. ' = U')
+    add('if P() then')
+    local key = source_of(node[3], out, n)
+    if not key then return nil end
+    add('if type(' .. key .. ') == "string" then')
+    add('local v = N(' .. prefix .. ' .. ":" .. ' .. key .. ')')
+    add('if v ~= nil and ' .. positive .. ' and v <= 0 then v = nil end')
+    if op == 'in' then add(r .. ' = (v ~= nil)') else add('if v ~= nil then ' .. r .. ' = v end') end
+    add('end')
+    add('end')
+    return r
+  end
+  return nil
+end
+
+-- The condition's function from straight-line source, or nil (compile's closures then).
+local function compile_source(node)
+  if has_loadstring == nil then
+    -- Valkey raises on a missing global, Redis returns nil: either way, no loadstring
+    local ok, found = pcall(function() return loadstring end)
+    has_loadstring = ok and type(found) == 'function'
+  end
+  if not has_loadstring then return nil end
+  local out, n = {}, {0}
+  local ok, result = pcall(source_of, node, out, n)
+  if not ok or not result or n[1] > 150 then return nil end  -- 150: well under Lua's 200 locals
+  local text = 'local U, P, N, R, S = ...\nreturn function(d)\n' .. table.concat(out, '\n')
+    .. '\nreturn ' .. result .. '\nend\n'
+  local chunk = loadstring(text)
+  if not chunk then return nil end
+  return chunk(UNKNOWN, person_parts, number, PROFILE_NUMBERS, map_size)
+end
+
+-- A condition's evaluation: straight-line when it can be written, else closures.
+local function compiled(node)
+  return compile_source(node) or compile(node)
+end
+
 -- Whether the rule's fire state (cooldown, cap, this very event) may let it fire: the
 -- person's latest fire over its parts, with the highest count (merge_decision_states).
 -- Returns (may fire, the state was read exactly, the person's fire count so far).
@@ -261,12 +391,12 @@ local function may_fire(rule)
   end
   if not person_parts() then return true, false, 0 end
   local latest, latest_event, count = nil, nil, 0
-  for _, part in ipairs(ev_parts) do
-    local state = redis.call('HGET', part .. ':fires', key)
+  for p = 1, #ev_parts do
+    local state = r_call('HGET', ev_parts[p] .. ':fires', key)
     if state then
-      local at, n, event_id = string.match(state, '^(%d+):(%d+):(.*)$')
+      local at, n, event_id = s_match(state, '^(%d+):(%d+):(.*)$')
       if not at then return true, false, 0 end
-      at, n = tonumber(at), tonumber(n)
+      at, n = to_number(at), to_number(n)
       if latest == nil or at > latest then latest, latest_event = at, event_id end
       if n > count then count = n end
     end
@@ -282,8 +412,8 @@ end
 -- whose plan allows it (rule[7]: no profile in params, not a segment) are certain.
 local function run_one(rule, may)
   local test = rule.condition
-  if not test then test = compile(cjson.decode(rule[3])); rule.condition = test end  -- on first use
-  local condition = test()
+  if not test then test = compiled(cjson.decode(rule[3])); rule.condition = test end  -- on first use
+  local condition = test(ev_delta)
   if condition ~= false then
     local allowed, exact, count = may_fire(rule)
     if allowed then
@@ -295,7 +425,7 @@ local function run_one(rule, may)
 end
 
 local function run(rules, may)
-  for _, rule in ipairs(rules) do run_one(rule, may) end
+  for i = 1, #rules do run_one(rules[i], may) end
 end
 
 -- A type plan: rules for every event, rules guarded by ``event.<field> == value`` by value,
@@ -307,11 +437,15 @@ local function run_type_plan(type_plan, may)
     local group = by_value[ev_delta[EVENT_FIELDS[name]]]
     if group then run(group['rules'], may) end
   end
-  for _, tier in ipairs(type_plan['tiers']) do
-    if not tier.number then tier.number = compile(cjson.decode(tier[1])) end
-    local value = tier.number()
+  local tiers = type_plan['tiers']
+  for t = 1, #tiers do
+    local tier = tiers[t]
+    if not tier.number then tier.number = compiled(cjson.decode(tier[1])) end
+    local value = tier.number(ev_delta)
     local known = type(value) == 'number'
-    for _, entry in ipairs(tier[2]) do
+    local entries = tier[2]
+    for e = 1, #entries do
+      local entry = entries[e]
       if known and (entry[1] > value or (entry[1] == value and entry[2])) then break end
       run_one(entry[3], may)
     end
@@ -365,8 +499,8 @@ end
 -- with a user id is keyed by it: when its own profile heads the person, both are that id.
 local function person_ids()
   if ev_delta[5] ~= '' and ev_parts[1] == ev_base then return ev_delta[5], ev_delta[5] end
-  local person = decode_id(string.match(ev_parts[1], '{(.*)}$'))
-  local user_id = redis.call('HGET', ev_parts[1] .. ':p', 'user_id')
+  local person = decode_id(s_match(ev_parts[1], '{(.*)}$'))
+  local user_id = r_call('HGET', ev_parts[1] .. ':p', 'user_id')
   if not user_id and #ev_parts > 1 then user_id = person end
   return person, user_id or ''
 end
@@ -378,7 +512,8 @@ end
 -- update (nil in a decide call).
 local function prefilter(d, base, names, updated)
   local typed = plan['types'][d[3]]
-  ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_updated = d, base, false, {}, names, updated
+  -- ev_numbers: set when the person is first read (person_parts)
+  ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_updated = d, base, false, nil, names, updated
   ev_uncertain = false
   local may = {}
   run_type_plan(typed, may)
@@ -391,7 +526,7 @@ local function prefilter(d, base, names, updated)
   end
   if ev_parts and (#ev_parts > 1 or ev_parts[1] ~= base) then  -- a person of other profiles
     local ids = {}
-    for i, part in ipairs(ev_parts) do ids[i] = decode_id(string.match(part, '{(.*)}$')) end
+    for i, part in ipairs(ev_parts) do ids[i] = decode_id(s_match(part, '{(.*)}$')) end
     stitched[#stitched + 1] = {d[2], ids}
   end
 end

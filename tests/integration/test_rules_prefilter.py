@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streaming.profiles import functions
 from streaming.profiles.intent import IntentModel
 from streaming.profiles.store import RedisProfileStore
 from streaming.rules.checkpoint import decide_checkpoint
@@ -172,6 +173,25 @@ def apply_and_decide(store, engine, event, in_update=True):
 @settings(max_examples=120, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(rule_specs=rules, event_specs=events)
 def test_every_rule_the_engine_fires_is_a_candidate(redis_client, rule_specs, event_specs):
+    check_candidates(redis_client, rule_specs, event_specs)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(rule_specs=rules, event_specs=events)
+def test_conditions_compiled_to_closures_keep_every_rule_that_fires(
+    redis_client, monkeypatch, rule_specs, event_specs
+):
+    """On a server without ``loadstring`` the prefilter compiles conditions to closures instead
+    of straight-line Lua (streaming/rules/prefilter.lua, compile_source): same guarantees."""
+    library = functions._UPDATE_LIBRARY
+    closures_only = library.replace("local has_loadstring = nil", "local has_loadstring = false", 1)
+    assert "local has_loadstring = false" in closures_only
+    monkeypatch.setattr(functions, "_UPDATE_LIBRARY", closures_only)  # what every store loads
+    check_candidates(redis_client, rule_specs, event_specs)
+
+
+def check_candidates(redis_client, rule_specs, event_specs) -> None:
+    """After every event: each rule CEL fires was named, each rule named certain fired."""
     ruleset = RuleSet(
         tuple(
             Rule(
