@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.settings import LOCAL_CONSUMER_DEFAULTS, PulseSettings
+from core.settings import EMBEDDED_BROKER_CONSUMER_DEFAULTS, LOCAL_CONSUMER_DEFAULTS, PulseSettings
 
 
 def client_config(settings: PulseSettings, brokers: str) -> dict[str, Any]:
@@ -26,5 +26,7 @@ def durable_producer_config(settings: PulseSettings, brokers: str) -> dict[str, 
 
 
 def consumer_tuning(settings: PulseSettings) -> dict[str, Any]:
-    """Low-latency consumer defaults; PULSE_KAFKA_CONFIG overrides any of them."""
-    return {**LOCAL_CONSUMER_DEFAULTS, **settings.kafka_config}
+    """Low-latency consumer defaults (shorter still on `pulse up`'s embedded broker, whose
+    maintenance makes the apps join again); PULSE_KAFKA_CONFIG overrides any of them."""
+    embedded = EMBEDDED_BROKER_CONSUMER_DEFAULTS if settings.broker_hold_dir else {}
+    return {**LOCAL_CONSUMER_DEFAULTS, **embedded, **settings.kafka_config}

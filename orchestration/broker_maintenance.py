@@ -40,6 +40,11 @@ from orchestration.kafka_wire import offset_gap_batch, produce_request, produce_
 
 logger = logging.getLogger(__name__)
 
+#: Before intake is held, the consumers must catch up to a marker within this long (docs/architecture.md).
+CAUGHT_UP_SECONDS = 0.5
+#: How often the commits are read while waiting for the consumers.
+POLL_SECONDS = 0.05
+
 Partition = tuple[str, int]
 
 
@@ -59,13 +64,46 @@ class MaintenanceReport:
     held_seconds: float
     ends: dict[Partition, int]
     groups: dict[str, dict[Partition, int]]
+    #: Seconds each phase took, in order (``PhaseClock``).
+    phases: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
         ends = ", ".join(f"{t}[{p}]@{end}" for (t, p), end in sorted(self.ends.items()) if end)
+        phases = " ".join(f"{name} {seconds:.2f}" for name, seconds in self.phases.items())
         return (
-            f"broker maintenance {self.generation}: restarted empty, intake held {self.held_seconds:.1f}s, "
-            f"offsets continue at {ends or 'zero'}"
+            f"broker maintenance {self.generation}: restarted empty, intake held {self.held_seconds:.2f}s "
+            f"(phases in s: {phases or 'none'}), offsets continue at {ends or 'zero'}"
         )
+
+
+class PhaseClock:
+    """How long each phase of a maintenance took, logged as it ends."""
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        self.started = self._last = self._held_since = time.monotonic()
+        self.phases: dict[str, float] = {}
+
+    def lap(self, phase: str) -> None:
+        """End ``phase`` now."""
+        now = time.monotonic()
+        self.phases[phase] = now - self._last
+        self._last = now
+        logger.info(
+            "maintenance %d: %s took %.3fs (%.3fs in all)",
+            self.generation,
+            phase,
+            self.phases[phase],
+            now - self.started,
+        )
+
+    def hold_starts(self) -> None:
+        """Intake is held from now (what came before it was not a wait for anyone)."""
+        self._held_since = time.monotonic()
+
+    def held(self) -> float:
+        """Seconds since intake was held."""
+        return time.monotonic() - self._held_since
 
 
 def required_readers(settings: PulseSettings, *, relay: bool) -> dict[str, list[str]]:
@@ -107,38 +145,44 @@ class BrokerMaintainer:
     def run(self) -> MaintenanceReport:
         """Maintain the broker now; raise MaintenanceAborted (nothing changed) or MaintenanceFailed."""
         self.generation += 1
-        started = time.monotonic()
-        self.hold.begin(self.generation)
+        clock = PhaseClock(self.generation)
+        self.hold.begin_prepare(self.generation)  # consumer apps checkpoint at once from now
         try:
-            self._wait_for_collectors()
-            logger.info(
-                "maintenance %d: collectors holding after %.2fs", self.generation, time.monotonic() - started
-            )
             specs = self._topic_specs()
-            ends, groups = self._wait_drained(specs)
-            logger.info("maintenance %d: drained after %.2fs", self.generation, time.monotonic() - started)
+            ends = PartitionEnds(
+                self.address, [(spec.name, p) for spec in specs for p in range(spec.partitions)]
+            )
+            self._wait_caught_up(ends)
+            clock.lap("catch-up")
+            clock.hold_starts()
+            self.hold.begin(self.generation)
+            self._wait_for_collectors()
+            clock.lap("hold-ack")
+            groups = self._wait_drained(ends)
+            clock.lap("drain")
         except BaseException:
             self.hold.release()
             raise
         try:
             self.stop_consumers()  # each has committed everything: nothing is lost even by a kill
+            clock.lap("stop-consumers")
             self.restart()
-            logger.info("maintenance %d: restarted after %.2fs", self.generation, time.monotonic() - started)
+            clock.lap("restart")
             admin = AdminClient(client_config(self.settings, self.address))
             ensure_topics(admin, specs, self.settings.topic_replication_factor)
-            logger.info("maintenance %d: topics after %.2fs", self.generation, time.monotonic() - started)
-            for (topic, partition), end in sorted(ends.items()):
+            clock.lap("topics")
+            for (topic, partition), end in sorted(ends.final().items()):
                 if end > 0:
                     advance_partition_end(self.address, topic, partition, end)
             for group, offsets in groups.items():
                 restore_commits(self.settings, self.address, group, offsets)
-            logger.info("maintenance %d: restored after %.2fs", self.generation, time.monotonic() - started)
+            clock.lap("restore")
         except (OSError, KafkaException, BrokerUnavailable, RuntimeError) as exc:
             raise MaintenanceFailed(f"the embedded broker was restarted but not restored: {exc}") from exc
         finally:
             self.hold.release()
             self.start_consumers()
-        report = MaintenanceReport(self.generation, time.monotonic() - started, ends, groups)
+        report = MaintenanceReport(self.generation, clock.held(), ends.final(), groups, clock.phases)
         self.say(report.summary())
         return report
 
@@ -163,34 +207,71 @@ class BrokerMaintainer:
             if not name.startswith("__")
         ]
 
-    def _wait_drained(
-        self, specs: list[TopicSpec]
-    ) -> tuple[dict[Partition, int], dict[str, dict[Partition, int]]]:
-        """Wait until every required group committed every record; return ends and all commits."""
+    def _groups(self) -> list[str]:
+        return sorted({g for names in self.readers.values() for g in names})
+
+    def _wait_caught_up(self, ends: PartitionEnds) -> None:
+        """Before holding intake: wait until the required groups trail the end by less than
+        ``CAUGHT_UP_SECONDS`` (they catch up to a marker within that time), so the hold only waits
+        for the last records. Intake flows meanwhile; raise MaintenanceAborted after ``drain_timeout``."""
         deadline = time.monotonic() + self.drain_timeout
-        groups = sorted({g for names in self.readers.values() for g in names})
-        partitions = [(spec.name, p) for spec in specs for p in range(spec.partitions)]
-        admin = AdminClient(client_config(self.settings, self.address))  # one for every round
-        records_end: dict[Partition, int] = {}  # after the last record (markers aside)
-        marker: dict[Partition, int] = {}
+        admin = AdminClient(client_config(self.settings, self.address))
+        target, since = ends.mark(), time.monotonic()
         while True:
-            # One marker per partition and round: its offset is the partition's end (``mark_end``).
-            for tp in partitions:
-                at = mark_end(self.address, *tp)
-                if marker.get(tp, -2) + 1 != at:  # a record came after the last marker
-                    records_end[tp] = at
-                marker[tp] = at
-            commits = {g: group_offsets(admin, g, 10.0) for g in groups}
-            behind = lagging(records_end, commits, self.readers)
+            commits = {g: group_offsets(admin, g, 10.0) for g in self._groups()}
+            behind = lagging(target, commits, self.readers)
             if not behind:
-                ends = {tp: at + 1 for tp, at in marker.items()}
-                return ends, resumed_commits(ends, commits, self.readers)
+                if time.monotonic() - since < CAUGHT_UP_SECONDS:
+                    return
+                target, since = ends.mark(), time.monotonic()  # caught up slowly: once more
+                continue
             if time.monotonic() > deadline:
                 raise MaintenanceAborted(
                     f"consumers did not catch up within {self.drain_timeout:.0f}s: {'; '.join(behind)}"
                 )
             self.while_waiting()
-            time.sleep(0.1)
+            time.sleep(POLL_SECONDS)
+
+    def _wait_drained(self, ends: PartitionEnds) -> dict[str, dict[Partition, int]]:
+        """With intake held: wait until every required group committed every record; return the
+        commits to restore after the restart (``ends.final()`` is where each partition continues)."""
+        deadline = time.monotonic() + self.drain_timeout
+        admin = AdminClient(client_config(self.settings, self.address))  # one for every round
+        while True:
+            records_end = ends.mark()  # a marker per partition and round (``mark_end``)
+            commits = {g: group_offsets(admin, g, 10.0) for g in self._groups()}
+            behind = lagging(records_end, commits, self.readers)
+            if not behind:
+                return resumed_commits(ends.final(), commits, self.readers)
+            if time.monotonic() > deadline:
+                raise MaintenanceAborted(
+                    f"consumers did not catch up within {self.drain_timeout:.0f}s: {'; '.join(behind)}"
+                )
+            self.while_waiting()
+            time.sleep(POLL_SECONDS)
+
+
+class PartitionEnds:
+    """Where each partition's records end, found with markers (``mark_end``) across rounds."""
+
+    def __init__(self, address: str, partitions: Sequence[Partition]) -> None:
+        self.address = address
+        self.partitions = list(partitions)
+        self.records_end: dict[Partition, int] = {}  # after the last record (markers aside)
+        self.marker: dict[Partition, int] = {}  # the last marker's offset
+
+    def mark(self) -> dict[Partition, int]:
+        """Append one marker to every partition; return where the records end (markers aside)."""
+        for tp in self.partitions:
+            at = mark_end(self.address, *tp)
+            if self.marker.get(tp, -2) + 1 != at:  # a record came after the last marker
+                self.records_end[tp] = at
+            self.marker[tp] = at
+        return dict(self.records_end)
+
+    def final(self) -> dict[Partition, int]:
+        """Each partition's end after the last marker: where offsets continue after the restart."""
+        return {tp: at + 1 for tp, at in self.marker.items()}
 
 
 def lagging(
