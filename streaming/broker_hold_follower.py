@@ -37,6 +37,7 @@ class BrokerHoldFollower:
         self._handled: int | None = None
         self._watcher: threading.Thread | None = None
         self._released: tuple[int, float] | None = None  # (generation, when) until the rebuild
+        self._stop_asked = 0.0
 
     @classmethod
     def from_settings(cls, settings: PulseSettings) -> BrokerHoldFollower:
@@ -68,6 +69,7 @@ class BrokerHoldFollower:
                 restart = self._hold.restart_generation()
                 if restart is not None and restart != self._handled:
                     self._handled = self._stopped_for = restart
+                    self._stop_asked = time.monotonic()
                     logger.info("closing Kafka clients for broker maintenance %d", restart)
                     # The class's own stop: ``app.stop`` is wrapped as a stop request (app_runner).
                     Application.stop(app)
@@ -82,6 +84,11 @@ class BrokerHoldFollower:
         if generation is None or hold is None:
             return False
         hold.stopped(generation)
+        logger.info(
+            "maintenance %d: Kafka clients closed %.3fs after the stop",
+            generation,
+            time.monotonic() - self._stop_asked,
+        )
         deadline = time.monotonic() + RELEASE_TIMEOUT_SECONDS
         while hold.held_generation() is not None:
             if time.monotonic() > deadline:
