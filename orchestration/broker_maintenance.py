@@ -4,17 +4,21 @@ Tansu 0.6 (memory storage) lists every record batch of a partition on each fetch
 delete records, so it slows down with every batch it holds. When the collector has produced
 ``PULSE_EMBEDDED_BROKER_MAX_BATCHES`` requests it asks for maintenance, and `pulse up`:
 
-1. holds intake: every collector answers 503 + ``Retry-After`` and acknowledges once every
-   record it produced is acknowledged by the broker (``core.broker_hold``);
-2. waits until the consumer groups that must see everything (profile app, archiver, ...) have
-   committed every record of their topics: each event is applied and archived before it goes;
-3. has the consumer apps close their Kafka clients, restarts the broker empty on the same
+1. has the consumer apps checkpoint at once and waits, intake still flowing, until the consumer
+   groups that must see everything (profile app, archiver, ...) trail the end by under 0.5 s;
+2. holds intake: every collector stops producing (a request that arrives waits in the collector,
+   ``PULSE_BROKER_HOLD_WAIT_SECONDS`` at most) and acknowledges once every record it produced is
+   acknowledged by the broker (``core.broker_hold``);
+3. waits until those groups have committed every record: each event is applied and archived
+   before it goes;
+4. has the consumer apps close their Kafka clients, restarts the broker empty on the same
    address and creates the same topics;
-4. moves each partition's end to where it was with one offset-gap control batch
+5. moves each partition's end to where it was with one offset-gap control batch
    (``orchestration.kafka_wire``), so Kafka coordinates never repeat (the archive deduplicates
    by them), and commits the required groups at those ends;
-5. lets the collectors produce again and the consumer apps reconnect.
+6. lets the collectors produce again and the consumer apps reconnect.
 
+Each phase's duration is logged and reported (``MaintenanceReport.phases``).
 Records of a topic that no required group reads are dropped, as retention would, and other
 consumer groups (a user's own) start over on the new broker. With
 ``PULSE_KAFKA_BROKERS`` set none of this runs. docs/architecture.md explains the design.
