@@ -49,8 +49,14 @@ class BrokerHoldFollower:
             return build
 
         def build_and_follow() -> Application:
+            started = time.monotonic()
             app = build()
             if self._released is not None:
+                logger.info(
+                    "maintenance %d: application built in %.3fs",
+                    self._released[0],
+                    time.monotonic() - started,
+                )
                 log_rejoin(app, *self._released)
                 self._released = None
             self._app = app
