@@ -140,6 +140,7 @@ class BrokerMaintainer:
     ack_timeout: float = 15.0
     drain_timeout: float = 60.0
     generation: int = 0
+    _ends: PartitionEnds | None = field(default=None, init=False, repr=False)
     say: Callable[[str], None] = logger.info
 
     def due(self) -> bool:
@@ -153,9 +154,11 @@ class BrokerMaintainer:
         self.hold.begin_prepare(self.generation)  # consumer apps checkpoint at once from now
         try:
             specs = self._topic_specs()
-            ends = PartitionEnds(
-                self.address, [(spec.name, p) for spec in specs for p in range(spec.partitions)]
-            )
+            partitions = [(spec.name, p) for spec in specs for p in range(spec.partitions)]
+            if self._ends is None:  # else: this broker's markers of a postponed attempt are known
+                self._ends = PartitionEnds(partitions, lambda topic, p: mark_end(self.address, topic, p))
+            ends = self._ends
+            ends.partitions = partitions
             self._wait_caught_up(ends)
             clock.lap("catch-up")
             clock.hold_starts()
@@ -171,6 +174,7 @@ class BrokerMaintainer:
             self.stop_consumers()  # each has committed everything: nothing is lost even by a kill
             clock.lap("stop-consumers")
             self.restart()
+            self._ends = None  # a new, empty broker
             clock.lap("restart")
             admin = AdminClient(client_config(self.settings, self.address))
             ensure_topics(admin, specs, self.settings.topic_replication_factor)
@@ -256,26 +260,31 @@ class BrokerMaintainer:
 
 
 class PartitionEnds:
-    """Where each partition's records end, found with markers (``mark_end``) across rounds."""
+    """Where each partition's records end, found with markers (``mark_end``) across rounds.
 
-    def __init__(self, address: str, partitions: Sequence[Partition]) -> None:
-        self.address = address
+    Kept across the attempts on one broker: the markers of a postponed attempt stay in its
+    partitions, and only a tracker that placed them knows no record came after them (a fresh one
+    would wait for consumers to commit past markers they never see).
+    """
+
+    def __init__(self, partitions: Sequence[Partition], mark: Callable[[str, int], int]) -> None:
         self.partitions = list(partitions)
+        self._mark = mark
         self.records_end: dict[Partition, int] = {}  # after the last record (markers aside)
         self.marker: dict[Partition, int] = {}  # the last marker's offset
 
     def mark(self) -> dict[Partition, int]:
         """Append one marker to every partition; return where the records end (markers aside)."""
         for tp in self.partitions:
-            at = mark_end(self.address, *tp)
+            at = self._mark(*tp)
             if self.marker.get(tp, -2) + 1 != at:  # a record came after the last marker
                 self.records_end[tp] = at
             self.marker[tp] = at
-        return dict(self.records_end)
+        return {tp: self.records_end[tp] for tp in self.partitions}
 
     def final(self) -> dict[Partition, int]:
         """Each partition's end after the last marker: where offsets continue after the restart."""
-        return {tp: at + 1 for tp, at in self.marker.items()}
+        return {tp: self.marker[tp] + 1 for tp in self.partitions if tp in self.marker}
 
 
 def lagging(

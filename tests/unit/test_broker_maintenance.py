@@ -7,7 +7,7 @@ import struct
 from core.broker_hold import STOPPED_PREFIX, BrokerHold
 from core.kafka_config import consumer_tuning
 from core.settings import PulseSettings
-from orchestration.broker_maintenance import MaintenanceReport, lagging, resumed_commits
+from orchestration.broker_maintenance import MaintenanceReport, PartitionEnds, lagging, resumed_commits
 from orchestration.kafka_wire import (
     crc32c,
     offset_gap_batch,
@@ -115,3 +115,21 @@ def test_maintenance_summary_lists_each_phase():
         "broker maintenance 4: restarted empty, intake held 0.61s "
         "(phases in s: catch-up 0.40 hold-ack 0.02 restart 0.09), offsets continue at pulse.events[0]@120"
     )
+
+
+def test_partition_ends_see_through_their_own_markers_across_attempts():
+    log = {("dlq", 0): 8}  # records at offsets 0..7, committed at 8
+
+    def mark(topic: str, partition: int) -> int:
+        at = log[(topic, partition)]
+        log[(topic, partition)] = at + 1  # a marker takes one offset
+        return at
+
+    ends = PartitionEnds([("dlq", 0)], mark)
+    assert ends.mark() == {("dlq", 0): 8}
+    assert ends.mark() == {("dlq", 0): 8}  # a postponed attempt's markers at 8 and 9 ...
+    assert ends.mark() == {("dlq", 0): 8}  # ... and a later attempt's: still nothing to commit
+    assert lagging(ends.mark(), {"archiver": {("dlq", 0): 8}}, {"dlq": ["archiver"]}) == []
+    log[("dlq", 0)] += 1  # a record at 12
+    assert ends.mark() == {("dlq", 0): 13}
+    assert ends.final() == {("dlq", 0): 14}
