@@ -148,32 +148,38 @@ class AcknowledgedProducer:
             return
         if self._replace:
             self._new_producer()
-        if self._held is not None:
-            await self._wait_for_release()
         delivery = _RequestDelivery(asyncio.get_running_loop(), len(records), self._on_delivery_error)
-        with self._gate:
+        deadline = time.monotonic() + self._hold_wait
+        while True:
             if self._held is not None:
-                delivery.future.cancel()
-                raise BrokerMaintenance("the broker is being maintained, retry in a moment")
-            self._sent_batches += 1
-            try:
-                for record in records:
-                    self._producer.produce(
-                        record.topic,
-                        value=record.value,
-                        key=record.key,
-                        headers=record.headers,
-                        on_delivery=delivery.on_delivery,
-                    )
-            except BufferError as exc:
-                delivery.future.cancel()  # reports of the records already queued are ignored
-                raise DeliveryFailed(f"producer queue is full: {exc}") from None
+                await self._wait_for_release(delivery, deadline)
+            with self._gate:
+                if self._held is None:
+                    self._produce(records, delivery)
+                    break
+            # held between the look and the gate: wait for the release as well
         await delivery.future
 
-    async def _wait_for_release(self) -> None:
-        """Hold the request in place while the broker is maintained, at most ``hold_wait_seconds``:
-        answered after the release, the client does not wait out a 503's ``Retry-After``."""
-        deadline = time.monotonic() + self._hold_wait
+    def _produce(self, records: Sequence[OutgoingRecord], delivery: _RequestDelivery) -> None:
+        """Hand ``records`` to the producer (the caller holds the gate and intake is not held)."""
+        self._sent_batches += 1
+        try:
+            for record in records:
+                self._producer.produce(
+                    record.topic,
+                    value=record.value,
+                    key=record.key,
+                    headers=record.headers,
+                    on_delivery=delivery.on_delivery,
+                )
+        except BufferError as exc:
+            delivery.future.cancel()  # reports of the records already queued are ignored
+            raise DeliveryFailed(f"producer queue is full: {exc}") from None
+
+    async def _wait_for_release(self, delivery: _RequestDelivery, deadline: float) -> None:
+        """Hold the request in place while the broker is maintained, until ``deadline`` at most
+        (``hold_wait_seconds`` after it came): answered after the release, the client does not
+        wait out a 503's ``Retry-After``."""
         REQUESTS_HELD.inc()
         try:
             while self._held is not None and time.monotonic() < deadline:
@@ -181,6 +187,7 @@ class AcknowledgedProducer:
         finally:
             REQUESTS_HELD.dec()
         if self._held is not None:
+            delivery.future.cancel()
             raise BrokerMaintenance(
                 f"the broker is still being maintained after {self._hold_wait:g}s, retry in a moment"
             )
