@@ -3,6 +3,8 @@
 Files in one directory (``PULSE_BROKER_HOLD_DIR``, set by `pulse up` for its embedded broker):
 
 - ``request``: a collector asks for maintenance (it has produced its share of record batches);
+- ``prepare``: `pulse up` is about to hold intake; consumer apps checkpoint at once so they catch
+  up while intake still flows (the hold then only waits for the last fraction of a second);
 - ``hold``: `pulse up` asks every collector to stop producing; it holds a generation number;
 - ``ack-<pid>``: a collector has stopped and every record it produced is acknowledged;
 - ``restart``: everything is read; consumer apps close their Kafka clients before the broker goes;
@@ -19,6 +21,7 @@ import os
 from pathlib import Path
 
 REQUEST = "request"
+PREPARE = "prepare"
 HOLD = "hold"
 ACK_PREFIX = "ack-"
 RESTART = "restart"
@@ -53,6 +56,10 @@ class BrokerHold:
         _write_atomically(self.directory / f"{ACK_PREFIX}{pid or os.getpid()}", str(generation))
 
     # Consumer-app side ------------------------------------------------------------------
+    def preparing(self) -> bool:
+        """True while `pulse up` prepares a maintenance or holds intake (checkpoint at once)."""
+        return (self.directory / PREPARE).exists() or (self.directory / HOLD).exists()
+
     def restart_generation(self) -> int | None:
         """The generation whose broker restart is coming, or None."""
         try:
@@ -68,6 +75,10 @@ class BrokerHold:
     def requested(self) -> bool:
         """True when a collector asked for maintenance."""
         return (self.directory / REQUEST).exists()
+
+    def begin_prepare(self, generation: int) -> None:
+        """Ask the consumer apps to checkpoint at once: a hold is coming."""
+        _write_atomically(self.directory / PREPARE, str(generation))
 
     def begin(self, generation: int) -> None:
         """Ask every collector to stop producing."""
@@ -90,7 +101,8 @@ class BrokerHold:
     def release(self) -> None:
         """Let the collectors produce again and forget the request."""
         files = (*self.directory.glob(f"{ACK_PREFIX}*"), *self.directory.glob(f"{STOPPED_PREFIX}*"))
-        for path in (*files, self.directory / RESTART, self.directory / REQUEST, self.directory / HOLD):
+        done = (RESTART, REQUEST, HOLD, PREPARE)
+        for path in (*files, *(self.directory / name for name in done)):
             path.unlink(missing_ok=True)
 
 

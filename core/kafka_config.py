@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.settings import LOCAL_CONSUMER_DEFAULTS, PulseSettings
+from core.settings import EMBEDDED_BROKER_CONSUMER_DEFAULTS, LOCAL_CONSUMER_DEFAULTS, PulseSettings
 
 
 def client_config(settings: PulseSettings, brokers: str) -> dict[str, Any]:
@@ -33,9 +33,12 @@ APP_FETCH_WAIT_MS: dict[str, int] = {"archiver": 100, "relay": 50}
 
 
 def consumer_tuning(settings: PulseSettings, app: str | None = None) -> dict[str, Any]:
-    """Low-latency consumer defaults (longer fetch waits for ``app``s in APP_FETCH_WAIT_MS);
+    """Low-latency consumer defaults: longer fetch waits for ``app``s in APP_FETCH_WAIT_MS, a shorter
+    session on `pulse up`'s embedded broker (its maintenance makes the apps join again);
     PULSE_KAFKA_CONFIG overrides any of them."""
     tuning: dict[str, Any] = dict(LOCAL_CONSUMER_DEFAULTS)
+    if settings.broker_hold_dir:
+        tuning.update(EMBEDDED_BROKER_CONSUMER_DEFAULTS)
     if app in APP_FETCH_WAIT_MS:
         tuning["fetch.wait.max.ms"] = APP_FETCH_WAIT_MS[app]
     return {**tuning, **settings.kafka_config}

@@ -26,6 +26,13 @@ LOCAL_CONSUMER_DEFAULTS: dict[str, Any] = {
     "heartbeat.interval.ms": 500,
     "fetch.wait.max.ms": 5,
 }
+#: On `pulse up`'s embedded broker (PULSE_BROKER_HOLD_DIR set), on top of LOCAL_CONSUMER_DEFAULTS:
+#: the apps join a fresh group after each broker maintenance, and Tansu answers a first JoinGroup
+#: after about 2 s with a 3 s session, 1 s with 2 s or less (docs/architecture.md).
+EMBEDDED_BROKER_CONSUMER_DEFAULTS: dict[str, Any] = {
+    "session.timeout.ms": 2000,
+    "heartbeat.interval.ms": 300,
+}
 
 
 def _split_csv(value: Any) -> Any:
@@ -163,6 +170,12 @@ class PulseSettings(BaseSettings):
         ge=1,
         description="Embedded broker only: collector requests (about one record batch each) after which "
         "`pulse up` maintains the broker (holds intake for a moment, restarts it empty, offsets continue).",
+    )
+    broker_hold_wait_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="Embedded broker only: how long the collector holds a request that arrives during a "
+        "broker maintenance, answering it once intake is released, before it answers 503 + Retry-After.",
     )
     broker_hold_dir: Path | None = Field(
         None,

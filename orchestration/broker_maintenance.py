@@ -4,17 +4,21 @@ Tansu 0.6 (memory storage) lists every record batch of a partition on each fetch
 delete records, so it slows down with every batch it holds. When the collector has produced
 ``PULSE_EMBEDDED_BROKER_MAX_BATCHES`` requests it asks for maintenance, and `pulse up`:
 
-1. holds intake: every collector answers 503 + ``Retry-After`` and acknowledges once every
-   record it produced is acknowledged by the broker (``core.broker_hold``);
-2. waits until the consumer groups that must see everything (profile app, archiver, ...) have
-   committed every record of their topics: each event is applied and archived before it goes;
-3. has the consumer apps close their Kafka clients, restarts the broker empty on the same
+1. has the consumer apps checkpoint at once and waits, intake still flowing, until the consumer
+   groups that must see everything (profile app, archiver, ...) trail the end by under 0.5 s;
+2. holds intake: every collector stops producing (a request that arrives waits in the collector,
+   ``PULSE_BROKER_HOLD_WAIT_SECONDS`` at most) and acknowledges once every record it produced is
+   acknowledged by the broker (``core.broker_hold``);
+3. waits until those groups have committed every record: each event is applied and archived
+   before it goes;
+4. has the consumer apps close their Kafka clients, restarts the broker empty on the same
    address and creates the same topics;
-4. moves each partition's end to where it was with one offset-gap control batch
+5. moves each partition's end to where it was with one offset-gap control batch
    (``orchestration.kafka_wire``), so Kafka coordinates never repeat (the archive deduplicates
    by them), and commits the required groups at those ends;
-5. lets the collectors produce again and the consumer apps reconnect.
+6. lets the collectors produce again and the consumer apps reconnect.
 
+Each phase's duration is logged and reported (``MaintenanceReport.phases``).
 Records of a topic that no required group reads are dropped, as retention would, and other
 consumer groups (a user's own) start over on the new broker. With
 ``PULSE_KAFKA_BROKERS`` set none of this runs. docs/architecture.md explains the design.
@@ -40,6 +44,11 @@ from orchestration.kafka_wire import offset_gap_batch, produce_request, produce_
 
 logger = logging.getLogger(__name__)
 
+#: Before intake is held, the consumers must catch up to a marker within this long (docs/architecture.md).
+CAUGHT_UP_SECONDS = 0.5
+#: How often the commits are read while waiting for the consumers.
+POLL_SECONDS = 0.05
+
 Partition = tuple[str, int]
 
 
@@ -59,13 +68,46 @@ class MaintenanceReport:
     held_seconds: float
     ends: dict[Partition, int]
     groups: dict[str, dict[Partition, int]]
+    #: Seconds each phase took, in order (``PhaseClock``).
+    phases: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
         ends = ", ".join(f"{t}[{p}]@{end}" for (t, p), end in sorted(self.ends.items()) if end)
+        phases = " ".join(f"{name} {seconds:.2f}" for name, seconds in self.phases.items())
         return (
-            f"broker maintenance {self.generation}: restarted empty, intake held {self.held_seconds:.1f}s, "
-            f"offsets continue at {ends or 'zero'}"
+            f"broker maintenance {self.generation}: restarted empty, intake held {self.held_seconds:.2f}s "
+            f"(phases in s: {phases or 'none'}), offsets continue at {ends or 'zero'}"
         )
+
+
+class PhaseClock:
+    """How long each phase of a maintenance took, logged as it ends."""
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        self.started = self._last = self._held_since = time.monotonic()
+        self.phases: dict[str, float] = {}
+
+    def lap(self, phase: str) -> None:
+        """End ``phase`` now."""
+        now = time.monotonic()
+        self.phases[phase] = now - self._last
+        self._last = now
+        logger.info(
+            "maintenance %d: %s took %.3fs (%.3fs in all)",
+            self.generation,
+            phase,
+            self.phases[phase],
+            now - self.started,
+        )
+
+    def hold_starts(self) -> None:
+        """Intake is held from now (what came before it was not a wait for anyone)."""
+        self._held_since = time.monotonic()
+
+    def held(self) -> float:
+        """Seconds since intake was held."""
+        return time.monotonic() - self._held_since
 
 
 def required_readers(settings: PulseSettings, *, relay: bool) -> dict[str, list[str]]:
@@ -98,6 +140,7 @@ class BrokerMaintainer:
     ack_timeout: float = 15.0
     drain_timeout: float = 60.0
     generation: int = 0
+    _ends: PartitionEnds | None = field(default=None, init=False, repr=False)
     say: Callable[[str], None] = logger.info
 
     def due(self) -> bool:
@@ -107,38 +150,47 @@ class BrokerMaintainer:
     def run(self) -> MaintenanceReport:
         """Maintain the broker now; raise MaintenanceAborted (nothing changed) or MaintenanceFailed."""
         self.generation += 1
-        started = time.monotonic()
-        self.hold.begin(self.generation)
+        clock = PhaseClock(self.generation)
+        self.hold.begin_prepare(self.generation)  # consumer apps checkpoint at once from now
         try:
-            self._wait_for_collectors()
-            logger.info(
-                "maintenance %d: collectors holding after %.2fs", self.generation, time.monotonic() - started
-            )
             specs = self._topic_specs()
-            ends, groups = self._wait_drained(specs)
-            logger.info("maintenance %d: drained after %.2fs", self.generation, time.monotonic() - started)
+            partitions = [(spec.name, p) for spec in specs for p in range(spec.partitions)]
+            if self._ends is None:  # else: this broker's markers of a postponed attempt are known
+                self._ends = PartitionEnds(partitions, lambda topic, p: mark_end(self.address, topic, p))
+            ends = self._ends
+            ends.partitions = partitions
+            self._wait_caught_up(ends)
+            clock.lap("catch-up")
+            clock.hold_starts()
+            self.hold.begin(self.generation)
+            self._wait_for_collectors()
+            clock.lap("hold-ack")
+            groups = self._wait_drained(ends)
+            clock.lap("drain")
         except BaseException:
             self.hold.release()
             raise
         try:
             self.stop_consumers()  # each has committed everything: nothing is lost even by a kill
+            clock.lap("stop-consumers")
             self.restart()
-            logger.info("maintenance %d: restarted after %.2fs", self.generation, time.monotonic() - started)
+            self._ends = None  # a new, empty broker
+            clock.lap("restart")
             admin = AdminClient(client_config(self.settings, self.address))
             ensure_topics(admin, specs, self.settings.topic_replication_factor)
-            logger.info("maintenance %d: topics after %.2fs", self.generation, time.monotonic() - started)
-            for (topic, partition), end in sorted(ends.items()):
+            clock.lap("topics")
+            for (topic, partition), end in sorted(ends.final().items()):
                 if end > 0:
                     advance_partition_end(self.address, topic, partition, end)
             for group, offsets in groups.items():
                 restore_commits(self.settings, self.address, group, offsets)
-            logger.info("maintenance %d: restored after %.2fs", self.generation, time.monotonic() - started)
+            clock.lap("restore")
         except (OSError, KafkaException, BrokerUnavailable, RuntimeError) as exc:
             raise MaintenanceFailed(f"the embedded broker was restarted but not restored: {exc}") from exc
         finally:
             self.hold.release()
             self.start_consumers()
-        report = MaintenanceReport(self.generation, time.monotonic() - started, ends, groups)
+        report = MaintenanceReport(self.generation, clock.held(), ends.final(), groups, clock.phases)
         self.say(report.summary())
         return report
 
@@ -163,34 +215,76 @@ class BrokerMaintainer:
             if not name.startswith("__")
         ]
 
-    def _wait_drained(
-        self, specs: list[TopicSpec]
-    ) -> tuple[dict[Partition, int], dict[str, dict[Partition, int]]]:
-        """Wait until every required group committed every record; return ends and all commits."""
+    def _groups(self) -> list[str]:
+        return sorted({g for names in self.readers.values() for g in names})
+
+    def _wait_caught_up(self, ends: PartitionEnds) -> None:
+        """Before holding intake: wait until the required groups trail the end by less than
+        ``CAUGHT_UP_SECONDS`` (they catch up to a marker within that time), so the hold only waits
+        for the last records. Intake flows meanwhile; raise MaintenanceAborted after ``drain_timeout``."""
         deadline = time.monotonic() + self.drain_timeout
-        groups = sorted({g for names in self.readers.values() for g in names})
-        partitions = [(spec.name, p) for spec in specs for p in range(spec.partitions)]
-        admin = AdminClient(client_config(self.settings, self.address))  # one for every round
-        records_end: dict[Partition, int] = {}  # after the last record (markers aside)
-        marker: dict[Partition, int] = {}
+        admin = AdminClient(client_config(self.settings, self.address))
+        target, since = ends.mark(), time.monotonic()
         while True:
-            # One marker per partition and round: its offset is the partition's end (``mark_end``).
-            for tp in partitions:
-                at = mark_end(self.address, *tp)
-                if marker.get(tp, -2) + 1 != at:  # a record came after the last marker
-                    records_end[tp] = at
-                marker[tp] = at
-            commits = {g: group_offsets(admin, g, 10.0) for g in groups}
-            behind = lagging(records_end, commits, self.readers)
+            commits = {g: group_offsets(admin, g, 10.0) for g in self._groups()}
+            behind = lagging(target, commits, self.readers)
             if not behind:
-                ends = {tp: at + 1 for tp, at in marker.items()}
-                return ends, resumed_commits(ends, commits, self.readers)
+                if time.monotonic() - since < CAUGHT_UP_SECONDS:
+                    return
+                target, since = ends.mark(), time.monotonic()  # caught up slowly: once more
+                continue
             if time.monotonic() > deadline:
                 raise MaintenanceAborted(
                     f"consumers did not catch up within {self.drain_timeout:.0f}s: {'; '.join(behind)}"
                 )
             self.while_waiting()
-            time.sleep(0.1)
+            time.sleep(POLL_SECONDS)
+
+    def _wait_drained(self, ends: PartitionEnds) -> dict[str, dict[Partition, int]]:
+        """With intake held: wait until every required group committed every record; return the
+        commits to restore after the restart (``ends.final()`` is where each partition continues)."""
+        deadline = time.monotonic() + self.drain_timeout
+        admin = AdminClient(client_config(self.settings, self.address))  # one for every round
+        while True:
+            records_end = ends.mark()  # a marker per partition and round (``mark_end``)
+            commits = {g: group_offsets(admin, g, 10.0) for g in self._groups()}
+            behind = lagging(records_end, commits, self.readers)
+            if not behind:
+                return resumed_commits(ends.final(), commits, self.readers)
+            if time.monotonic() > deadline:
+                raise MaintenanceAborted(
+                    f"consumers did not catch up within {self.drain_timeout:.0f}s: {'; '.join(behind)}"
+                )
+            self.while_waiting()
+            time.sleep(POLL_SECONDS)
+
+
+class PartitionEnds:
+    """Where each partition's records end, found with markers (``mark_end``) across rounds.
+
+    Kept across the attempts on one broker: the markers of a postponed attempt stay in its
+    partitions, and only a tracker that placed them knows no record came after them (a fresh one
+    would wait for consumers to commit past markers they never see).
+    """
+
+    def __init__(self, partitions: Sequence[Partition], mark: Callable[[str, int], int]) -> None:
+        self.partitions = list(partitions)
+        self._mark = mark
+        self.records_end: dict[Partition, int] = {}  # after the last record (markers aside)
+        self.marker: dict[Partition, int] = {}  # the last marker's offset
+
+    def mark(self) -> dict[Partition, int]:
+        """Append one marker to every partition; return where the records end (markers aside)."""
+        for tp in self.partitions:
+            at = self._mark(*tp)
+            if self.marker.get(tp, -2) + 1 != at:  # a record came after the last marker
+                self.records_end[tp] = at
+            self.marker[tp] = at
+        return {tp: self.records_end[tp] for tp in self.partitions}
+
+    def final(self) -> dict[Partition, int]:
+        """Each partition's end after the last marker: where offsets continue after the restart."""
+        return {tp: self.marker[tp] + 1 for tp in self.partitions if tp in self.marker}
 
 
 def lagging(

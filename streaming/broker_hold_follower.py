@@ -1,10 +1,11 @@
 """A consumer app's side of `pulse up`'s embedded-broker maintenance (core.broker_hold).
 
-While intake is held, the app checkpoints at once: maintenance waits until every record is
-committed, and the archiver would otherwise make it wait for its 5-second checkpoint. When the
-broker is about to be restarted, the app stops its Quix application (closing its Kafka clients:
-librdkafka clients whose broker is replaced under them were seen to crash or stall), says so, and
-builds a new application once the hold is released: no new process, so no start-up cost.
+While a maintenance is prepared or intake is held, the app checkpoints at once: maintenance waits
+until every record is committed, and the archiver would otherwise make it wait for its 5-second
+checkpoint. When the broker is about to be restarted, the app stops its Quix application (closing
+its Kafka clients: librdkafka clients whose broker is replaced under them were seen to crash or
+stall), says so, and builds a new application once the hold is released: no new process, so no
+start-up cost. It logs how long each step took (close, rebuild, group join, first record).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class BrokerHoldFollower:
         self._stopped_for: int | None = None
         self._handled: int | None = None
         self._watcher: threading.Thread | None = None
+        self._released: tuple[int, float] | None = None  # (generation, when) until the rebuild
+        self._stop_asked = 0.0
 
     @classmethod
     def from_settings(cls, settings: PulseSettings) -> BrokerHoldFollower:
@@ -46,7 +49,16 @@ class BrokerHoldFollower:
             return build
 
         def build_and_follow() -> Application:
+            started = time.monotonic()
             app = build()
+            if self._released is not None:
+                logger.info(
+                    "maintenance %d: application built in %.3fs",
+                    self._released[0],
+                    time.monotonic() - started,
+                )
+                log_rejoin(app, *self._released)
+                self._released = None
             self._app = app
             if self._watcher is None:
                 self._watcher = threading.Thread(target=self._watch, name="broker-hold", daemon=True)
@@ -59,10 +71,11 @@ class BrokerHoldFollower:
         assert self._hold is not None
         while True:
             app = self._app
-            if app is not None and self._hold.held_generation() is not None:
+            if app is not None and self._hold.preparing():
                 restart = self._hold.restart_generation()
                 if restart is not None and restart != self._handled:
                     self._handled = self._stopped_for = restart
+                    self._stop_asked = time.monotonic()
                     logger.info("closing Kafka clients for broker maintenance %d", restart)
                     # The class's own stop: ``app.stop`` is wrapped as a stop request (app_runner).
                     Application.stop(app)
@@ -77,6 +90,11 @@ class BrokerHoldFollower:
         if generation is None or hold is None:
             return False
         hold.stopped(generation)
+        logger.info(
+            "maintenance %d: Kafka clients closed %.3fs after the stop",
+            generation,
+            time.monotonic() - self._stop_asked,
+        )
         deadline = time.monotonic() + RELEASE_TIMEOUT_SECONDS
         while hold.held_generation() is not None:
             if time.monotonic() > deadline:
@@ -84,6 +102,7 @@ class BrokerHoldFollower:
                 return False
             time.sleep(WATCH_SECONDS)
         self._stopped_for = None
+        self._released = (generation, time.monotonic())
         logger.info("reconnecting after broker maintenance %d", generation)
         return True
 
@@ -93,3 +112,35 @@ def expire_checkpoint(app: Application) -> None:
     checkpoint = getattr(app._processing_context, "_checkpoint", None)  # noqa: SLF001 - no public hook
     if checkpoint is not None:
         checkpoint._commit_interval = 0  # noqa: SLF001
+
+
+def log_rejoin(app: Application, generation: int, released_at: float) -> None:
+    """Log when an application rebuilt after a maintenance gets its partitions and its first record
+    (group join and first fetch on the new broker: part of the maintenance's latency)."""
+    original_assign = app._on_assign  # noqa: SLF001 - Quix subscribes with it in run()
+
+    def on_assign(consumer: object, partitions: list) -> None:
+        if partitions:
+            logger.info(
+                "maintenance %d: partitions assigned %.3fs after the release",
+                generation,
+                time.monotonic() - released_at,
+            )
+        original_assign(consumer, partitions)
+
+    app._on_assign = on_assign  # type: ignore[method-assign]  # noqa: SLF001
+    consumer = app._consumer  # noqa: SLF001
+    original_poll = consumer.poll_row
+
+    def poll_row(*args: object, **kwargs: object) -> object:
+        rows = original_poll(*args, **kwargs)
+        if rows:
+            logger.info(
+                "maintenance %d: first record %.3fs after the release",
+                generation,
+                time.monotonic() - released_at,
+            )
+            del consumer.poll_row  # back to the class's own
+        return rows
+
+    consumer.poll_row = poll_row  # type: ignore[method-assign]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Producer
 
 from core.broker_hold import BrokerHold
+from streaming.api.metrics import REQUESTS_HELD
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +31,10 @@ _REPLACE_ON = frozenset(
         KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
     }
 )
+
+
+#: How often a request held during a broker maintenance looks whether intake is released.
+HOLD_POLL_SECONDS = 0.005
 
 
 class DeliveryFailed(RuntimeError):
@@ -90,14 +96,18 @@ class AcknowledgedProducer:
     """A Kafka producer with an awaitable ``send`` that resolves on broker acknowledgement."""
 
     def __init__(
-        self, config: dict[str, Any], hold: BrokerHold | None = None, max_batches: int = 2000
+        self,
+        config: dict[str, Any],
+        hold: BrokerHold | None = None,
+        max_batches: int = 2000,
+        hold_wait_seconds: float = 5.0,
     ) -> None:
         self._config = {**config, "error_cb": self._on_client_error}
         self._producer = Producer(self._config)
         self._replace = False  # set when the producer can no longer deliver (fenced, fatal)
         # Embedded-broker maintenance (core.broker_hold): ``_held`` stops ``send``, the lock makes
         # "not held, so produce" atomic against the poll thread setting it.
-        self._hold, self._max_batches = hold, max_batches
+        self._hold, self._max_batches, self._hold_wait = hold, max_batches, hold_wait_seconds
         self._held: int | None = None
         self._sent_batches = 0
         self._gate = threading.Lock()
@@ -107,7 +117,7 @@ class AcknowledgedProducer:
 
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
-            self._producer.poll(0.05)
+            self._producer.poll(0.01 if self._held is not None else 0.05)  # a release is seen soon
             if self._hold is not None:
                 self._follow_hold(self._hold)
 
@@ -139,24 +149,48 @@ class AcknowledgedProducer:
         if self._replace:
             self._new_producer()
         delivery = _RequestDelivery(asyncio.get_running_loop(), len(records), self._on_delivery_error)
-        with self._gate:
+        deadline = time.monotonic() + self._hold_wait
+        while True:
             if self._held is not None:
-                delivery.future.cancel()
-                raise BrokerMaintenance("the broker is being maintained, retry in a moment")
-            self._sent_batches += 1
-            try:
-                for record in records:
-                    self._producer.produce(
-                        record.topic,
-                        value=record.value,
-                        key=record.key,
-                        headers=record.headers,
-                        on_delivery=delivery.on_delivery,
-                    )
-            except BufferError as exc:
-                delivery.future.cancel()  # reports of the records already queued are ignored
-                raise DeliveryFailed(f"producer queue is full: {exc}") from None
+                await self._wait_for_release(delivery, deadline)
+            with self._gate:
+                if self._held is None:
+                    self._produce(records, delivery)
+                    break
+            # held between the look and the gate: wait for the release as well
         await delivery.future
+
+    def _produce(self, records: Sequence[OutgoingRecord], delivery: _RequestDelivery) -> None:
+        """Hand ``records`` to the producer (the caller holds the gate and intake is not held)."""
+        self._sent_batches += 1
+        try:
+            for record in records:
+                self._producer.produce(
+                    record.topic,
+                    value=record.value,
+                    key=record.key,
+                    headers=record.headers,
+                    on_delivery=delivery.on_delivery,
+                )
+        except BufferError as exc:
+            delivery.future.cancel()  # reports of the records already queued are ignored
+            raise DeliveryFailed(f"producer queue is full: {exc}") from None
+
+    async def _wait_for_release(self, delivery: _RequestDelivery, deadline: float) -> None:
+        """Hold the request in place while the broker is maintained, until ``deadline`` at most
+        (``hold_wait_seconds`` after it came): answered after the release, the client does not
+        wait out a 503's ``Retry-After``."""
+        REQUESTS_HELD.inc()
+        try:
+            while self._held is not None and time.monotonic() < deadline:
+                await asyncio.sleep(HOLD_POLL_SECONDS)
+        finally:
+            REQUESTS_HELD.dec()
+        if self._held is not None:
+            delivery.future.cancel()
+            raise BrokerMaintenance(
+                f"the broker is still being maintained after {self._hold_wait:g}s, retry in a moment"
+            )
 
     def _on_delivery_error(self, err: KafkaError) -> None:
         # After a broker stall the idempotent producer can end up fenced for good (seen with

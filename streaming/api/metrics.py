@@ -15,6 +15,10 @@ CONSENT_REFUSED_EVENTS = Counter(
     "Accepted events whose consent.<purpose> is false, for analytics and personalization",
     ["purpose"],
 )
+REQUESTS_HELD = Gauge(
+    "pulse_collector_requests_held",
+    "Requests waiting for the end of an embedded-broker maintenance (PULSE_BROKER_HOLD_WAIT_SECONDS)",
+)
 IDENTITY_LINKS_REFUSED = Gauge(
     "pulse_identity_links_refused",
     "Links between user ids the per-person limit PULSE_IDENTITY_MAX_IDS refuses now (pulse:identity:refused)",

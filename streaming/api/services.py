@@ -112,7 +112,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         brokers = service_registry.kafka_brokers(settings)
         hold = BrokerHold(settings.broker_hold_dir) if settings.broker_hold_dir else None
         services.producer = AcknowledgedProducer(
-            durable_producer_config(settings, brokers), hold, settings.embedded_broker_max_batches
+            durable_producer_config(settings, brokers),
+            hold,
+            settings.embedded_broker_max_batches,
+            settings.broker_hold_wait_seconds,
         )
         owned.append(services.producer)
     if services.store is None:

@@ -1,7 +1,8 @@
 """Embedded-broker maintenance under traffic: `pulse up`'s platform (real broker, Redis, collector,
-profile app and archiver processes) restarts its broker several times while events arrive, and a
-SIGKILL of the profile app lands in the middle. Nothing is lost or counted twice: every event is
-in the profiles once and in the archive once, and Kafka offsets never repeat."""
+profile app and archiver processes) restarts its broker several times while events arrive (traffic
+goes on until three maintenances ran), and a SIGKILL of the profile app lands in the middle. Nothing
+is lost or counted twice: every event is in the profiles once and in the archive once, and Kafka
+offsets never repeat."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -25,15 +27,31 @@ from streaming.profiles.keys import profile_keys
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 USERS = 25
-REQUESTS = 240
 EVENTS_PER_REQUEST = 3
+#: Requests before the SIGKILL and in all, at least; traffic goes on until enough maintenances ran.
+FIRST_REQUESTS, MIN_REQUESTS, MAX_REQUESTS = 120, 240, 4000
 
 
-def _send_all(api: str, events: list[dict], retries: list[int], failures: list[BaseException]) -> None:
-    """POST the events in requests of EVENTS_PER_REQUEST, retrying 503s as SDKs do (Retry-After)."""
+def _event(i: int, now: float) -> dict:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "page_view",
+        "user_id": f"maint-{i % USERS}",
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now - 60)) + f".{i % 1000:03d}Z",
+        "metadata": {"url": f"/p/{i}"},
+    }
+
+
+def _send_until(
+    api: str, done: Callable[[], bool], sent: list[dict], retries: list[int], failures: list[BaseException]
+) -> None:
+    """POST requests of EVENTS_PER_REQUEST new events until ``done()`` (at most MAX_REQUESTS in all),
+    retrying 503s as SDKs do (Retry-After); ``sent`` gets every event the collector accepted."""
+    now = time.time()
     with httpx.Client(base_url=api, headers={"Authorization": f"Bearer {DEV_WRITE_KEY}"}) as client:
-        for start in range(0, len(events), EVENTS_PER_REQUEST):
-            batch = events[start : start + EVENTS_PER_REQUEST]
+        while not done() and not failures:
+            assert len(sent) < MAX_REQUESTS * EVENTS_PER_REQUEST, "too few maintenances under traffic"
+            batch = [_event(len(sent) + k, now) for k in range(EVENTS_PER_REQUEST)]
             while not failures:
                 response = client.post("/v1/events", json={"events": batch}, timeout=30)
                 if response.status_code == 503:
@@ -41,21 +59,8 @@ def _send_all(api: str, events: list[dict], retries: list[int], failures: list[B
                     time.sleep(float(response.headers.get("Retry-After", "1")) / 10)
                     continue
                 assert response.status_code == 202, response.text
+                sent.extend(batch)
                 break
-
-
-def _events() -> list[dict]:
-    now = time.time()
-    return [
-        {
-            "event_id": str(uuid.uuid4()),
-            "event_type": "page_view",
-            "user_id": f"maint-{i % USERS}",
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now - 60)) + f".{i % 1000:03d}Z",
-            "metadata": {"url": f"/p/{i}"},
-        }
-        for i in range(REQUESTS * EVENTS_PER_REQUEST)
-    ]
 
 
 def test_maintenance_under_traffic_loses_and_doubles_nothing(tmp_path: Path, monkeypatch):
@@ -90,15 +95,30 @@ def test_maintenance_under_traffic_loses_and_doubles_nothing(tmp_path: Path, mon
     urls = platform.start()
     supervisor = threading.Thread(target=supervise, daemon=True)
     supervisor.start()
+
+    def maintenances() -> list[str]:
+        return [line for line in said if line.startswith("broker maintenance ") and "restarted" in line]
+
     try:
-        events = _events()
+        events: list[dict] = []
         retries: list[int] = []
-        half = len(events) // 2
-        _send_all(urls["api_url"], events[:half], retries, failures)
+        _send_until(
+            urls["api_url"],
+            lambda: len(events) >= FIRST_REQUESTS * EVENTS_PER_REQUEST and len(maintenances()) >= 1,
+            events,
+            retries,
+            failures,
+        )
         profile_app = next(app for app in platform.apps if app.name == "profile-app")
         assert profile_app.process is not None, said
         os.kill(profile_app.process.process.pid, signal.SIGKILL)
-        _send_all(urls["api_url"], events[half:], retries, failures)
+        _send_until(
+            urls["api_url"],
+            lambda: len(events) >= MIN_REQUESTS * EVENTS_PER_REQUEST and len(maintenances()) >= 3,
+            events,
+            retries,
+            failures,
+        )
 
         import redis
 
@@ -118,10 +138,7 @@ def test_maintenance_under_traffic_loses_and_doubles_nothing(tmp_path: Path, mon
         assert not failures, failures
         assert counts() == expected  # every event applied exactly once
 
-        maintenances = [
-            line for line in said if line.startswith("broker maintenance ") and "restarted" in line
-        ]
-        assert len(maintenances) >= 3, said
+        assert len(maintenances()) >= 3, said
 
         def archived() -> tuple[int, int, int]:
             rows = duckdb.sql(

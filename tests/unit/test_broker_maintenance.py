@@ -5,7 +5,9 @@ from __future__ import annotations
 import struct
 
 from core.broker_hold import STOPPED_PREFIX, BrokerHold
-from orchestration.broker_maintenance import lagging, resumed_commits
+from core.kafka_config import consumer_tuning
+from core.settings import PulseSettings
+from orchestration.broker_maintenance import MaintenanceReport, PartitionEnds, lagging, resumed_commits
 from orchestration.kafka_wire import (
     crc32c,
     offset_gap_batch,
@@ -53,9 +55,13 @@ def test_hold_handshake(tmp_path):
     supervisor, collector = BrokerHold(tmp_path / "hold"), BrokerHold(tmp_path / "hold")
     supervisor.prepare()
     assert not supervisor.requested() and collector.held_generation() is None
+    assert not collector.preparing()
     collector.request()
     assert supervisor.requested()
+    supervisor.begin_prepare(3)
+    assert collector.preparing() and collector.held_generation() is None  # intake still flows
     supervisor.begin(3)
+    assert collector.preparing()
     assert collector.held_generation() == 3
     assert supervisor.acknowledgements(3) == 0
     collector.acknowledge(3, pid=11)
@@ -68,7 +74,7 @@ def test_hold_handshake(tmp_path):
     assert supervisor.acknowledgements(3) == 1  # collectors' and consumer apps' counts apart
     supervisor.release()
     assert collector.held_generation() is None and not supervisor.requested()
-    assert collector.restart_generation() is None
+    assert collector.restart_generation() is None and not collector.preparing()
     assert supervisor.acknowledgements(3) == 0 and supervisor.acknowledgements(3, STOPPED_PREFIX) == 0
 
 
@@ -90,3 +96,40 @@ def test_required_groups_resume_at_the_new_end_others_where_they_were():
         "archiver": {("dlq", 0): 7},  # never committed on a topic with no record: past the markers
         "someone": {("events", 0): 40},
     }
+
+
+def test_consumers_of_the_embedded_broker_use_a_shorter_session(tmp_path):
+    plain = consumer_tuning(PulseSettings())
+    embedded = consumer_tuning(PulseSettings(broker_hold_dir=tmp_path))
+    assert (plain["session.timeout.ms"], embedded["session.timeout.ms"]) == (3000, 2000)
+    assert embedded["heartbeat.interval.ms"] < embedded["session.timeout.ms"] / 3
+    overridden = PulseSettings(broker_hold_dir=tmp_path, kafka_config={"session.timeout.ms": 9000})
+    assert consumer_tuning(overridden)["session.timeout.ms"] == 9000  # PULSE_KAFKA_CONFIG wins
+
+
+def test_maintenance_summary_lists_each_phase():
+    report = MaintenanceReport(
+        4, 0.61, {("pulse.events", 0): 120}, {}, {"catch-up": 0.4, "hold-ack": 0.02, "restart": 0.09}
+    )
+    assert report.summary() == (
+        "broker maintenance 4: restarted empty, intake held 0.61s "
+        "(phases in s: catch-up 0.40 hold-ack 0.02 restart 0.09), offsets continue at pulse.events[0]@120"
+    )
+
+
+def test_partition_ends_see_through_their_own_markers_across_attempts():
+    log = {("dlq", 0): 8}  # records at offsets 0..7, committed at 8
+
+    def mark(topic: str, partition: int) -> int:
+        at = log[(topic, partition)]
+        log[(topic, partition)] = at + 1  # a marker takes one offset
+        return at
+
+    ends = PartitionEnds([("dlq", 0)], mark)
+    assert ends.mark() == {("dlq", 0): 8}
+    assert ends.mark() == {("dlq", 0): 8}  # a postponed attempt's markers at 8 and 9 ...
+    assert ends.mark() == {("dlq", 0): 8}  # ... and a later attempt's: still nothing to commit
+    assert lagging(ends.mark(), {"archiver": {("dlq", 0): 8}}, {"dlq": ["archiver"]}) == []
+    log[("dlq", 0)] += 1  # a record at 12
+    assert ends.mark() == {("dlq", 0): 13}
+    assert ends.final() == {("dlq", 0): 14}

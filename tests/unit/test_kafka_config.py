@@ -23,3 +23,10 @@ def test_pulse_kafka_config_overrides_every_app_default():
     for app in (None, "profile-app", "archiver", "relay"):
         tuning = consumer_tuning(settings, app)
         assert tuning["fetch.wait.max.ms"] == 250 and tuning["session.timeout.ms"] == 30000
+
+
+def test_the_embedded_broker_gets_a_shorter_session_and_keeps_the_per_app_fetch_waits(tmp_path):
+    settings = PulseSettings(broker_hold_dir=tmp_path)
+    archiver = consumer_tuning(settings, "archiver")
+    assert archiver["session.timeout.ms"] == 2000 and archiver["fetch.wait.max.ms"] == 100
+    assert consumer_tuning(settings, "profile-app")["fetch.wait.max.ms"] == 5
