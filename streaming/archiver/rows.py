@@ -129,13 +129,14 @@ def conform(table: pa.Table) -> pa.Table:
 
 def hive_partition(event_time_ms: int) -> tuple[str, str]:
     """(dt, hour) of an epoch-ms time, in UTC."""
-    return _hour_partition(event_time_ms // _HOUR_MS)
+    return hour_partition(event_time_ms // HOUR_MS)
 
 
-_HOUR_MS = 3_600_000
+HOUR_MS = 3_600_000
 
 
 @lru_cache(maxsize=4096)
-def _hour_partition(hours_since_epoch: int) -> tuple[str, str]:
+def hour_partition(hours_since_epoch: int) -> tuple[str, str]:
+    """(dt, hour) of an hour counted from the epoch, in UTC."""
     moment = datetime.fromtimestamp(hours_since_epoch * 3600, tz=UTC)
     return moment.strftime("%Y-%m-%d"), moment.strftime("%H")

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from quixstreams.sinks import BatchingSink, SinkBatch
 
 from core.archive_layout import partition_folder
-from streaming.archiver.rows import ARCHIVE_SCHEMA, archive_table, hive_partition
+from streaming.archiver.rows import ARCHIVE_SCHEMA, HOUR_MS, archive_table, hour_partition
 
 logger = logging.getLogger(__name__)
 
@@ -79,11 +79,8 @@ def hour_groups(table: pa.Table) -> list[tuple[tuple[str, str], pa.Table]]:
     """The rows of ``table`` per (dt, hour) of their ``event_time`` (UTC), in order of first row."""
     rows_by_hour: dict[int, list[int]] = {}
     for row, ms in enumerate(table.column("event_time").cast(pa.int64()).to_pylist()):
-        rows_by_hour.setdefault(ms // _HOUR_MS, []).append(row)
+        rows_by_hour.setdefault(ms // HOUR_MS, []).append(row)
     if len(rows_by_hour) == 1:
         ((hour, _rows),) = rows_by_hour.items()
-        return [(hive_partition(hour * _HOUR_MS), table)]
-    return [(hive_partition(hour * _HOUR_MS), table.take(rows)) for hour, rows in rows_by_hour.items()]
-
-
-_HOUR_MS = 3_600_000
+        return [(hour_partition(hour), table)]
+    return [(hour_partition(hour), table.take(rows)) for hour, rows in rows_by_hour.items()]

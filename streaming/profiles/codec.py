@@ -50,18 +50,7 @@ def delta_row(key_index: int, delta: ProfileDelta) -> tuple[str | int, ...]:
 def decide_row(key_index: int, delta: ProfileDelta) -> tuple[str | int, ...]:
     """A delta as a decide call reads it: without its ops, which a decide call never applies
     (Redis then decodes a few fields per event instead of every trait op)."""
-    return (
-        key_index,
-        delta.event_id,
-        delta.event_type,
-        delta.timestamp_ms,
-        delta.user_id,
-        delta.anonymous_id,
-        delta.category,
-        delta.product_id,
-        (),
-        delta.marker,
-    )
+    return delta_row(key_index, delta._replace(ops=()))
 
 
 @dataclass(slots=True)

@@ -31,27 +31,20 @@ UPDATE_FUNCTION = f"pulse_update_{hashlib.sha1(_UPDATE_LIBRARY_TEXT.encode()).he
 _UPDATE_LIBRARY = _UPDATE_LIBRARY_TEXT.replace(
     "#!lua name=pulse_update\n", f"#!lua name={UPDATE_FUNCTION}\n", 1
 ).replace("function_name = 'pulse_update'", f"function_name = '{UPDATE_FUNCTION}'", 1)
-#: Backfills of traits (streaming/traits/backfill.py), in the same library.
-BACKFILL_FUNCTION = UPDATE_FUNCTION.replace("pulse_update", "pulse_backfill")
-_UPDATE_LIBRARY = _UPDATE_LIBRARY.replace(
-    "function_name = 'pulse_backfill'", f"function_name = '{BACKFILL_FUNCTION}'", 1
+#: The library's other functions, renamed with it: trait backfills (streaming/traits/backfill.py),
+#: mirroring one forget time into an id's suppression hash (streaming/profiles/suppression.py), and
+#: identity links (the owner zset of an anonymous id, honouring unlinks and forgotten ids).
+BACKFILL_FUNCTION, SUPPRESS_FUNCTION, LINK_FUNCTION = (
+    UPDATE_FUNCTION.replace("pulse_update", f"pulse_{name}") for name in ("backfill", "suppress", "link")
 )
-#: Mirrors one forget time into an id's suppression hash (streaming/profiles/suppression.py).
-SUPPRESS_FUNCTION = UPDATE_FUNCTION.replace("pulse_update", "pulse_suppress")
-_UPDATE_LIBRARY = _UPDATE_LIBRARY.replace(
-    "function_name = 'pulse_suppress'", f"function_name = '{SUPPRESS_FUNCTION}'", 1
-)
-#: Records an identity link unless its anonymous id is forgotten (streaming/profiles/codec.py).
-LINK_FUNCTION = UPDATE_FUNCTION.replace("pulse_update", "pulse_link")
-_UPDATE_LIBRARY = _UPDATE_LIBRARY.replace(
-    "function_name = 'pulse_link'", f"function_name = '{LINK_FUNCTION}'", 1
-)
-
-#: Identity links (the owner zset of an anonymous id, honouring unlinks), in the same library.
-LINK_FUNCTION = UPDATE_FUNCTION.replace("pulse_update", "pulse_link")
-_UPDATE_LIBRARY = _UPDATE_LIBRARY.replace(
-    "function_name = 'pulse_link'", f"function_name = '{LINK_FUNCTION}'", 1
-)
+for _name, _function in (
+    ("pulse_backfill", BACKFILL_FUNCTION),
+    ("pulse_suppress", SUPPRESS_FUNCTION),
+    ("pulse_link", LINK_FUNCTION),
+):
+    _UPDATE_LIBRARY = _UPDATE_LIBRARY.replace(
+        f"function_name = '{_name}'", f"function_name = '{_function}'", 1
+    )
 
 #: Deltas per script call: bounds how long one call blocks Redis (about 10 µs per delta).
 SCRIPT_CHUNK = 500
