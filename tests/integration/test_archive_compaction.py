@@ -26,6 +26,8 @@ pytestmark = pytest.mark.integration
 TOPIC = "pulse.events"
 START = datetime(2026, 11, 27, 9, 40, tzinfo=UTC)
 GAP_MS = 30 * 60_000
+#: Profiles are read at one fixed time: decayed interests read at "now" change between two reads.
+READ_AT_MS = int((START + timedelta(hours=3)).timestamp() * 1000)
 
 
 def write_checkpoint(root: Path, records: list[tuple[int, int, bytes, int]]) -> None:
@@ -69,7 +71,7 @@ def snapshot(root: Path) -> dict[str, object]:
     return {
         "rows": sorted(rows, key=lambda r: (r[8], r[9], r[10])),
         "valid_events": read_valid_events(root),
-        "profiles": recompute_documents(root, categories, GAP_MS),
+        "profiles": recompute_documents(root, categories, GAP_MS, now_ms=READ_AT_MS),
     }
 
 
