@@ -48,6 +48,7 @@ import psutil
 
 BATCH = 500  # MAX_BATCH_EVENTS of the collector
 WARM_UP_EVENTS = 1000
+REDIS_COMMANDS_SHOWN = 12
 POLL_S = 0.02
 STALL_S = 120.0
 IDLE_S = 3.0
@@ -161,6 +162,19 @@ class Counters:
         bucket, info = pipe.execute()
         return int(info.get("db0", {}).get("expires", 0)) - bucket
 
+    def reset_command_stats(self) -> None:
+        self.client.config_resetstat()
+
+    def command_usec(self) -> dict[str, tuple[int, int]]:
+        """(calls, µs inside Redis) per command since the reset; a function's nested commands are
+        counted both in their own line and in the FCALL's."""
+        stats = self.client.info("commandstats")
+        return {
+            name.removeprefix("cmdstat_"): (int(s["calls"]), int(s["usec"]))
+            for name, s in stats.items()
+            if name.startswith("cmdstat_")
+        }
+
     def markers_exact(self) -> int:
         return sum(1 for _ in self.client.scan_iter("pulse:*:seen:*", count=10_000))
 
@@ -266,6 +280,7 @@ def trial(warm: list[dict], events: list[dict], args: argparse.Namespace) -> dic
             time.sleep(IDLE_S)
             cpu0 = {name: tree_cpu(pid) for name, pid in pids.items()}
             idle = {name: (cpu0[name] - idle0[name]) / (time.monotonic() - idle_at) for name in pids}
+            counters.reset_command_stats()
             bench_cpu0 = time.process_time()
             t0 = time.monotonic()
             go.set()
@@ -287,6 +302,7 @@ def trial(warm: list[dict], events: list[dict], args: argparse.Namespace) -> dic
             t_archived = time.monotonic()
             cpu1 = {name: tree_cpu(pid) for name, pid in pids.items()}
             bench_cpu = time.process_time() - bench_cpu0
+            commands = counters.command_usec()
             sent = [out.get(timeout=60) for _ in senders]
             for proc in senders:
                 proc.join(10)
@@ -335,6 +351,8 @@ def trial(warm: list[dict], events: list[dict], args: argparse.Namespace) -> dic
         "cores": {name: s / window for name, s in cpu.items()},
         "idle_cores": idle,
         "bench_poller_cpu_s": bench_cpu,
+        "redis_us_per_event": {name: usec / n for name, (_, usec) in commands.items()},
+        "redis_calls_per_event": {name: calls / n for name, (calls, _) in commands.items()},
     }
 
 
@@ -346,7 +364,7 @@ def median_of(trials: list[dict[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for name, value in trials[0].items():
         if isinstance(value, dict):
-            result[name] = {k: statistics.median(t[name][k] for t in trials) for k in value}
+            result[name] = {k: statistics.median(t[name].get(k, 0) for t in trials) for k in value}
         else:
             result[name] = statistics.median(t[name] for t in trials)
     return result
@@ -383,6 +401,12 @@ def report(r: dict[str, Any], label: str) -> str:
     lines.append(
         f"  (idle cores: each process with no load, over {IDLE_S:.0f} s before it; "
         f"the bench's own polling: {r['bench_poller_cpu_s']:.2f} CPU s, not in the total)"
+    )
+    top = sorted(r["redis_us_per_event"].items(), key=lambda kv: -kv[1])[:REDIS_COMMANDS_SHOWN]
+    lines.append("  Redis commands by time inside Redis (INFO commandstats; FCALL includes its nested commands)")
+    lines.extend(
+        f"  {name:<22}{us:>8.1f} us/event{r['redis_calls_per_event'][name]:>8.2f} calls/event"
+        for name, us in top
     )
     return "\n".join(lines)
 
