@@ -114,7 +114,8 @@ def run_app(app: str) -> None:
 @click.option(
     "--ready",
     is_flag=True,
-    help="Also require a settled consumer-group membership (readiness, not liveness).",
+    help="Also require a settled consumer-group membership, or under `pulse up` partitions assigned "
+    "without a group join (readiness, not liveness).",
 )
 def probe(app: str, max_age: float, ready: bool) -> None:
     """Exit 0 if a consumer app on this machine polls Kafka (and with --ready, has joined its group).

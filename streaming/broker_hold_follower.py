@@ -5,7 +5,9 @@ until every record is committed, and the archiver would otherwise make it wait f
 checkpoint. When the broker is about to be restarted, the app stops its Quix application (closing
 its Kafka clients: librdkafka clients whose broker is replaced under them were seen to crash or
 stall), says so, and builds a new application once the hold is released: no new process, so no
-start-up cost. It logs how long each step took (close, rebuild, group join, first record).
+start-up cost. It logs how long each step took (close, rebuild, assignment, first record).
+Apps under `pulse up` read their partitions without a group join (streaming/static_assignment.py):
+one instance of each runs there, and Tansu's first JoinGroup takes a second or more.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from quixstreams import Application
 
 from core.broker_hold import BrokerHold
 from core.settings import PulseSettings
+from streaming.static_assignment import assign_statically
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ class BrokerHoldFollower:
 
         def build_and_follow() -> Application:
             started = time.monotonic()
-            app = build()
+            app = assign_statically(build())
             if self._released is not None:
                 logger.info(
                     "maintenance %d: application built in %.3fs",

@@ -44,22 +44,37 @@ class AppStatus:
     group_state: str
     join_state: str
     assigned: int
+    #: Partitions it reads that it assigned itself, without a group join (``pulse up``'s apps,
+    #: streaming/static_assignment.py); 0 for a group member.
+    assigned_without_group: int = 0
 
     @property
     def joined(self) -> bool:
-        """Member of a settled group (an idle member with no partitions counts: it is ready)."""
-        return self.group_state == "up" and self.join_state == "steady"
+        """Member of a settled group (an idle member with no partitions counts: it is ready), or
+        reading the partitions it assigned itself."""
+        steady_member = self.group_state == "up" and self.join_state == "steady"
+        return steady_member or (self.join_state == "init" and self.assigned_without_group > 0)
 
 
 def status_from_stats(stats: dict[str, Any], now: float, pid: int) -> AppStatus:
     """The status in a librdkafka statistics document (its ``cgrp`` section)."""
     group = stats.get("cgrp") or {}
+    join_state = str(group.get("join_state", "none"))
+    reading = 0
+    if join_state == "init":  # no group join: count the partitions it fetches (assigned itself)
+        reading = sum(
+            1
+            for topic in (stats.get("topics") or {}).values()
+            for partition in (topic.get("partitions") or {}).values()
+            if partition.get("desired") and partition.get("fetch_state") == "active"
+        )
     return AppStatus(
         at=now,
         pid=pid,
         group_state=str(group.get("state", "none")),
-        join_state=str(group.get("join_state", "none")),
-        assigned=int(group.get("assignment_size", 0)),
+        join_state=join_state,
+        assigned=int(group.get("assignment_size", 0)) or reading,
+        assigned_without_group=reading,
     )
 
 
@@ -109,6 +124,8 @@ def judge(status: AppStatus | None, now: float, max_age: float, ready: bool) -> 
     )
     if ready and not status.joined:
         return False, f"not ready, still joining its consumer group: {seen}"
+    if status.assigned_without_group:
+        seen += " (assigned without a group join)"
     return True, seen
 
 

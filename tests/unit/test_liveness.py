@@ -28,6 +28,36 @@ def test_a_fresh_steady_member_is_live_and_ready():
     assert judge(status, 110.0, 60, ready=True)[0]
 
 
+def _statically_assigned(fetch_state: str) -> dict:
+    """librdkafka's statistics of a consumer that assigned itself a partition (no group join)."""
+    partitions = {
+        "0": {"desired": True, "fetch_state": fetch_state},
+        "-1": {"desired": False, "fetch_state": "none"},
+    }
+    return {
+        "cgrp": {"state": "up", "join_state": "init", "assignment_size": 0},
+        "topics": {"pulse.events": {"partitions": partitions}},
+    }
+
+
+def test_an_app_reading_partitions_it_assigned_itself_is_ready(tmp_path):
+    """`pulse up`'s apps assign their partitions without a group join (streaming/static_assignment.py)."""
+    path = status_path(tmp_path, "profile-app")
+    StatusWriter(path)(json.dumps(_statically_assigned("active")))
+    status = read_status(path)
+    assert status is not None and status.assigned == 1 and status.assigned_without_group == 1
+    healthy, why = judge(status, status.at + 1, 60, ready=True)
+    assert healthy and "without a group join" in why
+
+
+def test_a_consumer_before_its_first_join_or_assignment_is_not_ready(tmp_path):
+    path = status_path(tmp_path, "archiver")
+    StatusWriter(path)(json.dumps(_statically_assigned("offset-query")))
+    status = read_status(path)
+    assert status is not None and not status.joined
+    assert not judge(status, status.at + 1, 60, ready=True)[0]
+
+
 def test_a_stale_status_fails_liveness():
     status = AppStatus(at=100.0, pid=1, group_state="up", join_state="steady", assigned=1)
     healthy, why = judge(status, 200.0, 60, ready=False)
