@@ -403,7 +403,7 @@ def report(r: dict[str, Any], label: str) -> str:
         f"the bench's own polling: {r['bench_poller_cpu_s']:.2f} CPU s, not in the total)"
     )
     top = sorted(r["redis_us_per_event"].items(), key=lambda kv: -kv[1])[:REDIS_COMMANDS_SHOWN]
-    lines.append("  Redis commands by time inside Redis (INFO commandstats; FCALL includes its nested commands)")
+    lines.append("  Redis commands by time inside Redis (INFO commandstats; FCALL includes its nested ones)")
     lines.extend(
         f"  {name:<22}{us:>8.1f} us/event{r['redis_calls_per_event'][name]:>8.2f} calls/event"
         for name, us in top
