@@ -222,8 +222,8 @@ def parse_iso_datetime(value: str) -> datetime:
 
 def parse_timestamp_ms(value: str) -> int:
     """Parse an RFC 3339 timestamp that carries a timezone into epoch milliseconds."""
-    try:
-        parsed = parse_iso_datetime(value)
+    try:  # parse_iso_datetime, inline: this runs for every event
+        parsed = datetime.fromisoformat(value[:-1] + "Z" if value[-1:] == "z" else value)
     except ValueError:
         raise EventContractError(f"timestamp {value!r} is not RFC 3339 / ISO 8601") from None
     if parsed.tzinfo is None:

@@ -57,6 +57,8 @@ def compile_step(compiled: Any, event_type: str, longest_window_days: int, type_
         and trait.measure is None
     ):
         return GuardedStep(None, _by_category(compiled))
+    if trait.kind == "decayed" and trait.keyed_by == "category" and not compiled.window_days:
+        return GuardedStep(None, _decayed_by_category(compiled))
     return GuardedStep(guard_of(trait), _general(compiled, longest_window_days))
 
 
@@ -106,6 +108,22 @@ def _by_category(compiled: Any) -> Step:
                 ops += (name(None, key), code, value, 0)
             found = cache[category] = tuple(ops)
         return found
+
+    return step
+
+
+def _decayed_by_category(compiled: Any) -> Step:
+    """An unwindowed decayed trait keyed by the resolved category (``interests``): the value
+    ``value_maker`` gives, 2-log of the event time in half-lives, without its tuple of pairs."""
+    predicate, code, name = compiled.predicate, compiled.code, compiled.name
+    half_life = compiled.trait.half_life_ms
+
+    def step(event: Any, category: str, _day: int, _today: int) -> tuple[Any, ...]:
+        if not category:
+            return _NONE
+        if predicate is not None and predicate(event, category) is not True:
+            return _NONE
+        return (name(None, category), code, repr(event.timestamp_ms / half_life), 0)
 
     return step
 
