@@ -3,7 +3,9 @@
 On a noisy machine (two shared cores here, about 1.5x between trials of the same code), numbers from
 separate runs of bench/profile_app_throughput.py cannot be compared. This script starts one broker
 and one Redis, fills one topic once, then runs pairs of trials, one per side, alternating which side
-goes first, and reports the median of the per-pair ratios candidate / baseline.
+goes first, and reports the median of the per-pair ratios candidate / baseline: of the rates, and
+of the app process's CPU per event over the same window (``pulse(cpu=...)``; less moved by other
+load on the machine than the rate).
 
 Each trial is a subprocess whose working directory is that side's tree, so it imports that tree's own
 ``bench.profile_app_throughput.pulse`` and ``core.settings.PulseSettings``: it measures the real profile
@@ -85,9 +87,17 @@ else:
     check(settings_module)
     check(app_module)
     settings = settings_module.PulseSettings()
-    rate = bench_module.pulse(settings, total, distinct)
+    import inspect
+    cpu = {}
+    if "cpu" in inspect.signature(bench_module.pulse).parameters:
+        rate = bench_module.pulse(settings, total, distinct, cpu=cpu)
+    else:
+        rate = bench_module.pulse(settings, total, distinct)
     result = {
         "rate": rate,
+        "app_cpu_us": (
+            1e6 * (cpu["done"]["app"] - cpu["first"]["app"]) / cpu["events"]["counted"] if cpu else None
+        ),
         "module": check(bench_module),
         "consumer_group": settings.consumer_group,
         "traits_file": str(getattr(settings, "traits_file", None)),
@@ -112,10 +122,19 @@ class Pair:
     first: str
     baseline: float
     candidate: float
+    #: The app process's CPU (user + system) per event over the same window, when both sides tell it.
+    baseline_cpu_us: float | None = None
+    candidate_cpu_us: float | None = None
 
     @property
     def ratio(self) -> float:
         return self.candidate / self.baseline
+
+    @property
+    def cpu_ratio(self) -> float | None:
+        if self.baseline_cpu_us is None or self.candidate_cpu_us is None:
+            return None
+        return self.candidate_cpu_us / self.baseline_cpu_us
 
 
 def git(*args: str, cwd: Path = HERE) -> str:
@@ -246,6 +265,7 @@ def main() -> None:
         for index in range(args.pairs):
             order = ["baseline", "candidate"] if index % 2 == 0 else ["candidate", "baseline"]
             rates: dict[str, float] = {}
+            cpus: dict[str, float | None] = {}
             for name in order:
                 client.flushdb()  # every trial applies every event, none is a duplicate of the last
                 publish_reference(client, CATALOG, catalog_rows, "product_id")
@@ -257,15 +277,24 @@ def main() -> None:
                     args.trial_timeout,
                 )
                 rates[name] = result["rate"]
+                cpus[name] = result.get("app_cpu_us")
                 imported.setdefault(name, {k: result[k] for k in ("module", "traits_file")})
             pair = Pair(index + 1, order[0], rates["baseline"], rates["candidate"])
+            pair.baseline_cpu_us, pair.candidate_cpu_us = cpus["baseline"], cpus["candidate"]
             pairs.append(pair)
+            cpu_text = (
+                ""
+                if pair.cpu_ratio is None
+                else f"; app CPU {pair.baseline_cpu_us:.1f} vs {pair.candidate_cpu_us:.1f} us/event, "
+                f"ratio {pair.cpu_ratio:.3f}"
+            )
             say(
                 f"pair {pair.index}/{args.pairs} ({pair.first} first): baseline {pair.baseline:,.0f}/s, "
-                f"candidate {pair.candidate:,.0f}/s, ratio {pair.ratio:.3f}"
+                f"candidate {pair.candidate:,.0f}/s, ratio {pair.ratio:.3f}" + cpu_text
             )
 
     ratios = [pair.ratio for pair in pairs]
+    cpu_ratios = [r for r in (pair.cpu_ratio for pair in pairs) if r is not None]
     summary = {
         "baseline": {**asdict(sides["baseline"]), "tree": str(sides["baseline"].tree)},
         "candidate": {**asdict(sides["candidate"]), "tree": str(sides["candidate"].tree)},
@@ -275,7 +304,8 @@ def main() -> None:
         "rules": "shipped" if args.shipped_rules else "empty",
         "distinct_valid": distinct,
         "children": imported,
-        "pairs": [{**asdict(pair), "ratio": pair.ratio} for pair in pairs],
+        "pairs": [{**asdict(pair), "ratio": pair.ratio, "cpu_ratio": pair.cpu_ratio} for pair in pairs],
+        "median_cpu_ratio": statistics.median(cpu_ratios) if cpu_ratios else None,
         "median_ratio": statistics.median(ratios),
         "geomean_ratio": geometric_mean(ratios),
         "min_ratio": min(ratios),
@@ -299,6 +329,13 @@ def main() -> None:
         f"median rate: baseline {summary['median_baseline_rate']:,.0f}/s ({sides['baseline'].revision}), "
         f"candidate {summary['median_candidate_rate']:,.0f}/s ({sides['candidate'].revision})"
     )
+    if cpu_ratios:
+        say(
+            f"app CPU per event, candidate / baseline: median {summary['median_cpu_ratio']:.3f} "
+            f"(min {min(cpu_ratios):.3f}, max {max(cpu_ratios):.3f}); medians "
+            f"{statistics.median(p.baseline_cpu_us for p in pairs if p.cpu_ratio):.1f} vs "
+            f"{statistics.median(p.candidate_cpu_us for p in pairs if p.cpu_ratio):.1f} us/event"
+        )
     if args.json:
         print(json.dumps(summary))
 

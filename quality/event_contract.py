@@ -163,31 +163,43 @@ def check_event_size(encoded_bytes: int, received_at: object = None) -> None:
 
 def validate_event(obj: Any) -> Event:
     """Validate a decoded JSON value against the contract and return the typed event."""
+    # Each check has a fast path for the plain values the contract accepts (a ``str`` that is one);
+    # anything else goes through the full check, which accepts or rejects it with its reason.
     if not isinstance(obj, dict):
         raise EventContractError(f"event must be a JSON object, got {_json_type(obj)}")
-    unknown = obj.keys() - KNOWN_FIELDS
-    if unknown:
+    if not KNOWN_FIELDS.issuperset(obj):
+        unknown = obj.keys() - KNOWN_FIELDS
         raise EventContractError(f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
 
-    event_id = _require_string(obj, "event_id")
+    event_id = obj.get("event_id")
+    if type(event_id) is not str or not event_id:
+        event_id = _require_string(obj, "event_id")
     if not _UUID.fullmatch(event_id):
         raise EventContractError(f"event_id must be a UUID, got {event_id!r}")
 
-    event_type = _require_string(obj, "event_type")
+    event_type = obj.get("event_type")
+    if type(event_type) is not str or not event_type:
+        event_type = _require_string(obj, "event_type")
     if event_type not in _STANDARD_EVENT_TYPES and not _CUSTOM_EVENT_TYPE.fullmatch(event_type):
         raise EventContractError(
             f"event_type {event_type!r} is not a standard type and does not match {CUSTOM_EVENT_TYPE_PATTERN}"
         )
 
-    user_id = _optional_id(obj, "user_id")
-    anonymous_id = _optional_id(obj, "anonymous_id")
+    user_id = obj.get("user_id")
+    if user_id is not None:
+        user_id = _optional_id(obj, "user_id")
+    anonymous_id = obj.get("anonymous_id")
+    if anonymous_id is not None:
+        anonymous_id = _optional_id(obj, "anonymous_id")
     if event_type == "identify":
         if not user_id:
             raise EventContractError("identify needs user_id")
     elif not (user_id or anonymous_id):
         raise EventContractError("user_id or anonymous_id is required")
 
-    timestamp = _require_string(obj, "timestamp")
+    timestamp = obj.get("timestamp")
+    if type(timestamp) is not str or not timestamp:
+        timestamp = _require_string(obj, "timestamp")
     timestamp_ms = parse_timestamp_ms(timestamp)
 
     metadata = obj.get("metadata")
@@ -195,8 +207,10 @@ def validate_event(obj: Any) -> Event:
         metadata = {}
     elif not isinstance(metadata, dict):
         raise EventContractError(f"metadata must be an object, got {_json_type(metadata)}")
-    _check_metadata(event_type, metadata)
-    consent = _consent(obj.get("consent"))
+    if not _plain_metadata(event_type, metadata):
+        _check_metadata(event_type, metadata)
+    consent = obj.get("consent")
+    consent = {} if consent is None else _consent(consent)
 
     return Event(event_id, event_type, user_id, anonymous_id, timestamp, timestamp_ms, metadata, consent)
 
@@ -208,8 +222,8 @@ def parse_iso_datetime(value: str) -> datetime:
 
 def parse_timestamp_ms(value: str) -> int:
     """Parse an RFC 3339 timestamp that carries a timezone into epoch milliseconds."""
-    try:
-        parsed = parse_iso_datetime(value)
+    try:  # parse_iso_datetime, inline: this runs for every event
+        parsed = datetime.fromisoformat(value[:-1] + "Z" if value[-1:] == "z" else value)
     except ValueError:
         raise EventContractError(f"timestamp {value!r} is not RFC 3339 / ISO 8601") from None
     if parsed.tzinfo is None:
@@ -245,6 +259,60 @@ def _check_metadata(event_type: str, metadata: Mapping[str, Any]) -> None:
             raise EventContractError(f"metadata.{rule.field} must be >= {rule.minimum}, got {value}")
         if rule.maximum is not None and value > rule.maximum:
             raise EventContractError(f"metadata.{rule.field} must be <= {rule.maximum}, got {value}")
+
+
+Table = tuple[tuple[str, ...], dict[str, tuple[str, float | None, float | None]]]
+
+
+def _rule_table(rules: tuple[MetadataRule, ...]) -> Table | None:
+    """(required fields, field -> (kind, minimum, maximum)) of a type's rules; None when two rules
+    of one field differ (then its events always take the full check)."""
+    table: dict[str, tuple[str, float | None, float | None]] = {}
+    for rule in rules:
+        constraint = (rule.kind, rule.minimum, rule.maximum)
+        if table.setdefault(rule.field, constraint) != constraint:
+            return None
+    return tuple(rule.field for rule in rules if rule.required), table
+
+
+_RULE_TABLES = {t: _rule_table(rules) for t, rules in _RULES_BY_TYPE.items()}
+_COMMON_TABLE = _rule_table(COMMON_METADATA_RULES)
+_INTEGER_LIMIT = 2**53
+
+
+def _plain_metadata(event_type: str, metadata: Mapping[str, Any]) -> bool:
+    """True when ``_check_metadata`` surely accepts: every required field there, every checked one
+    of its plain type (``str``, ``int``, ``float``, ``dict``) and in its bounds. False: not sure, run
+    ``_check_metadata`` (which raises the error of the first rule broken, in rule order)."""
+    table = _RULE_TABLES.get(event_type, _COMMON_TABLE)
+    if table is None:
+        return False
+    required, rules = table
+    for name in required:
+        if metadata.get(name) is None:
+            return False
+    for name, value in metadata.items():
+        rule = rules.get(name)
+        if rule is None or value is None:
+            continue
+        kind, minimum, maximum = rule
+        plain = type(value)
+        if kind == "string":
+            if plain is not str or not 0 < len(value) <= MAX_ID_LENGTH:
+                return False
+            continue
+        if kind == "object":
+            if plain is not dict:
+                return False
+            continue
+        if kind == "integer":
+            if plain is not int or not -_INTEGER_LIMIT < value < _INTEGER_LIMIT:
+                return False
+        elif (plain is not float and plain is not int) or value != value or not abs(value) < 1e15:
+            return False
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            return False
+    return True
 
 
 def _consent(value: Any) -> Mapping[str, bool]:

@@ -55,7 +55,9 @@ def check_record(
     refusal = admission.refusal(event)
     if refusal is not None:
         return CheckedRecord(raw, event=event, skipped=refusal)
-    category = event_category(event, catalog.category_of(event.metadata.get("product_id")))
+    category = event.metadata.get("category")
+    if not (isinstance(category, str) and category):  # event_category, the catalog read only when needed
+        category = event_category(event, catalog.category_of(event.metadata.get("product_id")))
     return CheckedRecord(raw, delta=profile_delta(event, category, traits, now_ms), event=event)
 
 

@@ -142,7 +142,8 @@ class ProfileSink(BaseSink):
         offset: int,
     ) -> None:
         self.received += 1
-        if value.delta is None:
+        delta = value.delta
+        if delta is None:
             if value.skipped is not None:
                 self.skipped += 1  # archived by the archiver, counted by the collector
                 event = value.event
@@ -152,26 +153,26 @@ class ProfileSink(BaseSink):
                 return
             self._send_dead_letter(value, key, Origin(topic, partition, offset))
             return
-        if not self._pending and not self._triggering:
+        pending = self._pending
+        if not pending and not self._triggering:
             engine = self._rules()  # a checkpoint's events all see the same rules
             if engine is not self._engine:
                 self._engine, self._triggers_type = engine, {}
-        self._pending.append(value.delta)
-        place = self._order.add(value.delta)
-        if value.delta.anonymous_id:
-            self._linked.add(value.delta.anonymous_id)
-        triggers = self._triggers_type.get(value.delta.event_type)
+        pending.append(delta)
+        place = self._order.add(delta)
+        if delta.anonymous_id:
+            self._linked.add(delta.anonymous_id)
+        event_type = delta.event_type
+        triggers = self._triggers_type.get(event_type)
         if triggers is None:
-            triggers = self._triggers_type[value.delta.event_type] = self._engine.triggers(
-                value.delta.event_type
-            )
+            triggers = self._triggers_type[event_type] = self._engine.triggers(event_type)
         if triggers and value.event is not None:
-            self._triggering.append((value.event, value.delta))
-            self._triggering_types.add(value.delta.event_type)
+            self._triggering.append((value.event, delta))
+            self._triggering_types.add(event_type)
             self._places.append(place)
-            self._watch.add(value.delta.profile_id)
+            self._watch.add(delta.profile_id)
             self._batch_triggers = True
-        if len(self._pending) >= SEND_EVERY:
+        if len(pending) >= SEND_EVERY:
             self._send_pending()
 
     def flush(self) -> None:
@@ -263,11 +264,7 @@ class ProfileSink(BaseSink):
         by its own profile."""
         order = self._order
         if stitched is None:
-            deltas = [
-                delta
-                for (_, delta), place in zip(self._triggering, self._places, strict=True)
-                if order.profile_changed_after(delta.profile_id, place)
-            ]
+            deltas = order.updated_later(self._triggering, self._places)
         else:
             deltas = [
                 delta

@@ -46,15 +46,16 @@ def profile_delta(
 
     ``traits`` are the traits it updates, windows judged at ``now_ms`` (default: now).
     """
-    return ProfileDelta(
-        profile_id=event.profile_id,
-        event_id=event.event_id,
-        event_type=event.event_type,
-        timestamp_ms=event.timestamp_ms,
-        user_id=event.user_id or "",
-        anonymous_id=(event.anonymous_id or "") if event.user_id else "",
-        category=category if event.event_type == "page_view" else "",
-        product_id=event.metadata.get("product_id") or "",
-        ops=trait_ops(event, category, traits, int(time.time() * 1000) if now_ms is None else now_ms),
-        marker=f"g{traits.generation}" if traits.generation else "1",
+    user_id, event_type, generation = event.user_id, event.event_type, traits.generation
+    return ProfileDelta(  # positional, in field order: this runs for every event
+        user_id or event.anonymous_id,  # the profile id (Event.profile_id)
+        event.event_id,
+        event_type,
+        event.timestamp_ms,
+        user_id or "",
+        (event.anonymous_id or "") if user_id else "",
+        category if event_type == "page_view" else "",
+        event.metadata.get("product_id") or "",
+        trait_ops(event, category, traits, int(time.time() * 1000) if now_ms is None else now_ms),
+        f"g{generation}" if generation else "1",
     )

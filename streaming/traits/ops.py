@@ -31,16 +31,11 @@ def trait_ops(event: Event, category: str, traits: TraitSet, now_ms: int) -> tup
         return tuple(ops)
     day = event.timestamp_ms // DAY_MS
     today = now_ms // DAY_MS
-    for entry in computed:
-        window = entry.window_days
-        if window:
-            if day <= today - window:
-                continue
-            keep, cell_day = today - traits.longest_window_days + 1, day
-        else:
-            keep, cell_day = 0, None
-        if entry.predicate is not None and entry.predicate(event, category) is not True:
+    metadata = event.metadata
+    for guard, step in computed:  # the rule above, compiled per trait (streaming/traits/steps.py)
+        if guard is not None and guard not in metadata:
             continue
-        for key, value in entry.values(event, category):
-            ops += (entry.name(cell_day, key), entry.code, value, keep)
+        found = step(event, category, day, today)
+        if found:
+            ops += found
     return tuple(ops)

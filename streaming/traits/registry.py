@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 from streaming.traits.cells import cell_field, is_cell, parse_cell, read_value
 from streaming.traits.definition import TraitDefinition, TraitRead, builtin_reads, builtin_traits
 from streaming.traits.measures import MEASURES
+from streaming.traits.steps import GuardedStep, compile_step
 from streaming.traits.values import ValueMaker, value_maker
 from streaming.traits.where import Predicate, compile_where, python_predicate
 
@@ -72,7 +73,8 @@ class TypePlan(NamedTuple):
     fixed_ops: tuple[Any, ...]
     #: (cell name, code, measure) of unkeyed, unwindowed traits without ``where`` (first_seen, ...)
     measured: tuple[tuple[str, str, Any], ...]
-    computed: tuple[CompiledTrait, ...]
+    #: The other traits' steps, in the registry's order (``streaming.traits.steps``).
+    computed: tuple[GuardedStep, ...]
 
 
 class TraitSet:
@@ -125,7 +127,9 @@ class TraitSet:
                 elif trait.measure and not trait.keyed_by and not c.window_days and c.predicate is None:
                     measured.append((c.name(None, ""), c.code, MEASURES[trait.measure].python))
                 else:
-                    computed.append(c)
+                    computed.append(
+                        compile_step(c, event_type, self.longest_window_days, _TypeOnly(event_type))
+                    )
             found = TypePlan(tuple(fixed), tuple(measured), tuple(computed))
             if len(self._by_type) < 1024:  # custom types are open-ended: bound the cache
                 self._by_type[event_type] = found

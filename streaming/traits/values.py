@@ -38,11 +38,19 @@ def json_text(value: Any) -> str:
     ``json.dumps``, whose float format the stored cells already use.
     """
     kind = type(value)
-    if kind is str or (kind is dict and all(type(v) is str for v in value.values())):
-        try:
-            return _encode(value).decode()
-        except (msgspec.EncodeError, UnicodeError):  # lone surrogates: json.dumps writes them
-            pass
+    if kind is dict:
+        for item in value.values():  # a loop, not all(...): this runs per context object
+            if type(item) is not str:
+                return _dumps(value)
+    elif kind is not str:
+        return _dumps(value)
+    try:
+        return _encode(value).decode()
+    except (msgspec.EncodeError, UnicodeError):  # lone surrogates: json.dumps writes them
+        return _dumps(value)
+
+
+def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 

@@ -146,6 +146,25 @@ def resolver(path: Path) -> Resolver:
         return lambda event, _category: getattr(event, root) or MISSING
     if root != "metadata":
         return lambda event, _category: getattr(event, root)
+    if len(rest) == 1:  # the common shapes, without the loop: metadata.<key>, metadata.<key>.<key>
+        key = rest[0]
+
+        def read_one(event: Any, _category: str) -> Any:
+            value = event.metadata
+            return value.get(key, MISSING) if isinstance(value, dict) else MISSING
+
+        return read_one
+    if len(rest) == 2:
+        outer, inner = rest
+
+        def read_two(event: Any, _category: str) -> Any:
+            value = event.metadata
+            if not isinstance(value, dict):
+                return MISSING
+            value = value.get(outer, MISSING)
+            return value.get(inner, MISSING) if isinstance(value, dict) else MISSING
+
+        return read_two
 
     def read(event: Any, _category: str) -> Any:
         value: Any = event.metadata
@@ -222,6 +241,26 @@ def python_predicate(condition: Condition) -> Predicate:
     op, read, literal = condition[1], resolver(condition[2]), condition[3]
     literal_kind = json_kind(literal)
     compare = _COMPARE[op]
+    if literal_kind == "string" and op in ("==", "!="):  # a string against a string: no kind checks
+        equal = op == "=="
+
+        def cmp_string(event: Any, category: str) -> bool | None:
+            value = read(event, category)
+            if type(value) is str:
+                return (value == literal) is equal
+            return compared(value)
+
+        def compared(value: Any) -> bool | None:
+            if value is MISSING:
+                return None
+            value_kind = json_kind(value)
+            if value_kind == "object":
+                return None
+            if value_kind != "string":
+                return op == "!="
+            return compare(value, literal)
+
+        return cmp_string
 
     def cmp(event: Any, category: str) -> bool | None:
         value = read(event, category)

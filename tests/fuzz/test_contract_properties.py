@@ -26,6 +26,8 @@ from quality.event_contract import (
     STANDARD_EVENT_TYPES,
     Event,
     EventContractError,
+    _check_metadata,
+    _plain_metadata,
     parse_event,
     validate_event,
 )
@@ -33,7 +35,16 @@ from quality.json_schema import event_json_schema
 from streaming.archiver.rows import hive_partition
 from streaming.profiles.delta import event_category, profile_delta
 from streaming.profiles.reference import ReferenceProfile
-from tests.fuzz.strategies import CUSTOM_TYPE_BODY, json_values, ms_of, rules_for, to_bytes, valid_events
+from tests.fuzz.strategies import (
+    CUSTOM_TYPE_BODY,
+    FIELDS_OF_RULES,
+    event_types,
+    json_values,
+    ms_of,
+    rules_for,
+    to_bytes,
+    valid_events,
+)
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SCHEMA = jsonschema.Draft202012Validator(event_json_schema())
@@ -280,6 +291,21 @@ def test_validate_event_raises_only_contract_errors(value):
         validate_event(value)
     except EventContractError as exc:
         assert str(exc)
+
+
+@FUZZ
+@given(
+    event_types,
+    st.dictionaries(
+        st.sampled_from(sorted(FIELDS_OF_RULES)) | st.text(max_size=8),
+        json_values | st.sampled_from([0, 1, -1, 1000, 1001, 2**53, 1e15, 0.5, True, "", "x" * 257]),
+        max_size=6,
+    ),
+)
+def test_metadata_fast_path_accepts_only_what_the_rules_accept(event_type, metadata):
+    # validate_event skips the full metadata check when the fast path says the metadata is plain.
+    if _plain_metadata(event_type, metadata):
+        _check_metadata(event_type, metadata)
 
 
 # -- bugs found by fuzzing (kept visible; see the report in docs/security.md) -------------------

@@ -340,8 +340,9 @@ def test_on_a_cluster_a_link_of_the_same_batch_counts_as_later():
 
 @pytest.mark.parametrize("cluster", [False, True])
 def test_profile_changed_after_is_changed_after_for_one_profile(cluster):
-    """The sink's per-event check (one profile, no loop) answers as ``changed_after`` does,
-    over random sequences of updates, links and sent batches."""
+    """The sink's per-event check (one profile, no loop) answers as ``changed_after`` does, and
+    ``updated_later`` as it does event by event, over random sequences of updates, links and
+    sent batches."""
     import random
 
     from streaming.rules.checkpoint import UpdateOrder
@@ -350,19 +351,23 @@ def test_profile_changed_after_is_changed_after_for_one_profile(cluster):
     for seed in range(200):
         rng = random.Random(seed)
         order = UpdateOrder(cluster=cluster)
-        places = []
+        places, deltas = [], []
         for _ in range(rng.randint(1, 12)):
             if rng.random() < 0.25:
                 order.batch_sent()
             user = rng.choice(["u1", "u2"])
             anonymous = rng.choice(["", "a1", "a2"])
             profile = user if anonymous or rng.random() < 0.5 else rng.choice(ids)
-            places.append(
-                order.add(_delta(profile, linked_anonymous_id=anonymous if profile == user else ""))
-            )
+            deltas.append(_delta(profile, linked_anonymous_id=anonymous if profile == user else ""))
+            places.append(order.add(deltas[-1]))
         for place in places:
             for pid in ids:
                 assert order.profile_changed_after(pid, place) == order.changed_after([pid], place), (
                     seed,
                     pid,
                 )
+        # The sink's loop over a checkpoint's triggering events answers as the per-event check.
+        one_by_one = [
+            d for d, at in zip(deltas, places, strict=True) if order.profile_changed_after(d.profile_id, at)
+        ]
+        assert order.updated_later([(None, d) for d in deltas], places) == one_by_one, seed
