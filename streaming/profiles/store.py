@@ -137,13 +137,13 @@ class RedisProfileStore(ProfileReader, IdentityAdmin, DecisionStore, ClusterRout
         for start in range(0, len(deltas), SCRIPT_CHUNK):
             ids: list[str] = []
             index: dict[str, int] = {}
-            rows = []
+            rows: list[Any] = []  # every delta's values, one flat array (see update.lua's ARGV[4])
             for delta in deltas[start : start + SCRIPT_CHUNK]:
                 key_index = index.get(delta.profile_id)
                 if key_index is None:
                     ids.append(delta.profile_id)
                     key_index = index[delta.profile_id] = len(ids)
-                rows.append(row_of(key_index, delta))
+                rows += row_of(key_index, delta)
             args: tuple[Any, ...] = (
                 self._dedupe_window_seconds,
                 now_ms,

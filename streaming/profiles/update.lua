@@ -11,11 +11,12 @@
 --        and the function is registered with the allow-cross-slot-keys flag, so one call may
 --        touch several slots of that master; each profile stays in its own slot.
 -- ARGV:  1 dedupe TTL seconds, 2 now ms, 3 session gap ms,
---        4 msgpack array of deltas: {key_index, event_id, event_type, ts_ms, user_id,
---          anonymous_id, category, product_id, ops, marker}
---          ops: the trait registry's ops, flat {field, code, value, keep-from day, ...}
---          (streaming/traits/ops.py, cells.py): every built-in counter and the user's traits
+--        4 msgpack array of the deltas, flat, one after the other (one table to decode, not two
+--          per delta): key_index, event_id, event_type, ts_ms, user_id, anonymous_id, category,
+--          product_id, marker, n, then the delta's n op values (streaming/profiles/codec.py)
 --          marker: the dedupe marker's value, g<generation> of its trait set (streaming/traits/registration.py)
+--          ops: the trait registry's ops, flat field, code, value, keep-from day, ...
+--          (streaming/traits/ops.py, cells.py): every built-in counter and the user's traits
 --        5 intent model, msgpack {bias, feature types, weights} (streaming/profiles/intent.py), or 
 --        6 msgpack array of key indices to report on (or ''), 7 '1' to report last products
 --        8 (cluster only) the keys, see KEYS, else ''
@@ -185,6 +186,7 @@ local function update(KEYS, ARGV)
   if cluster then keys = cmsgpack.unpack(ARGV[8]) end
   ttl, now, gap = ARGV[1], ARGV[2], to_number(ARGV[3])
   local deltas = cmsgpack.unpack(ARGV[4])
+  local ndeltas = #deltas
   model = nil
   if ARGV[5] and ARGV[5] ~= '' then model = cmsgpack.unpack(ARGV[5]) end
   local applied = 0
@@ -198,40 +200,68 @@ local function update(KEYS, ARGV)
     return redis.error_reply('PULSE_FORGET_MIRROR_MISSING the forget suppressions are not in Redis')
   end
   local skipped = 0
+  -- Suppressions are rare: on one server a single EXISTS over the call's profiles tells whether
+  -- any of them has one, and without one no event of the call is forgotten (the call is atomic:
+  -- none appears meanwhile), so the per-event HGET is skipped. A cluster call spans slots: per event.
+  local may_be_forgotten = true
+  if not cluster and not decide_only then
+    local suppressions = {}
+    for i = 1, #keys do suppressions[i] = s_sub(keys[i], 1, -3) .. ':forgotten' end
+    may_be_forgotten = #keys > 0 and r_call('EXISTS', t_unpack(suppressions)) > 0
+  end
 
-  for _, d in ipairs(deltas) do
+  -- The delta being applied: its first 9 values (what the prefilter reads of an event), in one
+  -- table reused for every delta; its ops are deltas[ops_first .. ops_last].
+  local d, at = {}, 1
+  -- The fields an update reads and the field/value pairs it writes, in two tables reused by
+  -- every delta (no table to grow per event): their lengths are nn and no, not #names, #out.
+  local names, out = {}, {}
+  while at <= ndeltas do
+    d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9] =
+      deltas[at], deltas[at + 1], deltas[at + 2], deltas[at + 3], deltas[at + 4], deltas[at + 5],
+      deltas[at + 6], deltas[at + 7], deltas[at + 8]
+    local ops_first = at + 10
+    local ops_last = at + 9 + deltas[at + 9]
+    at = ops_last + 1
     local fields = keys[d[1]]
     local base = s_sub(fields, 1, -3)
     local prefetch, updated = nil, nil  -- the rules' fields, read along with the update's
     if plan and not decide_only and (plan['types'][d[3]] or any_rules) then prefetch = prefetch_names(d) end
     if decide_only then
       prefilter(d, base, prefetch_names(d))  -- nothing is applied
-    elseif forgotten(base, d[4]) then
+    elseif may_be_forgotten and forgotten(base, d[4]) then
       prefetch = nil  -- a forgotten event fires nothing
       if r_call('SET', base .. ':seen:' .. d[2], 'f', 'NX', 'EX', ttl) then
         skipped = skipped + 1
         r_call('HINCRBY', base .. ':forgotten', 'skipped', 1)
       end
-    elseif r_call('SET', base .. ':seen:' .. d[2], d[10] or '1', 'NX', 'EX', ttl) then
+    elseif r_call('SET', base .. ':seen:' .. d[2], d[9], 'NX', 'EX', ttl) then
       applied = applied + 1
       local event_type, ts, user_id, anon, product = d[3], d[4], d[5], d[6], d[8]
-      local names = {'ss', 'se', 'sq'}  -- sq: read only with a model
-      if not model then names[3] = nil end
-      local ops, ops_from, w_index = d[9], #names + 1, nil
-      for j = 1, #ops, 4 do
-        names[#names + 1] = ops[j]
+      local nn = 2
+      names[1], names[2], names[3] = 'ss', 'se', 'sq'
+      if model then nn = 3 end  -- sq: read only with a model
+      local ops, ops_from, w_index = deltas, nn + 1, nil
+      for j = ops_first, ops_last, 4 do
+        nn = nn + 1
+        names[nn] = ops[j]
         if ops[j + 3] > 0 then w_index = true end
       end
-      if w_index then names[#names + 1] = 'w'; w_index = #names end  -- the oldest windowed day
-      local read_from = #names + 1
-      if prefetch then for i = 1, #prefetch do names[read_from + i - 1] = prefetch[i] end end
-      local cur = r_call('HMGET', fields, t_unpack(names))
-      local out = {'updated_at', now}
-      if user_id ~= '' then out[3] = 'user_id'; out[4] = user_id end
+      if w_index then nn = nn + 1; names[nn] = 'w'; w_index = nn end  -- the oldest windowed day
+      local read_from = nn + 1
+      if prefetch then
+        for i = 1, #prefetch do names[nn + i] = prefetch[i] end
+        nn = nn + #prefetch
+      end
+      local cur = r_call('HMGET', fields, t_unpack(names, 1, nn))
+      local no = 2
+      out[1], out[2] = 'updated_at', now
+      if user_id ~= '' then out[3], out[4], no = 'user_id', user_id, 4 end
 
       -- Sessions: in-order events only touch ss/se; an event before the latest session's
       -- start takes the general path through the zset.
       local ss, se = to_number(cur[1]), to_number(cur[2])
+      local was_ss, was_se = ss, se  -- bounds left as they are are not written again
       local latest = nil  -- the latest session's counts ('sq'), when this event belongs to it
       if not ss then
         ss, se = ts, ts
@@ -252,21 +282,21 @@ local function update(KEYS, ARGV)
         local sep = s_find(newest, ':', 1, true)
         ss, se = to_number(s_sub(newest, 1, sep - 1)), to_number(s_sub(newest, sep + 1))
       end
-      out[#out + 1] = 'ss'; out[#out + 1] = ss
-      out[#out + 1] = 'se'; out[#out + 1] = se
+      if ss ~= was_ss then out[no + 1], out[no + 2], no = 'ss', ss, no + 2 end
+      if se ~= was_se then out[no + 1], out[no + 2], no = 'se', se, no + 2 end
       if model and latest then
         latest = count_once_more(latest, event_type)
-        out[#out + 1] = 'sq'; out[#out + 1] = latest
-        out[#out + 1] = 'intent_score'; out[#out + 1] = intent(latest, (se - ss) / 60000)
+        out[no + 1], out[no + 2] = 'sq', latest
+        out[no + 3], out[no + 4], no = 'intent_score', intent(latest, (se - ss) / 60000), no + 4
       end
       -- The registry's traits: every built-in counter, time and total, and the cells.
       local trim = 0
       local oldest = w_index and to_number(cur[w_index])
       local was = oldest
-      for j = 1, #ops, 4 do
-        local cur_cell = cur[ops_from + (j - 1) / 4]
+      for j = ops_first, ops_last, 4 do
+        local cur_cell = cur[ops_from + (j - ops_first) / 4]
         local new = combine(ops[j + 1], cur_cell, ops[j + 2])
-        if new ~= nil then out[#out + 1] = ops[j]; out[#out + 1] = new end
+        if new ~= nil then out[no + 1], out[no + 2], no = ops[j], new, no + 2 end
         local keep = ops[j + 3]  -- windowed: the first day the longest window reads
         if keep > 0 then
           if not cur_cell then
@@ -276,13 +306,13 @@ local function update(KEYS, ARGV)
           if oldest and oldest < keep then trim = keep end
         end
       end
-      if trim == 0 and oldest ~= was then out[#out + 1] = 'w'; out[#out + 1] = oldest end
-      r_call('HSET', fields, t_unpack(out))
+      if trim == 0 and oldest ~= was then out[no + 1], out[no + 2], no = 'w', oldest, no + 2 end
+      r_call('HSET', fields, t_unpack(out, 1, no))
       if trim > 0 then r_call('HSET', fields, 'w', trim_cells(fields, trim)) end
       if prefetch then  -- the rules' fields as this update left them (as stored: number() converts)
         updated = {}
         for i = 1, #prefetch do updated[prefetch[i]] = cur[read_from + i - 1] or false end
-        for i = 1, #out, 2 do
+        for i = 1, no, 2 do
           if updated[out[i]] ~= nil then updated[out[i]] = out[i + 1] end
         end
       end
