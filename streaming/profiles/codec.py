@@ -130,3 +130,12 @@ def link_command(anonymous_id: str, link: tuple[int, str]) -> tuple[str | int, .
     """Record a link (update.lua's pulse_link): each user's earliest time, so the write is idempotent;
     nothing for an unlinked pair, or when the anonymous id was forgotten at or after the link's time."""
     return ("FCALL", LINK_FUNCTION, 1, owner_key(anonymous_id), link[0], link[1])
+
+
+def links_argument(links: Sequence[tuple[str, tuple[int, str]]]) -> bytes:
+    """``identity_links`` as an update call records them itself on one server (update.lua's
+    ARGV[13]): the owner key, event time and user of each, flat; as ``link_command`` each would."""
+    flat: list[str | int] = []
+    for anonymous_id, (ts, user_id) in links:
+        flat += (owner_key(anonymous_id), ts, user_id)
+    return pack(flat)

@@ -30,6 +30,9 @@
 --        12 '1' to refuse the call (error PULSE_FORGET_MIRROR_MISSING, nothing applied) when
 --          the forget mirror's marker key is gone: Redis was wiped, and the suppressions must be
 --          restored from the durable record first (streaming/profiles/suppression.py); one server only
+--        13 (one server only) the identity links of the batch, recorded before any delta is
+--          applied, as pulse_link would (see link below): msgpack flat array of the anonymous
+--          id's owner key, event time ms, user id, ... (codec.links_argument), or absent/''
 -- Forget: an event whose profile has a suppression ("<base>:forgotten", field at = forget time
 -- ms) with event time <= that time is skipped, never applied nor ruled on: its dedupe marker is
 -- set to 'f' and the suppression's "skipped" counts it once (core/forgetting.py is the rule).
@@ -175,6 +178,15 @@ local function forgotten(base, ts)
   return at and ts <= to_number(at)
 end
 
+-- Records that an anonymous id was seen with a user (pulse_link below, and ARGV[13] of an update
+-- call): ``owner`` is the anonymous id's owner zset, ``ts`` the event time ms, ``user`` the user id.
+local function record_link(owner, ts, user)
+  local base = s_sub(owner, 1, -7)  -- "<base>:owner"
+  if forgotten(base, ts) then return 0 end
+  if r_call('HEXISTS', base .. ':unlinked', user) == 1 then return 0 end
+  return r_call('ZADD', owner, 'LT', ts, user)
+end
+
 -- Rules prefilter: its code lives in streaming/rules/prefilter.lua, put in place of the next
 -- line when the library is loaded (streaming/profiles/functions.py).
 -- @include streaming/rules/prefilter.lua
@@ -200,6 +212,10 @@ local function update(KEYS, ARGV)
     return redis.error_reply('PULSE_FORGET_MIRROR_MISSING the forget suppressions are not in Redis')
   end
   local skipped = 0
+  if ARGV[13] and ARGV[13] ~= '' then
+    local links = cmsgpack.unpack(ARGV[13])
+    for i = 1, #links, 3 do record_link(links[i], links[i + 1], links[i + 2]) end
+  end
   -- Suppressions are rare: on one server a single EXISTS over the call's profiles tells whether
   -- any of them has one, and without one no event of the call is forgotten (the call is atomic:
   -- none appears meanwhile), so the per-event HGET is skipped. A cluster call spans slots: per event.
@@ -369,10 +385,7 @@ end
 -- "unlinked" hash names the user).
 local function link(KEYS, ARGV)
   bind()
-  local base = s_sub(KEYS[1], 1, -7)  -- "<base>:owner"
-  if forgotten(base, to_number(ARGV[1])) then return 0 end
-  if r_call('HEXISTS', base .. ':unlinked', ARGV[2]) == 1 then return 0 end
-  return r_call('ZADD', KEYS[1], 'LT', ARGV[1], ARGV[2])
+  return record_link(KEYS[1], to_number(ARGV[1]), ARGV[2])
 end
 
 -- FCALL pulse_suppress: KEYS[1] an id's suppression hash, ARGV[1] a forget time (ms). Keeps the
