@@ -90,21 +90,47 @@ local function count_once_more(text, event_type)
   return s_sub(text, 1, from - 1) .. int(n + 1)
 end
 
+-- What the counts texts gave, for the model argument ``model_of`` (kept between calls, as the
+-- rule plans are; another model starts them over, and past COUNTS_KEPT texts they start over):
+-- by text, the score's sum before its minutes term (``counts_z``), and by text and event type,
+-- count_once_more's result (``counts_next``). Sessions' counts repeat across people, so most
+-- events skip the parse; the numbers are the same, computed in the same order.
+local model_of, model_decoded, counts_z, counts_next, counts_kept, COUNTS_KEPT = nil, nil, {}, {}, 0, 4096
+
+local function next_counts(text, event_type)
+  local by_type = counts_next[text]
+  if not by_type then
+    if counts_kept >= COUNTS_KEPT then counts_z, counts_next, counts_kept = {}, {}, 0 end
+    by_type = {}
+    counts_next[text], counts_kept = by_type, counts_kept + 1
+  end
+  local new = by_type[event_type]
+  if not new then new = count_once_more(text, event_type); by_type[event_type] = new end
+  return new
+end
+
 -- The model's score of a session's counts text. Terms of types the session has none of add
 -- exactly zero, so they are skipped: the sum, in the model's order, is the same number.
 local function intent(text, minutes)
-  local z, events, counts = model[1], 0, {}
-  local types, weights = model[2], model[3]
-  for t, n in s_gmatch(text, '([%w_]+)=(%d+)') do
-    n = to_number(n)
-    counts[t] = n
-    if t ~= 'purchase' then events = events + n end
+  local weights = model[3]
+  local z = counts_z[text]
+  if not z then
+    local events, counts, types = 0, {}, model[2]
+    z = model[1]
+    for t, n in s_gmatch(text, '([%w_]+)=(%d+)') do
+      n = to_number(n)
+      counts[t] = n
+      if t ~= 'purchase' then events = events + n end
+    end
+    for i = 1, #types do
+      local n = counts[types[i]]
+      if n then z = z + weights[i] * m_log(1 + n) end
+    end
+    z = z + weights[#types + 1] * m_log(1 + events)
+    if counts_kept >= COUNTS_KEPT then counts_z, counts_next, counts_kept = {}, {}, 0 end
+    counts_z[text], counts_kept = z, counts_kept + 1
   end
-  for i = 1, #types do
-    local n = counts[types[i]]
-    if n then z = z + weights[i] * m_log(1 + n) end
-  end
-  z = z + weights[#types + 1] * m_log(1 + events) + weights[#types + 2] * m_log(1 + m_max(minutes, 0))
+  z = z + weights[#model[2] + 2] * m_log(1 + m_max(minutes, 0))
   return s_format('%.4f', 1 / (1 + m_exp(-z)))
 end
 
@@ -200,7 +226,13 @@ local function update(KEYS, ARGV)
   local deltas = cmsgpack.unpack(ARGV[4])
   local ndeltas = #deltas
   model = nil
-  if ARGV[5] and ARGV[5] ~= '' then model = cmsgpack.unpack(ARGV[5]) end
+  if ARGV[5] and ARGV[5] ~= '' then
+    if ARGV[5] ~= model_of then
+      model_of, model_decoded = ARGV[5], cmsgpack.unpack(ARGV[5])
+      counts_z, counts_next, counts_kept = {}, {}, 0
+    end
+    model = model_decoded
+  end
   local applied = 0
   plan = nil
   if ARGV[9] and ARGV[9] ~= '' then plan = plan_of(ARGV[9]) end
@@ -301,7 +333,7 @@ local function update(KEYS, ARGV)
       if ss ~= was_ss then out[no + 1], out[no + 2], no = 'ss', ss, no + 2 end
       if se ~= was_se then out[no + 1], out[no + 2], no = 'se', se, no + 2 end
       if model and latest then
-        latest = count_once_more(latest, event_type)
+        latest = next_counts(latest, event_type)
         out[no + 1], out[no + 2] = 'sq', latest
         out[no + 3], out[no + 4], no = 'intent_score', intent(latest, (se - ss) / 60000), no + 4
       end
