@@ -2,7 +2,8 @@
 
 CPU time per event moves by ±20 % on a shared machine; instructions do not. This runs the sink
 of ``bench.rules_cost`` once in one mode ("on": 50 rules and the intent model; "off": neither;
-"shipped": the shipped rules and the intent model, what `pulse up` runs) on a plain Valkey and
+"shipped": the shipped rules and the intent model, what `pulse up` runs; "shipped-rules", "model":
+each alone, see bench/rules_cost.py) on a plain Valkey and
 records every command it sends, then replays the commands of the first ``--calls`` update calls
 (with the identity links, decide calls and decision records between them) on a fresh Valkey
 under ``valgrind --tool=callgrind`` and prints the instructions the server executed per event
@@ -11,7 +12,8 @@ functions' own included), per event. The same events give the same commands, so 
 compare to the instruction: run it from each checkout (``PYTHONPATH=<checkout>``).
 Needs valgrind.
 
-Usage: .venv/bin/python -m bench.redis_instructions [--mode on|off|shipped] [--events 60000] [--calls 126]
+Usage: .venv/bin/python -m bench.redis_instructions [--mode on|off|shipped|shipped-rules|model]
+       [--events 60000] [--calls 126]
 """
 
 from __future__ import annotations
@@ -172,7 +174,7 @@ def instructions(commands: list[tuple[Any, ...]], out: Path) -> tuple[int, dict[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("on", "off", "shipped"), default="on")
+    parser.add_argument("--mode", choices=("on", "off", "shipped", "shipped-rules", "model"), default="on")
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument(
         "--calls", type=int, default=126, help="update calls replayed (about 100 events each)"

@@ -8,7 +8,8 @@ the app's CPU per event (this process), Redis CPU per event (``INFO cpu``), and 
 function's time per event (``INFO commandstats``, FCALL). "off" has no rules and no intent
 model; "on" has the 50 rules of personalization_overhead and its intent model; "shipped" has
 what `pulse up` runs: the shipped rules (data/rules/rules.yaml) and that intent model (the shape
-the Dagster asset publishes; before its first run `pulse up` scores with none). Each trial
+the Dagster asset publishes; before its first run `pulse up` scores with none, as
+"shipped-rules"); "model" has the model only. Each trial
 starts from an empty Redis, as there. No triggers topic is written (the sink's producer is
 never called; invalid events are left out): the decisions are counted, recorded in Redis,
 and compared between trials.
@@ -122,7 +123,13 @@ def main() -> None:
     on = RuleEngine(load_rules(rules_file))
     off = RuleEngine(parse_rules("rules: []\n"))
     shipped = RuleEngine(load_rules(DEFAULT_RULES_FILE))
-    engines = {"off": (off, None), "on": (on, MODEL), "shipped": (shipped, MODEL)}
+    engines = {
+        "off": (off, None),
+        "on": (on, MODEL),
+        "shipped": (shipped, MODEL),
+        "shipped-rules": (shipped, None),
+        "model": (off, MODEL),
+    }
     # As the profile app freezes what it holds (streaming/app_runner.py): full collections would
     # otherwise walk the 60,000 records held here, in "on" (more garbage) more often than in "off".
     gc.collect()

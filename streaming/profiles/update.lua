@@ -17,7 +17,8 @@
 --          marker: the dedupe marker's value, g<generation> of its trait set (streaming/traits/registration.py)
 --          ops: the trait registry's ops, flat field, code, value, keep-from day, ...
 --          (streaming/traits/ops.py, cells.py): every built-in counter and the user's traits
---        5 intent model, msgpack {bias, feature types, weights} (streaming/profiles/intent.py), or 
+--        5 intent model, msgpack {bias, feature types, weights} (streaming/profiles/intent.py), or
+--          '' (decoded once per argument and kept between calls, see counts_z)
 --        6 msgpack array of key indices to report on (or ''), 7 '1' to report last products
 --        8 (cluster only) the keys, see KEYS, else ''
 --        9 the rules prefilter (streaming/rules/prefilter.py), msgpack, or '': with it the
