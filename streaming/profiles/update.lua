@@ -152,15 +152,17 @@ local function order_less(a, b)  -- "<ms>:<event_id>:<json>" by event time, ties
   if ta ~= tb then return ta < tb end
   return bytes_less(ea, eb)
 end
+-- Numbers read as text are converted by arithmetic (x + 0), not tonumber: the same conversion
+-- done once (tonumber converts twice), and as for tonumber, text that is no number is an error.
 local function combine(code, cur, v)
   if not cur then return v end
-  if code == 'n' then return to_number(cur) + v
-  elseif code == 'lo' then if to_number(v) < to_number(cur) then return v end
-  elseif code == 'hi' then if to_number(v) > to_number(cur) then return v end
+  if code == 'n' then return cur + v
+  elseif code == 'lo' then if v + 0 < cur + 0 then return v end
+  elseif code == 'hi' then if v + 0 > cur + 0 then return v end
   elseif code == 'f' then if order_less(v, cur) then return v end
   elseif code == 'l' then if order_less(cur, v) then return v end
   elseif code == 'd' then
-    local a, b = to_number(cur), to_number(v)
+    local a, b = cur + 0, v + 0
     local hi, lo = m_max(a, b), m_min(a, b)
     return s_format('%.17g', hi + m_log(1 + 2 ^ (lo - hi)) / LN2)
   end
@@ -309,7 +311,8 @@ local function update(KEYS, ARGV)
 
       -- Sessions: in-order events only touch ss/se; an event before the latest session's
       -- start takes the general path through the zset.
-      local ss, se = to_number(cur[1]), to_number(cur[2])
+      local ss, se = cur[1], cur[2]  -- false when missing (x + 0: see combine)
+      ss, se = ss and ss + 0 or nil, se and se + 0 or nil
       local was_ss, was_se = ss, se  -- bounds left as they are are not written again
       local latest = nil  -- the latest session's counts ('sq'), when this event belongs to it
       if not ss then
@@ -340,7 +343,8 @@ local function update(KEYS, ARGV)
       end
       -- The registry's traits: every built-in counter, time and total, and the cells.
       local trim = 0
-      local oldest = w_index and to_number(cur[w_index])
+      local oldest = w_index and cur[w_index]
+      oldest = oldest and oldest + 0 or nil
       local was = oldest
       for j = ops_first, ops_last, 4 do
         local cur_cell = cur[ops_from + (j - ops_first) / 4]
