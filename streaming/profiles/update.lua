@@ -282,11 +282,13 @@ local function update(KEYS, ARGV)
       prefilter(d, base, prefetch_names(d))  -- nothing is applied
     elseif may_be_forgotten and forgotten(base, d[4]) then
       prefetch = nil  -- a forgotten event fires nothing
-      if r_call('SET', base .. ':seen:' .. d[2], 'f', 'NX', 'EX', ttl) then
+      if not r_call('SET', base .. ':seen:' .. d[2], 'f', 'NX', 'GET', 'EX', ttl) then
         skipped = skipped + 1
         r_call('HINCRBY', base .. ':forgotten', 'skipped', 1)
       end
-    elseif r_call('SET', base .. ':seen:' .. d[2], d[9], 'NX', 'EX', ttl) then
+    -- SET NX GET: nil (false here) when the marker was not there and is set now; a bulk reply,
+    -- not the status table a plain SET NX answers.
+    elseif not r_call('SET', base .. ':seen:' .. d[2], d[9], 'NX', 'GET', 'EX', ttl) then
       applied = applied + 1
       local event_type, ts, user_id, anon, product = d[3], d[4], d[5], d[6], d[8]
       local nn = 2
