@@ -350,7 +350,10 @@ local function update(KEYS, ARGV)
       local was = oldest
       for j = ops_first, ops_last, 4 do
         local cur_cell = cur[ops_from + (j - ops_first) / 4]
-        local new = combine(ops[j + 1], cur_cell, ops[j + 2])
+        local code, new = ops[j + 1], ops[j + 2]
+        if cur_cell then  -- combine's merge; its most common case, a counter, inline
+          if code == 'n' then new = cur_cell + new else new = combine(code, cur_cell, new) end
+        end
         if new ~= nil then out[no + 1], out[no + 2], no = ops[j], new, no + 2 end
         local keep = ops[j + 3]  -- windowed: the first day the longest window reads
         if keep > 0 then
