@@ -148,7 +148,7 @@ end
 local function order_less(a, b)  -- "<ms>:<event_id>:<json>" by event time, ties by event_id
   local ta, ea = s_match(a, '^(%-?%d+):([^:]*):')
   local tb, eb = s_match(b, '^(%-?%d+):([^:]*):')
-  ta, tb = to_number(ta), to_number(tb)
+  ta, tb = ta and ta + 0, tb and tb + 0  -- digits: converted once (see combine)
   if ta ~= tb then return ta < tb end
   return bytes_less(ea, eb)
 end
@@ -358,7 +358,8 @@ local function update(KEYS, ARGV)
         local keep = ops[j + 3]  -- windowed: the first day the longest window reads
         if keep > 0 then
           if not cur_cell then
-            local day = to_number(s_match(ops[j], '^x%a+:[^:]*:(%d+):'))
+            local day = s_match(ops[j], '^x%a+:[^:]*:(%d+):')
+            day = day and day + 0  -- digits: converted once (see combine)
             if not oldest or day < oldest then oldest = day end
           end
           if oldest and oldest < keep then trim = keep end
