@@ -3,7 +3,8 @@
 -- deltas atomically, each event at most once. The store loads it under a name carrying a
 -- digest of its text (streaming/profiles/functions.py), so two versions of the app never share
 -- it; that text includes the rules prefilter (streaming/rules/prefilter.lua, see @include below).
--- The library keeps decoded rule plans between calls (see ``plans``); nothing else outlives a call.
+-- The library keeps decoded rule plans (see ``plans``) and the intent model with its scores'
+-- parts by session counts (see ``counts_z``) between calls; nothing else outlives a call.
 -- KEYS:  the fields-hash key ("<base>:p") of each profile the batch touches; every other key
 --        of a profile is "<base>:<suffix>" with the same hash tag, so it lives in the same slot.
 --        On a Redis Cluster, where declared keys must share one slot, KEYS is empty and ARGV[8]
