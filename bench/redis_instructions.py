@@ -1,25 +1,31 @@
 """Redis's instructions per event for the profile sink's calls, counted by callgrind (deterministic).
 
 CPU time per event moves by ±20 % on a shared machine; instructions do not. This runs the sink
-of ``bench.rules_cost`` once in one mode ("on": 50 rules and the intent model; "off": neither)
-on a plain Valkey and records every command it sends, then replays the commands of the first
-``--calls`` update calls (with the identity links, decide calls and decision records between
-them) on a fresh Valkey under ``valgrind --tool=callgrind`` and prints the instructions the
-server executed per event those calls applied. The same events give the same commands, so two
-builds compare to the instruction: run it from each checkout (``PYTHONPATH=<checkout>``).
+of ``bench.rules_cost`` once in one mode ("on": 50 rules and the intent model; "off": neither;
+"shipped": the shipped rules and the intent model, what `pulse up` runs; "shipped-rules", "model":
+each alone, see bench/rules_cost.py) on a plain Valkey and
+records every command it sends, then replays the commands of the first ``--calls`` update calls
+(with the identity links, decide calls and decision records between them) on a fresh Valkey
+under ``valgrind --tool=callgrind`` and prints the instructions the server executed per event
+those calls applied; also the replayed calls by kind and the commands the server ran (the
+functions' own included), per event. The same events give the same commands, so two builds
+compare to the instruction: run it from each checkout (``PYTHONPATH=<checkout>``).
 Needs valgrind.
 
-Usage: .venv/bin/python -m bench.redis_instructions [--mode on] [--events 60000] [--calls 126]
+Usage: .venv/bin/python -m bench.redis_instructions [--mode on|off|shipped|shipped-rules|model]
+       [--events 60000] [--calls 126]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,6 +70,17 @@ def _name(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _deltas_in(deltas: list[Any]) -> int:
+    """The deltas of an update call's ARGV[4]: an array of rows (before 2026-12), or one flat
+    array of 10 values per delta, the 10th the number of op values after them (codec.py)."""
+    if not deltas or isinstance(deltas[0], list):
+        return len(deltas)
+    count = at = 0
+    while at < len(deltas):
+        count, at = count + 1, at + 10 + deltas[at + 9]
+    return count
+
+
 def prefix(commands: list[tuple[Any, ...]], calls: int) -> tuple[list[tuple[Any, ...]], int]:
     """The sink's commands up to its ``calls``-th update call, and the events those calls apply."""
     kept: list[tuple[Any, ...]] = []
@@ -75,15 +92,38 @@ def prefix(commands: list[tuple[Any, ...]], calls: int) -> tuple[list[tuple[Any,
         if _name(command[0]).upper() == "FCALL" and _name(command[1]) == functions.UPDATE_FUNCTION:
             argv = command[3 + int(command[2]) :]
             if not (len(argv) > 9 and _name(argv[9]) == "1"):  # a decide call applies nothing
-                events += len(msgspec.msgpack.decode(argv[3]))
+                events += _deltas_in(msgspec.msgpack.decode(argv[3]))
             updates += 1
             if updates == calls:
                 break
     return kept, events
 
 
-def instructions(commands: list[tuple[Any, ...]], out: Path) -> int:
-    """Replay ``commands`` on a fresh Valkey under callgrind; the instructions it executed."""
+def call_kinds(commands: list[tuple[Any, ...]]) -> Counter[str]:
+    """The commands by kind: FCALL by function (an update call that decides counted apart),
+    EVALSHA by the script file it runs, any other command by name."""
+    scripts = {
+        hashlib.sha1(path.read_bytes()).hexdigest(): path.name
+        for path in Path(functions.__file__).parent.glob("*.lua")
+    }
+    kinds: Counter[str] = Counter()
+    for command in commands:
+        name = _name(command[0]).upper()
+        if name == "FCALL":
+            function = _name(command[1])
+            argv = command[3 + int(command[2]) :]
+            decide = function == functions.UPDATE_FUNCTION and len(argv) > 9 and _name(argv[9]) == "1"
+            kinds[f"FCALL {function}{' (decide)' if decide else ''}"] += 1
+        elif name == "EVALSHA":
+            kinds[f"EVALSHA {scripts.get(_name(command[1]), _name(command[1]))}"] += 1
+        else:
+            kinds[name] += 1
+    return kinds
+
+
+def instructions(commands: list[tuple[Any, ...]], out: Path) -> tuple[int, dict[str, int]]:
+    """Replay ``commands`` on a fresh Valkey under callgrind; the instructions it executed, and
+    the calls of each command it ran (INFO commandstats: those the functions ran included)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -118,18 +158,23 @@ def instructions(commands: list[tuple[Any, ...]], out: Path) -> int:
             if errors:
                 server.kill()
                 raise RuntimeError(f"replayed commands failed: {errors[0]}")
+        calls = {  # since the replayed commands' CONFIG RESETSTAT (rules_cost resets before each mode)
+            name.removeprefix("cmdstat_"): int(entry["calls"])
+            for name, entry in client.info("commandstats").items()
+            if name != "cmdstat_info"
+        }
         try:
             client.shutdown(nosave=True)
         except redis.ConnectionError:
             pass
         server.wait(120)
     totals = [line for line in out.read_text().splitlines() if line.startswith(("totals:", "summary:"))]
-    return int(totals[-1].split()[1])
+    return int(totals[-1].split()[1]), calls
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("on", "off"), default="on")
+    parser.add_argument("--mode", choices=("on", "off", "shipped", "shipped-rules", "model"), default="on")
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument(
         "--calls", type=int, default=126, help="update calls replayed (about 100 events each)"
@@ -141,7 +186,20 @@ def main() -> None:
         rules_cost_main()
     commands, events = prefix(sent, args.calls)
     print(f"replaying {len(commands)} commands ({events} events applied) under callgrind...", flush=True)
-    total = instructions(commands, args.out)
+    _, all_events = prefix(sent, len(sent))
+    whole = call_kinds(sent)
+    for kind, count in sorted(call_kinds(commands).items(), key=lambda item: -item[1]):
+        print(
+            f"  {kind}: {count} ({count / events:.3f} per event; "
+            f"whole run {whole[kind] / all_events:.3f} per event)"
+        )
+    total, calls = instructions(commands, args.out)
+    print(
+        "  commands run (functions' included), per event: "
+        + ", ".join(
+            f"{name} {count / events:.2f}" for name, count in sorted(calls.items(), key=lambda item: -item[1])
+        )
+    )
     print(f"{args.mode}: {total:,} instructions, {total / events:,.0f} per event ({args.out})")
 
 

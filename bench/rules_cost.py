@@ -6,7 +6,10 @@ validated beforehand, straight into the profile app's sink (``ProfileSink``) in 
 ``--checkpoint`` events, and measures, per mode, interleaved ``--repeat`` times on one Valkey:
 the app's CPU per event (this process), Redis CPU per event (``INFO cpu``), and the update
 function's time per event (``INFO commandstats``, FCALL). "off" has no rules and no intent
-model; "on" has the 50 rules of personalization_overhead and its intent model. Each trial
+model; "on" has the 50 rules of personalization_overhead and its intent model; "shipped" has
+what `pulse up` runs: the shipped rules (data/rules/rules.yaml) and that intent model (the shape
+the Dagster asset publishes; before its first run `pulse up` scores with none, as
+"shipped-rules"); "model" has the model only. Each trial
 starts from an empty Redis, as there. No triggers topic is written (the sink's producer is
 never called; invalid events are left out): the decisions are counted, recorded in Redis,
 and compared between trials.
@@ -37,6 +40,7 @@ from streaming.profile_app.pipeline import CheckedRecord, check_record
 from streaming.profile_app.sink import ProfileSink
 from streaming.profiles.store import RedisProfileStore
 from streaming.rules.engine import RuleEngine
+from streaming.rules.follower import DEFAULT_RULES_FILE
 from streaming.rules.loader import load_rules, parse_rules
 from streaming.traits.follower import TraitsFollower
 
@@ -118,7 +122,14 @@ def main() -> None:
     rules_file.write_text(fifty_rules(sorted({r["category"] for r in rows})))
     on = RuleEngine(load_rules(rules_file))
     off = RuleEngine(parse_rules("rules: []\n"))
-    engines = {"off": (off, None), "on": (on, MODEL)}
+    shipped = RuleEngine(load_rules(DEFAULT_RULES_FILE))
+    engines = {
+        "off": (off, None),
+        "on": (on, MODEL),
+        "shipped": (shipped, MODEL),
+        "shipped-rules": (shipped, None),
+        "model": (off, MODEL),
+    }
     # As the profile app freezes what it holds (streaming/app_runner.py): full collections would
     # otherwise walk the 60,000 records held here, in "on" (more garbage) more often than in "off".
     gc.collect()

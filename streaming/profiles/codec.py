@@ -32,7 +32,9 @@ def interval(member: str) -> tuple[int, int]:
 
 
 def delta_row(key_index: int, delta: ProfileDelta) -> tuple[str | int, ...]:
-    """One delta as ``update.lua`` reads it (``key_index`` is 1-based into KEYS)."""
+    """One delta's values as ``update.lua`` reads them from its flat ARGV[4] (``key_index`` is
+    1-based into KEYS): the event's fields, its marker, the number of op values, the ops."""
+    ops = delta.ops
     return (
         key_index,
         delta.event_id,
@@ -42,15 +44,16 @@ def delta_row(key_index: int, delta: ProfileDelta) -> tuple[str | int, ...]:
         delta.anonymous_id,
         delta.category,
         delta.product_id,
-        delta.ops,
         delta.marker,
+        len(ops),
+        *ops,
     )
 
 
 def decide_row(key_index: int, delta: ProfileDelta) -> tuple[str | int, ...]:
     """A delta as a decide call reads it: without its ops, which a decide call never applies
-    (Redis then decodes a few fields per event instead of every trait op)."""
-    return delta_row(key_index, delta._replace(ops=()))
+    (Redis then decodes a few values per event instead of every trait op)."""
+    return (key_index, *delta[1:8], delta.marker, 0)
 
 
 @dataclass(slots=True)
@@ -127,3 +130,12 @@ def link_command(anonymous_id: str, link: tuple[int, str]) -> tuple[str | int, .
     """Record a link (update.lua's pulse_link): each user's earliest time, so the write is idempotent;
     nothing for an unlinked pair, or when the anonymous id was forgotten at or after the link's time."""
     return ("FCALL", LINK_FUNCTION, 1, owner_key(anonymous_id), link[0], link[1])
+
+
+def links_argument(links: Sequence[tuple[str, tuple[int, str]]]) -> bytes:
+    """``identity_links`` as an update call records them itself on one server (update.lua's
+    ARGV[13]): the owner key, event time and user of each, flat; as ``link_command`` each would."""
+    flat: list[str | int] = []
+    for anonymous_id, (ts, user_id) in links:
+        flat += (owner_key(anonymous_id), ts, user_id)
+    return pack(flat)

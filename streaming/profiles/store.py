@@ -19,7 +19,7 @@ from streaming.profiles.codec import (
     decode,
     delta_row,
     identity_links,
-    link_command,
+    links_argument,
     pack,
 )
 from streaming.profiles.decision_store import DecisionStore
@@ -122,6 +122,7 @@ class RedisProfileStore(ProfileReader, IdentityAdmin, DecisionStore, ClusterRout
         plan: Prefilter | None = None,
         decide_only: bool = False,
         rules_now_ms: int | None = None,
+        links: Sequence[tuple[str, tuple[int, str]]] = (),
     ) -> list[ScriptCall]:
         """The script calls applying ``deltas``, SCRIPT_CHUNK deltas each.
 
@@ -129,6 +130,8 @@ class RedisProfileStore(ProfileReader, IdentityAdmin, DecisionStore, ClusterRout
         ``plan`` each triggering event is prefiltered right after its update, fire states
         judged at ``rules_now_ms``; ``decide_only`` calls apply nothing (see update.lua).
         Without ``declare_keys`` (a cluster call spanning slots) the keys travel in ARGV[8], not KEYS.
+        ``links`` (``identity_links``, one server only) are recorded by the first call before its
+        deltas (ARGV[13]), instead of a pulse_link call each.
         """
         calls = []
         row_of = decide_row if decide_only else delta_row
@@ -137,13 +140,13 @@ class RedisProfileStore(ProfileReader, IdentityAdmin, DecisionStore, ClusterRout
         for start in range(0, len(deltas), SCRIPT_CHUNK):
             ids: list[str] = []
             index: dict[str, int] = {}
-            rows = []
+            rows: list[Any] = []  # every delta's values, one flat array (see update.lua's ARGV[4])
             for delta in deltas[start : start + SCRIPT_CHUNK]:
                 key_index = index.get(delta.profile_id)
                 if key_index is None:
                     ids.append(delta.profile_id)
                     key_index = index[delta.profile_id] = len(ids)
-                rows.append(row_of(key_index, delta))
+                rows += row_of(key_index, delta)
             args: tuple[Any, ...] = (
                 self._dedupe_window_seconds,
                 now_ms,
@@ -153,15 +156,18 @@ class RedisProfileStore(ProfileReader, IdentityAdmin, DecisionStore, ClusterRout
             )
             calls.append(ScriptCall([fields_key(pid) for pid in ids], args, ids))
         last_call = {pid: call for call in calls for pid in call.ids if pid in watch} if watch else {}
-        for call in calls:
+        for number, call in enumerate(calls):
             indices = [i for i, pid in enumerate(call.ids, 1) if last_call.get(pid) is call]
-            if not (indices or plan or not declare_keys or self._require_mirror):
+            with_links = bool(links) and number == 0
+            if not (indices or plan or not declare_keys or self._require_mirror or with_links):
                 continue
             reporting = (pack(indices), "1" if with_products else "0") if indices else ("", "0")
             cluster_keys = pack(call.keys) if not declare_keys else ""
             rules = (plan.argument(), "1" if decide_only else "0", rules_now_ms or now_ms) if plan else ("",)
-            if self._require_mirror:  # ARGV[12]; ARGV 9-11 padded ('' = no rules, now)
-                rules = (*rules, "", "")[:3] + ("1",)
+            if self._require_mirror or with_links:  # ARGV[12]; ARGV 9-11 padded ('' = no rules, now)
+                rules = (*rules, "", "")[:3] + ("1" if self._require_mirror else "",)
+            if with_links:
+                rules = (*rules, links_argument(links))
             call.args = (*call.args, *reporting, cluster_keys, *rules)
             if not declare_keys:
                 call.keys = []
@@ -190,13 +196,11 @@ class RedisProfileStore(ProfileReader, IdentityAdmin, DecisionStore, ClusterRout
 
     def _apply_pipelined(self, deltas: Sequence[ProfileDelta]) -> int:
         pipe = self._client.pipeline(transaction=False)
-        links = identity_links(deltas)
-        for anonymous_id, link in links:
-            pipe.execute_command(*link_command(anonymous_id, link))
-        for call in self._script_calls(deltas, int(time.time() * 1000)):
+        links = identity_links(deltas)  # recorded by the first call (one server: not a cluster here)
+        for call in self._script_calls(deltas, int(time.time() * 1000), links=links):
             pipe.fcall(UPDATE_FUNCTION, len(call.keys), *call.keys, *call.args)
         applied = 0
-        for reply in pipe.execute()[len(links) :]:
+        for reply in pipe.execute():
             if isinstance(reply, list):  # {applied, reports, candidates, stitched, skipped forgotten}
                 self.skipped_forgotten += int(reply[4])
                 reply = reply[0]

@@ -3,7 +3,8 @@
 -- deltas atomically, each event at most once. The store loads it under a name carrying a
 -- digest of its text (streaming/profiles/functions.py), so two versions of the app never share
 -- it; that text includes the rules prefilter (streaming/rules/prefilter.lua, see @include below).
--- The library keeps decoded rule plans between calls (see ``plans``); nothing else outlives a call.
+-- The library keeps decoded rule plans (see ``plans``) and the intent model with its scores'
+-- parts by session counts (see ``counts_z``) between calls; nothing else outlives a call.
 -- KEYS:  the fields-hash key ("<base>:p") of each profile the batch touches; every other key
 --        of a profile is "<base>:<suffix>" with the same hash tag, so it lives in the same slot.
 --        On a Redis Cluster, where declared keys must share one slot, KEYS is empty and ARGV[8]
@@ -11,12 +12,14 @@
 --        and the function is registered with the allow-cross-slot-keys flag, so one call may
 --        touch several slots of that master; each profile stays in its own slot.
 -- ARGV:  1 dedupe TTL seconds, 2 now ms, 3 session gap ms,
---        4 msgpack array of deltas: {key_index, event_id, event_type, ts_ms, user_id,
---          anonymous_id, category, product_id, ops, marker}
---          ops: the trait registry's ops, flat {field, code, value, keep-from day, ...}
---          (streaming/traits/ops.py, cells.py): every built-in counter and the user's traits
+--        4 msgpack array of the deltas, flat, one after the other (one table to decode, not two
+--          per delta): key_index, event_id, event_type, ts_ms, user_id, anonymous_id, category,
+--          product_id, marker, n, then the delta's n op values (streaming/profiles/codec.py)
 --          marker: the dedupe marker's value, g<generation> of its trait set (streaming/traits/registration.py)
---        5 intent model, msgpack {bias, feature types, weights} (streaming/profiles/intent.py), or 
+--          ops: the trait registry's ops, flat field, code, value, keep-from day, ...
+--          (streaming/traits/ops.py, cells.py): every built-in counter and the user's traits
+--        5 intent model, msgpack {bias, feature types, weights} (streaming/profiles/intent.py), or
+--          '' (decoded once per argument and kept between calls, see counts_z)
 --        6 msgpack array of key indices to report on (or ''), 7 '1' to report last products
 --        8 (cluster only) the keys, see KEYS, else ''
 --        9 the rules prefilter (streaming/rules/prefilter.py), msgpack, or '': with it the
@@ -29,6 +32,9 @@
 --        12 '1' to refuse the call (error PULSE_FORGET_MIRROR_MISSING, nothing applied) when
 --          the forget mirror's marker key is gone: Redis was wiped, and the suppressions must be
 --          restored from the durable record first (streaming/profiles/suppression.py); one server only
+--        13 (one server only) the identity links of the batch, recorded before any delta is
+--          applied, as pulse_link would (see link below): msgpack flat array of the anonymous
+--          id's owner key, event time ms, user id, ... (codec.links_argument), or absent/''
 -- Forget: an event whose profile has a suppression ("<base>:forgotten", field at = forget time
 -- ms) with event time <= that time is skipped, never applied nor ruled on: its dedupe marker is
 -- set to 'f' and the suppression's "skipped" counts it once (core/forgetting.py is the rule).
@@ -86,21 +92,47 @@ local function count_once_more(text, event_type)
   return s_sub(text, 1, from - 1) .. int(n + 1)
 end
 
+-- What the counts texts gave, for the model argument ``model_of`` (kept between calls, as the
+-- rule plans are; another model starts them over, and past COUNTS_KEPT texts they start over):
+-- by text, the score's sum before its minutes term (``counts_z``), and by text and event type,
+-- count_once_more's result (``counts_next``). Sessions' counts repeat across people, so most
+-- events skip the parse; the numbers are the same, computed in the same order.
+local model_of, model_decoded, counts_z, counts_next, counts_kept, COUNTS_KEPT = nil, nil, {}, {}, 0, 4096
+
+local function next_counts(text, event_type)
+  local by_type = counts_next[text]
+  if not by_type then
+    if counts_kept >= COUNTS_KEPT then counts_z, counts_next, counts_kept = {}, {}, 0 end
+    by_type = {}
+    counts_next[text], counts_kept = by_type, counts_kept + 1
+  end
+  local new = by_type[event_type]
+  if not new then new = count_once_more(text, event_type); by_type[event_type] = new end
+  return new
+end
+
 -- The model's score of a session's counts text. Terms of types the session has none of add
 -- exactly zero, so they are skipped: the sum, in the model's order, is the same number.
 local function intent(text, minutes)
-  local z, events, counts = model[1], 0, {}
-  local types, weights = model[2], model[3]
-  for t, n in s_gmatch(text, '([%w_]+)=(%d+)') do
-    n = to_number(n)
-    counts[t] = n
-    if t ~= 'purchase' then events = events + n end
+  local weights = model[3]
+  local z = counts_z[text]
+  if not z then
+    local events, counts, types = 0, {}, model[2]
+    z = model[1]
+    for t, n in s_gmatch(text, '([%w_]+)=(%d+)') do
+      n = to_number(n)
+      counts[t] = n
+      if t ~= 'purchase' then events = events + n end
+    end
+    for i = 1, #types do
+      local n = counts[types[i]]
+      if n then z = z + weights[i] * m_log(1 + n) end
+    end
+    z = z + weights[#types + 1] * m_log(1 + events)
+    if counts_kept >= COUNTS_KEPT then counts_z, counts_next, counts_kept = {}, {}, 0 end
+    counts_z[text], counts_kept = z, counts_kept + 1
   end
-  for i = 1, #types do
-    local n = counts[types[i]]
-    if n then z = z + weights[i] * m_log(1 + n) end
-  end
-  z = z + weights[#types + 1] * m_log(1 + events) + weights[#types + 2] * m_log(1 + m_max(minutes, 0))
+  z = z + weights[#model[2] + 2] * m_log(1 + m_max(minutes, 0))
   return s_format('%.4f', 1 / (1 + m_exp(-z)))
 end
 
@@ -117,19 +149,21 @@ end
 local function order_less(a, b)  -- "<ms>:<event_id>:<json>" by event time, ties by event_id
   local ta, ea = s_match(a, '^(%-?%d+):([^:]*):')
   local tb, eb = s_match(b, '^(%-?%d+):([^:]*):')
-  ta, tb = to_number(ta), to_number(tb)
+  ta, tb = ta and ta + 0, tb and tb + 0  -- digits: converted once (see combine)
   if ta ~= tb then return ta < tb end
   return bytes_less(ea, eb)
 end
+-- Numbers read as text are converted by arithmetic (x + 0), not tonumber: the same conversion
+-- done once (tonumber converts twice), and as for tonumber, text that is no number is an error.
 local function combine(code, cur, v)
   if not cur then return v end
-  if code == 'n' then return to_number(cur) + v
-  elseif code == 'lo' then if to_number(v) < to_number(cur) then return v end
-  elseif code == 'hi' then if to_number(v) > to_number(cur) then return v end
+  if code == 'n' then return cur + v
+  elseif code == 'lo' then if v + 0 < cur + 0 then return v end
+  elseif code == 'hi' then if v + 0 > cur + 0 then return v end
   elseif code == 'f' then if order_less(v, cur) then return v end
   elseif code == 'l' then if order_less(cur, v) then return v end
   elseif code == 'd' then
-    local a, b = to_number(cur), to_number(v)
+    local a, b = cur + 0, v + 0
     local hi, lo = m_max(a, b), m_min(a, b)
     return s_format('%.17g', hi + m_log(1 + 2 ^ (lo - hi)) / LN2)
   end
@@ -174,6 +208,15 @@ local function forgotten(base, ts)
   return at and ts <= to_number(at)
 end
 
+-- Records that an anonymous id was seen with a user (pulse_link below, and ARGV[13] of an update
+-- call): ``owner`` is the anonymous id's owner zset, ``ts`` the event time ms, ``user`` the user id.
+local function record_link(owner, ts, user)
+  local base = s_sub(owner, 1, -7)  -- "<base>:owner"
+  if forgotten(base, ts) then return 0 end
+  if r_call('HEXISTS', base .. ':unlinked', user) == 1 then return 0 end
+  return r_call('ZADD', owner, 'LT', ts, user)
+end
+
 -- Rules prefilter: its code lives in streaming/rules/prefilter.lua, put in place of the next
 -- line when the library is loaded (streaming/profiles/functions.py).
 -- @include streaming/rules/prefilter.lua
@@ -185,8 +228,15 @@ local function update(KEYS, ARGV)
   if cluster then keys = cmsgpack.unpack(ARGV[8]) end
   ttl, now, gap = ARGV[1], ARGV[2], to_number(ARGV[3])
   local deltas = cmsgpack.unpack(ARGV[4])
+  local ndeltas = #deltas
   model = nil
-  if ARGV[5] and ARGV[5] ~= '' then model = cmsgpack.unpack(ARGV[5]) end
+  if ARGV[5] and ARGV[5] ~= '' then
+    if ARGV[5] ~= model_of then
+      model_of, model_decoded = ARGV[5], cmsgpack.unpack(ARGV[5])
+      counts_z, counts_next, counts_kept = {}, {}, 0
+    end
+    model = model_decoded
+  end
   local applied = 0
   plan = nil
   if ARGV[9] and ARGV[9] ~= '' then plan = plan_of(ARGV[9]) end
@@ -198,40 +248,75 @@ local function update(KEYS, ARGV)
     return redis.error_reply('PULSE_FORGET_MIRROR_MISSING the forget suppressions are not in Redis')
   end
   local skipped = 0
+  if ARGV[13] and ARGV[13] ~= '' then
+    local links = cmsgpack.unpack(ARGV[13])
+    for i = 1, #links, 3 do record_link(links[i], links[i + 1], links[i + 2]) end
+  end
+  -- Suppressions are rare: on one server a single EXISTS over the call's profiles tells whether
+  -- any of them has one, and without one no event of the call is forgotten (the call is atomic:
+  -- none appears meanwhile), so the per-event HGET is skipped. A cluster call spans slots: per event.
+  local may_be_forgotten = true
+  if not cluster and not decide_only then
+    local suppressions = {}
+    for i = 1, #keys do suppressions[i] = s_sub(keys[i], 1, -3) .. ':forgotten' end
+    may_be_forgotten = #keys > 0 and r_call('EXISTS', t_unpack(suppressions)) > 0
+  end
 
-  for _, d in ipairs(deltas) do
+  -- The delta being applied: its first 9 values (what the prefilter reads of an event), in one
+  -- table reused for every delta; its ops are deltas[ops_first .. ops_last].
+  local d, at = {}, 1
+  -- The fields an update reads and the field/value pairs it writes, in two tables reused by
+  -- every delta (no table to grow per event): their lengths are nn and no, not #names, #out.
+  local names, out = {}, {}
+  while at <= ndeltas do
+    d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9] =
+      deltas[at], deltas[at + 1], deltas[at + 2], deltas[at + 3], deltas[at + 4], deltas[at + 5],
+      deltas[at + 6], deltas[at + 7], deltas[at + 8]
+    local ops_first = at + 10
+    local ops_last = at + 9 + deltas[at + 9]
+    at = ops_last + 1
     local fields = keys[d[1]]
     local base = s_sub(fields, 1, -3)
     local prefetch, updated = nil, nil  -- the rules' fields, read along with the update's
     if plan and not decide_only and (plan['types'][d[3]] or any_rules) then prefetch = prefetch_names(d) end
     if decide_only then
       prefilter(d, base, prefetch_names(d))  -- nothing is applied
-    elseif forgotten(base, d[4]) then
+    elseif may_be_forgotten and forgotten(base, d[4]) then
       prefetch = nil  -- a forgotten event fires nothing
-      if r_call('SET', base .. ':seen:' .. d[2], 'f', 'NX', 'EX', ttl) then
+      if not r_call('SET', base .. ':seen:' .. d[2], 'f', 'NX', 'GET', 'EX', ttl) then
         skipped = skipped + 1
         r_call('HINCRBY', base .. ':forgotten', 'skipped', 1)
       end
-    elseif r_call('SET', base .. ':seen:' .. d[2], d[10] or '1', 'NX', 'EX', ttl) then
+    -- SET NX GET: nil (false here) when the marker was not there and is set now; a bulk reply,
+    -- not the status table a plain SET NX answers.
+    elseif not r_call('SET', base .. ':seen:' .. d[2], d[9], 'NX', 'GET', 'EX', ttl) then
       applied = applied + 1
       local event_type, ts, user_id, anon, product = d[3], d[4], d[5], d[6], d[8]
-      local names = {'ss', 'se', 'sq'}  -- sq: read only with a model
-      if not model then names[3] = nil end
-      local ops, ops_from, w_index = d[9], #names + 1, nil
-      for j = 1, #ops, 4 do
-        names[#names + 1] = ops[j]
+      local nn = 2
+      names[1], names[2], names[3] = 'ss', 'se', 'sq'
+      if model then nn = 3 end  -- sq: read only with a model
+      local ops, ops_from, w_index = deltas, nn + 1, nil
+      for j = ops_first, ops_last, 4 do
+        nn = nn + 1
+        names[nn] = ops[j]
         if ops[j + 3] > 0 then w_index = true end
       end
-      if w_index then names[#names + 1] = 'w'; w_index = #names end  -- the oldest windowed day
-      local read_from = #names + 1
-      if prefetch then for i = 1, #prefetch do names[read_from + i - 1] = prefetch[i] end end
-      local cur = r_call('HMGET', fields, t_unpack(names))
-      local out = {'updated_at', now}
-      if user_id ~= '' then out[3] = 'user_id'; out[4] = user_id end
+      if w_index then nn = nn + 1; names[nn] = 'w'; w_index = nn end  -- the oldest windowed day
+      local read_from = nn + 1
+      if prefetch then
+        for i = 1, #prefetch do names[nn + i] = prefetch[i] end
+        nn = nn + #prefetch
+      end
+      local cur = r_call('HMGET', fields, t_unpack(names, 1, nn))
+      local no = 2
+      out[1], out[2] = 'updated_at', now
+      if user_id ~= '' then out[3], out[4], no = 'user_id', user_id, 4 end
 
       -- Sessions: in-order events only touch ss/se; an event before the latest session's
       -- start takes the general path through the zset.
-      local ss, se = to_number(cur[1]), to_number(cur[2])
+      local ss, se = cur[1], cur[2]  -- false when missing (x + 0: see combine)
+      ss, se = ss and ss + 0 or nil, se and se + 0 or nil
+      local was_ss, was_se = ss, se  -- bounds left as they are are not written again
       local latest = nil  -- the latest session's counts ('sq'), when this event belongs to it
       if not ss then
         ss, se = ts, ts
@@ -252,37 +337,42 @@ local function update(KEYS, ARGV)
         local sep = s_find(newest, ':', 1, true)
         ss, se = to_number(s_sub(newest, 1, sep - 1)), to_number(s_sub(newest, sep + 1))
       end
-      out[#out + 1] = 'ss'; out[#out + 1] = ss
-      out[#out + 1] = 'se'; out[#out + 1] = se
+      if ss ~= was_ss then out[no + 1], out[no + 2], no = 'ss', ss, no + 2 end
+      if se ~= was_se then out[no + 1], out[no + 2], no = 'se', se, no + 2 end
       if model and latest then
-        latest = count_once_more(latest, event_type)
-        out[#out + 1] = 'sq'; out[#out + 1] = latest
-        out[#out + 1] = 'intent_score'; out[#out + 1] = intent(latest, (se - ss) / 60000)
+        latest = next_counts(latest, event_type)
+        out[no + 1], out[no + 2] = 'sq', latest
+        out[no + 3], out[no + 4], no = 'intent_score', intent(latest, (se - ss) / 60000), no + 4
       end
       -- The registry's traits: every built-in counter, time and total, and the cells.
       local trim = 0
-      local oldest = w_index and to_number(cur[w_index])
+      local oldest = w_index and cur[w_index]
+      oldest = oldest and oldest + 0 or nil
       local was = oldest
-      for j = 1, #ops, 4 do
-        local cur_cell = cur[ops_from + (j - 1) / 4]
-        local new = combine(ops[j + 1], cur_cell, ops[j + 2])
-        if new ~= nil then out[#out + 1] = ops[j]; out[#out + 1] = new end
+      for j = ops_first, ops_last, 4 do
+        local cur_cell = cur[ops_from + (j - ops_first) / 4]
+        local code, new = ops[j + 1], ops[j + 2]
+        if cur_cell then  -- combine's merge; its most common case, a counter, inline
+          if code == 'n' then new = cur_cell + new else new = combine(code, cur_cell, new) end
+        end
+        if new ~= nil then out[no + 1], out[no + 2], no = ops[j], new, no + 2 end
         local keep = ops[j + 3]  -- windowed: the first day the longest window reads
         if keep > 0 then
           if not cur_cell then
-            local day = to_number(s_match(ops[j], '^x%a+:[^:]*:(%d+):'))
+            local day = s_match(ops[j], '^x%a+:[^:]*:(%d+):')
+            day = day and day + 0  -- digits: converted once (see combine)
             if not oldest or day < oldest then oldest = day end
           end
           if oldest and oldest < keep then trim = keep end
         end
       end
-      if trim == 0 and oldest ~= was then out[#out + 1] = 'w'; out[#out + 1] = oldest end
-      r_call('HSET', fields, t_unpack(out))
+      if trim == 0 and oldest ~= was then out[no + 1], out[no + 2], no = 'w', oldest, no + 2 end
+      r_call('HSET', fields, t_unpack(out, 1, no))
       if trim > 0 then r_call('HSET', fields, 'w', trim_cells(fields, trim)) end
       if prefetch then  -- the rules' fields as this update left them (as stored: number() converts)
         updated = {}
         for i = 1, #prefetch do updated[prefetch[i]] = cur[read_from + i - 1] or false end
-        for i = 1, #out, 2 do
+        for i = 1, no, 2 do
           if updated[out[i]] ~= nil then updated[out[i]] = out[i + 1] end
         end
       end
@@ -339,10 +429,7 @@ end
 -- "unlinked" hash names the user).
 local function link(KEYS, ARGV)
   bind()
-  local base = s_sub(KEYS[1], 1, -7)  -- "<base>:owner"
-  if forgotten(base, to_number(ARGV[1])) then return 0 end
-  if r_call('HEXISTS', base .. ':unlinked', ARGV[2]) == 1 then return 0 end
-  return r_call('ZADD', KEYS[1], 'LT', ARGV[1], ARGV[2])
+  return record_link(KEYS[1], to_number(ARGV[1]), ARGV[2])
 end
 
 -- FCALL pulse_suppress: KEYS[1] an id's suppression hash, ARGV[1] a forget time (ms). Keeps the

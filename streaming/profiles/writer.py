@@ -95,9 +95,11 @@ class StreamingWriter:
         store = self._store
         sent = self._sent
         # Links first, so a report in this batch already sees them (each goes to its own
-        # anonymous id's node, the node that reports on that id). A decide call has none.
+        # anonymous id's node, the node that reports on that id). A decide call has none. On
+        # one server the first update call records them itself, before its deltas.
         links = [] if decide_only else identity_links(deltas)
-        for node, group in store.by_node(links, lambda link: link[0]):
+        in_call = links if not store.is_cluster else []
+        for node, group in store.by_node([] if in_call else links, lambda link: link[0]):
             connection = self._connection(node)
             for anonymous_id, link in group:
                 command = link_command(anonymous_id, link)
@@ -118,6 +120,7 @@ class StreamingWriter:
                 plan=plan,
                 decide_only=decide_only,
                 rules_now_ms=self.first_sent_ms,
+                links=in_call,
             )
             for call in calls:
                 connection.send_command("FCALL", UPDATE_FUNCTION, len(call.keys), *call.keys, *call.args)

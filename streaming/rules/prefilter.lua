@@ -433,9 +433,11 @@ end
 local function run_type_plan(type_plan, may)
   if not type_plan then return end
   run(type_plan['all'], may)
-  for name, by_value in pairs(type_plan['by']) do
-    local group = by_value[ev_delta[EVENT_FIELDS[name]]]
-    if group then run(group['rules'], may) end
+  if type_plan.has_by then  -- set by plan_of: most type plans guard no rule by a value
+    for name, by_value in pairs(type_plan['by']) do
+      local group = by_value[ev_delta[EVENT_FIELDS[name]]]
+      if group then run(group['rules'], may) end
+    end
   end
   local tiers = type_plan['tiers']
   for t = 1, #tiers do
@@ -485,13 +487,15 @@ end
 -- The fields the rules of a delta's event type read, read at once with the person's parts
 -- (kept with the plan, by event type and category).
 local function prefetch_names(d)
-  local key = d[3] .. '\0' .. d[7]
-  local prefetched = plan.prefetched
-  local names = prefetched[key]
+  local by_category = plan.prefetched[d[3]]
+  local names = by_category and by_category[d[7]]
   if names then return names end
   names = {}
   local typed = add_fields(plan['types'][d[3]], d, names)
-  if (not plan.any_rules or add_fields(plan['any'], d, names)) and typed then prefetched[key] = names end
+  if (not plan.any_rules or add_fields(plan['any'], d, names)) and typed then
+    if not by_category then by_category = {}; plan.prefetched[d[3]] = by_category end
+    by_category[d[7]] = names
+  end
   return names
 end
 
@@ -538,8 +542,10 @@ local function plan_of(argument)
   if plans_kept >= PLANS_KEPT then plans, plans_kept = {}, 0 end
   found = cmsgpack.unpack(argument)
   local any = found['any']
-  found.prefetched = {}
+  found.prefetched = {}  -- by event type, then category
   found.any_rules = #any['all'] > 0 or next(any['by']) ~= nil or #any['tiers'] > 0
+  any.has_by = next(any['by']) ~= nil
+  for _, type_plan in pairs(found['types']) do type_plan.has_by = next(type_plan['by']) ~= nil end
   plans[argument], plans_kept = found, plans_kept + 1
   return found
 end
