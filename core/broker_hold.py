@@ -9,6 +9,11 @@ Files in one directory (``PULSE_BROKER_HOLD_DIR``, set by `pulse up` for its emb
 - ``ack-<pid>``: a collector has stopped and every record it produced is acknowledged;
 - ``restart``: everything is read; consumer apps close their Kafka clients before the broker goes;
 - ``stopped-<pid>``: a consumer app has closed its clients and waits for the release;
+- ``restarted``: the new broker is up with its topics (offsets and commits not restored yet):
+  collectors create their new producer, which gets its producer id meanwhile (librdkafka asks for
+  it from a timer, half a second after the client starts), and consumer apps build their new
+  application;
+- ``ready-<pid>``: a collector's new producer holds its producer id;
 - removing ``hold`` (and the rest) lets the collectors produce and the consumer apps reconnect.
 
 Plain files, because the collector and `pulse up` are separate processes on one machine and a
@@ -26,6 +31,8 @@ HOLD = "hold"
 ACK_PREFIX = "ack-"
 RESTART = "restart"
 STOPPED_PREFIX = "stopped-"
+RESTARTED = "restarted"
+READY_PREFIX = "ready-"
 
 
 class BrokerHold:
@@ -54,6 +61,18 @@ class BrokerHold:
     def acknowledge(self, generation: int, pid: int | None = None) -> None:
         """Say this process has stopped producing for ``generation`` and holds nothing unacknowledged."""
         _write_atomically(self.directory / f"{ACK_PREFIX}{pid or os.getpid()}", str(generation))
+
+    def ready(self, generation: int, pid: int | None = None) -> None:
+        """Say this collector's new producer, for the broker of ``generation``, holds its producer id."""
+        _write_atomically(self.directory / f"{READY_PREFIX}{pid or os.getpid()}", str(generation))
+
+    # Both: collectors and consumer apps -----------------------------------------------------
+    def restarted_generation(self) -> int | None:
+        """The generation whose new broker is up with its topics, or None."""
+        try:
+            return int((self.directory / RESTARTED).read_text() or "0")
+        except (FileNotFoundError, ValueError):
+            return None
 
     # Consumer-app side ------------------------------------------------------------------
     def preparing(self) -> bool:
@@ -88,8 +107,13 @@ class BrokerHold:
         """Ask the consumer apps to close their Kafka clients: the broker is about to go."""
         _write_atomically(self.directory / RESTART, str(generation))
 
+    def begin_restarted(self, generation: int) -> None:
+        """Say the new broker is up with its topics: collectors and consumer apps get ready."""
+        _write_atomically(self.directory / RESTARTED, str(generation))
+
     def acknowledgements(self, generation: int, prefix: str = ACK_PREFIX) -> int:
-        """How many collectors (or, with ``STOPPED_PREFIX``, consumer apps) acknowledged ``generation``."""
+        """How many collectors (or, with ``STOPPED_PREFIX``, consumer apps; with ``READY_PREFIX``,
+        collectors with a new producer) acknowledged ``generation``."""
         count = 0
         for ack in self.directory.glob(f"{prefix}*"):
             try:
@@ -100,8 +124,12 @@ class BrokerHold:
 
     def release(self) -> None:
         """Let the collectors produce again and forget the request."""
-        files = (*self.directory.glob(f"{ACK_PREFIX}*"), *self.directory.glob(f"{STOPPED_PREFIX}*"))
-        done = (RESTART, REQUEST, HOLD, PREPARE)
+        files = (
+            *self.directory.glob(f"{ACK_PREFIX}*"),
+            *self.directory.glob(f"{STOPPED_PREFIX}*"),
+            *self.directory.glob(f"{READY_PREFIX}*"),
+        )
+        done = (RESTART, RESTARTED, REQUEST, HOLD, PREPARE)
         for path in (*files, *(self.directory / name for name in done)):
             path.unlink(missing_ok=True)
 

@@ -12,11 +12,13 @@ delete records, so it slows down with every batch it holds. When the collector h
 3. waits until those groups have committed every record: each event is applied and archived
    before it goes;
 4. has the consumer apps close their Kafka clients, restarts the broker empty on the same
-   address and creates the same topics;
+   address and creates the same topics; then says so, and meanwhile the collectors create their
+   new producers (each gets its producer id) and the consumer apps build their applications;
 5. moves each partition's end to where it was with one offset-gap control batch
    (``orchestration.kafka_wire``), so Kafka coordinates never repeat (the archive deduplicates
    by them), and commits the required groups at those ends;
-6. lets the collectors produce again and the consumer apps reconnect.
+6. waits (``READY_SECONDS`` at most) until every collector's new producer holds its producer id,
+   then lets the collectors produce again and the consumer apps read.
 
 Each phase's duration is logged and reported (``MaintenanceReport.phases``).
 Records of a topic that no required group reads are dropped, as retention would, and other
@@ -36,7 +38,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from assets.kafka_health import BrokerUnavailable, group_offsets
-from core.broker_hold import BrokerHold
+from core.broker_hold import READY_PREFIX, BrokerHold
 from core.kafka_config import client_config
 from core.settings import PulseSettings
 from core.topics import TopicSpec, ensure_topics, topic_specs
@@ -48,6 +50,9 @@ logger = logging.getLogger(__name__)
 CAUGHT_UP_SECONDS = 0.5
 #: How often the commits are read while waiting for the consumers.
 POLL_SECONDS = 0.05
+#: After the restart, how long to wait for the collectors' new producers to get their producer id
+#: before intake is released anyway (they then get it with their first records, about 0.5 s later).
+READY_SECONDS = 2.0
 
 Partition = tuple[str, int]
 
@@ -178,6 +183,7 @@ class BrokerMaintainer:
             clock.lap("restart")
             admin = AdminClient(client_config(self.settings, self.address))
             ensure_topics(admin, specs, self.settings.topic_replication_factor)
+            self.hold.begin_restarted(self.generation)
             clock.lap("topics")
             for (topic, partition), end in sorted(ends.final().items()):
                 if end > 0:
@@ -185,6 +191,8 @@ class BrokerMaintainer:
             for group, offsets in groups.items():
                 restore_commits(self.settings, self.address, group, offsets)
             clock.lap("restore")
+            self._wait_for_producers()
+            clock.lap("producers")
         except (OSError, KafkaException, BrokerUnavailable, RuntimeError) as exc:
             raise MaintenanceFailed(f"the embedded broker was restarted but not restored: {exc}") from exc
         finally:
@@ -203,6 +211,22 @@ class BrokerMaintainer:
                     f"stopped producing within {self.ack_timeout:.0f}s"
                 )
             time.sleep(0.02)
+
+    def _wait_for_producers(self) -> None:
+        """Until every collector's new producer holds its producer id (``READY_SECONDS`` at most:
+        a producer without one still delivers, later)."""
+        deadline = time.monotonic() + READY_SECONDS
+        while self.hold.acknowledgements(self.generation, READY_PREFIX) < self.collectors:
+            if time.monotonic() > deadline:
+                logger.warning(
+                    "maintenance %d: %d of %d collector(s) had a producer id after %.1fs; releasing anyway",
+                    self.generation,
+                    self.hold.acknowledgements(self.generation, READY_PREFIX),
+                    self.collectors,
+                    READY_SECONDS,
+                )
+                return
+            time.sleep(0.01)
 
     def _topic_specs(self) -> list[TopicSpec]:
         """Every topic on the broker, Pulse's with their own configs, others with the same ones."""

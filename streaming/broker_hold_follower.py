@@ -4,7 +4,8 @@ While a maintenance is prepared or intake is held, the app checkpoints at once: 
 until every record is committed, and the archiver would otherwise make it wait for its 5-second
 checkpoint. When the broker is about to be restarted, the app stops its Quix application (closing
 its Kafka clients: librdkafka clients whose broker is replaced under them were seen to crash or
-stall), says so, and builds a new application once the hold is released: no new process, so no
+stall), says so, builds a new application as soon as the new broker is up (while `pulse up` still
+restores offsets and commits) and runs it once the hold is released: no new process, so no
 start-up cost. It logs how long each step took (close, rebuild, assignment, first record).
 Apps under `pulse up` read their partitions without a group join (streaming/static_assignment.py):
 one instance of each runs there, and Tansu's first JoinGroup takes a second or more.
@@ -55,12 +56,12 @@ class BrokerHoldFollower:
             started = time.monotonic()
             app = assign_statically(build())
             if self._released is not None:
+                generation = self._released[0]
                 logger.info(
-                    "maintenance %d: application built in %.3fs",
-                    self._released[0],
-                    time.monotonic() - started,
+                    "maintenance %d: application built in %.3fs", generation, time.monotonic() - started
                 )
-                log_rejoin(app, *self._released)
+                self._wait_for_release(generation)
+                log_rejoin(app, generation, time.monotonic())
                 self._released = None
             self._app = app
             if self._watcher is None:
@@ -87,8 +88,9 @@ class BrokerHoldFollower:
             time.sleep(WATCH_SECONDS)
 
     def resume_after_stop(self) -> bool:
-        """After ``run()`` returned: True when it stopped for a broker restart and the hold is
-        released (build the app again); False for any other stop, or when the release never came."""
+        """After ``run()`` returned: True when it stopped for a broker restart and the new broker is up
+        (or the hold released): build the app again, the build waits for the release before it
+        returns. False for any other stop, or when neither came."""
         generation, hold = self._stopped_for, self._hold
         if generation is None or hold is None:
             return False
@@ -99,15 +101,25 @@ class BrokerHoldFollower:
             time.monotonic() - self._stop_asked,
         )
         deadline = time.monotonic() + RELEASE_TIMEOUT_SECONDS
-        while hold.held_generation() is not None:
+        # Build as soon as the new broker is up with its topics; run once the hold is released.
+        while hold.held_generation() is not None and hold.restarted_generation() != generation:
             if time.monotonic() > deadline:
                 logger.error("broker maintenance %d never ended; exiting", generation)
                 return False
             time.sleep(WATCH_SECONDS)
         self._stopped_for = None
         self._released = (generation, time.monotonic())
-        logger.info("reconnecting after broker maintenance %d", generation)
+        logger.info("building the application again for broker maintenance %d", generation)
         return True
+
+    def _wait_for_release(self, generation: int) -> None:
+        """Until intake is released: offsets and commits are restored then (``RELEASE_TIMEOUT_SECONDS``
+        at most; the run then finds the broker as it is)."""
+        assert self._hold is not None
+        deadline = time.monotonic() + RELEASE_TIMEOUT_SECONDS
+        while self._hold.held_generation() is not None and time.monotonic() < deadline:
+            time.sleep(WATCH_SECONDS / 4)
+        logger.info("reconnecting after broker maintenance %d", generation)
 
 
 def expire_checkpoint(app: Application) -> None:
@@ -119,7 +131,7 @@ def expire_checkpoint(app: Application) -> None:
 
 def log_rejoin(app: Application, generation: int, released_at: float) -> None:
     """Log when an application rebuilt after a maintenance gets its partitions and its first record
-    (group join and first fetch on the new broker: part of the maintenance's latency)."""
+    after the release (assignment and first fetch on the new broker: part of the maintenance's latency)."""
     original_assign = app._on_assign  # noqa: SLF001 - Quix subscribes with it in run()
 
     def on_assign(consumer: object, partitions: list) -> None:

@@ -7,6 +7,7 @@ acknowledged to a client can be lost.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -35,6 +36,9 @@ _REPLACE_ON = frozenset(
 
 #: How often a request held during a broker maintenance looks whether intake is released.
 HOLD_POLL_SECONDS = 0.005
+#: Statistics interval of a producer made during a maintenance: its statistics say when it holds
+#: its producer id (librdkafka asks for the id from a timer, half a second after the client starts).
+NEXT_PRODUCER_STATS_MS = 50
 
 
 class DeliveryFailed(RuntimeError):
@@ -86,6 +90,18 @@ class _RequestDelivery:
             self.future.set_result(None)
 
 
+def note_producer_id(stats_json: str, has_id: threading.Event) -> None:
+    """A producer's statistics callback: set ``has_id`` once it holds its producer id."""
+    if has_id.is_set():
+        return
+    try:
+        state = json.loads(stats_json).get("eos", {}).get("idemp_state")
+    except ValueError:
+        return
+    if state == "Assigned":
+        has_id.set()
+
+
 def _retire(producer: Producer) -> None:
     """Fail what the old producer still holds, so every waiting request gets its 503 now."""
     producer.purge(in_queue=True, in_flight=True)
@@ -110,6 +126,10 @@ class AcknowledgedProducer:
         self._hold, self._max_batches, self._hold_wait = hold, max_batches, hold_wait_seconds
         self._held: int | None = None
         self._sent_batches = 0
+        # The producer intake uses after a maintenance's release, made once the new broker is up.
+        self._next: Producer | None = None
+        self._next_has_id = threading.Event()  # set by that producer's own statistics
+        self._next_reported = False
         self._gate = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll_loop, name="kafka-delivery", daemon=True)
@@ -134,13 +154,39 @@ class AcknowledgedProducer:
                 )
             hold.acknowledge(generation)
             logger.info("holding intake for broker maintenance %d", generation)
-        elif generation is None and self._held is not None:
+        elif generation is not None:
+            self._prepare_next_producer(hold, generation)
+        elif self._held is not None:
             with self._gate:
-                self._new_producer(reason="broker maintenance")  # the restarted broker knows no producer id
+                # The restarted broker knows no producer id: intake goes on with the producer made
+                # for it (holding its id already), else a fresh one.
+                self._new_producer(reason="broker maintenance", replacement=self._next)
                 self._held, self._sent_batches = None, 0
+                self._next = None
             logger.info("intake resumed after broker maintenance")
         elif generation is None and self._sent_batches >= self._max_batches and not hold.requested():
             hold.request()
+
+    def _prepare_next_producer(self, hold: BrokerHold, generation: int) -> None:
+        """While intake is held: once the new broker is up, make the producer intake will use after
+        the release, and say so when it holds its producer id (`pulse up` waits for that)."""
+        if self._next is None:
+            if hold.restarted_generation() == generation:
+                self._next_has_id, self._next_reported = threading.Event(), False
+                has_id = self._next_has_id
+                self._next = Producer(
+                    {
+                        **self._config,
+                        "statistics.interval.ms": NEXT_PRODUCER_STATS_MS,
+                        "stats_cb": lambda stats: note_producer_id(stats, has_id),
+                    }
+                )
+            return
+        if not self._next_reported:
+            self._next.poll(0)  # serves its statistics callback
+            if self._next_has_id.is_set():
+                hold.ready(generation)
+                self._next_reported = True
 
     async def send(self, records: Sequence[OutgoingRecord]) -> None:
         """Produce records and wait until the broker has acknowledged all of them."""
@@ -203,8 +249,10 @@ class AcknowledgedProducer:
             logger.error("Kafka producer failed for good (%s); a new one will be created", err.str())
             self._replace = True
 
-    def _new_producer(self, reason: str = "a fatal or fencing error") -> None:
-        old, self._producer = self._producer, Producer(self._config)
+    def _new_producer(
+        self, reason: str = "a fatal or fencing error", replacement: Producer | None = None
+    ) -> None:
+        old, self._producer = self._producer, replacement or Producer(self._config)
         self._replace = False
         logger.warning("replaced the Kafka producer after %s; unacknowledged requests got 503", reason)
         threading.Thread(target=_retire, args=(old,), name="kafka-old-producer", daemon=True).start()

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import struct
+import threading
+import time
 
-from core.broker_hold import STOPPED_PREFIX, BrokerHold
+from core.broker_hold import READY_PREFIX, STOPPED_PREFIX, BrokerHold
 from core.kafka_config import consumer_tuning
 from core.settings import PulseSettings
-from orchestration.broker_maintenance import MaintenanceReport, PartitionEnds, lagging, resumed_commits
+from orchestration.broker_maintenance import (
+    BrokerMaintainer,
+    MaintenanceReport,
+    PartitionEnds,
+    lagging,
+    resumed_commits,
+)
 from orchestration.kafka_wire import (
     crc32c,
     offset_gap_batch,
@@ -15,6 +24,7 @@ from orchestration.kafka_wire import (
     produce_response,
     zigzag_varint,
 )
+from streaming.api.delivery import note_producer_id
 
 
 def test_crc32c_known_vector():
@@ -72,10 +82,46 @@ def test_hold_handshake(tmp_path):
     collector.stopped(3, pid=21)
     assert supervisor.acknowledgements(3, STOPPED_PREFIX) == 1
     assert supervisor.acknowledgements(3) == 1  # collectors' and consumer apps' counts apart
+    assert collector.restarted_generation() is None
+    supervisor.begin_restarted(3)  # the new broker is up: new producers, new applications
+    assert collector.restarted_generation() == 3 and collector.held_generation() == 3
+    collector.ready(3, pid=11)
+    assert supervisor.acknowledgements(3, READY_PREFIX) == 1 and supervisor.acknowledgements(3) == 1
     supervisor.release()
     assert collector.held_generation() is None and not supervisor.requested()
     assert collector.restart_generation() is None and not collector.preparing()
+    assert collector.restarted_generation() is None
     assert supervisor.acknowledgements(3) == 0 and supervisor.acknowledgements(3, STOPPED_PREFIX) == 0
+    assert supervisor.acknowledgements(3, READY_PREFIX) == 0
+
+
+def test_a_producer_counts_as_ready_once_its_statistics_say_it_holds_a_producer_id():
+    has_id = threading.Event()
+    note_producer_id(json.dumps({"eos": {"idemp_state": "WaitTransport"}}), has_id)
+    note_producer_id("not json", has_id)
+    assert not has_id.is_set()
+    note_producer_id(json.dumps({"eos": {"idemp_state": "Assigned", "producer_id": 1}}), has_id)
+    assert has_id.is_set()
+
+
+def test_maintenance_releases_after_the_collectors_new_producers_or_the_timeout(tmp_path, monkeypatch):
+    hold = BrokerHold(tmp_path / "hold")
+    hold.prepare()
+    maintainer = BrokerMaintainer(
+        PulseSettings(), "127.0.0.1:1", restart=lambda: None, hold=hold, collectors=2
+    )
+    maintainer.generation = 4
+    hold.ready(4, pid=1)
+    hold.ready(4, pid=2)
+    maintainer._wait_for_producers()  # both ready: returns at once
+
+    monkeypatch.setattr("orchestration.broker_maintenance.READY_SECONDS", 0.05)
+    hold.release()
+    hold.ready(4, pid=1)
+    hold.ready(3, pid=2)  # a stale one does not count
+    started = time.monotonic()
+    maintainer._wait_for_producers()  # one of two: released anyway after READY_SECONDS
+    assert time.monotonic() - started >= 0.05
 
 
 def test_lagging_names_required_groups_behind_only():
