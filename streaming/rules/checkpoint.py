@@ -126,19 +126,11 @@ class UpdateOrder:
     def updated_later(
         self, triggering: Sequence[tuple[Any, ProfileDelta]], places: Sequence[tuple[int, int]]
     ) -> list[ProfileDelta]:
-        """The deltas of ``triggering`` (event, delta) whose profile changed after their ``places``:
-        ``profile_changed_after`` over a checkpoint's triggering events, in one loop."""
+        """The deltas of ``triggering`` (event, delta) whose profile changed after their ``places``."""
         if len(triggering) != len(places):
             raise ValueError("one place per triggering event")
-        last_update, last_link = self._last_update, self._last_link
-        late = 0 if self._cluster else 1
-        found = []
-        for (_, delta), (position, batch) in zip(triggering, places):
-            pid = delta.profile_id
-            update = last_update.get(pid)
-            if (update is not None and update[0] > position) or last_link.get(pid, -1) >= batch + late:
-                found.append(delta)
-        return found
+        changed = self.profile_changed_after
+        return [delta for (_, delta), place in zip(triggering, places) if changed(delta.profile_id, place)]
 
     def linked_since_last_update(self, profile_id: str) -> bool:
         """Whether a link named the profile after its last update (a report of it may miss its owner)."""
