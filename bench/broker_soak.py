@@ -13,13 +13,14 @@ maintenance on, docs/architecture.md), then:
    the last thousand.
 
 Usage: .venv/bin/python -m bench.broker_soak [--rate 3000] [--seconds 1800] [--window 60]
-       [--request-every 0.16] [--single 12000] [--max-batches N]
+       [--request-every 0.16] [--single 12000] [--max-batches N] [--timeline FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import tempfile
 import threading
@@ -55,6 +56,13 @@ def main() -> None:
     parser.add_argument("--time-every", type=int, default=30)
     parser.add_argument("--single", type=int, default=12_000)
     parser.add_argument("--max-batches", type=int, default=None, help="PULSE_EMBEDDED_BROKER_MAX_BATCHES")
+    parser.add_argument(
+        "--timeline",
+        type=Path,
+        default=None,
+        help="write every timed steady event (s after the load's start, ms to visible) and the "
+        "maintenances' ends (s) to this JSON file, to see what an event sent near a maintenance waits",
+    )
     args = parser.parse_args()
 
     data = Path(tempfile.mkdtemp(prefix="pulse-broker-soak-"))
@@ -130,6 +138,15 @@ def main() -> None:
             f"{(w + 1) * args.window:>6.0f}s{len(values):>7}{stats.get('p50', float('nan')):>9.1f}"
             f"{stats.get('p99', float('nan')):>9.1f}{max(values, default=float('nan')):>9.1f}"
             f"{sum(lo <= t < hi for t in rejected):>6}{sum(lo <= t < hi for t, _ in maintenances):>6}"
+        )
+    if args.timeline:
+        args.timeline.write_text(
+            json.dumps(
+                {
+                    "events": [(round(at - load_start, 4), round(ms, 2)) for at, ms in timed_steady],
+                    "maintenances": [(round(t - load_start, 3), line) for t, line in maintenances],
+                }
+            )
         )
     if single:
         every = latencies(single)

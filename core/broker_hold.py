@@ -9,11 +9,11 @@ Files in one directory (``PULSE_BROKER_HOLD_DIR``, set by `pulse up` for its emb
 - ``ack-<pid>``: a collector has stopped and every record it produced is acknowledged;
 - ``restart``: everything is read; consumer apps close their Kafka clients before the broker goes;
 - ``stopped-<pid>``: a consumer app has closed its clients and waits for the release;
+- ``down``: the old broker is gone (written before the new one starts), with the monotonic time it
+  went: a producer id assigned after it comes from the new broker (``streaming.api.next_producer``);
 - ``restarted``: the new broker is up with its topics (offsets and commits not restored yet):
-  collectors create their new producer, which gets its producer id meanwhile (librdkafka asks for
-  it from a timer, half a second after the client starts), and consumer apps build their new
-  application;
-- ``ready-<pid>``: a collector's new producer holds its producer id;
+  consumer apps build their new application;
+- ``ready-<pid>``: a collector's new producer holds a producer id of the new broker;
 - removing ``hold`` (and the rest) lets the collectors produce and the consumer apps reconnect.
 
 Plain files, because the collector and `pulse up` are separate processes on one machine and a
@@ -23,6 +23,7 @@ check costs one ``stat``. Nothing here touches Kafka.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 REQUEST = "request"
@@ -31,6 +32,7 @@ HOLD = "hold"
 ACK_PREFIX = "ack-"
 RESTART = "restart"
 STOPPED_PREFIX = "stopped-"
+DOWN = "down"
 RESTARTED = "restarted"
 READY_PREFIX = "ready-"
 
@@ -74,6 +76,15 @@ class BrokerHold:
         except (FileNotFoundError, ValueError):
             return None
 
+    def down_since(self, generation: int) -> float | None:
+        """When (``time.monotonic()``, one clock for every process of the machine) the old broker of
+        ``generation`` went, or None before."""
+        try:
+            written, at = (self.directory / DOWN).read_text().split()
+            return float(at) if int(written) == generation else None
+        except (FileNotFoundError, ValueError):
+            return None
+
     # Consumer-app side ------------------------------------------------------------------
     def preparing(self) -> bool:
         """True while `pulse up` prepares a maintenance or holds intake (checkpoint at once)."""
@@ -107,6 +118,10 @@ class BrokerHold:
         """Ask the consumer apps to close their Kafka clients: the broker is about to go."""
         _write_atomically(self.directory / RESTART, str(generation))
 
+    def broker_down(self, generation: int, at: float | None = None) -> None:
+        """Say the old broker is gone (call it before the new one starts)."""
+        _write_atomically(self.directory / DOWN, f"{generation} {time.monotonic() if at is None else at}")
+
     def begin_restarted(self, generation: int) -> None:
         """Say the new broker is up with its topics: collectors and consumer apps get ready."""
         _write_atomically(self.directory / RESTARTED, str(generation))
@@ -129,7 +144,7 @@ class BrokerHold:
             *self.directory.glob(f"{STOPPED_PREFIX}*"),
             *self.directory.glob(f"{READY_PREFIX}*"),
         )
-        done = (RESTART, RESTARTED, REQUEST, HOLD, PREPARE)
+        done = (RESTART, DOWN, RESTARTED, REQUEST, HOLD, PREPARE)
         for path in (*files, *(self.directory / name for name in done)):
             path.unlink(missing_ok=True)
 

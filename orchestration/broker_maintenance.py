@@ -32,6 +32,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -48,8 +49,10 @@ logger = logging.getLogger(__name__)
 
 #: Before intake is held, the consumers must catch up to a marker within this long (docs/architecture.md).
 CAUGHT_UP_SECONDS = 0.5
-#: How often the commits are read while waiting for the consumers.
+#: How often the commits are read while waiting for the consumers to catch up (intake flowing) and
+#: to drain (intake held: every round of it is a wait for every held request).
 POLL_SECONDS = 0.05
+DRAIN_POLL_SECONDS = 0.01
 #: After the restart, how long to wait for the collectors' new producers to get their producer id
 #: before intake is released anyway (they then get it with their first records, about 0.5 s later).
 READY_SECONDS = 2.0
@@ -188,8 +191,7 @@ class BrokerMaintainer:
             for (topic, partition), end in sorted(ends.final().items()):
                 if end > 0:
                     advance_partition_end(self.address, topic, partition, end)
-            for group, offsets in groups.items():
-                restore_commits(self.settings, self.address, group, offsets)
+            restore_all_commits(self.settings, self.address, groups)
             clock.lap("restore")
             self._wait_for_producers()
             clock.lap("producers")
@@ -280,7 +282,7 @@ class BrokerMaintainer:
                     f"consumers did not catch up within {self.drain_timeout:.0f}s: {'; '.join(behind)}"
                 )
             self.while_waiting()
-            time.sleep(POLL_SECONDS)
+            time.sleep(DRAIN_POLL_SECONDS)
 
 
 class PartitionEnds:
@@ -338,6 +340,15 @@ def resumed_commits(
         for group in readers.get(topic, ()):
             resumed.setdefault(group, {})[(topic, partition)] = end
     return resumed
+
+
+def restore_all_commits(
+    settings: PulseSettings, address: str, groups: Mapping[str, Mapping[Partition, int]]
+) -> None:
+    """``restore_commits`` for every group at once (a consumer each: its start and close dominate)."""
+    with ThreadPoolExecutor(max_workers=max(1, len(groups)), thread_name_prefix="restore") as pool:
+        for done in [pool.submit(restore_commits, settings, address, g, o) for g, o in groups.items()]:
+            done.result()
 
 
 def restore_commits(

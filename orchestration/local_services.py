@@ -161,7 +161,7 @@ class ManagedProcess:
         except ProcessLookupError:
             pass
 
-    def wait_for_port(self, host: str, port: int, timeout: float) -> None:
+    def wait_for_port(self, host: str, port: int, timeout: float, poll: float = 0.05) -> None:
         """Return once this process (or a child of it) listens on ``port``.
 
         Raises ``PortTaken`` when another process answers there instead, ``ServiceStartError``
@@ -184,7 +184,7 @@ class ManagedProcess:
                     )
             elif not self.alive():
                 raise ServiceStartError(f"{self.name} exited at start-up; see {self.log_path}")
-            time.sleep(0.05)
+            time.sleep(poll)
         raise ServiceStartError(
             f"{self.name} did not listen on {host}:{port} in {timeout}s; see {self.log_path}"
         )
@@ -273,7 +273,7 @@ def start_broker(
         data_dir / "logs" / "broker.log",
     )
     proc.start()
-    proc.wait_for_port("127.0.0.1", port, timeout)
+    proc.wait_for_port("127.0.0.1", port, timeout, poll=0.01)  # a maintenance holds intake meanwhile
     return proc, f"127.0.0.1:{port}"
 
 

@@ -180,6 +180,7 @@ class LocalPlatform:
 
         def restart() -> None:
             self.infra[0].kill()  # memory storage: nothing to save, and it is drained
+            hold.broker_down(maintainer.generation)  # producer ids from now on are the new broker's
             self.infra[0], _ = start_broker(self.settings.data_path, port)
 
         def consumers() -> list[App]:

@@ -7,7 +7,6 @@ acknowledged to a client can be lost.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -19,6 +18,7 @@ from confluent_kafka import KafkaError, Producer
 
 from core.broker_hold import BrokerHold
 from streaming.api.metrics import REQUESTS_HELD
+from streaming.api.next_producer import NextProducer
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +36,6 @@ _REPLACE_ON = frozenset(
 
 #: How often a request held during a broker maintenance looks whether intake is released.
 HOLD_POLL_SECONDS = 0.005
-#: Statistics interval of a producer made during a maintenance: its statistics say when it holds
-#: its producer id (librdkafka asks for the id from a timer, half a second after the client starts).
-NEXT_PRODUCER_STATS_MS = 50
 
 
 class DeliveryFailed(RuntimeError):
@@ -90,18 +87,6 @@ class _RequestDelivery:
             self.future.set_result(None)
 
 
-def note_producer_id(stats_json: str, has_id: threading.Event) -> None:
-    """A producer's statistics callback: set ``has_id`` once it holds its producer id."""
-    if has_id.is_set():
-        return
-    try:
-        state = json.loads(stats_json).get("eos", {}).get("idemp_state")
-    except ValueError:
-        return
-    if state == "Assigned":
-        has_id.set()
-
-
 def _retire(producer: Producer) -> None:
     """Fail what the old producer still holds, so every waiting request gets its 503 now."""
     producer.purge(in_queue=True, in_flight=True)
@@ -126,9 +111,8 @@ class AcknowledgedProducer:
         self._hold, self._max_batches, self._hold_wait = hold, max_batches, hold_wait_seconds
         self._held: int | None = None
         self._sent_batches = 0
-        # The producer intake uses after a maintenance's release, made once the new broker is up.
-        self._next: Producer | None = None
-        self._next_has_id = threading.Event()  # set by that producer's own statistics
+        # The producer intake uses after a maintenance's release, made while intake is held.
+        self._next: NextProducer | None = None
         self._next_reported = False
         self._gate = threading.Lock()
         self._stop = threading.Event()
@@ -154,13 +138,15 @@ class AcknowledgedProducer:
                 )
             hold.acknowledge(generation)
             logger.info("holding intake for broker maintenance %d", generation)
+            self._next, self._next_reported = NextProducer(self._config), False
         elif generation is not None:
             self._prepare_next_producer(hold, generation)
         elif self._held is not None:
             with self._gate:
                 # The restarted broker knows no producer id: intake goes on with the producer made
                 # for it (holding its id already), else a fresh one.
-                self._new_producer(reason="broker maintenance", replacement=self._next)
+                replacement = self._next.take() if self._next is not None else None
+                self._new_producer(reason="broker maintenance", replacement=replacement)
                 self._held, self._sent_batches = None, 0
                 self._next = None
             logger.info("intake resumed after broker maintenance")
@@ -168,25 +154,14 @@ class AcknowledgedProducer:
             hold.request()
 
     def _prepare_next_producer(self, hold: BrokerHold, generation: int) -> None:
-        """While intake is held: once the new broker is up, make the producer intake will use after
-        the release, and say so when it holds its producer id (`pulse up` waits for that)."""
-        if self._next is None:
-            if hold.restarted_generation() == generation:
-                self._next_has_id, self._next_reported = threading.Event(), False
-                has_id = self._next_has_id
-                self._next = Producer(
-                    {
-                        **self._config,
-                        "statistics.interval.ms": NEXT_PRODUCER_STATS_MS,
-                        "stats_cb": lambda stats: note_producer_id(stats, has_id),
-                    }
-                )
+        """While intake is held: make the producer intake will use after the release
+        (``streaming.api.next_producer``) and say so once it holds an id of the new broker (`pulse up`
+        waits for that)."""
+        if self._next is None or self._next_reported:
             return
-        if not self._next_reported:
-            self._next.poll(0)  # serves its statistics callback
-            if self._next_has_id.is_set():
-                hold.ready(generation)
-                self._next_reported = True
+        if self._next.step(hold.down_since(generation)) is not None:
+            hold.ready(generation)
+            self._next_reported = True
 
     async def send(self, records: Sequence[OutgoingRecord]) -> None:
         """Produce records and wait until the broker has acknowledged all of them."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import struct
-import threading
 import time
+
+import pytest
 
 from core.broker_hold import READY_PREFIX, STOPPED_PREFIX, BrokerHold
 from core.kafka_config import consumer_tuning
@@ -24,7 +25,7 @@ from orchestration.kafka_wire import (
     produce_response,
     zigzag_varint,
 )
-from streaming.api.delivery import note_producer_id
+from streaming.api.next_producer import STAGGER_SECONDS, NextProducer, producer_id_assigned_at
 
 
 def test_crc32c_known_vector():
@@ -82,6 +83,11 @@ def test_hold_handshake(tmp_path):
     collector.stopped(3, pid=21)
     assert supervisor.acknowledgements(3, STOPPED_PREFIX) == 1
     assert supervisor.acknowledgements(3) == 1  # collectors' and consumer apps' counts apart
+    assert collector.down_since(3) is None
+    supervisor.broker_down(2, at=5.0)  # a stale generation's
+    assert collector.down_since(3) is None
+    supervisor.broker_down(3, at=7.5)  # the old broker is gone
+    assert collector.down_since(3) == 7.5
     assert collector.restarted_generation() is None
     supervisor.begin_restarted(3)  # the new broker is up: new producers, new applications
     assert collector.restarted_generation() == 3 and collector.held_generation() == 3
@@ -90,18 +96,80 @@ def test_hold_handshake(tmp_path):
     supervisor.release()
     assert collector.held_generation() is None and not supervisor.requested()
     assert collector.restart_generation() is None and not collector.preparing()
-    assert collector.restarted_generation() is None
+    assert collector.restarted_generation() is None and collector.down_since(3) is None
     assert supervisor.acknowledgements(3) == 0 and supervisor.acknowledgements(3, STOPPED_PREFIX) == 0
     assert supervisor.acknowledgements(3, READY_PREFIX) == 0
 
 
-def test_a_producer_counts_as_ready_once_its_statistics_say_it_holds_a_producer_id():
-    has_id = threading.Event()
-    note_producer_id(json.dumps({"eos": {"idemp_state": "WaitTransport"}}), has_id)
-    note_producer_id("not json", has_id)
-    assert not has_id.is_set()
-    note_producer_id(json.dumps({"eos": {"idemp_state": "Assigned", "producer_id": 1}}), has_id)
-    assert has_id.is_set()
+def test_the_statistics_say_when_a_producer_got_its_producer_id():
+    assert (
+        producer_id_assigned_at(json.dumps({"ts": 5_000_000, "eos": {"idemp_state": "WaitTransport"}}))
+        is None
+    )
+    assert producer_id_assigned_at("not json") is None
+    assert producer_id_assigned_at(json.dumps({"ts": 5_000_000})) is None  # not idempotent
+    stats = {"ts": 5_000_000, "eos": {"idemp_state": "Assigned", "idemp_stateage": 250, "producer_id": 1}}
+    assert producer_id_assigned_at(json.dumps(stats)) == pytest.approx(4.75)
+
+
+class FakeCandidate:
+    """A producer whose statistics say it got its producer id at ``assigned_at`` (after ``polls`` polls)."""
+
+    def __init__(self, config: dict, assigned_at: float | None, polls: int = 1) -> None:
+        self.config, self.assigned_at, self.polls, self.closed = config, assigned_at, polls, False
+
+    def poll(self, _timeout: float) -> int:
+        self.polls -= 1
+        if self.polls <= 0 and self.assigned_at is not None:
+            stats = {"ts": self.assigned_at * 1e6, "eos": {"idemp_state": "Assigned", "idemp_stateage": 0}}
+            self.config["stats_cb"](json.dumps(stats))
+        return 0
+
+    def flush(self, _timeout: float) -> int:
+        self.closed = True
+        return 0
+
+
+def test_the_next_producer_is_the_first_candidate_with_an_id_of_the_new_broker(monkeypatch):
+    """Candidates are made STAGGER_SECONDS apart; one whose id predates the old broker's end is
+    dropped, the first with a later one is chosen and the others are closed."""
+    now = [100.0]
+    ids = iter([100.4, 100.6, 100.7, None])  # when each candidate gets its id (None: never)
+    made: list[FakeCandidate] = []
+
+    def make(config: dict) -> FakeCandidate:
+        made.append(FakeCandidate(config, next(ids), polls=2))
+        return made[-1]
+
+    monkeypatch.setattr("streaming.api.next_producer.close_unused", lambda producer: producer.flush(0))
+    next_producer = NextProducer({"bootstrap.servers": "x"}, make=make, clock=lambda: now[0])
+    assert next_producer.step(down_since=None) is None and len(made) == 1
+    assert next_producer.step(down_since=None) is None and len(made) == 1  # not due yet
+    assert made[0].config["statistics.interval.ms"] > 0 and made[0].config["reconnect.backoff.ms"] <= 50
+    now[0] += STAGGER_SECONDS
+    assert next_producer.step(down_since=None) is None and len(made) == 2
+    assert made[0].closed  # its id (100.4) came before any broker went down: the old broker's
+    now[0] += STAGGER_SECONDS
+    assert next_producer.step(down_since=100.5) is None and len(made) == 3
+    now[0] += STAGGER_SECONDS
+    chosen = next_producer.step(down_since=100.5)
+    assert chosen is made[1] and not made[1].closed  # id at 100.6, after the old broker went at 100.5
+    assert made[2].closed  # the rest are let go
+    assert next_producer.step(down_since=100.5) is chosen and len(made) == 3
+    assert next_producer.take() is chosen
+
+
+def test_without_a_candidate_of_the_new_broker_the_release_makes_a_fresh_producer(monkeypatch):
+    made: list[FakeCandidate] = []
+
+    def make(config: dict) -> FakeCandidate:
+        made.append(FakeCandidate(config, assigned_at=None))
+        return made[-1]
+
+    monkeypatch.setattr("streaming.api.next_producer.close_unused", lambda producer: producer.flush(0))
+    next_producer = NextProducer({}, make=make)
+    assert next_producer.step(down_since=1.0) is None
+    assert next_producer.take() is None and all(candidate.closed for candidate in made)
 
 
 def test_maintenance_releases_after_the_collectors_new_producers_or_the_timeout(tmp_path, monkeypatch):

@@ -1,0 +1,131 @@
+"""The producer a collector uses after a broker maintenance, made while intake is held.
+
+The restarted broker knows no producer id of the old one, so intake resumes with a new idempotent
+producer, and it can deliver only once it holds a producer id of the new broker. librdkafka asks
+for that id from a timer only: 500 ms after the client is made, then every 500 ms, and only when a
+broker connection is up at that tick (a broker coming up does not trigger it). A producer made once
+the new broker is up therefore waits 0.5 s, longer than the rest of the hold.
+
+So from the start of the hold the collector makes a *candidate* every ``STAGGER_SECONDS``; their
+ticks fall ``STAGGER_SECONDS`` apart. A candidate whose id was assigned after the old broker went
+down (``BrokerHold.down_since``, written before the new broker starts) got it from the new broker:
+the first one is the producer intake resumes with. A candidate that got its id earlier got it from
+the old broker and is dropped. When the id was assigned is read from the candidate's statistics:
+``ts`` (librdkafka's monotonic clock, the one ``time.monotonic()`` reads) minus ``idemp_stateage``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Producer
+
+logger = logging.getLogger(__name__)
+
+#: A new candidate this often while no candidate holds an id of the new broker.
+STAGGER_SECONDS = 0.05
+#: Statistics interval of a candidate: how soon its producer id is seen.
+STATS_INTERVAL_MS = 20
+#: A candidate reconnects this soon after the old broker goes (librdkafka's default is 100 ms, growing).
+RECONNECT_BACKOFF_MS = 10
+RECONNECT_BACKOFF_MAX_MS = 50
+
+
+def producer_id_assigned_at(stats_json: str) -> float | None:
+    """When (monotonic seconds) the producer of these statistics got its producer id, or None."""
+    try:
+        stats = json.loads(stats_json)
+        eos = stats.get("eos") or {}
+        if eos.get("idemp_state") != "Assigned":
+            return None
+        return stats["ts"] / 1e6 - eos["idemp_stateage"] / 1e3
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+class _Candidate:
+    """One producer made ahead, and when it got its producer id (set from its statistics)."""
+
+    __slots__ = ("producer", "assigned_at")
+
+    def __init__(self, config: dict[str, Any], make: Callable[[dict[str, Any]], Producer]) -> None:
+        self.assigned_at: float | None = None
+        self.producer = make(
+            {
+                **config,
+                "statistics.interval.ms": STATS_INTERVAL_MS,
+                "stats_cb": self._on_stats,
+                "reconnect.backoff.ms": RECONNECT_BACKOFF_MS,
+                "reconnect.backoff.max.ms": RECONNECT_BACKOFF_MAX_MS,
+            }
+        )
+
+    def _on_stats(self, stats_json: str) -> None:
+        if self.assigned_at is None:
+            self.assigned_at = producer_id_assigned_at(stats_json)
+
+
+def close_unused(producer: Producer) -> None:
+    """Let a producer that never produced go, off the caller's thread (destroying one can block)."""
+    threading.Thread(target=producer.flush, args=(0,), name="kafka-unused-producer", daemon=True).start()
+
+
+class NextProducer:
+    """Candidates for the producer intake uses after one maintenance (driven from the poll thread)."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        make: Callable[[dict[str, Any]], Producer] = Producer,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._config, self._make, self._clock = config, make, clock
+        self._candidates: list[_Candidate] = []
+        self._made_at = float("-inf")
+        self._dropped = 0
+        self.chosen: Producer | None = None
+
+    def step(self, down_since: float | None) -> Producer | None:
+        """Serve the candidates' statistics, drop those with an id of the old broker, make the next
+        one when due; return the chosen producer once a candidate holds an id of the new broker."""
+        if self.chosen is not None:
+            return self.chosen
+        for candidate in list(self._candidates):
+            candidate.producer.poll(0)  # serves its statistics callback
+            if candidate.assigned_at is None:
+                continue
+            self._candidates.remove(candidate)
+            if down_since is not None and candidate.assigned_at > down_since:
+                self.chosen = candidate.producer
+                logger.info(
+                    "new producer holds its producer id (%d candidate(s) made, %d with an id of the "
+                    "old broker)",
+                    len(self._candidates) + self._dropped + 1,
+                    self._dropped,
+                )
+                self._close_candidates()
+                return self.chosen
+            self._dropped += 1
+            close_unused(candidate.producer)
+        now = self._clock()
+        if now >= self._made_at + STAGGER_SECONDS:
+            self._candidates.append(_Candidate(self._config, self._make))
+            self._made_at = now
+        return None
+
+    def take(self) -> Producer | None:
+        """At the release: the chosen producer, or None when no candidate had an id of the new
+        broker (the caller makes a fresh producer); every other candidate is closed."""
+        self._close_candidates()
+        chosen, self.chosen = self.chosen, None
+        return chosen
+
+    def _close_candidates(self) -> None:
+        for candidate in self._candidates:
+            close_unused(candidate.producer)
+        self._candidates.clear()
