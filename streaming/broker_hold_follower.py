@@ -22,6 +22,7 @@ from quixstreams import Application
 
 from core.broker_hold import BrokerHold
 from core.settings import PulseSettings
+from streaming.app_runner import collect_replaced
 from streaming.static_assignment import assign_statically
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,9 @@ class BrokerHoldFollower:
             generation,
             time.monotonic() - self._stop_asked,
         )
+        # While the broker restarts: the stopped application's garbage goes now, not in the build.
+        self._app = None
+        logger.info("maintenance %d: garbage collected in %.3fs", generation, collect_replaced())
         deadline = time.monotonic() + RELEASE_TIMEOUT_SECONDS
         # Build as soon as the new broker is up with its topics; run once the hold is released.
         while hold.held_generation() is not None and hold.restarted_generation() != generation:
