@@ -60,8 +60,9 @@ def main() -> None:
         "--timeline",
         type=Path,
         default=None,
-        help="write every timed steady event (s after the load's start, ms to visible) and the "
-        "maintenances' ends (s) to this JSON file, to see what an event sent near a maintenance waits",
+        help="write every timed steady event (s after the load's start, ms to visible, ms to the "
+        "request's 202) and the maintenances' ends (s) to this JSON file, to see what an event sent "
+        "near a maintenance waits and where",
     )
     args = parser.parse_args()
 
@@ -144,6 +145,11 @@ def main() -> None:
             json.dumps(
                 {
                     "events": [(round(at - load_start, 4), round(ms, 2)) for at, ms in timed_steady],
+                    "acknowledged": sorted(
+                        (round(sent - load_start, 4), round((acked - sent) * 1000, 2))
+                        for event_id, (sent, acked) in steady_times.items()
+                        if event_id.startswith(TIMED_PREFIX)
+                    ),
                     "maintenances": [(round(t - load_start, 3), line) for t, line in maintenances],
                 }
             )

@@ -10,7 +10,7 @@ Files in one directory (``PULSE_BROKER_HOLD_DIR``, set by `pulse up` for its emb
 - ``restart``: everything is read; consumer apps close their Kafka clients before the broker goes;
 - ``stopped-<pid>``: a consumer app has closed its clients and waits for the release;
 - ``down``: the old broker is gone (written before the new one starts), with the monotonic time it
-  went: a producer id assigned after it comes from the new broker (``streaming.api.next_producer``);
+  went: a producer id assigned after it comes from the new broker (``streaming.next_producer``);
 - ``restarted``: the new broker is up with its topics (offsets and commits not restored yet):
   consumer apps build their new application;
 - ``ready-<pid>``: a collector's new producer holds a producer id of the new broker;

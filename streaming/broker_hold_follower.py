@@ -17,17 +17,22 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
+from confluent_kafka import Producer
 from quixstreams import Application
 
 from core.broker_hold import BrokerHold
 from core.settings import PulseSettings
 from streaming.app_runner import collect_replaced
+from streaming.next_producer import NextProducer
 from streaming.static_assignment import assign_statically
 
 logger = logging.getLogger(__name__)
 
 WATCH_SECONDS = 0.02
+#: How long a rebuild waits for a producer made during the hold to hold an id of the new broker.
+NEXT_PRODUCER_WAIT_SECONDS = 1.0
 #: How long a stopped app waits for the release before exiting (its supervisor restarts it).
 RELEASE_TIMEOUT_SECONDS = 300.0
 
@@ -43,6 +48,11 @@ class BrokerHoldFollower:
         self._watcher: threading.Thread | None = None
         self._released: tuple[int, float] | None = None  # (generation, when) until the rebuild
         self._stop_asked = 0.0
+        # The app's own producer (``producer``), made again during each hold (``_step_next_producer``).
+        self._producer_config: dict[str, Any] | None = None
+        self._next: NextProducer | None = None
+        self._next_for: int | None = None
+        self._next_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: PulseSettings) -> BrokerHoldFollower:
@@ -72,9 +82,43 @@ class BrokerHoldFollower:
 
         return build_and_follow
 
+    def producer(self, config: dict[str, Any]) -> Producer:
+        """A Kafka producer for the application's own records (the profile app's triggers, changes
+        and dead letters). In a rebuild after a maintenance: the one made while intake was held that
+        holds a producer id of the new broker (``streaming.next_producer``; a producer made now
+        would wait half a second for its id, and the first checkpoint with it); else a new one."""
+        self._producer_config = config
+        next_producer, released = self._next, self._released
+        if next_producer is None or released is None or self._next_for != released[0]:
+            return Producer(config)
+        deadline = time.monotonic() + NEXT_PRODUCER_WAIT_SECONDS
+        while next_producer.chosen is None and time.monotonic() < deadline:
+            time.sleep(WATCH_SECONDS / 4)
+        with self._next_lock:
+            chosen = next_producer.take()
+            self._next = None
+        if chosen is None:
+            logger.warning("maintenance %d: no producer with an id of the new broker; a new one", released[0])
+        return chosen or Producer(config)
+
+    def _step_next_producer(self, hold: BrokerHold) -> None:
+        """While intake is held: make candidates for the app's next producer, once it made one."""
+        generation = hold.held_generation()
+        with self._next_lock:
+            if generation is not None and generation != self._next_for and self._producer_config:
+                self._next, self._next_for = NextProducer(self._producer_config), generation
+            if self._next is None:
+                return
+            if generation == self._next_for:
+                self._next.step(hold.down_since(generation))
+            elif generation is None and self._handled != self._next_for:
+                self._next.take()  # released without a restart: the producer in use stays
+                self._next = None
+
     def _watch(self) -> None:
         assert self._hold is not None
         while True:
+            self._step_next_producer(self._hold)
             app = self._app
             if app is not None and self._hold.preparing():
                 restart = self._hold.restart_generation()

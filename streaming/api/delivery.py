@@ -18,7 +18,7 @@ from confluent_kafka import KafkaError, Producer
 
 from core.broker_hold import BrokerHold
 from streaming.api.metrics import REQUESTS_HELD
-from streaming.api.next_producer import NextProducer
+from streaming.next_producer import NextProducer
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class AcknowledgedProducer:
 
     def _prepare_next_producer(self, hold: BrokerHold, generation: int) -> None:
         """While intake is held: make the producer intake will use after the release
-        (``streaming.api.next_producer``) and say so once it holds an id of the new broker (`pulse up`
+        (``streaming.next_producer``) and say so once it holds an id of the new broker (`pulse up`
         waits for that)."""
         if self._next is None or self._next_reported:
             return

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
@@ -34,8 +36,11 @@ from streaming.traits.registration import RegisteredTraits
 logger = logging.getLogger(__name__)
 
 
-def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink]:
-    """The Quix application with the profile dataflow attached."""
+def build_application(
+    settings: PulseSettings, make_producer: Callable[[dict[str, Any]], Producer] = Producer
+) -> tuple[Application, ProfileSink]:
+    """The Quix application with the profile dataflow attached; ``make_producer`` makes the producer
+    of its triggers, changes and dead letters (``BrokerHoldFollower.producer`` under `pulse up`)."""
     brokers = service_registry.kafka_brokers(settings)
     ensure_topics(
         AdminClient(client_config(settings, brokers)),
@@ -85,7 +90,7 @@ def build_application(settings: PulseSettings) -> tuple[Application, ProfileSink
     events = app.topic(
         settings.topic_events, value_deserializer="bytes", key_deserializer="bytes", config=topic_config
     )
-    dlq_producer = Producer(durable_producer_config(settings, brokers))
+    dlq_producer = make_producer(durable_producer_config(settings, brokers))
     rules = RulesFollower(settings.rules_file, settings.rules_refresh_seconds)
     # Reference data (and the intent model above) is read before the first event: see ReferenceFollower.prime.
     geo = GeoFollower(client, settings.catalog_refresh_seconds)
@@ -120,5 +125,6 @@ def main(settings: PulseSettings | None = None) -> None:
     logger.info("profile app consuming %s as group %s", settings.topic_events, settings.consumer_group)
     hold = BrokerHoldFollower.from_settings(settings)
     run_rejoining(
-        hold.wrap(frozen_after(lambda: build_application(settings)[0])), resume=hold.resume_after_stop
+        hold.wrap(frozen_after(lambda: build_application(settings, hold.producer)[0])),
+        resume=hold.resume_after_stop,
     )

@@ -25,7 +25,7 @@ from orchestration.kafka_wire import (
     produce_response,
     zigzag_varint,
 )
-from streaming.api.next_producer import STAGGER_SECONDS, NextProducer, producer_id_assigned_at
+from streaming.next_producer import STAGGER_SECONDS, NextProducer, producer_id_assigned_at
 
 
 def test_crc32c_known_vector():
@@ -141,7 +141,7 @@ def test_the_next_producer_is_the_first_candidate_with_an_id_of_the_new_broker(m
         made.append(FakeCandidate(config, next(ids), polls=2))
         return made[-1]
 
-    monkeypatch.setattr("streaming.api.next_producer.close_unused", lambda producer: producer.flush(0))
+    monkeypatch.setattr("streaming.next_producer.close_unused", lambda producer: producer.flush(0))
     next_producer = NextProducer({"bootstrap.servers": "x"}, make=make, clock=lambda: now[0])
     assert next_producer.step(down_since=None) is None and len(made) == 1
     assert next_producer.step(down_since=None) is None and len(made) == 1  # not due yet
@@ -166,7 +166,7 @@ def test_without_a_candidate_of_the_new_broker_the_release_makes_a_fresh_produce
         made.append(FakeCandidate(config, assigned_at=None))
         return made[-1]
 
-    monkeypatch.setattr("streaming.api.next_producer.close_unused", lambda producer: producer.flush(0))
+    monkeypatch.setattr("streaming.next_producer.close_unused", lambda producer: producer.flush(0))
     next_producer = NextProducer({}, make=make)
     assert next_producer.step(down_since=1.0) is None
     assert next_producer.take() is None and all(candidate.closed for candidate in made)

@@ -1,4 +1,5 @@
-"""The producer a collector uses after a broker maintenance, made while intake is held.
+"""A producer for after a broker maintenance, made while intake is held: the collector's, and the
+profile app's for its triggers (``BrokerHoldFollower.producer``).
 
 The restarted broker knows no producer id of the old one, so intake resumes with a new idempotent
 producer, and it can deliver only once it holds a producer id of the new broker. librdkafka asks
@@ -6,10 +7,10 @@ for that id from a timer only: 500 ms after the client is made, then every 500 m
 broker connection is up at that tick (a broker coming up does not trigger it). A producer made once
 the new broker is up therefore waits 0.5 s, longer than the rest of the hold.
 
-So from the start of the hold the collector makes a *candidate* every ``STAGGER_SECONDS``; their
+So from the start of the hold each of them makes a *candidate* every ``STAGGER_SECONDS``; their
 ticks fall ``STAGGER_SECONDS`` apart. A candidate whose id was assigned after the old broker went
 down (``BrokerHold.down_since``, written before the new broker starts) got it from the new broker:
-the first one is the producer intake resumes with. A candidate that got its id earlier got it from
+the first one is the producer used after the release. A candidate that got its id earlier got it from
 the old broker and is dropped. When the id was assigned is read from the candidate's statistics:
 ``ts`` (librdkafka's monotonic clock, the one ``time.monotonic()`` reads) minus ``idemp_stateage``.
 """
@@ -76,7 +77,7 @@ def close_unused(producer: Producer) -> None:
 
 
 class NextProducer:
-    """Candidates for the producer intake uses after one maintenance (driven from the poll thread)."""
+    """Candidates for the producer used after one maintenance (driven from one thread)."""
 
     def __init__(
         self,
