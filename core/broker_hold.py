@@ -85,6 +85,16 @@ class BrokerHold:
         except (FileNotFoundError, ValueError):
             return None
 
+    def coming_generation(self) -> int | None:
+        """The generation of the maintenance being prepared or held, or None: producers for after it
+        are made from then on (``streaming.next_producer``)."""
+        for name in (HOLD, PREPARE):
+            try:
+                return int((self.directory / name).read_text() or "0")
+            except (FileNotFoundError, ValueError):
+                continue
+        return None
+
     # Consumer-app side ------------------------------------------------------------------
     def preparing(self) -> bool:
         """True while `pulse up` prepares a maintenance or holds intake (checkpoint at once)."""

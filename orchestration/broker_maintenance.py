@@ -32,10 +32,9 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from assets.kafka_health import BrokerUnavailable, group_offsets
@@ -345,26 +344,23 @@ def resumed_commits(
 def restore_all_commits(
     settings: PulseSettings, address: str, groups: Mapping[str, Mapping[Partition, int]]
 ) -> None:
-    """``restore_commits`` for every group at once (a consumer each: its start and close dominate)."""
-    with ThreadPoolExecutor(max_workers=max(1, len(groups)), thread_name_prefix="restore") as pool:
-        for done in [pool.submit(restore_commits, settings, address, g, o) for g, o in groups.items()]:
-            done.result()
-
-
-def restore_commits(
-    settings: PulseSettings, address: str, group: str, offsets: Mapping[Partition, int]
-) -> None:
-    """Commit ``offsets`` for ``group`` as a simple (unsubscribed) consumer."""
-    if not offsets:
-        return
-    consumer = Consumer({**client_config(settings, address), "group.id": group, "enable.auto.commit": False})
-    try:
-        consumer.commit(
-            offsets=[TopicPartition(t, p, offset) for (t, p), offset in sorted(offsets.items())],
-            asynchronous=False,
+    """Commit each group's offsets as they were (an admin request per group, all in flight at once:
+    a few milliseconds, where a consumer per group took 60 ms to start, commit and close)."""
+    admin = AdminClient(client_config(settings, address))
+    futures = [
+        admin.alter_consumer_group_offsets(
+            [
+                ConsumerGroupTopicPartitions(
+                    group, [TopicPartition(t, p, offset) for (t, p), offset in sorted(offsets.items())]
+                )
+            ]
         )
-    finally:
-        consumer.close()
+        for group, offsets in sorted(groups.items())
+        if offsets
+    ]
+    for requested in futures:
+        for future in requested.values():
+            future.result(timeout=10)
 
 
 def mark_end(address: str, topic: str, partition: int) -> int:

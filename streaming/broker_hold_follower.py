@@ -102,16 +102,18 @@ class BrokerHoldFollower:
         return chosen or Producer(config)
 
     def _step_next_producer(self, hold: BrokerHold) -> None:
-        """While intake is held: make candidates for the app's next producer, once it made one."""
-        generation = hold.held_generation()
+        """From the moment a maintenance is prepared: make candidates for the app's next producer
+        (once the app made one)."""
+        coming = hold.coming_generation()
         with self._next_lock:
-            if generation is not None and generation != self._next_for and self._producer_config:
-                self._next, self._next_for = NextProducer(self._producer_config), generation
+            if coming is not None and coming != self._next_for and self._producer_config:
+                self._next, self._next_for = NextProducer(self._producer_config), coming
             if self._next is None:
                 return
-            if generation == self._next_for:
-                self._next.step(hold.down_since(generation))
-            elif generation is None and self._handled != self._next_for:
+            restarted = self._handled == self._next_for  # the app stopped for this restart
+            if coming == self._next_for or (coming is None and restarted):
+                self._next.step(hold.down_since(self._next_for))  # until the rebuild takes it
+            elif coming is None:
                 self._next.take()  # released without a restart: the producer in use stays
                 self._next = None
 

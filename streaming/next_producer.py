@@ -89,13 +89,18 @@ class NextProducer:
         self._candidates: list[_Candidate] = []
         self._made_at = float("-inf")
         self._dropped = 0
+        self._down_since: float | None = None
         self.chosen: Producer | None = None
 
     def step(self, down_since: float | None) -> Producer | None:
         """Serve the candidates' statistics, drop those with an id of the old broker, make the next
-        one when due; return the chosen producer once a candidate holds an id of the new broker."""
+        one when due; return the chosen producer once a candidate holds an id of the new broker.
+        ``down_since``: when the old broker went (None before; remembered once given)."""
         if self.chosen is not None:
             return self.chosen
+        if down_since is not None:
+            self._down_since = down_since
+        down_since = self._down_since  # still known once the marker is gone with the release
         for candidate in list(self._candidates):
             candidate.producer.poll(0)  # serves its statistics callback
             if candidate.assigned_at is None:

@@ -113,6 +113,7 @@ class AcknowledgedProducer:
         self._sent_batches = 0
         # The producer intake uses after a maintenance's release, made while intake is held.
         self._next: NextProducer | None = None
+        self._next_for: int | None = None
         self._next_reported = False
         self._gate = threading.Lock()
         self._stop = threading.Event()
@@ -126,7 +127,7 @@ class AcknowledgedProducer:
                 self._follow_hold(self._hold)
 
     def _follow_hold(self, hold: BrokerHold) -> None:
-        """Stop producing while `pulse up` maintains the broker; start a fresh producer after."""
+        """Stop producing while `pulse up` maintains the broker; go on with a new producer after."""
         generation = hold.held_generation()
         if generation is not None and self._held != generation:
             with self._gate:
@@ -138,10 +139,7 @@ class AcknowledgedProducer:
                 )
             hold.acknowledge(generation)
             logger.info("holding intake for broker maintenance %d", generation)
-            self._next, self._next_reported = NextProducer(self._config), False
-        elif generation is not None:
-            self._prepare_next_producer(hold, generation)
-        elif self._held is not None:
+        elif generation is None and self._held is not None:
             with self._gate:
                 # The restarted broker knows no producer id: intake goes on with the producer made
                 # for it (holding its id already), else a fresh one.
@@ -152,15 +150,24 @@ class AcknowledgedProducer:
             logger.info("intake resumed after broker maintenance")
         elif generation is None and self._sent_batches >= self._max_batches and not hold.requested():
             hold.request()
+        self._prepare_next_producer(hold, generation)
 
-    def _prepare_next_producer(self, hold: BrokerHold, generation: int) -> None:
-        """While intake is held: make the producer intake will use after the release
-        (``streaming.next_producer``) and say so once it holds an id of the new broker (`pulse up`
-        waits for that)."""
-        if self._next is None or self._next_reported:
+    def _prepare_next_producer(self, hold: BrokerHold, held: int | None) -> None:
+        """From the moment a maintenance is prepared: make the producer intake will use after the
+        release (``streaming.next_producer``), and say so once it holds an id of the new broker
+        (`pulse up` waits for that before it releases intake)."""
+        coming = held if held is not None else hold.coming_generation()
+        if coming is None:
+            if self._next is not None:  # the maintenance gave up before the hold
+                self._next.take()
+                self._next = None
             return
-        if self._next.step(hold.down_since(generation)) is not None:
-            hold.ready(generation)
+        if self._next is None or self._next_for != coming:
+            self._next, self._next_for, self._next_reported = NextProducer(self._config), coming, False
+        if self._next_reported:
+            return
+        if self._next.step(hold.down_since(coming)) is not None and held is not None:
+            hold.ready(coming)
             self._next_reported = True
 
     async def send(self, records: Sequence[OutgoingRecord]) -> None:

@@ -34,7 +34,7 @@ def build_application(settings: PulseSettings) -> tuple[Application, ParquetArch
         consumer_group=settings.archiver_consumer_group,
         auto_offset_reset="earliest",
         commit_interval=settings.archive_commit_interval_seconds,
-        consumer_poll_timeout=0.1,  # an idle loop comes round soon, e.g. to commit for a broker hold
+        consumer_poll_timeout=0.02,  # an idle loop comes round soon, e.g. to stop for a broker maintenance
         consumer_extra_config=app_consumer_config(settings, "archiver"),
         producer_extra_config=dict(settings.kafka_config),
         state_dir=settings.data_path / "state" / "archiver",

@@ -45,7 +45,7 @@ def build_application(
         auto_offset_reset="earliest",
         commit_interval=1.0,
         commit_every=settings.webhook_max_in_flight,
-        consumer_poll_timeout=0.1,  # an idle loop comes round soon, e.g. to stop for a broker maintenance
+        consumer_poll_timeout=0.02,  # an idle loop comes round soon, e.g. to stop for a broker maintenance
         consumer_extra_config={
             "max.poll.interval.ms": poll_interval,
             **app_consumer_config(settings, "relay"),

@@ -69,8 +69,10 @@ def test_hold_handshake(tmp_path):
     assert not collector.preparing()
     collector.request()
     assert supervisor.requested()
+    assert collector.coming_generation() is None
     supervisor.begin_prepare(3)
     assert collector.preparing() and collector.held_generation() is None  # intake still flows
+    assert collector.coming_generation() == 3  # producers for after it are made from now on
     supervisor.begin(3)
     assert collector.preparing()
     assert collector.held_generation() == 3
@@ -96,6 +98,7 @@ def test_hold_handshake(tmp_path):
     supervisor.release()
     assert collector.held_generation() is None and not supervisor.requested()
     assert collector.restart_generation() is None and not collector.preparing()
+    assert collector.coming_generation() is None
     assert collector.restarted_generation() is None and collector.down_since(3) is None
     assert supervisor.acknowledgements(3) == 0 and supervisor.acknowledgements(3, STOPPED_PREFIX) == 0
     assert supervisor.acknowledgements(3, READY_PREFIX) == 0
