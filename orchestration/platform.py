@@ -199,7 +199,7 @@ class LocalPlatform:
                         app.process.kill()  # type: ignore[union-attr]
                         app.process = None
                     break
-                time.sleep(0.02)
+                time.sleep(0.005)
 
         def start_consumers() -> None:
             for app in consumers():

@@ -31,6 +31,8 @@ from streaming.static_assignment import assign_statically
 logger = logging.getLogger(__name__)
 
 WATCH_SECONDS = 0.02
+#: While a maintenance is prepared or held: every step of it waits for the apps to see the next one.
+WATCH_SECONDS_MAINTAINED = 0.005
 #: How long a rebuild waits for a producer made during the hold to hold an id of the new broker.
 NEXT_PRODUCER_WAIT_SECONDS = 1.0
 #: How long a stopped app waits for the release before exiting (its supervisor restarts it).
@@ -122,7 +124,8 @@ class BrokerHoldFollower:
         while True:
             self._step_next_producer(self._hold)
             app = self._app
-            if app is not None and self._hold.preparing():
+            maintained = self._hold.preparing()
+            if app is not None and maintained:
                 restart = self._hold.restart_generation()
                 if restart is not None and restart != self._handled:
                     self._handled = self._stopped_for = restart
@@ -132,7 +135,7 @@ class BrokerHoldFollower:
                     Application.stop(app)
                 else:
                     expire_checkpoint(app)
-            time.sleep(WATCH_SECONDS)
+            time.sleep(WATCH_SECONDS_MAINTAINED if maintained else WATCH_SECONDS)
 
     def resume_after_stop(self) -> bool:
         """After ``run()`` returned: True when it stopped for a broker restart and the new broker is up

@@ -122,7 +122,8 @@ class AcknowledgedProducer:
 
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
-            self._producer.poll(0.01 if self._held is not None else 0.05)  # a release is seen soon
+            # A hold and a release are seen soon once a maintenance is coming.
+            self._producer.poll(0.01 if self._held is not None or self._next is not None else 0.05)
             if self._hold is not None:
                 self._follow_hold(self._hold)
 
