@@ -52,6 +52,11 @@ CAUGHT_UP_SECONDS = 0.5
 #: to drain (intake held: every round of it is a wait for every held request).
 POLL_SECONDS = 0.05
 DRAIN_POLL_SECONDS = 0.01
+#: The hold starts this long after the prepare at the earliest. The new producers, made from the
+#: prepare on (``streaming.next_producer``), get their ids from librdkafka's timer 0.5 s after they
+#: are made at the earliest, and the held work before the release (drain, restart, topics, restore)
+#: takes about 0.3 s.
+EARLIEST_HOLD_SECONDS = 0.2
 #: After the restart, how long to wait for the collectors' new producers to get their producer id
 #: before intake is released anyway (they then get it with their first records, about 0.5 s later).
 READY_SECONDS = 2.0
@@ -167,6 +172,8 @@ class BrokerMaintainer:
             ends = self._ends
             ends.partitions = partitions
             self._wait_caught_up(ends)
+            # Intake still flows: holding sooner would only make the release wait for the new producers' ids.
+            time.sleep(max(0.0, clock.started + EARLIEST_HOLD_SECONDS - time.monotonic()))
             clock.lap("catch-up")
             clock.hold_starts()
             self.hold.begin(self.generation)
