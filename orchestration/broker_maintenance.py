@@ -5,19 +5,21 @@ delete records, so it slows down with every batch it holds. When the collector h
 ``PULSE_EMBEDDED_BROKER_MAX_BATCHES`` requests it asks for maintenance, and `pulse up`:
 
 1. has the consumer apps checkpoint at once and waits, intake still flowing, until the consumer
-   groups that must see everything (profile app, archiver, ...) trail the end by under 0.5 s;
+   groups that must see everything (profile app, archiver, ...) trail the end by under 0.5 s
+   (and ``EARLIEST_HOLD_SECONDS`` at least); from then on the collectors and the profile app make
+   the producers they will use after it (``streaming.next_producer``);
 2. holds intake: every collector stops producing (a request that arrives waits in the collector,
    ``PULSE_BROKER_HOLD_WAIT_SECONDS`` at most) and acknowledges once every record it produced is
    acknowledged by the broker (``core.broker_hold``);
 3. waits until those groups have committed every record: each event is applied and archived
    before it goes;
-4. has the consumer apps close their Kafka clients, restarts the broker empty on the same
-   address and creates the same topics; then says so, and meanwhile the collectors create their
-   new producers (each gets its producer id) and the consumer apps build their applications;
+4. has the consumer apps close their Kafka clients, kills the broker (and says when: a producer id
+   assigned later is the new broker's), starts it empty on the same address and creates the same
+   topics; then says so, and the consumer apps build their applications;
 5. moves each partition's end to where it was with one offset-gap control batch
    (``orchestration.kafka_wire``), so Kafka coordinates never repeat (the archive deduplicates
    by them), and commits the required groups at those ends;
-6. waits (``READY_SECONDS`` at most) until every collector's new producer holds its producer id,
+6. waits (``READY_SECONDS`` at most) until every collector's new producer holds an id of the new broker,
    then lets the collectors produce again and the consumer apps read.
 
 Each phase's duration is logged and reported (``MaintenanceReport.phases``).
