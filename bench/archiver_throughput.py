@@ -14,8 +14,8 @@ counted from ``app.run()`` until the last record is archived. pyarrow's one-time
 (about 1.3 CPU s per process, which the archiver pays at start-up) is done before the first trial.
 
 With ``--static`` both applications are assigned statically as `pulse up` runs them
-(streaming/static_assignment.py), each twice: with the consumer's batched ``poll`` and with
-librdkafka's own ``poll`` ("unbatched"), alternating which goes first.
+(streaming/static_assignment.py) instead of joining their groups. Every application is frozen
+for the garbage collector after it is built, as `pulse up` runs it.
 
 Usage: .venv/bin/python -m bench.archiver_throughput [--events 100000] [--repeat 3] [--static]
 """
@@ -95,21 +95,19 @@ def baseline(settings: PulseSettings, total: int, folder: Path) -> dict[str, flo
     return {"process": (end[0] - start[0]) / total * 1e6, "main": (end[1] - start[1]) / total * 1e6}
 
 
-def as_pulse_up(app: Application, static: str) -> Application:
-    """``app`` as built: joining its group (""), or assigned statically as `pulse up` runs it, with
-    its batched poll ("batched") or librdkafka's own poll ("unbatched"). Then frozen for the garbage
-    collector as `pulse up` runs it (streaming/app_runner.py, ``frozen_after``): without it, full
-    collections walk the benchmark's own event list too, and each trial the garbage of the last."""
+def as_pulse_up(app: Application, static: bool) -> Application:
+    """``app`` assigned statically as `pulse up` runs it when ``static`` (streaming/static_assignment.py),
+    then frozen for the garbage collector as `pulse up` runs it (streaming/app_runner.py,
+    ``frozen_after``): without it, full collections walk the benchmark's own event list too, and
+    each trial the garbage of the last."""
     if static:
         assign_statically(app)
-    if static == "unbatched":
-        app._consumer._inner_consumer._batched = False  # noqa: SLF001 - the poll before the batches
     gc.collect()
     gc.freeze()
     return app
 
 
-def archiver(settings: PulseSettings, total: int, static: str = "") -> dict[str, float]:
+def archiver(settings: PulseSettings, total: int, static: bool = False) -> dict[str, float]:
     """Run the archiver until every record is archived; CPU per event over the whole run."""
     gc.unfreeze()
     app, sink = build_application(settings)
@@ -144,7 +142,7 @@ class CountingSink(BatchingSink):
             threading.Thread(target=self.stop, daemon=True).start()
 
 
-def quix_floor(settings: PulseSettings, total: int, static: str = "") -> dict[str, float]:
+def quix_floor(settings: PulseSettings, total: int, static: bool = False) -> dict[str, float]:
     """A Quix application as the archiver builds it, whose sink only counts."""
     gc.unfreeze()
     app = Application(
@@ -177,7 +175,7 @@ def main() -> None:
     parser.add_argument(
         "--static",
         action="store_true",
-        help="the apps assigned statically as `pulse up` runs them, with the batched poll and without",
+        help="the apps assigned statically as `pulse up` runs them (no group join)",
     )
     args = parser.parse_args()
     events = collector_like(demo_events(args.events, args.users))
@@ -185,34 +183,15 @@ def main() -> None:
     with local_stack() as settings:
         fill_topic(settings, events)
         print(f"topic filled with {len(events)} events; {args.repeat} alternated trials")
-        names = ["archiver", "baseline", "quix floor"]
-        if args.static:
-            names = ["archiver", "archiver unbatched", "baseline", "quix floor", "quix floor unbatched"]
-        results: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+        results: dict[str, list[dict[str, float]]] = {"baseline": [], "quix floor": [], "archiver": []}
         for trial in range(args.repeat):
             folder = settings.data_path / f"trial-{trial}"
             trial_settings = settings.model_copy(
                 update={"archiver_consumer_group": f"archiver-{trial}", "archive_dir": folder / "archive"}
             )
-            unbatched = trial_settings.model_copy(
-                update={
-                    "archiver_consumer_group": f"archiver-unbatched-{trial}",
-                    "archive_dir": folder / "archive-unbatched",
-                }
-            )
-            static = "batched" if args.static else ""
-            runs = [
-                ("archiver", lambda: archiver(trial_settings, args.events, static)),
-                ("archiver unbatched", lambda: archiver(unbatched, args.events, "unbatched")),
-                ("baseline", lambda: baseline(settings, args.events, folder / "baseline")),
-                ("quix floor", lambda: quix_floor(trial_settings, args.events, static)),
-                ("quix floor unbatched", lambda: quix_floor(trial_settings, args.events, "unbatched")),
-            ]
-            if trial % 2:  # the unbatched ones first on odd trials
-                runs[0], runs[1], runs[3], runs[4] = runs[1], runs[0], runs[4], runs[3]
-            for name, run in runs:
-                if name in results:
-                    results[name].append(run())
+            results["archiver"].append(archiver(trial_settings, args.events, args.static))
+            results["baseline"].append(baseline(settings, args.events, folder / "baseline"))
+            results["quix floor"].append(quix_floor(trial_settings, args.events, args.static))
             print(
                 f"trial {trial}: CPU µs/event, process (main thread): "
                 + ", ".join(f"{k} {v[-1]['process']:.1f} ({v[-1]['main']:.1f})" for k, v in results.items())
