@@ -24,7 +24,9 @@ Usage:
     .venv/bin/python -m bench.ab_commits --baseline 9b8295e
         [--candidate PATH_OR_REV]   (default: this working tree)
         [--pairs 5] [--events 200000] [--users 20000] [--partitions 1]
-        [--shipped-rules] [--trial-timeout 600] [--json]
+        [--shipped-rules] [--static] [--trial-timeout 600] [--json]
+
+With --static both sides run the app assigned statically, as `pulse up` does (no group join).
 
 With --json the progress and the table go to stderr and one JSON summary to stdout.
 """
@@ -82,6 +84,13 @@ if mode == "count":
 else:
     total, distinct = int(sys.argv[2]), int(sys.argv[3])
     import bench.profile_app_throughput as bench_module
+    if len(sys.argv) > 4 and sys.argv[4] == "static":  # as `pulse up` runs it: no group join
+        from streaming.static_assignment import assign_statically
+        build = bench_module.build_application
+        def build_statically(settings):
+            app, sink = build(settings)
+            return assign_statically(app), sink
+        bench_module.build_application = build_statically
     import core.settings as settings_module
     import streaming.profile_app.main as app_module
     check(settings_module)
@@ -225,6 +234,11 @@ def main() -> None:
         action="store_true",
         help="each side's default rules file instead of an empty rule set (the throughput bench's)",
     )
+    parser.add_argument(
+        "--static",
+        action="store_true",
+        help="the app assigned statically as `pulse up` runs it (streaming/static_assignment.py)",
+    )
     parser.add_argument("--trial-timeout", type=float, default=600.0, help="seconds before a trial is killed")
     parser.add_argument("--json", action="store_true", help="one JSON summary on stdout, the rest on stderr")
     args = parser.parse_args()
@@ -272,7 +286,7 @@ def main() -> None:
                 group = f"{settings.consumer_group}-ab{index}-{name}-{uuid.uuid4().hex[:4]}"
                 result = run_child(
                     sides[name],
-                    ["trial", str(len(events)), str(distinct[name])],
+                    ["trial", str(len(events)), str(distinct[name]), "static" if args.static else "joined"],
                     child_env(settings, group, rules_file),
                     args.trial_timeout,
                 )
@@ -302,6 +316,7 @@ def main() -> None:
         "users": args.users,
         "partitions": args.partitions,
         "rules": "shipped" if args.shipped_rules else "empty",
+        "static": args.static,
         "distinct_valid": distinct,
         "children": imported,
         "pairs": [{**asdict(pair), "ratio": pair.ratio, "cpu_ratio": pair.cpu_ratio} for pair in pairs],

@@ -13,12 +13,17 @@ consumer group into a fresh folder; the CPU of its main thread and of the whole 
 counted from ``app.run()`` until the last record is archived. pyarrow's one-time pandas import
 (about 1.3 CPU s per process, which the archiver pays at start-up) is done before the first trial.
 
-Usage: .venv/bin/python -m bench.archiver_throughput [--events 100000] [--repeat 3]
+With ``--static`` both applications are assigned statically as `pulse up` runs them
+(streaming/static_assignment.py) instead of joining their groups. Every application is frozen
+for the garbage collector after it is built, as `pulse up` runs it.
+
+Usage: .venv/bin/python -m bench.archiver_throughput [--events 100000] [--repeat 3] [--static]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import threading
 import time
@@ -36,6 +41,7 @@ from bench.stack import demo_events, fill_topic, local_stack
 from core.kafka_config import consumer_tuning
 from core.settings import PulseSettings
 from streaming.archiver.main import build_application
+from streaming.static_assignment import assign_statically
 
 BROWSER_CONTEXT = {
     "device": {"type": "desktop", "browser": "Chrome", "os": "Linux"},
@@ -89,9 +95,23 @@ def baseline(settings: PulseSettings, total: int, folder: Path) -> dict[str, flo
     return {"process": (end[0] - start[0]) / total * 1e6, "main": (end[1] - start[1]) / total * 1e6}
 
 
-def archiver(settings: PulseSettings, total: int) -> dict[str, float]:
+def as_pulse_up(app: Application, static: bool) -> Application:
+    """``app`` assigned statically as `pulse up` runs it when ``static`` (streaming/static_assignment.py),
+    then frozen for the garbage collector as `pulse up` runs it (streaming/app_runner.py,
+    ``frozen_after``): without it, full collections walk the benchmark's own event list too, and
+    each trial the garbage of the last."""
+    if static:
+        assign_statically(app)
+    gc.collect()
+    gc.freeze()
+    return app
+
+
+def archiver(settings: PulseSettings, total: int, static: bool = False) -> dict[str, float]:
     """Run the archiver until every record is archived; CPU per event over the whole run."""
+    gc.unfreeze()
     app, sink = build_application(settings)
+    app = as_pulse_up(app, static)
     archived = {"rows": 0}
     write = sink.write
 
@@ -122,8 +142,9 @@ class CountingSink(BatchingSink):
             threading.Thread(target=self.stop, daemon=True).start()
 
 
-def quix_floor(settings: PulseSettings, total: int) -> dict[str, float]:
+def quix_floor(settings: PulseSettings, total: int, static: bool = False) -> dict[str, float]:
     """A Quix application as the archiver builds it, whose sink only counts."""
+    gc.unfreeze()
     app = Application(
         broker_address=settings.kafka_brokers,
         consumer_group=f"floor-{uuid.uuid4().hex[:6]}",
@@ -138,6 +159,7 @@ def quix_floor(settings: PulseSettings, total: int) -> dict[str, float]:
     topic = app.topic(settings.topic_events, value_deserializer="bytes", key_deserializer="bytes")
     sink = CountingSink(total, app.stop)
     app.dataframe(topic).sink(sink)
+    app = as_pulse_up(app, static)
     start = cpu_now()
     app.run()
     end = cpu_now()
@@ -150,6 +172,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3, help="alternated trials (medians are reported)")
+    parser.add_argument(
+        "--static",
+        action="store_true",
+        help="the apps assigned statically as `pulse up` runs them (no group join)",
+    )
     args = parser.parse_args()
     events = collector_like(demo_events(args.events, args.users))
     pa.Table.from_pylist([{"x": 1}])  # pyarrow's lazy pandas import, once per process
@@ -162,9 +189,9 @@ def main() -> None:
             trial_settings = settings.model_copy(
                 update={"archiver_consumer_group": f"archiver-{trial}", "archive_dir": folder / "archive"}
             )
-            results["archiver"].append(archiver(trial_settings, args.events))
+            results["archiver"].append(archiver(trial_settings, args.events, args.static))
             results["baseline"].append(baseline(settings, args.events, folder / "baseline"))
-            results["quix floor"].append(quix_floor(trial_settings, args.events))
+            results["quix floor"].append(quix_floor(trial_settings, args.events, args.static))
             print(
                 f"trial {trial}: CPU µs/event, process (main thread): "
                 + ", ".join(f"{k} {v[-1]['process']:.1f} ({v[-1]['main']:.1f})" for k, v in results.items())
