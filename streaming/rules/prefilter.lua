@@ -64,8 +64,9 @@ local function user_linked(part)
   return r_call('EXISTS', part .. ':owner') == 1 and r_call('HEXISTS', part .. ':p', 'user_id') == 1
 end
 
+local single = {}  -- the parts of a person of one profile: one table, refilled for each event
 local function find_parts(base)
-  if r_call('EXISTS', base .. ':owner', base .. ':anon') == 0 then return {base} end  -- the usual case
+  if r_call('EXISTS', base .. ':owner', base .. ':anon') == 0 then single[1] = base; return single end  -- the usual case
   if cluster then return nil end
   local owner = owner_of(base)
   local head, encoded = s_match(base, '^(.-{)(.*)}$')
@@ -446,11 +447,10 @@ end
 local function run_type_plan(type_plan, may)
   if not type_plan then return end
   run(type_plan['all'], may)
-  if type_plan.has_by then  -- set by plan_of: most type plans guard no rule by a value
-    for name, by_value in pairs(type_plan['by']) do
-      local group = by_value[ev_delta[EVENT_FIELDS[name]]]
-      if group then run(group['rules'], may) end
-    end
+  local by = type_plan.by_list  -- set by plan_of: most type plans guard no rule by a value
+  for i = 1, #by, 2 do
+    local group = by[i + 1][ev_delta[by[i]]]
+    if group then run(group['rules'], may) end
   end
   local tiers = type_plan['tiers']
   for t = 1, #tiers do
@@ -559,8 +559,17 @@ local function plan_of(argument)
   local any = found['any']
   found.prefetched = {}  -- by event type, then category
   found.any_rules = #any['all'] > 0 or next(any['by']) ~= nil or #any['tiers'] > 0
-  any.has_by = next(any['by']) ~= nil
-  for _, type_plan in pairs(found['types']) do type_plan.has_by = next(type_plan['by']) ~= nil end
+  -- by_list: the ``by`` groups as {event field's index in a delta, groups by value, ...}
+  local function list_by(type_plan)
+    local list = {}
+    for name, by_value in pairs(type_plan['by']) do
+      local index = EVENT_FIELDS[name]  -- a guard on another field never matches a delta's value
+      if index then list[#list + 1] = index; list[#list + 1] = by_value end
+    end
+    type_plan.by_list = list
+  end
+  list_by(any)
+  for _, type_plan in pairs(found['types']) do list_by(type_plan) end
   plans[argument], plans_kept = found, plans_kept + 1
   return found
 end
