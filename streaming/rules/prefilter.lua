@@ -45,14 +45,6 @@ local function read_numbers(names)
   for i = 1, #names do ev_numbers[names[i]] = sums[i] or false end
 end
 
--- The owner of a profile: the user of its earliest link, unless it is a user's own profile
--- (it has a user_id field): a user id is a person of its own, whatever links name it.
-local function owner_of(base)
-  local owner = r_call('ZRANGE', base .. ':owner', 0, 0)[1]
-  if owner and r_call('HEXISTS', base .. ':p', 'user_id') == 1 then return nil end
-  return owner
-end
-
 -- The key bases of the person the profile belongs to (streaming/profiles/identity.py): its
 -- owning user, else itself; then the anonymous ids that person owns, in id order. On a
 -- cluster the other parts may live on other nodes: nil when the person has any. The fields
@@ -68,11 +60,19 @@ local single = {}  -- the parts of a person of one profile: one table, refilled 
 local function find_parts(base)
   if r_call('EXISTS', base .. ':owner', base .. ':anon') == 0 then single[1] = base; return single end  -- the usual case
   if cluster then return nil end
-  local owner = owner_of(base)
+  -- The profile's owner: the user of its earliest link, unless it is a user's own profile (it
+  -- has a user_id field): a user id is a person of its own, whatever links name it; and one
+  -- that links name is a linked user (user_linked). No owner means no owner key: not linked.
+  local owner = r_call('ZRANGE', base .. ':owner', 0, 0)[1]
   local head, encoded = s_match(base, '^(.-{)(.*)}$')
   local person, person_base = decode_id(encoded), base
-  if owner and owner ~= person then person, person_base = owner, head .. encode_id(owner) .. '}' end
-  if user_linked(person_base) then return nil end
+  if owner then
+    if r_call('HEXISTS', base .. ':p', 'user_id') == 1 then return nil end  -- user_linked(base)
+    if owner ~= person then
+      person, person_base = owner, head .. encode_id(owner) .. '}'
+      if user_linked(person_base) then return nil end
+    end
+  end
   local anonymous = r_call('SMEMBERS', person_base .. ':anon')
   local parts = {person_base}
   table.sort(anonymous)
@@ -80,7 +80,7 @@ local function find_parts(base)
     if id ~= person then
       local part = head .. encode_id(id) .. '}'
       if r_call('HEXISTS', part .. ':p', 'user_id') == 1 then return nil end
-      -- owner_of(part) without its user_id check: the part has none (just checked)
+      -- its owner, without the user_id check: the part has none (just checked)
       if r_call('ZRANGE', part .. ':owner', 0, 0)[1] == person then parts[#parts + 1] = part end
     end
   end
@@ -148,8 +148,11 @@ end
 local PROFILE_NUMBERS = {
   intent_score = function()
     if #ev_parts == 1 then return number('intent_score') or 0 end
+    local own = ev_updated and ev_prefetch['intent_score']  -- the event's own profile: as its update left it
     for _, part in ipairs(ev_parts) do
-      local score = r_call('HGET', part .. ':p', 'intent_score')
+      local score
+      if own and part == ev_base then score = ev_updated[ev_updated_from + own]
+      else score = r_call('HGET', part .. ':p', 'intent_score') end
       if score then return to_number(score) end
     end
     return 0
