@@ -277,7 +277,7 @@ local function update(KEYS, ARGV)
     at = ops_last + 1
     local fields = keys[d[1]]
     local base = s_sub(fields, 1, -3)
-    local prefetch, updated = nil, nil  -- the rules' fields, read along with the update's
+    local prefetch, updated, updated_from = nil, nil, nil  -- the rules' fields, read along with the update's
     if plan and not decide_only and (plan['types'][d[3]] or any_rules) then prefetch = prefetch_names(d) end
     if decide_only then
       prefilter(d, base, prefetch_names(d))  -- nothing is applied
@@ -370,11 +370,12 @@ local function update(KEYS, ARGV)
       r_call('HSET', fields, t_unpack(out, 1, no))
       if trim > 0 then r_call('HSET', fields, 'w', trim_cells(fields, trim)) end
       if prefetch then  -- the rules' fields as this update left them (as stored: number() converts)
-        updated = {}
-        for i = 1, #prefetch do updated[prefetch[i]] = cur[read_from + i - 1] or false end
+        -- in the read values themselves, cur[read_from - 1 + position]: no table made for them
         for i = 1, no, 2 do
-          if updated[out[i]] ~= nil then updated[out[i]] = out[i + 1] end
+          local at = prefetch[out[i]]
+          if at then cur[read_from - 1 + at] = out[i + 1] end
         end
+        updated, updated_from = cur, read_from - 1
       end
 
       if anon ~= '' then
@@ -394,7 +395,7 @@ local function update(KEYS, ARGV)
         end
       end
     end
-    if prefetch then prefilter(d, base, prefetch, updated) end
+    if prefetch then prefilter(d, base, prefetch, updated, updated_from) end
   end
   local watched = ARGV[6] and ARGV[6] ~= ''
   if not watched and not plan then

@@ -18,16 +18,22 @@ local UNKNOWN = {}
 local EVENT_FIELDS = {event_id = 2, event_type = 3, category = 7}
 -- The event being evaluated and what was read for it, afresh for each event (the profile
 -- changes between events): its profile's key base, its person's parts (false: not read yet;
--- nil: not readable here), the person's numbers by field name (as stored, or summed), the
--- fields to read at once, and those fields' values as the event's own update left them (nil:
--- not updated here).
-local ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_uncertain, ev_updated
+-- nil: not readable here), the person's numbers read here by field name (as stored, or summed;
+-- made when first needed), the fields to read at once (prefetch_names: a list that also maps
+-- each name to its position), and those fields' values as the event's own update left them:
+-- ev_updated[ev_updated_from + position] (nil: not updated here). ev_values is ev_updated once
+-- the person is known to be that profile alone (its numbers are then those values).
+local ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_uncertain
+local ev_updated, ev_updated_from, ev_values
+-- The candidates table of the next event that has some (most events have none: no table each).
+local spare_may = {}
 
 local function encode_id(id) return (string.gsub(string.gsub(string.gsub(id, '%%', '%%25'), '{', '%%7B'), '}', '%%7D')) end
 local function decode_id(id) return (string.gsub(string.gsub(string.gsub(id, '%%7D', '}'), '%%7B', '{'), '%%25', '%%')) end
 
 -- Adds the parts' values of these fields up into ev_numbers (false when no part has one).
 local function read_numbers(names)
+  if not ev_numbers then ev_numbers = {} end
   local sums = {}
   for p = 1, #ev_parts do
     local values = r_call('HMGET', ev_parts[p] .. ':p', t_unpack(names))
@@ -37,14 +43,6 @@ local function read_numbers(names)
     end
   end
   for i = 1, #names do ev_numbers[names[i]] = sums[i] or false end
-end
-
--- The owner of a profile: the user of its earliest link, unless it is a user's own profile
--- (it has a user_id field): a user id is a person of its own, whatever links name it.
-local function owner_of(base)
-  local owner = r_call('ZRANGE', base .. ':owner', 0, 0)[1]
-  if owner and r_call('HEXISTS', base .. ':p', 'user_id') == 1 then return nil end
-  return owner
 end
 
 -- The key bases of the person the profile belongs to (streaming/profiles/identity.py): its
@@ -58,14 +56,23 @@ local function user_linked(part)
   return r_call('EXISTS', part .. ':owner') == 1 and r_call('HEXISTS', part .. ':p', 'user_id') == 1
 end
 
+local single = {}  -- the parts of a person of one profile: one table, refilled for each event
 local function find_parts(base)
-  if r_call('EXISTS', base .. ':owner', base .. ':anon') == 0 then return {base} end  -- the usual case
+  if r_call('EXISTS', base .. ':owner', base .. ':anon') == 0 then single[1] = base; return single end  -- the usual case
   if cluster then return nil end
-  local owner = owner_of(base)
+  -- The profile's owner: the user of its earliest link, unless it is a user's own profile (it
+  -- has a user_id field): a user id is a person of its own, whatever links name it; and one
+  -- that links name is a linked user (user_linked). No owner means no owner key: not linked.
+  local owner = r_call('ZRANGE', base .. ':owner', 0, 0)[1]
   local head, encoded = s_match(base, '^(.-{)(.*)}$')
   local person, person_base = decode_id(encoded), base
-  if owner and owner ~= person then person, person_base = owner, head .. encode_id(owner) .. '}' end
-  if user_linked(person_base) then return nil end
+  if owner then
+    if r_call('HEXISTS', base .. ':p', 'user_id') == 1 then return nil end  -- user_linked(base)
+    if owner ~= person then
+      person, person_base = owner, head .. encode_id(owner) .. '}'
+      if user_linked(person_base) then return nil end
+    end
+  end
   local anonymous = r_call('SMEMBERS', person_base .. ':anon')
   local parts = {person_base}
   table.sort(anonymous)
@@ -73,7 +80,7 @@ local function find_parts(base)
     if id ~= person then
       local part = head .. encode_id(id) .. '}'
       if r_call('HEXISTS', part .. ':p', 'user_id') == 1 then return nil end
-      -- owner_of(part) without its user_id check: the part has none (just checked)
+      -- its owner, without the user_id check: the part has none (just checked)
       if r_call('ZRANGE', part .. ':owner', 0, 0)[1] == person then parts[#parts + 1] = part end
     end
   end
@@ -84,10 +91,9 @@ local function person_parts()
   if ev_parts == false then
     ev_parts = find_parts(ev_base)
     if ev_parts and ev_updated and #ev_parts == 1 and ev_parts[1] == ev_base then
-      ev_numbers = ev_updated  -- the event's own update left them (only its prefetched fields)
-    else
-      ev_numbers = {}
-      if ev_parts and #ev_prefetch > 0 then read_numbers(ev_prefetch) end
+      ev_values = ev_updated  -- the event's own update left them (only its prefetched fields)
+    elseif ev_parts and #ev_prefetch > 0 then
+      read_numbers(ev_prefetch)
     end
   end
   return ev_parts
@@ -96,10 +102,17 @@ end
 -- A field of the person's fields hashes added up over its parts; nil when no part has it (or
 -- it is not a number). The event's own update leaves its values as stored, text or numbers.
 local function number(name)
-  local v = ev_numbers[name]
+  local v = nil
+  if ev_values then
+    local at = ev_prefetch[name]
+    if at then v = ev_values[ev_updated_from + at] end  -- false: the field is not there
+  end
   if v == nil then
-    read_numbers({name})
-    v = ev_numbers[name]
+    v = ev_numbers and ev_numbers[name]
+    if v == nil then
+      read_numbers({name})
+      v = ev_numbers[name]
+    end
   end
   if v then return to_number(v) end
   return nil
@@ -135,8 +148,11 @@ end
 local PROFILE_NUMBERS = {
   intent_score = function()
     if #ev_parts == 1 then return number('intent_score') or 0 end
+    local own = ev_updated and ev_prefetch['intent_score']  -- the event's own profile: as its update left it
     for _, part in ipairs(ev_parts) do
-      local score = r_call('HGET', part .. ':p', 'intent_score')
+      local score
+      if own and part == ev_base then score = ev_updated[ev_updated_from + own]
+      else score = r_call('HGET', part .. ':p', 'intent_score') end
       if score then return to_number(score) end
     end
     return 0
@@ -151,6 +167,7 @@ local PROFILE_NUMBERS = {
 -- HSCAN with MATCH hands Lua only the map's fields, not the whole profile hash.
 local function map_size(prefix, positive)
   local name = 'size:' .. prefix
+  if not ev_numbers then ev_numbers = {} end
   if ev_numbers[name] == nil then
     local sums, n = {}, 0
     local pattern = string.gsub(prefix, '[%*%?%[%]\\]', '\\%0') .. ':*'
@@ -433,11 +450,10 @@ end
 local function run_type_plan(type_plan, may)
   if not type_plan then return end
   run(type_plan['all'], may)
-  if type_plan.has_by then  -- set by plan_of: most type plans guard no rule by a value
-    for name, by_value in pairs(type_plan['by']) do
-      local group = by_value[ev_delta[EVENT_FIELDS[name]]]
-      if group then run(group['rules'], may) end
-    end
+  local by = type_plan.by_list  -- set by plan_of: most type plans guard no rule by a value
+  for i = 1, #by, 2 do
+    local group = by[i + 1][ev_delta[by[i]]]
+    if group then run(group['rules'], may) end
   end
   local tiers = type_plan['tiers']
   for t = 1, #tiers do
@@ -459,11 +475,11 @@ end
 local function add_reads(reads, d, names)
   local by_type_and_category = true
   for _, name in ipairs(reads['fields']) do
-    if not names[name] then names[name] = true; names[#names + 1] = name end
+    if not names[name] then names[#names + 1] = name; names[name] = #names end
   end
   for _, pair in ipairs(reads['keyed']) do
     local name = pair[1] .. ':' .. d[EVENT_FIELDS[pair[2]]]
-    if not names[name] then names[name] = true; names[#names + 1] = name end
+    if not names[name] then names[#names + 1] = name; names[name] = #names end
     if pair[2] == 'event_id' then by_type_and_category = false end
   end
   return by_type_and_category
@@ -485,7 +501,8 @@ local function add_fields(type_plan, d, names)
 end
 
 -- The fields the rules of a delta's event type read, read at once with the person's parts
--- (kept with the plan, by event type and category).
+-- (kept with the plan, by event type and category): a list, which also maps each name to its
+-- position in it.
 local function prefetch_names(d)
   local by_category = plan.prefetched[d[3]]
   local names = by_category and by_category[d[7]]
@@ -512,17 +529,18 @@ end
 -- Evaluates the rules of a delta's event type; an event with candidates adds
 -- {event_id, {rule, certain, count, ...}, person id, user id} (ids '' when not read) to the
 -- reply. Its profile is reported only when a candidate is uncertain (Python evaluates those).
--- ``names`` are the fields its rules read and ``updated`` their values after the event's own
--- update (nil in a decide call).
-local function prefilter(d, base, names, updated)
+-- ``names`` are the fields its rules read (prefetch_names) and ``updated[from + i]`` the value
+-- of names[i] after the event's own update (``updated`` nil in a decide call).
+local function prefilter(d, base, names, updated, from)
   local typed = plan['types'][d[3]]
-  -- ev_numbers: set when the person is first read (person_parts)
-  ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_updated = d, base, false, nil, names, updated
+  ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch = d, base, false, nil, names
+  ev_updated, ev_updated_from, ev_values = updated, from, nil
   ev_uncertain = false
-  local may = {}
+  local may = spare_may
   run_type_plan(typed, may)
   if plan.any_rules then run_type_plan(plan['any'], may) end  -- rules without ``on``: usually none
   if #may > 0 then
+    spare_may = {}
     local person, user_id = '', ''
     if ev_parts then person, user_id = person_ids() end
     candidates[#candidates + 1] = {d[2], may, person, user_id}
@@ -544,8 +562,17 @@ local function plan_of(argument)
   local any = found['any']
   found.prefetched = {}  -- by event type, then category
   found.any_rules = #any['all'] > 0 or next(any['by']) ~= nil or #any['tiers'] > 0
-  any.has_by = next(any['by']) ~= nil
-  for _, type_plan in pairs(found['types']) do type_plan.has_by = next(type_plan['by']) ~= nil end
+  -- by_list: the ``by`` groups as {event field's index in a delta, groups by value, ...}
+  local function list_by(type_plan)
+    local list = {}
+    for name, by_value in pairs(type_plan['by']) do
+      local index = EVENT_FIELDS[name]  -- a guard on another field never matches a delta's value
+      if index then list[#list + 1] = index; list[#list + 1] = by_value end
+    end
+    type_plan.by_list = list
+  end
+  list_by(any)
+  for _, type_plan in pairs(found['types']) do list_by(type_plan) end
   plans[argument], plans_kept = found, plans_kept + 1
   return found
 end
