@@ -5,17 +5,16 @@ delete records, so it slows down with every batch it holds. When the collector h
 ``PULSE_EMBEDDED_BROKER_MAX_BATCHES`` requests it asks for maintenance, and `pulse up`:
 
 1. has the consumer apps checkpoint at once and waits, intake still flowing, until the consumer
-   groups that must see everything (profile app, archiver, ...) trail the end by under 0.5 s
-   (and ``EARLIEST_HOLD_SECONDS`` at least); from then on the collectors and the profile app make
-   the producers they will use after it (``streaming.next_producer``);
+   groups that must see everything (profile app, archiver, ...) trail the end by under 0.5 s;
 2. holds intake: every collector stops producing (a request that arrives waits in the collector,
    ``PULSE_BROKER_HOLD_WAIT_SECONDS`` at most) and acknowledges once every record it produced is
    acknowledged by the broker (``core.broker_hold``);
 3. waits until those groups have committed every record: each event is applied and archived
    before it goes;
-4. has the consumer apps close their Kafka clients, kills the broker (and says when: a producer id
-   assigned later is the new broker's), starts it empty on the same address and creates the same
-   topics; then says so, and the consumer apps build their applications;
+4. has the consumer apps close their Kafka clients, kills the broker and says so (the collectors
+   and the profile app then make the producers they will use after it, ``streaming.next_producer``:
+   a producer id assigned later is the new broker's), starts it empty on the same address and
+   creates the same topics; then says so, and the consumer apps build their applications;
 5. moves each partition's end to where it was with one offset-gap control batch
    (``orchestration.kafka_wire``), so Kafka coordinates never repeat (the archive deduplicates
    by them), and commits the required groups at those ends;
@@ -54,11 +53,6 @@ CAUGHT_UP_SECONDS = 0.5
 #: to drain (intake held: every round of it is a wait for every held request).
 POLL_SECONDS = 0.05
 DRAIN_POLL_SECONDS = 0.01
-#: The hold starts this long after the prepare at the earliest. The new producers, made from the
-#: prepare on (``streaming.next_producer``), get their ids from librdkafka's timer 0.5 s after they
-#: are made at the earliest, and the held work before the release (drain, restart, topics, restore)
-#: takes about 0.3 s.
-EARLIEST_HOLD_SECONDS = 0.2
 #: After the restart, how long to wait for the collectors' new producers to get their producer id
 #: before intake is released anyway (they then get it with their first records, about 0.5 s later).
 READY_SECONDS = 2.0
@@ -174,8 +168,6 @@ class BrokerMaintainer:
             ends = self._ends
             ends.partitions = partitions
             self._wait_caught_up(ends)
-            # Intake still flows: holding sooner would only make the release wait for the new producers' ids.
-            time.sleep(max(0.0, clock.started + EARLIEST_HOLD_SECONDS - time.monotonic()))
             clock.lap("catch-up")
             clock.hold_starts()
             self.hold.begin(self.generation)

@@ -1,5 +1,5 @@
-"""A producer for after a broker maintenance, made while intake is held: the collector's, and the
-profile app's for its triggers (``BrokerHoldFollower.producer``).
+"""A producer for after a broker maintenance, made while the broker restarts: the collector's, and
+the profile app's for its triggers (``BrokerHoldFollower.producer``).
 
 The restarted broker knows no producer id of the old one, so intake resumes with a new idempotent
 producer, and it can deliver only once it holds a producer id of the new broker. librdkafka asks
@@ -7,12 +7,15 @@ for that id from a timer only: 500 ms after the client is made, then every 500 m
 broker connection is up at that tick (a broker coming up does not trigger it). A producer made once
 the new broker is up therefore waits 0.5 s, longer than the rest of the hold.
 
-So from the start of the hold each of them makes a *candidate* every ``STAGGER_SECONDS``; their
-ticks fall ``STAGGER_SECONDS`` apart. A candidate whose id was assigned after the old broker went
-down (``BrokerHold.down_since``, written before the new broker starts) got it from the new broker:
-the first one is the producer used after the release. A candidate that got its id earlier got it from
-the old broker and is dropped. When the id was assigned is read from the candidate's statistics:
-``ts`` (librdkafka's monotonic clock, the one ``time.monotonic()`` reads) minus ``idemp_stateage``.
+So once the old broker is down (``BrokerHold.down_since``, written before the new broker starts),
+each of them makes a *candidate* every ``STAGGER_SECONDS``; their ticks fall ``STAGGER_SECONDS``
+apart, and the first candidate whose id was assigned after the old broker went is the producer
+used after the release (the id then comes from the new broker). No candidate is made before: one
+made while the old broker lives gets its id there, and a catch-up that lasted a minute (consumers
+lagging on a busy machine) once made thousands of them, whose threads and ids starved the
+platform and fenced the collector's live producer on Tansu. When the id was assigned is read from
+the candidate's statistics: ``ts`` (librdkafka's monotonic clock, the one ``time.monotonic()``
+reads) minus ``idemp_stateage``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 #: A new candidate this often while no candidate holds an id of the new broker.
 STAGGER_SECONDS = 0.05
+#: At most this many candidates per maintenance (one second of them); then the release makes a
+#: fresh producer.
+MAX_CANDIDATES = 20
 #: Statistics interval of a candidate: how soon its producer id is seen.
 STATS_INTERVAL_MS = 20
 #: A candidate reconnects this soon after the old broker goes (librdkafka's default is 100 ms, growing).
@@ -89,12 +95,14 @@ class NextProducer:
         self._candidates: list[_Candidate] = []
         self._made_at = float("-inf")
         self._dropped = 0
+        self._made = 0
         self._down_since: float | None = None
         self.chosen: Producer | None = None
 
     def step(self, down_since: float | None) -> Producer | None:
-        """Serve the candidates' statistics, drop those with an id of the old broker, make the next
-        one when due; return the chosen producer once a candidate holds an id of the new broker.
+        """Serve the candidates' statistics, drop any with an id of the old broker, make the next one
+        when due (only once the old broker is down); return the chosen producer once a candidate
+        holds an id of the new broker.
         ``down_since``: when the old broker went (None before; remembered once given)."""
         if self.chosen is not None:
             return self.chosen
@@ -119,9 +127,9 @@ class NextProducer:
             self._dropped += 1
             close_unused(candidate.producer)
         now = self._clock()
-        if now >= self._made_at + STAGGER_SECONDS:
+        if down_since is not None and self._made < MAX_CANDIDATES and now >= self._made_at + STAGGER_SECONDS:
             self._candidates.append(_Candidate(self._config, self._make))
-            self._made_at = now
+            self._made_at, self._made = now, self._made + 1
         return None
 
     def take(self) -> Producer | None:

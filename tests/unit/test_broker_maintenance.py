@@ -25,7 +25,12 @@ from orchestration.kafka_wire import (
     produce_response,
     zigzag_varint,
 )
-from streaming.next_producer import STAGGER_SECONDS, NextProducer, producer_id_assigned_at
+from streaming.next_producer import (
+    MAX_CANDIDATES,
+    STAGGER_SECONDS,
+    NextProducer,
+    producer_id_assigned_at,
+)
 
 
 def test_crc32c_known_vector():
@@ -134,32 +139,50 @@ class FakeCandidate:
 
 
 def test_the_next_producer_is_the_first_candidate_with_an_id_of_the_new_broker(monkeypatch):
-    """Candidates are made STAGGER_SECONDS apart; one whose id predates the old broker's end is
-    dropped, the first with a later one is chosen and the others are closed."""
+    """No candidate while the old broker lives; then one every STAGGER_SECONDS. One whose id predates
+    the old broker's end is dropped, the first with a later one is chosen and the others closed."""
     now = [100.0]
-    ids = iter([100.4, 100.6, 100.7, None])  # when each candidate gets its id (None: never)
+    ids = iter([99.9, 100.6, 100.7, None])  # when each candidate gets its id (None: never)
     made: list[FakeCandidate] = []
 
     def make(config: dict) -> FakeCandidate:
         made.append(FakeCandidate(config, next(ids), polls=2))
         return made[-1]
 
+    def step(down_since: float | None = None) -> object:
+        result = next_producer.step(down_since)
+        now[0] += STAGGER_SECONDS
+        return result
+
     monkeypatch.setattr("streaming.next_producer.close_unused", lambda producer: producer.flush(0))
     next_producer = NextProducer({"bootstrap.servers": "x"}, make=make, clock=lambda: now[0])
-    assert next_producer.step(down_since=None) is None and len(made) == 1
-    assert next_producer.step(down_since=None) is None and len(made) == 1  # not due yet
+    assert step() is None and step() is None and made == []  # the old broker is up: none made
+    assert step(down_since=100.0) is None and len(made) == 1
     assert made[0].config["statistics.interval.ms"] > 0 and made[0].config["reconnect.backoff.ms"] <= 50
-    now[0] += STAGGER_SECONDS
-    assert next_producer.step(down_since=None) is None and len(made) == 2
-    assert made[0].closed  # its id (100.4) came before any broker went down: the old broker's
-    now[0] += STAGGER_SECONDS
-    assert next_producer.step(down_since=100.5) is None and len(made) == 3
-    now[0] += STAGGER_SECONDS
-    chosen = next_producer.step(down_since=100.5)
-    assert chosen is made[1] and not made[1].closed  # id at 100.6, after the old broker went at 100.5
+    assert step() is None and len(made) == 2  # the down time is remembered once the marker goes
+    assert step() is None and len(made) == 3
+    assert made[0].closed  # its id (99.9) came before the old broker went (100.0): the old broker's
+    chosen = step()
+    assert chosen is made[1] and not made[1].closed  # id at 100.6, after the old broker went
     assert made[2].closed  # the rest are let go
-    assert next_producer.step(down_since=100.5) is chosen and len(made) == 3
+    assert step() is chosen and len(made) == 3
     assert next_producer.take() is chosen
+
+
+def test_candidates_are_bounded(monkeypatch):
+    made: list[FakeCandidate] = []
+    now = [0.0]
+
+    def make(config: dict) -> FakeCandidate:
+        made.append(FakeCandidate(config, assigned_at=None))
+        return made[-1]
+
+    monkeypatch.setattr("streaming.next_producer.close_unused", lambda producer: producer.flush(0))
+    next_producer = NextProducer({}, make=make, clock=lambda: now[0])
+    for _ in range(MAX_CANDIDATES * 3):
+        next_producer.step(down_since=-1.0)
+        now[0] += STAGGER_SECONDS
+    assert len(made) == MAX_CANDIDATES
 
 
 def test_without_a_candidate_of_the_new_broker_the_release_makes_a_fresh_producer(monkeypatch):
