@@ -104,8 +104,8 @@ class BrokerHoldFollower:
         return chosen or Producer(config)
 
     def _step_next_producer(self, hold: BrokerHold) -> None:
-        """From the moment a maintenance is prepared: make candidates for the app's next producer
-        (once the app made one)."""
+        """While a maintenance is prepared or held: follow it for the app's next producer (once the app
+        made one), whose candidates are made once the old broker is down."""
         coming = hold.coming_generation()
         with self._next_lock:
             if coming is not None and coming != self._next_for and self._producer_config:

@@ -154,9 +154,9 @@ class AcknowledgedProducer:
         self._prepare_next_producer(hold, generation)
 
     def _prepare_next_producer(self, hold: BrokerHold, held: int | None) -> None:
-        """From the moment a maintenance is prepared: make the producer intake will use after the
-        release (``streaming.next_producer``), and say so once it holds an id of the new broker
-        (`pulse up` waits for that before it releases intake)."""
+        """While a maintenance is prepared or held: make the producer intake will use after the
+        release (``streaming.next_producer``: candidates once the old broker is down), and say so
+        once it holds an id of the new broker (`pulse up` waits for that before it releases intake)."""
         coming = held if held is not None else hold.coming_generation()
         if coming is None:
             if self._next is not None:  # the maintenance gave up before the hold
