@@ -103,10 +103,9 @@ class BrokerHoldFollower:
             logger.warning("maintenance %d: no producer with an id of the new broker; a new one", released[0])
         return chosen or Producer(config)
 
-    def _step_next_producer(self, hold: BrokerHold) -> None:
-        """While a maintenance is prepared or held: follow it for the app's next producer (once the app
-        made one), whose candidates are made once the old broker is down."""
-        coming = hold.coming_generation()
+    def _step_next_producer(self, hold: BrokerHold, coming: int | None) -> None:
+        """While a maintenance (``coming``) is prepared or held: follow it for the app's next producer
+        (once the app made one), whose candidates are made once the old broker is down."""
         with self._next_lock:
             if coming is not None and coming != self._next_for and self._producer_config:
                 self._next, self._next_for = NextProducer(self._producer_config), coming
@@ -122,9 +121,10 @@ class BrokerHoldFollower:
     def _watch(self) -> None:
         assert self._hold is not None
         while True:
-            self._step_next_producer(self._hold)
+            coming = self._hold.coming_generation()  # prepared or held: one read for both uses
+            self._step_next_producer(self._hold, coming)
             app = self._app
-            maintained = self._hold.preparing()
+            maintained = coming is not None
             if app is not None and maintained:
                 restart = self._hold.restart_generation()
                 if restart is not None and restart != self._handled:
