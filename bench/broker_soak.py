@@ -30,6 +30,7 @@ from pathlib import Path
 import httpx
 
 from bench.e2e_latency import VisibilityWatcher, percentiles, post_events, send_steady
+from bench.process_cpu import CpuTimeline
 from bench.soak import TIMED_PREFIX, mark_for_timing, valid_unique_events
 from core.settings import DEV_WRITE_KEY, PulseSettings
 from orchestration.local_services import free_port
@@ -45,6 +46,86 @@ async def single_requests(base: str, events: list[dict], rejected: list[float]) 
             if await post_events(client, [event], rejected):
                 sent[event["event_id"]] = first
     return sent
+
+
+class RedisInfoTimeline:
+    """Samples Redis's memory, key count and forks (AOF rewrites) every ``every`` s."""
+
+    def __init__(self, url: str, every: float = 1.0) -> None:
+        from core.redis_client import redis_from_url
+
+        self._redis = redis_from_url(url)
+        self._every = every
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="redis-info", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                info = self._redis.info("all")
+            except Exception:  # noqa: BLE001 - a sample lost is fine; the soak goes on
+                continue
+            self.samples.append(
+                (
+                    time.monotonic(),
+                    {
+                        "used_mb": info["used_memory"] / 2**20,
+                        "keys": float(info.get("db0", {}).get("keys", 0)),
+                        "forks": float(info["total_forks"]),
+                        "rewriting": float(info["aof_rewrite_in_progress"]),
+                        "fork_ms": info["latest_fork_usec"] / 1000,
+                    },
+                )
+            )
+
+    def per_window(self, start: float, window: float, windows: int) -> list[dict[str, float]]:
+        """Per window: the last memory and key count, forks started, seconds seen rewriting."""
+        out: list[dict[str, float]] = [{} for _ in range(windows)]
+        forks_before = next((s["forks"] for at, s in self.samples if at >= start), 0.0)
+        for at, sample in self.samples:
+            index = int((at - start) // window)
+            if 0 <= index < windows:
+                row = out[index]
+                row.update(used_mb=sample["used_mb"], keys=sample["keys"], fork_ms=sample["fork_ms"])
+                row["forks"] = sample["forks"] - forks_before
+                row["rewriting_s"] = row.get("rewriting_s", 0.0) + sample["rewriting"] * self._every
+        for index in range(windows - 1, 0, -1):  # forks started in each window, not since the start
+            if "forks" in out[index] and "forks" in out[index - 1]:
+                out[index]["forks"] -= out[index - 1]["forks"]
+        return out
+
+
+def print_cpu_windows(windows: list[dict[str, float]], window: float, rate: float) -> None:
+    """CPU µs per event of each process in each window (events = the steady rate)."""
+    names = sorted({name for row in windows for name in row})
+    print("\nCPU µs per event by window (CPU seconds / (rate × window)):")
+    print(f"{'window':>7}" + "".join(f"{name[:12]:>13}" for name in names) + f"{'total':>9}")
+    for index, row in enumerate(windows):
+        per_event = {name: row.get(name, 0.0) / (rate * window) * 1e6 for name in names}
+        print(
+            f"{(index + 1) * window:>6.0f}s"
+            + "".join(f"{per_event[name]:>13.1f}" for name in names)
+            + f"{sum(per_event.values()):>9.1f}"
+        )
+
+
+def print_redis_windows(windows: list[dict[str, float]], window: float) -> None:
+    """Redis's memory and keys at each window's end, AOF-rewrite forks and time spent rewriting."""
+    print("\nRedis by window:")
+    print(f"{'window':>7}{'used MB':>9}{'keys':>11}{'forks':>6}{'rewriting s':>12}{'fork ms':>8}")
+    for index, row in enumerate(windows):
+        print(
+            f"{(index + 1) * window:>6.0f}s{row.get('used_mb', 0):>9.0f}{row.get('keys', 0):>11.0f}"
+            f"{row.get('forks', 0):>6.0f}{row.get('rewriting_s', 0):>12.0f}{row.get('fork_ms', 0):>8.1f}"
+        )
 
 
 def main() -> None:
@@ -89,6 +170,22 @@ def main() -> None:
 
     supervisor = threading.Thread(target=supervise, daemon=True)
     supervisor.start()
+
+    def platform_pids() -> dict[str, int]:
+        pids = {app.name: app.process.pid for app in platform.apps if app.process and app.process.pid}
+        for proc in platform.infra:
+            if proc.pid:
+                pids["broker" if proc.name.startswith("broker") else "redis"] = proc.pid
+        pids["load generator"] = os.getpid()  # it started the platform: counted alone
+        if watcher_pid:
+            pids["watcher"] = watcher_pid
+        return pids
+
+    watcher_pid = 0
+    cpu = CpuTimeline(platform_pids, alone=frozenset({"load generator"}))
+    redis_info = RedisInfoTimeline(urls["redis_url"])
+    cpu.start()
+    redis_info.start()
     try:
         total = int(args.rate * args.seconds * 1.02) + 1000
         # Some generated events are invalid or repeat an id: ask for more, keep the valid unique ones.
@@ -98,6 +195,7 @@ def main() -> None:
         mark_for_timing(events[:total], args.time_every)
         mark_for_timing(events[total:], 1)  # single requests come slowly enough to time each
         watcher = VisibilityWatcher(urls["redis_url"], id_prefix=TIMED_PREFIX)
+        watcher_pid = watcher.pid
         rejected: list[float] = []
         base = urls["api_url"]
         asyncio.run(send_steady(base, DEV_WRITE_KEY, events[:500], 500, 1.0, 0.1, rejected))  # warm-up
@@ -119,6 +217,8 @@ def main() -> None:
         seen = watcher.finish()
     finally:
         stop.set()
+        cpu.stop()
+        redis_info.stop()
         supervisor.join(timeout=60)
         platform.stop()
 
@@ -140,6 +240,9 @@ def main() -> None:
             f"{stats.get('p99', float('nan')):>9.1f}{max(values, default=float('nan')):>9.1f}"
             f"{sum(lo <= t < hi for t in rejected):>6}{sum(lo <= t < hi for t, _ in maintenances):>6}"
         )
+    windows = int(args.seconds // args.window)
+    print_cpu_windows(cpu.per_window(load_start, args.window, windows), args.window, args.rate)
+    print_redis_windows(redis_info.per_window(load_start, args.window, windows), args.window)
     if args.timeline:
         args.timeline.write_text(
             json.dumps(

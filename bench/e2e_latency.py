@@ -88,6 +88,10 @@ class VisibilityWatcher:
         self._process.start()
         self._ready.wait(30)
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid or 0
+
     def finish(self) -> dict[str, float]:
         self._stop.set()
         seen_at = self._results.get(timeout=60)

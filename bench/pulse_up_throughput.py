@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
+
+from bench.process_cpu import tree_cpu
 
 BATCH = 500  # MAX_BATCH_EVENTS of the collector
 WARM_UP_EVENTS = 1000
@@ -102,23 +103,6 @@ def sender(
 
 
 # --- measurement helpers ------------------------------------------------------------------------
-
-
-def tree_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process and its descendants (all threads)."""
-    try:
-        root = psutil.Process(pid)
-        family = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for member in family:
-        try:
-            times = member.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
 
 
 def valid_unique_events(total: int, users: int) -> list[dict]:
