@@ -117,6 +117,15 @@ def print_cpu_windows(windows: list[dict[str, float]], window: float, rate: floa
         )
 
 
+def print_rss_windows(windows: list[dict[str, float]], window: float) -> None:
+    """Resident memory (MB) of each process at each window's end."""
+    names = sorted({name for row in windows for name in row})
+    print("\nResident MB by window:")
+    print(f"{'window':>7}" + "".join(f"{name[:12]:>13}" for name in names))
+    for index, row in enumerate(windows):
+        print(f"{(index + 1) * window:>6.0f}s" + "".join(f"{row.get(name, 0.0):>13.0f}" for name in names))
+
+
 def print_redis_windows(windows: list[dict[str, float]], window: float) -> None:
     """Redis's memory and keys at each window's end, AOF-rewrite forks and time spent rewriting."""
     print("\nRedis by window:")
@@ -242,6 +251,7 @@ def main() -> None:
         )
     windows = int(args.seconds // args.window)
     print_cpu_windows(cpu.per_window(load_start, args.window, windows), args.window, args.rate)
+    print_rss_windows(cpu.rss_per_window(load_start, args.window, windows), args.window)
     print_redis_windows(redis_info.per_window(load_start, args.window, windows), args.window)
     if args.timeline:
         args.timeline.write_text(

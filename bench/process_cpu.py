@@ -15,7 +15,7 @@ def tree_cpu(pid: int, reaped: bool = False, alone: bool = False) -> float:
 
     With ``reaped`` also the CPU of children that already exited and were waited for (Valkey's
     AOF-rewrite forks, for one), which the kernel adds to the parent once it reaps them. With
-    ``alone`` the process without its descendants.
+    ``alone`` the process without its descendants, live or reaped.
     """
     try:
         root = psutil.Process(pid)
@@ -29,7 +29,7 @@ def tree_cpu(pid: int, reaped: bool = False, alone: bool = False) -> float:
         except psutil.NoSuchProcess:
             continue
         total += times.user + times.system
-        if reaped and member is root:
+        if reaped and not alone and member is root:
             total += times.children_user + times.children_system
     return total
 
@@ -51,6 +51,8 @@ class CpuTimeline:
         self._alone = alone
         self._last: dict[int, float] = {}
         self.samples: list[tuple[float, dict[str, float]]] = []  # (monotonic time, name -> CPU s since)
+        self.rss: dict[str, float] = {}  # name -> resident MB at the last sample
+        self.rss_samples: list[tuple[float, dict[str, float]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cpu-timeline", daemon=True)
 
@@ -67,12 +69,17 @@ class CpuTimeline:
             self._sample()
 
     def _sample(self) -> None:
-        now, spent = time.monotonic(), {}
+        now, spent, rss = time.monotonic(), {}, {}
         for name, pid in self._processes().items():
             total = tree_cpu(pid, reaped=True, alone=name in self._alone)
             spent[name] = spent.get(name, 0.0) + max(0.0, total - self._last.get(pid, total))
             self._last[pid] = total
+            try:
+                rss[name] = psutil.Process(pid).memory_info().rss / 2**20
+            except psutil.NoSuchProcess:
+                pass
         self.samples.append((now, spent))
+        self.rss_samples.append((now, rss))
 
     def per_window(self, start: float, window: float, windows: int) -> list[dict[str, float]]:
         """CPU seconds per name in each of ``windows`` windows of ``window`` s from ``start``."""
@@ -83,3 +90,12 @@ class CpuTimeline:
                 for name, seconds in spent.items():
                     buckets[index][name] += seconds
         return [dict(bucket) for bucket in buckets]
+
+    def rss_per_window(self, start: float, window: float, windows: int) -> list[dict[str, float]]:
+        """Resident MB per name at the last sample of each window."""
+        out: list[dict[str, float]] = [{} for _ in range(windows)]
+        for at, rss in self.rss_samples:
+            index = int((at - start) // window)
+            if 0 <= index < windows:
+                out[index] = rss
+        return out
