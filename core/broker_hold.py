@@ -88,9 +88,14 @@ class BrokerHold:
     def coming_generation(self) -> int | None:
         """The generation of the maintenance being prepared or held, or None: producers for after it
         are made from then on (``streaming.next_producer``)."""
+        coming = self.coming()
+        return coming[0] if coming else None
+
+    def coming(self) -> tuple[int, bool] | None:
+        """The maintenance being prepared or held, as (generation, intake held), or None."""
         for name in (HOLD, PREPARE):
             try:
-                return int((self.directory / name).read_text() or "0")
+                return int((self.directory / name).read_text() or "0"), name == HOLD
             except (FileNotFoundError, ValueError):
                 continue
         return None

@@ -103,9 +103,9 @@ class BrokerHoldFollower:
             logger.warning("maintenance %d: no producer with an id of the new broker; a new one", released[0])
         return chosen or Producer(config)
 
-    def _step_next_producer(self, hold: BrokerHold, coming: int | None) -> None:
-        """While a maintenance (``coming``) is prepared or held: follow it for the app's next producer
-        (once the app made one), whose candidates are made once the old broker is down."""
+    def _step_next_producer(self, hold: BrokerHold, coming: int | None, held: bool = False) -> None:
+        """While a maintenance (``coming``) is prepared or held (``held``): follow it for the app's
+        next producer (once the app made one), whose candidates are made once intake is held."""
         with self._next_lock:
             if coming is not None and coming != self._next_for and self._producer_config:
                 self._next, self._next_for = NextProducer(self._producer_config), coming
@@ -113,7 +113,7 @@ class BrokerHoldFollower:
                 return
             restarted = self._handled == self._next_for  # the app stopped for this restart
             if coming == self._next_for or (coming is None and restarted):
-                self._next.step(hold.down_since(self._next_for))  # until the rebuild takes it
+                self._next.step(hold.down_since(self._next_for), held)  # until the rebuild takes it
             elif coming is None:
                 self._next.take()  # released without a restart: the producer in use stays
                 self._next = None
@@ -121,8 +121,9 @@ class BrokerHoldFollower:
     def _watch(self) -> None:
         assert self._hold is not None
         while True:
-            coming = self._hold.coming_generation()  # prepared or held: one read for both uses
-            self._step_next_producer(self._hold, coming)
+            maintenance = self._hold.coming()  # prepared or held: one read for both uses
+            coming = maintenance[0] if maintenance else None
+            self._step_next_producer(self._hold, coming, bool(maintenance and maintenance[1]))
             app = self._app
             maintained = coming is not None
             if app is not None and maintained:

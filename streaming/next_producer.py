@@ -7,15 +7,18 @@ for that id from a timer only: 500 ms after the client is made, then every 500 m
 broker connection is up at that tick (a broker coming up does not trigger it). A producer made once
 the new broker is up therefore waits 0.5 s, longer than the rest of the hold.
 
-So once the old broker is down (``BrokerHold.down_since``, written before the new broker starts),
-each of them makes a *candidate* every ``STAGGER_SECONDS``; their ticks fall ``STAGGER_SECONDS``
-apart, and the first candidate whose id was assigned after the old broker went is the producer
-used after the release (the id then comes from the new broker). No candidate is made before: one
-made while the old broker lives gets its id there, and a catch-up that lasted a minute (consumers
-lagging on a busy machine) once made thousands of them, whose threads and ids starved the
-platform and fenced the collector's live producer on Tansu. When the id was assigned is read from
-the candidate's statistics: ``ts`` (librdkafka's monotonic clock, the one ``time.monotonic()``
-reads) minus ``idemp_stateage``.
+So each of them makes *candidates* ``STAGGER_SECONDS`` apart, whose ticks fall as far apart, and
+the first candidate whose id was assigned after the old broker went (``BrokerHold.down_since``,
+written before the new broker starts) is the producer used after the release: its id came from
+the new broker. The first ``EARLY_CANDIDATES`` are made once intake is held. Their first tick
+falls 0.5 s later, when the drain, the restart and the new broker's start usually took less:
+their ids come from the new broker at once (one that ticks while the old broker still lives gets
+its id there and is dropped). The rest, up to ``MAX_CANDIDATES``, are made once the old broker
+is down. None is made while a maintenance is only being prepared: a catch-up that lasted a
+minute (consumers lagging on a busy machine) once made thousands of them, whose threads and ids
+starved the platform and fenced the collector's live producer on Tansu. When the id was
+assigned is read from the candidate's statistics: ``ts`` (librdkafka's monotonic clock, the one
+``time.monotonic()`` reads) minus ``idemp_stateage``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ STAGGER_SECONDS = 0.05
 #: At most this many candidates per maintenance (one second of them); then the release makes a
 #: fresh producer.
 MAX_CANDIDATES = 20
+#: Of those, at most this many made while intake is held and the old broker still lives.
+EARLY_CANDIDATES = 4
 #: Statistics interval of a candidate: how soon its producer id is seen.
 STATS_INTERVAL_MS = 20
 #: A candidate reconnects this soon after the old broker goes (librdkafka's default is 100 ms, growing).
@@ -99,11 +104,12 @@ class NextProducer:
         self._down_since: float | None = None
         self.chosen: Producer | None = None
 
-    def step(self, down_since: float | None) -> Producer | None:
+    def step(self, down_since: float | None, held: bool = False) -> Producer | None:
         """Serve the candidates' statistics, drop any with an id of the old broker, make the next one
-        when due (only once the old broker is down); return the chosen producer once a candidate
-        holds an id of the new broker.
-        ``down_since``: when the old broker went (None before; remembered once given)."""
+        when due (``EARLY_CANDIDATES`` once intake is held, the rest once the old broker is down);
+        return the chosen producer once a candidate holds an id of the new broker.
+        ``down_since``: when the old broker went (None before; remembered once given); ``held``:
+        intake is held for this maintenance."""
         if self.chosen is not None:
             return self.chosen
         if down_since is not None:
@@ -127,7 +133,8 @@ class NextProducer:
             self._dropped += 1
             close_unused(candidate.producer)
         now = self._clock()
-        if down_since is not None and self._made < MAX_CANDIDATES and now >= self._made_at + STAGGER_SECONDS:
+        allowed = MAX_CANDIDATES if down_since is not None else EARLY_CANDIDATES if held else 0
+        if self._made < allowed and now >= self._made_at + STAGGER_SECONDS:
             self._candidates.append(_Candidate(self._config, self._make))
             self._made_at, self._made = now, self._made + 1
         return None

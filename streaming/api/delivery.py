@@ -155,7 +155,7 @@ class AcknowledgedProducer:
 
     def _prepare_next_producer(self, hold: BrokerHold, held: int | None) -> None:
         """While a maintenance is prepared or held: make the producer intake will use after the
-        release (``streaming.next_producer``: candidates once the old broker is down), and say so
+        release (``streaming.next_producer``: candidates once intake is held), and say so
         once it holds an id of the new broker (`pulse up` waits for that before it releases intake)."""
         coming = held if held is not None else hold.coming_generation()
         if coming is None:
@@ -167,7 +167,7 @@ class AcknowledgedProducer:
             self._next, self._next_for, self._next_reported = NextProducer(self._config), coming, False
         if self._next_reported:
             return
-        if self._next.step(hold.down_since(coming)) is not None and held is not None:
+        if self._next.step(hold.down_since(coming), held=held is not None) is not None and held is not None:
             hold.ready(coming)
             self._next_reported = True
 

@@ -26,6 +26,7 @@ from orchestration.kafka_wire import (
     zigzag_varint,
 )
 from streaming.next_producer import (
+    EARLY_CANDIDATES,
     MAX_CANDIDATES,
     STAGGER_SECONDS,
     NextProducer,
@@ -167,6 +168,35 @@ def test_the_next_producer_is_the_first_candidate_with_an_id_of_the_new_broker(m
     assert made[2].closed  # the rest are let go
     assert step() is chosen and len(made) == 3
     assert next_producer.take() is chosen
+
+
+def test_a_few_candidates_are_made_once_intake_is_held(monkeypatch):
+    """Held, the old broker alive: EARLY_CANDIDATES at most, whose first tick (0.5 s on) usually
+    falls after the restart; one that got its id while the old broker lived is dropped."""
+    now = [100.0]
+    ids = iter([100.1, 100.55, 100.6, None])
+    made: list[FakeCandidate] = []
+
+    class TimedCandidate(FakeCandidate):
+        def poll(self, _timeout: float) -> int:  # reports its id once the clock has passed it
+            return super().poll(_timeout) if self.assigned_at and now[0] >= self.assigned_at else 0
+
+    def make(config: dict) -> FakeCandidate:
+        made.append(TimedCandidate(config, next(ids)))
+        return made[-1]
+
+    monkeypatch.setattr("streaming.next_producer.close_unused", lambda producer: producer.flush(0))
+    next_producer = NextProducer({}, make=make, clock=lambda: now[0])
+    assert next_producer.step(None) is None and made == []  # prepared only: none
+    for _ in range(EARLY_CANDIDATES * 2):  # held until 100.4, the old broker alive
+        assert next_producer.step(None, held=True) is None
+        now[0] += STAGGER_SECONDS
+    assert len(made) == EARLY_CANDIDATES  # no more until the old broker is down
+    assert made[0].closed and not made[1].closed  # its id (100.1) came from the old broker
+    now[0] = 100.6
+    chosen = next_producer.step(down_since=100.5, held=True)
+    assert chosen is made[1]  # id at 100.55, after the old broker went at 100.5
+    assert made[2].closed and len(made) == EARLY_CANDIDATES
 
 
 def test_candidates_are_bounded(monkeypatch):
