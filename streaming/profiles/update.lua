@@ -74,10 +74,10 @@ local plans, plans_kept, PLANS_KEPT = {}, 0, 64
 local function int(x) return s_format('%d', x) end
 
 -- The field keeping the number of cart entries above 0 ("c:<product>" fields), for the rules'
--- prefilter (map_size in streaming/rules/prefilter.lua). A new profile gets it with its first
--- update; an update with a cart op keeps it true when the profile has it; updates without one
--- neither read nor write it. A profile from before this field has none: the prefilter counts its
--- entries once (HSCAN) and writes it.
+-- prefilter (map_size in streaming/rules/prefilter.lua), as "<size>:<updated_at>": it is true
+-- only while its stamp is the profile's updated_at, which every update writes. A profile from
+-- before this field, or one an app version without it updated since, has none or an older
+-- stamp: the prefilter then counts the entries once (HSCAN) and writes it again.
 local CART_SIZE = 'cart_size'
 
 -- Intent: the latest session's counts by type ('sq' = "type=n,type=n") scored by the logistic
@@ -302,26 +302,19 @@ local function update(KEYS, ARGV)
       local nn = 2
       names[1], names[2], names[3] = 'ss', 'se', 'sq'
       if model then nn = 3 end  -- sq: read only with a model
+      local stamp_at = nn + 1  -- cur[stamp_at]: updated_at, cur[stamp_at + 1]: cart_size (see CART_SIZE)
+      names[nn + 1], names[nn + 2], nn = 'updated_at', CART_SIZE, nn + 2
       local ops, ops_from, w_index = deltas, nn + 1, nil
-      -- The cart's op, if any: its field is "c:" and the event's product id (traits' cart)
-      local cart_field, cart_op = product ~= '' and 'c:' .. product, nil
       for j = ops_first, ops_last, 4 do
         nn = nn + 1
-        local field = ops[j]
-        names[nn] = field
+        names[nn] = ops[j]
         if ops[j + 3] > 0 then w_index = true end
-        if field == cart_field then cart_op = j end
       end
       if w_index then nn = nn + 1; names[nn] = 'w'; w_index = nn end  -- the oldest windowed day
       local read_from = nn + 1
       if prefetch then
         for i = 1, #prefetch do names[nn + i] = prefetch[i] end
         nn = nn + #prefetch
-      end
-      local cart_at = nil  -- cur[cart_at]: CART_SIZE, read once (the prefilter may prefetch it too)
-      if cart_op then
-        cart_at = prefetch and prefetch[CART_SIZE]
-        if cart_at then cart_at = read_from - 1 + cart_at else nn = nn + 1; names[nn] = CART_SIZE; cart_at = nn end
       end
       local cur = r_call('HMGET', fields, t_unpack(names, 1, nn))
       local no = 2
@@ -360,19 +353,16 @@ local function update(KEYS, ARGV)
         out[no + 1], out[no + 2] = 'sq', latest
         out[no + 3], out[no + 4], no = 'intent_score', intent(latest, (se - ss) / 60000), no + 4
       end
-      -- The cart's size (CART_SIZE): 0 for a new profile (no session yet: no field at all), else
-      -- the field's when a cart op changes it; kept true through the op below.
+      -- The cart's size (CART_SIZE): known when the profile is new (no update yet: no cart
+      -- entry) or its stamp is the profile's updated_at; then kept true through the cart's op.
       local cart_size = nil
-      if not was_ss then cart_size = 0 elseif cart_at and cur[cart_at] then cart_size = cur[cart_at] + 0 end
-      if cart_size and cart_op then  -- an entry counts while its quantity is above 0
-        local before = cur[ops_from + (cart_op - ops_first) / 4]
-        local after = ops[cart_op + 2]
-        if before then
-          after = combine(ops[cart_op + 1], before, after) or before
-          if before + 0 > 0 then cart_size = cart_size - 1 end
-        end
-        if after + 0 > 0 then cart_size = cart_size + 1 end
+      if not cur[stamp_at] then
+        cart_size = 0
+      elseif cur[stamp_at + 1] then
+        local size, stamp = s_match(cur[stamp_at + 1], '^(%d+):(.*)$')
+        if stamp == cur[stamp_at] then cart_size = size + 0 end
       end
+      local cart_ops = cart_size and product ~= ''
       -- The registry's traits: every built-in counter, time and total, and the cells.
       local trim = 0
       local oldest = w_index and cur[w_index]
@@ -385,6 +375,13 @@ local function update(KEYS, ARGV)
           if code == 'n' then new = cur_cell + new else new = combine(code, cur_cell, new) end
         end
         if new ~= nil then out[no + 1], out[no + 2], no = ops[j], new, no + 2 end
+        -- an entry counts while its quantity is above 0; cart ops come with a product id only
+        if cart_ops and s_sub(ops[j], 1, 2) == 'c:' then
+          if cur_cell and cur_cell + 0 > 0 then cart_size = cart_size - 1 end
+          local now_cell = new
+          if now_cell == nil then now_cell = cur_cell end
+          if now_cell and now_cell + 0 > 0 then cart_size = cart_size + 1 end
+        end
         local keep = ops[j + 3]  -- windowed: the first day the longest window reads
         if keep > 0 then
           if not cur_cell then
@@ -396,7 +393,7 @@ local function update(KEYS, ARGV)
         end
       end
       if trim == 0 and oldest ~= was then out[no + 1], out[no + 2], no = 'w', oldest, no + 2 end
-      if cart_size then out[no + 1], out[no + 2], no = CART_SIZE, cart_size, no + 2 end
+      if cart_size then out[no + 1], out[no + 2], no = CART_SIZE, int(cart_size) .. ':' .. now, no + 2 end
       r_call('HSET', fields, t_unpack(out, 1, no))
       if trim > 0 then r_call('HSET', fields, 'w', trim_cells(fields, trim)) end
       if prefetch then  -- the rules' fields as this update left them (as stored: number() converts)

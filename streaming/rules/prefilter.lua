@@ -4,7 +4,7 @@
 -- streaming/profiles/update.lua, and the function's name carries a digest of the composed text.
 -- It reads the call's state that update.lua declares before that line (gap, plan, rules_now,
 -- cluster, candidates, candidate_profiles, stitched, plans, plans_kept, PLANS_KEPT, CART_SIZE,
--- and the library functions it binds as upvalues: r_call = redis.call, to_number,
+-- int, and the library functions it binds as upvalues: r_call = redis.call, to_number,
 -- s_* = string.*, m_* = math.*, t_unpack = unpack); update()
 -- calls plan_of, prefetch_names and prefilter. The plans it runs are built by
 -- streaming/rules/prefilter.py.
@@ -167,14 +167,24 @@ local PROFILE_NUMBERS = {
   end,
 }
 
--- The cart's size a profile keeps (CART_SIZE in update.lua), or nil when it has none: read with
--- the event's update when the plan prefetches it (prefilter.py, read_fields), else here.
+-- The cart's size a profile of its own keeps (CART_SIZE in update.lua), or nil when it has
+-- none true now: its text and its stamp, the updated_at it was true at, are read with the
+-- event's update when the plan prefetches them (prefilter.py, read_fields), else here.
 local function kept_cart_size(part)
-  local at, kept = ev_prefetch[CART_SIZE], nil
-  if ev_values and at then kept = ev_values[ev_updated_from + at]
-  else kept = r_call('HGET', part .. ':p', CART_SIZE) end
-  if kept then return to_number(kept) end
-  return nil
+  local kept, stamp
+  local size_at, stamp_at = ev_prefetch[CART_SIZE], ev_prefetch['updated_at']
+  if ev_values and size_at and stamp_at then
+    kept, stamp = ev_values[ev_updated_from + size_at], ev_values[ev_updated_from + stamp_at]
+  else
+    local values = r_call('HMGET', part .. ':p', CART_SIZE, 'updated_at')
+    kept, stamp = values[1], values[2]
+  end
+  if not stamp then return nil, nil end
+  if kept then
+    local size, at = s_match(kept, '^(%d+):(.*)$')
+    if at == stamp then return size + 0, stamp end
+  end
+  return nil, stamp
 end
 
 -- How many entries a profile map shows (``positive``: keys above 0 only, the cart), over all parts.
@@ -184,11 +194,11 @@ local function map_size(prefix, positive)
   local name = 'size:' .. prefix
   if not ev_numbers then ev_numbers = {} end
   if ev_numbers[name] == nil then
-    local keep = false  -- a one-profile person's cart without its size kept: written below
+    local stamp = nil  -- the updated_at of a one-profile person, when its cart's size is to be written
     if prefix == 'c' and positive and #ev_parts == 1 then
-      local size = kept_cart_size(ev_parts[1])
+      local size
+      size, stamp = kept_cart_size(ev_parts[1])
       if size then ev_numbers[name] = size; return size end
-      keep = true
     end
     local sums, n = {}, 0
     local pattern = string.gsub(prefix, '[%*%?%[%]\\]', '\\%0') .. ':*'
@@ -206,7 +216,7 @@ local function map_size(prefix, positive)
       if not positive or v > 0 then n = n + 1 end
     end
     ev_numbers[name] = n
-    if keep then r_call('HSET', ev_parts[1] .. ':p', CART_SIZE, n) end
+    if stamp then r_call('HSET', ev_parts[1] .. ':p', CART_SIZE, int(n) .. ':' .. stamp) end
   end
   return ev_numbers[name]
 end

@@ -250,9 +250,10 @@ def guard(condition: list[Any]) -> tuple[str, str] | None:
 
 #: The stored fields behind the numbers kept beside the registry.
 _NUMBER_FIELDS = {"intent_score": ["intent_score"], "session_count": ["ss"]}
-#: The map whose size a profile keeps in a field (the cart), and that field (update.lua's CART_SIZE).
+#: The map whose size a profile keeps in a field (the cart: update.lua's CART_SIZE), and the
+#: fields that size is read from: the size with its stamp, and the updated_at the stamp must match.
 SIZED_MAP = PROFILE_MAPS["cart"]
-SIZE_FIELDS = ["cart_size"]
+SIZE_FIELDS = ["cart_size", "updated_at"]
 
 
 def read_fields(node: list[Any], fields: set[str], keyed: set[tuple[str, str]]) -> None:
