@@ -73,13 +73,6 @@ local plans, plans_kept, PLANS_KEPT = {}, 0, 64
 
 local function int(x) return s_format('%d', x) end
 
--- The field keeping the number of cart entries above 0 ("c:<product>" fields), for the rules'
--- prefilter (map_size in streaming/rules/prefilter.lua), as "<size>:<updated_at>": it is true
--- only while its stamp is the profile's updated_at, which every update writes. A profile from
--- before this field, or one an app version without it updated since, has none or an older
--- stamp: the prefilter then counts the entries once (HSCAN) and writes it again.
-local CART_SIZE = 'cart_size'
-
 -- Intent: the latest session's counts by type ('sq' = "type=n,type=n") scored by the logistic
 -- model. The event's count is raised by editing the text in place (event types are [a-z0-9_]),
 -- not by rebuilding it from a table: the order of the pairs does not matter to the parse.
@@ -302,8 +295,6 @@ local function update(KEYS, ARGV)
       local nn = 2
       names[1], names[2], names[3] = 'ss', 'se', 'sq'
       if model then nn = 3 end  -- sq: read only with a model
-      local stamp_at = nn + 1  -- cur[stamp_at]: updated_at, cur[stamp_at + 1]: cart_size (see CART_SIZE)
-      names[nn + 1], names[nn + 2], nn = 'updated_at', CART_SIZE, nn + 2
       local ops, ops_from, w_index = deltas, nn + 1, nil
       for j = ops_first, ops_last, 4 do
         nn = nn + 1
@@ -353,16 +344,6 @@ local function update(KEYS, ARGV)
         out[no + 1], out[no + 2] = 'sq', latest
         out[no + 3], out[no + 4], no = 'intent_score', intent(latest, (se - ss) / 60000), no + 4
       end
-      -- The cart's size (CART_SIZE): known when the profile is new (no update yet: no cart
-      -- entry) or its stamp is the profile's updated_at; then kept true through the cart's op.
-      local cart_size = nil
-      if not cur[stamp_at] then
-        cart_size = 0
-      elseif cur[stamp_at + 1] then
-        local size, stamp = s_match(cur[stamp_at + 1], '^(%d+):(.*)$')
-        if stamp == cur[stamp_at] then cart_size = size + 0 end
-      end
-      local cart_ops = cart_size and product ~= ''
       -- The registry's traits: every built-in counter, time and total, and the cells.
       local trim = 0
       local oldest = w_index and cur[w_index]
@@ -375,13 +356,6 @@ local function update(KEYS, ARGV)
           if code == 'n' then new = cur_cell + new else new = combine(code, cur_cell, new) end
         end
         if new ~= nil then out[no + 1], out[no + 2], no = ops[j], new, no + 2 end
-        -- an entry counts while its quantity is above 0; cart ops come with a product id only
-        if cart_ops and s_sub(ops[j], 1, 2) == 'c:' then
-          if cur_cell and cur_cell + 0 > 0 then cart_size = cart_size - 1 end
-          local now_cell = new
-          if now_cell == nil then now_cell = cur_cell end
-          if now_cell and now_cell + 0 > 0 then cart_size = cart_size + 1 end
-        end
         local keep = ops[j + 3]  -- windowed: the first day the longest window reads
         if keep > 0 then
           if not cur_cell then
@@ -393,7 +367,6 @@ local function update(KEYS, ARGV)
         end
       end
       if trim == 0 and oldest ~= was then out[no + 1], out[no + 2], no = 'w', oldest, no + 2 end
-      if cart_size then out[no + 1], out[no + 2], no = CART_SIZE, int(cart_size) .. ':' .. now, no + 2 end
       r_call('HSET', fields, t_unpack(out, 1, no))
       if trim > 0 then r_call('HSET', fields, 'w', trim_cells(fields, trim)) end
       if prefetch then  -- the rules' fields as this update left them (as stored: number() converts)

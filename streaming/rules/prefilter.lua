@@ -3,9 +3,9 @@
 -- in place of the "-- @include streaming/rules/prefilter.lua" line of
 -- streaming/profiles/update.lua, and the function's name carries a digest of the composed text.
 -- It reads the call's state that update.lua declares before that line (gap, plan, rules_now,
--- cluster, candidates, candidate_profiles, stitched, plans, plans_kept, PLANS_KEPT, CART_SIZE,
--- int, and the library functions it binds as upvalues: r_call = redis.call, to_number,
--- s_* = string.*, m_* = math.*, t_unpack = unpack); update()
+-- cluster, candidates, candidate_profiles, stitched, plans, plans_kept, PLANS_KEPT, and the
+-- library functions it binds as upvalues: r_call = redis.call, to_number, s_* = string.*,
+-- m_* = math.*, t_unpack = unpack); update()
 -- calls plan_of, prefetch_names and prefilter. The plans it runs are built by
 -- streaming/rules/prefilter.py.
 
@@ -31,8 +31,7 @@ local spare_may = {}
 local function encode_id(id) return (string.gsub(string.gsub(string.gsub(id, '%%', '%%25'), '{', '%%7B'), '}', '%%7D')) end
 local function decode_id(id) return (string.gsub(string.gsub(string.gsub(id, '%%7D', '}'), '%%7B', '{'), '%%25', '%%')) end
 
--- Adds the parts' values of these fields up into ev_numbers (false when no part has one; the
--- prefetched CART_SIZE is no number and is read by kept_cart_size only).
+-- Adds the parts' values of these fields up into ev_numbers (false when no part has one).
 local function read_numbers(names)
   if not ev_numbers then ev_numbers = {} end
   local sums = {}
@@ -40,10 +39,7 @@ local function read_numbers(names)
     local values = r_call('HMGET', ev_parts[p] .. ':p', t_unpack(names))
     for i = 1, #names do
       local x = values[i]
-      if x then
-        x = to_number(x)
-        if x then sums[i] = (sums[i] or 0) + x end
-      end
+      if x then sums[i] = (sums[i] or 0) + to_number(x) end
     end
   end
   for i = 1, #names do ev_numbers[names[i]] = sums[i] or false end
@@ -167,39 +163,12 @@ local PROFILE_NUMBERS = {
   end,
 }
 
--- The cart's size a profile of its own keeps (CART_SIZE in update.lua), or nil when it has
--- none true now: its text and its stamp, the updated_at it was true at, are read with the
--- event's update when the plan prefetches them (prefilter.py, read_fields), else here.
-local function kept_cart_size(part)
-  local kept, stamp
-  local size_at, stamp_at = ev_prefetch[CART_SIZE], ev_prefetch['updated_at']
-  if ev_values and size_at and stamp_at then
-    kept, stamp = ev_values[ev_updated_from + size_at], ev_values[ev_updated_from + stamp_at]
-  else
-    local values = r_call('HMGET', part .. ':p', CART_SIZE, 'updated_at')
-    kept, stamp = values[1], values[2]
-  end
-  if not stamp then return nil, nil end
-  if kept then
-    local size, at = s_match(kept, '^(%d+):(.*)$')
-    if at == stamp then return size + 0, stamp end
-  end
-  return nil, stamp
-end
-
 -- How many entries a profile map shows (``positive``: keys above 0 only, the cart), over all parts.
--- HSCAN with MATCH hands Lua only the map's fields, not the whole profile hash. A person of one
--- profile reads the cart's size from the field that keeps it, and writes it when it was not true.
+-- HSCAN with MATCH hands Lua only the map's fields, not the whole profile hash.
 local function map_size(prefix, positive)
   local name = 'size:' .. prefix
   if not ev_numbers then ev_numbers = {} end
   if ev_numbers[name] == nil then
-    local stamp = nil  -- the updated_at of a one-profile person, when its cart's size is to be written
-    if prefix == 'c' and positive and #ev_parts == 1 then
-      local size
-      size, stamp = kept_cart_size(ev_parts[1])
-      if size then ev_numbers[name] = size; return size end
-    end
     local sums, n = {}, 0
     local pattern = string.gsub(prefix, '[%*%?%[%]\\]', '\\%0') .. ':*'
     for _, part in ipairs(ev_parts) do
@@ -216,7 +185,6 @@ local function map_size(prefix, positive)
       if not positive or v > 0 then n = n + 1 end
     end
     ev_numbers[name] = n
-    if stamp then r_call('HSET', ev_parts[1] .. ':p', CART_SIZE, int(n) .. ':' .. stamp) end
   end
   return ev_numbers[name]
 end

@@ -250,10 +250,6 @@ def guard(condition: list[Any]) -> tuple[str, str] | None:
 
 #: The stored fields behind the numbers kept beside the registry.
 _NUMBER_FIELDS = {"intent_score": ["intent_score"], "session_count": ["ss"]}
-#: The map whose size a profile keeps in a field (the cart: update.lua's CART_SIZE), and the
-#: fields that size is read from: the size with its stamp, and the updated_at the stamp must match.
-SIZED_MAP = PROFILE_MAPS["cart"]
-SIZE_FIELDS = ["cart_size", "updated_at"]
 
 
 def read_fields(node: list[Any], fields: set[str], keyed: set[tuple[str, str]]) -> None:
@@ -262,8 +258,6 @@ def read_fields(node: list[Any], fields: set[str], keyed: set[tuple[str, str]]) 
         fields.add(node[1])
     elif node[0] == "p":
         fields.update(_NUMBER_FIELDS[node[1]])
-    elif node[0] == "size" and (node[1], node[2]) == SIZED_MAP:
-        fields.update(SIZE_FIELDS)
     elif node[0] in ("m", "in"):
         key = node[2]
         if key[0] == "k":
