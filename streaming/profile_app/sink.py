@@ -59,8 +59,11 @@ class ProfileSink(BaseSink):
     segments people entered, to the profile changes topic. Webhooks are the relay's job
     (streaming/relay), which reads them from the triggers topic. With the prefilter
     the update script names, right after each event's update, the rules that may fire on
-    it; events whose person changed after that are decided again by a decide call on the
-    people as the checkpoint left them, so every event sees the checkpoint's final people.
+    it. A later batch updating the same profile evaluates the profile's earlier events again
+    right after its last update of it, and that finding replaces the earlier ones; events whose
+    person changed otherwise after their last evaluation (a later identity link, another part
+    of a stitched person) are decided again by a decide call on the people as the checkpoint
+    left them. So every event sees the checkpoint's final people.
     """
 
     def __init__(
@@ -97,11 +100,15 @@ class ProfileSink(BaseSink):
         self._triggering: list[tuple[Any, ProfileDelta]] = []
         self._triggering_types: set[str] = set()  # of the checkpoint's triggering events
         self._triggers_type: dict[str, bool] = {}  # event type -> whether the rules trigger on it
-        self._places: list[tuple[int, int]] = []  # of the triggering deltas in self._order
+        # Of the triggering events: where in self._order they were last evaluated (their own
+        # delta's place, or that of the later delta of their profile evaluating them again)
+        self._places: list[tuple[int, int]] = []
         self._order = UpdateOrder(cluster=store.is_cluster)
-        # Profiles with triggering events in this checkpoint: a call updating one reports on it
-        # (again), so the rules see it as the checkpoint left it.
-        self._watch: set[str] = set()
+        self._pending_places: list[tuple[int, int]] = []  # of the deltas not yet sent
+        # Profiles with triggering events in this checkpoint, and those events (indices in
+        # self._triggering): a call updating one reports on it (again) and evaluates them again,
+        # so the rules see it as the checkpoint left it.
+        self._watch: dict[str, list[int]] = {}
         self._batch_triggers = False  # whether the deltas not yet sent have a triggering event
         # With the prefilter Python reads few people, so it reads their anonymous parts live;
         # without it, a short cache saves a round trip per checkpoint (parts may be 5 s stale).
@@ -160,6 +167,7 @@ class ProfileSink(BaseSink):
                 self._engine, self._triggers_type = engine, {}
         pending.append(delta)
         place = self._order.add(delta)
+        self._pending_places.append(place)
         if delta.anonymous_id:
             self._linked.add(delta.anonymous_id)
         event_type = delta.event_type
@@ -170,7 +178,11 @@ class ProfileSink(BaseSink):
             self._triggering.append((value.event, delta))
             self._triggering_types.add(event_type)
             self._places.append(place)
-            self._watch.add(delta.profile_id)
+            events = self._watch.get(delta.profile_id)
+            if events is None:
+                self._watch[delta.profile_id] = [len(self._triggering) - 1]
+            else:
+                events.append(len(self._triggering) - 1)
             self._batch_triggers = True
         if len(pending) >= SEND_EVERY:
             self._send_pending()
@@ -182,7 +194,8 @@ class ProfileSink(BaseSink):
             prefiltering = self._prefilter and bool(self._triggering)
             redecided: set[str] = set()
             if prefiltering and self._failure is None:
-                # Events whose profile was updated again later: decided again after every update.
+                # Events whose person changed after their last evaluation without an update of their
+                # profile (a later identity link): decided again after every update.
                 redecided = self._decide_again(None)
             if self._failure is not None:
                 raise self._failure
@@ -249,8 +262,9 @@ class ProfileSink(BaseSink):
             )
 
     def _reset_checkpoint(self) -> None:
-        self._pending, self._failure, self._triggering, self._watch = [], None, [], set()
+        self._pending, self._failure, self._triggering, self._watch = [], None, [], {}
         self._places, self._order = [], UpdateOrder(cluster=self._store.is_cluster)
+        self._pending_places = []
         self._triggering_types = set()
         self._batch_triggers = False
         self._linked = set()
@@ -361,14 +375,38 @@ class ProfileSink(BaseSink):
         if not self._pending or self._failure is not None:
             return
         try:
-            watch = {delta.profile_id for delta in self._pending if delta.profile_id in self._watch}
+            pending, watching = self._pending, self._watch
+            watch = {delta.profile_id for delta in pending if delta.profile_id in watching}
             with_products = bool(watch) and self._wants_products()
-            plan = self._engine.prefilter if self._prefilter and self._batch_triggers else None
-            self._writer.send(self._pending, watch, with_products=with_products, plan=plan)
+            again = self._again(watch) if self._prefilter and watch else None
+            plan = self._engine.prefilter if self._prefilter and (self._batch_triggers or again) else None
+            self._writer.send(pending, watch, with_products=with_products, plan=plan, again=again)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._failure = exc  # reported at the checkpoint, which then retries
-        self._pending, self._batch_triggers = [], False
+        self._pending, self._pending_places, self._batch_triggers = [], [], False
         self._order.batch_sent()
+
+    def _again(self, watch: set[str]) -> dict[int, list[ProfileDelta]]:
+        """The earlier triggering events of the watched profiles in the deltas to send, each to be
+        evaluated again right after its profile's last delta among them (keyed by that delta's
+        ``id()``, see ``StreamingWriter.send``); their places move there."""
+        pending, places = self._pending, self._pending_places
+        last: dict[str, int] = {}
+        for i, delta in enumerate(pending):
+            if delta.profile_id in watch:
+                last[delta.profile_id] = i
+        again: dict[int, list[ProfileDelta]] = {}
+        triggering, evaluated_at = self._triggering, self._places
+        for pid, i in last.items():
+            delta, events = pending[i], self._watch[pid]
+            if triggering[events[-1]][1] is delta:  # its own event is evaluated with its update
+                events = events[:-1]
+            if events:
+                again[id(delta)] = [triggering[k][1] for k in events]
+                place = places[i]
+                for k in events:
+                    evaluated_at[k] = place
+        return again
 
     def _send_dead_letter(self, record: CheckedRecord, key: Any, origin: Origin) -> None:
         """Produce a reject now; ``_confirm_deliveries`` waits for the broker at the checkpoint."""

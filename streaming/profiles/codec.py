@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import msgspec
@@ -56,13 +56,22 @@ def decide_row(key_index: int, delta: ProfileDelta) -> tuple[str | int, ...]:
     return (key_index, *delta[1:8], delta.marker, 0)
 
 
+def again_row(key_index: int, delta: ProfileDelta) -> tuple[str | int, ...]:
+    """An earlier event of a profile, evaluated again right after the call's row before it (that
+    profile's last update in the call): ``decide_row`` with the marker '', which tells
+    ``update.lua`` to apply nothing."""
+    return (key_index, *delta[1:8], "", 0)
+
+
 @dataclass(slots=True)
 class ScriptCall:
-    """One update.lua call: its KEYS, ARGV and the profile id of each key."""
+    """One update.lua call: its KEYS, ARGV, the profile id of each key, and the event ids of the
+    earlier events it evaluates again (``again_row``), whose earlier findings its reply replaces."""
 
     keys: list[str]
     args: tuple[Any, ...]
     ids: list[str]
+    again: list[str] = field(default_factory=list)
 
 
 class PartReport(NamedTuple):
