@@ -281,6 +281,10 @@ local function update(KEYS, ARGV)
   -- The delta being applied: its first 9 values (what the prefilter reads of an event), in one
   -- table reused for every delta; its ops are deltas[ops_first .. ops_last].
   local d, at = {}, 1
+  -- The profile the prefilter evaluated last, when nothing was applied since (its person's parts
+  -- and numbers are then still true); and the rules' fields as the last update left them, with
+  -- their prefetch list and profile (an earlier event of the same list evaluated again reads them).
+  local evaluated_base, last_base, last_names, last_updated, last_from = nil, nil, nil, nil, nil
   -- The fields an update reads and the field/value pairs it writes, in two tables reused by
   -- every delta (no table to grow per event): their lengths are nn and no, not #names, #out.
   local names, out = {}, {}
@@ -295,12 +299,20 @@ local function update(KEYS, ARGV)
     local base = s_sub(fields, 1, -3)
     local prefetch, updated, updated_from = nil, nil, nil  -- the rules' fields, read along with the update's
     local again = d[9] == ''  -- an earlier event evaluated again (ARGV[4])
-    if plan and not decide_only and not again and (plan['types'][d[3]] or any_rules)
-      and not (again_later and again_later[d[2]]) then
+    if plan and not decide_only and not again and (plan['types'][d[3]] or any_rules) then
       prefetch = prefetch_names(d)
     end
+    if not (decide_only or again) then evaluated_base, last_base, last_updated = nil, nil, nil end
     if decide_only or again then
-      if plan then prefilter(d, base, prefetch_names(d)) end  -- nothing is applied
+      if plan then  -- nothing is applied
+        local names = prefetch_names(d)
+        if again and base == last_base and names == last_names then
+          prefilter(d, base, names, last_updated, last_from, evaluated_base == base)
+        else
+          prefilter(d, base, names, nil, nil, evaluated_base == base)
+        end
+        evaluated_base = base
+      end
     elseif may_be_forgotten and forgotten(base, d[4]) then
       prefetch = nil  -- a forgotten event fires nothing
       if not r_call('SET', base .. ':seen:' .. d[2], 'f', 'NX', 'GET', 'EX', ttl) then
@@ -415,7 +427,12 @@ local function update(KEYS, ARGV)
         end
       end
     end
-    if prefetch then prefilter(d, base, prefetch, updated, updated_from) end
+    if updated then last_base, last_names, last_updated, last_from = base, prefetch, updated, updated_from end
+    -- evaluated unless evaluated again later in the call (again_later)
+    if prefetch and not (again_later and again_later[d[2]]) then
+      prefilter(d, base, prefetch, updated, updated_from)
+      evaluated_base = base
+    end
   end
   local watched = ARGV[6] and ARGV[6] ~= ''
   if not watched and not plan then
