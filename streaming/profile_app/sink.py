@@ -104,7 +104,8 @@ class ProfileSink(BaseSink):
         # delta's place, or that of the later delta of their profile evaluating them again)
         self._places: list[tuple[int, int]] = []
         self._order = UpdateOrder(cluster=store.is_cluster)
-        self._pending_places: list[tuple[int, int]] = []  # of the deltas not yet sent
+        # Watched profiles with deltas not yet sent: their last such delta and its place
+        self._batch_last: dict[str, tuple[ProfileDelta, tuple[int, int]]] = {}
         # Profiles with triggering events in this checkpoint, and those events (indices in
         # self._triggering): a call updating one reports on it (again) and evaluates them again,
         # so the rules see it as the checkpoint left it.
@@ -167,7 +168,8 @@ class ProfileSink(BaseSink):
                 self._engine, self._triggers_type = engine, {}
         pending.append(delta)
         place = self._order.add(delta)
-        self._pending_places.append(place)
+        if delta.profile_id in self._watch:
+            self._batch_last[delta.profile_id] = (delta, place)
         if delta.anonymous_id:
             self._linked.add(delta.anonymous_id)
         event_type = delta.event_type
@@ -181,6 +183,7 @@ class ProfileSink(BaseSink):
             events = self._watch.get(delta.profile_id)
             if events is None:
                 self._watch[delta.profile_id] = [len(self._triggering) - 1]
+                self._batch_last[delta.profile_id] = (delta, place)
             else:
                 events.append(len(self._triggering) - 1)
             self._batch_triggers = True
@@ -264,7 +267,7 @@ class ProfileSink(BaseSink):
     def _reset_checkpoint(self) -> None:
         self._pending, self._failure, self._triggering, self._watch = [], None, [], {}
         self._places, self._order = [], UpdateOrder(cluster=self._store.is_cluster)
-        self._pending_places = []
+        self._batch_last = {}
         self._triggering_types = set()
         self._batch_triggers = False
         self._linked = set()
@@ -375,35 +378,28 @@ class ProfileSink(BaseSink):
         if not self._pending or self._failure is not None:
             return
         try:
-            pending, watching = self._pending, self._watch
-            watch = {delta.profile_id for delta in pending if delta.profile_id in watching}
+            watch = self._batch_last.keys()
             with_products = bool(watch) and self._wants_products()
-            again = self._again(watch) if self._prefilter and watch else None
+            again = self._again() if self._prefilter and watch else None
             plan = self._engine.prefilter if self._prefilter and (self._batch_triggers or again) else None
-            self._writer.send(pending, watch, with_products=with_products, plan=plan, again=again)
+            self._writer.send(self._pending, watch, with_products=with_products, plan=plan, again=again)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._failure = exc  # reported at the checkpoint, which then retries
-        self._pending, self._pending_places, self._batch_triggers = [], [], False
+        self._pending, self._batch_last, self._batch_triggers = [], {}, False
         self._order.batch_sent()
 
-    def _again(self, watch: set[str]) -> dict[int, list[ProfileDelta]]:
+    def _again(self) -> dict[int, list[ProfileDelta]]:
         """The earlier triggering events of the watched profiles in the deltas to send, each to be
         evaluated again right after its profile's last delta among them (keyed by that delta's
         ``id()``, see ``StreamingWriter.send``); their places move there."""
-        pending, places = self._pending, self._pending_places
-        last: dict[str, int] = {}
-        for i, delta in enumerate(pending):
-            if delta.profile_id in watch:
-                last[delta.profile_id] = i
         again: dict[int, list[ProfileDelta]] = {}
-        triggering, evaluated_at = self._triggering, self._places
-        for pid, i in last.items():
-            delta, events = pending[i], self._watch[pid]
+        triggering, evaluated_at, watching = self._triggering, self._places, self._watch
+        for pid, (delta, place) in self._batch_last.items():
+            events = watching[pid]
             if triggering[events[-1]][1] is delta:  # its own event is evaluated with its update
                 events = events[:-1]
             if events:
                 again[id(delta)] = [triggering[k][1] for k in events]
-                place = places[i]
                 for k in events:
                     evaluated_at[k] = place
         return again
