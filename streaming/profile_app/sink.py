@@ -104,7 +104,8 @@ class ProfileSink(BaseSink):
         # delta's place, or that of the later delta of their profile evaluating them again)
         self._places: list[tuple[int, int]] = []
         self._order = UpdateOrder(cluster=store.is_cluster)
-        # Watched profiles with deltas not yet sent: their last such delta and its place
+        # Watched profiles with deltas not yet sent after their first triggering event: the last
+        # such delta and its place (the profile's earlier events are evaluated again after it)
         self._batch_last: dict[str, tuple[ProfileDelta, tuple[int, int]]] = {}
         # Profiles with triggering events in this checkpoint, and those events (indices in
         # self._triggering): a call updating one reports on it (again) and evaluates them again,
@@ -183,7 +184,6 @@ class ProfileSink(BaseSink):
             events = self._watch.get(delta.profile_id)
             if events is None:
                 self._watch[delta.profile_id] = [len(self._triggering) - 1]
-                self._batch_last[delta.profile_id] = (delta, place)
             else:
                 events.append(len(self._triggering) - 1)
             self._batch_triggers = True
@@ -378,9 +378,10 @@ class ProfileSink(BaseSink):
         if not self._pending or self._failure is not None:
             return
         try:
-            watch = self._batch_last.keys()
+            watching = self._watch
+            watch = {delta.profile_id for delta in self._pending if delta.profile_id in watching}
             with_products = bool(watch) and self._wants_products()
-            again = self._again() if self._prefilter and watch else None
+            again = self._again() if self._prefilter and self._batch_last else None
             plan = self._engine.prefilter if self._prefilter and (self._batch_triggers or again) else None
             self._writer.send(self._pending, watch, with_products=with_products, plan=plan, again=again)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -398,10 +399,9 @@ class ProfileSink(BaseSink):
             events = watching[pid]
             if triggering[events[-1]][1] is delta:  # its own event is evaluated with its update
                 events = events[:-1]
-            if events:
-                again[id(delta)] = [triggering[k][1] for k in events]
-                for k in events:
-                    evaluated_at[k] = place
+            again[id(delta)] = [triggering[k][1] for k in events]  # one at least: it was watched
+            for k in events:
+                evaluated_at[k] = place
         return again
 
     def _send_dead_letter(self, record: CheckedRecord, key: Any, origin: Origin) -> None:
