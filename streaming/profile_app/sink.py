@@ -17,7 +17,7 @@ from streaming.dlq import Origin, dlq_headers
 from streaming.profile_app.pipeline import CheckedRecord
 from streaming.profile_app.rule_inputs import AnonymousPartCache, rule_inputs
 from streaming.profiles.admission import PERSONALIZATION
-from streaming.profiles.codec import PartReport
+from streaming.profiles.codec import PartReport, again_delta
 from streaming.profiles.delta import ProfileDelta
 from streaming.profiles.keys import forgotten_key
 from streaming.profiles.store import RedisProfileStore
@@ -105,8 +105,9 @@ class ProfileSink(BaseSink):
         self._places: list[tuple[int, int]] = []
         self._order = UpdateOrder(cluster=store.is_cluster)
         # Watched profiles with deltas not yet sent after their first triggering event: the last
-        # such delta and its place (the profile's earlier events are evaluated again after it)
-        self._batch_last: dict[str, tuple[ProfileDelta, tuple[int, int]]] = {}
+        # such delta's index in self._pending and place (the profile's earlier events are
+        # evaluated again after it)
+        self._batch_last: dict[str, tuple[int, tuple[int, int]]] = {}
         # Profiles with triggering events in this checkpoint, and those events (indices in
         # self._triggering): a call updating one reports on it (again) and evaluates them again,
         # so the rules see it as the checkpoint left it.
@@ -170,7 +171,7 @@ class ProfileSink(BaseSink):
         pending.append(delta)
         place = self._order.add(delta)
         if delta.profile_id in self._watch:
-            self._batch_last[delta.profile_id] = (delta, place)
+            self._batch_last[delta.profile_id] = (len(pending) - 1, place)
         if delta.anonymous_id:
             self._linked.add(delta.anonymous_id)
         event_type = delta.event_type
@@ -381,28 +382,34 @@ class ProfileSink(BaseSink):
             watching = self._watch
             watch = {delta.profile_id for delta in self._pending if delta.profile_id in watching}
             with_products = bool(watch) and self._wants_products()
-            again = self._again() if self._prefilter and self._batch_last else None
+            deltas = self._with_again() if self._prefilter and self._batch_last else self._pending
+            again = deltas is not self._pending
             plan = self._engine.prefilter if self._prefilter and (self._batch_triggers or again) else None
-            self._writer.send(self._pending, watch, with_products=with_products, plan=plan, again=again)
+            self._writer.send(deltas, watch, with_products=with_products, plan=plan)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._failure = exc  # reported at the checkpoint, which then retries
         self._pending, self._batch_last, self._batch_triggers = [], {}, False
         self._order.batch_sent()
 
-    def _again(self) -> dict[int, list[ProfileDelta]]:
-        """The earlier triggering events of the watched profiles in the deltas to send, each to be
-        evaluated again right after its profile's last delta among them (keyed by that delta's
-        ``id()``, see ``StreamingWriter.send``); their places move there."""
-        again: dict[int, list[ProfileDelta]] = {}
-        triggering, evaluated_at, watching = self._triggering, self._places, self._watch
-        for pid, (delta, place) in self._batch_last.items():
+    def _with_again(self) -> list[ProfileDelta]:
+        """The deltas to send, each watched profile's last one followed by the profile's earlier
+        triggering events, to be evaluated again right after it (``codec.again_delta``); their
+        places move there."""
+        pending, triggering, watching = self._pending, self._triggering, self._watch
+        evaluated_at = self._places
+        deltas: list[ProfileDelta] = []
+        sent = 0
+        for pid, (i, place) in sorted(self._batch_last.items(), key=lambda item: item[1][0]):
+            deltas += pending[sent : i + 1]
+            sent = i + 1
             events = watching[pid]
-            if triggering[events[-1]][1] is delta:  # its own event is evaluated with its update
+            if triggering[events[-1]][1] is pending[i]:  # its own event is evaluated with its update
                 events = events[:-1]
-            again[id(delta)] = [triggering[k][1] for k in events]  # one at least: it was watched
-            for k in events:
+            for k in events:  # one at least: the profile was watched
+                deltas.append(again_delta(triggering[k][1]))
                 evaluated_at[k] = place
-        return again
+        deltas += pending[sent:]
+        return deltas
 
     def _send_dead_letter(self, record: CheckedRecord, key: Any, origin: Origin) -> None:
         """Produce a reject now; ``_confirm_deliveries`` waits for the broker at the checkpoint."""

@@ -56,17 +56,17 @@ def decide_row(key_index: int, delta: ProfileDelta) -> tuple[str | int, ...]:
     return (key_index, *delta[1:8], delta.marker, 0)
 
 
-def again_row(key_index: int, delta: ProfileDelta) -> tuple[str | int, ...]:
-    """An earlier event of a profile, evaluated again right after the call's row before it (that
-    profile's last update in the call): ``decide_row`` with the marker '', which tells
-    ``update.lua`` to apply nothing."""
-    return (key_index, *delta[1:8], "", 0)
+def again_delta(delta: ProfileDelta) -> ProfileDelta:
+    """An earlier event of a profile as an update call evaluates it again, right after the
+    profile's last delta before it in the call: no ops, no anonymous id (no link), and the
+    marker '', which tells ``update.lua`` to apply nothing (see its ARGV[4])."""
+    return ProfileDelta(*delta[:5], "", delta.category, delta.product_id, (), "")
 
 
 @dataclass(slots=True)
 class ScriptCall:
     """One update.lua call: its KEYS, ARGV, the profile id of each key, and the event ids of the
-    earlier events it evaluates again (``again_row``), whose earlier findings its reply replaces."""
+    earlier events it evaluates again (``again_delta``), whose earlier findings its reply replaces."""
 
     keys: list[str]
     args: tuple[Any, ...]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, NamedTuple
 
 import redis
@@ -15,7 +15,6 @@ from core.redis_client import RedisClient
 from streaming.profiles.cluster import ClusterRouting
 from streaming.profiles.codec import (
     ScriptCall,
-    again_row,
     decide_row,
     decode,
     delta_row,
@@ -124,7 +123,6 @@ class RedisProfileStore(ProfileReader, IdentityAdmin, DecisionStore, ClusterRout
         decide_only: bool = False,
         rules_now_ms: int | None = None,
         links: Sequence[tuple[str, tuple[int, str]]] = (),
-        again: Mapping[int, Sequence[ProfileDelta]] | None = None,
     ) -> list[ScriptCall]:
         """The script calls applying ``deltas``, SCRIPT_CHUNK deltas each.
 
@@ -133,8 +131,8 @@ class RedisProfileStore(ProfileReader, IdentityAdmin, DecisionStore, ClusterRout
         judged at ``rules_now_ms``; ``decide_only`` calls apply nothing (see update.lua).
         Without ``declare_keys`` (a cluster call spanning slots) the keys travel in ARGV[8], not KEYS.
         ``links`` (``identity_links``, one server only) are recorded by the first call before its
-        deltas (ARGV[13]), instead of a pulse_link call each. ``again`` maps a delta (by ``id()``)
-        to earlier events of its profile that the call evaluates again right after it (``again_row``).
+        deltas (ARGV[13]), instead of a pulse_link call each. A delta with the marker '' (``again_delta``)
+        is an earlier event the call evaluates again, right after the delta before it.
         """
         calls = []
         row_of = decide_row if decide_only else delta_row
@@ -144,18 +142,13 @@ class RedisProfileStore(ProfileReader, IdentityAdmin, DecisionStore, ClusterRout
             ids: list[str] = []
             index: dict[str, int] = {}
             rows: list[Any] = []  # every delta's values, one flat array (see update.lua's ARGV[4])
-            evaluated: list[str] = []
-            for delta in deltas[start : start + SCRIPT_CHUNK]:
+            chunk = deltas[start : start + SCRIPT_CHUNK]
+            for delta in chunk:
                 key_index = index.get(delta.profile_id)
                 if key_index is None:
                     ids.append(delta.profile_id)
                     key_index = index[delta.profile_id] = len(ids)
                 rows += row_of(key_index, delta)
-                earlier = again.get(id(delta)) if again else None
-                if earlier:
-                    for event in earlier:
-                        rows += again_row(key_index, event)
-                        evaluated.append(event.event_id)
             args: tuple[Any, ...] = (
                 self._dedupe_window_seconds,
                 now_ms,
@@ -163,7 +156,8 @@ class RedisProfileStore(ProfileReader, IdentityAdmin, DecisionStore, ClusterRout
                 pack(rows),
                 model_argument,
             )
-            calls.append(ScriptCall([fields_key(pid) for pid in ids], args, ids, evaluated))
+            again = [delta.event_id for delta in chunk if not delta.marker] if not decide_only else []
+            calls.append(ScriptCall([fields_key(pid) for pid in ids], args, ids, again))
         last_call = {pid: call for call in calls for pid in call.ids if pid in watch} if watch else {}
         for number, call in enumerate(calls):
             indices = [i for i, pid in enumerate(call.ids, 1) if last_call.get(pid) is call]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -52,7 +52,6 @@ class StreamingWriter:
         watch: Collection[str] = (),
         with_products: bool = False,
         plan: Prefilter | None = None,
-        again: Mapping[int, Sequence[ProfileDelta]] | None = None,
     ) -> None:
         """Queue the calls for ``deltas`` on the connection(s) (no reply awaited).
 
@@ -60,13 +59,14 @@ class StreamingWriter:
         ``plan`` each triggering event is prefiltered right after its update: its candidates
         land in ``prefiltered.candidates`` (and, for a person other than its own profile, the
         parts in ``prefiltered.stitched``); only watched profiles with an uncertain candidate
-        are reported. ``again`` maps a delta (by ``id()``) to earlier events of its profile
-        that are prefiltered again right after it; their findings replace the earlier ones.
+        are reported. A delta with the marker '' (``codec.again_delta``) is an earlier event of
+        the profile of the delta before it, prefiltered again right after that one: its finding
+        replaces the earlier ones.
         """
         if not deltas:
             return
         try:
-            self._send(deltas, watch, with_products, plan, decide_only=False, again=again)
+            self._send(deltas, watch, with_products, plan, decide_only=False)
         except redis.ConnectionError:
             self._store.slots_changed()  # a master may have failed over
             raise
@@ -93,7 +93,6 @@ class StreamingWriter:
         plan: Prefilter | None,
         *,
         decide_only: bool,
-        again: Mapping[int, Sequence[ProfileDelta]] | None = None,
     ) -> None:
         store = self._store
         sent = self._sent
@@ -124,7 +123,6 @@ class StreamingWriter:
                 decide_only=decide_only,
                 rules_now_ms=self.first_sent_ms,
                 links=in_call,
-                again=again,
             )
             for call in calls:
                 connection.send_command("FCALL", UPDATE_FUNCTION, len(call.keys), *call.keys, *call.args)
