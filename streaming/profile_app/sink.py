@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -104,10 +105,9 @@ class ProfileSink(BaseSink):
         # delta's place, or that of the later delta of their profile evaluating them again)
         self._places: list[tuple[int, int]] = []
         self._order = UpdateOrder(cluster=store.is_cluster)
-        # Watched profiles with deltas not yet sent after their first triggering event: the last
-        # such delta's index in self._pending and place (the profile's earlier events are
-        # evaluated again after it)
-        self._batch_last: dict[str, tuple[int, tuple[int, int]]] = {}
+        # Watched profiles with deltas not yet sent after their first triggering event: the place
+        # of the last such delta (the profile's earlier events are evaluated again after it)
+        self._batch_last: dict[str, tuple[int, int]] = {}
         # Profiles with triggering events in this checkpoint, and those events (indices in
         # self._triggering): a call updating one reports on it (again) and evaluates them again,
         # so the rules see it as the checkpoint left it.
@@ -171,7 +171,7 @@ class ProfileSink(BaseSink):
         pending.append(delta)
         place = self._order.add(delta)
         if delta.profile_id in self._watch:
-            self._batch_last[delta.profile_id] = (len(pending) - 1, place)
+            self._batch_last[delta.profile_id] = place
         if delta.anonymous_id:
             self._linked.add(delta.anonymous_id)
         event_type = delta.event_type
@@ -398,8 +398,9 @@ class ProfileSink(BaseSink):
         pending, triggering, watching = self._pending, self._triggering, self._watch
         evaluated_at = self._places
         deltas: list[ProfileDelta] = []
-        sent = 0
-        for pid, (i, place) in sorted(self._batch_last.items(), key=lambda item: item[1][0]):
+        sent, first = 0, self._order.position - len(pending) + 1  # the position of pending[0]
+        for pid, place in sorted(self._batch_last.items(), key=itemgetter(1)):
+            i = place[0] - first
             deltas += pending[sent : i + 1]
             sent = i + 1
             events = watching[pid]
