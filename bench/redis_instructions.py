@@ -72,13 +72,12 @@ def _name(value: Any) -> str:
 
 def _deltas_in(deltas: list[Any]) -> int:
     """The deltas of an update call's ARGV[4]: an array of rows (before 2026-12), or one flat
-    array of 10 values per delta, the 10th the number of op values after them (codec.py); rows
-    with the marker '' (the 9th value) only evaluate an earlier event again and are not counted."""
+    array of 10 values per delta, the 10th the number of op values after them (codec.py)."""
     if not deltas or isinstance(deltas[0], list):
         return len(deltas)
     count = at = 0
     while at < len(deltas):
-        count, at = count + (deltas[at + 8] != ""), at + 10 + deltas[at + 9]
+        count, at = count + 1, at + 10 + deltas[at + 9]
     return count
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
-from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -18,7 +17,7 @@ from streaming.dlq import Origin, dlq_headers
 from streaming.profile_app.pipeline import CheckedRecord
 from streaming.profile_app.rule_inputs import AnonymousPartCache, rule_inputs
 from streaming.profiles.admission import PERSONALIZATION
-from streaming.profiles.codec import PartReport, again_delta
+from streaming.profiles.codec import PartReport
 from streaming.profiles.delta import ProfileDelta
 from streaming.profiles.keys import forgotten_key
 from streaming.profiles.store import RedisProfileStore
@@ -60,11 +59,8 @@ class ProfileSink(BaseSink):
     segments people entered, to the profile changes topic. Webhooks are the relay's job
     (streaming/relay), which reads them from the triggers topic. With the prefilter
     the update script names, right after each event's update, the rules that may fire on
-    it. A later batch updating the same profile evaluates the profile's earlier events again
-    right after its last update of it, and that finding replaces the earlier ones; events whose
-    person changed otherwise after their last evaluation (a later identity link, another part
-    of a stitched person) are decided again by a decide call on the people as the checkpoint
-    left them. So every event sees the checkpoint's final people.
+    it; events whose person changed after that are decided again by a decide call on the
+    people as the checkpoint left them, so every event sees the checkpoint's final people.
     """
 
     def __init__(
@@ -101,17 +97,11 @@ class ProfileSink(BaseSink):
         self._triggering: list[tuple[Any, ProfileDelta]] = []
         self._triggering_types: set[str] = set()  # of the checkpoint's triggering events
         self._triggers_type: dict[str, bool] = {}  # event type -> whether the rules trigger on it
-        # Of the triggering events: where in self._order they were last evaluated (their own
-        # delta's place, or that of the later delta of their profile evaluating them again)
-        self._places: list[tuple[int, int]] = []
+        self._places: list[tuple[int, int]] = []  # of the triggering deltas in self._order
         self._order = UpdateOrder(cluster=store.is_cluster)
-        # Watched profiles with deltas not yet sent after their first triggering event: the place
-        # of the last such delta (the profile's earlier events are evaluated again after it)
-        self._batch_last: dict[str, tuple[int, int]] = {}
-        # Profiles with triggering events in this checkpoint, and those events (indices in
-        # self._triggering): a call updating one reports on it (again) and evaluates them again,
-        # so the rules see it as the checkpoint left it.
-        self._watch: dict[str, list[int]] = {}
+        # Profiles with triggering events in this checkpoint: a call updating one reports on it
+        # (again), so the rules see it as the checkpoint left it.
+        self._watch: set[str] = set()
         self._batch_triggers = False  # whether the deltas not yet sent have a triggering event
         # With the prefilter Python reads few people, so it reads their anonymous parts live;
         # without it, a short cache saves a round trip per checkpoint (parts may be 5 s stale).
@@ -170,8 +160,6 @@ class ProfileSink(BaseSink):
                 self._engine, self._triggers_type = engine, {}
         pending.append(delta)
         place = self._order.add(delta)
-        if delta.profile_id in self._watch:
-            self._batch_last[delta.profile_id] = place
         if delta.anonymous_id:
             self._linked.add(delta.anonymous_id)
         event_type = delta.event_type
@@ -182,11 +170,7 @@ class ProfileSink(BaseSink):
             self._triggering.append((value.event, delta))
             self._triggering_types.add(event_type)
             self._places.append(place)
-            events = self._watch.get(delta.profile_id)
-            if events is None:
-                self._watch[delta.profile_id] = [len(self._triggering) - 1]
-            else:
-                events.append(len(self._triggering) - 1)
+            self._watch.add(delta.profile_id)
             self._batch_triggers = True
         if len(pending) >= SEND_EVERY:
             self._send_pending()
@@ -198,8 +182,7 @@ class ProfileSink(BaseSink):
             prefiltering = self._prefilter and bool(self._triggering)
             redecided: set[str] = set()
             if prefiltering and self._failure is None:
-                # Events whose person changed after their last evaluation without an update of their
-                # profile (a later identity link): decided again after every update.
+                # Events whose profile was updated again later: decided again after every update.
                 redecided = self._decide_again(None)
             if self._failure is not None:
                 raise self._failure
@@ -266,9 +249,8 @@ class ProfileSink(BaseSink):
             )
 
     def _reset_checkpoint(self) -> None:
-        self._pending, self._failure, self._triggering, self._watch = [], None, [], {}
+        self._pending, self._failure, self._triggering, self._watch = [], None, [], set()
         self._places, self._order = [], UpdateOrder(cluster=self._store.is_cluster)
-        self._batch_last = {}
         self._triggering_types = set()
         self._batch_triggers = False
         self._linked = set()
@@ -379,38 +361,14 @@ class ProfileSink(BaseSink):
         if not self._pending or self._failure is not None:
             return
         try:
-            watching = self._watch
-            watch = {delta.profile_id for delta in self._pending if delta.profile_id in watching}
+            watch = {delta.profile_id for delta in self._pending if delta.profile_id in self._watch}
             with_products = bool(watch) and self._wants_products()
-            deltas = self._with_again() if self._prefilter and self._batch_last else self._pending
-            again = deltas is not self._pending
-            plan = self._engine.prefilter if self._prefilter and (self._batch_triggers or again) else None
-            self._writer.send(deltas, watch, with_products=with_products, plan=plan)
+            plan = self._engine.prefilter if self._prefilter and self._batch_triggers else None
+            self._writer.send(self._pending, watch, with_products=with_products, plan=plan)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._failure = exc  # reported at the checkpoint, which then retries
-        self._pending, self._batch_last, self._batch_triggers = [], {}, False
+        self._pending, self._batch_triggers = [], False
         self._order.batch_sent()
-
-    def _with_again(self) -> list[ProfileDelta]:
-        """The deltas to send, each watched profile's last one followed by the profile's earlier
-        triggering events, to be evaluated again right after it (``codec.again_delta``); their
-        places move there."""
-        pending, triggering, watching = self._pending, self._triggering, self._watch
-        evaluated_at = self._places
-        deltas: list[ProfileDelta] = []
-        sent, first = 0, self._order.position - len(pending) + 1  # the position of pending[0]
-        for pid, place in sorted(self._batch_last.items(), key=itemgetter(1)):
-            i = place[0] - first
-            deltas += pending[sent : i + 1]
-            sent = i + 1
-            events = watching[pid]
-            if triggering[events[-1]][1] is pending[i]:  # its own event is evaluated with its update
-                events = events[:-1]
-            for k in events:  # one at least: the profile was watched
-                deltas.append(again_delta(triggering[k][1]))
-                evaluated_at[k] = place
-        deltas += pending[sent:]
-        return deltas
 
     def _send_dead_letter(self, record: CheckedRecord, key: Any, origin: Origin) -> None:
         """Produce a reject now; ``_confirm_deliveries`` waits for the broker at the checkpoint."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import msgspec
@@ -56,22 +56,13 @@ def decide_row(key_index: int, delta: ProfileDelta) -> tuple[str | int, ...]:
     return (key_index, *delta[1:8], delta.marker, 0)
 
 
-def again_delta(delta: ProfileDelta) -> ProfileDelta:
-    """An earlier event of a profile as an update call evaluates it again, right after the
-    profile's last delta before it in the call: no ops, no anonymous id (no link), and the
-    marker '', which tells ``update.lua`` to apply nothing (see its ARGV[4])."""
-    return ProfileDelta(*delta[:5], "", delta.category, delta.product_id, (), "")
-
-
 @dataclass(slots=True)
 class ScriptCall:
-    """One update.lua call: its KEYS, ARGV, the profile id of each key, and the event ids of the
-    earlier events it evaluates again (``again_delta``), whose earlier findings its reply replaces."""
+    """One update.lua call: its KEYS, ARGV and the profile id of each key."""
 
     keys: list[str]
     args: tuple[Any, ...]
     ids: list[str]
-    again: list[str] = field(default_factory=list)
 
 
 class PartReport(NamedTuple):

@@ -131,8 +131,7 @@ class RedisProfileStore(ProfileReader, IdentityAdmin, DecisionStore, ClusterRout
         judged at ``rules_now_ms``; ``decide_only`` calls apply nothing (see update.lua).
         Without ``declare_keys`` (a cluster call spanning slots) the keys travel in ARGV[8], not KEYS.
         ``links`` (``identity_links``, one server only) are recorded by the first call before its
-        deltas (ARGV[13]), instead of a pulse_link call each. A delta with the marker '' (``again_delta``)
-        is an earlier event the call evaluates again, right after the delta before it.
+        deltas (ARGV[13]), instead of a pulse_link call each.
         """
         calls = []
         row_of = decide_row if decide_only else delta_row
@@ -142,8 +141,7 @@ class RedisProfileStore(ProfileReader, IdentityAdmin, DecisionStore, ClusterRout
             ids: list[str] = []
             index: dict[str, int] = {}
             rows: list[Any] = []  # every delta's values, one flat array (see update.lua's ARGV[4])
-            chunk = deltas[start : start + SCRIPT_CHUNK]
-            for delta in chunk:
+            for delta in deltas[start : start + SCRIPT_CHUNK]:
                 key_index = index.get(delta.profile_id)
                 if key_index is None:
                     ids.append(delta.profile_id)
@@ -156,8 +154,7 @@ class RedisProfileStore(ProfileReader, IdentityAdmin, DecisionStore, ClusterRout
                 pack(rows),
                 model_argument,
             )
-            again = [delta.event_id for delta in chunk if not delta.marker] if not decide_only else []
-            calls.append(ScriptCall([fields_key(pid) for pid in ids], args, ids, again))
+            calls.append(ScriptCall([fields_key(pid) for pid in ids], args, ids))
         last_call = {pid: call for call in calls for pid in call.ids if pid in watch} if watch else {}
         for number, call in enumerate(calls):
             indices = [i for i, pid in enumerate(call.ids, 1) if last_call.get(pid) is call]

@@ -15,10 +15,7 @@
 --        4 msgpack array of the deltas, flat, one after the other (one table to decode, not two
 --          per delta): key_index, event_id, event_type, ts_ms, user_id, anonymous_id, category,
 --          product_id, marker, n, then the delta's n op values (streaming/profiles/codec.py)
---          marker: the dedupe marker's value, g<generation> of its trait set (streaming/traits/registration.py),
---          or '' for an earlier event of the profile of the row before it, evaluated again by the
---          prefilter right after that row (its profile's last update in the call; codec.again_row):
---          nothing is applied, and a row of the same event earlier in the call is not evaluated
+--          marker: the dedupe marker's value, g<generation> of its trait set (streaming/traits/registration.py)
 --          ops: the trait registry's ops, flat field, code, value, keep-from day, ...
 --          (streaming/traits/ops.py, cells.py): every built-in counter and the user's traits
 --        5 intent model, msgpack {bias, feature types, weights} (streaming/profiles/intent.py), or
@@ -265,26 +262,9 @@ local function update(KEYS, ARGV)
     may_be_forgotten = #keys > 0 and r_call('EXISTS', t_unpack(suppressions)) > 0
   end
 
-  -- Events evaluated again later in the call (marker ''): their own rows are not evaluated.
-  local again_later = nil
-  if plan and not decide_only then
-    local i = 1
-    while i <= ndeltas do
-      if deltas[i + 8] == '' then
-        if not again_later then again_later = {} end
-        again_later[deltas[i + 1]] = true
-      end
-      i = i + 10 + deltas[i + 9]
-    end
-  end
-
   -- The delta being applied: its first 9 values (what the prefilter reads of an event), in one
   -- table reused for every delta; its ops are deltas[ops_first .. ops_last].
   local d, at = {}, 1
-  -- The profile the prefilter evaluated last, when nothing was applied since (its person's parts
-  -- and numbers are then still true); and the rules' fields as the last update left them, with
-  -- their prefetch list and profile (an earlier event of the same list evaluated again reads them).
-  local evaluated_base, last_base, last_names, last_updated, last_from = nil, nil, nil, nil, nil
   -- The fields an update reads and the field/value pairs it writes, in two tables reused by
   -- every delta (no table to grow per event): their lengths are nn and no, not #names, #out.
   local names, out = {}, {}
@@ -298,21 +278,9 @@ local function update(KEYS, ARGV)
     local fields = keys[d[1]]
     local base = s_sub(fields, 1, -3)
     local prefetch, updated, updated_from = nil, nil, nil  -- the rules' fields, read along with the update's
-    local again = d[9] == ''  -- an earlier event evaluated again (ARGV[4])
-    if plan and not decide_only and not again and (plan['types'][d[3]] or any_rules) then
-      prefetch = prefetch_names(d)
-    end
-    if not (decide_only or again) then evaluated_base, last_base, last_updated = nil, nil, nil end
-    if decide_only or again then
-      if plan then  -- nothing is applied
-        local names = prefetch_names(d)
-        if again and base == last_base and names == last_names then
-          prefilter(d, base, names, last_updated, last_from, evaluated_base == base)
-        else
-          prefilter(d, base, names, nil, nil, evaluated_base == base)
-        end
-        evaluated_base = base
-      end
+    if plan and not decide_only and (plan['types'][d[3]] or any_rules) then prefetch = prefetch_names(d) end
+    if decide_only then
+      prefilter(d, base, prefetch_names(d))  -- nothing is applied
     elseif may_be_forgotten and forgotten(base, d[4]) then
       prefetch = nil  -- a forgotten event fires nothing
       if not r_call('SET', base .. ':seen:' .. d[2], 'f', 'NX', 'GET', 'EX', ttl) then
@@ -427,12 +395,7 @@ local function update(KEYS, ARGV)
         end
       end
     end
-    if updated then last_base, last_names, last_updated, last_from = base, prefetch, updated, updated_from end
-    -- evaluated unless evaluated again later in the call (again_later)
-    if prefetch and not (again_later and again_later[d[2]]) then
-      prefilter(d, base, prefetch, updated, updated_from)
-      evaluated_base = base
-    end
+    if prefetch then prefilter(d, base, prefetch, updated, updated_from) end
   end
   local watched = ARGV[6] and ARGV[6] ~= ''
   if not watched and not plan then

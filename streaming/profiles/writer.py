@@ -59,9 +59,7 @@ class StreamingWriter:
         ``plan`` each triggering event is prefiltered right after its update: its candidates
         land in ``prefiltered.candidates`` (and, for a person other than its own profile, the
         parts in ``prefiltered.stitched``); only watched profiles with an uncertain candidate
-        are reported. A delta with the marker '' (``codec.again_delta``) is an earlier event of
-        the profile of the delta before it, prefiltered again right after that one: its finding
-        replaces the earlier ones.
+        are reported.
         """
         if not deltas:
             return
@@ -170,8 +168,6 @@ class StreamingWriter:
                         profile_id = call.ids[entry[0] - 1]
                         self.reports[profile_id] = parse_report(profile_id, entry)
                     if found:
-                        if call.again:  # evaluated again here: the earlier findings are not final
-                            self.prefiltered.forget(call.again)
                         self.prefiltered.add(found[0], found[1], decided=decide_only)
                         self.skipped_forgotten += int(found[2])
                     reply = count

@@ -101,11 +101,6 @@ class UpdateOrder:
             self._last_link[delta.anonymous_id] = self._last_link[delta.user_id] = self._batch
         return place
 
-    @property
-    def position(self) -> int:
-        """The position of the last delta added (1 for the first)."""
-        return self._position
-
     def batch_sent(self) -> None:
         """The deltas added so far were sent: the next ones form a new batch."""
         self._batch += 1

@@ -531,27 +531,11 @@ end
 -- reply. Its profile is reported only when a candidate is uncertain (Python evaluates those).
 -- ``names`` are the fields its rules read (prefetch_names) and ``updated[from + i]`` the value
 -- of names[i] after the event's own update (``updated`` nil in a decide call).
--- With ``same``, nothing changed since the previous evaluation, of an event of the same profile:
--- its person's parts and numbers are still true and are used again.
-local function prefilter(d, base, names, updated, from, same)
+local function prefilter(d, base, names, updated, from)
   local typed = plan['types'][d[3]]
-  local parts, numbers = false, nil
-  if same and ev_base == base then parts, numbers = ev_parts, ev_numbers end
-  ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch = d, base, false, numbers, names
+  ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch = d, base, false, nil, names
   ev_updated, ev_updated_from, ev_values = updated, from, nil
   ev_uncertain = false
-  if parts then
-    ev_parts = parts
-    if updated and #parts == 1 and parts[1] == base then
-      ev_values = updated
-    elseif #names > 0 then  -- only the names the previous evaluation did not read
-      local missing = {}
-      for i = 1, #names do
-        if not numbers or numbers[names[i]] == nil then missing[#missing + 1] = names[i] end
-      end
-      if #missing > 0 then read_numbers(missing) end
-    end
-  end
   local may = spare_may
   run_type_plan(typed, may)
   if plan.any_rules then run_type_plan(plan['any'], may) end  -- rules without ``on``: usually none

@@ -400,10 +400,8 @@ class Candidate(NamedTuple):
 class Prefiltered:
     """What the update script's prefilter found in one checkpoint.
 
-    ``candidates`` were found right after each event's update, or, for an event whose profile
-    a later call updated again, right after that call's last update of it (``forget``);
-    ``stitched`` names, for an event whose person was other than its own profile then, the
-    parts (event_id -> profile ids);
+    ``candidates`` were found right after each event's update; ``stitched`` names, for an
+    event whose person was other than its own profile then, the parts (event_id -> profile ids);
     ``decided`` were found by decide calls, on the people as the checkpoint left them, for
     events whose person changed after their update.
     """
@@ -418,13 +416,6 @@ class Prefiltered:
         if not decided:
             for event_id, parts in stitched:
                 self.stitched[_text(event_id)] = [_text(part) for part in parts]
-
-    def forget(self, event_ids: Iterable[str]) -> None:
-        """Drop what earlier calls found for these events: a later call evaluates them again."""
-        candidates, stitched = self.candidates, self.stitched
-        for event_id in event_ids:
-            candidates.pop(event_id, None)
-            stitched.pop(event_id, None)
 
     def final(self, redecided: Collection[str]) -> dict[str, Candidate]:
         """Candidates per event: the decide calls' for the ``redecided`` events, else the updates'."""

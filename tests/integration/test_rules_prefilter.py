@@ -423,35 +423,3 @@ def assert_sink_decides_as_without_the_prefilter(
         sink.flush()
         fired[prefilter] = sorted((d["rule"], index_of[d["event_id"]], d["key"]) for d in recorded)
     assert fired[True] == fired[False]
-
-
-def test_a_later_batch_evaluates_the_earlier_events_of_its_profile_again(
-    redis_client, dlq_producer, monkeypatch
-):
-    """Every event sees the checkpoint's final person: an event whose profile a later batch updates
-    is evaluated again by that batch's update call, right after its last update of the profile
-    (no decide call at the checkpoint's end), and that finding replaces the first one."""
-    from streaming.profile_app import sink as sink_module
-    from streaming.profile_app.pipeline import CheckedRecord
-    from streaming.profiles.writer import StreamingWriter
-
-    decide_calls = []
-    monkeypatch.setattr(StreamingWriter, "decide", lambda self, deltas, *a, **k: decide_calls.append(deltas))
-    engine = one_rule('profile.category_views["shoes"] >= 3')
-    fired = {}
-    for send_every in (1, 2, 100):  # each event its own batch; two per batch; all in one batch
-        monkeypatch.setattr(sink_module, "SEND_EVERY", send_every)
-        store, ns, recorded = store_for(redis_client), uuid.uuid4().hex, []
-        store.record_decisions = lambda decisions, segments, encoded=None: recorded.extend(decisions)
-        sink = sink_module.ProfileSink(store, dlq_producer, "unused", rules=lambda: engine)
-        events = [make("page_view", "u1", "shoes", "p1", i * MINUTE, ns) for i in range(3)]
-        events.append(make("click", "u1", "", "p1", 3 * MINUTE, ns))  # updates u1 again, triggers nothing
-        for event in events:
-            sink.add(CheckedRecord(b"", delta_of(event), event=event), None, 0, None, "events", 0, 0)
-        sink.flush()
-        # Right after its own update only the third view saw 3 shoe views; every view sees them now.
-        fired[send_every] = sorted(
-            events.index(next(e for e in events if e.event_id == d["event_id"])) for d in recorded
-        )
-    assert fired == {1: [0, 1, 2], 2: [0, 1, 2], 100: [0, 1, 2]}
-    assert decide_calls == []
