@@ -61,25 +61,41 @@ def producer_id_assigned_at(stats_json: str) -> float | None:
 
 
 class _Candidate:
-    """One producer made ahead, and when it got its producer id (set from its statistics)."""
+    """One producer made ahead, and when it got its producer id (set from its statistics).
 
-    __slots__ = ("producer", "assigned_at")
+    The statistics callback closes over a list, not over the candidate: a callback that held the
+    candidate (a bound method) would make a reference cycle through the producer, and an unused
+    candidate would then live on, connected and queueing its statistics unread, until a full
+    garbage collection; in an app frozen after its rebuild (``app_runner.frozen_after``) that is
+    the next maintenance.
+    """
+
+    __slots__ = ("producer", "_assigned")
 
     def __init__(self, config: dict[str, Any], make: Callable[[dict[str, Any]], Producer]) -> None:
-        self.assigned_at: float | None = None
+        assigned: list[float] = []
+        self._assigned = assigned
+
+        def on_stats(stats_json: str) -> None:
+            if not assigned:
+                at = producer_id_assigned_at(stats_json)
+                if at is not None:
+                    assigned.append(at)
+
         self.producer = make(
             {
                 **config,
                 "statistics.interval.ms": STATS_INTERVAL_MS,
-                "stats_cb": self._on_stats,
+                "stats_cb": on_stats,
                 "reconnect.backoff.ms": RECONNECT_BACKOFF_MS,
                 "reconnect.backoff.max.ms": RECONNECT_BACKOFF_MAX_MS,
             }
         )
 
-    def _on_stats(self, stats_json: str) -> None:
-        if self.assigned_at is None:
-            self.assigned_at = producer_id_assigned_at(stats_json)
+    @property
+    def assigned_at(self) -> float | None:
+        """When (monotonic seconds) it got its producer id, or None."""
+        return self._assigned[0] if self._assigned else None
 
 
 def close_unused(producer: Producer) -> None:
@@ -117,10 +133,11 @@ class NextProducer:
         down_since = self._down_since  # still known once the marker is gone with the release
         for candidate in list(self._candidates):
             candidate.producer.poll(0)  # serves its statistics callback
-            if candidate.assigned_at is None:
+            assigned_at = candidate.assigned_at
+            if assigned_at is None:
                 continue
             self._candidates.remove(candidate)
-            if down_since is not None and candidate.assigned_at > down_since:
+            if down_since is not None and assigned_at > down_since:
                 self.chosen = candidate.producer
                 logger.info(
                     "new producer holds its producer id (%d candidate(s) made, %d with an id of the "

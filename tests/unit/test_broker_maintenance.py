@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import struct
 import time
+import weakref
 
 import pytest
 
@@ -30,6 +32,7 @@ from streaming.next_producer import (
     MAX_CANDIDATES,
     STAGGER_SECONDS,
     NextProducer,
+    _Candidate,
     producer_id_assigned_at,
 )
 
@@ -197,6 +200,27 @@ def test_a_few_candidates_are_made_once_intake_is_held(monkeypatch):
     chosen = next_producer.step(down_since=100.5, held=True)
     assert chosen is made[1]  # id at 100.55, after the old broker went at 100.5
     assert made[2].closed and len(made) == EARLY_CANDIDATES
+
+
+def test_an_unused_candidate_goes_without_a_garbage_collection():
+    """Its statistics callback must not hold the candidate: a reference cycle through the producer
+    kept unused candidates alive (connected, statistics queued unread) until a full collection,
+    which in an app frozen after its rebuild meant until the next maintenance."""
+    made: list[weakref.ref] = []
+
+    class Producer:
+        def __init__(self, config: dict) -> None:
+            self.config = config  # as librdkafka's handle holds its callbacks
+            made.append(weakref.ref(self))
+
+    gc.disable()
+    try:
+        candidate = _Candidate({}, Producer)
+        assert made[0]() is not None
+        del candidate
+        assert made[0]() is None
+    finally:
+        gc.enable()
 
 
 def test_candidates_are_bounded(monkeypatch):
