@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 
 from bench.e2e_latency import VisibilityWatcher, percentiles, post_events, send_steady
-from bench.process_cpu import CpuTimeline
+from bench.process_cpu import CpuTimeline, PeriodicSampler
 from bench.soak import TIMED_PREFIX, mark_for_timing, valid_unique_events
 from core.settings import DEV_WRITE_KEY, PulseSettings
 from orchestration.local_services import free_port
@@ -48,43 +48,33 @@ async def single_requests(base: str, events: list[dict], rejected: list[float]) 
     return sent
 
 
-class RedisInfoTimeline:
+class RedisInfoTimeline(PeriodicSampler):
     """Samples Redis's memory, key count and forks (AOF rewrites) every ``every`` s."""
 
     def __init__(self, url: str, every: float = 1.0) -> None:
         from core.redis_client import redis_from_url
 
+        super().__init__(every, "redis-info")
         self._redis = redis_from_url(url)
-        self._every = every
         self.samples: list[tuple[float, dict[str, float]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="redis-info", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._every):
-            try:
-                info = self._redis.info("all")
-            except Exception:  # noqa: BLE001 - a sample lost is fine; the soak goes on
-                continue
-            self.samples.append(
-                (
-                    time.monotonic(),
-                    {
-                        "used_mb": info["used_memory"] / 2**20,
-                        "keys": float(info.get("db0", {}).get("keys", 0)),
-                        "forks": float(info["total_forks"]),
-                        "rewriting": float(info["aof_rewrite_in_progress"]),
-                        "fork_ms": info["latest_fork_usec"] / 1000,
-                    },
-                )
+    def _sample(self) -> None:
+        try:
+            info = self._redis.info("all")
+        except Exception:  # noqa: BLE001 - a sample lost is fine; the soak goes on
+            return
+        self.samples.append(
+            (
+                time.monotonic(),
+                {
+                    "used_mb": info["used_memory"] / 2**20,
+                    "keys": float(info.get("db0", {}).get("keys", 0)),
+                    "forks": float(info["total_forks"]),
+                    "rewriting": float(info["aof_rewrite_in_progress"]),
+                    "fork_ms": info["latest_fork_usec"] / 1000,
+                },
             )
+        )
 
     def per_window(self, start: float, window: float, windows: int) -> list[dict[str, float]]:
         """Per window: the last memory and key count, forks started, seconds seen rewriting."""

@@ -34,27 +34,13 @@ def tree_cpu(pid: int, reaped: bool = False, alone: bool = False) -> float:
     return total
 
 
-class CpuTimeline:
-    """Samples named processes' CPU every ``every`` s; CPU seconds per name and time bucket.
+class PeriodicSampler:
+    """Calls ``_sample()`` every ``every`` s on a daemon thread between ``start()`` and ``stop()``."""
 
-    ``processes`` is called at each sample and returns name -> pid, so processes restarted
-    meanwhile (a broker maintenance restarts the broker and the consumers) are followed; a
-    process's CPU between its last sample and its exit is not counted. Names in ``alone`` are
-    counted without their descendants (a process that started the others).
-    """
-
-    def __init__(
-        self, processes: Callable[[], dict[str, int]], every: float = 1.0, alone: frozenset[str] = frozenset()
-    ) -> None:
-        self._processes = processes
+    def __init__(self, every: float, name: str) -> None:
         self._every = every
-        self._alone = alone
-        self._last: dict[int, float] = {}
-        self.samples: list[tuple[float, dict[str, float]]] = []  # (monotonic time, name -> CPU s since)
-        self.rss: dict[str, float] = {}  # name -> resident MB at the last sample
-        self.rss_samples: list[tuple[float, dict[str, float]]] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="cpu-timeline", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         self._sample()
@@ -67,6 +53,30 @@ class CpuTimeline:
     def _run(self) -> None:
         while not self._stop.wait(self._every):
             self._sample()
+
+    def _sample(self) -> None:
+        raise NotImplementedError
+
+
+class CpuTimeline(PeriodicSampler):
+    """Samples named processes' CPU every ``every`` s; CPU seconds per name and time bucket.
+
+    ``processes`` is called at each sample and returns name -> pid, so processes restarted
+    meanwhile (a broker maintenance restarts the broker and the consumers) are followed; a
+    process's CPU between its last sample and its exit is not counted. Names in ``alone`` are
+    counted without their descendants (a process that started the others).
+    """
+
+    def __init__(
+        self, processes: Callable[[], dict[str, int]], every: float = 1.0, alone: frozenset[str] = frozenset()
+    ) -> None:
+        super().__init__(every, "cpu-timeline")
+        self._processes = processes
+        self._alone = alone
+        self._last: dict[int, float] = {}
+        self.samples: list[tuple[float, dict[str, float]]] = []  # (monotonic time, name -> CPU s since)
+        self.rss: dict[str, float] = {}  # name -> resident MB at the last sample
+        self.rss_samples: list[tuple[float, dict[str, float]]] = []
 
     def _sample(self) -> None:
         now, spent, rss = time.monotonic(), {}, {}

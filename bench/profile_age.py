@@ -20,16 +20,14 @@ from pathlib import Path
 
 import msgspec
 import redis
-from confluent_kafka import Producer
 
 import orchestration.local_services as local_services
 from bench.personalization_overhead import MODEL, fifty_rules
-from bench.rules_cost import _fcall_usec, _redis_cpu
+from bench.rules_cost import _fcall_usec, _redis_cpu, bench_sink
 from bench.stack import demo_events
 from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, read_catalog_csv
 from streaming.profile_app.pipeline import check_record
 from streaming.profile_app.sink import ProfileSink
-from streaming.profiles.store import RedisProfileStore
 from streaming.rules.engine import RuleEngine
 from streaming.rules.follower import DEFAULT_RULES_FILE
 from streaming.rules.loader import load_rules, parse_rules
@@ -107,16 +105,7 @@ def main() -> None:
         proc, url = local_services.start_redis(Path(tmp), persist=False)
         try:
             client = redis.Redis.from_url(url)
-            store = RedisProfileStore(
-                client,
-                dedupe_window_seconds=7 * 24 * 3600,
-                session_gap_ms=1800 * 1000,
-                intent_model=lambda: model,
-                traits=lambda: traits,
-            )
-            producer = Producer({"bootstrap.servers": "127.0.0.1:9", "log_level": 0})  # never produced to
-            sink = ProfileSink(store, producer, "unused-dlq", rules=lambda: engine)
-            run_chunks(client, sink, records, args)
+            run_chunks(client, bench_sink(client, engine, model, traits), records, args)
         finally:
             proc.stop()
 

@@ -56,6 +56,19 @@ def _redis_cpu(client: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
+def bench_sink(client: redis.Redis, engine: RuleEngine, model: Any, traits: Any) -> ProfileSink:
+    """A profile sink on ``client`` as the profile app makes it, with a producer never produced to."""
+    store = RedisProfileStore(
+        client,
+        dedupe_window_seconds=7 * 24 * 3600,
+        session_gap_ms=1800 * 1000,
+        intent_model=lambda: model,
+        traits=lambda: traits,
+    )
+    producer = Producer({"bootstrap.servers": "127.0.0.1:9", "log_level": 0})
+    return ProfileSink(store, producer, "unused-dlq", rules=lambda: engine)
+
+
 def run_mode(
     client: redis.Redis,
     records: list[CheckedRecord],
@@ -67,15 +80,7 @@ def run_mode(
     """Feed the records into a fresh sink on an empty Redis; CPU and time per event."""
     client.flushdb()
     client.config_resetstat()
-    store = RedisProfileStore(
-        client,
-        dedupe_window_seconds=7 * 24 * 3600,
-        session_gap_ms=1800 * 1000,
-        intent_model=lambda: model,
-        traits=lambda: traits,
-    )
-    producer = Producer({"bootstrap.servers": "127.0.0.1:9", "log_level": 0})  # never produced to
-    sink = ProfileSink(store, producer, "unused-dlq", rules=lambda: engine)
+    sink = bench_sink(client, engine, model, traits)
     redis_before = _redis_cpu(client)
     app_before = time.process_time()
     start = time.perf_counter()
