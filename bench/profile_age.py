@@ -34,6 +34,7 @@ from streaming.rules.follower import DEFAULT_RULES_FILE
 from streaming.rules.loader import load_rules, parse_rules
 from streaming.traits.follower import TraitsFollower
 
+
 def commands_per_event(client: redis.Redis, events: int, shown: int) -> str:
     """The commands the functions ran since the last reset: calls and µs per event, costliest first."""
     rows = [
