@@ -277,7 +277,8 @@ local function update(KEYS, ARGV)
     at = ops_last + 1
     local fields = keys[d[1]]
     local base = s_sub(fields, 1, -3)
-    local prefetch, updated, updated_from = nil, nil, nil  -- the rules' fields, read along with the update's
+    -- the rules' fields, read along with the update's; exact: no cell trimmed after that read
+    local prefetch, updated, updated_from, exact = nil, nil, nil, false
     if plan and not decide_only and (plan['types'][d[3]] or any_rules) then prefetch = prefetch_names(d) end
     if decide_only then
       prefilter(d, base, prefetch_names(d))  -- nothing is applied
@@ -375,7 +376,7 @@ local function update(KEYS, ARGV)
           local at = prefetch[out[i]]
           if at then cur[read_from - 1 + at] = out[i + 1] end
         end
-        updated, updated_from = cur, read_from - 1
+        updated, updated_from, exact = cur, read_from - 1, trim == 0
       end
 
       if anon ~= '' then
@@ -395,7 +396,7 @@ local function update(KEYS, ARGV)
         end
       end
     end
-    if prefetch then prefilter(d, base, prefetch, updated, updated_from) end
+    if prefetch then prefilter(d, base, prefetch, updated, updated_from, exact) end
   end
   local watched = ARGV[6] and ARGV[6] ~= ''
   if not watched and not plan then

@@ -25,11 +25,22 @@ local EVENT_FIELDS = {event_id = 2, event_type = 3, category = 7}
 -- the person is known to be that profile alone (its numbers are then those values).
 local ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_uncertain
 local ev_updated, ev_updated_from, ev_values
+-- Whether ev_updated holds exactly what the profile's hash holds (no cells trimmed after it was
+-- read), and, for a person of several parts, each part's values of the prefetched fields by the
+-- part's position (read once: find_parts reads an anonymous part's with its user_id check).
+local ev_updated_exact, ev_part_values
 -- The candidates table of the next event that has some (most events have none: no table each).
 local spare_may = {}
 
-local function encode_id(id) return (string.gsub(string.gsub(string.gsub(id, '%%', '%%25'), '{', '%%7B'), '}', '%%7D')) end
-local function decode_id(id) return (string.gsub(string.gsub(string.gsub(id, '%%7D', '}'), '%%7B', '{'), '%%25', '%%')) end
+-- Most ids have none of the escaped characters: returned as they are, with no gsub.
+local function encode_id(id)
+  if not s_find(id, '[%%{}]') then return id end
+  return (string.gsub(string.gsub(string.gsub(id, '%%', '%%25'), '{', '%%7B'), '}', '%%7D'))
+end
+local function decode_id(id)
+  if not s_find(id, '%', 1, true) then return id end
+  return (string.gsub(string.gsub(string.gsub(id, '%%7D', '}'), '%%7B', '{'), '%%25', '%%'))
+end
 
 -- Adds the parts' values of these fields up into ev_numbers (false when no part has one).
 local function read_numbers(names)
@@ -56,6 +67,25 @@ local function user_linked(part)
   return r_call('EXISTS', part .. ':owner') == 1 and r_call('HEXISTS', part .. ':p', 'user_id') == 1
 end
 
+-- An anonymous part's user_id and prefetched fields, in one HMGET (values[1]: its user_id).
+local function part_read(part)
+  return r_call('HMGET', part .. ':p', 'user_id', t_unpack(ev_prefetch))
+end
+
+-- The own part's prefetched values as its update left them, when they are what its hash holds
+-- as text (a Lua number that is no integer might be written with another rounding): else nil.
+local function own_values()
+  if not (ev_updated and ev_updated_exact) then return nil end
+  local values = {}
+  for i = 1, #ev_prefetch do
+    local v = ev_updated[ev_updated_from + i]
+    if v == nil then return nil end
+    if type(v) == 'number' and (v % 1 ~= 0 or v >= 1e15 or v <= -1e15) then return nil end
+    values[i] = v
+  end
+  return values
+end
+
 local single = {}  -- the parts of a person of one profile: one table, refilled for each event
 local function find_parts(base)
   if r_call('EXISTS', base .. ':owner', base .. ':anon') == 0 then single[1] = base; return single end  -- the usual case
@@ -74,17 +104,47 @@ local function find_parts(base)
     end
   end
   local anonymous = r_call('SMEMBERS', person_base .. ':anon')
-  local parts = {person_base}
+  local parts, values = {person_base}, {false}
   table.sort(anonymous)
   for _, id in ipairs(anonymous) do
     if id ~= person then
       local part = head .. encode_id(id) .. '}'
-      if r_call('HEXISTS', part .. ':p', 'user_id') == 1 then return nil end
+      local read = part_read(part)
+      if read[1] then return nil end  -- a user_id: the part is a user
       -- its owner, without the user_id check: the part has none (just checked)
-      if r_call('ZRANGE', part .. ':owner', 0, 0)[1] == person then parts[#parts + 1] = part end
+      if r_call('ZRANGE', part .. ':owner', 0, 0)[1] == person then
+        parts[#parts + 1] = part
+        values[#parts] = read
+      end
     end
   end
+  ev_part_values = values
   return parts
+end
+
+-- The prefetched fields of a person of several parts, each part read once: an anonymous part's
+-- values as find_parts read them, the event's own as its update left them (when exact), else
+-- an HMGET. Sums them into ev_numbers in part order, as read_numbers does.
+local function read_parts()
+  if not ev_numbers then ev_numbers = {} end
+  local sums, found = {}, ev_part_values or {}
+  ev_part_values = {}
+  for p = 1, #ev_parts do
+    local values, from = found[p], 1  -- find_parts's read: user_id first
+    if not values then
+      from = 0
+      if ev_parts[p] == ev_base then values = own_values() end
+      if not values then values = r_call('HMGET', ev_parts[p] .. ':p', t_unpack(ev_prefetch)) end
+    end
+    local mine = {}
+    for i = 1, #ev_prefetch do
+      local x = values[from + i]
+      mine[i] = x
+      if x then sums[i] = (sums[i] or 0) + to_number(x) end
+    end
+    ev_part_values[p] = mine
+  end
+  for i = 1, #ev_prefetch do ev_numbers[ev_prefetch[i]] = sums[i] or false end
 end
 
 local function person_parts()
@@ -93,7 +153,7 @@ local function person_parts()
     if ev_parts and ev_updated and #ev_parts == 1 and ev_parts[1] == ev_base then
       ev_values = ev_updated  -- the event's own update left them (only its prefetched fields)
     elseif ev_parts and #ev_prefetch > 0 then
-      read_numbers(ev_prefetch)
+      read_parts()
     end
   end
   return ev_parts
@@ -148,10 +208,12 @@ end
 local PROFILE_NUMBERS = {
   intent_score = function()
     if #ev_parts == 1 then return number('intent_score') or 0 end
-    local own = ev_updated and ev_prefetch['intent_score']  -- the event's own profile: as its update left it
-    for _, part in ipairs(ev_parts) do
+    local at = ev_prefetch['intent_score']
+    local own = ev_updated and at  -- the event's own profile: as its update left it
+    for p, part in ipairs(ev_parts) do
       local score
       if own and part == ev_base then score = ev_updated[ev_updated_from + own]
+      elseif at and ev_part_values then score = ev_part_values[p][at]  -- read with the parts
       else score = r_call('HGET', part .. ':p', 'intent_score') end
       if score then return to_number(score) end
     end
@@ -531,10 +593,11 @@ end
 -- reply. Its profile is reported only when a candidate is uncertain (Python evaluates those).
 -- ``names`` are the fields its rules read (prefetch_names) and ``updated[from + i]`` the value
 -- of names[i] after the event's own update (``updated`` nil in a decide call).
-local function prefilter(d, base, names, updated, from)
+local function prefilter(d, base, names, updated, from, exact)
   local typed = plan['types'][d[3]]
   ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch = d, base, false, nil, names
   ev_updated, ev_updated_from, ev_values = updated, from, nil
+  ev_updated_exact, ev_part_values = exact, nil
   ev_uncertain = false
   local may = spare_may
   run_type_plan(typed, may)
