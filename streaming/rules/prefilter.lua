@@ -88,12 +88,15 @@ end
 
 local single = {}  -- the parts of a person of one profile: one table, refilled for each event
 local function find_parts(base)
-  if r_call('EXISTS', base .. ':owner', base .. ':anon') == 0 then single[1] = base; return single end  -- the usual case
+  -- The owner key named twice: 2 when it exists, plus 1 when the anon key does, in one call.
+  local exist = r_call('EXISTS', base .. ':owner', base .. ':anon', base .. ':owner')
+  if exist == 0 then single[1] = base; return single end  -- the usual case
   if cluster then return nil end
   -- The profile's owner: the user of its earliest link, unless it is a user's own profile (it
   -- has a user_id field): a user id is a person of its own, whatever links name it; and one
   -- that links name is a linked user (user_linked). No owner means no owner key: not linked.
-  local owner = r_call('ZRANGE', base .. ':owner', 0, 0)[1]
+  local owner = nil
+  if exist >= 2 then owner = r_call('ZRANGE', base .. ':owner', 0, 0)[1] end
   local head, encoded = s_match(base, '^(.-{)(.*)}$')
   local person, person_base = decode_id(encoded), base
   if owner then
