@@ -42,7 +42,8 @@
 -- a prefilter or forgotten events {applied, reports, candidates, stitched, skipped forgotten}: candidates
 -- are, for each event with rules that may fire, {event_id, {rule, certain, fire count, ...},
 -- person, user_id} (see prefilter in streaming/rules/prefilter.lua); stitched lists {event_id,
--- {part ids}} for events whose person was other than their own profile when evaluated; only
+-- {part ids}} for events whose person was other than their own profile when evaluated (none in
+-- a decide call: Python reads the updates' only); only
 -- profiles with an uncertain candidate are reported.
 -- Semantics are those of streaming/profiles/reference.py; every change commutes.
 -- Fields: user_id, updated_at, ss/se = the latest session's bounds, and the fields the trait
@@ -64,7 +65,8 @@ local function bind()
   t_unpack = unpack
 end
 -- What the prefilter found in this call (see prefilter in streaming/rules/prefilter.lua).
-local candidates, candidate_profiles, stitched
+-- stitched_wanted: false in a decide call, whose stitched list Python does not read (prefiltered.add).
+local candidates, candidate_profiles, stitched, stitched_wanted
 -- Decoded rule plans by their argument (plan_of, streaming/rules/prefilter.lua), kept between
 -- calls: each rule's condition is compiled the first time an event needs it and reused by later
 -- calls. Each rule set sends one argument (several app versions or rule files may share a
@@ -243,6 +245,7 @@ local function update(KEYS, ARGV)
   local decide_only = plan and ARGV[10] == '1'
   rules_now = to_number(ARGV[11] and ARGV[11] ~= '' and ARGV[11] or now)
   candidates, candidate_profiles, stitched = {}, {}, {}
+  stitched_wanted = not decide_only
   local any_rules = plan and plan.any_rules
   if ARGV[12] == '1' and r_call('EXISTS', 'pulse:forget:mirror') == 0 then
     return redis.error_reply('PULSE_FORGET_MIRROR_MISSING the forget suppressions are not in Redis')

@@ -3,7 +3,7 @@
 -- in place of the "-- @include streaming/rules/prefilter.lua" line of
 -- streaming/profiles/update.lua, and the function's name carries a digest of the composed text.
 -- It reads the call's state that update.lua declares before that line (gap, plan, rules_now,
--- cluster, candidates, candidate_profiles, stitched, plans, plans_kept, PLANS_KEPT, and the
+-- cluster, candidates, candidate_profiles, stitched, stitched_wanted, plans, plans_kept, PLANS_KEPT, and the
 -- library functions it binds as upvalues: r_call = redis.call, to_number, s_* = string.*,
 -- m_* = math.*, t_unpack = unpack); update()
 -- calls plan_of, prefetch_names and prefilter. The plans it runs are built by
@@ -612,7 +612,7 @@ local function prefilter(d, base, names, updated, from, exact)
     candidates[#candidates + 1] = {d[2], may, person, user_id}
     if ev_uncertain then candidate_profiles[d[1]] = true end
   end
-  if ev_parts and (#ev_parts > 1 or ev_parts[1] ~= base) then  -- a person of other profiles
+  if stitched_wanted and ev_parts and (#ev_parts > 1 or ev_parts[1] ~= base) then  -- a person of other profiles
     local ids = {}
     for i, part in ipairs(ev_parts) do ids[i] = decode_id(s_match(part, '{(.*)}$')) end
     stitched[#stitched + 1] = {d[2], ids}
