@@ -10,7 +10,9 @@ commands the server ran per event. Two builds compare to the instruction on the 
 run it from each checkout. Needs valgrind.
 
 Usage: .venv/bin/python -m bench.age_instructions [--events 60000] [--users 500] [--measure 2000]
-       [--mode shipped|off] [--rules FILE]
+       [--mode shipped|off] [--rules FILE] [--anonymous]
+``--anonymous``: nobody identifies (user ids dropped, identify events sent as page views), so
+every person is one profile: the control for how much of the growth is stitching.
 """
 
 from __future__ import annotations
@@ -120,6 +122,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=int, default=2_000, help="events per sink flush")
     parser.add_argument("--mode", choices=("shipped", "off"), default="shipped")
     parser.add_argument("--rules", type=Path, default=DEFAULT_RULES_FILE, help="rules file of --mode shipped")
+    parser.add_argument("--anonymous", action="store_true", help="no user ids: no stitched people")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "pulse-age-callgrind.out")
     args = parser.parse_args()
 
@@ -129,6 +132,11 @@ def main() -> None:
     now_ms = int(time.time() * 1000)
     encode = msgspec.json.encode
     events = demo_events(args.events + args.measure, args.users)
+    if args.anonymous:
+        for event in events:
+            event.pop("user_id", None)
+            if event["event_type"] == "identify":
+                event["event_type"] = "page_view"
     records = [check_record(encode(e), catalog, traits, now_ms) for e in events]
     records = [record for record in records if record.delta is not None]
     if args.mode == "shipped":
