@@ -213,6 +213,11 @@ end
 -- Records that an anonymous id was seen with a user (pulse_link below, and ARGV[13] of an update
 -- call): ``owner`` is the anonymous id's owner zset, ``ts`` the event time ms, ``user`` the user id.
 local function record_link(owner, ts, user)
+  -- Already recorded at this time or earlier, the usual case (every event of an identified
+  -- visitor repeats its link): ZADD LT would change nothing and answer 0, whatever the checks
+  -- below say; one call instead of three.
+  local recorded = r_call('ZSCORE', owner, user)
+  if recorded and to_number(recorded) <= ts then return 0 end
   local base = s_sub(owner, 1, -7)  -- "<base>:owner"
   if forgotten(base, ts) then return 0 end
   if r_call('HEXISTS', base .. ':unlinked', user) == 1 then return 0 end
