@@ -18,17 +18,18 @@ local UNKNOWN = {}
 local EVENT_FIELDS = {event_id = 2, event_type = 3, category = 7}
 -- The event being evaluated and what was read for it, afresh for each event (the profile
 -- changes between events): its profile's key base, its person's parts (false: not read yet;
--- nil: not readable here), the person's numbers read here by field name (as stored, or summed;
--- made when first needed), the fields to read at once (prefetch_names: a list that also maps
+-- nil: not readable here), the person's other numbers read here by field name (as stored, or
+-- summed; made when first needed; the prefetched fields' are ev_sums below), the fields to read at once (prefetch_names: a list that also maps
 -- each name to its position), and those fields' values as the event's own update left them:
 -- ev_updated[ev_updated_from + position] (nil: not updated here). ev_values is ev_updated once
 -- the person is known to be that profile alone (its numbers are then those values).
 local ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_uncertain
 local ev_updated, ev_updated_from, ev_values
 -- Whether ev_updated holds exactly what the profile's hash holds (no cells trimmed after it was
--- read), and, for a person of several parts, each part's values of the prefetched fields by the
--- part's position (read once: find_parts reads an anonymous part's with its user_id check).
-local ev_updated_exact, ev_part_values
+-- read). For a person read part by part (read_parts): each part's values of the prefetched
+-- fields, ev_part_values[p][ev_part_from[p] + position] (read once: find_parts reads an
+-- anonymous part's with its user_id check), and their sums by position (false: no part has it).
+local ev_updated_exact, ev_part_values, ev_part_from, ev_sums
 -- The candidates table of the next event that has some (most events have none: no table each).
 local spare_may = {}
 
@@ -72,18 +73,16 @@ local function part_read(part)
   return r_call('HMGET', part .. ':p', 'user_id', t_unpack(ev_prefetch))
 end
 
--- The own part's prefetched values as its update left them, when they are what its hash holds
--- as text (a Lua number that is no integer might be written with another rounding): else nil.
-local function own_values()
-  if not (ev_updated and ev_updated_exact) then return nil end
-  local values = {}
-  for i = 1, #ev_prefetch do
-    local v = ev_updated[ev_updated_from + i]
-    if v == nil then return nil end
-    if type(v) == 'number' and (v % 1 ~= 0 or v >= 1e15 or v <= -1e15) then return nil end
-    values[i] = v
+-- Whether the own part's prefetched values as its update left them are what its hash holds
+-- as text (a Lua number that is no integer might be written with another rounding).
+local function own_exact()
+  if not (ev_updated and ev_updated_exact) then return false end
+  for i = ev_updated_from + 1, ev_updated_from + #ev_prefetch do
+    local v = ev_updated[i]
+    if v == nil then return false end
+    if type(v) == 'number' and (v % 1 ~= 0 or v >= 1e15 or v <= -1e15) then return false end
   end
-  return values
+  return true
 end
 
 local single = {}  -- the parts of a person of one profile: one table, refilled for each event
@@ -125,29 +124,29 @@ local function find_parts(base)
   return parts
 end
 
--- The prefetched fields of a person of several parts, each part read once: an anonymous part's
--- values as find_parts read them, the event's own as its update left them (when exact), else
--- an HMGET. Sums them into ev_numbers in part order, as read_numbers does.
+-- The prefetched fields of a person, each part read once: an anonymous part's values as
+-- find_parts read them, the event's own as its update left them (when exact), else an HMGET.
+-- Sums them into ev_sums in part order, as read_numbers does.
 local function read_parts()
-  if not ev_numbers then ev_numbers = {} end
-  local sums, found = {}, ev_part_values or {}
-  ev_part_values = {}
+  local sums, found, from_of = {}, ev_part_values or {}, {}
+  local n = #ev_prefetch
   for p = 1, #ev_parts do
     local values, from = found[p], 1  -- find_parts's read: user_id first
     if not values then
-      from = 0
-      if ev_parts[p] == ev_base then values = own_values() end
-      if not values then values = r_call('HMGET', ev_parts[p] .. ':p', t_unpack(ev_prefetch)) end
+      if ev_parts[p] == ev_base and own_exact() then values, from = ev_updated, ev_updated_from
+      else values, from = r_call('HMGET', ev_parts[p] .. ':p', t_unpack(ev_prefetch)), 0 end
+      found[p] = values
     end
-    local mine = {}
-    for i = 1, #ev_prefetch do
+    from_of[p] = from
+    for i = 1, n do
       local x = values[from + i]
-      mine[i] = x
       if x then sums[i] = (sums[i] or 0) + to_number(x) end
     end
-    ev_part_values[p] = mine
   end
-  for i = 1, #ev_prefetch do ev_numbers[ev_prefetch[i]] = sums[i] or false end
+  for i = 1, n do
+    if not sums[i] then sums[i] = false end
+  end
+  ev_part_values, ev_part_from, ev_sums = found, from_of, sums
 end
 
 local function person_parts()
@@ -169,6 +168,10 @@ local function number(name)
   if ev_values then
     local at = ev_prefetch[name]
     if at then v = ev_values[ev_updated_from + at] end  -- false: the field is not there
+  end
+  if v == nil and ev_sums then
+    local at = ev_prefetch[name]
+    if at then v = ev_sums[at] end
   end
   if v == nil then
     v = ev_numbers and ev_numbers[name]
@@ -216,7 +219,7 @@ local PROFILE_NUMBERS = {
     for p, part in ipairs(ev_parts) do
       local score
       if own and part == ev_base then score = ev_updated[ev_updated_from + own]
-      elseif at and ev_part_values then score = ev_part_values[p][at]  -- read with the parts
+      elseif at and ev_sums then score = ev_part_values[p][ev_part_from[p] + at]  -- read with the parts
       else score = r_call('HGET', part .. ':p', 'intent_score') end
       if score then return to_number(score) end
     end
@@ -600,7 +603,7 @@ local function prefilter(d, base, names, updated, from, exact)
   local typed = plan['types'][d[3]]
   ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch = d, base, false, nil, names
   ev_updated, ev_updated_from, ev_values = updated, from, nil
-  ev_updated_exact, ev_part_values = exact, nil
+  ev_updated_exact, ev_part_values, ev_part_from, ev_sums = exact, nil, nil, nil
   ev_uncertain = false
   local may = spare_may
   run_type_plan(typed, may)
