@@ -30,6 +30,9 @@ local ev_updated, ev_updated_from, ev_values
 -- fields, ev_part_values[p][ev_part_from[p] + position] (read once: find_parts reads an
 -- anonymous part's with its user_id check), and their sums by position (false: no part has it).
 local ev_updated_exact, ev_part_values, ev_part_from, ev_sums
+-- The ids of the parts find_parts found by its slow path, in the parts' order (nil: the
+-- profile alone, its id not decoded).
+local ev_part_ids
 -- The candidates table of the next event that has some (most events have none: no table each).
 local spare_may = {}
 
@@ -106,7 +109,7 @@ local function find_parts(base)
     end
   end
   local anonymous = r_call('SMEMBERS', person_base .. ':anon')
-  local parts, values = {person_base}, {false}
+  local parts, values, ids = {person_base}, {false}, {person}
   table.sort(anonymous)
   for _, id in ipairs(anonymous) do
     if id ~= person then
@@ -116,11 +119,11 @@ local function find_parts(base)
       -- its owner, without the user_id check: the part has none (just checked)
       if r_call('ZRANGE', part .. ':owner', 0, 0)[1] == person then
         parts[#parts + 1] = part
-        values[#parts] = read
+        values[#parts], ids[#parts] = read, id
       end
     end
   end
-  ev_part_values = values
+  ev_part_values, ev_part_ids = values, ids
   return parts
 end
 
@@ -240,14 +243,20 @@ local function map_size(prefix, positive)
     local sums, n = {}, 0
     local pattern = string.gsub(prefix, '[%*%?%[%]\\]', '\\%0') .. ':*'
     for _, part in ipairs(ev_parts) do
-      local values, cursor = {}, '0'
-      repeat  -- a large hash takes several pages, which may repeat a field: each counts once
-        local page = r_call('HSCAN', part .. ':p', cursor, 'MATCH', pattern, 'COUNT', 1000)
-        cursor = page[1]
-        local flat = page[2]
-        for i = 1, #flat, 2 do values[flat[i]] = flat[i + 1] end
-      until cursor == '0'
-      for field, value in pairs(values) do sums[field] = (sums[field] or 0) + to_number(value) end
+      local page = r_call('HSCAN', part .. ':p', '0', 'MATCH', pattern, 'COUNT', 1000)
+      local flat = page[2]
+      if page[1] == '0' then  -- one page, the usual case: no field twice, summed as it comes
+        for i = 1, #flat, 2 do sums[flat[i]] = (sums[flat[i]] or 0) + to_number(flat[i + 1]) end
+      else
+        local values = {}
+        while true do  -- a large hash takes several pages, which may repeat a field: each counts once
+          for i = 1, #flat, 2 do values[flat[i]] = flat[i + 1] end
+          if page[1] == '0' then break end
+          page = r_call('HSCAN', part .. ':p', page[1], 'MATCH', pattern, 'COUNT', 1000)
+          flat = page[2]
+        end
+        for field, value in pairs(values) do sums[field] = (sums[field] or 0) + to_number(value) end
+      end
     end
     for _, v in pairs(sums) do
       if not positive or v > 0 then n = n + 1 end
@@ -588,7 +597,7 @@ end
 -- with a user id is keyed by it: when its own profile heads the person, both are that id.
 local function person_ids()
   if ev_delta[5] ~= '' and ev_parts[1] == ev_base then return ev_delta[5], ev_delta[5] end
-  local person = decode_id(s_match(ev_parts[1], '{(.*)}$'))
+  local person = ev_part_ids and ev_part_ids[1] or decode_id(s_match(ev_parts[1], '{(.*)}$'))
   local user_id = r_call('HGET', ev_parts[1] .. ':p', 'user_id')
   if not user_id and #ev_parts > 1 then user_id = person end
   return person, user_id or ''
@@ -603,7 +612,7 @@ local function prefilter(d, base, names, updated, from, exact)
   local typed = plan['types'][d[3]]
   ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch = d, base, false, nil, names
   ev_updated, ev_updated_from, ev_values = updated, from, nil
-  ev_updated_exact, ev_part_values, ev_part_from, ev_sums = exact, nil, nil, nil
+  ev_updated_exact, ev_part_values, ev_part_from, ev_sums, ev_part_ids = exact, nil, nil, nil, nil
   ev_uncertain = false
   local may = spare_may
   run_type_plan(typed, may)
@@ -617,7 +626,8 @@ local function prefilter(d, base, names, updated, from, exact)
   end
   if stitched_wanted and ev_parts and (#ev_parts > 1 or ev_parts[1] ~= base) then  -- a person of other profiles
     local ids = {}
-    for i, part in ipairs(ev_parts) do ids[i] = decode_id(s_match(part, '{(.*)}$')) end
+    if ev_part_ids then ids = ev_part_ids
+    else for i, part in ipairs(ev_parts) do ids[i] = decode_id(s_match(part, '{(.*)}$')) end end
     stitched[#stitched + 1] = {d[2], ids}
   end
 end
