@@ -607,7 +607,8 @@ end
 -- {event_id, {rule, certain, count, ...}, person id, user id} (ids '' when not read) to the
 -- reply. Its profile is reported only when a candidate is uncertain (Python evaluates those).
 -- ``names`` are the fields its rules read (prefetch_names) and ``updated[from + i]`` the value
--- of names[i] after the event's own update (``updated`` nil in a decide call).
+-- of names[i] after the event's own update (``updated`` nil in a decide call); ``exact`` when
+-- no cell was trimmed after that read (the values are then what the hash holds).
 local function prefilter(d, base, names, updated, from, exact)
   local typed = plan['types'][d[3]]
   ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch = d, base, false, nil, names
