@@ -25,6 +25,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -127,6 +128,35 @@ def print_redis_windows(windows: list[dict[str, float]], window: float) -> None:
         )
 
 
+def prepare_valkey(
+    url: str, prefill_keys: int, rewrite_percentage: int | None, say: Callable[[str], None]
+) -> None:
+    """Fill Valkey with ``prefill_keys`` dedupe-marker-like keys (one week's expiry, as the markers),
+    then set its AOF rewrite percentage; a rewrite of the filled dataset runs before the load."""
+    import uuid
+
+    from core.redis_client import redis_from_url
+
+    client = redis_from_url(url)
+    if prefill_keys:
+        started = time.monotonic()
+        for start in range(0, prefill_keys, 10_000):
+            pipe = client.pipeline(transaction=False)
+            for i in range(start, min(start + 10_000, prefill_keys)):
+                pipe.set(f"pulse:{{prefill-{i % 20_000}}}:seen:{uuid.uuid4()}", b"1", ex=7 * 86400)
+            pipe.execute()
+        client.bgrewriteaof()
+        while (
+            client.info("persistence")["aof_rewrite_in_progress"]
+            or client.info("persistence")["aof_rewrite_scheduled"]
+        ):
+            time.sleep(0.5)
+        say(f"prefilled {prefill_keys} keys in {time.monotonic() - started:.0f}s (rewritten)")
+    if rewrite_percentage is not None:
+        client.config_set("auto-aof-rewrite-percentage", rewrite_percentage)
+    client.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=int, default=3000)
@@ -143,6 +173,26 @@ def main() -> None:
         help="write every timed steady event (s after the load's start, ms to visible, ms to the "
         "request's 202) and the maintenances' ends (s) to this JSON file, to see what an event sent "
         "near a maintenance waits and where",
+    )
+    parser.add_argument(
+        "--prefill-keys",
+        type=int,
+        default=0,
+        help="write this many dedupe-marker-like keys into Valkey before the load: the dataset of a "
+        "long soak, so its AOF rewrites take seconds from the start",
+    )
+    parser.add_argument(
+        "--aof-rewrite-percentage",
+        type=int,
+        default=None,
+        help="CONFIG SET auto-aof-rewrite-percentage on the embedded Valkey (100 by default): lower "
+        "makes rewrites come sooner",
+    )
+    parser.add_argument(
+        "--no-fork-priority",
+        action="store_true",
+        help="leave Valkey's AOF-rewrite children at normal priority (orchestration/fork_priority.py): "
+        "the baseline of that change",
     )
     args = parser.parse_args()
 
@@ -161,6 +211,9 @@ def main() -> None:
 
     platform = LocalPlatform(PulseSettings(), with_dagster=False, say=say)
     urls = platform.start()
+    if args.no_fork_priority:
+        platform.redis_forks = None
+    prepare_valkey(urls["redis_url"], args.prefill_keys, args.aof_rewrite_percentage, say)
     stop = threading.Event()
 
     def supervise() -> None:

@@ -30,6 +30,7 @@ from orchestration.broker_maintenance import (
     MaintenanceFailed,
     required_readers,
 )
+from orchestration.fork_priority import ForkPriority
 from orchestration.local_services import ManagedProcess, port_accepts, start_broker, start_redis
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,8 @@ class LocalPlatform:
     #: After a maintenance that gave up, the next attempt waits this long.
     maintenance_retry_seconds: float = 30.0
     _next_maintenance: float = 0.0
+    #: The embedded Valkey's AOF-rewrite children, lowered in priority (orchestration/fork_priority.py).
+    redis_forks: ForkPriority | None = None
 
     def start(self) -> dict[str, str]:
         """Start everything; return the URLs to show."""
@@ -114,6 +117,7 @@ class LocalPlatform:
             self.say("starting embedded Redis (Valkey) ...")
             proc, redis_url = start_redis(data)
             self.infra.append(proc)
+            self.redis_forks = ForkPriority(proc.pid) if proc.pid else None
 
         admin = AdminClient(client_config(s, brokers))
         created = ensure_topics(admin, topic_specs(s), s.topic_replication_factor)
@@ -259,8 +263,11 @@ class LocalPlatform:
         app.process.start()
 
     def supervise_once(self) -> None:
-        """Restart crashed apps with a growing delay; fail if embedded infra died; maintain the broker."""
+        """Restart crashed apps with a growing delay; fail if embedded infra died; maintain the broker;
+        lower the priority of the embedded Valkey's AOF rewrites."""
         self.maintain_broker_if_due()
+        if self.redis_forks is not None:
+            self.redis_forks.lower()
         for proc in self.infra:
             if not proc.alive():
                 raise PlatformError(f"{proc.name} stopped unexpectedly; see {proc.log_path}")

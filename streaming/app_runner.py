@@ -53,7 +53,10 @@ def run_rejoining(
         _remember_graceful_stops(app, request_stop)
         try:
             app.run()
-            app = None  # a stopped application's objects can go before the next one is built
+            # Quix's handlers are bound methods of the stopped app: replaced, it can go before the
+            # next one is built (a frozen heap would otherwise keep it, producers and all).
+            _handle_stops(request_stop)
+            app = None
             # First: Quix's shutdown path calls ``app.stop()`` itself, so a stop for a broker
             # restart also looks like a stop request here.
             if resume():
@@ -66,8 +69,7 @@ def run_rejoining(
                 )
                 return rejoins
             # Quix's own handlers point at the app that just failed: catch a stop request meanwhile.
-            signal.signal(signal.SIGTERM, request_stop)
-            signal.signal(signal.SIGINT, request_stop)
+            _handle_stops(request_stop)
             rejoins += 1
             if rejoins > max_rejoins:
                 raise
@@ -80,6 +82,12 @@ def run_rejoining(
             if stop_requested:
                 logger.info("stop requested while rejoining; exiting")
                 return rejoins
+
+
+def _handle_stops(handler: Callable[[int, FrameType | None], None]) -> None:
+    """SIGTERM and SIGINT call ``handler`` (between two applications: each ``run()`` sets its own)."""
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 #: Set by ``collect_replaced``: the next ``frozen_after`` build need not walk the heap again.

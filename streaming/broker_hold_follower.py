@@ -45,6 +45,7 @@ class BrokerHoldFollower:
     def __init__(self, hold: BrokerHold | None) -> None:
         self._hold = hold
         self._app: Application | None = None
+        self._app_lock = threading.Lock()  # the watcher's use of ``_app`` against its release
         self._stopped_for: int | None = None
         self._handled: int | None = None
         self._watcher: threading.Thread | None = None
@@ -76,7 +77,8 @@ class BrokerHoldFollower:
                 self._wait_for_release(generation)
                 log_rejoin(app, generation, time.monotonic())
                 self._released = None
-            self._app = app
+            with self._app_lock:
+                self._app = app
             if self._watcher is None:
                 self._watcher = threading.Thread(target=self._watch, name="broker-hold", daemon=True)
                 self._watcher.start()
@@ -124,19 +126,31 @@ class BrokerHoldFollower:
             maintenance = self._hold.coming()  # prepared or held: one read for both uses
             coming = maintenance[0] if maintenance else None
             self._step_next_producer(self._hold, coming, bool(maintenance and maintenance[1]))
-            app = self._app
             maintained = coming is not None
-            if app is not None and maintained:
-                restart = self._hold.restart_generation()
-                if restart is not None and restart != self._handled:
-                    self._handled = self._stopped_for = restart
-                    self._stop_asked = time.monotonic()
-                    logger.info("closing Kafka clients for broker maintenance %d", restart)
-                    # The class's own stop: ``app.stop`` is wrapped as a stop request (app_runner).
-                    Application.stop(app)
-                else:
-                    expire_checkpoint(app)
+            if maintained:
+                self._follow_maintenance(self._hold)
             time.sleep(WATCH_SECONDS_MAINTAINED if maintained else WATCH_SECONDS)
+
+    def _follow_maintenance(self, hold: BrokerHold) -> None:
+        """Stop the app when the broker is about to restart, else make its checkpoint due now.
+
+        The app is used under ``_app_lock`` and held by no variable of this thread afterwards: a
+        stopped app that this thread still held while ``resume_after_stop`` collects and freezes
+        the heap would live until the next maintenance, its producers and all.
+        """
+        with self._app_lock:
+            app = self._app
+            if app is None:
+                return
+            restart = hold.restart_generation()
+            if restart is not None and restart != self._handled:
+                self._handled = self._stopped_for = restart
+                self._stop_asked = time.monotonic()
+                logger.info("closing Kafka clients for broker maintenance %d", restart)
+                # The class's own stop: ``app.stop`` is wrapped as a stop request (app_runner).
+                Application.stop(app)
+            else:
+                expire_checkpoint(app)
 
     def resume_after_stop(self) -> bool:
         """After ``run()`` returned: True when it stopped for a broker restart and the new broker is up
@@ -152,7 +166,8 @@ class BrokerHoldFollower:
             time.monotonic() - self._stop_asked,
         )
         # While the broker restarts: the stopped application's garbage goes now, not in the build.
-        self._app = None
+        with self._app_lock:
+            self._app = None
         logger.info("maintenance %d: garbage collected in %.3fs", generation, collect_replaced())
         deadline = time.monotonic() + RELEASE_TIMEOUT_SECONDS
         # Build as soon as the new broker is up with its topics; run once the hold is released.

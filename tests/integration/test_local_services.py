@@ -43,3 +43,28 @@ def test_a_picked_port_taken_meanwhile_is_retried_on_another(tmp_path, squatter,
         assert redis.Redis.from_url(url).ping()
     finally:
         proc.stop()
+
+
+def test_the_embedded_valkeys_aof_rewrite_runs_at_the_lowest_priority(tmp_path):
+    """What `pulse up`'s supervisor does for its Valkey (orchestration/fork_priority.py)."""
+    import os
+    import time
+
+    from orchestration.fork_priority import FORK_NICENESS, ForkPriority
+
+    proc, url = start_redis(tmp_path, persist=True)
+    try:
+        client = redis.Redis.from_url(url)
+        client.mset({f"k{i}": "v" for i in range(2000)})
+        client.config_set("rdb-key-save-delay", 1000)  # µs per key: the rewrite lasts ~2 s
+        client.bgrewriteaof()
+        forks = ForkPriority(proc.pid)
+        deadline, lowered = time.monotonic() + 10, []
+        while not lowered and time.monotonic() < deadline:
+            lowered = forks.lower()
+            time.sleep(0.01)
+        assert len(lowered) == 1, "no rewrite child seen"
+        assert os.getpriority(os.PRIO_PROCESS, lowered[0]) == FORK_NICENESS
+        assert os.getpriority(os.PRIO_PROCESS, proc.pid) == os.getpriority(os.PRIO_PROCESS, 0)  # untouched
+    finally:
+        proc.stop()

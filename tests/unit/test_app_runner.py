@@ -134,3 +134,37 @@ def test_a_plain_stop_does_not_build_again():
     build, runs = scripted([None])
     assert run_rejoining(build, resume=lambda: False) == 0
     assert runs == ["run"]
+
+
+def test_a_stopped_app_is_garbage_before_the_next_build():
+    """Quix's run() installs signal handlers bound to its app; they must not keep a stopped app alive
+    while a rebuild collects and freezes the heap (its producers would live until the next rebuild)."""
+    import gc
+    import weakref
+
+    class InstallsHandlers(ScriptedApp):
+        def run(self) -> None:
+            signal.signal(signal.SIGTERM, self._on_signal)  # what Quix's run() does
+            signal.signal(signal.SIGINT, self._on_signal)
+            super().run()
+
+        def _on_signal(self, *_: object) -> None:
+            self.stop()
+
+    runs: list[str] = []
+    stopped: list[weakref.ref] = []
+    alive_at_resume: list[bool] = []
+
+    def build() -> ScriptedApp:
+        app = InstallsHandlers(None, runs)
+        app.cycle = app  # a reference cycle, as any real app has: only a collection frees it
+        stopped.append(weakref.ref(app))
+        return app
+
+    def resume() -> bool:
+        gc.collect()  # what collect_replaced does
+        alive_at_resume.append(stopped[-1]() is not None)
+        return len(runs) < 2
+
+    assert run_rejoining(build, resume=resume) == 0
+    assert alive_at_resume == [False, False]
