@@ -7,7 +7,8 @@ soak at a steady rate sends more and more events per profile; this separates tha
 broker and the machine.
 
 Usage: .venv/bin/python -m bench.profile_age [--events 120000] [--users 1000] [--chunk 20000]
-       [--mode shipped|on|off] [--checkpoint 2000] [--valkey-arg ARG ...]
+       [--mode shipped|on|off] [--rules FILE] [--commands 9] [--checkpoint 2000] [--valkey-arg ARG ...]
+``--rules`` replaces the shipped rules file in ``--mode shipped`` (e.g. one rule removed).
 """
 
 from __future__ import annotations
@@ -33,10 +34,8 @@ from streaming.rules.follower import DEFAULT_RULES_FILE
 from streaming.rules.loader import load_rules, parse_rules
 from streaming.traits.follower import TraitsFollower
 
-COMMANDS_SHOWN = 9
 
-
-def commands_per_event(client: redis.Redis, events: int) -> str:
+def commands_per_event(client: redis.Redis, events: int, shown: int) -> str:
     """The commands the functions ran since the last reset: calls and µs per event, costliest first."""
     rows = [
         (name[len("cmdstat_") :], stats["calls"] / events, stats["usec"] / events)
@@ -44,7 +43,7 @@ def commands_per_event(client: redis.Redis, events: int) -> str:
         if name != "cmdstat_fcall"
     ]
     rows.sort(key=lambda row: -row[2])
-    return " ".join(f"{name} {calls:.2f}x/{us:.1f}µs" for name, calls, us in rows[:COMMANDS_SHOWN])
+    return " ".join(f"{name} {calls:.2f}x/{us:.1f}µs" for name, calls, us in rows[:shown])
 
 
 def run_chunks(client: redis.Redis, sink: ProfileSink, records: list, args: argparse.Namespace) -> None:
@@ -64,7 +63,7 @@ def run_chunks(client: redis.Redis, sink: ProfileSink, records: list, args: argp
         app_us = (time.process_time() - app_before) / n * 1e6
         print(
             f"{done:>8}{done / args.users:>9.1f}{redis_us:>9.1f}{_fcall_usec(client)[1] / n:>9.1f}"
-            f"{app_us:>8.1f}  {commands_per_event(client, n)}",
+            f"{app_us:>8.1f}  {commands_per_event(client, n, args.commands)}",
             flush=True,
         )
 
@@ -76,6 +75,8 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=20_000)
     parser.add_argument("--checkpoint", type=int, default=2_000, help="events per sink flush")
     parser.add_argument("--mode", choices=("shipped", "on", "off"), default="shipped")
+    parser.add_argument("--rules", type=Path, default=DEFAULT_RULES_FILE, help="rules file of --mode shipped")
+    parser.add_argument("--commands", type=int, default=9, help="commands shown per chunk")
     parser.add_argument(
         "--valkey-arg", action="append", default=[], help="extra valkey-server argument (repeat)"
     )
@@ -93,7 +94,7 @@ def main() -> None:
         rules_file.write_text(fifty_rules(sorted({r["category"] for r in rows})))
         engine, model = RuleEngine(load_rules(rules_file)), MODEL
     elif args.mode == "shipped":
-        engine, model = RuleEngine(load_rules(DEFAULT_RULES_FILE)), MODEL
+        engine, model = RuleEngine(load_rules(args.rules)), MODEL
     else:
         engine, model = RuleEngine(parse_rules("rules: []\n")), None
     gc.collect()

@@ -42,7 +42,8 @@
 -- a prefilter or forgotten events {applied, reports, candidates, stitched, skipped forgotten}: candidates
 -- are, for each event with rules that may fire, {event_id, {rule, certain, fire count, ...},
 -- person, user_id} (see prefilter in streaming/rules/prefilter.lua); stitched lists {event_id,
--- {part ids}} for events whose person was other than their own profile when evaluated; only
+-- {part ids}} for events whose person was other than their own profile when evaluated (none in
+-- a decide call: Python reads the updates' only); only
 -- profiles with an uncertain candidate are reported.
 -- Semantics are those of streaming/profiles/reference.py; every change commutes.
 -- Fields: user_id, updated_at, ss/se = the latest session's bounds, and the fields the trait
@@ -64,7 +65,8 @@ local function bind()
   t_unpack = unpack
 end
 -- What the prefilter found in this call (see prefilter in streaming/rules/prefilter.lua).
-local candidates, candidate_profiles, stitched
+-- stitched_wanted: false in a decide call, whose stitched list Python does not read (prefiltered.add).
+local candidates, candidate_profiles, stitched, stitched_wanted
 -- Decoded rule plans by their argument (plan_of, streaming/rules/prefilter.lua), kept between
 -- calls: each rule's condition is compiled the first time an event needs it and reused by later
 -- calls. Each rule set sends one argument (several app versions or rule files may share a
@@ -211,6 +213,11 @@ end
 -- Records that an anonymous id was seen with a user (pulse_link below, and ARGV[13] of an update
 -- call): ``owner`` is the anonymous id's owner zset, ``ts`` the event time ms, ``user`` the user id.
 local function record_link(owner, ts, user)
+  -- Already recorded at this time or earlier, the usual case (every event of an identified
+  -- visitor repeats its link): ZADD LT would change nothing and answer 0, whatever the checks
+  -- below say; one call instead of three.
+  local recorded = r_call('ZSCORE', owner, user)
+  if recorded and to_number(recorded) <= ts then return 0 end
   local base = s_sub(owner, 1, -7)  -- "<base>:owner"
   if forgotten(base, ts) then return 0 end
   if r_call('HEXISTS', base .. ':unlinked', user) == 1 then return 0 end
@@ -243,6 +250,7 @@ local function update(KEYS, ARGV)
   local decide_only = plan and ARGV[10] == '1'
   rules_now = to_number(ARGV[11] and ARGV[11] ~= '' and ARGV[11] or now)
   candidates, candidate_profiles, stitched = {}, {}, {}
+  stitched_wanted = not decide_only
   local any_rules = plan and plan.any_rules
   if ARGV[12] == '1' and r_call('EXISTS', 'pulse:forget:mirror') == 0 then
     return redis.error_reply('PULSE_FORGET_MIRROR_MISSING the forget suppressions are not in Redis')
@@ -277,7 +285,8 @@ local function update(KEYS, ARGV)
     at = ops_last + 1
     local fields = keys[d[1]]
     local base = s_sub(fields, 1, -3)
-    local prefetch, updated, updated_from = nil, nil, nil  -- the rules' fields, read along with the update's
+    -- the rules' fields, read along with the update's; exact: no cell trimmed after that read
+    local prefetch, updated, updated_from, exact = nil, nil, nil, false
     if plan and not decide_only and (plan['types'][d[3]] or any_rules) then prefetch = prefetch_names(d) end
     if decide_only then
       prefilter(d, base, prefetch_names(d))  -- nothing is applied
@@ -375,7 +384,7 @@ local function update(KEYS, ARGV)
           local at = prefetch[out[i]]
           if at then cur[read_from - 1 + at] = out[i + 1] end
         end
-        updated, updated_from = cur, read_from - 1
+        updated, updated_from, exact = cur, read_from - 1, trim == 0
       end
 
       if anon ~= '' then
@@ -395,7 +404,7 @@ local function update(KEYS, ARGV)
         end
       end
     end
-    if prefetch then prefilter(d, base, prefetch, updated, updated_from) end
+    if prefetch then prefilter(d, base, prefetch, updated, updated_from, exact) end
   end
   local watched = ARGV[6] and ARGV[6] ~= ''
   if not watched and not plan then

@@ -3,7 +3,7 @@
 -- in place of the "-- @include streaming/rules/prefilter.lua" line of
 -- streaming/profiles/update.lua, and the function's name carries a digest of the composed text.
 -- It reads the call's state that update.lua declares before that line (gap, plan, rules_now,
--- cluster, candidates, candidate_profiles, stitched, plans, plans_kept, PLANS_KEPT, and the
+-- cluster, candidates, candidate_profiles, stitched, stitched_wanted, plans, plans_kept, PLANS_KEPT, and the
 -- library functions it binds as upvalues: r_call = redis.call, to_number, s_* = string.*,
 -- m_* = math.*, t_unpack = unpack); update()
 -- calls plan_of, prefetch_names and prefilter. The plans it runs are built by
@@ -18,18 +18,33 @@ local UNKNOWN = {}
 local EVENT_FIELDS = {event_id = 2, event_type = 3, category = 7}
 -- The event being evaluated and what was read for it, afresh for each event (the profile
 -- changes between events): its profile's key base, its person's parts (false: not read yet;
--- nil: not readable here), the person's numbers read here by field name (as stored, or summed;
--- made when first needed), the fields to read at once (prefetch_names: a list that also maps
+-- nil: not readable here), the person's other numbers read here by field name (as stored, or
+-- summed; made when first needed; the prefetched fields' are ev_sums below), the fields to read at once (prefetch_names: a list that also maps
 -- each name to its position), and those fields' values as the event's own update left them:
 -- ev_updated[ev_updated_from + position] (nil: not updated here). ev_values is ev_updated once
 -- the person is known to be that profile alone (its numbers are then those values).
 local ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch, ev_uncertain
 local ev_updated, ev_updated_from, ev_values
+-- Whether ev_updated holds exactly what the profile's hash holds (no cells trimmed after it was
+-- read). For a person read part by part (read_parts): each part's values of the prefetched
+-- fields, ev_part_values[p][ev_part_from[p] + position] (read once: find_parts reads an
+-- anonymous part's with its user_id check), and their sums by position (false: no part has it).
+local ev_updated_exact, ev_part_values, ev_part_from, ev_sums
+-- The ids of the parts find_parts found by its slow path, in the parts' order (nil: the
+-- profile alone, its id not decoded).
+local ev_part_ids
 -- The candidates table of the next event that has some (most events have none: no table each).
 local spare_may = {}
 
-local function encode_id(id) return (string.gsub(string.gsub(string.gsub(id, '%%', '%%25'), '{', '%%7B'), '}', '%%7D')) end
-local function decode_id(id) return (string.gsub(string.gsub(string.gsub(id, '%%7D', '}'), '%%7B', '{'), '%%25', '%%')) end
+-- Most ids have none of the escaped characters: returned as they are, with no gsub.
+local function encode_id(id)
+  if not s_find(id, '[%%{}]') then return id end
+  return (string.gsub(string.gsub(string.gsub(id, '%%', '%%25'), '{', '%%7B'), '}', '%%7D'))
+end
+local function decode_id(id)
+  if not s_find(id, '%', 1, true) then return id end
+  return (string.gsub(string.gsub(string.gsub(id, '%%7D', '}'), '%%7B', '{'), '%%25', '%%'))
+end
 
 -- Adds the parts' values of these fields up into ev_numbers (false when no part has one).
 local function read_numbers(names)
@@ -56,14 +71,34 @@ local function user_linked(part)
   return r_call('EXISTS', part .. ':owner') == 1 and r_call('HEXISTS', part .. ':p', 'user_id') == 1
 end
 
+-- An anonymous part's user_id and prefetched fields, in one HMGET (values[1]: its user_id).
+local function part_read(part)
+  return r_call('HMGET', part .. ':p', 'user_id', t_unpack(ev_prefetch))
+end
+
+-- Whether the own part's prefetched values as its update left them are what its hash holds
+-- as text (a Lua number that is no integer might be written with another rounding).
+local function own_exact()
+  if not (ev_updated and ev_updated_exact) then return false end
+  for i = ev_updated_from + 1, ev_updated_from + #ev_prefetch do
+    local v = ev_updated[i]
+    if v == nil then return false end
+    if type(v) == 'number' and (v % 1 ~= 0 or v >= 1e15 or v <= -1e15) then return false end
+  end
+  return true
+end
+
 local single = {}  -- the parts of a person of one profile: one table, refilled for each event
 local function find_parts(base)
-  if r_call('EXISTS', base .. ':owner', base .. ':anon') == 0 then single[1] = base; return single end  -- the usual case
+  -- The owner key named twice: 2 when it exists, plus 1 when the anon key does, in one call.
+  local exist = r_call('EXISTS', base .. ':owner', base .. ':anon', base .. ':owner')
+  if exist == 0 then single[1] = base; return single end  -- the usual case
   if cluster then return nil end
   -- The profile's owner: the user of its earliest link, unless it is a user's own profile (it
   -- has a user_id field): a user id is a person of its own, whatever links name it; and one
   -- that links name is a linked user (user_linked). No owner means no owner key: not linked.
-  local owner = r_call('ZRANGE', base .. ':owner', 0, 0)[1]
+  local owner = nil
+  if exist >= 2 then owner = r_call('ZRANGE', base .. ':owner', 0, 0)[1] end
   local head, encoded = s_match(base, '^(.-{)(.*)}$')
   local person, person_base = decode_id(encoded), base
   if owner then
@@ -74,17 +109,47 @@ local function find_parts(base)
     end
   end
   local anonymous = r_call('SMEMBERS', person_base .. ':anon')
-  local parts = {person_base}
+  local parts, values, ids = {person_base}, {false}, {person}
   table.sort(anonymous)
   for _, id in ipairs(anonymous) do
     if id ~= person then
       local part = head .. encode_id(id) .. '}'
-      if r_call('HEXISTS', part .. ':p', 'user_id') == 1 then return nil end
+      local read = part_read(part)
+      if read[1] then return nil end  -- a user_id: the part is a user
       -- its owner, without the user_id check: the part has none (just checked)
-      if r_call('ZRANGE', part .. ':owner', 0, 0)[1] == person then parts[#parts + 1] = part end
+      if r_call('ZRANGE', part .. ':owner', 0, 0)[1] == person then
+        parts[#parts + 1] = part
+        values[#parts], ids[#parts] = read, id
+      end
     end
   end
+  ev_part_values, ev_part_ids = values, ids
   return parts
+end
+
+-- The prefetched fields of a person, each part read once: an anonymous part's values as
+-- find_parts read them, the event's own as its update left them (when exact), else an HMGET.
+-- Sums them into ev_sums in part order, as read_numbers does.
+local function read_parts()
+  local sums, found, from_of = {}, ev_part_values or {}, {}
+  local n = #ev_prefetch
+  for p = 1, #ev_parts do
+    local values, from = found[p], 1  -- find_parts's read: user_id first
+    if not values then
+      if ev_parts[p] == ev_base and own_exact() then values, from = ev_updated, ev_updated_from
+      else values, from = r_call('HMGET', ev_parts[p] .. ':p', t_unpack(ev_prefetch)), 0 end
+      found[p] = values
+    end
+    from_of[p] = from
+    for i = 1, n do
+      local x = values[from + i]
+      if x then sums[i] = (sums[i] or 0) + to_number(x) end
+    end
+  end
+  for i = 1, n do
+    if not sums[i] then sums[i] = false end
+  end
+  ev_part_values, ev_part_from, ev_sums = found, from_of, sums
 end
 
 local function person_parts()
@@ -93,7 +158,7 @@ local function person_parts()
     if ev_parts and ev_updated and #ev_parts == 1 and ev_parts[1] == ev_base then
       ev_values = ev_updated  -- the event's own update left them (only its prefetched fields)
     elseif ev_parts and #ev_prefetch > 0 then
-      read_numbers(ev_prefetch)
+      read_parts()
     end
   end
   return ev_parts
@@ -106,6 +171,10 @@ local function number(name)
   if ev_values then
     local at = ev_prefetch[name]
     if at then v = ev_values[ev_updated_from + at] end  -- false: the field is not there
+  end
+  if v == nil and ev_sums then
+    local at = ev_prefetch[name]
+    if at then v = ev_sums[at] end
   end
   if v == nil then
     v = ev_numbers and ev_numbers[name]
@@ -148,10 +217,12 @@ end
 local PROFILE_NUMBERS = {
   intent_score = function()
     if #ev_parts == 1 then return number('intent_score') or 0 end
-    local own = ev_updated and ev_prefetch['intent_score']  -- the event's own profile: as its update left it
-    for _, part in ipairs(ev_parts) do
+    local at = ev_prefetch['intent_score']
+    local own = ev_updated and at  -- the event's own profile: as its update left it
+    for p, part in ipairs(ev_parts) do
       local score
       if own and part == ev_base then score = ev_updated[ev_updated_from + own]
+      elseif at and ev_sums then score = ev_part_values[p][ev_part_from[p] + at]  -- read with the parts
       else score = r_call('HGET', part .. ':p', 'intent_score') end
       if score then return to_number(score) end
     end
@@ -172,14 +243,20 @@ local function map_size(prefix, positive)
     local sums, n = {}, 0
     local pattern = string.gsub(prefix, '[%*%?%[%]\\]', '\\%0') .. ':*'
     for _, part in ipairs(ev_parts) do
-      local values, cursor = {}, '0'
-      repeat  -- a large hash takes several pages, which may repeat a field: each counts once
-        local page = r_call('HSCAN', part .. ':p', cursor, 'MATCH', pattern, 'COUNT', 1000)
-        cursor = page[1]
-        local flat = page[2]
-        for i = 1, #flat, 2 do values[flat[i]] = flat[i + 1] end
-      until cursor == '0'
-      for field, value in pairs(values) do sums[field] = (sums[field] or 0) + to_number(value) end
+      local page = r_call('HSCAN', part .. ':p', '0', 'MATCH', pattern, 'COUNT', 1000)
+      local flat = page[2]
+      if page[1] == '0' then  -- one page, the usual case: no field twice, summed as it comes
+        for i = 1, #flat, 2 do sums[flat[i]] = (sums[flat[i]] or 0) + to_number(flat[i + 1]) end
+      else
+        local values = {}
+        while true do  -- a large hash takes several pages, which may repeat a field: each counts once
+          for i = 1, #flat, 2 do values[flat[i]] = flat[i + 1] end
+          if page[1] == '0' then break end
+          page = r_call('HSCAN', part .. ':p', page[1], 'MATCH', pattern, 'COUNT', 1000)
+          flat = page[2]
+        end
+        for field, value in pairs(values) do sums[field] = (sums[field] or 0) + to_number(value) end
+      end
     end
     for _, v in pairs(sums) do
       if not positive or v > 0 then n = n + 1 end
@@ -520,7 +597,7 @@ end
 -- with a user id is keyed by it: when its own profile heads the person, both are that id.
 local function person_ids()
   if ev_delta[5] ~= '' and ev_parts[1] == ev_base then return ev_delta[5], ev_delta[5] end
-  local person = decode_id(s_match(ev_parts[1], '{(.*)}$'))
+  local person = ev_part_ids and ev_part_ids[1] or decode_id(s_match(ev_parts[1], '{(.*)}$'))
   local user_id = r_call('HGET', ev_parts[1] .. ':p', 'user_id')
   if not user_id and #ev_parts > 1 then user_id = person end
   return person, user_id or ''
@@ -530,11 +607,13 @@ end
 -- {event_id, {rule, certain, count, ...}, person id, user id} (ids '' when not read) to the
 -- reply. Its profile is reported only when a candidate is uncertain (Python evaluates those).
 -- ``names`` are the fields its rules read (prefetch_names) and ``updated[from + i]`` the value
--- of names[i] after the event's own update (``updated`` nil in a decide call).
-local function prefilter(d, base, names, updated, from)
+-- of names[i] after the event's own update (``updated`` nil in a decide call); ``exact`` when
+-- no cell was trimmed after that read (the values are then what the hash holds).
+local function prefilter(d, base, names, updated, from, exact)
   local typed = plan['types'][d[3]]
   ev_delta, ev_base, ev_parts, ev_numbers, ev_prefetch = d, base, false, nil, names
   ev_updated, ev_updated_from, ev_values = updated, from, nil
+  ev_updated_exact, ev_part_values, ev_part_from, ev_sums, ev_part_ids = exact, nil, nil, nil, nil
   ev_uncertain = false
   local may = spare_may
   run_type_plan(typed, may)
@@ -546,9 +625,10 @@ local function prefilter(d, base, names, updated, from)
     candidates[#candidates + 1] = {d[2], may, person, user_id}
     if ev_uncertain then candidate_profiles[d[1]] = true end
   end
-  if ev_parts and (#ev_parts > 1 or ev_parts[1] ~= base) then  -- a person of other profiles
+  if stitched_wanted and ev_parts and (#ev_parts > 1 or ev_parts[1] ~= base) then  -- a person of other profiles
     local ids = {}
-    for i, part in ipairs(ev_parts) do ids[i] = decode_id(s_match(part, '{(.*)}$')) end
+    if ev_part_ids then ids = ev_part_ids
+    else for i, part in ipairs(ev_parts) do ids[i] = decode_id(s_match(part, '{(.*)}$')) end end
     stitched[#stitched + 1] = {d[2], ids}
   end
 end

@@ -1,11 +1,14 @@
 """update.lua on a real Redis agrees with the plain-Python reference, for any order and duplicates."""
 
 import random
+import uuid
 
 import pytest
 
+from streaming.profiles import functions
+from streaming.profiles.codec import link_command
 from streaming.profiles.identity_admin import UnlinkError
-from streaming.profiles.keys import profile_keys
+from streaming.profiles.keys import forgotten_key, owner_key, profile_keys
 from streaming.profiles.reference import reference_owners, reference_person, reference_profiles
 from streaming.profiles.store import RedisProfileStore
 from tests.unit.test_profile_reference import MINUTE, delta_of, make_event
@@ -401,3 +404,25 @@ def test_live_documents_reads_in_chunks_and_reports_progress(redis_client):
         expected = store.get_profile(pid)
         expected.pop("updated_at")
         assert documents[pid] == expected and documents[pid]["event_count"] == 1
+
+
+def test_a_link_recorded_again_changes_nothing_and_an_earlier_one_still_meets_the_forget(redis_client):
+    """pulse_link answers a link already recorded at that time or earlier without its checks
+    (ZADD LT would change nothing): the same answers and owners as the checks give."""
+    functions.load_library(redis_client)
+    anonymous, user, other = (f"{uuid.uuid4().hex}{name}" for name in ("a", "u", "v"))
+
+    def link(ts, who):
+        return redis_client.execute_command(*link_command(anonymous, (ts, who)))
+
+    assert link(100, user) == 1
+    assert link(200, user) == 0  # later: kept at 100
+    assert link(100, user) == 0
+    assert link(50, user) == 0  # earlier: moved to 50, not added
+    assert redis_client.zscore(owner_key(anonymous), user) == 50
+    redis_client.fcall(functions.SUPPRESS_FUNCTION, 1, forgotten_key(anonymous), 300)
+    assert link(60, user) == 0  # recorded earlier: nothing to do
+    assert link(40, user) == 0  # earlier, but forgotten since: not moved
+    assert link(250, other) == 0  # a new user, before the forget time: not recorded
+    assert redis_client.zrange(owner_key(anonymous), 0, -1, withscores=True) == [(user.encode(), 50.0)]
+    assert link(400, other) == 1  # after the forget

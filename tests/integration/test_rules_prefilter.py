@@ -331,6 +331,60 @@ def test_a_stitched_person_is_counted_over_all_its_parts(redis_client):
     )
 
 
+def test_a_stitched_person_reads_each_part_once_and_sums_them_as_python(redis_client):
+    """The prefetched fields of a person of several parts come from one read per part (an
+    anonymous part's with its user_id check, the event's own as its update left them); their
+    sums and the intent score (the first part's that has one) decide as Python does."""
+    store, ns = store_for(redis_client), uuid.uuid4().hex
+    engine = one_rule(
+        'profile.counts_by_type["page_view"] >= 4 && profile.intent_score > 0.0 && profile.cart.size() >= 2'
+    )
+    for i, (event_type, who, product) in enumerate(
+        [
+            ("page_view", "a1", "p1"),
+            ("add_to_cart", "a1", "p1"),
+            ("page_view", "a2", "p2"),
+            ("page_view", "a2", "p2"),
+            ("identify", "u1+a1", "p1"),
+            ("identify", "u1+a2", "p1"),
+            ("add_to_cart", "u1+a1", "p2"),
+        ]
+    ):
+        apply_and_decide(store, engine, make(event_type, who, "", product, i * MINUTE, ns))
+    # Three parts: two page views on a2, one on a1, the fourth on the user: the rule fires;
+    # a fifth on a2 fires in a decide call too (no values from an update there).
+    assert apply_and_decide(store, engine, make("page_view", "u1+a1", "", "p1", 8 * MINUTE, ns)) == (
+        {0},
+        {0},
+        {0},
+    )
+    again = one_rule('profile.counts_by_type["page_view"] >= 5 && profile.intent_score > 0.0')
+    event = make("page_view", "a2", "", "p1", 9 * MINUTE, ns)
+    assert apply_and_decide(store, again, event, in_update=False) == ({0}, {0}, {0})
+
+
+def test_a_decide_call_lists_no_stitched_people(redis_client):
+    """Python reads the stitched people of the update calls only: a decide call leaves them out."""
+    store, ns = store_for(redis_client), uuid.uuid4().hex
+    engine = one_rule("profile.event_count >= 1")
+    store.apply_deltas([delta_of(make("identify", "u1+a1", "", "p1", 0, ns))])
+    delta = delta_of(make("page_view", "a1", "", "p1", MINUTE, ns))
+    store.apply_deltas([delta])
+    functions.load_library(redis_client)
+
+    def reply(decide_only):
+        (call,) = store._script_calls(
+            [delta], int(MINUTE), plan=engine.prefilter, decide_only=decide_only, watch={delta.profile_id}
+        )
+        return redis_client.fcall(functions.UPDATE_FUNCTION, len(call.keys), *call.keys, *call.args)
+
+    in_update = reply(False)  # a duplicate now: not applied again, still prefiltered
+    assert [event_id for event_id, _ in in_update[3]] == [delta.event_id.encode()]
+    decided = reply(True)
+    assert [entry[0] for entry in decided[2]] == [delta.event_id.encode()]
+    assert decided[3] == []
+
+
 #: A checkpoint stream: rules, events, checkpoint sizes (cycled) and the sink's send batch.
 checkpoint_streams = dict(
     rule_specs=rules,
