@@ -19,25 +19,18 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import redis
 
 import orchestration.local_services as local_services
 from bench.personalization_overhead import MODEL
-from bench.redis_instructions import _NOT_REPLAYED, _name, recording
-from bench.rules_cost import bench_sink
+from bench.redis_instructions import _NOT_REPLAYED, _name, instructions, recording
+from bench.rules_cost import bench_sink, checked_records
 from bench.stack import demo_events
-from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, read_catalog_csv
-from streaming.profile_app.pipeline import check_record
 from streaming.profile_app.sink import ProfileSink
-from streaming.profiles import functions
 from streaming.rules.engine import RuleEngine
 from streaming.rules.follower import DEFAULT_RULES_FILE
 from streaming.rules.loader import load_rules, parse_rules
@@ -53,67 +46,6 @@ def feed(sink: ProfileSink, records: list[Any], first_offset: int, checkpoint: i
     sink.flush()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _connect(port: int, server: subprocess.Popen[bytes]) -> redis.Redis:
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=600)
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            client.ping()
-            return client
-        except (redis.ConnectionError, redis.BusyLoadingError):
-            if time.monotonic() > deadline:
-                server.kill()
-                raise
-            time.sleep(0.2)
-
-
-def replay(data: Path, commands: list[tuple[Any, ...]], out: Path) -> tuple[int, dict[str, int]]:
-    """Replay ``commands`` under callgrind on a Valkey loaded from ``data``/dump.rdb, counting the
-    replay's instructions only; the instructions and the commands the server ran."""
-    port = _free_port()
-    argv = [
-        "valgrind",
-        "--tool=callgrind",
-        "--instr-atstart=no",
-        f"--callgrind-out-file={out}",
-        *local_services._valkey_argv(port, data, False),
-    ]
-    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = _connect(port, server)
-    for script in Path(functions.__file__).parent.glob("*.lua"):
-        if script.name != "update.lua":
-            client.script_load(script.read_text())  # decision records are EVALSHA calls
-    client.config_resetstat()
-    subprocess.run(["callgrind_control", "-i", "on", str(server.pid)], check=True, capture_output=True)
-    for start in range(0, len(commands), 200):
-        pipe = client.pipeline(transaction=False)
-        for command in commands[start : start + 200]:
-            pipe.execute_command(*command)
-        errors = [r for r in pipe.execute(raise_on_error=False) if isinstance(r, Exception)]
-        if errors:
-            server.kill()
-            raise RuntimeError(f"replayed commands failed: {errors[0]}")
-    subprocess.run(["callgrind_control", "-i", "off", str(server.pid)], check=True, capture_output=True)
-    calls = {
-        name.removeprefix("cmdstat_"): int(entry["calls"])
-        for name, entry in client.info("commandstats").items()
-        if name not in ("cmdstat_info", "cmdstat_config|resetstat")
-    }
-    try:
-        client.shutdown(nosave=True)
-    except redis.ConnectionError:
-        pass
-    server.wait(120)
-    totals = [line for line in out.read_text().splitlines() if line.startswith(("totals:", "summary:"))]
-    return int(totals[-1].split()[1]), calls
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=60_000, help="events that age the profiles")
@@ -126,19 +58,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "pulse-age-callgrind.out")
     args = parser.parse_args()
 
-    rows = read_catalog_csv(SAMPLE_CATALOG)
-    catalog = Catalog(categories_from_rows(rows))
     traits = TraitsFollower(None, 3600.0, 7.0).prime()
-    now_ms = int(time.time() * 1000)
-    encode = msgspec.json.encode
     events = demo_events(args.events + args.measure, args.users)
     if args.anonymous:
         for event in events:
             event.pop("user_id", None)
             if event["event_type"] == "identify":
                 event["event_type"] = "page_view"
-    records = [check_record(encode(e), catalog, traits, now_ms) for e in events]
-    records = [record for record in records if record.delta is not None]
+    records = checked_records(events, traits)
     if args.mode == "shipped":
         engine, model = RuleEngine(load_rules(args.rules)), MODEL
     else:
@@ -166,7 +93,7 @@ def main() -> None:
             f"replaying {len(commands)} commands for {len(measured)} events under callgrind...",
             flush=True,
         )
-        total, calls = replay(data, commands, args.out)
+        total, calls = instructions(commands, args.out, data)
     n = len(measured)
     print(
         "  commands run (functions' included), per event: "

@@ -19,15 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import msgspec
 import redis
 
 import orchestration.local_services as local_services
 from bench.personalization_overhead import MODEL, fifty_rules
-from bench.rules_cost import _fcall_usec, _redis_cpu, bench_sink
+from bench.rules_cost import _fcall_usec, _redis_cpu, bench_sink, checked_records
 from bench.stack import demo_events
-from enrichment.catalog import SAMPLE_CATALOG, Catalog, categories_from_rows, read_catalog_csv
-from streaming.profile_app.pipeline import check_record
+from enrichment.catalog import SAMPLE_CATALOG, read_catalog_csv
 from streaming.profile_app.sink import ProfileSink
 from streaming.rules.engine import RuleEngine
 from streaming.rules.follower import DEFAULT_RULES_FILE
@@ -83,12 +81,8 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = read_catalog_csv(SAMPLE_CATALOG)
-    catalog = Catalog(categories_from_rows(rows))
     traits = TraitsFollower(None, 3600.0, 7.0).prime()
-    now_ms = int(time.time() * 1000)
-    encode = msgspec.json.encode
-    records = [check_record(encode(e), catalog, traits, now_ms) for e in demo_events(args.events, args.users)]
-    records = [record for record in records if record.delta is not None]
+    records = checked_records(demo_events(args.events, args.users), traits)
     if args.mode == "on":
         rules_file = Path(tempfile.mkdtemp()) / "rules.yaml"
         rules_file.write_text(fifty_rules(sorted({r["category"] for r in rows})))

@@ -121,9 +121,15 @@ def call_kinds(commands: list[tuple[Any, ...]]) -> Counter[str]:
     return kinds
 
 
-def instructions(commands: list[tuple[Any, ...]], out: Path) -> tuple[int, dict[str, int]]:
-    """Replay ``commands`` on a fresh Valkey under callgrind; the instructions it executed, and
-    the calls of each command it ran (INFO commandstats: those the functions ran included)."""
+def instructions(
+    commands: list[tuple[Any, ...]], out: Path, data: Path | None = None
+) -> tuple[int, dict[str, int]]:
+    """Replay ``commands`` on a Valkey under callgrind; the instructions it executed, and the calls
+    of each command it ran (INFO commandstats: those the functions ran included).
+
+    Without ``data``: a fresh Valkey, counted from its start (the function library is loaded
+    first). With ``data``: a Valkey loaded from ``data``/dump.rdb (its functions come with it),
+    counting the replay only (``bench.age_instructions``)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -131,25 +137,30 @@ def instructions(commands: list[tuple[Any, ...]], out: Path) -> tuple[int, dict[
         argv = [
             "valgrind",
             "--tool=callgrind",
+            *(["--instr-atstart=no"] if data else []),
             f"--callgrind-out-file={out}",
-            *_valkey_argv(port, Path(tmp), False),
+            *_valkey_argv(port, data or Path(tmp), False),
         ]
         server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=600)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while True:
             try:
                 client.ping()
                 break
-            except redis.ConnectionError:
+            except (redis.ConnectionError, redis.BusyLoadingError):
                 if time.monotonic() > deadline:
                     server.kill()
                     raise
                 time.sleep(0.2)
-        functions.load_library(client)
+        if data is None:
+            functions.load_library(client)
         for script in Path(functions.__file__).parent.glob("*.lua"):
             if script.name != "update.lua":
                 client.script_load(script.read_text())  # decision records are EVALSHA calls
+        if data is not None:
+            client.config_resetstat()
+            _instrument(server, "on")
         for start in range(0, len(commands), 200):
             pipe = client.pipeline(transaction=False)
             for command in commands[start : start + 200]:
@@ -158,10 +169,12 @@ def instructions(commands: list[tuple[Any, ...]], out: Path) -> tuple[int, dict[
             if errors:
                 server.kill()
                 raise RuntimeError(f"replayed commands failed: {errors[0]}")
-        calls = {  # since the replayed commands' CONFIG RESETSTAT (rules_cost resets before each mode)
+        if data is not None:
+            _instrument(server, "off")
+        calls = {  # since the last CONFIG RESETSTAT (rules_cost resets before each mode)
             name.removeprefix("cmdstat_"): int(entry["calls"])
             for name, entry in client.info("commandstats").items()
-            if name != "cmdstat_info"
+            if name not in ("cmdstat_info", "cmdstat_config|resetstat")
         }
         try:
             client.shutdown(nosave=True)
@@ -170,6 +183,11 @@ def instructions(commands: list[tuple[Any, ...]], out: Path) -> tuple[int, dict[
         server.wait(120)
     totals = [line for line in out.read_text().splitlines() if line.startswith(("totals:", "summary:"))]
     return int(totals[-1].split()[1]), calls
+
+
+def _instrument(server: subprocess.Popen[bytes], state: str) -> None:
+    """Turn callgrind's instrumentation of ``server`` on or off."""
+    subprocess.run(["callgrind_control", "-i", state, str(server.pid)], check=True, capture_output=True)
 
 
 def main() -> None:

@@ -56,6 +56,15 @@ def _redis_cpu(client: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
+def checked_records(events: list[dict], traits: TraitsFollower) -> list[CheckedRecord]:
+    """``events`` as the profile app checks them (the sample catalog), dead letters left out."""
+    catalog = Catalog(categories_from_rows(read_catalog_csv(SAMPLE_CATALOG)))
+    now_ms = int(time.time() * 1000)
+    encode = msgspec.json.encode
+    records = [check_record(encode(event), catalog, traits, now_ms) for event in events]
+    return [record for record in records if record.delta is not None]
+
+
 def bench_sink(client: redis.Redis, engine: RuleEngine, model: Any, traits: Any) -> ProfileSink:
     """A profile sink on ``client`` as the profile app makes it, with a producer never produced to."""
     store = RedisProfileStore(
@@ -115,14 +124,8 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = read_catalog_csv(SAMPLE_CATALOG)
-    catalog = Catalog(categories_from_rows(rows))
     traits = TraitsFollower(None, 3600.0, 7.0).prime()
-    now_ms = int(time.time() * 1000)
-    encode = msgspec.json.encode
-    records = [
-        check_record(encode(event), catalog, traits, now_ms) for event in demo_events(args.events, args.users)
-    ]
-    records = [record for record in records if record.delta is not None]  # no dead letters here
+    records = checked_records(demo_events(args.events, args.users), traits)
     rules_file = Path(tempfile.mkdtemp()) / "rules.yaml"
     rules_file.write_text(fifty_rules(sorted({r["category"] for r in rows})))
     on = RuleEngine(load_rules(rules_file))
